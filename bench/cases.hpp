@@ -1,0 +1,49 @@
+// The registry: op families, their implementations, and the cases a run is made of
+// (op x device x implementation x shape).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/options.hpp"
+#include "core/workload.hpp"
+
+namespace pb {
+
+struct OpFamily {
+  std::string name;
+  // The suite's workloads (level 0 quick, 1 standard, 2 full) in one dtype.
+  std::function<std::vector<std::shared_ptr<const Workload>>(int level, Dtype)> suite;
+  // A workload from --shape keys; throws std::invalid_argument.
+  std::function<std::shared_ptr<const Workload>(const KeyValues&, Dtype)> from_shape;
+  std::vector<ImplSpec> impls;  // CPU and GPU
+};
+
+const std::vector<OpFamily>& op_families();
+
+struct Case {
+  std::string name;  // <op>/<device>/<impl>/<shape>, stable across machines
+  std::shared_ptr<const Workload> workload;
+  ImplSpec impl;
+  int threads = 0;   // CPU cases; 0 on the GPU
+  Shape shape;       // the workload's shape, plus threads on the CPU
+  std::string skip;  // non-empty: the case is listed but not run, for this reason
+};
+
+struct Resources {
+  bool gpu_available = false;
+  std::string gpu_reason;
+  double gpu_free_bytes = 0;
+  double host_available_bytes = 0;
+  int cores = 1;
+};
+
+// Expands the options into cases; throws UsageError for bad values and for shapes that would
+// not fit in memory (checked before anything is allocated).
+std::vector<Case> build_cases(const Options& o, const Resources& r);
+
+double host_available_bytes();  // MemAvailable from /proc/meminfo
+
+}  // namespace pb

@@ -1,0 +1,119 @@
+#include "bench/context.hpp"
+
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+#include <regex>
+
+#include "cpu_ref/cpu.hpp"
+#include "kernels/gpu.hpp"
+
+#ifndef PAIRBENCH_VERSION
+#define PAIRBENCH_VERSION "0.0.0"
+#endif
+#ifndef PAIRBENCH_GIT_REVISION
+#define PAIRBENCH_GIT_REVISION "unknown"
+#endif
+
+namespace pb {
+
+namespace {
+
+bool has_isa(const char* f) {
+  const auto& isa = cpu::cpu_info().isa;
+  return std::find(isa.begin(), isa.end(), f) != isa.end();
+}
+
+// The nominal clock in GHz: from the model name ("@ 2.50GHz") when it has one, else as
+// Google Benchmark measured it.
+double cpu_ghz() {
+  std::smatch m;
+  const std::string& model = cpu::cpu_info().model;
+  if (std::regex_search(model, m, std::regex(R"(@\s*([0-9.]+)\s*GHz)"))) return std::stod(m[1]);
+  return benchmark::CPUInfo::Get().cycles_per_second / 1e9;
+}
+
+int flops_per_cycle() {
+  if (has_isa("avx512f")) return 64;              // 2 FMA units x 16 lanes x 2
+  if (has_isa("avx2") && has_isa("fma")) return 32;  // 2 x 8 x 2
+  if (has_isa("avx")) return 16;
+  return 8;
+}
+
+}  // namespace
+
+double cpu_peak_fp32_gflops() {
+  return cpu::cpu_info().logical_cpus * cpu_ghz() * flops_per_cycle();
+}
+
+report::json make_context(const char* argv0, const Options& o) {
+  const auto& gb = benchmark::CPUInfo::Get();
+  const auto& cpu = cpu::cpu_info();
+  report::json c;
+  char buf[64];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S%z", std::localtime(&now));
+  c["date"] = buf;
+  char host[256] = "unknown";
+  gethostname(host, sizeof host - 1);
+  c["host_name"] = host;
+  c["executable"] = argv0;
+  c["num_cpus"] = gb.num_cpus;
+  c["mhz_per_cpu"] = static_cast<int>(gb.cycles_per_second / 1e6);
+  c["cpu_scaling_enabled"] = gb.scaling == benchmark::CPUInfo::ENABLED;
+  report::json caches = report::json::array();
+  for (const auto& ci : gb.caches)
+    caches.push_back({{"type", ci.type}, {"level", ci.level}, {"size", ci.size},
+                      {"num_sharing", ci.num_sharing}});
+  c["caches"] = caches;
+  c["load_avg"] = gb.load_avg;
+#ifdef NDEBUG
+  c["library_build_type"] = "release";
+#else
+  c["library_build_type"] = "debug";
+#endif
+  c["pairbench_version"] = PAIRBENCH_VERSION;
+  c["pairbench_git_revision"] = PAIRBENCH_GIT_REVISION;
+  c["suite"] = o.suite;
+  c["cold_cache"] = o.cold;
+  c["cpu_model"] = cpu.model;
+  std::string isa;
+  for (const auto& f : cpu.isa) isa += (isa.empty() ? "" : " ") + f;
+  c["cpu_isa"] = isa;
+  c["cpu_logical_cores"] = cpu.logical_cpus;
+  c["cpu_l2_bytes"] = cpu.l2_bytes;
+  c["cpu_l3_bytes"] = cpu.l3_bytes;
+  c["cpu_peak_fp32_gflops"] = cpu_peak_fp32_gflops();
+  c["cpu_peak_note"] = "cores x nominal GHz x " + std::to_string(flops_per_cycle()) +
+                       " FLOP/cycle (widest FMA, two FMA units assumed)";
+  c["openblas_config"] = cpu.openblas_config;
+  c["openblas_core"] = cpu.openblas_core;
+  c["openblas_threading"] = cpu.openblas_threading;
+  c["openblas_threads"] = cpu.openblas_threads;
+  c["omp_threads"] = cpu.omp_threads;
+  if (!cpu.openblas_warning.empty()) c["openblas_warning"] = cpu.openblas_warning;
+  const auto& g = gpu::probe();
+  c["gpu_available"] = g.available;
+  c["cuda_runtime_version"] = g.runtime_version;
+  c["cuda_driver_version"] = g.driver_version;
+  if (!g.available) {
+    c["gpu_reason"] = g.reason;
+    return c;
+  }
+  c["gpu_name"] = g.name;
+  c["gpu_compute_capability"] = std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor);
+  c["gpu_sms"] = g.sms;
+  c["gpu_memory_bytes"] = g.total_bytes;
+  c["gpu_l2_bytes"] = g.l2_bytes;
+  c["gpu_clock_mhz"] = g.clock_khz / 1e3;
+  c["gpu_memory_clock_mhz"] = g.mem_clock_khz / 1e3;
+  c["gpu_bus_width_bits"] = g.bus_width_bits;
+  c["gpu_peak_fp32_gflops"] = g.peak_fp32_gflops;
+  c["gpu_peak_bandwidth_gbs"] = g.peak_bandwidth_gbs;
+  c["cublas_version"] = g.cublas_version;
+  return c;
+}
+
+}  // namespace pb

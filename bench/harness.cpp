@@ -1,0 +1,275 @@
+#include "bench/harness.hpp"
+
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <numeric>
+
+namespace pb {
+
+namespace {
+
+using report::json;
+
+struct CaseRun {
+  const Case* c = nullptr;
+  std::unique_ptr<Impl> impl;
+  bool started = false;
+  std::string error;
+  Check check;
+  double transfer_s = 0;
+  std::vector<double> samples;  // seconds per iteration, last timed batch
+};
+
+class Runner {
+ public:
+  Runner(const std::vector<Case>& cases, const HarnessConfig& cfg) : cfg_(cfg) {
+    for (const Case& c : cases) {
+      runs_.emplace_back();
+      runs_.back().c = &c;
+    }
+  }
+
+  std::vector<CaseRun>& runs() { return runs_; }
+  void set_total(std::size_t n) { total_ = n; }
+
+  void body(benchmark::State& st, std::size_t i) {
+    CaseRun& r = runs_[i];
+    if (!r.started) start(r);
+    if (!r.error.empty()) {
+      st.SkipWithError(r.error.c_str());
+      return;
+    }
+    try {
+      r.impl->activate();
+      auto timer = r.impl->make_timer();
+      r.samples.clear();
+      for (auto _ : st) {
+        if (cfg_.cold) r.impl->flush_cache();
+        timer->start();
+        r.impl->run();
+        // Google Benchmark rejects a zero time; a timer tick is the shortest we can tell.
+        const double t = std::max(timer->stop(), 1e-9);
+        st.SetIterationTime(t);
+        r.samples.push_back(t);
+      }
+    } catch (const std::exception& e) {
+      r.error = e.what();
+      r.impl.reset();
+      st.SkipWithError(r.error.c_str());
+      return;
+    }
+    const double per_iter =
+        std::accumulate(r.samples.begin(), r.samples.end(), 0.0) / static_cast<double>(r.samples.size());
+    const Workload& w = *r.c->workload;
+    st.counters["GFLOP/s"] = w.flops() / per_iter / 1e9;
+    st.counters["GB/s"] = w.min_bytes() / per_iter / 1e9;
+    st.counters["bytes_per_second"] = w.min_bytes() / per_iter;
+    const double peak = peak_gflops(*r.c);
+    if (peak > 0) st.counters["pct_peak"] = 100.0 * w.flops() / per_iter / 1e9 / peak;
+  }
+
+  double peak_gflops(const Case& c) const {
+    if (c.workload->dtype() != Dtype::fp32) return 0;
+    return c.impl.device == Device::cpu ? cfg_.cpu_peak_gflops : cfg_.gpu_peak_gflops;
+  }
+
+ private:
+  // Prepare, run once, verify against the reference; only a verified case is timed.
+  void start(CaseRun& r) {
+    if (current_ && current_ != &r) current_->impl.reset();  // free the previous case's buffers
+    current_ = &r;
+    r.started = true;
+    progress(*r.c);
+    try {
+      const std::vector<Buffer> inputs = r.c->workload->make_inputs();
+      r.impl = r.c->impl.make(*r.c->workload, r.c->threads);
+      r.impl->activate();
+      r.impl->prepare(inputs);
+      r.impl->run();
+      r.check = r.c->workload->verify(inputs, r.impl->result());
+      r.transfer_s = r.impl->transfer_seconds();
+      if (!r.check.ok) {
+        r.error = "verification failed: " + r.check.detail;
+      } else {
+        // Warm up (clocks, caches, library heuristics): up to 3 more runs, at most ~50 ms.
+        auto timer = r.impl->make_timer();
+        double spent = 0;
+        for (int n = 0; n < 3 && spent < 0.05; ++n) {
+          timer->start();
+          r.impl->run();
+          spent += timer->stop();
+        }
+      }
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    if (!r.error.empty()) r.impl.reset();
+  }
+
+  void progress(const Case& c) {
+    ++started_;
+    if (!isatty(STDERR_FILENO)) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    std::fprintf(stderr, "[case %zu of %zu, %.0f s] %s\n", started_, total_, s, c.name.c_str());
+  }
+
+  HarnessConfig cfg_;
+  std::vector<CaseRun> runs_;
+  CaseRun* current_ = nullptr;
+  std::size_t started_ = 0, total_ = 0;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+json shape_json(const Shape& s) {
+  json j = json::object();
+  for (const auto& [k, v] : s.items) j[k] = v;
+  return j;
+}
+
+json case_record(const CaseRun& r, const std::string& status, const std::string& message,
+                 double peak) {
+  const Case& c = *r.c;
+  const Workload& w = *c.workload;
+  json j = {{"name", c.name},
+            {"op", w.op()},
+            {"device", to_string(c.impl.device)},
+            {"impl", c.impl.name},
+            {"shape", shape_json(c.shape)},
+            {"dtype", to_string(w.dtype())},
+            {"threads", c.threads},
+            {"status", status},
+            {"flops", w.flops()},
+            {"min_bytes", w.min_bytes()}};
+  if (!message.empty()) j["message"] = message;
+  j["verified"] = r.started && r.check.ok;
+  if (r.started && (r.check.ok || !r.check.detail.empty())) {
+    j["max_error"] = r.check.max_error;
+    j["tolerance"] = r.check.tolerance;
+  }
+  if (status != "ok") return j;
+  std::vector<double> t = r.samples;
+  std::sort(t.begin(), t.end());
+  const double n = static_cast<double>(t.size());
+  const double mean = std::accumulate(t.begin(), t.end(), 0.0) / n;
+  double var = 0;
+  for (double x : t) var += (x - mean) * (x - mean);
+  const double median = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+  j["time"] = {{"median_s", median},
+               {"min_s", t.front()},
+               {"mean_s", mean},
+               {"stddev_s", t.size() > 1 ? std::sqrt(var / (n - 1)) : 0.0},
+               {"iterations", t.size()}};
+  j["transfer_s"] = r.transfer_s;
+  j["gflops"] = w.flops() / median / 1e9;
+  j["gbs"] = w.min_bytes() / median / 1e9;
+  if (peak > 0) j["pct_peak"] = 100.0 * w.flops() / median / 1e9 / peak;
+  return j;
+}
+
+// Google Benchmark's own JSON entry for a run, field for field as its JSONReporter writes it.
+json benchmark_entry(const benchmark::BenchmarkReporter::Run& run) {
+  using Run = benchmark::BenchmarkReporter::Run;
+  json j = {{"name", run.benchmark_name()},
+            {"family_index", run.family_index},
+            {"per_family_instance_index", run.per_family_instance_index},
+            {"run_name", run.run_name.str()},
+            {"run_type", run.run_type == Run::RT_Iteration ? "iteration" : "aggregate"},
+            {"repetitions", run.repetitions},
+            {"repetition_index", run.repetition_index},
+            {"threads", run.threads}};
+  const bool aggregate = run.run_type == Run::RT_Aggregate;
+  const bool time_unit = !aggregate || run.aggregate_unit == benchmark::StatisticUnit::kTime;
+  if (aggregate) {
+    j["aggregate_name"] = run.aggregate_name;
+    j["aggregate_unit"] = time_unit ? "time" : "percentage";
+  }
+  if (run.error_occurred) {
+    j["error_occurred"] = true;
+    j["error_message"] = run.error_message;
+  }
+  j["iterations"] = run.iterations;
+  if (time_unit) {
+    j["real_time"] = run.GetAdjustedRealTime();
+    j["cpu_time"] = run.GetAdjustedCPUTime();
+    j["time_unit"] = benchmark::GetTimeUnitString(run.time_unit);
+  } else {
+    j["real_time"] = run.real_accumulated_time;
+    j["cpu_time"] = run.cpu_accumulated_time;
+  }
+  for (const auto& [name, counter] : run.counters)
+    if (std::isfinite(counter.value)) j[name] = counter.value;
+  return j;
+}
+
+// Prints as the console reporter does, and records every run as it arrives.
+class Recorder : public benchmark::ConsoleReporter {
+ public:
+  Recorder(Runner& runner, report::Log& log, HarnessResult& out) : runner_(runner), log_(log), out_(out) {
+    for (std::size_t i = 0; i < runner.runs().size(); ++i) index_[runner.runs()[i].c->name] = i;
+  }
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    std::vector<std::size_t> seen;
+    for (const Run& run : runs) {
+      const json entry = benchmark_entry(run);
+      log_.append("benchmark", entry);
+      out_.benchmarks.push_back(entry);
+      auto it = index_.find(run.run_name.function_name);
+      if (it != index_.end() && std::find(seen.begin(), seen.end(), it->second) == seen.end())
+        seen.push_back(it->second);
+    }
+    for (std::size_t i : seen) {
+      const CaseRun& r = runner_.runs()[i];
+      const bool ok = r.error.empty() && !r.samples.empty();
+      const json rec = case_record(r, ok ? "ok" : "error", ok ? "" : r.error, runner_.peak_gflops(*r.c));
+      if (!ok) ++out_.failed;
+      log_.append("case", rec);
+      out_.cases.push_back(rec);
+    }
+  }
+
+ private:
+  Runner& runner_;
+  report::Log& log_;
+  HarnessResult& out_;
+  std::map<std::string, std::size_t> index_;
+};
+
+}  // namespace
+
+HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg, report::Log& log) {
+  HarnessResult out;
+  Runner runner(cases, cfg);
+  std::size_t runnable = 0;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    if (!c.skip.empty()) {
+      const json rec = case_record(runner.runs()[i], "skipped", c.skip, 0);
+      log.append("case", rec);
+      out.cases.push_back(rec);
+      continue;
+    }
+    ++runnable;
+    auto* b = benchmark::RegisterBenchmark(c.name.c_str(), [&runner, i](benchmark::State& st) {
+      runner.body(st, i);
+    });
+    b->UseManualTime()->Unit(c.workload->flops() > 2e9 ? benchmark::kMillisecond
+                                                        : benchmark::kMicrosecond);
+  }
+  runner.set_total(runnable);
+  if (runnable > 0) {
+    Recorder recorder(runner, log, out);
+    benchmark::RunSpecifiedBenchmarks(&recorder);
+  }
+  benchmark::ClearRegisteredBenchmarks();
+  return out;
+}
+
+}  // namespace pb

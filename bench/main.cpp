@@ -1,0 +1,157 @@
+// pairbench: parse the flags, build the cases, verify and time them, write the report.
+#include <benchmark/benchmark.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <vector>
+
+#include "bench/cases.hpp"
+#include "bench/context.hpp"
+#include "bench/harness.hpp"
+#include "cpu_ref/cpu.hpp"
+#include "kernels/gpu.hpp"
+
+namespace {
+
+char g_interrupt_msg[4096];
+
+extern "C" void on_signal(int sig) {
+  const ssize_t ignored = write(STDERR_FILENO, g_interrupt_msg, std::strlen(g_interrupt_msg));
+  (void)ignored;
+  _exit(128 + sig);
+}
+
+bool is_dir(const std::string& p) {
+  struct stat st {};
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string default_report_path() {
+  char host[256] = "host";
+  gethostname(host, sizeof host - 1);
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+  mkdir("results", 0755);
+  return std::string("results/") + host + "-" + stamp + ".json";
+}
+
+int fail_usage(const std::string& msg) {
+  std::cerr << "pairbench: error: " << msg << "\n";
+  return 2;
+}
+
+// The quick suite times each case for 0.1 s unless --benchmark_min_time says otherwise. It is
+// passed as a default flag, not per benchmark, so that case names do not depend on it.
+std::vector<char*> with_default_min_time(int argc, char** argv) {
+  static char quick[] = "--benchmark_min_time=0.1";
+  std::vector<char*> args(argv, argv + argc);
+  bool user = false, is_quick = false;
+  for (int i = 1; i < argc; ++i) {
+    user = user || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
+    is_quick = is_quick || std::strcmp(argv[i], "--suite=quick") == 0;
+  }
+  if (is_quick && !user) args.insert(args.begin() + 1, quick);
+  args.push_back(nullptr);
+  return args;
+}
+
+int run(int argc_in, char** argv_in) {
+  std::vector<char*> args = with_default_min_time(argc_in, argv_in);
+  int argc = static_cast<int>(args.size()) - 1;
+  char** argv = args.data();
+  benchmark::Initialize(&argc, argv);
+  const pb::Options o = pb::parse_options(argc, argv);
+  if (o.help) {
+    std::cout << pb::usage();
+    return 0;
+  }
+  if (!o.recover.empty()) {
+    const std::string out = !o.report.empty() ? o.report
+                            : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14
+                                ? o.recover.substr(0, o.recover.size() - 14)
+                                : o.recover + ".json";
+    pb::report::json doc;
+    try {
+      doc = pb::report::recover(o.recover);
+    } catch (const std::exception& e) {
+      return fail_usage(e.what());
+    }
+    pb::report::write_atomic(out, doc.dump(2) + "\n");
+    std::cout << pb::report::summary(doc) << "report: " << out << "\n";
+    return 0;
+  }
+
+  const auto& cpu = pb::cpu::cpu_info();
+  if (!cpu.openblas_warning.empty()) std::cerr << "pairbench: warning: " << cpu.openblas_warning << "\n";
+  pb::Resources res;
+  res.cores = pb::cpu::max_threads();
+  res.host_available_bytes = pb::host_available_bytes();
+  const bool want_gpu = o.devices.empty() ||
+                        std::find(o.devices.begin(), o.devices.end(), pb::Device::gpu) != o.devices.end();
+  if (want_gpu) {
+    const auto& g = pb::gpu::probe();
+    res.gpu_available = g.available;
+    res.gpu_reason = g.reason;
+    res.gpu_free_bytes = g.free_bytes;
+  }
+  const std::vector<pb::Case> cases = pb::build_cases(o, res);
+  if (o.list) {
+    for (const auto& c : cases)
+      std::cout << c.name << (c.skip.empty() ? "" : "  (skipped: " + c.skip + ")") << "\n";
+    return 0;
+  }
+  if (cases.empty()) return fail_usage("no case matches the flags (see --list)");
+
+  const std::string path = o.report.empty() ? default_report_path() : o.report;
+  if (is_dir(path)) return fail_usage("--report=" + path + " is a directory");
+  std::unique_ptr<pb::report::Log> log;
+  try {
+    pb::report::write_atomic(path + ".probe", "");  // the report's folder takes a file and a rename
+    std::remove((path + ".probe").c_str());
+    log = std::make_unique<pb::report::Log>(pb::report::log_path_for(path));
+  } catch (const std::exception& e) {
+    return fail_usage("cannot write the report: " + std::string(e.what()));
+  }
+  std::snprintf(g_interrupt_msg, sizeof g_interrupt_msg,
+                "\npairbench: interrupted; cases measured so far are in %s; "
+                "'pairbench --recover=%s' writes their report\n",
+                log->path().c_str(), log->path().c_str());
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+
+  const pb::report::json context = pb::make_context(argv[0], o);
+  log->append("context", context);
+  pb::HarnessConfig cfg;
+  cfg.cold = o.cold;
+  cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
+  cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
+  const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);
+
+  const pb::report::json doc = pb::report::build(context, result.benchmarks, result.cases);
+  pb::report::write_atomic(path, doc.dump(2) + "\n");
+  std::remove(log->path().c_str());
+  std::cout << "\n" << pb::report::summary(doc);
+  if (result.failed > 0)
+    std::cout << result.failed << " case(s) failed; their entries in the report say why\n";
+  std::cout << "report: " << path << "\n";
+  return result.failed > 0 ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const pb::UsageError& e) {
+    return fail_usage(e.what());
+  } catch (const std::exception& e) {
+    std::cerr << "pairbench: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,140 @@
+#include "bench/options.hpp"
+
+#include <algorithm>
+
+namespace pb {
+
+const char* usage() {
+  return R"(usage: pairbench [flags] [--benchmark_* flags]
+
+Measures CPU and GPU implementations of neural-network work, each verified before it is timed,
+and writes a Google Benchmark JSON report with a "pairbench" section of analyses.
+
+  --suite=quick|standard|full  which shapes to run (default standard; quick takes < 1 minute)
+  --ops=LIST         ops to run (gemm)
+  --devices=LIST     cpu, gpu (default: both; without a GPU its cases are listed as skipped)
+  --impls=LIST       implementations by name (naive, omp, openblas, tiled, cublas) or as
+                     device/name (gpu/naive); naming one also runs it on shapes a suite
+                     would leave out as too slow
+  --threads=LIST     CPU thread counts, e.g. 1,2 (default: all cores)
+  --dtypes=LIST      fp32, tf32, fp16, bf16 (default: all; the CPU runs fp32)
+  --shape=K=V,...    run this shape instead of the suite's (repeatable); gemm keys:
+                     m, n, k, ta, tb (0/1: operand stored transposed), alpha, beta
+  --cold             flush the CPU last-level cache / GPU L2 before every iteration
+  --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
+  --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report
+  --list             print the cases without running them
+  --help             this text
+
+Exit codes: 0 all cases verified; 1 a case failed verification or errored (its entry in the
+report says why); 2 bad input (nothing was run or written).
+)";
+}
+
+std::vector<std::string> split_list(const std::string& flag, const std::string& value) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = value.find(',', start);
+    const std::string item = value.substr(start, comma - start);
+    if (item.empty()) throw UsageError(flag + ": empty item in '" + value + "'");
+    out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+namespace {
+
+template <class T, class Parse>
+std::vector<T> parse_list(const std::string& flag, const std::string& value, Parse parse) {
+  std::vector<T> out;
+  for (const std::string& item : split_list(flag, value)) {
+    T x;
+    if (!parse(item, &x)) throw UsageError(flag + ": unknown value '" + item + "'");
+    if (std::find(out.begin(), out.end(), x) == out.end()) out.push_back(x);
+  }
+  return out;
+}
+
+bool parse_threads(const std::string& s, int* out) {
+  if (s.empty() || s.size() > 4 || !std::all_of(s.begin(), s.end(), ::isdigit)) return false;
+  *out = std::stoi(s);
+  return *out >= 1 && *out <= 1024;
+}
+
+KeyValues parse_shape(const std::string& value) {
+  KeyValues kv;
+  for (const std::string& item : split_list("--shape", value)) {
+    const std::size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw UsageError("--shape: '" + item + "' is not key=value");
+    kv.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+  }
+  return kv;
+}
+
+}  // namespace
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const std::size_t eq = arg.find('=');
+    const std::string flag = arg.substr(0, eq);
+    const bool has_value = eq != std::string::npos;
+    const std::string value = has_value ? arg.substr(eq + 1) : "";
+    auto need_value = [&] {
+      if (!has_value || value.empty()) throw UsageError(flag + " needs a value (" + flag + "=...)");
+    };
+    auto no_value = [&] {
+      if (has_value) throw UsageError(flag + " takes no value");
+    };
+    if (flag == "--suite") {
+      need_value();
+      if (value != "quick" && value != "standard" && value != "full")
+        throw UsageError("--suite: unknown suite '" + value + "' (quick, standard, full)");
+      o.suite = value;
+    } else if (flag == "--ops") {
+      need_value();
+      o.ops = split_list(flag, value);
+    } else if (flag == "--devices") {
+      need_value();
+      o.devices = parse_list<Device>(flag, value, parse_device);
+    } else if (flag == "--impls") {
+      need_value();
+      o.impls = split_list(flag, value);
+    } else if (flag == "--threads") {
+      need_value();
+      o.threads = parse_list<int>(flag, value, parse_threads);
+    } else if (flag == "--dtypes") {
+      need_value();
+      o.dtypes = parse_list<Dtype>(flag, value, parse_dtype);
+    } else if (flag == "--shape") {
+      need_value();
+      o.shapes.push_back(parse_shape(value));
+    } else if (flag == "--report") {
+      need_value();
+      o.report = value;
+    } else if (flag == "--recover") {
+      need_value();
+      o.recover = value;
+    } else if (flag == "--list") {
+      no_value();
+      o.list = true;
+    } else if (flag == "--cold") {
+      no_value();
+      o.cold = true;
+    } else if (flag == "--help" || flag == "-h") {
+      o.help = true;
+    } else if (flag.rfind("--benchmark_", 0) == 0) {
+      throw UsageError("bad Google Benchmark flag or value: " + arg);
+    } else {
+      throw UsageError("unknown flag '" + arg + "' (see --help)");
+    }
+  }
+  return o;
+}
+
+}  // namespace pb

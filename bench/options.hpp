@@ -1,0 +1,40 @@
+// The command line: pairbench's own flags (Google Benchmark takes its --benchmark_* first).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/types.hpp"
+
+namespace pb {
+
+// Bad input on the command line: one line on stderr, exit code 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+struct Options {
+  std::string suite = "standard";
+  std::vector<std::string> ops;    // empty: all
+  std::vector<Device> devices;     // empty: all
+  std::vector<std::string> impls;  // "name" or "device/name"; empty: all
+  std::vector<int> threads;        // empty: all cores
+  std::vector<Dtype> dtypes;       // empty: all
+  std::vector<KeyValues> shapes;   // --shape, replaces the suite's shapes
+  std::string report;              // empty: results/<host>-<UTC timestamp>.json
+  std::string recover;             // --recover=LOG
+  bool list = false, help = false, cold = false;
+};
+
+// Parses what Google Benchmark left in argv; throws UsageError.
+Options parse_options(int argc, char** argv);
+const char* usage();
+
+// Splits "a,b,c"; throws UsageError on an empty item.
+std::vector<std::string> split_list(const std::string& flag, const std::string& value);
+
+}  // namespace pb

@@ -1,0 +1,19 @@
+# Libraries from Debian's packages (scripts/setup installs them).
+find_package(OpenMP REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(benchmark REQUIRED)
+
+# Debian's OpenMP build of OpenBLAS, by its own path: the pthread build can win the
+# alternatives and oversubscribes the cores when it runs inside OpenMP code.
+find_path(OPENBLAS_INCLUDE_DIR cblas.h
+          HINTS /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/openblas
+          NO_DEFAULT_PATH)
+find_library(OPENBLAS_LIBRARY openblas
+             HINTS /usr/lib/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
+if(NOT OPENBLAS_INCLUDE_DIR OR NOT OPENBLAS_LIBRARY)
+  message(FATAL_ERROR "OpenBLAS (OpenMP build) not found: run scripts/setup "
+                      "(Debian package libopenblas-openmp-dev)")
+endif()
+add_library(pb::openblas INTERFACE IMPORTED)
+target_include_directories(pb::openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
+target_link_libraries(pb::openblas INTERFACE ${OPENBLAS_LIBRARY})

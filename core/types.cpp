@@ -1,0 +1,81 @@
+#include "core/types.hpp"
+
+#include <cmath>
+#include <cstring>
+
+namespace pb {
+
+const char* to_string(Device d) { return d == Device::cpu ? "cpu" : "gpu"; }
+
+const char* to_string(Dtype t) {
+  switch (t) {
+    case Dtype::fp32: return "fp32";
+    case Dtype::tf32: return "tf32";
+    case Dtype::fp16: return "fp16";
+    case Dtype::bf16: return "bf16";
+  }
+  return "?";
+}
+
+bool parse_device(const std::string& s, Device* out) {
+  if (s == "cpu") *out = Device::cpu;
+  else if (s == "gpu") *out = Device::gpu;
+  else return false;
+  return true;
+}
+
+const std::vector<Dtype>& all_dtypes() {
+  static const std::vector<Dtype> all = {Dtype::fp32, Dtype::tf32, Dtype::fp16, Dtype::bf16};
+  return all;
+}
+
+bool parse_dtype(const std::string& s, Dtype* out) {
+  for (Dtype t : all_dtypes()) {
+    if (s == to_string(t)) {
+      *out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+int mantissa_bits(Dtype t) {
+  switch (t) {
+    case Dtype::fp32: return 23;
+    case Dtype::tf32: return 10;
+    case Dtype::fp16: return 10;
+    case Dtype::bf16: return 7;
+  }
+  return 23;
+}
+}  // namespace
+
+double unit_roundoff(Dtype t) { return std::ldexp(1.0, -(mantissa_bits(t) + 1)); }
+
+int input_bytes(Dtype t) { return (t == Dtype::fp16 || t == Dtype::bf16) ? 2 : 4; }
+
+float round_to(Dtype t, float x) {
+  const int drop = 23 - mantissa_bits(t);
+  if (drop == 0 || !std::isfinite(x)) return x;
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  const std::uint32_t half = 1u << (drop - 1);
+  const std::uint32_t odd = (u >> drop) & 1u;
+  u = (u + half - 1 + odd) & ~((1u << drop) - 1);
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  // fp16 also has a narrower exponent range; pairbench's inputs stay within [-1, 1].
+  return r;
+}
+
+std::string Shape::to_string() const {
+  std::string s;
+  for (const auto& [k, v] : items) {
+    if (!s.empty()) s += ',';
+    s += k + '=' + v;
+  }
+  return s;
+}
+
+}  // namespace pb

@@ -1,0 +1,40 @@
+// Device-neutral vocabulary: devices, element types, host buffers, shapes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pb {
+
+enum class Device { cpu, gpu };
+
+// fp32: IEEE single everywhere; tf32: fp32 storage, tensor-core products on 10-bit mantissas;
+// fp16 / bf16: half-width inputs, fp32 accumulation and output.
+enum class Dtype { fp32, tf32, fp16, bf16 };
+
+const char* to_string(Device d);
+const char* to_string(Dtype t);
+bool parse_device(const std::string& s, Device* out);
+bool parse_dtype(const std::string& s, Dtype* out);
+const std::vector<Dtype>& all_dtypes();
+
+// Unit roundoff of the values a dtype stores (inputs are generated already representable).
+double unit_roundoff(Dtype t);
+// Rounds an fp32 value to the nearest value representable in t (round to nearest even).
+float round_to(Dtype t, float x);
+// Bytes one element of an input operand of type t occupies in memory.
+int input_bytes(Dtype t);
+
+using Buffer = std::vector<float>;
+
+// An ordered list of key=value pairs; to_string() gives "k1=v1,k2=v2".
+struct Shape {
+  std::vector<std::pair<std::string, std::string>> items;
+  void add(const std::string& key, const std::string& value) { items.emplace_back(key, value); }
+  void add(const std::string& key, std::int64_t value) { add(key, std::to_string(value)); }
+  std::string to_string() const;
+};
+
+}  // namespace pb

@@ -1,0 +1,67 @@
+// The one abstraction: a workload (what to compute) and an implementation (how, where).
+// The harness in bench/ pairs them: prepare, run once, verify, and only then time run().
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/types.hpp"
+
+namespace pb {
+
+struct Check {
+  bool ok = false;
+  double max_error = 0;  // in the workload's own error unit (see its verify())
+  double tolerance = 0;
+  std::string detail;    // why it failed, for the report
+};
+
+class Workload {
+ public:
+  virtual ~Workload() = default;
+  virtual std::string op() const = 0;
+  virtual Shape shape() const = 0;  // includes dtype
+  virtual Dtype dtype() const = 0;
+  virtual double flops() const = 0;
+  virtual double min_bytes() const = 0;   // compulsory traffic: read inputs once, write output once
+  virtual double host_bytes() const = 0;  // host memory one case needs (inputs, output, copies)
+  virtual double device_bytes() const = 0;
+  virtual std::vector<Buffer> make_inputs() const = 0;
+  virtual Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const = 0;
+};
+
+// Measures one iteration. CPU: steady clock. GPU: CUDA events on the case's stream.
+class Timer {
+ public:
+  virtual ~Timer() = default;
+  virtual void start() = 0;
+  virtual double stop() = 0;  // seconds since start(), the work finished
+};
+
+class Impl {
+ public:
+  virtual ~Impl() = default;
+  virtual void prepare(const std::vector<Buffer>& inputs) = 0;  // allocate, upload; not timed
+  virtual void activate() {}  // called before each timed batch (e.g. sets the thread count)
+  virtual void run() = 0;     // the timed work (GPU: enqueued on the case's stream)
+  virtual Buffer result() = 0;
+  virtual std::unique_ptr<Timer> make_timer() = 0;
+  virtual void flush_cache() = 0;  // --cold: evict the last-level cache / GPU L2
+  // Host<->device copies of inputs and output, measured in prepare() and result(); 0 on the CPU.
+  virtual double transfer_seconds() const { return 0; }
+};
+
+// One implementation of one op on one device, as the registry knows it.
+struct ImplSpec {
+  std::string op, name;
+  Device device = Device::cpu;
+  bool threaded = false;  // CPU: runs once per requested thread count
+  double max_flops = 0;   // > 0: suites leave larger shapes out unless the impl is asked for by name
+  std::function<bool(const Workload&)> supports;
+  std::function<std::unique_ptr<Impl>(const Workload&, int threads)> make;
+};
+
+}  // namespace pb

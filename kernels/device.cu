@@ -1,0 +1,141 @@
+// Device probe, the CUDA-event timer and the GpuImpl base.
+#include <cublas_v2.h>
+
+#include <algorithm>
+
+#include "kernels/gpu.hpp"
+#include "kernels/gpu_impl.cuh"
+
+namespace pb::gpu {
+
+void fail(const char* what, const char* detail, const char* file, int line) {
+  throw std::runtime_error(std::string(what) + " failed: " + detail + " (" + file + ":" +
+                           std::to_string(line) + ")");
+}
+
+namespace {
+
+// FP32 lanes per SM by compute capability (CUDA C Programming Guide, arithmetic throughput).
+int fp32_lanes_per_sm(int major, int minor) {
+  if (major == 8 && minor == 0) return 64;
+  if (major >= 8) return 128;
+  if (major == 7) return 64;
+  if (major == 6) return minor == 0 ? 64 : 128;
+  return 128;
+}
+
+class EventTimer : public Timer {
+ public:
+  explicit EventTimer(cudaStream_t s) : s_(s) {
+    PB_CUDA(cudaEventCreate(&a_));
+    PB_CUDA(cudaEventCreate(&b_));
+  }
+  ~EventTimer() override {
+    cudaEventDestroy(a_);
+    cudaEventDestroy(b_);
+  }
+  void start() override { PB_CUDA(cudaEventRecord(a_, s_)); }
+  double stop() override {
+    PB_CUDA(cudaEventRecord(b_, s_));
+    PB_CUDA(cudaEventSynchronize(b_));
+    float ms = 0;
+    PB_CUDA(cudaEventElapsedTime(&ms, a_, b_));
+    return 1e-3 * ms;
+  }
+
+ private:
+  cudaStream_t s_;
+  cudaEvent_t a_{}, b_{};
+};
+
+}  // namespace
+
+const DeviceInfo& probe() {
+  static const DeviceInfo info = [] {
+    DeviceInfo d;
+    cudaRuntimeGetVersion(&d.runtime_version);
+    cudaDriverGetVersion(&d.driver_version);
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+      d.reason = e != cudaSuccess ? std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e)
+                                  : "no CUDA device found";
+      cudaGetLastError();  // clear the sticky error
+      return d;
+    }
+    auto attr = [](cudaDeviceAttr a) {
+      int v = 0;
+      if (cudaDeviceGetAttribute(&v, a, 0) != cudaSuccess) cudaGetLastError();
+      return v;
+    };
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+      d.reason = "cudaGetDeviceProperties failed";
+      cudaGetLastError();
+      return d;
+    }
+    d.name = p.name;
+    d.cc_major = attr(cudaDevAttrComputeCapabilityMajor);
+    d.cc_minor = attr(cudaDevAttrComputeCapabilityMinor);
+    d.sms = attr(cudaDevAttrMultiProcessorCount);
+    d.clock_khz = attr(cudaDevAttrClockRate);
+    d.mem_clock_khz = attr(cudaDevAttrMemoryClockRate);
+    d.bus_width_bits = attr(cudaDevAttrGlobalMemoryBusWidth);
+    d.l2_bytes = attr(cudaDevAttrL2CacheSize);
+    std::size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+      d.reason = "cudaMemGetInfo failed: the device cannot be used";
+      cudaGetLastError();
+      return d;
+    }
+    d.free_bytes = static_cast<double>(free_b);
+    d.total_bytes = static_cast<double>(total_b);
+    d.peak_fp32_gflops =
+        2.0 * d.sms * fp32_lanes_per_sm(d.cc_major, d.cc_minor) * d.clock_khz * 1e3 / 1e9;
+    // Double data rate: two transfers per memory clock.
+    d.peak_bandwidth_gbs = 2.0 * d.mem_clock_khz * 1e3 * (d.bus_width_bits / 8.0) / 1e9;
+    int v = 0;
+    if (cublasGetProperty(MAJOR_VERSION, &v) == CUBLAS_STATUS_SUCCESS) d.cublas_version = v * 10000;
+    if (cublasGetProperty(MINOR_VERSION, &v) == CUBLAS_STATUS_SUCCESS) d.cublas_version += v * 100;
+    if (cublasGetProperty(PATCH_LEVEL, &v) == CUBLAS_STATUS_SUCCESS) d.cublas_version += v;
+    d.available = true;
+    return d;
+  }();
+  return info;
+}
+
+GpuImpl::GpuImpl() { PB_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+
+GpuImpl::~GpuImpl() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  cudaStreamDestroy(stream_);
+}
+
+std::unique_ptr<Timer> GpuImpl::make_timer() { return std::make_unique<EventTimer>(stream_); }
+
+void GpuImpl::flush_cache() {
+  if (flush_bytes_ == 0) {
+    flush_bytes_ = static_cast<std::size_t>(std::max(2.0 * probe().l2_bytes, 8.0 * (1 << 20)));
+    flush_buf_ = DeviceMem(flush_bytes_);
+  }
+  PB_CUDA(cudaMemsetAsync(flush_buf_.as<void>(), 0, flush_bytes_, stream_));
+}
+
+void GpuImpl::check_launch() { PB_CUDA(cudaGetLastError()); }
+
+void GpuImpl::timed_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  EventTimer t(stream_);
+  t.start();
+  PB_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
+  transfer_s_ += t.stop();
+}
+
+void GpuImpl::upload(void* dst, const void* src, std::size_t bytes) {
+  timed_copy(dst, src, bytes, cudaMemcpyHostToDevice);
+}
+
+void GpuImpl::download(void* dst, const void* src, std::size_t bytes) {
+  timed_copy(dst, src, bytes, cudaMemcpyDeviceToHost);
+}
+
+}  // namespace pb::gpu

@@ -1,0 +1,66 @@
+// What every GPU implementation shares: status checks, device memory, the case's stream,
+// CUDA-event timing, L2 flush and timed host<->device copies.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "core/workload.hpp"
+
+namespace pb::gpu {
+
+[[noreturn]] void fail(const char* what, const char* detail, const char* file, int line);
+
+#define PB_CUDA(call)                                                                     \
+  do {                                                                                    \
+    cudaError_t e_ = (call);                                                              \
+    if (e_ != cudaSuccess) ::pb::gpu::fail(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+  } while (0)
+
+// Owns one device allocation.
+class DeviceMem {
+ public:
+  DeviceMem() = default;
+  explicit DeviceMem(std::size_t bytes) { PB_CUDA(cudaMalloc(&p_, bytes)); }
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  DeviceMem(DeviceMem&& o) noexcept { std::swap(p_, o.p_); }
+  DeviceMem& operator=(DeviceMem&& o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~DeviceMem() { cudaFree(p_); }
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+};
+
+class GpuImpl : public Impl {
+ public:
+  GpuImpl();
+  ~GpuImpl() override;
+  std::unique_ptr<Timer> make_timer() override;
+  void flush_cache() override;
+  double transfer_seconds() const override { return transfer_s_; }
+
+ protected:
+  // Copies and adds the copy's time to transfer_seconds().
+  void upload(void* dst, const void* src, std::size_t bytes);
+  void download(void* dst, const void* src, std::size_t bytes);
+  // Throws if the last launch failed.
+  static void check_launch();
+  cudaStream_t stream_ = nullptr;
+
+ private:
+  void timed_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind);
+  double transfer_s_ = 0;
+  DeviceMem flush_buf_;
+  std::size_t flush_bytes_ = 0;
+};
+
+}  // namespace pb::gpu

@@ -1,0 +1,21 @@
+// Stands in for the CUDA sources when pairbench is built with -DPAIRBENCH_CUDA=OFF.
+#include <stdexcept>
+
+#include "kernels/gpu.hpp"
+
+namespace pb::gpu {
+
+const DeviceInfo& probe() {
+  static const DeviceInfo info = [] {
+    DeviceInfo d;
+    d.reason = "pairbench was built without CUDA (-DPAIRBENCH_CUDA=OFF or no nvcc)";
+    return d;
+  }();
+  return info;
+}
+
+std::unique_ptr<Impl> make_gemm(const std::string&, const GemmShape&) {
+  throw std::runtime_error(probe().reason);
+}
+
+}  // namespace pb::gpu
