@@ -1,0 +1,61 @@
+#include "tests/gemm_testing.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "cpu_ref/cpu.hpp"
+
+namespace pb::testing {
+
+std::vector<GemmShape> awkward_shapes() {
+  std::vector<GemmShape> out;
+  const std::int64_t dims[][3] = {{1, 1, 1}, {7, 13, 5}, {31, 37, 41}, {65, 67, 129}, {130, 5, 257}};
+  for (const auto& d : dims) {
+    for (int t = 0; t < 4; ++t) {
+      GemmShape s;
+      s.m = d[0], s.n = d[1], s.k = d[2];
+      s.ta = t & 1, s.tb = t & 2;
+      s.alpha = t == 3 ? -1.5f : 1.0f;
+      s.beta = t >= 2 ? 0.5f : 0.0f;
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+const ImplSpec& find_impl(const std::vector<ImplSpec>& specs, const std::string& name) {
+  for (const auto& s : specs)
+    if (s.name == name) return s;
+  throw std::runtime_error("no implementation " + name);
+}
+
+Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads) {
+  auto impl = spec.make(w, threads);
+  impl->activate();
+  impl->prepare(w.make_inputs());
+  impl->run();
+  return impl->result();
+}
+
+Buffer reference(const GemmWorkload& w) { return run_impl(find_impl(cpu::gemm_impls(), "naive"), w); }
+
+double max_rel_diff(const Buffer& x, const Buffer& ref) {
+  if (x.size() != ref.size()) return INFINITY;
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(x[i]) - ref[i]) / (1.0 + std::fabs(ref[i]));
+    if (!(d <= worst)) worst = d;  // NaN-propagating max
+  }
+  return worst;
+}
+
+double fp32_tolerance(const GemmShape& s) { return 2e-6 * std::sqrt(static_cast<double>(s.k)); }
+
+std::string describe(const GemmShape& s) {
+  return "m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k) +
+         " ta=" + std::to_string(s.ta) + " tb=" + std::to_string(s.tb) +
+         " alpha=" + std::to_string(s.alpha) + " beta=" + std::to_string(s.beta) +
+         " dtype=" + to_string(s.dtype);
+}
+
+}  // namespace pb::testing

@@ -1,0 +1,29 @@
+// Helpers shared by the GEMM tests: awkward shapes, running an implementation, comparing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/gemm.hpp"
+
+namespace pb::testing {
+
+// 1x1x1, primes, sizes off the tile sizes, every transpose combination, alpha/beta not 1/0.
+std::vector<GemmShape> awkward_shapes();
+
+// Runs an implementation once on the workload's inputs and returns C.
+Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads = 1);
+
+// The reference: the CPU naive implementation.
+Buffer reference(const GemmWorkload& w);
+
+// Largest |x - ref| / (1 + |ref|).
+double max_rel_diff(const Buffer& x, const Buffer& ref);
+// What max_rel_diff may reach for fp32 accumulation over k terms (about 30 roundoffs x sqrt(k)).
+double fp32_tolerance(const GemmShape& s);
+
+const ImplSpec& find_impl(const std::vector<ImplSpec>& specs, const std::string& name);
+
+std::string describe(const GemmShape& s);
+
+}  // namespace pb::testing

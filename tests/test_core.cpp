@@ -1,0 +1,156 @@
+// core/: dtype rounding, the index math GPU kernels share, the FLOP and byte models,
+// Freivalds' verification, shape parsing; and the OpenBLAS fallback warning.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/gemm.hpp"
+#include "cpu_ref/cpu.hpp"
+#include "tests/gemm_testing.hpp"
+
+namespace pb {
+namespace {
+
+TEST(Dtype, RoundsToNearestEven) {
+  EXPECT_EQ(round_to(Dtype::fp32, 0.1f), 0.1f);
+  EXPECT_EQ(round_to(Dtype::bf16, 1.0f + 0x1.0p-8f), 1.0f);            // tie, to even
+  EXPECT_EQ(round_to(Dtype::bf16, 1.0f + 0x1.8p-8f), 1.0f + 0x1.0p-7f);  // above the tie
+  EXPECT_EQ(round_to(Dtype::fp16, 1.0f + 0x1.0p-12f), 1.0f);
+  EXPECT_EQ(round_to(Dtype::tf32, 1.0f + 0x1.0p-10f), 1.0f + 0x1.0p-10f);
+  EXPECT_TRUE(std::isnan(round_to(Dtype::bf16, NAN)));
+  EXPECT_DOUBLE_EQ(unit_roundoff(Dtype::fp32), 0x1.0p-24);
+  EXPECT_DOUBLE_EQ(unit_roundoff(Dtype::bf16), 0x1.0p-8);
+}
+
+TEST(Dtype, ParsesItsOwnNames) {
+  for (Dtype t : all_dtypes()) {
+    Dtype back = Dtype::fp32;
+    EXPECT_TRUE(parse_dtype(to_string(t), &back));
+    EXPECT_EQ(back, t);
+  }
+  Dtype x;
+  EXPECT_FALSE(parse_dtype("fp64", &x));
+}
+
+TEST(GemmIndex, OpIndexReadsTheTransposeFromStorage) {
+  // X stored 2 x 3 row-major; op(X) = X^T is 3 x 2 with ld 3.
+  const float x[] = {0, 1, 2, 3, 4, 5};
+  EXPECT_EQ(x[op_index(false, 1, 2, 3)], 5);
+  EXPECT_EQ(x[op_index(true, 2, 1, 3)], 5);  // X^T[2][1] = X[1][2]
+  EXPECT_EQ(op_load(x, true, 2, 1, 3, 2, 3), 5);
+  EXPECT_EQ(op_load(x, true, 3, 0, 3, 2, 3), 0);  // outside: zero padding for edge tiles
+  EXPECT_EQ(op_load(x, false, 0, 3, 2, 3, 3), 0);
+}
+
+TEST(GemmModel, FlopsAndBytes) {
+  GemmShape s;
+  s.m = 2, s.n = 3, s.k = 4;
+  EXPECT_DOUBLE_EQ(GemmWorkload(s).flops(), 48);
+  EXPECT_DOUBLE_EQ(GemmWorkload(s).min_bytes(), 4.0 * (8 + 12 + 6));
+  s.beta = 1;  // C is read as well as written
+  EXPECT_DOUBLE_EQ(GemmWorkload(s).min_bytes(), 4.0 * (8 + 12 + 12));
+  s.beta = 0, s.dtype = Dtype::fp16;
+  EXPECT_DOUBLE_EQ(GemmWorkload(s).min_bytes(), 2.0 * (8 + 12) + 4.0 * 6);
+  EXPECT_EQ(s.lda(), 4);
+  s.ta = true;
+  EXPECT_EQ(s.lda(), 2);
+}
+
+TEST(GemmVerify, AcceptsTheReferenceAndRejectsSmallMistakes) {
+  GemmShape s;
+  s.m = 96, s.n = 80, s.k = 300, s.tb = true, s.alpha = 0.5f, s.beta = -1.0f;
+  const GemmWorkload w(s);
+  const auto in = w.make_inputs();
+  Buffer c = testing::reference(w);
+  EXPECT_TRUE(w.verify(in, c).ok);
+
+  Buffer one_wrong = c;
+  one_wrong[17 * s.n + 33] += 0.05f;  // a single element off by a few percent of its size
+  EXPECT_FALSE(w.verify(in, one_wrong).ok);
+
+  Buffer no_beta = c;  // forgot beta * C0
+  for (std::size_t i = 0; i < c.size(); ++i) no_beta[i] -= s.beta * in[2][i];
+  EXPECT_FALSE(w.verify(in, no_beta).ok);
+
+  Buffer nan = c;
+  nan[5] = NAN;
+  const Check bad = w.verify(in, nan);
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.detail.find("not finite"), std::string::npos);
+
+  EXPECT_FALSE(w.verify(in, Buffer(3)).ok);
+}
+
+TEST(GemmVerify, RejectsTheWrongTranspose) {
+  GemmShape s;
+  s.m = s.n = s.k = 64;
+  const GemmWorkload w(s);
+  GemmShape t = s;
+  t.ta = true;  // same buffers, A read transposed
+  EXPECT_FALSE(w.verify(w.make_inputs(), testing::reference(GemmWorkload(t))).ok);
+}
+
+TEST(GemmVerify, ToleranceGrowsWithKAndLowerPrecision) {
+  GemmShape s;
+  s.m = s.n = 8, s.k = 100;
+  const double small = GemmWorkload(s).tolerance();
+  s.k = 10000;
+  EXPECT_GT(GemmWorkload(s).tolerance(), small);
+  const double fp32 = GemmWorkload(s).tolerance();
+  s.dtype = Dtype::bf16;
+  EXPECT_GT(GemmWorkload(s).tolerance(), fp32);
+  EXPECT_LT(GemmWorkload(s).tolerance(), 1e-2);  // still catches a wrong element at n = 4096
+}
+
+TEST(GemmInputs, AreDeterministicAndRepresentable) {
+  GemmShape s;
+  s.m = s.n = s.k = 16, s.dtype = Dtype::bf16;
+  const auto a = GemmWorkload(s).make_inputs(), b = GemmWorkload(s).make_inputs();
+  EXPECT_EQ(a, b);
+  for (float v : a[0]) EXPECT_EQ(round_to(Dtype::bf16, v), v);
+}
+
+TEST(GemmShapeParse, AcceptsKeysAndRejectsBadOnes) {
+  const GemmShape s = parse_gemm_shape({{"m", "3"}, {"n", "4"}, {"k", "5"}, {"ta", "1"}, {"beta", "0.5"}});
+  EXPECT_EQ(s.m, 3);
+  EXPECT_TRUE(s.ta);
+  EXPECT_FLOAT_EQ(s.beta, 0.5f);
+  auto bad = [](std::vector<std::pair<std::string, std::string>> kv) {
+    EXPECT_THROW(parse_gemm_shape(kv), std::invalid_argument);
+  };
+  bad({{"m", "0"}, {"n", "4"}, {"k", "5"}});
+  bad({{"m", "-3"}, {"n", "4"}, {"k", "5"}});
+  bad({{"m", "3x"}, {"n", "4"}, {"k", "5"}});
+  bad({{"m", "99999999999999999999"}, {"n", "4"}, {"k", "5"}});
+  bad({{"m", "3000000000"}, {"n", "4"}, {"k", "5"}});
+  bad({{"m", "3"}, {"n", "4"}});
+  bad({{"m", "3"}, {"n", "4"}, {"k", "5"}, {"q", "1"}});
+  bad({{"m", "3"}, {"n", "4"}, {"k", "5"}, {"ta", "2"}});
+  bad({{"m", "3"}, {"n", "4"}, {"k", "5"}, {"alpha", "nan"}});
+}
+
+TEST(GemmSuite, GrowsWithTheSuiteAndIncludesTransposedDeepBenchShapes) {
+  const auto quick = gemm_suite(0), standard = gemm_suite(1), full = gemm_suite(2);
+  EXPECT_LT(quick.size(), standard.size());
+  EXPECT_LT(standard.size(), full.size());
+  bool transposed = false;
+  std::int64_t largest = 0;
+  for (const auto& s : full) transposed |= s.ta || s.tb, largest = std::max(largest, s.m);
+  EXPECT_TRUE(transposed);
+  EXPECT_GE(largest, 4096);
+}
+
+TEST(OpenblasWarning, FlagsAFallbackCoreBelowTheIsa) {
+  const std::vector<std::string> avx512 = {"avx", "avx2", "fma", "avx512f"};
+  const std::string w = cpu::openblas_fallback_warning("Prescott", avx512);
+  EXPECT_NE(w.find("OPENBLAS_CORETYPE=SkylakeX"), std::string::npos);
+  EXPECT_NE(w.find("before the process starts"), std::string::npos);
+  EXPECT_EQ(cpu::openblas_fallback_warning("SkylakeX", avx512), "");
+  EXPECT_NE(cpu::openblas_fallback_warning("Sandybridge", {"avx", "avx2", "fma"}).find("Haswell"),
+            std::string::npos);
+  EXPECT_EQ(cpu::openblas_fallback_warning("Haswell", {"avx", "avx2", "fma"}), "");
+  EXPECT_EQ(cpu::openblas_fallback_warning("SomeFutureCore", avx512), "");  // unknown: no guess
+}
+
+}  // namespace
+}  // namespace pb

@@ -1,0 +1,66 @@
+// GPU GEMM against the CPU reference. Skips, with the reason, where there is no GPU; the same
+// index math (core/gemm.hpp) and cuBLAS mapping are tested on the CPU in test_core and
+// test_cublas_args, which never skip.
+#include <gtest/gtest.h>
+
+#include "kernels/gpu.hpp"
+#include "tests/gemm_testing.hpp"
+
+namespace pb {
+namespace {
+
+class GpuGemm : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+  }
+};
+
+TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
+  const ImplSpec& spec = testing::find_impl(gpu::gemm_impls(), GetParam());
+  for (Dtype t : all_dtypes()) {
+    for (GemmShape s : testing::awkward_shapes()) {
+      s.dtype = t;
+      const GemmWorkload w(s);
+      if (!spec.supports(w)) continue;
+      const Buffer got = testing::run_impl(spec, w);
+      const Check c = w.verify(w.make_inputs(), got);
+      EXPECT_TRUE(c.ok) << testing::describe(s) << ": " << c.detail;
+      // Inputs are representable in every dtype, so only accumulation order differs.
+      EXPECT_LT(testing::max_rel_diff(got, testing::reference(w)), (t == Dtype::fp32 ? 1 : 16) * testing::fp32_tolerance(s))
+          << testing::describe(s);
+    }
+  }
+}
+
+TEST_P(GpuGemm, SquareAcrossManyTiles) {
+  const ImplSpec& spec = testing::find_impl(gpu::gemm_impls(), GetParam());
+  GemmShape s;
+  s.m = 300, s.n = 257, s.k = 513;
+  const GemmWorkload w(s);
+  EXPECT_TRUE(w.verify(w.make_inputs(), testing::run_impl(spec, w)).ok);
+}
+
+INSTANTIATE_TEST_SUITE_P(Impls, GpuGemm, ::testing::Values("naive", "tiled", "cublas"));
+
+TEST(GpuProbe, ReportsAReasonWhenUnavailable) {
+  const auto& d = gpu::probe();
+  if (d.available) {
+    EXPECT_GT(d.sms, 0);
+    EXPECT_GT(d.peak_fp32_gflops, 0);
+    EXPECT_GT(d.peak_bandwidth_gbs, 0);
+  } else {
+    EXPECT_FALSE(d.reason.empty());
+  }
+}
+
+TEST(GpuGemmWithoutDevice, MakingAnImplementationFailsLoudly) {
+  if (gpu::probe().available) GTEST_SKIP() << "a GPU is present";
+  GemmShape s;
+  s.m = s.n = s.k = 4;
+  const GemmWorkload w(s);
+  EXPECT_ANY_THROW(testing::run_impl(testing::find_impl(gpu::gemm_impls(), "cublas"), w));
+}
+
+}  // namespace
+}  // namespace pb

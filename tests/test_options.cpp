@@ -1,0 +1,100 @@
+// Command-line parsing and case building: every bad input is a UsageError (exit code 2).
+#include <gtest/gtest.h>
+
+#include "bench/cases.hpp"
+#include "bench/options.hpp"
+
+namespace pb {
+namespace {
+
+Options parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "pairbench");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return parse_options(static_cast<int>(argv.size()), argv.data());
+}
+
+Resources no_gpu() {
+  Resources r;
+  r.gpu_reason = "test machine";
+  r.host_available_bytes = 8e9;
+  r.cores = 2;
+  return r;
+}
+
+TEST(Options, ParsesLists) {
+  const Options o = parse({"--suite=quick", "--devices=cpu", "--threads=1,2", "--dtypes=fp32,bf16",
+                           "--impls=openblas,gpu/naive", "--shape=m=4,n=5,k=6", "--cold"});
+  EXPECT_EQ(o.suite, "quick");
+  EXPECT_EQ(o.devices, std::vector<Device>{Device::cpu});
+  EXPECT_EQ(o.threads, (std::vector<int>{1, 2}));
+  EXPECT_EQ(o.dtypes.size(), 2u);
+  EXPECT_EQ(o.shapes.size(), 1u);
+  EXPECT_TRUE(o.cold);
+}
+
+TEST(Options, RejectsBadInput) {
+  for (const char* bad : {"--frobnicate", "--suite=huge", "--suite", "--devices=tpu", "--threads=0",
+                          "--threads=-1", "--threads=two", "--threads=1,,2", "--dtypes=fp64",
+                          "--list=yes", "--shape=m", "--shape=", "positional",
+                          "--benchmark_nonsense=1"}) {
+    EXPECT_THROW(parse({bad}), UsageError) << bad;
+  }
+}
+
+TEST(Cases, NamesAreStableAndCarryThreadsOnTheCpu) {
+  const auto cases = build_cases(parse({"--suite=quick", "--threads=1,2"}), no_gpu());
+  bool saw = false;
+  for (const auto& c : cases) {
+    if (c.name == "gemm/cpu/openblas/m=256,n=256,k=256,dtype=fp32,threads=2") saw = true;
+    if (c.impl.device == Device::gpu) EXPECT_EQ(c.skip, "no GPU: test machine") << c.name;
+    else EXPECT_TRUE(c.skip.empty());
+  }
+  EXPECT_TRUE(saw);
+}
+
+TEST(Cases, NaiveCpuLeavesLargeShapesOutUnlessNamed) {
+  auto has_naive = [](const std::vector<Case>& cases) {
+    for (const auto& c : cases)
+      if (c.impl.name == "naive" && c.impl.device == Device::cpu) return true;
+    return false;
+  };
+  EXPECT_FALSE(has_naive(build_cases(parse({"--shape=m=4096,n=4096,k=4096", "--ops=gemm"}), no_gpu())));
+  EXPECT_TRUE(has_naive(build_cases(parse({"--shape=m=4096,n=4096,k=4096", "--ops=gemm",
+                                           "--impls=cpu/naive"}), no_gpu())));
+}
+
+TEST(Cases, RejectsUnknownNamesImpossibleShapesAndTooLittleMemory) {
+  auto bad = [](std::vector<std::string> args) {
+    EXPECT_THROW(build_cases(parse(args), no_gpu()), UsageError);
+  };
+  bad({"--ops=conv9d"});
+  bad({"--impls=magic"});
+  bad({"--shape=m=0,n=4,k=4", "--ops=gemm"});
+  bad({"--shape=m=4,n=4", "--ops=gemm"});
+  bad({"--shape=m=100000,n=100000,k=100000", "--ops=gemm"});  // 120 GB of host memory
+  try {
+    build_cases(parse({"--shape=m=100000,n=100000,k=100000", "--ops=gemm"}), no_gpu());
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("host memory"), std::string::npos);
+  }
+}
+
+TEST(Cases, ChecksGpuMemoryBeforeAllocating) {
+  Resources r = no_gpu();
+  r.gpu_available = true;
+  r.gpu_free_bytes = 1e6;
+  r.host_available_bytes = 1e12;
+  EXPECT_THROW(build_cases(parse({"--shape=m=1000,n=1000,k=1000", "--ops=gemm", "--devices=gpu"}), r),
+               UsageError);
+}
+
+TEST(Cases, RepeatedShapesRunOnce) {
+  const auto cases = build_cases(
+      parse({"--shape=m=4,n=4,k=4", "--shape=m=4,n=4,k=4", "--ops=gemm", "--devices=cpu",
+             "--impls=openblas"}), no_gpu());
+  EXPECT_EQ(cases.size(), 1u);
+}
+
+}  // namespace
+}  // namespace pb
