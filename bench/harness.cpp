@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <numeric>
 
@@ -15,6 +16,13 @@ namespace pb {
 namespace {
 
 using report::json;
+
+// Testing hook: PAIRBENCH_INJECT_FAULT=TEXT corrupts one element of the result of every case
+// whose name contains TEXT, so tests can watch a verification failure go through the harness.
+bool inject_fault(const std::string& name) {
+  const char* pattern = std::getenv("PAIRBENCH_INJECT_FAULT");
+  return pattern && *pattern && name.find(pattern) != std::string::npos;
+}
 
 struct CaseRun {
   const Case* c = nullptr;
@@ -92,7 +100,9 @@ class Runner {
       r.impl->activate();
       r.impl->prepare(inputs);
       r.impl->run();
-      r.check = r.c->workload->verify(inputs, r.impl->result());
+      Buffer out = r.impl->result();
+      if (inject_fault(r.c->name) && !out.empty()) out[out.size() / 2] += 1.0f;
+      r.check = r.c->workload->verify(inputs, out);
       r.transfer_s = r.impl->transfer_seconds();
       if (!r.check.ok) {
         r.error = "verification failed: " + r.check.detail;

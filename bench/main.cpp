@@ -65,7 +65,10 @@ int run(int argc_in, char** argv_in) {
   std::vector<char*> args = with_default_min_time(argc_in, argv_in);
   int argc = static_cast<int>(args.size()) - 1;
   char** argv = args.data();
-  benchmark::Initialize(&argc, argv);
+  benchmark::Initialize(&argc, argv, [] {
+    std::cout << pb::usage() << "\nGoogle Benchmark's flags:\n";
+    benchmark::PrintDefaultHelp();
+  });
   const pb::Options o = pb::parse_options(argc, argv);
   if (o.help) {
     std::cout << pb::usage();

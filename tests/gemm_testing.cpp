@@ -23,7 +23,7 @@ std::vector<GemmShape> awkward_shapes() {
   return out;
 }
 
-const ImplSpec& find_impl(const std::vector<ImplSpec>& specs, const std::string& name) {
+ImplSpec find_impl(const std::vector<ImplSpec>& specs, const std::string& name) {
   for (const auto& s : specs)
     if (s.name == name) return s;
   throw std::runtime_error("no implementation " + name);

@@ -22,7 +22,7 @@ double max_rel_diff(const Buffer& x, const Buffer& ref);
 // What max_rel_diff may reach for fp32 accumulation over k terms (about 30 roundoffs x sqrt(k)).
 double fp32_tolerance(const GemmShape& s);
 
-const ImplSpec& find_impl(const std::vector<ImplSpec>& specs, const std::string& name);
+ImplSpec find_impl(const std::vector<ImplSpec>& specs, const std::string& name);
 
 std::string describe(const GemmShape& s);
 

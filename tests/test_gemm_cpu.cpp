@@ -10,7 +10,7 @@ namespace {
 class CpuGemm : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CpuGemm, MatchesNaiveOnAwkwardShapes) {
-  const ImplSpec& spec = testing::find_impl(cpu::gemm_impls(), GetParam());
+  const ImplSpec spec = testing::find_impl(cpu::gemm_impls(), GetParam());
   for (int threads : {1, 2}) {
     for (const GemmShape& s : testing::awkward_shapes()) {
       const GemmWorkload w(s);

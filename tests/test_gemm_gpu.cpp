@@ -17,7 +17,7 @@ class GpuGemm : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
-  const ImplSpec& spec = testing::find_impl(gpu::gemm_impls(), GetParam());
+  const ImplSpec spec = testing::find_impl(gpu::gemm_impls(), GetParam());
   for (Dtype t : all_dtypes()) {
     for (GemmShape s : testing::awkward_shapes()) {
       s.dtype = t;
@@ -34,7 +34,7 @@ TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST_P(GpuGemm, SquareAcrossManyTiles) {
-  const ImplSpec& spec = testing::find_impl(gpu::gemm_impls(), GetParam());
+  const ImplSpec spec = testing::find_impl(gpu::gemm_impls(), GetParam());
   GemmShape s;
   s.m = 300, s.n = 257, s.k = 513;
   const GemmWorkload w(s);

@@ -1,0 +1,94 @@
+"""The pairbench command line: bad input exits 2 with one clear line and writes nothing; a
+failed verification is an error entry and exit 1; an interrupted run can be recovered."""
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+import validate_report
+
+BAD_INPUTS = [
+    (["--frobnicate"], "unknown flag"),
+    (["--suite=huge"], "unknown suite"),
+    (["--devices=tpu"], "unknown value 'tpu'"),
+    (["--threads=0"], "--threads"),
+    (["--threads=1,,2"], "empty item"),
+    (["--dtypes=fp64"], "unknown value 'fp64'"),
+    (["--ops=conv9d"], "unknown op"),
+    (["--impls=magic"], "unknown implementation"),
+    (["--ops=gemm", "--shape=m=0,n=8,k=8"], "must be at least 1"),
+    (["--ops=gemm", "--shape=m=-8,n=8,k=8"], "must be at least 1"),
+    (["--ops=gemm", "--shape=m=99999999999999999999999,n=8,k=8"], "not an integer"),
+    (["--ops=gemm", "--shape=m=4294967296,n=8,k=8"], "exceeds"),
+    (["--ops=gemm", "--shape=m=8,n=8"], "needs m, n and k"),
+    (["--ops=gemm", "--shape=m=200000,n=200000,k=200000"], "host memory"),
+    (["--report=/nonexistent-dir/r.json", "--suite=quick"], "cannot write the report"),
+    (["--report=/tmp", "--suite=quick"], "is a directory"),
+    (["--recover=/nonexistent.partial.jsonl"], "cannot read"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message):
+    r = pairbench(*args, "--devices=cpu" if not any(a.startswith("--devices") for a in args) else "")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("pairbench: error:"), r.stderr
+    assert message in lines[0]
+    assert r.stdout == ""
+
+
+def test_help(pairbench):
+    r = pairbench("--help")
+    assert r.returncode == 0
+    assert "--suite=quick|standard|full" in r.stdout
+
+
+def test_list_works_without_a_gpu(pairbench):
+    r = pairbench("--suite=quick", "--list")
+    assert r.returncode == 0
+    names = r.stdout.splitlines()
+    assert "gemm/cpu/openblas/m=256,n=256,k=256,dtype=fp32,threads=2" in [n.split("  ")[0] for n in names] or any(
+        n.startswith("gemm/cpu/openblas/m=256,n=256,k=256,dtype=fp32,threads=") for n in names)
+    gpu = [n for n in names if "/gpu/" in n]
+    assert gpu, "GPU cases are listed even without a GPU"
+    assert all("(skipped: no GPU:" in n for n in gpu) or all("skipped" not in n for n in gpu)
+
+
+def test_failed_verification_is_an_error_entry_and_exit_1(pairbench, tmp_path):
+    report = tmp_path / "r.json"
+    r = pairbench("--ops=gemm", "--devices=cpu", "--impls=omp,openblas", "--shape=m=64,n=64,k=64",
+                  f"--report={report}", "--benchmark_min_time=0.01",
+                  env={"PAIRBENCH_INJECT_FAULT": "cpu/omp"})
+    assert r.returncode == 1, r.stderr
+    doc = validate_report.load_strict(report)
+    assert validate_report.problems(doc) == []
+    cases = {c["impl"]: c for c in doc["pairbench"]["cases"]}
+    assert cases["omp"]["status"] == "error"
+    assert "verification failed" in cases["omp"]["message"]
+    assert "time" not in cases["omp"] and cases["omp"]["verified"] is False
+    assert cases["openblas"]["status"] == "ok", "the run goes on after a failure"
+    omp_runs = [b for b in doc["benchmarks"] if "/omp/" in b["name"]]
+    assert omp_runs and all(b["error_occurred"] and b["real_time"] == 0 for b in omp_runs)
+
+
+def test_interrupted_run_is_recovered(pairbench, tmp_path):
+    report = tmp_path / "r.json"
+    log = tmp_path / "r.json.partial.jsonl"
+    p = subprocess.Popen([str(pairbench.exe), "--suite=quick", "--devices=cpu", f"--report={report}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or log.read_text().count('"case"') < 2):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    assert "--recover" in err
+    assert not report.exists()
+    r = pairbench(f"--recover={log}")
+    assert r.returncode == 0, r.stderr
+    doc = validate_report.load_strict(report)
+    assert validate_report.problems(doc) == []
+    assert len([c for c in doc["pairbench"]["cases"] if c["status"] == "ok"]) >= 2
