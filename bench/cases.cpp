@@ -127,8 +127,8 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
           c.threads = t;
           c.shape = w->shape();
           if (cpu) c.shape.add("threads", t);
-          c.name = fam.name + "/" + to_string(spec.device) + "/" + spec.name + "/" +
-                   c.shape.to_string();
+          c.name =
+              fam.name + "/" + to_string(spec.device) + "/" + spec.name + "/" + c.shape.to_string();
           if (!cpu && !r.gpu_available) c.skip = "no GPU: " + r.gpu_reason;
           const std::string what = "shape " + c.shape.to_string() + " of " + fam.name;
           if (w->host_bytes() > r.host_available_bytes)

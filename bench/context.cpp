@@ -36,7 +36,7 @@ double cpu_ghz() {
 }
 
 int flops_per_cycle() {
-  if (has_isa("avx512f")) return 64;              // 2 FMA units x 16 lanes x 2
+  if (has_isa("avx512f")) return 64;                 // 2 FMA units x 16 lanes x 2
   if (has_isa("avx2") && has_isa("fma")) return 32;  // 2 x 8 x 2
   if (has_isa("avx")) return 16;
   return 8;
@@ -65,7 +65,9 @@ report::json make_context(const char* argv0, const Options& o) {
   c["cpu_scaling_enabled"] = gb.scaling == benchmark::CPUInfo::ENABLED;
   report::json caches = report::json::array();
   for (const auto& ci : gb.caches)
-    caches.push_back({{"type", ci.type}, {"level", ci.level}, {"size", ci.size},
+    caches.push_back({{"type", ci.type},
+                      {"level", ci.level},
+                      {"size", ci.size},
                       {"num_sharing", ci.num_sharing}});
   c["caches"] = caches;
   c["load_avg"] = gb.load_avg;

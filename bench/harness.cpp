@@ -72,8 +72,8 @@ class Runner {
       st.SkipWithError(r.error.c_str());
       return;
     }
-    const double per_iter =
-        std::accumulate(r.samples.begin(), r.samples.end(), 0.0) / static_cast<double>(r.samples.size());
+    const double per_iter = std::accumulate(r.samples.begin(), r.samples.end(), 0.0) /
+                            static_cast<double>(r.samples.size());
     const Workload& w = *r.c->workload;
     st.counters["GFLOP/s"] = w.flops() / per_iter / 1e9;
     st.counters["GB/s"] = w.min_bytes() / per_iter / 1e9;
@@ -169,7 +169,8 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
   const double mean = std::accumulate(t.begin(), t.end(), 0.0) / n;
   double var = 0;
   for (double x : t) var += (x - mean) * (x - mean);
-  const double median = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+  const double median =
+      t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
   j["time"] = {{"median_s", median},
                {"min_s", t.front()},
                {"mean_s", mean},
@@ -220,7 +221,8 @@ json benchmark_entry(const benchmark::BenchmarkReporter::Run& run) {
 // Prints as the console reporter does, and records every run as it arrives.
 class Recorder : public benchmark::ConsoleReporter {
  public:
-  Recorder(Runner& runner, report::Log& log, HarnessResult& out) : runner_(runner), log_(log), out_(out) {
+  Recorder(Runner& runner, report::Log& log, HarnessResult& out)
+      : runner_(runner), log_(log), out_(out) {
     for (std::size_t i = 0; i < runner.runs().size(); ++i) index_[runner.runs()[i].c->name] = i;
   }
 
@@ -238,7 +240,8 @@ class Recorder : public benchmark::ConsoleReporter {
     for (std::size_t i : seen) {
       const CaseRun& r = runner_.runs()[i];
       const bool ok = r.error.empty() && !r.samples.empty();
-      const json rec = case_record(r, ok ? "ok" : "error", ok ? "" : r.error, runner_.peak_gflops(*r.c));
+      const json rec =
+          case_record(r, ok ? "ok" : "error", ok ? "" : r.error, runner_.peak_gflops(*r.c));
       if (!ok) ++out_.failed;
       log_.append("case", rec);
       out_.cases.push_back(rec);
@@ -254,7 +257,8 @@ class Recorder : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg, report::Log& log) {
+HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg,
+                        report::Log& log) {
   HarnessResult out;
   Runner runner(cases, cfg);
   std::size_t runnable = 0;
@@ -267,11 +271,10 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
       continue;
     }
     ++runnable;
-    auto* b = benchmark::RegisterBenchmark(c.name.c_str(), [&runner, i](benchmark::State& st) {
-      runner.body(st, i);
-    });
+    auto* b = benchmark::RegisterBenchmark(
+        c.name.c_str(), [&runner, i](benchmark::State& st) { runner.body(st, i); });
     b->UseManualTime()->Unit(c.workload->flops() > 2e9 ? benchmark::kMillisecond
-                                                        : benchmark::kMicrosecond);
+                                                       : benchmark::kMicrosecond);
   }
   runner.set_total(runnable);
   if (runnable > 0) {

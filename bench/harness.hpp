@@ -11,7 +11,7 @@ namespace pb {
 
 struct HarnessConfig {
   bool cold = false;
-  double cpu_peak_gflops = 0;    // theoretical fp32 peaks for the "% of peak" counter
+  double cpu_peak_gflops = 0;  // theoretical fp32 peaks for the "% of peak" counter
   double gpu_peak_gflops = 0;
 };
 

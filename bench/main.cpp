@@ -75,10 +75,11 @@ int run(int argc_in, char** argv_in) {
     return 0;
   }
   if (!o.recover.empty()) {
-    const std::string out = !o.report.empty() ? o.report
-                            : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14
-                                ? o.recover.substr(0, o.recover.size() - 14)
-                                : o.recover + ".json";
+    const std::string out =
+        !o.report.empty() ? o.report
+        : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14
+            ? o.recover.substr(0, o.recover.size() - 14)
+            : o.recover + ".json";
     pb::report::json doc;
     try {
       doc = pb::report::recover(o.recover);
@@ -91,12 +92,13 @@ int run(int argc_in, char** argv_in) {
   }
 
   const auto& cpu = pb::cpu::cpu_info();
-  if (!cpu.openblas_warning.empty()) std::cerr << "pairbench: warning: " << cpu.openblas_warning << "\n";
+  if (!cpu.openblas_warning.empty())
+    std::cerr << "pairbench: warning: " << cpu.openblas_warning << "\n";
   pb::Resources res;
   res.cores = pb::cpu::max_threads();
   res.host_available_bytes = pb::host_available_bytes();
-  const bool want_gpu = o.devices.empty() ||
-                        std::find(o.devices.begin(), o.devices.end(), pb::Device::gpu) != o.devices.end();
+  const bool want_gpu = o.devices.empty() || std::find(o.devices.begin(), o.devices.end(),
+                                                       pb::Device::gpu) != o.devices.end();
   if (want_gpu) {
     const auto& g = pb::gpu::probe();
     res.gpu_available = g.available;

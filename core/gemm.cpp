@@ -210,19 +210,26 @@ GemmShape parse_gemm_shape(const std::vector<std::pair<std::string, std::string>
   GemmShape s;
   bool have_m = false, have_n = false, have_k = false;
   for (const auto& [key, v] : kv) {
-    if (key == "m") s.m = parse_dim(key, v), have_m = true;
-    else if (key == "n") s.n = parse_dim(key, v), have_n = true;
-    else if (key == "k") s.k = parse_dim(key, v), have_k = true;
-    else if (key == "ta") s.ta = parse_flag(key, v);
-    else if (key == "tb") s.tb = parse_flag(key, v);
-    else if (key == "alpha") s.alpha = parse_scalar(key, v);
-    else if (key == "beta") s.beta = parse_scalar(key, v);
+    if (key == "m")
+      s.m = parse_dim(key, v), have_m = true;
+    else if (key == "n")
+      s.n = parse_dim(key, v), have_n = true;
+    else if (key == "k")
+      s.k = parse_dim(key, v), have_k = true;
+    else if (key == "ta")
+      s.ta = parse_flag(key, v);
+    else if (key == "tb")
+      s.tb = parse_flag(key, v);
+    else if (key == "alpha")
+      s.alpha = parse_scalar(key, v);
+    else if (key == "beta")
+      s.beta = parse_scalar(key, v);
     else
-      throw std::invalid_argument("gemm has no shape key '" + key +
-                                  "' (keys: m, n, k, ta, tb, alpha, beta; dtypes come from --dtypes)");
+      throw std::invalid_argument(
+          "gemm has no shape key '" + key +
+          "' (keys: m, n, k, ta, tb, alpha, beta; dtypes come from --dtypes)");
   }
-  if (!have_m || !have_n || !have_k)
-    throw std::invalid_argument("a gemm shape needs m, n and k");
+  if (!have_m || !have_n || !have_k) throw std::invalid_argument("a gemm shape needs m, n and k");
   return s;
 }
 

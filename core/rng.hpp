@@ -16,7 +16,9 @@ class Rng {
     return z ^ (z >> 31);
   }
   // Uniform in [-1, 1).
-  float uniform() { return static_cast<float>(static_cast<double>(next() >> 11) * 0x1.0p-52 - 1.0); }
+  float uniform() {
+    return static_cast<float>(static_cast<double>(next() >> 11) * 0x1.0p-52 - 1.0);
+  }
   // +1 or -1 with equal probability.
   double sign() { return (next() >> 63) ? 1.0 : -1.0; }
 

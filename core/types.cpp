@@ -9,18 +9,25 @@ const char* to_string(Device d) { return d == Device::cpu ? "cpu" : "gpu"; }
 
 const char* to_string(Dtype t) {
   switch (t) {
-    case Dtype::fp32: return "fp32";
-    case Dtype::tf32: return "tf32";
-    case Dtype::fp16: return "fp16";
-    case Dtype::bf16: return "bf16";
+    case Dtype::fp32:
+      return "fp32";
+    case Dtype::tf32:
+      return "tf32";
+    case Dtype::fp16:
+      return "fp16";
+    case Dtype::bf16:
+      return "bf16";
   }
   return "?";
 }
 
 bool parse_device(const std::string& s, Device* out) {
-  if (s == "cpu") *out = Device::cpu;
-  else if (s == "gpu") *out = Device::gpu;
-  else return false;
+  if (s == "cpu")
+    *out = Device::cpu;
+  else if (s == "gpu")
+    *out = Device::gpu;
+  else
+    return false;
   return true;
 }
 
@@ -42,10 +49,14 @@ bool parse_dtype(const std::string& s, Dtype* out) {
 namespace {
 int mantissa_bits(Dtype t) {
   switch (t) {
-    case Dtype::fp32: return 23;
-    case Dtype::tf32: return 10;
-    case Dtype::fp16: return 10;
-    case Dtype::bf16: return 7;
+    case Dtype::fp32:
+      return 23;
+    case Dtype::tf32:
+      return 10;
+    case Dtype::fp16:
+      return 10;
+    case Dtype::bf16:
+      return 7;
   }
   return 23;
 }

@@ -16,7 +16,7 @@ struct Check {
   bool ok = false;
   double max_error = 0;  // in the workload's own error unit (see its verify())
   double tolerance = 0;
-  std::string detail;    // why it failed, for the report
+  std::string detail;  // why it failed, for the report
 };
 
 class Workload {
@@ -59,7 +59,7 @@ struct ImplSpec {
   std::string op, name;
   Device device = Device::cpu;
   bool threaded = false;  // CPU: runs once per requested thread count
-  double max_flops = 0;   // > 0: suites leave larger shapes out unless the impl is asked for by name
+  double max_flops = 0;  // > 0: suites leave larger shapes out unless the impl is asked for by name
   std::function<bool(const Workload&)> supports;
   std::function<std::unique_ptr<Impl>(const Workload&, int threads)> make;
 };

@@ -47,11 +47,11 @@ int isa_rank(const std::vector<std::string>& isa) {
 int core_rank(std::string core) {
   std::transform(core.begin(), core.end(), core.begin(), ::tolower);
   static const std::map<std::string, int> ranks = {
-      {"prescott", 1},   {"core2", 1},       {"penryn", 1},     {"dunnington", 1},
-      {"nehalem", 1},    {"atom", 1},        {"barcelona", 1},  {"opteron", 1},
+      {"prescott", 1},   {"core2", 1},       {"penryn", 1},      {"dunnington", 1},
+      {"nehalem", 1},    {"atom", 1},        {"barcelona", 1},   {"opteron", 1},
       {"nano", 1},       {"bobcat", 1},      {"sandybridge", 2}, {"bulldozer", 2},
-      {"piledriver", 2}, {"steamroller", 2}, {"haswell", 3},    {"zen", 3},
-      {"excavator", 3},  {"skylakex", 4},    {"cooperlake", 4}, {"sapphirerapids", 4}};
+      {"piledriver", 2}, {"steamroller", 2}, {"haswell", 3},     {"zen", 3},
+      {"excavator", 3},  {"skylakex", 4},    {"cooperlake", 4},  {"sapphirerapids", 4}};
   auto it = ranks.find(core);
   return it == ranks.end() ? 0 : it->second;
 }
@@ -64,8 +64,8 @@ std::vector<std::string> read_isa(std::string* model) {
     if (model->empty() && line.rfind("model name", 0) == 0) *model = value();
     if (flags.empty() && line.rfind("flags", 0) == 0) flags = value();
   }
-  static const char* interesting[] = {"sse4_2",   "avx",        "avx2",       "fma",
-                                      "avx512f",  "avx512bw",   "avx512vl",   "avx512_vnni",
+  static const char* interesting[] = {"sse4_2",      "avx",      "avx2",     "fma",
+                                      "avx512f",     "avx512bw", "avx512vl", "avx512_vnni",
                                       "avx512_bf16", "amx_tile", "amx_bf16"};
   std::vector<std::string> isa;
   std::istringstream is(flags);
@@ -78,12 +78,15 @@ std::vector<std::string> read_isa(std::string* model) {
 
 }  // namespace
 
-std::string openblas_fallback_warning(const std::string& core, const std::vector<std::string>& isa) {
+std::string openblas_fallback_warning(const std::string& core,
+                                      const std::vector<std::string>& isa) {
   const int have = core_rank(core), can = isa_rank(isa);
   if (have == 0 || have >= can) return "";
   const char* right = can == 4 ? "SkylakeX" : can == 3 ? "Haswell" : "Sandybridge";
   return "OpenBLAS runs its " + core + " kernels on a CPU with " +
-         (can == 4 ? "AVX-512" : can == 3 ? "AVX2" : "AVX") +
+         (can == 4   ? "AVX-512"
+          : can == 3 ? "AVX2"
+                     : "AVX") +
          ", so cpu/openblas is slower than it should be; set OPENBLAS_CORETYPE=" + right +
          " before the process starts (e.g. OPENBLAS_CORETYPE=" + right + " pairbench ...)";
 }

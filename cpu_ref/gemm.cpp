@@ -104,9 +104,8 @@ class OmpGemm : public CpuGemm {
                 ap[i * kc + l] = op_load(a_.data(), s.ta, ic + i, pc + l, m, k, s.lda());
             for (std::int64_t jr = 0; jr < nc; jr += NR)
               for (std::int64_t ir = 0; ir < mc; ir += MR)
-                micro_kernel(&ap[ir * kc], &bp_[jr], kc, ncp, s.alpha,
-                             &c_[(ic + ir) * n + jc + jr], n, std::min(MR, mc - ir),
-                             std::min(NR, nc - jr));
+                micro_kernel(&ap[ir * kc], &bp_[jr], kc, ncp, s.alpha, &c_[(ic + ir) * n + jc + jr],
+                             n, std::min(MR, mc - ir), std::min(NR, nc - jr));
           }
         }
       }

@@ -78,9 +78,9 @@ __global__ void __launch_bounds__(THREADS)
 
 const char* cublas_error(cublasStatus_t st) { return cublasGetStatusString(st); }
 
-#define PB_CUBLAS(call)                                                             \
-  do {                                                                              \
-    cublasStatus_t st_ = (call);                                                    \
+#define PB_CUBLAS(call)                                                                   \
+  do {                                                                                    \
+    cublasStatus_t st_ = (call);                                                          \
     if (st_ != CUBLAS_STATUS_SUCCESS) fail(#call, cublas_error(st_), __FILE__, __LINE__); \
   } while (0)
 
@@ -118,10 +118,12 @@ class GpuGemm : public GpuImpl {
   }
   DeviceMem to_device(const Buffer& x) {
     switch (s_.dtype) {
-      case Dtype::fp16: return upload_as<__half>(x, [](float v) { return __float2half(v); });
+      case Dtype::fp16:
+        return upload_as<__half>(x, [](float v) { return __float2half(v); });
       case Dtype::bf16:
         return upload_as<__nv_bfloat16>(x, [](float v) { return __float2bfloat16(v); });
-      default: return upload_as<float>(x, [](float v) { return v; });
+      default:
+        return upload_as<float>(x, [](float v) { return v; });
     }
   }
 };

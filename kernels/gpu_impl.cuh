@@ -14,9 +14,9 @@ namespace pb::gpu {
 
 [[noreturn]] void fail(const char* what, const char* detail, const char* file, int line);
 
-#define PB_CUDA(call)                                                                     \
-  do {                                                                                    \
-    cudaError_t e_ = (call);                                                              \
+#define PB_CUDA(call)                                                                          \
+  do {                                                                                         \
+    cudaError_t e_ = (call);                                                                   \
     if (e_ != cudaSuccess) ::pb::gpu::fail(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
   } while (0)
 
@@ -34,7 +34,9 @@ class DeviceMem {
   }
   ~DeviceMem() { cudaFree(p_); }
   template <class T>
-  T* as() const { return static_cast<T*>(p_); }
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
 
  private:
   void* p_ = nullptr;

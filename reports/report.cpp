@@ -21,15 +21,16 @@ std::string problem_key(const json& c) {
 }
 
 json side(const json& c) {
-  json s = {{"name", c["name"]},        {"impl", c["impl"]},
-            {"dtype", c["dtype"]},      {"time_s", c["time"]["median_s"]},
-            {"gflops", c["gflops"]},    {"transfer_s", c["transfer_s"]}};
+  json s = {{"name", c["name"]},     {"impl", c["impl"]},
+            {"dtype", c["dtype"]},   {"time_s", c["time"]["median_s"]},
+            {"gflops", c["gflops"]}, {"transfer_s", c["transfer_s"]}};
   if (c["device"] == "cpu") s["threads"] = c["threads"];
   return s;
 }
 
 bool faster(const json& a, const json* best) {
-  return best == nullptr || a["time"]["median_s"].get<double>() < (*best)["time"]["median_s"].get<double>();
+  return best == nullptr ||
+         a["time"]["median_s"].get<double>() < (*best)["time"]["median_s"].get<double>();
 }
 
 }  // namespace
@@ -96,9 +97,12 @@ json build(const json& context, const json& benchmarks, const json& cases) {
 namespace {
 std::string fmt_time(double s) {
   char buf[32];
-  if (s >= 1) std::snprintf(buf, sizeof buf, "%.2f s", s);
-  else if (s >= 1e-3) std::snprintf(buf, sizeof buf, "%.2f ms", s * 1e3);
-  else std::snprintf(buf, sizeof buf, "%.1f us", s * 1e6);
+  if (s >= 1)
+    std::snprintf(buf, sizeof buf, "%.2f s", s);
+  else if (s >= 1e-3)
+    std::snprintf(buf, sizeof buf, "%.2f ms", s * 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f us", s * 1e6);
   return buf;
 }
 
@@ -177,12 +181,17 @@ json recover(const std::string& log_path) {
     json j = json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object() || j.size() != 1) {
       if (f.peek() == EOF) break;  // the write that was cut short
-      throw std::runtime_error(log_path + ":" + std::to_string(lineno) + ": not a pairbench log line");
+      throw std::runtime_error(log_path + ":" + std::to_string(lineno) +
+                               ": not a pairbench log line");
     }
-    if (j.contains("context")) context = j["context"], have_context = true;
-    else if (j.contains("benchmark")) benchmarks.push_back(j["benchmark"]);
-    else if (j.contains("case")) cases.push_back(j["case"]);
-    else throw std::runtime_error(log_path + ":" + std::to_string(lineno) + ": unknown entry");
+    if (j.contains("context"))
+      context = j["context"], have_context = true;
+    else if (j.contains("benchmark"))
+      benchmarks.push_back(j["benchmark"]);
+    else if (j.contains("case"))
+      cases.push_back(j["case"]);
+    else
+      throw std::runtime_error(log_path + ":" + std::to_string(lineno) + ": unknown entry");
   }
   if (!have_context) throw std::runtime_error(log_path + " is not a pairbench log (no context)");
   context["recovered_from"] = log_path;

@@ -9,7 +9,8 @@ namespace pb::testing {
 
 std::vector<GemmShape> awkward_shapes() {
   std::vector<GemmShape> out;
-  const std::int64_t dims[][3] = {{1, 1, 1}, {7, 13, 5}, {31, 37, 41}, {65, 67, 129}, {130, 5, 257}};
+  const std::int64_t dims[][3] = {
+      {1, 1, 1}, {7, 13, 5}, {31, 37, 41}, {65, 67, 129}, {130, 5, 257}};
   for (const auto& d : dims) {
     for (int t = 0; t < 4; ++t) {
       GemmShape s;
@@ -37,7 +38,9 @@ Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads) {
   return impl->result();
 }
 
-Buffer reference(const GemmWorkload& w) { return run_impl(find_impl(cpu::gemm_impls(), "naive"), w); }
+Buffer reference(const GemmWorkload& w) {
+  return run_impl(find_impl(cpu::gemm_impls(), "naive"), w);
+}
 
 double max_rel_diff(const Buffer& x, const Buffer& ref) {
   if (x.size() != ref.size()) return INFINITY;

@@ -13,7 +13,7 @@ namespace {
 
 TEST(Dtype, RoundsToNearestEven) {
   EXPECT_EQ(round_to(Dtype::fp32, 0.1f), 0.1f);
-  EXPECT_EQ(round_to(Dtype::bf16, 1.0f + 0x1.0p-8f), 1.0f);            // tie, to even
+  EXPECT_EQ(round_to(Dtype::bf16, 1.0f + 0x1.0p-8f), 1.0f);              // tie, to even
   EXPECT_EQ(round_to(Dtype::bf16, 1.0f + 0x1.8p-8f), 1.0f + 0x1.0p-7f);  // above the tie
   EXPECT_EQ(round_to(Dtype::fp16, 1.0f + 0x1.0p-12f), 1.0f);
   EXPECT_EQ(round_to(Dtype::tf32, 1.0f + 0x1.0p-10f), 1.0f + 0x1.0p-10f);
@@ -111,7 +111,8 @@ TEST(GemmInputs, AreDeterministicAndRepresentable) {
 }
 
 TEST(GemmShapeParse, AcceptsKeysAndRejectsBadOnes) {
-  const GemmShape s = parse_gemm_shape({{"m", "3"}, {"n", "4"}, {"k", "5"}, {"ta", "1"}, {"beta", "0.5"}});
+  const GemmShape s =
+      parse_gemm_shape({{"m", "3"}, {"n", "4"}, {"k", "5"}, {"ta", "1"}, {"beta", "0.5"}});
   EXPECT_EQ(s.m, 3);
   EXPECT_TRUE(s.ta);
   EXPECT_FLOAT_EQ(s.beta, 0.5f);

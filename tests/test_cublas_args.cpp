@@ -19,7 +19,8 @@ TEST(CublasArgs, ReplayedOnColumnMajorBlasEqualsRowMajorReference) {
                 static_cast<blasint>(g.n), static_cast<blasint>(g.k), s.alpha, in[1].data(),
                 static_cast<blasint>(g.ld_first), in[0].data(), static_cast<blasint>(g.ld_second),
                 s.beta, in[2].data(), static_cast<blasint>(g.ldc));
-    EXPECT_LT(testing::max_rel_diff(in[2], testing::reference(w)), testing::fp32_tolerance(s)) << testing::describe(s);
+    EXPECT_LT(testing::max_rel_diff(in[2], testing::reference(w)), testing::fp32_tolerance(s))
+        << testing::describe(s);
   }
 }
 

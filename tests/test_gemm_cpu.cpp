@@ -28,8 +28,9 @@ TEST_P(CpuGemm, LargerThanOneBlock) {
   GemmShape s;
   s.m = 150, s.n = 600, s.k = 530, s.tb = true, s.beta = 2.0f;
   const GemmWorkload w(s);
-  EXPECT_LT(testing::max_rel_diff(testing::run_impl(testing::find_impl(cpu::gemm_impls(), GetParam()), w, 2),
-                                  testing::reference(w)),
+  EXPECT_LT(testing::max_rel_diff(
+                testing::run_impl(testing::find_impl(cpu::gemm_impls(), GetParam()), w, 2),
+                testing::reference(w)),
             testing::fp32_tolerance(s));
 }
 

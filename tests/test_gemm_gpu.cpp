@@ -27,7 +27,8 @@ TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
       const Check c = w.verify(w.make_inputs(), got);
       EXPECT_TRUE(c.ok) << testing::describe(s) << ": " << c.detail;
       // Inputs are representable in every dtype, so only accumulation order differs.
-      EXPECT_LT(testing::max_rel_diff(got, testing::reference(w)), (t == Dtype::fp32 ? 1 : 16) * testing::fp32_tolerance(s))
+      EXPECT_LT(testing::max_rel_diff(got, testing::reference(w)),
+                (t == Dtype::fp32 ? 1 : 16) * testing::fp32_tolerance(s))
           << testing::describe(s);
     }
   }

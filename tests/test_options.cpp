@@ -34,10 +34,10 @@ TEST(Options, ParsesLists) {
 }
 
 TEST(Options, RejectsBadInput) {
-  for (const char* bad : {"--frobnicate", "--suite=huge", "--suite", "--devices=tpu", "--threads=0",
-                          "--threads=-1", "--threads=two", "--threads=1,,2", "--dtypes=fp64",
-                          "--list=yes", "--shape=m", "--shape=", "positional",
-                          "--benchmark_nonsense=1"}) {
+  for (const char* bad :
+       {"--frobnicate", "--suite=huge", "--suite", "--devices=tpu", "--threads=0", "--threads=-1",
+        "--threads=two", "--threads=1,,2", "--dtypes=fp64", "--list=yes", "--shape=m",
+        "--shape=", "positional", "--benchmark_nonsense=1"}) {
     EXPECT_THROW(parse({bad}), UsageError) << bad;
   }
 }
@@ -47,8 +47,10 @@ TEST(Cases, NamesAreStableAndCarryThreadsOnTheCpu) {
   bool saw = false;
   for (const auto& c : cases) {
     if (c.name == "gemm/cpu/openblas/m=256,n=256,k=256,dtype=fp32,threads=2") saw = true;
-    if (c.impl.device == Device::gpu) EXPECT_EQ(c.skip, "no GPU: test machine") << c.name;
-    else EXPECT_TRUE(c.skip.empty());
+    if (c.impl.device == Device::gpu)
+      EXPECT_EQ(c.skip, "no GPU: test machine") << c.name;
+    else
+      EXPECT_TRUE(c.skip.empty());
   }
   EXPECT_TRUE(saw);
 }
@@ -59,9 +61,10 @@ TEST(Cases, NaiveCpuLeavesLargeShapesOutUnlessNamed) {
       if (c.impl.name == "naive" && c.impl.device == Device::cpu) return true;
     return false;
   };
-  EXPECT_FALSE(has_naive(build_cases(parse({"--shape=m=4096,n=4096,k=4096", "--ops=gemm"}), no_gpu())));
-  EXPECT_TRUE(has_naive(build_cases(parse({"--shape=m=4096,n=4096,k=4096", "--ops=gemm",
-                                           "--impls=cpu/naive"}), no_gpu())));
+  EXPECT_FALSE(
+      has_naive(build_cases(parse({"--shape=m=4096,n=4096,k=4096", "--ops=gemm"}), no_gpu())));
+  EXPECT_TRUE(has_naive(build_cases(
+      parse({"--shape=m=4096,n=4096,k=4096", "--ops=gemm", "--impls=cpu/naive"}), no_gpu())));
 }
 
 TEST(Cases, RejectsUnknownNamesImpossibleShapesAndTooLittleMemory) {
@@ -85,14 +88,15 @@ TEST(Cases, ChecksGpuMemoryBeforeAllocating) {
   r.gpu_available = true;
   r.gpu_free_bytes = 1e6;
   r.host_available_bytes = 1e12;
-  EXPECT_THROW(build_cases(parse({"--shape=m=1000,n=1000,k=1000", "--ops=gemm", "--devices=gpu"}), r),
-               UsageError);
+  EXPECT_THROW(
+      build_cases(parse({"--shape=m=1000,n=1000,k=1000", "--ops=gemm", "--devices=gpu"}), r),
+      UsageError);
 }
 
 TEST(Cases, RepeatedShapesRunOnce) {
-  const auto cases = build_cases(
-      parse({"--shape=m=4,n=4,k=4", "--shape=m=4,n=4,k=4", "--ops=gemm", "--devices=cpu",
-             "--impls=openblas"}), no_gpu());
+  const auto cases = build_cases(parse({"--shape=m=4,n=4,k=4", "--shape=m=4,n=4,k=4", "--ops=gemm",
+                                        "--devices=cpu", "--impls=openblas"}),
+                                 no_gpu());
   EXPECT_EQ(cases.size(), 1u);
 }
 

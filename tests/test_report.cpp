@@ -33,7 +33,8 @@ json make_case(const std::string& device, const std::string& impl, const std::st
 }
 
 TEST(Speedup, PicksTheBestOfEachDeviceAndAddsTransfers) {
-  const json cases = {make_case("cpu", "naive", "fp32", 1.0), make_case("cpu", "openblas", "fp32", 0.1),
+  const json cases = {make_case("cpu", "naive", "fp32", 1.0),
+                      make_case("cpu", "openblas", "fp32", 0.1),
                       make_case("gpu", "cublas", "fp32", 0.01, "ok", 0.04),
                       make_case("gpu", "cublas", "fp16", 0.002, "ok", 0.02)};
   const json s = report::speedup(cases);
