@@ -78,7 +78,7 @@ json speedup(const json& cases) {
     if (g.cpu32 && g.gpu32)
       e["speedup_fp32"] = (*g.cpu32)["time"]["median_s"].get<double>() /
                           (*g.gpu32)["time"]["median_s"].get<double>();
-    if (!g.gpu) e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case ran" : g.gpu_missing;
+    if (!g.gpu) e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
     out.push_back(e);
   }
   return out;
@@ -120,6 +120,17 @@ std::string summary(const json& report) {
   const json& rows = report["pairbench"]["analyses"]["speedup"];
   std::ostringstream os;
   os << "Summary: best CPU and best GPU per op and shape (median time per iteration)\n";
+  // A reason every row shares (typically "no GPU: ...") is said once, above the table.
+  std::string shared;
+  for (const json& r : rows) {
+    const std::string why = r.value("gpu_missing", "");
+    if (why.empty() || (!shared.empty() && why != shared)) {
+      shared.clear();
+      break;
+    }
+    shared = why;
+  }
+  if (!shared.empty()) os << "No GPU numbers: " << shared << "\n";
   char buf[512];
   std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", "op / shape", "best CPU", "best GPU",
                 "GPU speedup");
@@ -132,7 +143,7 @@ std::string summary(const json& report) {
                     r["speedup_with_transfer"].get<double>());
       speed = s;
     } else if (r["gpu"].is_null()) {
-      speed = r["gpu_missing"].get<std::string>();
+      speed = shared.empty() ? r["gpu_missing"].get<std::string>() : "-";
     } else {
       speed = "no CPU case ran";
     }
