@@ -78,7 +78,8 @@ json speedup(const json& cases) {
     if (g.cpu32 && g.gpu32)
       e["speedup_fp32"] = (*g.cpu32)["time"]["median_s"].get<double>() /
                           (*g.gpu32)["time"]["median_s"].get<double>();
-    if (!g.gpu) e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
+    if (!g.gpu)
+      e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
     out.push_back(e);
   }
   return out;
