@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/gemm.hpp"
+#include "core/stream.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "kernels/gpu.hpp"
 
@@ -37,27 +38,89 @@ bool named(const Options& o, const ImplSpec& spec) {
 
 }  // namespace
 
-const std::vector<OpFamily>& op_families() {
-  static const std::vector<OpFamily> families = [] {
-    OpFamily gemm;
-    gemm.name = "gemm";
-    gemm.suite = [](int level, Dtype t) {
-      std::vector<std::shared_ptr<const Workload>> out;
-      for (GemmShape s : gemm_suite(level)) {
-        s.dtype = t;
-        out.push_back(std::make_shared<GemmWorkload>(s));
-      }
-      return out;
-    };
-    gemm.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-      GemmShape s = parse_gemm_shape(kv);
+namespace {
+
+template <class W, class S>
+SuiteEntry entry(const S& shape, bool sweep = false) {
+  return SuiteEntry{std::make_shared<W>(shape), sweep};
+}
+
+OpFamily gemm_family() {
+  OpFamily f;
+  f.name = "gemm";
+  f.suite = [](int level, Dtype t) {
+    std::vector<SuiteEntry> out;
+    for (GemmShape s : gemm_suite(level)) {
       s.dtype = t;
-      return std::make_shared<GemmWorkload>(s);
-    };
-    gemm.impls = concat(cpu::gemm_impls(), gpu::gemm_impls());
-    return std::vector<OpFamily>{gemm};
-  }();
+      // The thread sweep runs at 1024^3 (2048^3 in the full suite).
+      const bool sweep = t == Dtype::fp32 && s.m == s.n && s.n == s.k && !s.ta && !s.tb &&
+                         s.m == (level == 2 ? 2048 : 1024);
+      out.push_back(entry<GemmWorkload>(s, sweep));
+    }
+    return out;
+  };
+  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    GemmShape s = parse_gemm_shape(kv);
+    s.dtype = t;
+    return std::make_shared<GemmWorkload>(s);
+  };
+  f.impls = concat(cpu::gemm_impls(), gpu::impls("gemm"));
+  return f;
+}
+
+OpFamily stream_family() {
+  OpFamily f;
+  f.name = "stream";
+  f.suite = [](int level, Dtype t) {
+    std::vector<SuiteEntry> out;
+    if (t != Dtype::fp32) return out;
+    for (StreamKernel k : all_stream_kernels())
+      out.push_back(
+          entry<StreamWorkload>(StreamShape{k, stream_suite_n(level)}, k == StreamKernel::triad));
+    return out;
+  };
+  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    if (t != Dtype::fp32) return nullptr;
+    return std::make_shared<StreamWorkload>(parse_stream_shape(kv));
+  };
+  f.impls = concat(cpu::stream_impls(), gpu::impls("stream"));
+  return f;
+}
+
+OpFamily transfer_family() {
+  OpFamily f;
+  f.name = "transfer";
+  f.suite = [](int level, Dtype t) {
+    std::vector<SuiteEntry> out;
+    if (t != Dtype::fp32) return out;
+    for (std::int64_t bytes : transfer_suite_bytes(level)) {
+      for (CopyDir d : {CopyDir::h2d, CopyDir::d2h})
+        for (bool pinned : {false, true})
+          out.push_back(entry<TransferWorkload>(TransferShape{d, pinned, bytes}));
+      out.push_back(entry<TransferWorkload>(TransferShape{CopyDir::d2d, false, bytes}));
+    }
+    return out;
+  };
+  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    if (t != Dtype::fp32) return nullptr;
+    return std::make_shared<TransferWorkload>(parse_transfer_shape(kv));
+  };
+  f.impls = gpu::impls("transfer");
+  return f;
+}
+
+}  // namespace
+
+const std::vector<OpFamily>& op_families() {
+  static const std::vector<OpFamily> families = {gemm_family(), stream_family(), transfer_family()};
   return families;
+}
+
+std::vector<int> powers_of_two_upto(int all) {
+  std::vector<int> out;
+  for (int p = 1; p < all; p *= 2) out.push_back(p);
+  out.push_back(all);
+  return out;
 }
 
 double host_available_bytes() {
@@ -92,41 +155,55 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
 
   const int level = o.suite == "quick" ? 0 : o.suite == "standard" ? 1 : 2;
   const std::vector<Dtype> dtypes = o.dtypes.empty() ? all_dtypes() : o.dtypes;
-  const std::vector<int> threads = o.threads.empty() ? std::vector<int>{r.cores} : o.threads;
   auto device_on = [&](Device d) {
     return o.devices.empty() || std::find(o.devices.begin(), o.devices.end(), d) != o.devices.end();
+  };
+  // The parallel units a case runs with: --threads when given, else all cores, and the sweep
+  // for the suite's sweep shapes. The GPU's SM sweep needs to know the GPU.
+  auto units_for = [&](const ImplSpec& spec, bool sweep) -> std::vector<int> {
+    if (spec.device == Device::cpu) {
+      if (!spec.sweeps_units) return {1};
+      if (!o.threads.empty()) return o.threads;
+      return sweep ? powers_of_two_upto(r.cores) : std::vector<int>{r.cores};
+    }
+    if (!spec.sweeps_units) return {0};
+    if (!sweep && !named(o, spec)) return {};
+    return r.gpu_available ? powers_of_two_upto(r.gpu_sms) : std::vector<int>{0};
   };
 
   std::vector<Case> cases;
   for (const auto& fam : families) {
     if (!o.ops.empty() && !contains(o.ops, fam.name)) continue;
-    std::vector<std::shared_ptr<const Workload>> workloads;
+    std::vector<SuiteEntry> entries;
     for (Dtype t : dtypes) {
       if (o.shapes.empty()) {
-        workloads = concat(workloads, fam.suite(level, t));
+        entries = concat(entries, fam.suite(level, t));
         continue;
       }
       for (const auto& kv : o.shapes) {
         try {
-          workloads.push_back(fam.from_shape(kv, t));
+          if (auto w = fam.from_shape(kv, t)) entries.push_back(SuiteEntry{w, false});
         } catch (const std::invalid_argument& e) {
           throw UsageError(std::string("--shape: ") + e.what());
         }
       }
     }
-    for (const auto& w : workloads) {
+    for (const auto& [w, sweep] : entries) {
       for (const auto& spec : fam.impls) {
         if (!device_on(spec.device) || !spec.supports(*w)) continue;
         if (!o.impls.empty() && !named(o, spec)) continue;
         if (spec.max_flops > 0 && w->flops() > spec.max_flops && !named(o, spec)) continue;
         const bool cpu = spec.device == Device::cpu;
-        for (int t : cpu ? (spec.threaded ? threads : std::vector<int>{1}) : std::vector<int>{0}) {
+        for (int units : units_for(spec, sweep)) {
           Case c;
           c.workload = w;
           c.impl = spec;
-          c.threads = t;
+          c.units = units;
           c.shape = w->shape();
-          if (cpu) c.shape.add("threads", t);
+          if (cpu)
+            c.shape.add("threads", units);
+          else if (units > 0)
+            c.shape.add("sms", units);
           c.name =
               fam.name + "/" + to_string(spec.device) + "/" + spec.name + "/" + c.shape.to_string();
           if (!cpu && !r.gpu_available) c.skip = "no GPU: " + r.gpu_reason;

@@ -12,10 +12,15 @@
 
 namespace pb {
 
+struct SuiteEntry {
+  std::shared_ptr<const Workload> workload;
+  bool sweep = false;  // also run across parallel units: CPU threads 1, 2, 4, ..., SMs 1, 2, 4, ...
+};
+
 struct OpFamily {
   std::string name;
   // The suite's workloads (level 0 quick, 1 standard, 2 full) in one dtype.
-  std::function<std::vector<std::shared_ptr<const Workload>>(int level, Dtype)> suite;
+  std::function<std::vector<SuiteEntry>(int level, Dtype)> suite;
   // A workload from --shape keys; throws std::invalid_argument.
   std::function<std::shared_ptr<const Workload>(const KeyValues&, Dtype)> from_shape;
   std::vector<ImplSpec> impls;  // CPU and GPU
@@ -27,8 +32,8 @@ struct Case {
   std::string name;  // <op>/<device>/<impl>/<shape>, stable across machines
   std::shared_ptr<const Workload> workload;
   ImplSpec impl;
-  int threads = 0;   // CPU cases; 0 on the GPU
-  Shape shape;       // the workload's shape, plus threads on the CPU
+  int units = 0;     // CPU threads; on the GPU the SMs it may use (0: all)
+  Shape shape;       // the workload's shape, plus threads=N on the CPU, sms=K on a limited GPU
   std::string skip;  // non-empty: the case is listed but not run, for this reason
 };
 
@@ -36,6 +41,7 @@ struct Resources {
   bool gpu_available = false;
   std::string gpu_reason;
   double gpu_free_bytes = 0;
+  int gpu_sms = 0;
   double host_available_bytes = 0;
   int cores = 1;
 };
@@ -45,5 +51,8 @@ struct Resources {
 std::vector<Case> build_cases(const Options& o, const Resources& r);
 
 double host_available_bytes();  // MemAvailable from /proc/meminfo
+
+// 1, 2, 4, ... below `all`, then `all`.
+std::vector<int> powers_of_two_upto(int all);
 
 }  // namespace pb

@@ -96,7 +96,7 @@ class Runner {
     progress(*r.c);
     try {
       const std::vector<Buffer> inputs = r.c->workload->make_inputs();
-      r.impl = r.c->impl.make(*r.c->workload, r.c->threads);
+      r.impl = r.c->impl.make(*r.c->workload, r.c->units);
       r.impl->activate();
       r.impl->prepare(inputs);
       r.impl->run();
@@ -152,10 +152,12 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
             {"impl", c.impl.name},
             {"shape", shape_json(c.shape)},
             {"dtype", to_string(w.dtype())},
-            {"threads", c.threads},
+            {"threads", c.impl.device == Device::cpu ? c.units : 0},
             {"status", status},
             {"flops", w.flops()},
-            {"min_bytes", w.min_bytes()}};
+            {"min_bytes", w.min_bytes()},
+            {"write_allocate_bytes", w.write_allocate_bytes()}};
+  if (c.impl.device == Device::gpu && c.units > 0) j["sms"] = c.units;
   if (!message.empty()) j["message"] = message;
   j["verified"] = r.started && r.check.ok;
   if (r.started && (r.check.ok || !r.check.detail.empty())) {

@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/parse.hpp"
 #include "core/rng.hpp"
 
 namespace pb {
@@ -38,6 +39,10 @@ double GemmWorkload::min_bytes() const {
                k = static_cast<double>(s_.k);
   const double c_passes = s_.beta != 0.0f ? 2.0 : 1.0;
   return input_bytes(s_.dtype) * (m * k + k * n) + 4.0 * c_passes * m * n;
+}
+
+double GemmWorkload::write_allocate_bytes() const {
+  return s_.beta == 0.0f ? 4.0 * static_cast<double>(s_.m) * static_cast<double>(s_.n) : 0.0;
 }
 
 double GemmWorkload::host_bytes() const {
@@ -168,62 +173,24 @@ std::vector<GemmShape> gemm_suite(int level) {
   return out;
 }
 
-namespace {
-
-std::int64_t parse_dim(const std::string& key, const std::string& v) {
-  std::size_t used = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != v.size() || v.empty())
-    throw std::invalid_argument(key + "=" + v + " is not an integer");
-  if (x <= 0) throw std::invalid_argument(key + "=" + v + " must be at least 1");
-  if (x > 2147483647LL) throw std::invalid_argument(key + "=" + v + " exceeds 2147483647");
-  return x;
-}
-
-float parse_scalar(const std::string& key, const std::string& v) {
-  std::size_t used = 0;
-  float x = 0;
-  try {
-    x = std::stof(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != v.size() || v.empty() || !std::isfinite(x))
-    throw std::invalid_argument(key + "=" + v + " is not a finite number");
-  return x;
-}
-
-bool parse_flag(const std::string& key, const std::string& v) {
-  if (v == "0" || v == "false") return false;
-  if (v == "1" || v == "true") return true;
-  throw std::invalid_argument(key + "=" + v + " must be 0 or 1");
-}
-
-}  // namespace
-
 GemmShape parse_gemm_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
   GemmShape s;
   bool have_m = false, have_n = false, have_k = false;
   for (const auto& [key, v] : kv) {
     if (key == "m")
-      s.m = parse_dim(key, v), have_m = true;
+      s.m = parse_count(key, v), have_m = true;
     else if (key == "n")
-      s.n = parse_dim(key, v), have_n = true;
+      s.n = parse_count(key, v), have_n = true;
     else if (key == "k")
-      s.k = parse_dim(key, v), have_k = true;
+      s.k = parse_count(key, v), have_k = true;
     else if (key == "ta")
-      s.ta = parse_flag(key, v);
+      s.ta = parse_bool(key, v);
     else if (key == "tb")
-      s.tb = parse_flag(key, v);
+      s.tb = parse_bool(key, v);
     else if (key == "alpha")
-      s.alpha = parse_scalar(key, v);
+      s.alpha = parse_finite(key, v);
     else if (key == "beta")
-      s.beta = parse_scalar(key, v);
+      s.beta = parse_finite(key, v);
     else
       throw std::invalid_argument(
           "gemm has no shape key '" + key +

@@ -66,6 +66,7 @@ class GemmWorkload : public Workload {
   Dtype dtype() const override { return s_.dtype; }
   double flops() const override;
   double min_bytes() const override;
+  double write_allocate_bytes() const override;  // C, when beta = 0 does not read it
   double host_bytes() const override;
   double device_bytes() const override;
   // {A, B, C0}, uniform in [-1, 1) and rounded to the dtype so every device sees the same values.

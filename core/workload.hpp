@@ -26,7 +26,9 @@ class Workload {
   virtual Shape shape() const = 0;  // includes dtype
   virtual Dtype dtype() const = 0;
   virtual double flops() const = 0;
-  virtual double min_bytes() const = 0;   // compulsory traffic: read inputs once, write output once
+  virtual double min_bytes() const = 0;  // compulsory traffic: read inputs once, write output once
+  // What a cache that allocates on write adds: reading each written line before it is written.
+  virtual double write_allocate_bytes() const { return 0; }
   virtual double host_bytes() const = 0;  // host memory one case needs (inputs, output, copies)
   virtual double device_bytes() const = 0;
   virtual std::vector<Buffer> make_inputs() const = 0;
@@ -58,10 +60,13 @@ class Impl {
 struct ImplSpec {
   std::string op, name;
   Device device = Device::cpu;
-  bool threaded = false;  // CPU: runs once per requested thread count
+  // Runs once per count of parallel units: CPU threads (--threads, or the suite's thread sweep),
+  // or GPU streaming multiprocessors (the suite's SM sweep). Otherwise units is 1 on the CPU
+  // and 0 (all) on the GPU.
+  bool sweeps_units = false;
   double max_flops = 0;  // > 0: suites leave larger shapes out unless the impl is asked for by name
   std::function<bool(const Workload&)> supports;
-  std::function<std::unique_ptr<Impl>(const Workload&, int threads)> make;
+  std::function<std::unique_ptr<Impl>(const Workload&, int units)> make;
 };
 
 }  // namespace pb

@@ -34,6 +34,7 @@ class CpuImpl : public Impl {
 };
 
 std::vector<ImplSpec> gemm_impls();
+std::vector<ImplSpec> stream_impls();
 
 // Sets the threads OpenMP regions and OpenBLAS calls use from now on.
 void set_threads(int threads);

@@ -135,7 +135,7 @@ ImplSpec spec(const char* name, bool threaded, double max_flops) {
   sp.op = "gemm";
   sp.name = name;
   sp.device = Device::cpu;
-  sp.threaded = threaded;
+  sp.sweeps_units = threaded;
   sp.max_flops = max_flops;
   sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
   sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {

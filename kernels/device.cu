@@ -104,6 +104,14 @@ const DeviceInfo& probe() {
   return info;
 }
 
+std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,
+                                int units) {
+  if (op == "gemm") return make_gemm(name, w);
+  if (op == "stream") return make_stream(name, w, units);
+  if (op == "transfer") return make_transfer(name, w);
+  throw std::runtime_error("no GPU implementations of " + op);
+}
+
 GpuImpl::GpuImpl() { PB_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
 
 GpuImpl::~GpuImpl() {

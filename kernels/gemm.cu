@@ -11,7 +11,7 @@
 #include <climits>
 #include <vector>
 
-#include "kernels/gpu.hpp"
+#include "core/gemm.hpp"
 #include "kernels/gpu_impl.cuh"
 
 namespace pb::gpu {
@@ -188,7 +188,8 @@ class CublasGemm : public GpuGemm {
 
 }  // namespace
 
-std::unique_ptr<Impl> make_gemm(const std::string& name, const GemmShape& shape) {
+std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w) {
+  const GemmShape& shape = static_cast<const GemmWorkload&>(w).gemm();
   if (name == "naive") return std::make_unique<NaiveGemm>(shape);
   if (name == "tiled") return std::make_unique<TiledGemm>(shape);
   if (name == "cublas") return std::make_unique<CublasGemm>(shape);

@@ -6,7 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "core/gemm.hpp"
 #include "core/workload.hpp"
 
 namespace pb::gpu {
@@ -25,10 +24,13 @@ struct DeviceInfo {
 // Probes once; any CUDA error means "no GPU", with the error as the reason.
 const DeviceInfo& probe();
 
-// The GPU GEMM implementations; listed even without a GPU so runs can show them as skipped.
-std::vector<ImplSpec> gemm_impls();
+// The GPU implementations of an op ("gemm", "stream", "transfer"); listed even without a GPU,
+// so that runs can show them as skipped.
+std::vector<ImplSpec> impls(const std::string& op);
 
-// Builds the GPU GEMM implementation `name` (throws when CUDA is not built in).
-std::unique_ptr<Impl> make_gemm(const std::string& name, const GemmShape& shape);
+// Builds one (throws std::runtime_error when CUDA is not built in or the device fails).
+// units: streaming multiprocessors to use for implementations that sweep them; 0 means all.
+std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,
+                                int units);
 
 }  // namespace pb::gpu

@@ -51,7 +51,7 @@ class GpuImpl : public Impl {
   double transfer_seconds() const override { return transfer_s_; }
 
  protected:
-  // Copies and adds the copy's time to transfer_seconds().
+  // Copies on the case's stream, waits, and adds the copy's time to transfer_seconds().
   void upload(void* dst, const void* src, std::size_t bytes);
   void download(void* dst, const void* src, std::size_t bytes);
   // Throws if the last launch failed.
@@ -63,6 +63,27 @@ class GpuImpl : public Impl {
   double transfer_s_ = 0;
   DeviceMem flush_buf_;
   std::size_t flush_bytes_ = 0;
+};
+
+// The factories of each op's file; kernels/device.cu's make_impl() dispatches to them.
+std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w);
+std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, int sms);
+std::unique_ptr<Impl> make_transfer(const std::string& name, const Workload& w);
+
+// Owns pinned (page-locked) host memory.
+class PinnedMem {
+ public:
+  explicit PinnedMem(std::size_t bytes) { PB_CUDA(cudaMallocHost(&p_, bytes)); }
+  PinnedMem(const PinnedMem&) = delete;
+  PinnedMem& operator=(const PinnedMem&) = delete;
+  ~PinnedMem() { cudaFreeHost(p_); }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
 };
 
 }  // namespace pb::gpu

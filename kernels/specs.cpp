@@ -1,24 +1,35 @@
 // The list of GPU implementations, compiled with or without CUDA.
+#include "core/stream.hpp"
 #include "kernels/gpu.hpp"
 
 namespace pb::gpu {
 
-std::vector<ImplSpec> gemm_impls() {
-  auto spec = [](const char* name, bool tensor_dtypes) {
+std::vector<ImplSpec> impls(const std::string& op) {
+  auto spec = [&op](const char* name, std::function<bool(const Workload&)> supports,
+                    bool sweeps_sms = false) {
     ImplSpec sp;
-    sp.op = "gemm";
+    sp.op = op;
     sp.name = name;
     sp.device = Device::gpu;
-    sp.supports = [tensor_dtypes](const Workload& w) {
-      return tensor_dtypes || w.dtype() == Dtype::fp32;
-    };
-    sp.make = [n = std::string(name)](const Workload& w, int) {
-      return make_gemm(n, static_cast<const GemmWorkload&>(w).gemm());
+    sp.sweeps_units = sweeps_sms;
+    sp.supports = std::move(supports);
+    sp.make = [op, n = std::string(name)](const Workload& w, int units) {
+      return make_impl(op, n, w, units);
     };
     return sp;
   };
-  // cublas runs fp32 through cublasSgemm and tf32 / fp16 / bf16 through cublasGemmEx.
-  return {spec("naive", false), spec("tiled", false), spec("cublas", true)};
+  auto any = [](const Workload&) { return true; };
+  auto fp32 = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
+  if (op == "gemm")  // cublas: cublasSgemm for fp32, cublasGemmEx for tf32, fp16 and bf16
+    return {spec("naive", fp32), spec("tiled", fp32), spec("cublas", any)};
+  if (op == "stream") {
+    auto triad = [](const Workload& w) {
+      return static_cast<const StreamWorkload&>(w).stream().kernel == StreamKernel::triad;
+    };
+    return {spec("cuda", any), spec("sm_limited", triad, true)};
+  }
+  if (op == "transfer") return {spec("memcpy", any)};
+  return {};
 }
 
 }  // namespace pb::gpu

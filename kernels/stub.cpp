@@ -14,7 +14,7 @@ const DeviceInfo& probe() {
   return info;
 }
 
-std::unique_ptr<Impl> make_gemm(const std::string&, const GemmShape&) {
+std::unique_ptr<Impl> make_impl(const std::string&, const std::string&, const Workload&, int) {
   throw std::runtime_error(probe().reason);
 }
 

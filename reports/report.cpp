@@ -7,91 +7,17 @@
 
 namespace pb::report {
 
-namespace {
-
-// The shape without dtype and threads: what a CPU case and a GPU case have in common.
-std::string problem_key(const json& c) {
-  std::string key;
-  for (const auto& [k, v] : c.at("shape").items()) {
-    if (k == "dtype" || k == "threads") continue;
-    if (!key.empty()) key += ',';
-    key += k + '=' + v.get<std::string>();
-  }
-  return key;
-}
-
-json side(const json& c) {
-  json s = {{"name", c["name"]},     {"impl", c["impl"]},
-            {"dtype", c["dtype"]},   {"time_s", c["time"]["median_s"]},
-            {"gflops", c["gflops"]}, {"transfer_s", c["transfer_s"]}};
-  if (c["device"] == "cpu") s["threads"] = c["threads"];
-  return s;
-}
-
-bool faster(const json& a, const json* best) {
-  return best == nullptr ||
-         a["time"]["median_s"].get<double>() < (*best)["time"]["median_s"].get<double>();
-}
-
-}  // namespace
-
-json speedup(const json& cases) {
-  struct Group {
-    std::string op, shape;
-    const json *cpu = nullptr, *gpu = nullptr, *cpu32 = nullptr, *gpu32 = nullptr;
-    std::string gpu_missing;
-  };
-  std::vector<Group> groups;
-  std::map<std::string, std::size_t> index;
-  for (const json& c : cases) {
-    const std::string op = c["op"], shape = problem_key(c), key = op + "/" + shape;
-    if (!index.count(key)) {
-      index[key] = groups.size();
-      groups.push_back(Group{op, shape, nullptr, nullptr, nullptr, nullptr, ""});
-    }
-    Group& g = groups[index[key]];
-    const bool gpu = c["device"] == "gpu";
-    if (c["status"] != "ok") {
-      if (gpu && g.gpu_missing.empty()) g.gpu_missing = c["message"];
-      continue;
-    }
-    const bool fp32 = c["dtype"] == "fp32";
-    if (gpu) {
-      if (faster(c, g.gpu)) g.gpu = &c;
-      if (fp32 && faster(c, g.gpu32)) g.gpu32 = &c;
-    } else {
-      if (faster(c, g.cpu)) g.cpu = &c;
-      if (fp32 && faster(c, g.cpu32)) g.cpu32 = &c;
-    }
-  }
-  json out = json::array();
-  for (const Group& g : groups) {
-    json e = {{"op", g.op}, {"shape", g.shape}};
-    e["cpu"] = g.cpu ? side(*g.cpu) : json(nullptr);
-    e["gpu"] = g.gpu ? side(*g.gpu) : json(nullptr);
-    if (g.cpu && g.gpu) {
-      const double tc = (*g.cpu)["time"]["median_s"], tg = (*g.gpu)["time"]["median_s"];
-      const double tx = (*g.gpu)["transfer_s"];
-      e["speedup"] = tc / tg;
-      e["speedup_with_transfer"] = tc / (tg + tx);
-    }
-    if (g.cpu32 && g.gpu32)
-      e["speedup_fp32"] = (*g.cpu32)["time"]["median_s"].get<double>() /
-                          (*g.gpu32)["time"]["median_s"].get<double>();
-    if (!g.gpu)
-      e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
-    out.push_back(e);
-  }
-  return out;
-}
-
 json build(const json& context, const json& benchmarks, const json& cases) {
   json doc;
   doc["context"] = context;
   doc["benchmarks"] = benchmarks;
   doc["pairbench"] = {{"schema_version", kSchemaVersion},
                       {"cases", cases},
-                      {"analyses", {{"speedup", speedup(cases)}}}};
+                      {"analyses",
+                       {{"speedup", speedup(cases)},
+                        {"memory_bandwidth", memory_bandwidth(cases, context)},
+                        {"parallelism", parallelism(cases)},
+                        {"roofline", roofline(cases, context)}}}};
   return doc;
 }
 
@@ -110,9 +36,11 @@ std::string fmt_time(double s) {
 std::string describe(const json& s) {
   if (s.is_null()) return "-";
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%s %s %s (%.1f GFLOP/s)", s["impl"].get<std::string>().c_str(),
+  const double gflops = s["gflops"], gbs = s.value("gbs", 0.0);
+  const bool bytes = gflops < gbs;  // under one FLOP per byte: bandwidth is what it measures
+  std::snprintf(buf, sizeof buf, "%s %s %s (%.1f %s)", s["impl"].get<std::string>().c_str(),
                 s["dtype"].get<std::string>().c_str(), fmt_time(s["time_s"]).c_str(),
-                s["gflops"].get<double>());
+                bytes ? gbs : gflops, bytes ? "GB/s" : "GFLOP/s");
   return buf;
 }
 }  // namespace
@@ -152,6 +80,50 @@ std::string summary(const json& report) {
     std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", what.c_str(),
                   describe(r["cpu"]).c_str(), describe(r["gpu"]).c_str(), speed.c_str());
     os << buf;
+  }
+  const json& an = report["pairbench"]["analyses"];
+  if (an.contains("memory_bandwidth")) {
+    for (const char* device : {"cpu", "gpu"}) {
+      if (!an["memory_bandwidth"].contains(device)) continue;
+      const json& d = an["memory_bandwidth"][device];
+      os << "\nMemory bandwidth, " << device << " (STREAM, best of each kernel):";
+      for (const json& k : d["stream"]) {
+        std::snprintf(buf, sizeof buf, " %s %.1f GB/s", k["kernel"].get<std::string>().c_str(),
+                      k["gbs"].get<double>());
+        os << buf;
+      }
+      if (d["theoretical_gbs"].is_number()) {
+        std::snprintf(buf, sizeof buf, "; theoretical peak %.0f GB/s",
+                      d["theoretical_gbs"].get<double>());
+        os << buf;
+      }
+      os << "\n";
+    }
+    for (const json& t : an["memory_bandwidth"].value("transfer", json::array())) {
+      std::snprintf(buf, sizeof buf,
+                    "Copies %s (%s memory): peak %.1f GB/s; %.0f bytes take %.1f us\n",
+                    t["dir"].get<std::string>().c_str(), t["host"].get<std::string>().c_str(),
+                    t["peak_gbs"].get<double>(), t["latency_bytes"].get<double>(),
+                    1e6 * t["latency_s"].get<double>());
+      os << buf;
+    }
+  }
+  if (an.contains("parallelism")) {
+    for (const char* device : {"cpu", "gpu"}) {
+      for (const json& sw : an["parallelism"][device]) {
+        os << "Parallelism, " << sw["op"].get<std::string>() << "/" << device << "/"
+           << sw["impl"].get<std::string>() << " " << sw["shape"].get<std::string>() << ":";
+        for (const json& p : sw["points"]) {
+          std::snprintf(buf, sizeof buf, " %d %s %.1f %s (x%.2f, %.0f%%)",
+                        p[sw["unit"].get<std::string>()].get<int>(),
+                        sw["unit"].get<std::string>().c_str(), p["throughput"].get<double>(),
+                        sw["metric"].get<std::string>().c_str(), p["speedup"].get<double>(),
+                        100.0 * p["efficiency"].get<double>());
+          os << buf << (&p == &sw["points"].back() ? "" : ";");
+        }
+        os << "\n";
+      }
+    }
   }
   return os.str();
 }

@@ -18,6 +18,19 @@ inline constexpr int kSchemaVersion = 1;
 // CPU kernel-only and with host<->device transfers, and the same comparison at equal dtype.
 json speedup(const json& cases);
 
+// memory_bandwidth: per device, the best GB/s of each STREAM kernel, as % of the best and of the
+// theoretical peak where one is known; the host<->device copy curves with latency and peak.
+json memory_bandwidth(const json& cases, const json& context);
+
+// parallelism: every sweep of CPU threads or GPU SMs: throughput, speedup over the fewest
+// units, parallel efficiency; the GPU's sweeps beside the same work at full occupancy.
+json parallelism(const json& cases);
+
+// roofline: per device, the measured ceilings (best GEMM GFLOP/s, best STREAM GB/s) and the
+// theoretical ones, and for every case its arithmetic intensity, GFLOP/s and whether it sits
+// left of the ridge (memory-bound).
+json roofline(const json& cases, const json& context);
+
 // The whole document from the context, Google Benchmark's run entries and the case records.
 json build(const json& context, const json& benchmarks, const json& cases);
 

@@ -24,6 +24,12 @@ BAD_INPUTS = [
     (["--ops=gemm", "--shape=m=4294967296,n=8,k=8"], "exceeds"),
     (["--ops=gemm", "--shape=m=8,n=8"], "needs m, n and k"),
     (["--ops=gemm", "--shape=m=200000,n=200000,k=200000"], "host memory"),
+    (["--ops=stream", "--shape=kernel=triad,n=0"], "must be at least 1"),
+    (["--ops=stream", "--shape=kernel=triad,n=18446744073709551616"], "not an integer"),
+    (["--ops=stream", "--shape=kernel=triad,n=1099511627776"], "host memory"),
+    (["--ops=stream", "--shape=kernel=fma,n=8"], "kernel=fma"),
+    (["--ops=transfer", "--shape=dir=h2d,bytes=6", "--devices=gpu"], "multiple of 4"),
+    (["--shape=m=8,n=8,k=8"], "--shape needs --ops"),
     (["--report=/nonexistent-dir/r.json", "--suite=quick"], "cannot write the report"),
     (["--report=/tmp", "--suite=quick"], "is a directory"),
     (["--recover=/nonexistent.partial.jsonl"], "cannot read"),
@@ -32,7 +38,8 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message):
-    r = pairbench(*args, "--devices=cpu" if not any(a.startswith("--devices") for a in args) else "")
+    extra = [] if any(a.startswith("--devices") for a in args) else ["--devices=cpu"]
+    r = pairbench(*args, *extra)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and lines[0].startswith("pairbench: error:"), r.stderr

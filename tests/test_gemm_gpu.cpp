@@ -17,7 +17,7 @@ class GpuGemm : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
-  const ImplSpec spec = testing::find_impl(gpu::gemm_impls(), GetParam());
+  const ImplSpec spec = testing::find_impl(gpu::impls("gemm"), GetParam());
   for (Dtype t : all_dtypes()) {
     for (GemmShape s : testing::awkward_shapes()) {
       s.dtype = t;
@@ -35,7 +35,7 @@ TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST_P(GpuGemm, SquareAcrossManyTiles) {
-  const ImplSpec spec = testing::find_impl(gpu::gemm_impls(), GetParam());
+  const ImplSpec spec = testing::find_impl(gpu::impls("gemm"), GetParam());
   GemmShape s;
   s.m = 300, s.n = 257, s.k = 513;
   const GemmWorkload w(s);
@@ -60,7 +60,7 @@ TEST(GpuGemmWithoutDevice, MakingAnImplementationFailsLoudly) {
   GemmShape s;
   s.m = s.n = s.k = 4;
   const GemmWorkload w(s);
-  EXPECT_ANY_THROW(testing::run_impl(testing::find_impl(gpu::gemm_impls(), "cublas"), w));
+  EXPECT_ANY_THROW(testing::run_impl(testing::find_impl(gpu::impls("gemm"), "cublas"), w));
 }
 
 }  // namespace

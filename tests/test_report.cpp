@@ -26,8 +26,11 @@ json make_case(const std::string& device, const std::string& impl, const std::st
     c["message"] = "no GPU: test";
     return c;
   }
+  c["flops"] = 1024.0;
+  c["min_bytes"] = 768.0;
   c["time"] = {{"median_s", seconds}};
   c["gflops"] = 1024 / seconds / 1e9;
+  c["gbs"] = 768 / seconds / 1e9;
   c["transfer_s"] = transfer;
   return c;
 }
@@ -111,6 +114,105 @@ TEST(Recover, RejectsWhatIsNotALog) {
   std::ofstream(p) << "{\"case\": {}}\n";
   EXPECT_THROW(report::recover(p), std::runtime_error);  // no context
   EXPECT_THROW(report::recover(temp_path("pb_missing.jsonl")), std::runtime_error);
+}
+
+json stream_case(const std::string& device, const std::string& kernel, double gbs,
+                 const std::string& units_key = "", int units = 0) {
+  const double n = 1 << 20, bytes = (kernel == "triad" || kernel == "add" ? 12 : 8) * n;
+  json c = {{"name", "stream/" + device + "/x/kernel=" + kernel},
+            {"op", "stream"},
+            {"device", device},
+            {"impl", units_key == "sms" ? "sm_limited"
+                     : device == "cpu"  ? "omp"
+                                        : "cuda"},
+            {"shape", {{"kernel", kernel}, {"n", "1048576"}, {"dtype", "fp32"}}},
+            {"dtype", "fp32"},
+            {"threads", device == "cpu" ? units : 0},
+            {"status", "ok"},
+            {"flops", kernel == "triad" ? 2 * n : 0.0},
+            {"min_bytes", bytes},
+            {"write_allocate_bytes", kernel == "dot" ? 0.0 : 4 * n},
+            {"time", {{"median_s", bytes / gbs / 1e9}}},
+            {"gflops", kernel == "triad" ? 2 * n / (bytes / gbs) : 0.0},
+            {"gbs", gbs},
+            {"transfer_s", 0.0}};
+  if (!units_key.empty()) c["shape"][units_key] = std::to_string(units);
+  return c;
+}
+
+TEST(MemoryBandwidth, BestPerKernelAgainstMeasuredAndTheoreticalPeaks) {
+  const json cases = {stream_case("cpu", "copy", 10), stream_case("cpu", "triad", 12, "threads", 1),
+                      stream_case("cpu", "triad", 20, "threads", 2),
+                      stream_case("gpu", "triad", 1500)};
+  const json m = report::memory_bandwidth(cases, {{"gpu_peak_bandwidth_gbs", 2000.0}});
+  ASSERT_EQ(m["cpu"]["stream"].size(), 2u);
+  EXPECT_EQ(m["cpu"]["measured_ceiling_gbs"], 20.0);
+  EXPECT_EQ(m["cpu"]["stream"][1]["kernel"], "triad");
+  EXPECT_DOUBLE_EQ(m["cpu"]["stream"][0]["pct_of_best"].get<double>(), 50.0);
+  EXPECT_TRUE(m["cpu"]["theoretical_gbs"].is_null());
+  EXPECT_TRUE(m["cpu"].contains("theoretical_note"));
+  // Triad moves 12 bytes per element; write-allocate adds 4 more.
+  EXPECT_NEAR(m["cpu"]["stream"][1]["gbs_with_write_allocate"].get<double>(), 20.0 * 16 / 12, 1e-9);
+  EXPECT_DOUBLE_EQ(m["gpu"]["stream"][0]["pct_of_theoretical"].get<double>(), 75.0);
+}
+
+TEST(MemoryBandwidth, TransferCurvesWithLatencyAndPeak) {
+  auto copy = [](std::int64_t bytes, double seconds) {
+    return json{{"op", "transfer"},
+                {"device", "gpu"},
+                {"status", "ok"},
+                {"shape", {{"dir", "h2d"}, {"host", "pinned"}, {"bytes", std::to_string(bytes)}}},
+                {"time", {{"median_s", seconds}}},
+                {"gbs", bytes / seconds / 1e9}};
+  };
+  const json m = report::memory_bandwidth({copy(1 << 20, 1e-4), copy(4096, 5e-6)}, json::object());
+  ASSERT_EQ(m["transfer"].size(), 1u);
+  const json& t = m["transfer"][0];
+  EXPECT_EQ(t["points"][0]["bytes"], 4096.0);  // sorted by size
+  EXPECT_DOUBLE_EQ(t["latency_s"].get<double>(), 5e-6);
+  EXPECT_NEAR(t["peak_gbs"].get<double>(), (1 << 20) / 1e-4 / 1e9, 1e-9);
+}
+
+TEST(Parallelism, SpeedupAndEfficiencyPerSweep) {
+  const json cases = {stream_case("cpu", "triad", 10, "threads", 1),
+                      stream_case("cpu", "triad", 15, "threads", 2),
+                      stream_case("gpu", "triad", 20, "sms", 1),
+                      stream_case("gpu", "triad", 60, "sms", 4),
+                      stream_case("gpu", "triad", 1000),
+                      stream_case("cpu", "copy", 10)};
+  const json p = report::parallelism(cases);
+  ASSERT_EQ(p["cpu"].size(), 1u);
+  const json& cpu = p["cpu"][0];
+  EXPECT_EQ(cpu["metric"], "GB/s");
+  EXPECT_DOUBLE_EQ(cpu["points"][1]["speedup"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(cpu["points"][1]["efficiency"].get<double>(), 0.75);
+  ASSERT_EQ(p["gpu"].size(), 1u);
+  EXPECT_DOUBLE_EQ(p["gpu"][0]["points"][1]["efficiency"].get<double>(), 0.75);
+  EXPECT_EQ(p["gpu"][0]["full_occupancy"]["throughput"], 1000.0);
+}
+
+TEST(Roofline, RidgeFromMeasuredCeilingsSplitsMemoryAndComputeBound) {
+  json gemm = make_case("cpu", "openblas", "fp32", 1e-3);
+  gemm["flops"] = 2e8;      // 200 GFLOP/s
+  gemm["min_bytes"] = 1e6;  // intensity 200
+  gemm["gflops"] = 200.0;
+  const json cases = {gemm, stream_case("cpu", "triad", 20)};
+  const json r = report::roofline(cases, {{"cpu_peak_fp32_gflops", 400.0}});
+  const json& cpu = r["cpu"];
+  EXPECT_EQ(cpu["measured_gflops"], 200.0);
+  EXPECT_EQ(cpu["measured_gbs"], 20.0);
+  EXPECT_DOUBLE_EQ(cpu["ridge_intensity"].get<double>(), 10.0);
+  ASSERT_EQ(cpu["points"].size(), 2u);
+  EXPECT_FALSE(cpu["points"][0]["memory_bound"].get<bool>());  // GEMM, intensity 200
+  EXPECT_TRUE(cpu["points"][1]["memory_bound"].get<bool>());   // triad, 1/6 FLOP per byte
+  EXPECT_NEAR(cpu["points"][1]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
+  EXPECT_FALSE(r.contains("gpu"));
+}
+
+TEST(Speedup, LeavesOutWorkWithoutACpuSide) {
+  json copy = make_case("gpu", "memcpy", "fp32", 1e-3);
+  copy["op"] = "transfer";
+  EXPECT_TRUE(report::speedup(json::array({copy})).empty());
 }
 
 }  // namespace

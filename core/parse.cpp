@@ -1,0 +1,42 @@
+#include "core/parse.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace pb {
+
+std::int64_t parse_count(const std::string& key, const std::string& v, std::int64_t max) {
+  std::size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty())
+    throw std::invalid_argument(key + "=" + v + " is not an integer");
+  if (x <= 0) throw std::invalid_argument(key + "=" + v + " must be at least 1");
+  if (x > max) throw std::invalid_argument(key + "=" + v + " exceeds " + std::to_string(max));
+  return x;
+}
+
+float parse_finite(const std::string& key, const std::string& v) {
+  std::size_t used = 0;
+  float x = 0;
+  try {
+    x = std::stof(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || !std::isfinite(x))
+    throw std::invalid_argument(key + "=" + v + " is not a finite number");
+  return x;
+}
+
+bool parse_bool(const std::string& key, const std::string& v) {
+  if (v == "0" || v == "false") return false;
+  if (v == "1" || v == "true") return true;
+  throw std::invalid_argument(key + "=" + v + " must be 0 or 1");
+}
+
+}  // namespace pb

@@ -1,0 +1,15 @@
+// Parsing --shape values: one-line std::invalid_argument messages that name the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pb {
+
+// An integer in [1, max].
+std::int64_t parse_count(const std::string& key, const std::string& v,
+                         std::int64_t max = 2147483647);
+float parse_finite(const std::string& key, const std::string& v);
+bool parse_bool(const std::string& key, const std::string& v);  // 0/1/false/true
+
+}  // namespace pb

@@ -1,0 +1,255 @@
+#include "core/stream.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/parse.hpp"
+#include "core/rng.hpp"
+
+namespace pb {
+
+namespace {
+const char* const kKernelNames[] = {"copy", "scale", "add", "triad", "dot"};
+}
+
+const char* to_string(StreamKernel k) { return kKernelNames[static_cast<int>(k)]; }
+
+const std::vector<StreamKernel>& all_stream_kernels() {
+  static const std::vector<StreamKernel> all = {StreamKernel::copy, StreamKernel::scale,
+                                                StreamKernel::add, StreamKernel::triad,
+                                                StreamKernel::dot};
+  return all;
+}
+
+bool parse_stream_kernel(const std::string& s, StreamKernel* out) {
+  for (StreamKernel k : all_stream_kernels()) {
+    if (s == to_string(k)) {
+      *out = k;
+      return true;
+    }
+  }
+  return false;
+}
+
+int stream_output(StreamKernel k) {
+  switch (k) {
+    case StreamKernel::copy:
+      return 2;
+    case StreamKernel::scale:
+      return 1;
+    case StreamKernel::add:
+      return 2;
+    case StreamKernel::triad:
+      return 0;
+    case StreamKernel::dot:
+      return -1;
+  }
+  return -1;
+}
+
+std::int64_t stream_suite_n(int level) {
+  return level == 0 ? (1LL << 25) : level == 1 ? (1LL << 26) : (1LL << 28);
+}
+
+StreamShape parse_stream_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
+  StreamShape s;
+  bool have_kernel = false, have_n = false;
+  for (const auto& [key, v] : kv) {
+    if (key == "kernel") {
+      if (!parse_stream_kernel(v, &s.kernel))
+        throw std::invalid_argument("kernel=" + v + " is not one of copy, scale, add, triad, dot");
+      have_kernel = true;
+    } else if (key == "n") {
+      s.n = parse_count(key, v, 1LL << 40);
+      have_n = true;
+    } else {
+      throw std::invalid_argument("stream has no shape key '" + key + "' (keys: kernel, n)");
+    }
+  }
+  if (!have_kernel || !have_n) throw std::invalid_argument("a stream shape needs kernel and n");
+  return s;
+}
+
+Shape StreamWorkload::shape() const {
+  Shape sh;
+  sh.add("kernel", to_string(s_.kernel));
+  sh.add("n", s_.n);
+  sh.add("dtype", "fp32");
+  return sh;
+}
+
+double StreamWorkload::flops() const {
+  const double n = static_cast<double>(s_.n);
+  switch (s_.kernel) {
+    case StreamKernel::copy:
+      return 0;
+    case StreamKernel::scale:
+      return n;
+    case StreamKernel::add:
+      return n;
+    case StreamKernel::triad:
+      return 2 * n;
+    case StreamKernel::dot:
+      return 2 * n;
+  }
+  return 0;
+}
+
+double StreamWorkload::min_bytes() const {
+  const int arrays = (s_.kernel == StreamKernel::add || s_.kernel == StreamKernel::triad) ? 3 : 2;
+  return 4.0 * arrays * static_cast<double>(s_.n);
+}
+
+double StreamWorkload::write_allocate_bytes() const {
+  return s_.kernel == StreamKernel::dot ? 0.0 : 4.0 * static_cast<double>(s_.n);
+}
+
+double StreamWorkload::host_bytes() const {
+  // Inputs, the implementation's copies, the result.
+  return 4.0 * 7.0 * static_cast<double>(s_.n);
+}
+
+double StreamWorkload::device_bytes() const { return 4.0 * 3.0 * static_cast<double>(s_.n); }
+
+std::vector<Buffer> StreamWorkload::make_inputs() const {
+  Rng rng(seed_);
+  std::vector<Buffer> in(3, Buffer(static_cast<std::size_t>(s_.n)));
+  for (auto& b : in)
+    for (float& v : b) v = rng.uniform();
+  return in;
+}
+
+Check StreamWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) const {
+  Check chk;
+  const float *a = in[0].data(), *b = in[1].data(), *c = in[2].data();
+  const double u = unit_roundoff(Dtype::fp32);
+  if (s_.kernel == StreamKernel::dot) {
+    chk.tolerance = 16.0 * u * (std::sqrt(static_cast<double>(s_.n)) + 1.0);
+    if (out.size() != 1) {
+      chk.detail = "dot must return one number";
+      return chk;
+    }
+    double ref = 0, scale2 = 0;
+    for (std::int64_t i = 0; i < s_.n; ++i) {
+      const double p = static_cast<double>(a[i]) * b[i];
+      ref += p;
+      scale2 += p * p;
+    }
+    if (!std::isfinite(out[0])) {
+      chk.detail = "dot is not finite";
+      return chk;
+    }
+    chk.max_error = std::fabs(out[0] - ref) / (std::sqrt(scale2) + 1e-30);
+  } else {
+    // Two roundings of the largest term: a fused b + q c rounds once, a split one twice.
+    chk.tolerance = 2.0 * u;
+    if (out.size() != static_cast<std::size_t>(s_.n)) {
+      chk.detail = "result has the wrong size";
+      return chk;
+    }
+    double worst = 0;
+    for (std::int64_t i = 0; i < s_.n; ++i) {
+      double ref = 0, mag = 0;
+      switch (s_.kernel) {
+        case StreamKernel::copy:
+          ref = a[i], mag = std::fabs(a[i]);
+          break;
+        case StreamKernel::scale:
+          ref = kStreamScalar * static_cast<double>(c[i]), mag = std::fabs(ref);
+          break;
+        case StreamKernel::add:
+          ref = static_cast<double>(a[i]) + b[i], mag = std::fabs(a[i]) + std::fabs(b[i]);
+          break;
+        default:
+          ref = b[i] + kStreamScalar * static_cast<double>(c[i]);
+          mag = std::fabs(b[i]) + std::fabs(kStreamScalar * c[i]);
+      }
+      const double e = std::fabs(out[i] - ref) / (mag + 1e-30);
+      if (!(e <= worst)) worst = e;  // keeps a NaN
+      if (std::isnan(worst)) break;
+    }
+    if (std::isnan(worst)) {
+      chk.detail = "result is not finite";
+      return chk;
+    }
+    chk.max_error = worst;
+  }
+  chk.ok = chk.max_error <= chk.tolerance;
+  if (!chk.ok) {
+    std::ostringstream os;
+    os << "error " << chk.max_error << " exceeds tolerance " << chk.tolerance;
+    chk.detail = os.str();
+  }
+  return chk;
+}
+
+const char* to_string(CopyDir d) {
+  return d == CopyDir::h2d ? "h2d" : d == CopyDir::d2h ? "d2h" : "d2d";
+}
+
+std::vector<std::int64_t> transfer_suite_bytes(int level) {
+  if (level == 0) return {4LL << 10, 1LL << 20, 64LL << 20};
+  std::vector<std::int64_t> out;
+  for (std::int64_t b = 4LL << 10; b <= (1LL << 30); b *= 4) out.push_back(b);
+  return out;
+}
+
+TransferShape parse_transfer_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
+  TransferShape s;
+  bool have_dir = false, have_bytes = false;
+  for (const auto& [key, v] : kv) {
+    if (key == "dir") {
+      if (v == "h2d")
+        s.dir = CopyDir::h2d;
+      else if (v == "d2h")
+        s.dir = CopyDir::d2h;
+      else if (v == "d2d")
+        s.dir = CopyDir::d2d;
+      else
+        throw std::invalid_argument("dir=" + v + " is not one of h2d, d2h, d2d");
+      have_dir = true;
+    } else if (key == "host") {
+      if (v != "pageable" && v != "pinned")
+        throw std::invalid_argument("host=" + v + " is not pageable or pinned");
+      s.pinned = v == "pinned";
+    } else if (key == "bytes") {
+      s.bytes = parse_count(key, v, 1LL << 40);
+      if (s.bytes % 4) throw std::invalid_argument("bytes=" + v + " is not a multiple of 4");
+      have_bytes = true;
+    } else {
+      throw std::invalid_argument("transfer has no shape key '" + key +
+                                  "' (keys: dir, host, bytes)");
+    }
+  }
+  if (!have_dir || !have_bytes) throw std::invalid_argument("a transfer shape needs dir and bytes");
+  if (s.dir == CopyDir::d2d && s.pinned)
+    throw std::invalid_argument("host=pinned means nothing for dir=d2d");
+  return s;
+}
+
+Shape TransferWorkload::shape() const {
+  Shape sh;
+  sh.add("dir", to_string(s_.dir));
+  if (s_.dir != CopyDir::d2d) sh.add("host", s_.pinned ? "pinned" : "pageable");
+  sh.add("bytes", s_.bytes);
+  return sh;
+}
+
+std::vector<Buffer> TransferWorkload::make_inputs() const {
+  Rng rng(static_cast<std::uint64_t>(s_.bytes));
+  Buffer b(static_cast<std::size_t>(s_.bytes / 4));
+  for (float& v : b) v = rng.uniform();
+  return {b};
+}
+
+Check TransferWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) const {
+  Check chk;
+  chk.ok = out.size() == in[0].size() &&
+           std::memcmp(out.data(), in[0].data(), out.size() * sizeof(float)) == 0;
+  if (!chk.ok) chk.detail = "the copy differs from its source";
+  return chk;
+}
+
+}  // namespace pb

@@ -1,0 +1,200 @@
+// GPU STREAM, the per-element math from core/stream.hpp:
+//   cuda       - grid-stride loop over 128-bit (float4) loads and stores, enough blocks to fill
+//                every SM; dot reduces per block (warp shuffles), then once more over blocks.
+//   sm_limited - the triad on a persistent grid that only K streaming multiprocessors work in
+//                (8 blocks each), taking chunks from a shared counter: throughput against SMs.
+#include <vector>
+
+#include "core/stream.hpp"
+#include "kernels/gpu.hpp"
+#include "kernels/gpu_impl.cuh"
+
+namespace pb::gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kBlocksPerSm = 8;  // 8 x 256 threads: 2048, the most an SM holds
+
+template <StreamKernel K>
+__global__ void stream_vec4(const float* a, const float* b, const float* c, float* out,
+                            std::int64_t n) {
+  const std::int64_t n4 = n / 4;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (std::int64_t v = first; v < n4; v += stride) {
+    float la[4] = {}, lb[4] = {}, lc[4] = {}, lo[4];
+    // Only the arrays the kernel reads are loaded.
+    if (K == StreamKernel::copy || K == StreamKernel::add)
+      *reinterpret_cast<float4*>(la) = reinterpret_cast<const float4*>(a)[v];
+    if (K == StreamKernel::add || K == StreamKernel::triad)
+      *reinterpret_cast<float4*>(lb) = reinterpret_cast<const float4*>(b)[v];
+    if (K == StreamKernel::scale || K == StreamKernel::triad)
+      *reinterpret_cast<float4*>(lc) = reinterpret_cast<const float4*>(c)[v];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) lo[j] = stream_element(K, la, lb, lc, j);
+    reinterpret_cast<float4*>(out)[v] = *reinterpret_cast<float4*>(lo);
+  }
+  for (std::int64_t i = 4 * n4 + first; i < n; i += stride) out[i] = stream_element(K, a, b, c, i);
+}
+
+// Sum of the block's values, valid in thread 0.
+__device__ float block_sum(float v) {
+  __shared__ float warp_sums[kThreads / 32];
+  for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x < kThreads / 32 ? warp_sums[threadIdx.x] : 0.0f;
+  if (threadIdx.x < 32)
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+  return v;
+}
+
+__global__ void dot_partial(const float* a, const float* b, std::int64_t n, float* partial) {
+  float sum = 0;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride)
+    sum += stream_element(StreamKernel::dot, a, b, nullptr, i);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+__global__ void dot_final(const float* partial, int count, float* out) {
+  float sum = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) sum += partial[i];
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) *out = sum;
+}
+
+__device__ unsigned sm_id() {
+  unsigned id;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+  return id;
+}
+
+constexpr int kMaxSmIds = 1024;  // %smid < %nsmid, at most a few hundred on current GPUs
+constexpr std::int64_t kChunk = 16 * kThreads;
+
+struct SmCounters {
+  unsigned long long next;  // the first element no block has taken yet
+  int ranks_given;          // SMs ranked so far
+};
+
+// Ranks SMs in the order their first block arrives; blocks on SMs ranked >= max_sms leave at
+// once, the rest take chunks of the arrays from counters->next until none is left.
+__global__ void triad_on_sms(const float* b, const float* c, float* a, std::int64_t n, int max_sms,
+                             int* sm_rank, SmCounters* counters) {
+  __shared__ int active;
+  __shared__ long long chunk;
+  if (threadIdx.x == 0) {
+    const unsigned s = sm_id() % kMaxSmIds;
+    int rank = atomicCAS(&sm_rank[s], -1, -2);  // -1 unranked, -2 being ranked
+    if (rank == -1) {
+      rank = atomicAdd(&counters->ranks_given, 1);
+      atomicExch(&sm_rank[s], rank);
+    } else {
+      while ((rank = atomicAdd(&sm_rank[s], 0)) == -2) {
+      }  // the block ranking this SM is resident beside us: it finishes
+    }
+    active = rank < max_sms;
+  }
+  __syncthreads();
+  if (!active) return;
+  while (true) {
+    if (threadIdx.x == 0) chunk = static_cast<long long>(atomicAdd(&counters->next, kChunk));
+    __syncthreads();
+    const std::int64_t start = chunk;
+    __syncthreads();
+    if (start >= n) return;
+    const std::int64_t end = start + kChunk < n ? start + kChunk : n;
+    for (std::int64_t i = start + threadIdx.x; i < end; i += kThreads)
+      a[i] = stream_element(StreamKernel::triad, a, b, c, i);
+  }
+}
+
+class GpuStream : public GpuImpl {
+ public:
+  GpuStream(const StreamShape& s, int sms) : s_(s), sms_(sms) {
+    if (sms_ > probe().sms) throw std::runtime_error("more SMs requested than the GPU has");
+    const std::size_t bytes = static_cast<std::size_t>(s_.n) * sizeof(float);
+    for (auto& x : x_) x = DeviceMem(bytes);
+    blocks_ = probe().sms * kBlocksPerSm;
+    partial_ = DeviceMem(static_cast<std::size_t>(blocks_) * sizeof(float));
+    sum_ = DeviceMem(sizeof(float));
+    sm_rank_ = DeviceMem(kMaxSmIds * sizeof(int));
+    counters_ = DeviceMem(sizeof(SmCounters));
+  }
+
+  void prepare(const std::vector<Buffer>& in) override {
+    for (int j = 0; j < 3; ++j)
+      upload(x_[j].as<void>(), in[static_cast<std::size_t>(j)].data(),
+             in[static_cast<std::size_t>(j)].size() * sizeof(float));
+  }
+
+  void run() override {
+    const float *a = x_[0].as<float>(), *b = x_[1].as<float>(), *c = x_[2].as<float>();
+    float* w[3] = {x_[0].as<float>(), x_[1].as<float>(), x_[2].as<float>()};
+    const std::int64_t n = s_.n;
+    if (sms_ > 0) {  // the SM sweep: reset the ranks and the work counter, then the triad
+      PB_CUDA(cudaMemsetAsync(sm_rank_.as<void>(), 0xFF, kMaxSmIds * sizeof(int), stream_));
+      PB_CUDA(cudaMemsetAsync(counters_.as<void>(), 0, sizeof(SmCounters), stream_));
+      triad_on_sms<<<blocks_, kThreads, 0, stream_>>>(b, c, w[0], n, sms_, sm_rank_.as<int>(),
+                                                      counters_.as<SmCounters>());
+      check_launch();
+      return;
+    }
+    switch (s_.kernel) {
+      case StreamKernel::copy:
+        launch<StreamKernel::copy>(a, b, c, w[2]);
+        break;
+      case StreamKernel::scale:
+        launch<StreamKernel::scale>(a, b, c, w[1]);
+        break;
+      case StreamKernel::add:
+        launch<StreamKernel::add>(a, b, c, w[2]);
+        break;
+      case StreamKernel::triad:
+        launch<StreamKernel::triad>(a, b, c, w[0]);
+        break;
+      case StreamKernel::dot:
+        dot_partial<<<blocks_, kThreads, 0, stream_>>>(a, b, n, partial_.as<float>());
+        check_launch();
+        dot_final<<<1, kThreads, 0, stream_>>>(partial_.as<float>(), blocks_, sum_.as<float>());
+        break;
+    }
+    check_launch();
+  }
+
+  Buffer result() override {
+    const int out = stream_output(s_.kernel);
+    Buffer r(out < 0 ? 1 : static_cast<std::size_t>(s_.n));
+    download(r.data(), out < 0 ? sum_.as<void>() : x_[out].as<void>(), r.size() * sizeof(float));
+    return r;
+  }
+
+ private:
+  template <StreamKernel K>
+  void launch(const float* a, const float* b, const float* c, float* out) {
+    stream_vec4<K><<<blocks_, kThreads, 0, stream_>>>(a, b, c, out, s_.n);
+  }
+
+  StreamShape s_;
+  int sms_;
+  int blocks_ = 0;
+  DeviceMem x_[3], partial_, sum_, sm_rank_, counters_;
+};
+
+}  // namespace
+
+std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, int sms) {
+  const StreamShape& s = static_cast<const StreamWorkload&>(w).stream();
+  if (name == "cuda") return std::make_unique<GpuStream>(s, 0);
+  if (name == "sm_limited") {
+    if (sms < 1) throw std::runtime_error("sm_limited needs a number of SMs");
+    return std::make_unique<GpuStream>(s, sms);
+  }
+  throw std::runtime_error("unknown GPU stream implementation: " + name);
+}
+
+}  // namespace pb::gpu
