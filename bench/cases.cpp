@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/activation.hpp"
 #include "core/gemm.hpp"
 #include "core/stream.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -109,10 +110,57 @@ OpFamily transfer_family() {
   return f;
 }
 
+OpFamily activation_family() {
+  OpFamily f;
+  f.name = "activation";
+  f.suite = [](int level, Dtype t) {
+    std::vector<SuiteEntry> out;
+    if (t != Dtype::fp32) return out;
+    const auto sizes = activation_suite_n(level);
+    for (Act a : all_acts())
+      for (bool bwd : {false, true})
+        for (std::int64_t n : sizes)  // the thread sweep: GELU (erf) forward, largest size
+          out.push_back(entry<ActivationWorkload>(ActivationShape{a, bwd, n},
+                                                  a == Act::gelu_erf && !bwd && n == sizes.back()));
+    return out;
+  };
+  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    if (t != Dtype::fp32) return nullptr;
+    return std::make_shared<ActivationWorkload>(parse_activation_shape(kv));
+  };
+  f.impls = concat(cpu::activation_impls(), gpu::impls("activation"));
+  return f;
+}
+
+OpFamily row_family(const char* name, std::vector<RowOp> kinds) {
+  OpFamily f;
+  f.name = name;
+  f.suite = [kinds](int level, Dtype t) {
+    std::vector<SuiteEntry> out;
+    if (t != Dtype::fp32) return out;
+    for (RowOp k : kinds)
+      for (const RowShape& s : row_suite(k, level)) out.push_back(entry<RowWorkload>(s));
+    return out;
+  };
+  const RowOp first = kinds.front();
+  f.from_shape = [first](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    if (t != Dtype::fp32) return nullptr;
+    return std::make_shared<RowWorkload>(parse_row_shape(first, kv));
+  };
+  f.impls = concat(cpu::row_impls(name), gpu::impls(name));
+  return f;
+}
+
 }  // namespace
 
 const std::vector<OpFamily>& op_families() {
-  static const std::vector<OpFamily> families = {gemm_family(), stream_family(), transfer_family()};
+  static const std::vector<OpFamily> families = {
+      gemm_family(),
+      stream_family(),
+      transfer_family(),
+      activation_family(),
+      row_family("softmax", {RowOp::softmax}),
+      row_family("loss", {RowOp::loss_fwd, RowOp::loss_bwd})};
   return families;
 }
 

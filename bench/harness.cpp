@@ -32,6 +32,7 @@ struct CaseRun {
   Check check;
   double transfer_s = 0;
   std::vector<double> samples;  // seconds per iteration, last timed batch
+  double pct_copy_bw = 0;       // GB/s as % of this run's STREAM copy on the device, if known
 };
 
 class Runner {
@@ -80,6 +81,13 @@ class Runner {
     st.counters["bytes_per_second"] = w.min_bytes() / per_iter;
     const double peak = peak_gflops(*r.c);
     if (peak > 0) st.counters["pct_peak"] = 100.0 * w.flops() / per_iter / 1e9 / peak;
+    double& copy = copy_gbs_[static_cast<int>(r.c->impl.device)];
+    const double gbs = w.min_bytes() / per_iter / 1e9;
+    if (w.bandwidth_reference()) copy = std::max(copy, gbs);
+    if (w.bandwidth_bound() && copy > 0) {
+      r.pct_copy_bw = 100.0 * gbs / copy;
+      st.counters["pct_copy_bw"] = r.pct_copy_bw;
+    }
   }
 
   double peak_gflops(const Case& c) const {
@@ -132,6 +140,7 @@ class Runner {
   HarnessConfig cfg_;
   std::vector<CaseRun> runs_;
   CaseRun* current_ = nullptr;
+  double copy_gbs_[2] = {0, 0};  // the best STREAM copy measured so far, per device
   std::size_t started_ = 0, total_ = 0;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
@@ -182,6 +191,7 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
   j["gflops"] = w.flops() / median / 1e9;
   j["gbs"] = w.min_bytes() / median / 1e9;
   if (peak > 0) j["pct_peak"] = 100.0 * w.flops() / median / 1e9 / peak;
+  if (r.pct_copy_bw > 0) j["pct_copy_bw"] = r.pct_copy_bw;
   return j;
 }
 

@@ -66,6 +66,8 @@ class StreamWorkload : public Workload {
   double flops() const override;
   double min_bytes() const override;  // STREAM's count
   double write_allocate_bytes() const override;
+  bool bandwidth_bound() const override { return true; }
+  bool bandwidth_reference() const override { return s_.kernel == StreamKernel::copy; }
   double host_bytes() const override;
   double device_bytes() const override;
   std::vector<Buffer> make_inputs() const override;  // {a, b, c}

@@ -29,6 +29,10 @@ class Workload {
   virtual double min_bytes() const = 0;  // compulsory traffic: read inputs once, write output once
   // What a cache that allocates on write adds: reading each written line before it is written.
   virtual double write_allocate_bytes() const { return 0; }
+  // Work that memory bandwidth bounds: its GB/s is also given as % of the STREAM copy's.
+  virtual bool bandwidth_bound() const { return false; }
+  // The STREAM copy itself: the bandwidth the others are compared with.
+  virtual bool bandwidth_reference() const { return false; }
   virtual double host_bytes() const = 0;  // host memory one case needs (inputs, output, copies)
   virtual double device_bytes() const = 0;
   virtual std::vector<Buffer> make_inputs() const = 0;

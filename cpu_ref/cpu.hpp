@@ -35,6 +35,8 @@ class CpuImpl : public Impl {
 
 std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> stream_impls();
+std::vector<ImplSpec> activation_impls();
+std::vector<ImplSpec> row_impls(const std::string& op);
 
 // Sets the threads OpenMP regions and OpenBLAS calls use from now on.
 void set_threads(int threads);

@@ -109,6 +109,7 @@ std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, 
   if (op == "gemm") return make_gemm(name, w);
   if (op == "stream") return make_stream(name, w, units);
   if (op == "transfer") return make_transfer(name, w);
+  if (op == "activation" || op == "softmax" || op == "loss") return make_activation(op, name, w);
   throw std::runtime_error("no GPU implementations of " + op);
 }
 

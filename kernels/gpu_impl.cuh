@@ -69,6 +69,9 @@ class GpuImpl : public Impl {
 std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w);
 std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, int sms);
 std::unique_ptr<Impl> make_transfer(const std::string& name, const Workload& w);
+// activation, softmax and loss
+std::unique_ptr<Impl> make_activation(const std::string& op, const std::string& name,
+                                      const Workload& w);
 
 // Owns pinned (page-locked) host memory.
 class PinnedMem {

@@ -29,6 +29,8 @@ std::vector<ImplSpec> impls(const std::string& op) {
     return {spec("cuda", any), spec("sm_limited", triad, true)};
   }
   if (op == "transfer") return {spec("memcpy", any)};
+  if (op == "activation" || op == "softmax" || op == "loss")
+    return {spec("naive", any), spec("vectorized", any)};
   return {};
 }
 

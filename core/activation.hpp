@@ -1,0 +1,300 @@
+// Activations, softmax and the softmax cross-entropy loss: the per-element math, once, for the
+// host and the device, and the workloads that measure them.
+//
+// exp, tanh and erfc are computed by the approximations below, built from +, *, / and a
+// power-of-two scaling, so that the compiler vectorizes them on the CPU (std::exp is a library
+// call it will not vectorize without -ffast-math) and the GPU runs the same arithmetic. Their
+// accuracy is stated by act_tolerance() and tested in tests/test_activation.cpp against
+// double precision over a dense grid with the extremes (+-inf, large |x|, denormals, NaN).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/hd.hpp"
+#include "core/workload.hpp"
+
+namespace pb {
+
+namespace approx {
+
+HD inline float from_bits(std::uint32_t i) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(i);
+#else
+  float f;
+  std::memcpy(&f, &i, sizeof f);
+  return f;
+#endif
+}
+
+HD inline std::uint32_t to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  std::uint32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+#endif
+}
+
+constexpr float kInf = __builtin_huge_valf();
+
+// e^x: Cody-Waite reduction x = n ln2 + r with n rounded by the 1.5 * 2^23 trick (which also
+// leaves n in the low bits of the sum: no float-to-int conversion), Cephes' degree-5 polynomial
+// for e^r, and 2 e^r * 2^(n-1) so that n up to 128 stays finite where e^x does. Overflows to
+// inf above ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
+// NaN propagates. No branches on x: loops over it vectorize.
+HD inline float exp(float x) {
+  const float lo = x < -87.5f ? -87.5f : x;
+  const float xc = lo > 88.8f ? 88.8f : lo;  // NaN passes both
+  constexpr float kRound = 12582912.0f;      // 1.5 * 2^23
+  const float m = xc * 1.44269504088896341f + kRound;
+  const float n = m - kRound;
+  const std::uint32_t ni = to_bits(m) - to_bits(kRound);  // n, two's complement
+  float r = fmaf(n, -0.693359375f, xc);
+  r = fmaf(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  return (2.0f * e) * from_bits((ni + 126u) << 23);  // 2^(n-1); 0 for n = -126
+}
+
+// expm1(x) = e^x - 1, accurate near 0 (no cancellation when |x| < ln2 / 2): the same reduction
+// and polynomial as exp, keeping 2^n - 1 apart. For x above -0.35 and below 88; the
+// functors only call it on such arguments.
+HD inline float expm1_near(float x) {
+  const float xc = x < -20.0f ? -20.0f : x;  // e^-20 - 1 = -1 in float; NaN passes
+  constexpr float kRound = 12582912.0f;
+  const float m = xc * 1.44269504088896341f + kRound;
+  const float n = m - kRound;
+  const std::uint32_t ni = to_bits(m) - to_bits(kRound);
+  float r = fmaf(n, -0.693359375f, xc);
+  r = fmaf(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float em1 = p * r * r + r;                   // e^r - 1
+  const float scale = from_bits((ni + 127u) << 23);  // 2^n, n in [-29, 127]
+  return (scale - 1.0f) + scale * em1;
+}
+
+// tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x: one expm1, one division.
+HD inline float tanh(float x) {
+  const float e = expm1_near(-2.0f * fabsf(x));
+  return copysignf(-e / (2.0f + e), x);
+}
+
+// erfc(z) for z >= 0: Numerical Recipes' erfcc, fractional error < 1.2e-7 in exact arithmetic;
+// in float, the rounding of z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5).
+HD inline float erfc_nonneg(float z) {
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  const float poly =
+      -1.26551223f +
+      t * (1.00002368f +
+           t * (0.37409196f +
+                t * (0.09678418f +
+                     t * (-0.18628806f +
+                          t * (0.27886807f +
+                               t * (-1.13520398f +
+                                    t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+  return t * exp(poly - z * z);
+}
+
+}  // namespace approx
+
+enum class Act { relu, leaky_relu, gelu_tanh, gelu_erf, sigmoid, tanh };
+
+constexpr float kLeakySlope = 0.01f;
+constexpr float kGeluK0 = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluK1 = 0.044715f;
+
+// The functors: fwd(x) = f(x); bwd(x, dy) = dy f'(x). NaN in x gives NaN.
+struct Relu {
+  HD static float fwd(float x) { return x > 0 ? x : (x == x ? 0.0f : x); }
+  HD static float bwd(float x, float dy) { return x > 0 ? dy : (x == x ? 0.0f : x); }
+};
+
+struct LeakyRelu {
+  HD static float fwd(float x) { return x > 0 ? x : kLeakySlope * x; }
+  HD static float bwd(float x, float dy) { return x > 0 ? dy : (x == x ? kLeakySlope * dy : x); }
+};
+
+struct Sigmoid {
+  HD static float fwd(float x) { return 1.0f / (1.0f + approx::exp(-x)); }
+  HD static float bwd(float x, float dy) {
+    // s (1 - s) = q / (1 + q)^2 with q = e^{-x}: no cancellation where s is near 1.
+    const float q = approx::exp(-fabsf(x));
+    return dy * q / ((1.0f + q) * (1.0f + q));
+  }
+};
+
+struct Tanh {
+  HD static float fwd(float x) { return approx::tanh(x); }
+  HD static float bwd(float x, float dy) {
+    // 1 - tanh^2 = 4q / (1 + q)^2 with q = e^{-2|x|}: no cancellation where tanh is near 1.
+    const float q = approx::exp(-2.0f * fabsf(x));
+    return dy * 4.0f * q / ((1.0f + q) * (1.0f + q));
+  }
+};
+
+// Clamps x to [lo, hi]; NaN passes through. The GELUs are flat beyond a few units (1 or 0 to
+// float precision), so clamping there gives their limits at +-inf without a special case (and
+// without branches on x, which keeps the loops vectorizable).
+HD inline float clamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// GELU, tanh approximation: x/2 (1 + tanh(u)) = x sigmoid(2u), u = k0 (x + k1 x^3); the
+// sigmoid form keeps its relative accuracy for negative x.
+struct GeluTanh {
+  HD static float fwd(float x_in) {
+    const float x = x_in < -20.0f ? -20.0f : x_in;  // gelu(x < -20) is -0 in float
+    const float u = kGeluK0 * (x + kGeluK1 * x * x * x);
+    return x / (1.0f + approx::exp(-2.0f * u));
+  }
+  HD static float bwd(float x_in, float dy) {
+    const float x = clamp(x_in, -10.0f, 10.0f);  // beyond, the derivative is 0 or 1 in float
+    const float u = kGeluK0 * (x + kGeluK1 * x * x * x);
+    const float q = approx::exp(-2.0f * u), s = 1.0f / (1.0f + q);
+    const float ds =
+        2.0f * q / ((1.0f + q) * (1.0f + q)) * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);
+    return dy * (s + x * ds);
+  }
+};
+
+// GELU, exact: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| on either side.
+struct GeluErf {
+  HD static float cdf(float x) {
+    const float c = approx::erfc_nonneg(fabsf(x) * 0.7071067811865476f);
+    return x >= 0 ? 1.0f - 0.5f * c : 0.5f * c;
+  }
+  HD static float fwd(float x_in) {
+    const float x = x_in < -20.0f ? -20.0f : x_in;
+    return x * cdf(x);
+  }
+  HD static float bwd(float x_in, float dy) {
+    const float x = clamp(x_in, -20.0f, 20.0f);
+    const float pdf = 0.3989422804014327f * approx::exp(-0.5f * x * x);
+    return dy * (cdf(x) + x * pdf);
+  }
+};
+
+// Calls f(Functor{}) for the activation a, on the host: lets loops and kernels be written once,
+// as templates on the functor.
+template <class F>
+decltype(auto) with_activation(Act a, F&& f) {
+  switch (a) {
+    case Act::relu:
+      return f(Relu{});
+    case Act::leaky_relu:
+      return f(LeakyRelu{});
+    case Act::gelu_tanh:
+      return f(GeluTanh{});
+    case Act::gelu_erf:
+      return f(GeluErf{});
+    case Act::sigmoid:
+      return f(Sigmoid{});
+    case Act::tanh:
+      break;
+  }
+  return f(Tanh{});
+}
+
+const char* to_string(Act a);
+bool parse_act(const std::string& s, Act* out);
+const std::vector<Act>& all_acts();
+
+// The reference: f(x) and f'(x) in double precision from the C library.
+double act_ref(Act a, double x);
+double act_ref_derivative(Act a, double x);
+
+// Stated accuracy of the float functors, relative to |f(x)| + floor (fwd) or to
+// |dy| (|f'(x)| + 0.01) (bwd), over all floats; verified on a dense grid by the tests.
+struct ActTolerance {
+  double fwd_rel, fwd_floor, bwd_rel;
+};
+ActTolerance act_tolerance(Act a);
+
+// --- Workloads ----------------------------------------------------------------------------
+
+struct ActivationShape {
+  Act act = Act::relu;
+  bool backward = false;
+  std::int64_t n = 0;
+};
+
+// Sizes by suite: 2^16 (in L2) to 2^26 (DRAM) elements; quick: 2^16 and 2^20.
+std::vector<std::int64_t> activation_suite_n(int level);
+ActivationShape parse_activation_shape(const std::vector<std::pair<std::string, std::string>>& kv);
+
+class ActivationWorkload : public Workload {
+ public:
+  explicit ActivationWorkload(ActivationShape s) : s_(s) {}
+  const ActivationShape& activation() const { return s_; }
+  std::string op() const override { return "activation"; }
+  Shape shape() const override;
+  Dtype dtype() const override { return Dtype::fp32; }
+  double flops() const override;
+  double min_bytes() const override;  // fwd: read x, write y; bwd: read x and dy, write dx
+  double write_allocate_bytes() const override { return 4.0 * static_cast<double>(s_.n); }
+  bool bandwidth_bound() const override { return true; }
+  double host_bytes() const override { return 4.0 * 7.0 * static_cast<double>(s_.n); }
+  double device_bytes() const override { return 4.0 * 3.0 * static_cast<double>(s_.n); }
+  std::vector<Buffer> make_inputs() const override;  // {x} or {x, dy}; x in [-8, 8]
+  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+
+ private:
+  ActivationShape s_;
+};
+
+// Row-wise softmax (fwd), or the softmax cross-entropy loss of logits against integer labels:
+// fwd gives each row's loss, bwd the gradient of the mean loss, (softmax - onehot) / rows.
+enum class RowOp { softmax, loss_fwd, loss_bwd };
+
+struct RowShape {
+  RowOp kind = RowOp::softmax;
+  std::int64_t rows = 0, cols = 0;
+};
+
+std::vector<RowShape> row_suite(RowOp kind, int level);  // cols 1024; 2^16.. elements
+RowShape parse_row_shape(RowOp kind, const std::vector<std::pair<std::string, std::string>>& kv);
+
+class RowWorkload : public Workload {
+ public:
+  explicit RowWorkload(RowShape s) : s_(s) {}
+  const RowShape& rows() const { return s_; }
+  std::string op() const override { return s_.kind == RowOp::softmax ? "softmax" : "loss"; }
+  Shape shape() const override;
+  Dtype dtype() const override { return Dtype::fp32; }
+  double flops() const override;
+  double min_bytes() const override;
+  double write_allocate_bytes() const override;
+  bool bandwidth_bound() const override { return true; }
+  double host_bytes() const override { return 4.0 * 6.0 * elements(); }
+  double device_bytes() const override { return 4.0 * 2.5 * elements(); }
+  // {logits} or {logits, labels (integers stored as floats)}; logits in [-8, 8].
+  std::vector<Buffer> make_inputs() const override;
+  // Against double precision: softmax and the gradient within 4 (4 + sqrt(cols)) roundoffs of
+  // each element (relative, floor 1e-7 of the row's largest), the loss within 1e-5 relative to
+  // |loss| + log(cols) + 1.
+  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+  double elements() const { return static_cast<double>(s_.rows) * static_cast<double>(s_.cols); }
+  std::int64_t output_size() const {
+    return s_.kind == RowOp::loss_fwd ? s_.rows : s_.rows * s_.cols;
+  }
+
+ private:
+  RowShape s_;
+};
+
+}  // namespace pb

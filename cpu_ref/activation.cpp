@@ -1,0 +1,172 @@
+// CPU activations, softmax and the softmax cross-entropy loss, with the functors of
+// core/activation.hpp:
+//   naive - one thread, scalar: the compiler is told not to vectorize it, so that the benchmark
+//           shows what SIMD adds.
+//   omp   - OpenMP threads, and `omp simd` loops the compiler vectorizes, exp and tanh included
+//           (they are core/activation.hpp's arithmetic approximations, not library calls).
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/activation.hpp"
+#include "cpu_ref/cpu.hpp"
+
+#define PB_SCALAR __attribute__((optimize("no-tree-vectorize")))
+
+namespace pb::cpu {
+
+namespace {
+
+// --- elementwise ----------------------------------------------------------------------------
+
+template <class F>
+PB_SCALAR void act_naive(const float* x, const float* dy, float* out, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = dy ? F::bwd(x[i], dy[i]) : F::fwd(x[i]);
+}
+
+template <class F>
+void act_omp(const float* x, const float* dy, float* out, std::int64_t n, int threads) {
+  if (dy) {
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) out[i] = F::bwd(x[i], dy[i]);
+  } else {
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) out[i] = F::fwd(x[i]);
+  }
+}
+
+class CpuActivation : public CpuImpl {
+ public:
+  CpuActivation(const ActivationShape& s, bool naive, int threads)
+      : CpuImpl(threads), s_(s), naive_(naive) {}
+  void prepare(const std::vector<Buffer>& in) override {
+    x_ = in[0];
+    if (s_.backward) dy_ = in[1];
+    out_.assign(x_.size(), 0.0f);
+  }
+  void run() override {
+    const float* dy = s_.backward ? dy_.data() : nullptr;
+    with_activation(s_.act, [&](auto f) {
+      using F = decltype(f);
+      if (naive_)
+        act_naive<F>(x_.data(), dy, out_.data(), s_.n);
+      else
+        act_omp<F>(x_.data(), dy, out_.data(), s_.n, threads_);
+    });
+  }
+  Buffer result() override { return out_; }
+
+ private:
+  ActivationShape s_;
+  bool naive_;
+  Buffer x_, dy_, out_;
+};
+
+// --- softmax and loss: one row at a time ----------------------------------------------------
+
+// out = softmax(x) (or, for the loss gradient, (softmax(x) - onehot(label)) * scale); returns
+// log(sum exp(x - max)) + max, the row's log-sum-exp.
+template <bool Simd>
+float row_softmax(const float* x, std::int64_t cols, float* out, std::int64_t label, float scale) {
+  float m = -approx::kInf, sum = 0;
+  if (Simd) {
+#pragma omp simd reduction(max : m)
+    for (std::int64_t j = 0; j < cols; ++j) m = std::max(m, x[j]);
+#pragma omp simd reduction(+ : sum)
+    for (std::int64_t j = 0; j < cols; ++j) sum += (out[j] = approx::exp(x[j] - m));
+  } else {
+    for (std::int64_t j = 0; j < cols; ++j) m = std::max(m, x[j]);
+    for (std::int64_t j = 0; j < cols; ++j) sum += (out[j] = approx::exp(x[j] - m));
+  }
+  const float inv = scale / sum;
+  if (Simd) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
+  } else {
+    for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
+  }
+  if (label >= 0) out[label] -= scale;
+  return m + std::log(sum);
+}
+
+template <bool Simd>
+void rows_run(const RowShape& s, const float* x, const float* labels, float* out, float* tmp_row,
+              std::int64_t r) {
+  const std::int64_t cols = s.cols;
+  const float* xr = x + r * cols;
+  switch (s.kind) {
+    case RowOp::softmax:
+      row_softmax<Simd>(xr, cols, out + r * cols, -1, 1.0f);
+      break;
+    case RowOp::loss_bwd:
+      row_softmax<Simd>(xr, cols, out + r * cols, static_cast<std::int64_t>(labels[r]),
+                        1.0f / static_cast<float>(s.rows));
+      break;
+    case RowOp::loss_fwd: {
+      const auto label = static_cast<std::int64_t>(labels[r]);
+      out[r] = row_softmax<Simd>(xr, cols, tmp_row, -1, 1.0f) - xr[label];
+      break;
+    }
+  }
+}
+
+PB_SCALAR void rows_naive(const RowShape& s, const float* x, const float* labels, float* out,
+                          float* tmp) {
+  for (std::int64_t r = 0; r < s.rows; ++r) rows_run<false>(s, x, labels, out, tmp, r);
+}
+
+class CpuRows : public CpuImpl {
+ public:
+  CpuRows(const RowShape& s, bool naive, int threads) : CpuImpl(threads), s_(s), naive_(naive) {}
+  void prepare(const std::vector<Buffer>& in) override {
+    x_ = in[0];
+    if (in.size() > 1) labels_ = in[1];
+    out_.assign(static_cast<std::size_t>(RowWorkload(s_).output_size()), 0.0f);
+    tmp_.assign(static_cast<std::size_t>(s_.cols * threads_), 0.0f);
+  }
+  void run() override {
+    if (naive_) return rows_naive(s_, x_.data(), labels_.data(), out_.data(), tmp_.data());
+#pragma omp parallel num_threads(threads_)
+    {
+      float* tmp = tmp_.data() + s_.cols * omp_get_thread_num();
+#pragma omp for schedule(static)
+      for (std::int64_t r = 0; r < s_.rows; ++r)
+        rows_run<true>(s_, x_.data(), labels_.data(), out_.data(), tmp, r);
+    }
+  }
+  Buffer result() override { return out_; }
+
+ private:
+  RowShape s_;
+  bool naive_;
+  Buffer x_, labels_, out_, tmp_;
+};
+
+ImplSpec spec(const std::string& op, const char* name, bool naive) {
+  ImplSpec sp;
+  sp.op = op;
+  sp.name = name;
+  sp.device = Device::cpu;
+  sp.sweeps_units = !naive;
+  sp.supports = [](const Workload&) { return true; };
+  sp.make = [naive, op](const Workload& w, int threads) -> std::unique_ptr<Impl> {
+    if (op == "activation")
+      return std::make_unique<CpuActivation>(static_cast<const ActivationWorkload&>(w).activation(),
+                                             naive, naive ? 1 : threads);
+    return std::make_unique<CpuRows>(static_cast<const RowWorkload&>(w).rows(), naive,
+                                     naive ? 1 : threads);
+  };
+  return sp;
+}
+}  // namespace
+
+std::vector<ImplSpec> activation_impls() {
+  return {spec("activation", "naive", true), spec("activation", "omp", false)};
+}
+
+std::vector<ImplSpec> row_impls(const std::string& op) {
+  return {spec(op, "naive", true), spec(op, "omp", false)};
+}
+
+}  // namespace pb::cpu

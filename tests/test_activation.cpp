@@ -1,0 +1,230 @@
+// Activations, softmax and loss: the functors against double precision over a dense grid with
+// the extremes, backward by finite differences, softmax's invariants, and every CPU
+// implementation through its workload's check.
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <limits>
+
+#include "core/activation.hpp"
+#include "cpu_ref/cpu.hpp"
+
+namespace pb {
+namespace {
+
+float fwd(Act a, float x) {
+  return with_activation(a, [x](auto f) { return decltype(f)::fwd(x); });
+}
+float bwd(Act a, float x, float dy) {
+  return with_activation(a, [x, dy](auto f) { return decltype(f)::bwd(x, dy); });
+}
+
+// A dense grid over [-20, 20], every magnitude from the smallest subnormal to FLT_MAX, and the
+// special values.
+std::vector<float> grid() {
+  std::vector<float> xs;
+  for (int i = -200000; i <= 200000; ++i) xs.push_back(static_cast<float>(i) * 1e-4f);
+  for (double m = 1.4e-45; m < 3.4e38; m *= 1.01) {
+    xs.push_back(static_cast<float>(m));
+    xs.push_back(static_cast<float>(-m));
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float v : {0.0f, -0.0f, inf, -inf, FLT_MIN, -FLT_MIN, FLT_MAX, -FLT_MAX,
+                  std::numeric_limits<float>::denorm_min()})
+    xs.push_back(v);
+  return xs;
+}
+
+class Functor : public ::testing::TestWithParam<Act> {};
+
+TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
+  const Act a = GetParam();
+  const ActTolerance tol = act_tolerance(a);
+  double worst = 0;
+  float at = 0;
+  for (float x : grid()) {
+    const float y = fwd(a, x);
+    const double ref = act_ref(a, x);
+    ASSERT_FALSE(std::isnan(y)) << to_string(a) << "(" << x << ") is NaN";
+    if (std::isinf(ref)) {
+      EXPECT_EQ(y, ref) << to_string(a) << "(" << x << ")";
+      continue;
+    }
+    const double e = std::fabs(y - ref) / (std::fabs(ref) + tol.fwd_floor);
+    if (e > worst) worst = e, at = x;
+  }
+  EXPECT_LE(worst, tol.fwd_rel) << to_string(a) << " worst at x = " << at;
+}
+
+TEST_P(Functor, BackwardWithinItsStatedErrorEverywhere) {
+  const Act a = GetParam();
+  const ActTolerance tol = act_tolerance(a);
+  double worst = 0;
+  float at = 0;
+  for (float x : grid()) {
+    const float d = bwd(a, x, 1.0f);
+    ASSERT_TRUE(std::isfinite(d)) << to_string(a) << "'(" << x << ") = " << d;
+    const double ref = act_ref_derivative(a, x);
+    const double e = std::fabs(d - ref) / (std::fabs(ref) + 0.01);
+    if (e > worst) worst = e, at = x;
+  }
+  EXPECT_LE(worst, tol.bwd_rel) << to_string(a) << " worst at x = " << at;
+  EXPECT_EQ(bwd(a, 1.5f, 0.0f), 0.0f);
+  EXPECT_FLOAT_EQ(bwd(a, 1.5f, -2.0f), -2.0f * bwd(a, 1.5f, 1.0f));
+}
+
+TEST_P(Functor, PropagatesNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(fwd(GetParam(), nan)));
+  EXPECT_TRUE(std::isnan(bwd(GetParam(), nan, 1.0f)));
+}
+
+TEST_P(Functor, LimitsAtInfinity) {
+  const Act a = GetParam();
+  const float inf = std::numeric_limits<float>::infinity();
+  const bool bounded = a == Act::sigmoid || a == Act::tanh;
+  EXPECT_EQ(fwd(a, inf), bounded ? 1.0f : inf);
+  EXPECT_EQ(fwd(a, -inf), a == Act::tanh ? -1.0f : a == Act::leaky_relu ? -inf : 0.0f);
+}
+
+TEST_P(Functor, BackwardMatchesFiniteDifferencesOfTheReference) {
+  const Act a = GetParam();
+  for (double x = -6.0; x <= 6.0; x += 0.0137) {
+    if (std::fabs(x) < 1e-3 && (a == Act::relu || a == Act::leaky_relu)) continue;  // the kink
+    const double h = 1e-5;
+    const double fd = (act_ref(a, x + h) - act_ref(a, x - h)) / (2 * h);
+    EXPECT_NEAR(bwd(a, static_cast<float>(x), 1.0f), fd, 1e-5 * (1 + std::fabs(fd)))
+        << to_string(a) << " at " << x;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Functor, ::testing::ValuesIn(all_acts()),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+TEST(Approx, ExpAcrossTheFloatRange) {
+  EXPECT_EQ(approx::exp(0.0f), 1.0f);
+  EXPECT_EQ(approx::exp(89.0f), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(approx::exp(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_LT(approx::exp(88.72f), FLT_MAX);  // just below ln(FLT_MAX): finite
+  for (float x = -86.0f; x < 88.7f; x += 0.001f) {
+    const double ref = std::exp(static_cast<double>(x));
+    ASSERT_LE(std::fabs(approx::exp(x) - ref) / ref, 2.5 * unit_roundoff(Dtype::fp32)) << x;
+  }
+  for (float x = -100.0f; x < -87.0f; x += 0.01f) EXPECT_LT(approx::exp(x), 2.4e-38f);
+}
+
+// --- workloads and the CPU implementations ---------------------------------------------------
+
+Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
+               int threads) {
+  for (const auto& s : specs) {
+    if (s.name != name) continue;
+    auto impl = s.make(w, threads);
+    impl->activate();
+    impl->prepare(w.make_inputs());
+    impl->run();
+    return impl->result();
+  }
+  throw std::runtime_error("no implementation " + name);
+}
+
+TEST(ActivationCpu, EveryFunctionAndDirectionVerifies) {
+  for (Act a : all_acts())
+    for (bool backward : {false, true})
+      for (std::int64_t n : {1, 17, 100003})
+        for (const char* impl : {"naive", "omp"}) {
+          const ActivationWorkload w({a, backward, n});
+          const Check c = w.verify(w.make_inputs(), run_cpu(cpu::activation_impls(), impl, w, 2));
+          EXPECT_TRUE(c.ok) << impl << " " << to_string(a) << (backward ? " bwd" : " fwd")
+                            << " n=" << n << ": " << c.detail;
+        }
+}
+
+TEST(ActivationVerify, CatchesAWrongElement) {
+  const ActivationWorkload w({Act::gelu_erf, false, 1000});
+  const auto in = w.make_inputs();
+  Buffer y = run_cpu(cpu::activation_impls(), "omp", w, 1);
+  EXPECT_TRUE(w.verify(in, y).ok);
+  y[500] *= 1.001f;
+  EXPECT_FALSE(w.verify(in, y).ok);
+}
+
+TEST(ActivationModel, BytesAndSizes) {
+  EXPECT_DOUBLE_EQ(ActivationWorkload({Act::relu, false, 10}).min_bytes(), 80);
+  EXPECT_DOUBLE_EQ(ActivationWorkload({Act::relu, true, 10}).min_bytes(), 120);
+  const auto sizes = activation_suite_n(1);
+  EXPECT_EQ(sizes.front(), 1 << 16);
+  EXPECT_EQ(sizes.back(), 1 << 26);
+  EXPECT_THROW(parse_activation_shape({{"fn", "swish"}, {"n", "4"}}), std::invalid_argument);
+  EXPECT_THROW(parse_activation_shape({{"fn", "relu"}, {"n", "0"}}), std::invalid_argument);
+  EXPECT_THROW(parse_activation_shape({{"fn", "relu"}, {"n", "4"}, {"dir", "up"}}),
+               std::invalid_argument);
+}
+
+TEST(RowsCpu, SoftmaxAndLossVerifyOnAwkwardShapes) {
+  for (RowOp k : {RowOp::softmax, RowOp::loss_fwd, RowOp::loss_bwd})
+    for (auto [rows, cols] :
+         {std::pair<std::int64_t, std::int64_t>{1, 1}, {3, 7}, {5, 1000}, {64, 1023}})
+      for (const char* impl : {"naive", "omp"}) {
+        const RowWorkload w({k, rows, cols});
+        const char* op = k == RowOp::softmax ? "softmax" : "loss";
+        const Check c = w.verify(w.make_inputs(), run_cpu(cpu::row_impls(op), impl, w, 2));
+        EXPECT_TRUE(c.ok) << impl << " " << w.shape().to_string() << ": " << c.detail;
+      }
+}
+
+class SoftmaxRows : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SoftmaxRows, SumToOneAndStayFiniteAtHugeLogits) {
+  const RowWorkload w({RowOp::softmax, 4, 6});
+  std::vector<Buffer> in = {
+      {1e4f,  -1e4f, 0,     3,     1e4f,  -5,     // two maxima far above the rest
+       -1e4f, -1e4f, -1e4f, -1e4f, -1e4f, -1e4f,  // all equal, hugely negative
+       0,     0,     0,     0,     0,     0,     88, 89, -104, 1e4f, -1e4f, 50}};
+  for (const auto& spec : cpu::row_impls("softmax")) {
+    if (spec.name != GetParam()) continue;
+    auto impl = spec.make(w, 2);
+    impl->activate();
+    impl->prepare(in);
+    impl->run();
+    const Buffer y = impl->result();
+    for (int r = 0; r < 4; ++r) {
+      double sum = 0;
+      for (int j = 0; j < 6; ++j) {
+        ASSERT_TRUE(std::isfinite(y[r * 6 + j]));
+        sum += y[r * 6 + j];
+      }
+      EXPECT_NEAR(sum, 1.0, 1e-6) << "row " << r;
+    }
+    EXPECT_FLOAT_EQ(y[0], 0.5f);
+    EXPECT_FLOAT_EQ(y[6], 1.0f / 6);
+    EXPECT_TRUE(w.verify(in, y).ok);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Impls, SoftmaxRows, ::testing::Values("naive", "omp"));
+
+TEST(Loss, GradientIsSoftmaxMinusOneHotOverRows) {
+  const RowWorkload fwd_w({RowOp::loss_fwd, 2, 3}), bwd_w({RowOp::loss_bwd, 2, 3});
+  const std::vector<Buffer> in = {{0, 0, 0, 1e4f, 0, 0}, {2, 0}};
+  auto run = [&](const RowWorkload& w) {
+    auto impl = cpu::row_impls("loss")[1].make(w, 1);
+    impl->prepare(in);
+    impl->run();
+    return impl->result();
+  };
+  const Buffer loss = run(fwd_w), grad = run(bwd_w);
+  EXPECT_NEAR(loss[0], std::log(3.0), 1e-6);  // uniform over 3 classes
+  EXPECT_NEAR(loss[1], 0.0, 1e-6);            // label 0 holds all the mass
+  EXPECT_NEAR(grad[2], (1.0 / 3 - 1) / 2, 1e-7);
+  EXPECT_NEAR(grad[0], (1.0 / 3) / 2, 1e-7);
+  EXPECT_NEAR(grad[3], 0.0, 1e-7);
+  EXPECT_TRUE(bwd_w.verify(in, grad).ok);
+  EXPECT_THROW(parse_row_shape(RowOp::loss_fwd, {{"rows", "2"}}), std::invalid_argument);
+  EXPECT_THROW(parse_row_shape(RowOp::softmax, {{"rows", "2"}, {"cols", "0"}}),
+               std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace pb
