@@ -1,0 +1,120 @@
+"""scripts/plot.py and scripts/compare.py on real quick-suite reports: the charts render for
+one machine and for two; compare.py flags an injected 20% regression, passes an unchanged
+report, and rejects each bad input with one line and exit code 2."""
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+PLOT = ROOT / "scripts" / "plot.py"
+COMPARE = ROOT / "scripts" / "compare.py"
+CHARTS = ["speedup", "parallelism", "memory_bandwidth", "batch_size", "roofline"]
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def write(path, doc):
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_charts_from_one_report(quick_reports, tmp_path):
+    r = run(PLOT, quick_reports[0], "-o", tmp_path / "one")
+    assert r.returncode == 0, r.stderr
+    for name in CHARTS:
+        for ext in ("png", "svg"):
+            assert (tmp_path / "one" / f"{name}.{ext}").stat().st_size > 1000
+    summary = (tmp_path / "one" / "summary.md").read_text()
+    assert "![roofline](roofline.png)" in summary
+    assert "gemm" in summary and "no GPU" in summary
+
+
+def test_charts_from_two_machines(quick_reports, tmp_path):
+    other = json.loads(quick_reports[1].read_text())
+    other["context"]["host_name"] = "second-machine"
+    second = write(tmp_path / "second.json", other)
+    r = run(PLOT, quick_reports[0], second, "-o", tmp_path / "two")
+    assert r.returncode == 0, r.stderr
+    assert "second-machine" in (tmp_path / "two" / "summary.md").read_text()
+
+
+def test_compare_passes_an_unchanged_report(quick_reports):
+    r = run(COMPARE, quick_reports[0], quick_reports[0], "--fail-above", "10")
+    assert r.returncode == 0, r.stderr
+    assert "| gemm/cpu/openblas/" in r.stdout
+
+
+def test_compare_flags_an_injected_regression(quick_reports, tmp_path):
+    base = json.loads(quick_reports[0].read_text())
+    new = copy.deepcopy(base)
+    ok = [c for c in new["pairbench"]["cases"] if c["status"] == "ok"]
+    victim = min(ok, key=lambda c: c["time"]["stddev_s"] / c["time"]["mean_s"])
+    for key in ("median_s", "min_s", "mean_s", "stddev_s"):
+        victim["time"][key] *= 1.2
+    for b in new["benchmarks"]:
+        if b["run_name"].removesuffix("/manual_time") == victim["name"]:
+            b["real_time"] *= 1.2
+    path = write(tmp_path / "slower.json", new)
+    r = run(COMPARE, quick_reports[0], path, "--fail-above", "10")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert victim["name"] in r.stderr
+    j = run(COMPARE, quick_reports[0], path, "--fail-above", "10", "--format", "json")
+    doc = json.loads(j.stdout)
+    flagged = [c["case"] for c in doc["cases"] if c["others"][0]["regressed"]]
+    assert flagged == [victim["name"]]
+    assert run(COMPARE, quick_reports[0], path, "--fail-above", "25").returncode == 0
+
+
+def test_compare_uses_repetitions_when_present(tmp_path, quick_reports):
+    base = json.loads(quick_reports[0].read_text())
+    case = next(c for c in base["pairbench"]["cases"] if c["status"] == "ok")
+    template = next(b for b in base["benchmarks"] if b["run_name"].startswith(case["name"]))
+
+    def with_reps(times):
+        doc = copy.deepcopy(base)
+        doc["benchmarks"] = [dict(template, real_time=t, repetition_index=i, repetitions=len(times),
+                                  time_unit="s") for i, t in enumerate(times)]
+        return doc
+
+    noisy_base = write(tmp_path / "b.json", with_reps([1.0, 1.5, 0.9, 1.4, 1.0]))
+    noisy_new = copy.deepcopy(with_reps([1.1, 1.4, 1.0, 1.5, 0.95]))
+    for c in noisy_new["pairbench"]["cases"]:
+        if c["name"] == case["name"]:
+            c["time"]["median_s"] *= 1.3  # slower median, but the repetitions overlap: noise
+    r = run(COMPARE, noisy_base, write(tmp_path / "n.json", noisy_new), "--fail-above", "10")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("script", [PLOT, COMPARE], ids=["plot", "compare"])
+def test_bad_inputs_exit_2_with_one_line(script, quick_reports, tmp_path):
+    not_json = tmp_path / "x.json"
+    not_json.write_text("{ not json")
+    not_report = write(tmp_path / "y.json", {"benchmarks": []})
+    extra = ["-o", tmp_path / "out"] if script == PLOT else []
+    for bad, message in ((tmp_path / "missing.json", "no such file"), (not_json, "not JSON"),
+                         (not_report, "not a pairbench report")):
+        args = [bad, *extra] if script == PLOT else [quick_reports[0], bad]
+        r = run(script, *args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_compare_rejects_reports_with_no_case_in_common(quick_reports, tmp_path):
+    other = json.loads(quick_reports[0].read_text())
+    rename = ("dtype=fp32", "dtype=fp32,variant=2")  # another machine's cases, other names
+    for c in other["pairbench"]["cases"]:
+        c["name"] = c["name"].replace(*rename)
+    for b in other["benchmarks"]:
+        b["run_name"] = b["run_name"].replace(*rename)
+        b["name"] = b["name"].replace(*rename)
+    r = run(COMPARE, quick_reports[0], write(tmp_path / "o.json", other))
+    assert r.returncode == 2
+    assert "no verified case in common" in r.stderr
