@@ -7,9 +7,9 @@ with ideal scaling), memory bandwidth (per device, % of peak; host<->device curv
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
 where that reads well. Exit codes: 0 written; 2 bad input."""
 import argparse
-import math
 import os
 import sys
+import textwrap
 
 import matplotlib
 
@@ -29,7 +29,8 @@ def save(fig, outdir, name, written):
 
 
 def note(ax, text):
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    text = "\n".join(textwrap.fill(line, 70) for line in text.split("\n"))
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
