@@ -69,31 +69,38 @@ OpFamily gemm_family() {
   return f;
 }
 
-OpFamily stream_family() {
+// An op whose work is fp32 only: its suite and --shape give workloads for fp32, none otherwise.
+template <class W, class Parse>
+OpFamily fp32_family(const std::string& name, std::function<std::vector<SuiteEntry>(int)> suite,
+                     Parse parse, std::vector<ImplSpec> impls) {
   OpFamily f;
-  f.name = "stream";
-  f.suite = [](int level, Dtype t) {
+  f.name = name;
+  f.suite = [suite](int level, Dtype t) {
+    return t == Dtype::fp32 ? suite(level) : std::vector<SuiteEntry>{};
+  };
+  f.from_shape = [parse](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    if (t != Dtype::fp32) return nullptr;
+    return std::make_shared<W>(parse(kv));
+  };
+  f.impls = std::move(impls);
+  return f;
+}
+
+OpFamily stream_family() {
+  auto suite = [](int level) {
     std::vector<SuiteEntry> out;
-    if (t != Dtype::fp32) return out;
-    for (StreamKernel k : all_stream_kernels())
+    for (StreamKernel k : all_stream_kernels())  // the thread and SM sweeps: the triad
       out.push_back(
           entry<StreamWorkload>(StreamShape{k, stream_suite_n(level)}, k == StreamKernel::triad));
     return out;
   };
-  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t != Dtype::fp32) return nullptr;
-    return std::make_shared<StreamWorkload>(parse_stream_shape(kv));
-  };
-  f.impls = concat(cpu::stream_impls(), gpu::impls("stream"));
-  return f;
+  return fp32_family<StreamWorkload>("stream", suite, parse_stream_shape,
+                                     concat(cpu::stream_impls(), gpu::impls("stream")));
 }
 
 OpFamily transfer_family() {
-  OpFamily f;
-  f.name = "transfer";
-  f.suite = [](int level, Dtype t) {
+  auto suite = [](int level) {
     std::vector<SuiteEntry> out;
-    if (t != Dtype::fp32) return out;
     for (std::int64_t bytes : transfer_suite_bytes(level)) {
       for (CopyDir d : {CopyDir::h2d, CopyDir::d2h})
         for (bool pinned : {false, true})
@@ -102,20 +109,13 @@ OpFamily transfer_family() {
     }
     return out;
   };
-  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t != Dtype::fp32) return nullptr;
-    return std::make_shared<TransferWorkload>(parse_transfer_shape(kv));
-  };
-  f.impls = gpu::impls("transfer");
-  return f;
+  return fp32_family<TransferWorkload>("transfer", suite, parse_transfer_shape,
+                                       gpu::impls("transfer"));
 }
 
 OpFamily activation_family() {
-  OpFamily f;
-  f.name = "activation";
-  f.suite = [](int level, Dtype t) {
+  auto suite = [](int level) {
     std::vector<SuiteEntry> out;
-    if (t != Dtype::fp32) return out;
     const auto sizes = activation_suite_n(level);
     for (Act a : all_acts())
       for (bool bwd : {false, true})
@@ -124,31 +124,20 @@ OpFamily activation_family() {
                                                   a == Act::gelu_erf && !bwd && n == sizes.back()));
     return out;
   };
-  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t != Dtype::fp32) return nullptr;
-    return std::make_shared<ActivationWorkload>(parse_activation_shape(kv));
-  };
-  f.impls = concat(cpu::activation_impls(), gpu::impls("activation"));
-  return f;
+  return fp32_family<ActivationWorkload>("activation", suite, parse_activation_shape,
+                                         concat(cpu::activation_impls(), gpu::impls("activation")));
 }
 
 OpFamily row_family(const char* name, std::vector<RowOp> kinds) {
-  OpFamily f;
-  f.name = name;
-  f.suite = [kinds](int level, Dtype t) {
+  auto suite = [kinds](int level) {
     std::vector<SuiteEntry> out;
-    if (t != Dtype::fp32) return out;
     for (RowOp k : kinds)
       for (const RowShape& s : row_suite(k, level)) out.push_back(entry<RowWorkload>(s));
     return out;
   };
-  const RowOp first = kinds.front();
-  f.from_shape = [first](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t != Dtype::fp32) return nullptr;
-    return std::make_shared<RowWorkload>(parse_row_shape(first, kv));
-  };
-  f.impls = concat(cpu::row_impls(name), gpu::impls(name));
-  return f;
+  auto parse = [first = kinds.front()](const KeyValues& kv) { return parse_row_shape(first, kv); };
+  return fp32_family<RowWorkload>(name, suite, parse,
+                                  concat(cpu::row_impls(name), gpu::impls(name)));
 }
 
 }  // namespace

@@ -44,50 +44,44 @@ HD inline std::uint32_t to_bits(float f) {
 
 constexpr float kInf = __builtin_huge_valf();
 
-// e^x: Cody-Waite reduction x = n ln2 + r with n rounded by the 1.5 * 2^23 trick (which also
-// leaves n in the low bits of the sum: no float-to-int conversion), Cephes' degree-5 polynomial
-// for e^r, and 2 e^r * 2^(n-1) so that n up to 128 stays finite where e^x does. Overflows to
-// inf above ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
+// e^x = 2^n (1 + q), q = e^r - 1: Cody-Waite reduction x = n ln2 + r with n rounded by the
+// 1.5 * 2^23 trick (which also leaves n in the low bits of the sum: no float-to-int conversion),
+// and Cephes' degree-5 polynomial for e^r. x must be clamped to [-87.5, 88.8] (NaN passes).
+struct ExpParts {
+  std::uint32_t n;  // two's complement
+  float q;          // e^r - 1, |r| <= ln2 / 2
+};
+
+HD inline ExpParts exp_parts(float xc) {
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+  const float m = xc * 1.44269504088896341f + kRound;
+  const float n = m - kRound;
+  float r = fmaf(n, -0.693359375f, xc);
+  r = fmaf(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return {to_bits(m) - to_bits(kRound), p * r * r + r};
+}
+
+// e^x, as 2 (1 + q) * 2^(n-1) so that n up to 128 stays finite where e^x does: overflows to inf
+// above ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
 // NaN propagates. No branches on x: loops over it vectorize.
 HD inline float exp(float x) {
   const float lo = x < -87.5f ? -87.5f : x;
-  const float xc = lo > 88.8f ? 88.8f : lo;  // NaN passes both
-  constexpr float kRound = 12582912.0f;      // 1.5 * 2^23
-  const float m = xc * 1.44269504088896341f + kRound;
-  const float n = m - kRound;
-  const std::uint32_t ni = to_bits(m) - to_bits(kRound);  // n, two's complement
-  float r = fmaf(n, -0.693359375f, xc);
-  r = fmaf(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * r * r + r + 1.0f;
-  return (2.0f * e) * from_bits((ni + 126u) << 23);  // 2^(n-1); 0 for n = -126
+  const ExpParts e = exp_parts(lo > 88.8f ? 88.8f : lo);
+  return (2.0f + 2.0f * e.q) * from_bits((e.n + 126u) << 23);  // 2^(n-1); 0 for n = -126
 }
 
-// expm1(x) = e^x - 1, accurate near 0 (no cancellation when |x| < ln2 / 2): the same reduction
-// and polynomial as exp, keeping 2^n - 1 apart. For x above -0.35 and below 88; the
-// functors only call it on such arguments.
+// expm1(x) = e^x - 1, accurate near 0 (no cancellation when |x| < ln2 / 2): 2^n - 1 is kept
+// apart. For x below 88; e^-20 - 1 = -1 in float, so x is clamped there.
 HD inline float expm1_near(float x) {
-  const float xc = x < -20.0f ? -20.0f : x;  // e^-20 - 1 = -1 in float; NaN passes
-  constexpr float kRound = 12582912.0f;
-  const float m = xc * 1.44269504088896341f + kRound;
-  const float n = m - kRound;
-  const std::uint32_t ni = to_bits(m) - to_bits(kRound);
-  float r = fmaf(n, -0.693359375f, xc);
-  r = fmaf(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float em1 = p * r * r + r;                   // e^r - 1
-  const float scale = from_bits((ni + 127u) << 23);  // 2^n, n in [-29, 127]
-  return (scale - 1.0f) + scale * em1;
+  const ExpParts e = exp_parts(x < -20.0f ? -20.0f : x);
+  const float scale = from_bits((e.n + 127u) << 23);  // 2^n, n in [-29, 127]
+  return (scale - 1.0f) + scale * e.q;
 }
 
 // tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x: one expm1, one division.
