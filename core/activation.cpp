@@ -37,15 +37,7 @@ const std::vector<Act>& all_acts() {
   return all;
 }
 
-bool parse_act(const std::string& s, Act* out) {
-  for (Act a : all_acts()) {
-    if (s == to_string(a)) {
-      *out = a;
-      return true;
-    }
-  }
-  return false;
-}
+bool parse_act(const std::string& s, Act* out) { return parse_name(all_acts(), s, out); }
 
 double act_ref(Act a, double x) {
   switch (a) {

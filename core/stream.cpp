@@ -24,13 +24,7 @@ const std::vector<StreamKernel>& all_stream_kernels() {
 }
 
 bool parse_stream_kernel(const std::string& s, StreamKernel* out) {
-  for (StreamKernel k : all_stream_kernels()) {
-    if (s == to_string(k)) {
-      *out = k;
-      return true;
-    }
-  }
-  return false;
+  return parse_name(all_stream_kernels(), s, out);
 }
 
 int stream_output(StreamKernel k) {

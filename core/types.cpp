@@ -36,15 +36,7 @@ const std::vector<Dtype>& all_dtypes() {
   return all;
 }
 
-bool parse_dtype(const std::string& s, Dtype* out) {
-  for (Dtype t : all_dtypes()) {
-    if (s == to_string(t)) {
-      *out = t;
-      return true;
-    }
-  }
-  return false;
-}
+bool parse_dtype(const std::string& s, Dtype* out) { return parse_name(all_dtypes(), s, out); }
 
 namespace {
 int mantissa_bits(Dtype t) {

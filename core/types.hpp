@@ -27,6 +27,18 @@ float round_to(Dtype t, float x);
 // Bytes one element of an input operand of type t occupies in memory.
 int input_bytes(Dtype t);
 
+// The value among `all` whose to_string() is s (an enum's name as flags and shapes spell it).
+template <class E>
+bool parse_name(const std::vector<E>& all, const std::string& s, E* out) {
+  for (E e : all) {
+    if (s == to_string(e)) {
+      *out = e;
+      return true;
+    }
+  }
+  return false;
+}
+
 using Buffer = std::vector<float>;
 
 // An ordered list of key=value pairs; to_string() gives "k1=v1,k2=v2".
