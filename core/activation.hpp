@@ -2,8 +2,9 @@
 // host and the device, and the workloads that measure them.
 //
 // exp, tanh and erfc are computed by the approximations below, built from +, *, / and a
-// power-of-two scaling, so that the compiler vectorizes them on the CPU (std::exp is a library
-// call it will not vectorize without -ffast-math) and the GPU runs the same arithmetic. Their
+// power-of-two scaling (std::exp is a library call, one value at a time), as templates on the
+// lane type (core/lanes.hpp): the CPU runs them on SIMD vectors, the GPU and the scalar
+// reference on floats, the same arithmetic. Their
 // accuracy is stated by act_tolerance() and tested in tests/test_activation.cpp against
 // double precision over a dense grid with the extremes (+-inf, large |x|, denormals, NaN).
 #pragma once
@@ -16,85 +17,70 @@
 #include <vector>
 
 #include "core/hd.hpp"
+#include "core/lanes.hpp"
 #include "core/workload.hpp"
 
 namespace pb {
 
 namespace approx {
 
-HD inline float from_bits(std::uint32_t i) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(i);
-#else
-  float f;
-  std::memcpy(&f, &i, sizeof f);
-  return f;
-#endif
-}
-
-HD inline std::uint32_t to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  std::uint32_t i;
-  std::memcpy(&i, &f, sizeof i);
-  return i;
-#endif
-}
-
 constexpr float kInf = __builtin_huge_valf();
 
 // e^x = 2^n (1 + q), q = e^r - 1: Cody-Waite reduction x = n ln2 + r with n rounded by the
 // 1.5 * 2^23 trick (which also leaves n in the low bits of the sum: no float-to-int conversion),
 // and Cephes' degree-5 polynomial for e^r. x must be clamped to [-87.5, 88.8] (NaN passes).
-struct ExpParts {
-  std::uint32_t n;  // two's complement
-  float q;          // e^r - 1, |r| <= ln2 / 2
-};
-
-HD inline ExpParts exp_parts(float xc) {
+// Returns {n (two's complement, in the unsigned lanes of V), q}.
+template <class V>
+HD auto exp_parts(V xc) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
-  const float m = xc * 1.44269504088896341f + kRound;
-  const float n = m - kRound;
-  float r = fmaf(n, -0.693359375f, xc);
-  r = fmaf(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
+  const V m = xc * 1.44269504088896341f + kRound;
+  const V n = m - kRound;
+  V r = lanes::fma(n, -0.693359375f, xc);  // exact: the constant has 9 bits, |n| <= 128
+  r = lanes::fma(n, 2.12194440e-4f, r);
+  V p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  return {to_bits(m) - to_bits(kRound), p * r * r + r};
+  struct Parts {
+    decltype(lanes::to_bits(m)) n;
+    V q;
+  };
+  return Parts{lanes::to_bits(m) - lanes::to_bits(kRound), p * r * r + r};
 }
 
 // e^x, as 2 (1 + q) * 2^(n-1) so that n up to 128 stays finite where e^x does: overflows to inf
 // above ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
 // NaN propagates. No branches on x: loops over it vectorize.
-HD inline float exp(float x) {
-  const float lo = x < -87.5f ? -87.5f : x;
-  const ExpParts e = exp_parts(lo > 88.8f ? 88.8f : lo);
-  return (2.0f + 2.0f * e.q) * from_bits((e.n + 126u) << 23);  // 2^(n-1); 0 for n = -126
+template <class V>
+HD V exp(V x) {
+  const V lo = lanes::select(x < -87.5f, -87.5f, x);
+  const auto e = exp_parts<V>(lanes::select(lo > 88.8f, 88.8f, lo));
+  return (2.0f + 2.0f * e.q) * lanes::from_bits((e.n + 126u) << 23);  // 2^(n-1); 0 for n = -126
 }
 
 // expm1(x) = e^x - 1, accurate near 0 (no cancellation when |x| < ln2 / 2): 2^n - 1 is kept
 // apart. For x below 88; e^-20 - 1 = -1 in float, so x is clamped there.
-HD inline float expm1_near(float x) {
-  const ExpParts e = exp_parts(x < -20.0f ? -20.0f : x);
-  const float scale = from_bits((e.n + 127u) << 23);  // 2^n, n in [-29, 127]
+template <class V>
+HD V expm1_near(V x) {
+  const auto e = exp_parts<V>(lanes::select(x < -20.0f, -20.0f, x));
+  const V scale = lanes::from_bits((e.n + 127u) << 23);  // 2^n, n in [-29, 127]
   return (scale - 1.0f) + scale * e.q;
 }
 
 // tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x: one expm1, one division.
-HD inline float tanh(float x) {
-  const float e = expm1_near(-2.0f * fabsf(x));
-  return copysignf(-e / (2.0f + e), x);
+template <class V>
+HD V tanh(V x) {
+  const V e = expm1_near<V>(-2.0f * lanes::abs(x));
+  return lanes::copysign(-e / (2.0f + e), x);
 }
 
 // erfc(z) for z >= 0: Numerical Recipes' erfcc, fractional error < 1.2e-7 in exact arithmetic;
 // in float, the rounding of z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5).
-HD inline float erfc_nonneg(float z) {
-  const float t = 1.0f / (1.0f + 0.5f * z);
-  const float poly =
+template <class V>
+HD V erfc_nonneg(V z) {
+  const V t = 1.0f / (1.0f + 0.5f * z);
+  const V poly =
       -1.26551223f +
       t * (1.00002368f +
            t * (0.37409196f +
@@ -103,7 +89,7 @@ HD inline float erfc_nonneg(float z) {
                           t * (0.27886807f +
                                t * (-1.13520398f +
                                     t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-  return t * exp(poly - z * z);
+  return t * exp<V>(poly - z * z);
 }
 
 }  // namespace approx
@@ -114,31 +100,52 @@ constexpr float kLeakySlope = 0.01f;
 constexpr float kGeluK0 = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluK1 = 0.044715f;
 
-// The functors: fwd(x) = f(x); bwd(x, dy) = dy f'(x). NaN in x gives NaN.
+// The functors: fwd(x) = f(x); bwd(x, dy) = dy f'(x), for a lane type V (core/lanes.hpp).
+// NaN in x gives NaN.
 struct Relu {
-  HD static float fwd(float x) { return x > 0 ? x : (x == x ? 0.0f : x); }
-  HD static float bwd(float x, float dy) { return x > 0 ? dy : (x == x ? 0.0f : x); }
+  template <class V>
+  HD static V fwd(V x) {
+    return lanes::select(x > 0.0f, x, lanes::select(x == x, 0.0f, x));
+  }
+  template <class V>
+  HD static V bwd(V x, V dy) {
+    return lanes::select(x > 0.0f, dy, lanes::select(x == x, 0.0f, x));
+  }
 };
 
 struct LeakyRelu {
-  HD static float fwd(float x) { return x > 0 ? x : kLeakySlope * x; }
-  HD static float bwd(float x, float dy) { return x > 0 ? dy : (x == x ? kLeakySlope * dy : x); }
+  template <class V>
+  HD static V fwd(V x) {
+    return lanes::select(x > 0.0f, x, kLeakySlope * x);
+  }
+  template <class V>
+  HD static V bwd(V x, V dy) {
+    return lanes::select(x > 0.0f, dy, lanes::select(x == x, kLeakySlope * dy, x));
+  }
 };
 
 struct Sigmoid {
-  HD static float fwd(float x) { return 1.0f / (1.0f + approx::exp(-x)); }
-  HD static float bwd(float x, float dy) {
+  template <class V>
+  HD static V fwd(V x) {
+    return 1.0f / (1.0f + approx::exp<V>(-x));
+  }
+  template <class V>
+  HD static V bwd(V x, V dy) {
     // s (1 - s) = q / (1 + q)^2 with q = e^{-x}: no cancellation where s is near 1.
-    const float q = approx::exp(-fabsf(x));
+    const V q = approx::exp<V>(-lanes::abs(x));
     return dy * q / ((1.0f + q) * (1.0f + q));
   }
 };
 
 struct Tanh {
-  HD static float fwd(float x) { return approx::tanh(x); }
-  HD static float bwd(float x, float dy) {
+  template <class V>
+  HD static V fwd(V x) {
+    return approx::tanh<V>(x);
+  }
+  template <class V>
+  HD static V bwd(V x, V dy) {
     // 1 - tanh^2 = 4q / (1 + q)^2 with q = e^{-2|x|}: no cancellation where tanh is near 1.
-    const float q = approx::exp(-2.0f * fabsf(x));
+    const V q = approx::exp<V>(-2.0f * lanes::abs(x));
     return dy * 4.0f * q / ((1.0f + q) * (1.0f + q));
   }
 };
@@ -146,39 +153,47 @@ struct Tanh {
 // Clamps x to [lo, hi]; NaN passes through. The GELUs are flat beyond a few units (1 or 0 to
 // float precision), so clamping there gives their limits at +-inf without a special case (and
 // without branches on x, which keeps the loops vectorizable).
-HD inline float clamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+template <class V>
+HD V clamp(const V& x, float lo, float hi) {
+  const V above = lanes::select(x < lo, lo, x);
+  return lanes::select(above > hi, hi, above);
+}
 
 // GELU, tanh approximation: x/2 (1 + tanh(u)) = x sigmoid(2u), u = k0 (x + k1 x^3); the
 // sigmoid form keeps its relative accuracy for negative x.
 struct GeluTanh {
-  HD static float fwd(float x_in) {
-    const float x = x_in < -20.0f ? -20.0f : x_in;  // gelu(x < -20) is -0 in float
-    const float u = kGeluK0 * (x + kGeluK1 * x * x * x);
-    return x / (1.0f + approx::exp(-2.0f * u));
+  template <class V>
+  HD static V fwd(V x_in) {
+    const V x = lanes::select(x_in < -20.0f, -20.0f, x_in);  // gelu(x < -20) is -0 in float
+    const V u = kGeluK0 * (x + kGeluK1 * x * x * x);
+    return x / (1.0f + approx::exp<V>(-2.0f * u));
   }
-  HD static float bwd(float x_in, float dy) {
-    const float x = clamp(x_in, -10.0f, 10.0f);  // beyond, the derivative is 0 or 1 in float
-    const float u = kGeluK0 * (x + kGeluK1 * x * x * x);
-    const float q = approx::exp(-2.0f * u), s = 1.0f / (1.0f + q);
-    const float ds =
-        2.0f * q / ((1.0f + q) * (1.0f + q)) * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);
+  template <class V>
+  HD static V bwd(V x_in, V dy) {
+    const V x = clamp(x_in, -10.0f, 10.0f);  // beyond, the derivative is 0 or 1 in float
+    const V u = kGeluK0 * (x + kGeluK1 * x * x * x);
+    const V q = approx::exp<V>(-2.0f * u), s = 1.0f / (1.0f + q);
+    const V ds = 2.0f * q / ((1.0f + q) * (1.0f + q)) * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);
     return dy * (s + x * ds);
   }
 };
 
 // GELU, exact: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| on either side.
 struct GeluErf {
-  HD static float cdf(float x) {
-    const float c = approx::erfc_nonneg(fabsf(x) * 0.7071067811865476f);
-    return x >= 0 ? 1.0f - 0.5f * c : 0.5f * c;
+  template <class V>
+  HD static V cdf(V x) {
+    const V c = approx::erfc_nonneg<V>(lanes::abs(x) * 0.7071067811865476f);
+    return lanes::select(x >= 0.0f, 1.0f - 0.5f * c, 0.5f * c);
   }
-  HD static float fwd(float x_in) {
-    const float x = x_in < -20.0f ? -20.0f : x_in;
+  template <class V>
+  HD static V fwd(V x_in) {
+    const V x = lanes::select(x_in < -20.0f, -20.0f, x_in);
     return x * cdf(x);
   }
-  HD static float bwd(float x_in, float dy) {
-    const float x = clamp(x_in, -20.0f, 20.0f);
-    const float pdf = 0.3989422804014327f * approx::exp(-0.5f * x * x);
+  template <class V>
+  HD static V bwd(V x_in, V dy) {
+    const V x = clamp(x_in, -20.0f, 20.0f);
+    const V pdf = 0.3989422804014327f * approx::exp<V>(-0.5f * x * x);
     return dy * (cdf(x) + x * pdf);
   }
 };
