@@ -1,12 +1,12 @@
 // Activations, softmax and the softmax cross-entropy loss: the per-element math, once, for the
 // host and the device, and the workloads that measure them.
 //
-// exp, tanh and erfc are computed by the approximations below, built from +, *, / and a
-// power-of-two scaling (std::exp is a library call, one value at a time), as templates on the
-// lane type (core/lanes.hpp): the CPU runs them on SIMD vectors, the GPU and the scalar
-// reference on floats, the same arithmetic. Their
-// accuracy is stated by act_tolerance() and tested in tests/test_activation.cpp against
-// double precision over a dense grid with the extremes (+-inf, large |x|, denormals, NaN).
+// exp, tanh and erfc are computed by the approximations below, built from +, *, division
+// (lanes::div) and a power-of-two scaling (std::exp is a library call, one value at a time), as
+// templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD vectors, the GPU and the
+// scalar reference on floats, the same arithmetic. Their accuracy is stated by act_tolerance() and
+// tested in tests/test_activation.cpp against double precision over a dense grid with the extremes
+// (+-inf, large |x|, denormals, NaN).
 #pragma once
 
 #include <cmath>
@@ -49,21 +49,26 @@ HD auto exp_parts(V xc) {
   return Parts{lanes::to_bits(m) - lanes::to_bits(kRound), p * r * r + r};
 }
 
-// e^x, as 2 (1 + q) * 2^(n-1) so that n up to 128 stays finite where e^x does: overflows to inf
-// above ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
-// NaN propagates. No branches on x: loops over it vectorize.
+// e^x for x in [-87.5, 88.8] (callers that know their range skip exp's clamps), as
+// 2 (1 + q) * 2^(n-1) so that n up to 128 stays finite where e^x does: overflows to inf above
+// ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
 template <class V>
-HD V exp(V x) {
-  const V lo = lanes::select(x < -87.5f, -87.5f, x);
-  const auto e = exp_parts<V>(lanes::select(lo > 88.8f, 88.8f, lo));
+HD V exp_in_range(const V& x) {
+  const auto e = exp_parts<V>(x);
   return (2.0f + 2.0f * e.q) * lanes::from_bits((e.n + 126u) << 23);  // 2^(n-1); 0 for n = -126
+}
+
+// e^x for every float. NaN propagates. No branches on x.
+template <class V>
+HD V exp(const V& x) {
+  return exp_in_range<V>(lanes::at_most(lanes::at_least(x, -87.5f), 88.8f));
 }
 
 // expm1(x) = e^x - 1, accurate near 0 (no cancellation when |x| < ln2 / 2): 2^n - 1 is kept
 // apart. For x below 88; e^-20 - 1 = -1 in float, so x is clamped there.
 template <class V>
 HD V expm1_near(V x) {
-  const auto e = exp_parts<V>(lanes::select(x < -20.0f, -20.0f, x));
+  const auto e = exp_parts<V>(lanes::at_least(x, -20.0f));
   const V scale = lanes::from_bits((e.n + 127u) << 23);  // 2^n, n in [-29, 127]
   return (scale - 1.0f) + scale * e.q;
 }
@@ -72,14 +77,15 @@ HD V expm1_near(V x) {
 template <class V>
 HD V tanh(V x) {
   const V e = expm1_near<V>(-2.0f * lanes::abs(x));
-  return lanes::copysign(-e / (2.0f + e), x);
+  return lanes::copysign(lanes::div(-e, 2.0f + e), x);
 }
 
 // erfc(z) for z >= 0: Numerical Recipes' erfcc, fractional error < 1.2e-7 in exact arithmetic;
-// in float, the rounding of z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5).
+// in float, the rounding of z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5). 0 where
+// erfc(z) < 2^-125 (z > 9.3).
 template <class V>
 HD V erfc_nonneg(V z) {
-  const V t = 1.0f / (1.0f + 0.5f * z);
+  const V t = lanes::div(1.0f, 1.0f + 0.5f * z);
   const V poly =
       -1.26551223f +
       t * (1.00002368f +
@@ -89,7 +95,7 @@ HD V erfc_nonneg(V z) {
                           t * (0.27886807f +
                                t * (-1.13520398f +
                                     t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-  return t * exp<V>(poly - z * z);
+  return t * exp_in_range<V>(lanes::at_least(poly - z * z, -87.5f));  // poly - z^2 < 0
 }
 
 }  // namespace approx
@@ -105,7 +111,7 @@ constexpr float kGeluK1 = 0.044715f;
 struct Relu {
   template <class V>
   HD static V fwd(V x) {
-    return lanes::select(x > 0.0f, x, lanes::select(x == x, 0.0f, x));
+    return lanes::at_least(x, 0.0f);  // NaN passes
   }
   template <class V>
   HD static V bwd(V x, V dy) {
@@ -127,13 +133,13 @@ struct LeakyRelu {
 struct Sigmoid {
   template <class V>
   HD static V fwd(V x) {
-    return 1.0f / (1.0f + approx::exp<V>(-x));
+    return lanes::div(1.0f, 1.0f + approx::exp<V>(-x));
   }
   template <class V>
   HD static V bwd(V x, V dy) {
     // s (1 - s) = q / (1 + q)^2 with q = e^{-x}: no cancellation where s is near 1.
     const V q = approx::exp<V>(-lanes::abs(x));
-    return dy * q / ((1.0f + q) * (1.0f + q));
+    return lanes::div(dy * q, (1.0f + q) * (1.0f + q));
   }
 };
 
@@ -146,7 +152,7 @@ struct Tanh {
   HD static V bwd(V x, V dy) {
     // 1 - tanh^2 = 4q / (1 + q)^2 with q = e^{-2|x|}: no cancellation where tanh is near 1.
     const V q = approx::exp<V>(-2.0f * lanes::abs(x));
-    return dy * 4.0f * q / ((1.0f + q) * (1.0f + q));
+    return lanes::div(dy * 4.0f * q, (1.0f + q) * (1.0f + q));
   }
 };
 
@@ -155,8 +161,7 @@ struct Tanh {
 // without branches on x, which keeps the loops vectorizable).
 template <class V>
 HD V clamp(const V& x, float lo, float hi) {
-  const V above = lanes::select(x < lo, lo, x);
-  return lanes::select(above > hi, hi, above);
+  return lanes::at_most(lanes::at_least(x, lo), hi);
 }
 
 // GELU, tanh approximation: x/2 (1 + tanh(u)) = x sigmoid(2u), u = k0 (x + k1 x^3); the
@@ -164,16 +169,16 @@ HD V clamp(const V& x, float lo, float hi) {
 struct GeluTanh {
   template <class V>
   HD static V fwd(V x_in) {
-    const V x = lanes::select(x_in < -20.0f, -20.0f, x_in);  // gelu(x < -20) is -0 in float
+    const V x = lanes::at_least(x_in, -20.0f);  // gelu(x < -20) is -0 in float
     const V u = kGeluK0 * (x + kGeluK1 * x * x * x);
-    return x / (1.0f + approx::exp<V>(-2.0f * u));
+    return lanes::div(x, 1.0f + approx::exp<V>(-2.0f * u));
   }
   template <class V>
   HD static V bwd(V x_in, V dy) {
     const V x = clamp(x_in, -10.0f, 10.0f);  // beyond, the derivative is 0 or 1 in float
     const V u = kGeluK0 * (x + kGeluK1 * x * x * x);
-    const V q = approx::exp<V>(-2.0f * u), s = 1.0f / (1.0f + q);
-    const V ds = 2.0f * q / ((1.0f + q) * (1.0f + q)) * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);
+    const V q = approx::exp<V>(-2.0f * u), s = lanes::div(1.0f, 1.0f + q);
+    const V ds = 2.0f * q * s * s * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);  // s' = q s^2
     return dy * (s + x * ds);
   }
 };
@@ -181,19 +186,19 @@ struct GeluTanh {
 // GELU, exact: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| on either side.
 struct GeluErf {
   template <class V>
-  HD static V cdf(V x) {
+  HD static V cdf(const V& x) {
     const V c = approx::erfc_nonneg<V>(lanes::abs(x) * 0.7071067811865476f);
     return lanes::select(x >= 0.0f, 1.0f - 0.5f * c, 0.5f * c);
   }
   template <class V>
   HD static V fwd(V x_in) {
-    const V x = lanes::select(x_in < -20.0f, -20.0f, x_in);
-    return x * cdf(x);
+    const V x = lanes::at_least(x_in, -20.0f);  // gelu(x < -20) is -0 in float
+    return x * cdf<V>(x);
   }
   template <class V>
   HD static V bwd(V x_in, V dy) {
-    const V x = clamp(x_in, -20.0f, 20.0f);
-    const V pdf = 0.3989422804014327f * approx::exp<V>(-0.5f * x * x);
+    const V x = clamp(x_in, -13.0f, 13.0f);  // beyond, f' is 0 or 1 in float; -x^2/2 > -87.5
+    const V pdf = 0.3989422804014327f * approx::exp_in_range<V>(-0.5f * x * x);
     return dy * (cdf(x) + x * pdf);
   }
 };

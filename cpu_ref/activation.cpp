@@ -2,8 +2,8 @@
 // core/activation.hpp:
 //   naive - one thread, scalar: the compiler is told not to vectorize it, so that the benchmark
 //           shows what SIMD adds.
-//   omp   - OpenMP threads; the elementwise functors run on SIMD registers (core/lanes.hpp: 4
-//           AVX-512 registers, 64 floats, at a time), exp, tanh and erfc included
+//   omp   - OpenMP threads; the elementwise functors run on SIMD registers (core/lanes.hpp: 8
+//           AVX-512 registers, 128 floats, at a time), exp, tanh and erfc included
 //           (core/activation.hpp's arithmetic approximations, not library calls); softmax and loss
 //           loops are `omp simd` loops the compiler vectorizes.
 #include <omp.h>
