@@ -6,6 +6,8 @@
 #include <cfloat>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <tuple>
 
 #include "core/activation.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -13,11 +15,49 @@
 namespace pb {
 namespace {
 
-float fwd(Act a, float x) {
-  return with_activation(a, [x](auto f) { return decltype(f)::fwd(x); });
+Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
+               int threads, const std::vector<Buffer>& inputs) {
+  for (const auto& s : specs) {
+    if (s.name != name) continue;
+    auto impl = s.make(w, threads);
+    impl->activate();
+    impl->prepare(inputs);
+    impl->run();
+    return impl->result();
+  }
+  throw std::runtime_error("no implementation " + name);
 }
-float bwd(Act a, float x, float dy) {
-  return with_activation(a, [x, dy](auto f) { return decltype(f)::bwd(x, dy); });
+
+Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
+               int threads) {
+  return run_cpu(specs, name, w, threads, w.make_inputs());
+}
+
+// The two ways the functors run: on floats (the scalar CPU reference and the GPU kernels do
+// this) and on SIMD packs (activation/cpu/omp, core/lanes.hpp).
+enum class Path { scalar, simd };
+
+// f(x), or dy f'(x) where dy is given, for each x.
+Buffer eval(Path p, Act a, const Buffer& xs, const Buffer* dy = nullptr) {
+  if (p == Path::simd) {
+    const ActivationWorkload w({a, dy != nullptr, static_cast<std::int64_t>(xs.size())});
+    std::vector<Buffer> inputs{xs};
+    if (dy) inputs.push_back(*dy);
+    return run_cpu(cpu::activation_impls(), "omp", w, 2, inputs);
+  }
+  Buffer out(xs.size());
+  with_activation(a, [&](auto f) {
+    for (std::size_t i = 0; i < xs.size(); ++i)
+      out[i] = dy ? decltype(f)::bwd(xs[i], (*dy)[i]) : decltype(f)::fwd(xs[i]);
+  });
+  return out;
+}
+
+// One value, taken from the middle of 300 copies: on the SIMD path, from a full pack.
+float fwd(Path p, Act a, float x) { return eval(p, a, Buffer(300, x))[150]; }
+float bwd(Path p, Act a, float x, float dy) {
+  const Buffer dys(300, dy);
+  return eval(p, a, Buffer(300, x), &dys)[150];
 }
 
 // A dense grid over [-20, 20], every magnitude from the smallest subnormal to FLT_MAX, and the
@@ -36,15 +76,19 @@ std::vector<float> grid() {
   return xs;
 }
 
-class Functor : public ::testing::TestWithParam<Act> {};
+class Functor : public ::testing::TestWithParam<std::tuple<Act, Path>> {
+ protected:
+  Act a = std::get<0>(GetParam());
+  Path path = std::get<1>(GetParam());
+};
 
 TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
-  const Act a = GetParam();
   const ActTolerance tol = act_tolerance(a);
+  const Buffer xs = grid(), ys = eval(path, a, xs);
   double worst = 0;
   float at = 0;
-  for (float x : grid()) {
-    const float y = fwd(a, x);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const float x = xs[i], y = ys[i];
     const double ref = act_ref(a, x);
     ASSERT_FALSE(std::isnan(y)) << to_string(a) << "(" << x << ") is NaN";
     if (std::isinf(ref)) {
@@ -58,49 +102,55 @@ TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
 }
 
 TEST_P(Functor, BackwardWithinItsStatedErrorEverywhere) {
-  const Act a = GetParam();
   const ActTolerance tol = act_tolerance(a);
+  const Buffer xs = grid(), ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
   double worst = 0;
   float at = 0;
-  for (float x : grid()) {
-    const float d = bwd(a, x, 1.0f);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const float x = xs[i], d = ds[i];
     ASSERT_TRUE(std::isfinite(d)) << to_string(a) << "'(" << x << ") = " << d;
     const double ref = act_ref_derivative(a, x);
     const double e = std::fabs(d - ref) / (std::fabs(ref) + 0.01);
     if (e > worst) worst = e, at = x;
   }
   EXPECT_LE(worst, tol.bwd_rel) << to_string(a) << " worst at x = " << at;
-  EXPECT_EQ(bwd(a, 1.5f, 0.0f), 0.0f);
-  EXPECT_FLOAT_EQ(bwd(a, 1.5f, -2.0f), -2.0f * bwd(a, 1.5f, 1.0f));
+  EXPECT_EQ(bwd(path, a, 1.5f, 0.0f), 0.0f);
+  EXPECT_FLOAT_EQ(bwd(path, a, 1.5f, -2.0f), -2.0f * bwd(path, a, 1.5f, 1.0f));
 }
 
 TEST_P(Functor, PropagatesNaN) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_TRUE(std::isnan(fwd(GetParam(), nan)));
-  EXPECT_TRUE(std::isnan(bwd(GetParam(), nan, 1.0f)));
+  EXPECT_TRUE(std::isnan(fwd(path, a, nan)));
+  EXPECT_TRUE(std::isnan(bwd(path, a, nan, 1.0f)));
 }
 
 TEST_P(Functor, LimitsAtInfinity) {
-  const Act a = GetParam();
   const float inf = std::numeric_limits<float>::infinity();
   const bool bounded = a == Act::sigmoid || a == Act::tanh;
-  EXPECT_EQ(fwd(a, inf), bounded ? 1.0f : inf);
-  EXPECT_EQ(fwd(a, -inf), a == Act::tanh ? -1.0f : a == Act::leaky_relu ? -inf : 0.0f);
+  EXPECT_EQ(fwd(path, a, inf), bounded ? 1.0f : inf);
+  EXPECT_EQ(fwd(path, a, -inf), a == Act::tanh ? -1.0f : a == Act::leaky_relu ? -inf : 0.0f);
 }
 
 TEST_P(Functor, BackwardMatchesFiniteDifferencesOfTheReference) {
-  const Act a = GetParam();
+  Buffer xs, fds;
   for (double x = -6.0; x <= 6.0; x += 0.0137) {
     if (std::fabs(x) < 1e-3 && (a == Act::relu || a == Act::leaky_relu)) continue;  // the kink
     const double h = 1e-5;
-    const double fd = (act_ref(a, x + h) - act_ref(a, x - h)) / (2 * h);
-    EXPECT_NEAR(bwd(a, static_cast<float>(x), 1.0f), fd, 1e-5 * (1 + std::fabs(fd)))
-        << to_string(a) << " at " << x;
+    xs.push_back(static_cast<float>(x));
+    fds.push_back(static_cast<float>((act_ref(a, x + h) - act_ref(a, x - h)) / (2 * h)));
   }
+  const Buffer ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    EXPECT_NEAR(ds[i], fds[i], 1e-5 * (1 + std::fabs(fds[i]))) << to_string(a) << " at " << xs[i];
 }
 
-INSTANTIATE_TEST_SUITE_P(All, Functor, ::testing::ValuesIn(all_acts()),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+INSTANTIATE_TEST_SUITE_P(All, Functor,
+                         ::testing::Combine(::testing::ValuesIn(all_acts()),
+                                            ::testing::Values(Path::scalar, Path::simd)),
+                         [](const auto& info) {
+                           return std::string(to_string(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) == Path::simd ? "_simd" : "_scalar");
+                         });
 
 TEST(Approx, ExpAcrossTheFloatRange) {
   EXPECT_EQ(approx::exp(0.0f), 1.0f);
@@ -115,19 +165,6 @@ TEST(Approx, ExpAcrossTheFloatRange) {
 }
 
 // --- workloads and the CPU implementations ---------------------------------------------------
-
-Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
-               int threads) {
-  for (const auto& s : specs) {
-    if (s.name != name) continue;
-    auto impl = s.make(w, threads);
-    impl->activate();
-    impl->prepare(w.make_inputs());
-    impl->run();
-    return impl->result();
-  }
-  throw std::runtime_error("no implementation " + name);
-}
 
 TEST(ActivationCpu, EveryFunctionAndDirectionVerifies) {
   for (Act a : all_acts())
