@@ -2,7 +2,7 @@
 // host and the device, and the workloads that measure them.
 //
 // exp, tanh and erfc are computed by the approximations below, built from +, *, division
-// (lanes::div) and a power-of-two scaling (std::exp is a library call, one value at a time), as
+// (lanes::div*) and a power-of-two scaling (std::exp is a library call, one value at a time), as
 // templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD vectors, the GPU and the
 // scalar reference on floats, the same arithmetic. Their accuracy is stated by act_tolerance() and
 // tested in tests/test_activation.cpp against double precision over a dense grid with the extremes
@@ -35,8 +35,8 @@ HD auto exp_parts(V xc) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
   const V m = xc * 1.44269504088896341f + kRound;
   const V n = m - kRound;
-  V r = lanes::fma(n, -0.693359375f, xc);  // exact: the constant has 9 bits, |n| <= 128
-  r = lanes::fma(n, 2.12194440e-4f, r);
+  V r = lanes::fma(n, V(-0.693359375f), xc);  // exact: the constant has 9 bits, |n| <= 128
+  r = lanes::fma(n, V(2.12194440e-4f), r);
   V p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
@@ -77,15 +77,16 @@ HD V expm1_near(V x) {
 template <class V>
 HD V tanh(V x) {
   const V e = expm1_near<V>(-2.0f * lanes::abs(x));
-  return lanes::copysign(lanes::div(-e, 2.0f + e), x);
+  return lanes::copysign(lanes::div_in_range(-e, 2.0f + e), x);
 }
 
-// erfc(z) for z >= 0: Numerical Recipes' erfcc, fractional error < 1.2e-7 in exact arithmetic;
-// in float, the rounding of z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5). 0 where
-// erfc(z) < 2^-125 (z > 9.3).
+// erfc(z) / 2 for z >= 0, from Numerical Recipes' erfcc: erfc(z) = t e^(P(t) - z^2),
+// t = 1 / (1 + z/2), fractional error < 1.2e-7 in exact arithmetic; in float, the rounding of
+// z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5). 0 where erfc(z) < 2^-124
+// (z > 9.3). The halving and t go into exp's last steps: t (1 + q) 2^(n-1).
 template <class V>
-HD V erfc_nonneg(V z) {
-  const V t = lanes::div(1.0f, 1.0f + 0.5f * z);
+HD V half_erfc_nonneg(V z) {
+  const V t = lanes::div_in_range(V(1.0f), 1.0f + 0.5f * z);
   const V poly =
       -1.26551223f +
       t * (1.00002368f +
@@ -95,7 +96,8 @@ HD V erfc_nonneg(V z) {
                           t * (0.27886807f +
                                t * (-1.13520398f +
                                     t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-  return t * exp_in_range<V>(lanes::at_least(poly - z * z, -87.5f));  // poly - z^2 < 0
+  const auto e = exp_parts<V>(lanes::at_least(poly - z * z, -87.5f));  // poly - z^2 < 0
+  return lanes::fma(t, e.q, t) * lanes::from_bits((e.n + 126u) << 23);
 }
 
 }  // namespace approx
@@ -115,7 +117,7 @@ struct Relu {
   }
   template <class V>
   HD static V bwd(V x, V dy) {
-    return lanes::select(x > 0.0f, dy, lanes::select(x == x, 0.0f, x));
+    return lanes::select(x > 0.0f, dy, lanes::select(x == x, V(0.0f), x));
   }
 };
 
@@ -133,13 +135,13 @@ struct LeakyRelu {
 struct Sigmoid {
   template <class V>
   HD static V fwd(V x) {
-    return lanes::div(1.0f, 1.0f + approx::exp<V>(-x));
+    return lanes::div(V(1.0f), 1.0f + approx::exp<V>(-x));
   }
   template <class V>
   HD static V bwd(V x, V dy) {
     // s (1 - s) = q / (1 + q)^2 with q = e^{-x}: no cancellation where s is near 1.
     const V q = approx::exp<V>(-lanes::abs(x));
-    return lanes::div(dy * q, (1.0f + q) * (1.0f + q));
+    return lanes::div_in_range(dy * q, (1.0f + q) * (1.0f + q));
   }
 };
 
@@ -152,7 +154,7 @@ struct Tanh {
   HD static V bwd(V x, V dy) {
     // 1 - tanh^2 = 4q / (1 + q)^2 with q = e^{-2|x|}: no cancellation where tanh is near 1.
     const V q = approx::exp<V>(-2.0f * lanes::abs(x));
-    return lanes::div(dy * 4.0f * q, (1.0f + q) * (1.0f + q));
+    return lanes::div_in_range(dy * 4.0f * q, (1.0f + q) * (1.0f + q));
   }
 };
 
@@ -177,7 +179,7 @@ struct GeluTanh {
   HD static V bwd(V x_in, V dy) {
     const V x = clamp(x_in, -10.0f, 10.0f);  // beyond, the derivative is 0 or 1 in float
     const V u = kGeluK0 * (x + kGeluK1 * x * x * x);
-    const V q = approx::exp<V>(-2.0f * u), s = lanes::div(1.0f, 1.0f + q);
+    const V q = approx::exp<V>(-2.0f * u), s = lanes::div_in_range(V(1.0f), 1.0f + q);  // q <= e^40
     const V ds = 2.0f * q * s * s * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);  // s' = q s^2
     return dy * (s + x * ds);
   }
@@ -186,14 +188,14 @@ struct GeluTanh {
 // GELU, exact: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| on either side.
 struct GeluErf {
   template <class V>
-  HD static V cdf(const V& x) {
-    const V c = approx::erfc_nonneg<V>(lanes::abs(x) * 0.7071067811865476f);
-    return lanes::select(x >= 0.0f, 1.0f - 0.5f * c, 0.5f * c);
+  HD static V cdf(const V& x) {  // x finite
+    const V h = approx::half_erfc_nonneg<V>(lanes::abs(x) * 0.7071067811865476f);
+    return lanes::select(x >= 0.0f, 1.0f - h, h);
   }
   template <class V>
   HD static V fwd(V x_in) {
     const V x = lanes::at_least(x_in, -20.0f);  // gelu(x < -20) is -0 in float
-    return x * cdf<V>(x);
+    return x * cdf<V>(lanes::at_most(x, 20.0f));
   }
   template <class V>
   HD static V bwd(V x_in, V dy) {

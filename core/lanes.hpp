@@ -1,12 +1,12 @@
 // Lane types for the per-element math of core/activation.hpp, whose functions are templates on
 // the lane type V:
 //   float - one value: the scalar CPU reference and each CUDA thread;
-//   Pack  - host code only: kLanes floats in kRegs SIMD registers (GCC vectors: 8 registers of
-//           16 floats with AVX-512, 4 of 8 with AVX, 4 of 4 otherwise). This is the CPU's SIMD math
-//           path. Every operation on a Pack is kRegs independent register operations issued side by
-//           side, so a long chain such as exp's polynomial runs kRegs times over in parallel:
-//           one register at a time, the out-of-order window (not the FMA units) would be the
-//           limit. No auto-vectorizer stands in between to turn the clamps into branches.
+//   PackT<R> - host code only: R SIMD registers of floats (GCC vectors: 16 floats a register
+//           with AVX-512, 8 with AVX, 4 otherwise); Pack is PackT<kRegs>. This is the CPU's SIMD
+//           math path. Every operation on a Pack is kRegs independent register operations issued
+//           side by side, so a long chain such as exp's polynomial runs kRegs times over in
+//           parallel: one register at a time, the out-of-order window (not the FMA units) would be
+//           the limit. No auto-vectorizer stands in between to turn the clamps into branches.
 // Arithmetic and comparisons read the same for both; a choice is lanes::select(mask, a, b), and
 // the other operations that differ (bit casts, fma, abs, copysign) are overloaded here. Float
 // constants convert to a Pack implicitly, so the math is written once for both.
@@ -46,6 +46,8 @@ HD inline float at_least(float x, float lo) { return x < lo ? lo : x; }
 // x, or hi where x > hi; NaN passes.
 HD inline float at_most(float x, float hi) { return x > hi ? hi : x; }
 HD inline float div(float a, float b) { return a / b; }
+// a / b for b finite and not 0 (cheaper on a pack).
+HD inline float div_in_range(float a, float b) { return a / b; }
 HD inline float fma(float a, float b, float c) { return fmaf(a, b, c); }
 HD inline float abs(float x) { return fabsf(x); }
 HD inline float copysign(float x, float sign) { return copysignf(x, sign); }
@@ -91,99 +93,139 @@ inline RegF x86_min(RegF a, RegF b) { return PB_X86(min_ps)(a, b); }
 inline RegF reciprocal_estimate(RegF b) { return PB_X86(rcp_ps)(b); }  // 1.5 * 2^-12
 #endif
 
-// Registers a pack: independent chains in flight. 8 measured fastest with AVX-512's 32 registers
-// (exp: 4 -> 8 -> 12 -> 16 registers took 13.1 -> 11.7 -> 13.1 -> 14.9 cycles per 16 floats, in
-// L1, on a Cascade Lake); AVX and SSE have 16 registers, so 4.
-constexpr int kRegs = kWidth == 16 ? 8 : 4;
-constexpr int kLanes = kRegs * kWidth;
+// Registers a pack, R: independent chains in flight. 4 for the transcendental functions: at
+// 2^26 floats they stream as fast as or faster than 8 (tanh 16.1 vs 14.4 GB/s, gelu_erf 12.9 vs
+// 12.5, median of 21, 2 threads, on a Cascade Lake), though 8 is faster in L1 (exp 13.1 -> 11.7
+// cycles per 16 floats). Loops that only stream use packs of one (cpu_ref/activation.cpp).
+constexpr int kRegs = 4;
 
-template <class Reg>
-struct Regs {
-  Reg r[kRegs];
+template <int R>
+struct MaskT {
+  RegI r[R];
 };
-struct Mask : Regs<RegI> {};
-struct Bits : Regs<RegU> {
-  Bits() = default;
-  Bits(std::uint32_t c) {  // NOLINT: implicit, as for Pack
+template <int R>
+struct BitsT {
+  RegU r[R];
+  BitsT() = default;
+  BitsT(std::uint32_t c) {  // NOLINT: implicit, as for PackT
     for (RegU& x : r) x = RegU{} + c;
   }
 };
-struct Pack : Regs<RegF> {
-  Pack() = default;
-  Pack(float c) {  // NOLINT: implicit, so that the math's float constants work on packs
+template <int R>
+struct PackT {
+  static constexpr int kLanes = R * kWidth;
+  RegF r[R];
+  PackT() = default;
+  PackT(float c) {  // NOLINT: implicit, so that the math's float constants work on packs
     for (RegF& x : r) x = RegF{} + c;
   }
 };
+using Pack = PackT<kRegs>;
 
 // out.r[i] = f(a.r[i], ...) for each register.
 template <class Out, class F, class... In>
 inline Out lanewise(F f, const In&... in) {
   Out out;
+  constexpr int n = sizeof out.r / sizeof out.r[0];
 #pragma GCC unroll 16
-  for (int i = 0; i < kRegs; ++i) out.r[i] = f(in.r[i]...);
+  for (int i = 0; i < n; ++i) out.r[i] = f(in.r[i]...);
   return out;
 }
 
-#define PB_LANES_BINARY(Out, In, op)                                   \
-  inline Out operator op(const In& a, const In& b) {                   \
-    return lanewise<Out>([](auto x, auto y) { return x op y; }, a, b); \
+// Binary operators on two packs (or masks, bits), or a pack and a scalar on either side.
+#define PB_LANES_BINARY(Out, In, Scalar, op)                              \
+  template <int R>                                                        \
+  inline Out<R> operator op(const In<R>& a, const In<R>& b) {             \
+    return lanewise<Out<R>>([](auto x, auto y) { return x op y; }, a, b); \
+  }                                                                       \
+  template <int R>                                                        \
+  inline Out<R> operator op(const In<R>& a, Scalar b) {                   \
+    return a op In<R>(b);                                                 \
+  }                                                                       \
+  template <int R>                                                        \
+  inline Out<R> operator op(Scalar a, const In<R>& b) {                   \
+    return In<R>(a) op b;                                                 \
   }
-PB_LANES_BINARY(Pack, Pack, +)
-PB_LANES_BINARY(Pack, Pack, -)
-PB_LANES_BINARY(Pack, Pack, *)
-PB_LANES_BINARY(Pack, Pack, /)
-PB_LANES_BINARY(Mask, Pack, <)
-PB_LANES_BINARY(Mask, Pack, >)
-PB_LANES_BINARY(Mask, Pack, >=)
-PB_LANES_BINARY(Mask, Pack, ==)
-PB_LANES_BINARY(Bits, Bits, +)
-PB_LANES_BINARY(Bits, Bits, -)
-PB_LANES_BINARY(Bits, Bits, &)
-PB_LANES_BINARY(Bits, Bits, |)
+PB_LANES_BINARY(PackT, PackT, float, +)
+PB_LANES_BINARY(PackT, PackT, float, -)
+PB_LANES_BINARY(PackT, PackT, float, *)
+PB_LANES_BINARY(PackT, PackT, float, /)
+PB_LANES_BINARY(MaskT, PackT, float, <)
+PB_LANES_BINARY(MaskT, PackT, float, >)
+PB_LANES_BINARY(MaskT, PackT, float, >=)
+PB_LANES_BINARY(MaskT, PackT, float, ==)
+PB_LANES_BINARY(BitsT, BitsT, std::uint32_t, +)
+PB_LANES_BINARY(BitsT, BitsT, std::uint32_t, -)
+PB_LANES_BINARY(BitsT, BitsT, std::uint32_t, &)
+PB_LANES_BINARY(BitsT, BitsT, std::uint32_t, |)
 #undef PB_LANES_BINARY
 
-inline Pack operator-(const Pack& a) {
-  return lanewise<Pack>([](RegF x) { return -x; }, a);
+template <int R>
+inline PackT<R> operator-(const PackT<R>& a) {
+  return lanewise<PackT<R>>([](RegF x) { return -x; }, a);
 }
-inline Bits operator<<(const Bits& a, int s) {
-  return lanewise<Bits>([s](RegU x) { return x << s; }, a);
+template <int R>
+inline BitsT<R> operator<<(const BitsT<R>& a, int s) {
+  return lanewise<BitsT<R>>([s](RegU x) { return x << s; }, a);
 }
-inline Pack select(const Mask& m, const Pack& a, const Pack& b) {
-  return lanewise<Pack>([](RegI k, RegF x, RegF y) { return k ? x : y; }, m, a, b);
+template <int R>
+inline PackT<R> select(const MaskT<R>& m, const PackT<R>& a, const PackT<R>& b) {
+  return lanewise<PackT<R>>([](RegI k, RegF x, RegF y) { return k ? x : y; }, m, a, b);
 }
-inline Pack at_least(const Pack& x, float lo) {
-  return lanewise<Pack>([lo](RegF v) { return x86_max(RegF{} + lo, v); }, x);
+template <int R>
+inline PackT<R> at_least(const PackT<R>& x, float lo) {
+  return lanewise<PackT<R>>([lo](RegF v) { return x86_max(RegF{} + lo, v); }, x);
 }
-inline Pack at_most(const Pack& x, float hi) {
-  return lanewise<Pack>([hi](RegF v) { return x86_min(RegF{} + hi, v); }, x);
+template <int R>
+inline PackT<R> at_most(const PackT<R>& x, float hi) {
+  return lanewise<PackT<R>>([hi](RegF v) { return x86_min(RegF{} + hi, v); }, x);
 }
-inline Bits to_bits(const Pack& a) {
-  return lanewise<Bits>([](RegF x) { return reinterpret_cast<RegU>(x); }, a);
+template <int R>
+inline BitsT<R> to_bits(const PackT<R>& a) {
+  return lanewise<BitsT<R>>([](RegF x) { return reinterpret_cast<RegU>(x); }, a);
 }
-inline Pack from_bits(const Bits& a) {
-  return lanewise<Pack>([](RegU x) { return reinterpret_cast<RegF>(x); }, a);
+template <int R>
+inline PackT<R> from_bits(const BitsT<R>& a) {
+  return lanewise<PackT<R>>([](RegU x) { return reinterpret_cast<RegF>(x); }, a);
 }
-inline Pack fma(const Pack& a, const Pack& b, const Pack& c) { return a * b + c; }  // contracted
-inline Pack abs(const Pack& x) { return from_bits(to_bits(x) & 0x7fffffffu); }
-inline Pack copysign(const Pack& x, const Pack& sign) {
+template <int R>
+inline PackT<R> fma(const PackT<R>& a, const PackT<R>& b, const PackT<R>& c) {
+  return a * b + c;  // contracted to an FMA
+}
+template <int R>
+inline PackT<R> abs(const PackT<R>& x) {
+  return from_bits(to_bits(x) & 0x7fffffffu);
+}
+template <int R>
+inline PackT<R> copysign(const PackT<R>& x, const PackT<R>& sign) {
   return from_bits((to_bits(x) & 0x7fffffffu) | (to_bits(sign) & 0x80000000u));
 }
 
 // a / b as a times 1/b, 1/b from the hardware's reciprocal estimate (relative error below 2^-14
-// with AVX-512, 1.5 * 2^-12 otherwise) and one Newton step, r (2 - b r), which squares its
+// with AVX-512, 1.5 * 2^-12 otherwise) and one Newton step, r + r (1 - b r), which squares its
 // error: within about 2 ulp (the tests hold it to the functors' tolerances). A division costs a
-// tenth of the FMA throughput on AVX-512 cores; this costs four FMA-port operations. Where the
-// step is undefined (b = 0, +-inf, NaN: the estimate is +-inf, 0, NaN) the estimate is exact.
-inline Pack div(const Pack& a, const Pack& b) {
-  return lanewise<Pack>(
+// tenth of the FMA throughput on AVX-512 cores; this costs four FMA-port operations. The step
+// is undefined where b is 0 or +-inf (the estimate, +-inf or 0, is exact there): div keeps the
+// estimate where 1 - b r is NaN; div_in_range, for b finite and not 0, does not check.
+template <bool kChecked, int R>
+inline PackT<R> div_by_estimate(const PackT<R>& a, const PackT<R>& b) {
+  return lanewise<PackT<R>>(
       [](RegF x, RegF y) {
         const RegF r = reciprocal_estimate(y), e = 1.0f - y * r, refined = r * e + r;
-        return x * (e == e ? refined : r);
+        return x * (kChecked ? (e == e ? refined : r) : refined);
       },
       a, b);
 }
+template <int R>
+inline PackT<R> div(const PackT<R>& a, const PackT<R>& b) {
+  return div_by_estimate<true>(a, b);
+}
+template <int R>
+inline PackT<R> div_in_range(const PackT<R>& a, const PackT<R>& b) {
+  return div_by_estimate<false>(a, b);
+}
 
-// Loads and stores of kLanes floats, a register at a time, through a register type that may be
+// Loads and stores of a register, through a register type that may be
 // unaligned and may alias floats. With AVX-512 they move 256 bits at a time: streaming DRAM
 // that way is 5-8 % faster on Skylake-SP and Cascade Lake (measured here), for a shuffle each.
 typedef float RegFLoose __attribute__((vector_size(4 * kWidth), aligned(4), may_alias));
@@ -203,13 +245,16 @@ inline RegF load_reg(const float* p) { return *reinterpret_cast<const RegFLoose*
 inline void store_reg(float* p, RegF v) { *reinterpret_cast<RegFLoose*>(p) = v; }
 #endif
 
-inline Pack load(const float* p) {
-  Pack v;
-  for (int i = 0; i < kRegs; ++i) v.r[i] = load_reg(p + i * kWidth);
+// P::kLanes floats from p, or to p.
+template <class P>
+inline P load(const float* p) {
+  P v;
+  for (RegF& r : v.r) r = load_reg(p), p += kWidth;
   return v;
 }
-inline void store(float* p, const Pack& v) {
-  for (int i = 0; i < kRegs; ++i) store_reg(p + i * kWidth, v.r[i]);
+template <int R>
+inline void store(float* p, const PackT<R>& v) {
+  for (const RegF& r : v.r) store_reg(p, r), p += kWidth;
 }
 
 }  // namespace PB_LANES_ISA
