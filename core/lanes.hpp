@@ -225,6 +225,16 @@ inline PackT<R> div_in_range(const PackT<R>& a, const PackT<R>& b) {
   return div_by_estimate<false>(a, b);
 }
 
+// op folded over a pack's lanes: lanes::reduce(v, std::plus<>{}) is their sum.
+template <int R, class Op>
+inline float reduce(const PackT<R>& v, Op op) {
+  RegF total = v.r[0];
+  for (int i = 1; i < R; ++i) total = op(total, v.r[i]);
+  float s = total[0];
+  for (int k = 1; k < kWidth; ++k) s = op(s, total[k]);
+  return s;
+}
+
 // Loads and stores of a register, through a register type that may be
 // unaligned and may alias floats. With AVX-512 they move 256 bits at a time: streaming DRAM
 // that way is 5-8 % faster on Skylake-SP and Cascade Lake (measured here), for a shuffle each.

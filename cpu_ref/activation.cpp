@@ -2,15 +2,16 @@
 // core/activation.hpp:
 //   naive - one thread, scalar: the compiler is told not to vectorize it, so that the benchmark
 //           shows what SIMD adds.
-//   omp   - OpenMP threads; the elementwise functors run on SIMD registers (core/lanes.hpp: 8
-//           AVX-512 registers, 128 floats, at a time), exp, tanh and erfc included
-//           (core/activation.hpp's arithmetic approximations, not library calls); softmax and loss
-//           loops are `omp simd` loops the compiler vectorizes.
+//   omp   - OpenMP threads, each on a contiguous share; the functors run on packs of SIMD
+//           registers (core/lanes.hpp), exp, tanh and erfc included (core/activation.hpp's
+//           arithmetic approximations, not library calls); softmax and loss take their row
+//           maxima and exp on packs too.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 
 #include "core/activation.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -119,14 +120,42 @@ class CpuActivation : public CpuImpl {
 
 // out = softmax(x) (or, for the loss gradient, (softmax(x) - onehot(label)) * scale); returns
 // log(sum exp(x - max)) + max, the row's log-sum-exp.
+// The largest of x[j < cols] (NaNs skipped, as std::max skips them), on packs: GCC's own
+// vectorization of this max reduction ran at 4.4 cycles per float here.
+[[gnu::flatten]] float row_max(const float* x, std::int64_t cols) {
+  using P = lanes::Pack;
+  P acc(-approx::kInf);
+  std::int64_t j = 0;
+  for (; j + P::kLanes <= cols; j += P::kLanes) {
+    const P v = lanes::load<P>(x + j);
+    acc = lanes::select(acc < v, v, acc);
+  }
+  float m = lanes::reduce(acc, [](auto a, auto b) { return a < b ? b : a; });
+  for (; j < cols; ++j) m = std::max(m, x[j]);
+  return m;
+}
+
+// out[j] = exp(x[j] - m) for j < cols; returns their sum. exp on packs, as the activations.
+[[gnu::flatten]] float exp_and_sum(const float* x, float m, std::int64_t cols, float* out) {
+  using P = lanes::Pack;
+  P acc(0.0f);
+  std::int64_t j = 0;
+  for (; j + P::kLanes <= cols; j += P::kLanes) {
+    const P e = approx::exp(lanes::load<P>(x + j) - m);
+    lanes::store(out + j, e);
+    acc = acc + e;
+  }
+  float sum = lanes::reduce(acc, std::plus<>{});
+  for (; j < cols; ++j) sum += (out[j] = approx::exp(x[j] - m));
+  return sum;
+}
+
 template <bool Simd>
 float row_softmax(const float* x, std::int64_t cols, float* out, std::int64_t label, float scale) {
   float m = -approx::kInf, sum = 0;
   if (Simd) {
-#pragma omp simd reduction(max : m)
-    for (std::int64_t j = 0; j < cols; ++j) m = std::max(m, x[j]);
-#pragma omp simd reduction(+ : sum)
-    for (std::int64_t j = 0; j < cols; ++j) sum += (out[j] = approx::exp(x[j] - m));
+    m = row_max(x, cols);
+    sum = exp_and_sum(x, m, cols, out);
   } else {
     for (std::int64_t j = 0; j < cols; ++j) m = std::max(m, x[j]);
     for (std::int64_t j = 0; j < cols; ++j) sum += (out[j] = approx::exp(x[j] - m));
@@ -183,8 +212,11 @@ class CpuRows : public CpuImpl {
     {
       float* tmp = tmp_.data() + s_.cols * omp_get_thread_num();
 #pragma omp for schedule(static)
-      for (std::int64_t r = 0; r < s_.rows; ++r)
+      for (std::int64_t r = 0; r < s_.rows; ++r) {
+        // The row after next, as the elementwise loops prefetch 8 KiB ahead.
+        if (r + 2 < s_.rows) prefetch_lines(x_.data() + (r + 2) * s_.cols, s_.cols);
         rows_run<true>(s_, x_.data(), labels_.data(), out_.data(), tmp, r);
+      }
     }
   }
   Buffer result() override { return out_; }
