@@ -3,7 +3,7 @@
 //
 // exp, tanh and erfc are computed by the approximations below, built from +, *, division
 // (lanes::div*) and a power-of-two scaling (std::exp is a library call, one value at a time), as
-// templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD vectors, the GPU and the
+// templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD packs, the GPU and the
 // scalar reference on floats, the same arithmetic. Their accuracy is stated by act_tolerance() and
 // tested in tests/test_activation.cpp against double precision over a dense grid with the extremes
 // (+-inf, large |x|, denormals, NaN).
@@ -11,7 +11,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -179,7 +178,8 @@ struct GeluTanh {
   HD static V bwd(V x_in, V dy) {
     const V x = clamp(x_in, -10.0f, 10.0f);  // beyond, the derivative is 0 or 1 in float
     const V u = kGeluK0 * (x + kGeluK1 * x * x * x);
-    const V q = approx::exp<V>(-2.0f * u), s = lanes::div_in_range(V(1.0f), 1.0f + q);  // q <= e^40
+    const V q = approx::exp<V>(-2.0f * u),
+            s = lanes::div_in_range(V(1.0f), 1.0f + q);                         // q < e^88: finite
     const V ds = 2.0f * q * s * s * kGeluK0 * (1.0f + 3.0f * kGeluK1 * x * x);  // s' = q s^2
     return dy * (s + x * ds);
   }

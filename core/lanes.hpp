@@ -3,13 +3,13 @@
 //   float - one value: the scalar CPU reference and each CUDA thread;
 //   PackT<R> - host code only: R SIMD registers of floats (GCC vectors: 16 floats a register
 //           with AVX-512, 8 with AVX, 4 otherwise); Pack is PackT<kRegs>. This is the CPU's SIMD
-//           math path. Every operation on a Pack is kRegs independent register operations issued
-//           side by side, so a long chain such as exp's polynomial runs kRegs times over in
+//           math path. Every operation on a pack is R independent register operations issued
+//           side by side, so a long chain such as exp's polynomial runs R times over in
 //           parallel: one register at a time, the out-of-order window (not the FMA units) would be
 //           the limit. No auto-vectorizer stands in between to turn the clamps into branches.
 // Arithmetic and comparisons read the same for both; a choice is lanes::select(mask, a, b), and
-// the other operations that differ (bit casts, fma, abs, copysign) are overloaded here. Float
-// constants convert to a Pack implicitly, so the math is written once for both.
+// the other operations that differ (clamps, division, bit casts, fma, abs, copysign) are
+// overloaded here. Float constants convert to a pack, so the math is written once for both.
 #pragma once
 
 #include <cmath>
@@ -235,10 +235,9 @@ inline float reduce(const PackT<R>& v, Op op) {
   return s;
 }
 
-// Loads and stores of a register, through a register type that may be
-// unaligned and may alias floats. With AVX-512 they move 256 bits at a time: streaming DRAM
-// that way is 5-8 % faster on Skylake-SP and Cascade Lake (measured here), for a shuffle each.
-typedef float RegFLoose __attribute__((vector_size(4 * kWidth), aligned(4), may_alias));
+// Loads and stores of a register, through register types that may be unaligned and may alias
+// floats. With AVX-512 they move 256 bits at a time: streaming DRAM that way is 5-8 % faster on
+// Skylake-SP and Cascade Lake (measured here), for a shuffle each.
 #if defined(__AVX512F__)
 typedef float HalfLoose __attribute__((vector_size(2 * kWidth), aligned(4), may_alias));
 inline RegF load_reg(const float* p) {
@@ -251,6 +250,7 @@ inline void store_reg(float* p, RegF v) {
   h[1] = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 #else
+typedef float RegFLoose __attribute__((vector_size(4 * kWidth), aligned(4), may_alias));
 inline RegF load_reg(const float* p) { return *reinterpret_cast<const RegFLoose*>(p); }
 inline void store_reg(float* p, RegF v) { *reinterpret_cast<RegFLoose*>(p) = v; }
 #endif
@@ -268,6 +268,8 @@ inline void store(float* p, const PackT<R>& v) {
 }
 
 }  // namespace PB_LANES_ISA
+#undef PB_LANES_ISA
+#undef PB_X86
 
 #endif  // !__CUDACC__
 

@@ -30,12 +30,17 @@ ImplSpec find_impl(const std::vector<ImplSpec>& specs, const std::string& name) 
   throw std::runtime_error("no implementation " + name);
 }
 
-Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads) {
+Buffer run_impl(const ImplSpec& spec, const Workload& w, int threads,
+                const std::vector<Buffer>& inputs) {
   auto impl = spec.make(w, threads);
   impl->activate();
-  impl->prepare(w.make_inputs());
+  impl->prepare(inputs);
   impl->run();
   return impl->result();
+}
+
+Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads) {
+  return run_impl(spec, w, threads, w.make_inputs());
 }
 
 Buffer reference(const GemmWorkload& w) {

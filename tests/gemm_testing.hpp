@@ -13,6 +13,9 @@ std::vector<GemmShape> awkward_shapes();
 
 // Runs an implementation once on the workload's inputs and returns C.
 Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads = 1);
+// Runs an implementation of any op once on the given inputs and returns its result.
+Buffer run_impl(const ImplSpec& spec, const Workload& w, int threads,
+                const std::vector<Buffer>& inputs);
 
 // The reference: the CPU naive implementation.
 Buffer reference(const GemmWorkload& w);

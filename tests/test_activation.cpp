@@ -6,31 +6,18 @@
 #include <cfloat>
 #include <cmath>
 #include <limits>
-#include <stdexcept>
 #include <tuple>
 
 #include "core/activation.hpp"
 #include "cpu_ref/cpu.hpp"
+#include "tests/gemm_testing.hpp"
 
 namespace pb {
 namespace {
 
 Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
-               int threads, const std::vector<Buffer>& inputs) {
-  for (const auto& s : specs) {
-    if (s.name != name) continue;
-    auto impl = s.make(w, threads);
-    impl->activate();
-    impl->prepare(inputs);
-    impl->run();
-    return impl->result();
-  }
-  throw std::runtime_error("no implementation " + name);
-}
-
-Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
                int threads) {
-  return run_cpu(specs, name, w, threads, w.make_inputs());
+  return testing::run_impl(testing::find_impl(specs, name), w, threads, w.make_inputs());
 }
 
 // The two ways the functors run: on floats (the scalar CPU reference and the GPU kernels do
@@ -43,7 +30,7 @@ Buffer eval(Path p, Act a, const Buffer& xs, const Buffer* dy = nullptr) {
     const ActivationWorkload w({a, dy != nullptr, static_cast<std::int64_t>(xs.size())});
     std::vector<Buffer> inputs{xs};
     if (dy) inputs.push_back(*dy);
-    return run_cpu(cpu::activation_impls(), "omp", w, 2, inputs);
+    return testing::run_impl(testing::find_impl(cpu::activation_impls(), "omp"), w, 2, inputs);
   }
   Buffer out(xs.size());
   with_activation(a, [&](auto f) {
