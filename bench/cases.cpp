@@ -244,6 +244,7 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
           c.name =
               fam.name + "/" + to_string(spec.device) + "/" + spec.name + "/" + c.shape.to_string();
           if (!cpu && !r.gpu_available) c.skip = "no GPU: " + r.gpu_reason;
+          if (c.skip.empty() && spec.unavailable) c.skip = spec.unavailable(*w);
           const std::string what = "shape " + c.shape.to_string() + " of " + fam.name;
           if (w->host_bytes() > r.host_available_bytes)
             throw UsageError(what + " needs " + gib(w->host_bytes()) + " of host memory; " +

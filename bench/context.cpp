@@ -8,6 +8,7 @@
 #include <regex>
 
 #include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
 #include "kernels/gpu.hpp"
 
 #ifndef PAIRBENCH_VERSION
@@ -92,10 +93,25 @@ report::json make_context(const char* argv0, const Options& o) {
                        " FLOP/cycle (widest FMA, two FMA units assumed)";
   c["openblas_config"] = cpu.openblas_config;
   c["openblas_core"] = cpu.openblas_core;
+  c["openblas_core_detected"] = cpu.openblas_core_detected.empty()
+                                    ? "unknown (OPENBLAS_CORETYPE was set)"
+                                    : cpu.openblas_core_detected;
+  c["openblas_core_source"] = cpu.openblas_core_source;
+  c["openblas_core_for_isa"] = cpu::openblas_core_for_isa(cpu.isa);
+  const auto plan = cpu::openblas_core_plan(cpu.openblas_core_detected, cpu.openblas_core,
+                                            cpu.openblas_core_source, cpu.isa, o.openblas_asis);
+  if (!plan.note.empty()) c["openblas_core_note"] = plan.note;
   c["openblas_threading"] = cpu.openblas_threading;
   c["openblas_threads"] = cpu.openblas_threads;
   c["omp_threads"] = cpu.omp_threads;
-  if (!cpu.openblas_warning.empty()) c["openblas_warning"] = cpu.openblas_warning;
+  c["cpu_amx"] = cpu::to_string(cpu.amx);
+  if (cpu::onednn::built()) {
+    c["onednn_version"] = cpu::onednn::version();
+    c["onednn_isa"] = cpu::onednn::effective_isa();
+    if (!cpu::onednn::isa_cap_note().empty()) c["onednn_isa_cap"] = cpu::onednn::isa_cap_note();
+  } else {
+    c["onednn_missing"] = cpu::onednn::unavailable(Dtype::fp32);
+  }
   const auto& g = gpu::probe();
   c["gpu_available"] = g.available;
   c["cuda_runtime_version"] = g.runtime_version;

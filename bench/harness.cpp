@@ -31,6 +31,7 @@ struct CaseRun {
   std::string error;
   Check check;
   double transfer_s = 0;
+  std::string detail;           // what a library chose (Impl::detail)
   std::vector<double> samples;  // seconds per iteration, last timed batch
   double pct_copy_bw = 0;       // GB/s as % of this run's STREAM copy on the device, if known
 };
@@ -107,6 +108,7 @@ class Runner {
       r.impl = r.c->impl.make(*r.c->workload, r.c->units);
       r.impl->activate();
       r.impl->prepare(inputs);
+      r.detail = r.impl->detail();
       r.impl->run();
       Buffer out = r.impl->result();
       if (inject_fault(r.c->name) && !out.empty()) out[out.size() / 2] += 1.0f;
@@ -167,6 +169,8 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
             {"min_bytes", w.min_bytes()},
             {"write_allocate_bytes", w.write_allocate_bytes()}};
   if (c.impl.device == Device::gpu && c.units > 0) j["sms"] = c.units;
+  if (!c.impl.library.empty()) j["library"] = c.impl.library;
+  if (!r.detail.empty()) j["impl_detail"] = r.detail;
   if (!message.empty()) j["message"] = message;
   j["verified"] = r.started && r.check.ok;
   if (r.started && (r.check.ok || !r.check.detail.empty())) {

@@ -3,8 +3,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <iostream>
@@ -61,7 +64,21 @@ std::vector<char*> with_default_min_time(int argc, char** argv) {
   return args;
 }
 
+// Re-executes this program with OPENBLAS_CORETYPE=core, so that OpenBLAS, which reads it once
+// when it loads, runs the kernels for this CPU. Returns only if the exec failed.
+void reexec_with_openblas_core(const std::string& core, const std::string& detected, char** argv) {
+  setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+  setenv(pb::cpu::kOpenblasDetectedEnv, detected.c_str(), 1);
+  execv("/proc/self/exe", argv);
+  const int err = errno;
+  unsetenv("OPENBLAS_CORETYPE");
+  unsetenv(pb::cpu::kOpenblasDetectedEnv);
+  std::cerr << "pairbench: warning: could not restart with OPENBLAS_CORETYPE=" << core << " ("
+            << std::strerror(err) << "): cpu/openblas runs OpenBLAS's " << detected << " kernels\n";
+}
+
 int run(int argc_in, char** argv_in) {
+  std::vector<char*> original(argv_in, argv_in + argc_in + 1);  // ends with argv's nullptr
   std::vector<char*> args = with_default_min_time(argc_in, argv_in);
   int argc = static_cast<int>(args.size()) - 1;
   char** argv = args.data();
@@ -91,9 +108,6 @@ int run(int argc_in, char** argv_in) {
     return 0;
   }
 
-  const auto& cpu = pb::cpu::cpu_info();
-  if (!cpu.openblas_warning.empty())
-    std::cerr << "pairbench: warning: " << cpu.openblas_warning << "\n";
   pb::Resources res;
   res.cores = pb::cpu::max_threads();
   res.host_available_bytes = pb::host_available_bytes();
@@ -116,6 +130,19 @@ int run(int argc_in, char** argv_in) {
 
   const std::string path = o.report.empty() ? default_report_path() : o.report;
   if (is_dir(path)) return fail_usage("--report=" + path + " is a directory");
+
+  // The arguments are valid. If an OpenBLAS case will run, make sure it runs the right kernels.
+  if (std::any_of(cases.begin(), cases.end(), [](const pb::Case& c) {
+        return c.skip.empty() && c.impl.library == "openblas";
+      })) {
+    const auto& cpu = pb::cpu::cpu_info();
+    const auto plan =
+        pb::cpu::openblas_core_plan(cpu.openblas_core_detected, cpu.openblas_core,
+                                    cpu.openblas_core_source, cpu.isa, o.openblas_asis);
+    if (plan.reexec)
+      reexec_with_openblas_core(plan.target, cpu.openblas_core_detected, original.data());
+    if (!plan.note.empty()) std::cerr << "pairbench: " << plan.note << "\n";
+  }
   std::unique_ptr<pb::report::Log> log;
   try {
     pb::report::write_atomic(path + ".probe", "");  // the report's folder takes a file and a rename

@@ -17,9 +17,15 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
                      device/name (gpu/naive); naming one also runs it on shapes a suite
                      would leave out as too slow
   --threads=LIST     CPU thread counts, e.g. 1,2 (default: all cores)
-  --dtypes=LIST      fp32, tf32, fp16, bf16 (default: all; the CPU runs fp32)
+  --dtypes=LIST      fp32, tf32, fp16, bf16 (default: all; the CPU runs fp32, and bf16 and
+                     fp16 through oneDNN where its ISA has them)
   --shape=K=V,...    run this shape instead of the suite's (repeatable); gemm keys:
                      m, n, k, ta, tb (0/1: operand stored transposed), alpha, beta
+  --openblas-core=auto|asis
+                     auto (default): when OpenBLAS picked kernels below the CPU's ISA (a CPU
+                     newer than the library), pairbench restarts itself once with
+                     OPENBLAS_CORETYPE set to the right core and says so; asis: keep
+                     OpenBLAS's choice. An OPENBLAS_CORETYPE you set always wins
   --cold             flush the CPU last-level cache / GPU L2 before every iteration
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
   --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report
@@ -120,6 +126,11 @@ Options parse_options(int argc, char** argv) {
     } else if (flag == "--recover") {
       need_value();
       o.recover = value;
+    } else if (flag == "--openblas-core") {
+      need_value();
+      if (value != "auto" && value != "asis")
+        throw UsageError("--openblas-core: unknown value '" + value + "' (auto, asis)");
+      o.openblas_asis = value == "asis";
     } else if (flag == "--list") {
       no_value();
       o.list = true;

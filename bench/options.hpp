@@ -28,6 +28,7 @@ struct Options {
   std::string report;              // empty: results/<host>-<UTC timestamp>.json
   std::string recover;             // --recover=LOG
   bool list = false, help = false, cold = false;
+  bool openblas_asis = false;  // --openblas-core=asis: OpenBLAS's own choice of kernels
 };
 
 // Parses what Google Benchmark left in argv; throws UsageError.

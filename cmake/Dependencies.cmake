@@ -17,3 +17,16 @@ endif()
 add_library(pb::openblas INTERFACE IMPORTED)
 target_include_directories(pb::openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
 target_link_libraries(pb::openblas INTERFACE ${OPENBLAS_LIBRARY})
+
+# oneDNN 3.x, the CPU library behind PyTorch's matmuls and convolutions: PyPI's
+# onednn-devel-cpu-gomp (built with GNU OpenMP, so the process keeps one OpenMP runtime),
+# installed by scripts/setup into .venv (Debian's libdnnl-dev is 2.x). Optional: without it the
+# oneDNN cases are listed as skipped with the reason.
+if(PAIRBENCH_ONEDNN)
+  find_package(dnnl 3 CONFIG QUIET HINTS ${CMAKE_SOURCE_DIR}/.venv/lib/cmake/dnnl)
+endif()
+if(dnnl_FOUND)
+  message(STATUS "pairbench: oneDNN ${dnnl_VERSION} (${dnnl_DIR})")
+else()
+  message(STATUS "pairbench: oneDNN not found (run scripts/setup): its cases will be skipped")
+endif()

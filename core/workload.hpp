@@ -58,6 +58,9 @@ class Impl {
   virtual void flush_cache() = 0;  // --cold: evict the last-level cache / GPU L2
   // Host<->device copies of inputs and output, measured in prepare() and result(); 0 on the CPU.
   virtual double transfer_seconds() const { return 0; }
+  // What a library chose for this case, known after prepare() (e.g. oneDNN's implementation,
+  // "brg:avx512_core_amx"); "" when there is nothing to say.
+  virtual std::string detail() const { return ""; }
 };
 
 // One implementation of one op on one device, as the registry knows it.
@@ -69,7 +72,11 @@ struct ImplSpec {
   // and 0 (all) on the GPU.
   bool sweeps_units = false;
   double max_flops = 0;  // > 0: suites leave larger shapes out unless the impl is asked for by name
+  std::string library;   // the library run() calls, if any: "openblas", "onednn", "cublas"
   std::function<bool(const Workload&)> supports;
+  // Why this machine or build cannot run a workload it supports ("" when it can): a library
+  // that is missing, an ISA the CPU lacks. Such cases are listed as skipped with the reason.
+  std::function<std::string(const Workload&)> unavailable;
   std::function<std::unique_ptr<Impl>(const Workload&, int units)> make;
 };
 

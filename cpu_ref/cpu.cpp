@@ -1,9 +1,13 @@
 // What every CPU implementation shares, and the CPU's identity for the report.
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -64,9 +68,9 @@ std::vector<std::string> read_isa(std::string* model) {
     if (model->empty() && line.rfind("model name", 0) == 0) *model = value();
     if (flags.empty() && line.rfind("flags", 0) == 0) flags = value();
   }
-  static const char* interesting[] = {"sse4_2",      "avx",      "avx2",     "fma",
-                                      "avx512f",     "avx512bw", "avx512vl", "avx512_vnni",
-                                      "avx512_bf16", "amx_tile", "amx_bf16"};
+  static const char* interesting[] = {
+      "sse4_2",      "avx",         "avx2",        "fma",      "avx512f",  "avx512bw", "avx512vl",
+      "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16"};
   std::vector<std::string> isa;
   std::istringstream is(flags);
   std::vector<std::string> present;
@@ -78,18 +82,114 @@ std::vector<std::string> read_isa(std::string* model) {
 
 }  // namespace
 
-std::string openblas_fallback_warning(const std::string& core,
-                                      const std::vector<std::string>& isa) {
-  const int have = core_rank(core), can = isa_rank(isa);
-  if (have == 0 || have >= can) return "";
-  const char* right = can == 4 ? "SkylakeX" : can == 3 ? "Haswell" : "Sandybridge";
-  return "OpenBLAS runs its " + core + " kernels on a CPU with " +
-         (can == 4   ? "AVX-512"
-          : can == 3 ? "AVX2"
-                     : "AVX") +
-         ", so cpu/openblas is slower than it should be; set OPENBLAS_CORETYPE=" + right +
-         " before the process starts (e.g. OPENBLAS_CORETYPE=" + right + " pairbench ...)";
+std::string openblas_core_for_isa(const std::vector<std::string>& isa) {
+  switch (isa_rank(isa)) {
+    case 4:
+      return "SkylakeX";
+    case 3:
+      return "Haswell";
+    case 2:
+      return "Sandybridge";
+    default:
+      return "";
+  }
 }
+
+OpenblasCorePlan openblas_core_plan(const std::string& detected, const std::string& used,
+                                    const std::string& source, const std::vector<std::string>& isa,
+                                    bool asis) {
+  OpenblasCorePlan plan;
+  plan.target = openblas_core_for_isa(isa);
+  const int can = isa_rank(isa);
+  const std::string cpu = std::string("this ") +
+                          (can == 4   ? "AVX-512"
+                           : can == 3 ? "AVX2"
+                                      : "AVX") +
+                          " CPU";
+  auto below = [can](const std::string& core) {
+    const int have = core_rank(core);
+    return have > 0 && have < can;  // an unknown core is not second-guessed
+  };
+  if (source == "pairbench") {
+    plan.note = below(used)
+                    ? "warning: OpenBLAS picked its " + detected + " kernels for " + cpu +
+                          " and still runs its " + used +
+                          " ones with OPENBLAS_CORETYPE=" + plan.target +
+                          ": cpu/openblas is slower than it could be"
+                    : "OpenBLAS picked its " + detected + " kernels for " + cpu +
+                          "; pairbench restarted itself with OPENBLAS_CORETYPE=" + plan.target +
+                          " and OpenBLAS runs its " + used +
+                          " kernels (--openblas-core=asis keeps OpenBLAS's choice)";
+    return plan;
+  }
+  if (source == "user") {
+    if (below(used))
+      plan.note = "warning: OPENBLAS_CORETYPE from the environment makes OpenBLAS run its " + used +
+                  " kernels on " + cpu + "; its " + plan.target +
+                  " kernels are faster (unset it and pairbench picks them)";
+    return plan;
+  }
+  if (!below(detected) || plan.target.empty()) return plan;
+  if (asis)
+    plan.note = "warning: OpenBLAS runs its " + detected + " kernels on " + cpu +
+                " (--openblas-core=asis); without that flag pairbench runs its " + plan.target +
+                " kernels";
+  else
+    plan.reexec = true;
+  return plan;
+}
+
+AmxState amx_state(bool amx_flags, std::uint32_t max_leaf, const CpuidRegs& leaf1d_0,
+                   const CpuidRegs& leaf1d_1) {
+  if (!amx_flags) return AmxState::absent;
+  if (max_leaf < 0x1D || leaf1d_0.eax < 1) return AmxState::broken;  // no palette 1
+  // Palette 1: total tile bytes, bytes per tile, bytes per row, tile count, rows per tile.
+  const std::uint32_t fields[] = {leaf1d_1.eax & 0xffff, leaf1d_1.eax >> 16, leaf1d_1.ebx & 0xffff,
+                                  leaf1d_1.ebx >> 16, leaf1d_1.ecx & 0xffff};
+  for (std::uint32_t f : fields)
+    if (f == 0) return AmxState::broken;
+  return AmxState::usable;
+}
+
+const char* to_string(AmxState s) {
+  switch (s) {
+    case AmxState::usable:
+      return "usable";
+    case AmxState::broken:
+      return "advertised but unusable (CPUID leaf 0x1D has no tile palette)";
+    default:
+      return "absent";
+  }
+}
+
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+CpuidRegs cpuid(std::uint32_t leaf, std::uint32_t subleaf) {
+  CpuidRegs r;
+#if defined(__x86_64__) || defined(__i386__)
+  __cpuid_count(leaf, subleaf, r.eax, r.ebx, r.ecx, r.edx);
+#else
+  (void)leaf, (void)subleaf;
+#endif
+  return r;
+}
+
+AmxState host_amx_state(const std::vector<std::string>& isa) {
+  const bool flags = std::find(isa.begin(), isa.end(), "amx_tile") != isa.end();
+  if (!flags) return AmxState::absent;
+  const std::uint32_t max_leaf = cpuid(0, 0).eax;
+  // Test hook: PAIRBENCH_FAKE_AMX_PALETTE=none reads leaf 0x1D as zeros, as the VMs that
+  // advertise AMX without its state do, so tests can watch the cap on any AMX machine.
+  if (env("PAIRBENCH_FAKE_AMX_PALETTE") == "none") return amx_state(flags, max_leaf, {}, {});
+  return amx_state(flags, max_leaf, cpuid(0x1D, 0), cpuid(0x1D, 1));
+}
+
+}  // namespace
 
 const CpuInfo& cpu_info() {
   static const CpuInfo info = [] {
@@ -100,11 +200,22 @@ const CpuInfo& cpu_info() {
     c.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
     c.openblas_config = openblas_get_config();
     c.openblas_core = openblas_get_corename();
+    const std::string marker = env(kOpenblasDetectedEnv), fake = env(kFakeOpenblasCoreEnv);
+    if (!marker.empty()) {
+      c.openblas_core_detected = marker;
+      c.openblas_core_source = "pairbench";
+      unsetenv(kOpenblasDetectedEnv);
+    } else if (!env("OPENBLAS_CORETYPE").empty()) {
+      c.openblas_core_source = "user";  // what OpenBLAS would have picked is not known
+    } else {
+      c.openblas_core_detected = fake.empty() ? c.openblas_core : fake;
+      c.openblas_core_source = "openblas";
+    }
     const int par = openblas_get_parallel();
     c.openblas_threading = par == 0 ? "sequential" : par == 1 ? "pthreads" : "openmp";
     c.openblas_threads = openblas_get_num_threads();
     c.omp_threads = omp_get_max_threads();
-    c.openblas_warning = openblas_fallback_warning(c.openblas_core, c.isa);
+    c.amx = host_amx_state(c.isa);
     return c;
   }();
   return info;

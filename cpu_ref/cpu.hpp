@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,8 @@ std::vector<ImplSpec> stream_impls();
 std::vector<ImplSpec> activation_impls();
 std::vector<ImplSpec> row_impls(const std::string& op);
 
+enum class AmxState { absent, usable, broken };
+
 // Sets the threads OpenMP regions and OpenBLAS calls use from now on.
 void set_threads(int threads);
 int max_threads();
@@ -47,13 +50,52 @@ struct CpuInfo {
   std::vector<std::string> isa;  // the SIMD extensions present, e.g. avx2, avx512f
   int logical_cpus = 0;
   long l2_bytes = 0, l3_bytes = 0;
-  std::string openblas_config, openblas_core, openblas_threading;
+  std::string openblas_config, openblas_threading;
+  std::string openblas_core;           // the core whose kernels OpenBLAS runs
+  std::string openblas_core_detected;  // the core OpenBLAS picked for this CPU by itself
+  // Who chose openblas_core: "openblas" (its own detection), "pairbench" (this process was
+  // re-executed with OPENBLAS_CORETYPE set, see openblas_core_plan), "user" (OPENBLAS_CORETYPE
+  // from the user's environment).
+  std::string openblas_core_source;
   int openblas_threads = 0, omp_threads = 0;
-  std::string openblas_warning;  // non-empty when OpenBLAS runs kernels below the CPU's ISA
+  AmxState amx = AmxState::absent;
 };
 const CpuInfo& cpu_info();
 
-// The warning (or "") for an OpenBLAS core name on a CPU with the given ISA flags.
-std::string openblas_fallback_warning(const std::string& core, const std::vector<std::string>& isa);
+// --- OpenBLAS's kernels: the core for the CPU's ISA ---------------------------------------------
+// Environment variables between pairbench and its re-executed self (never set by the user):
+// the core OpenBLAS detected before the re-execution, and a test hook that makes pairbench
+// believe OpenBLAS detected the given core (so tests can create the fallback on any machine).
+constexpr const char* kOpenblasDetectedEnv = "PAIRBENCH_OPENBLAS_DETECTED";
+constexpr const char* kFakeOpenblasCoreEnv = "PAIRBENCH_FAKE_OPENBLAS_CORE";
+
+// The OpenBLAS core whose kernels use this ISA ("SkylakeX" for AVX-512, "Haswell" for AVX2+FMA,
+// "Sandybridge" for AVX), or "" for a CPU with none of them.
+std::string openblas_core_for_isa(const std::vector<std::string>& isa);
+
+// What to do about OpenBLAS's core, decided from the arguments alone (a pure function).
+struct OpenblasCorePlan {
+  bool reexec = false;  // re-execute with OPENBLAS_CORETYPE=target before any OpenBLAS call
+  std::string target;   // the core for the ISA ("" when unknown)
+  std::string note;     // one stderr line (without "pairbench: "), "" when nothing to say
+};
+// detected: the core OpenBLAS picked by itself; used: the core it runs now; source: as in
+// CpuInfo; asis: --openblas-core=asis.
+OpenblasCorePlan openblas_core_plan(const std::string& detected, const std::string& used,
+                                    const std::string& source, const std::vector<std::string>& isa,
+                                    bool asis);
+
+// --- AMX: advertised is not always usable
+// ---------------------------------------------------------
+struct CpuidRegs {
+  std::uint32_t eax = 0, ebx = 0, ecx = 0, edx = 0;
+};
+// absent: no AMX flags; usable: flags and a valid tile palette; broken: the flags are there but
+// CPUID leaf 0x1D (the tile palettes) describes none, as on VMs that pass the flags through
+// without the state: AMX code dies there with SIGILL, so oneDNN is capped below AMX.
+// max_leaf: CPUID leaf 0's EAX; leaf1d_0, leaf1d_1: leaf 0x1D subleaves 0 and 1.
+AmxState amx_state(bool amx_flags, std::uint32_t max_leaf, const CpuidRegs& leaf1d_0,
+                   const CpuidRegs& leaf1d_1);
+const char* to_string(AmxState s);
 
 }  // namespace pb::cpu

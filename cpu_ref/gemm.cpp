@@ -3,13 +3,18 @@
 //   omp      - packs cache-sized blocks of op(A) and op(B), then a register-blocked micro-kernel
 //              whose inner loop the compiler vectorizes; OpenMP over row blocks.
 //   openblas - cblas_sgemm: hand-written assembly kernels for this CPU's ISA.
+//   onednn   - oneDNN's matmul (JIT-generated kernels for this CPU, AMX tiles where usable), for
+//              fp32 and for bf16/fp16 inputs with fp32 accumulation and output.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <unordered_map>
 
 #include "core/gemm.hpp"
 #include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
 
 namespace pb::cpu {
 
@@ -129,14 +134,92 @@ class OpenblasGemm : public CpuGemm {
   }
 };
 
+#ifdef PAIRBENCH_HAVE_DNNL
+// The row-major operands as oneDNN sees them: op(A) is m x k, op(B) k x n, a transposed
+// operand a different stride, not a copy. bf16/fp16 inputs are converted once, in prepare, by
+// oneDNN's reorders (the values are already representable, so exactly); C is the caller's.
+class OnednnGemm : public CpuGemm {
+ public:
+  using CpuGemm::CpuGemm;
+  void prepare(const std::vector<Buffer>& in) override {
+    CpuGemm::prepare(in);
+    using dt = dnnl::memory::data_type;
+    using dims = dnnl::memory::dims;
+    const GemmShape& s = s_;
+    auto& eng = onednn::engine();
+    const dt t = onednn::data_type(s.dtype);
+    const dims a_dims = {s.m, s.k}, b_dims = {s.k, s.n};
+    const dims a_strides = s.ta ? dims{1, s.m} : dims{s.k, 1};
+    const dims b_strides = s.tb ? dims{1, s.k} : dims{s.n, 1};
+    const dnnl::memory::desc c_md({s.m, s.n}, dt::f32, dims{s.n, 1});
+    const dnnl::memory::desc a_md(a_dims, t, a_strides), b_md(b_dims, t, b_strides);
+
+    dnnl::primitive_attr attr;
+    if (s.alpha != 1.0f) attr.set_scales_mask(DNNL_ARG_SRC, 0);
+    if (s.beta != 0.0f) {
+      dnnl::post_ops po;
+      po.append_sum(s.beta);  // C = alpha * A B + beta * C
+      attr.set_post_ops(po);
+    }
+    dnnl::matmul::primitive_desc pd;
+    try {
+      pd = dnnl::matmul::primitive_desc(eng, a_md, b_md, c_md, attr);
+    } catch (const dnnl::error& e) {
+      if (e.status != dnnl_unimplemented) throw;
+      throw std::runtime_error(std::string("oneDNN has no ") + to_string(s.dtype) +
+                               " matmul for this CPU (ISA " + onednn::effective_isa() + ")");
+    }
+    detail_ = pd.impl_info_str();
+    matmul_ = dnnl::matmul(pd);
+
+    args_[DNNL_ARG_SRC] = input(a_md, dnnl::memory::desc(a_dims, dt::f32, a_strides), a_);
+    args_[DNNL_ARG_WEIGHTS] = input(b_md, dnnl::memory::desc(b_dims, dt::f32, b_strides), b_);
+    args_[DNNL_ARG_DST] = dnnl::memory(c_md, eng, c_.data());
+    if (s.alpha != 1.0f) {
+      dnnl::memory scale({{1}, dt::f32, {1}}, eng);
+      *static_cast<float*>(scale.get_data_handle()) = s.alpha;
+      args_[DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC] = scale;
+    }
+  }
+  void run() override {
+    matmul_.execute(onednn::stream(), args_);
+    onednn::stream().wait();
+  }
+  std::string detail() const override { return detail_; }
+
+ private:
+  // The fp32 buffer itself, or its conversion to md's element type.
+  static dnnl::memory input(const dnnl::memory::desc& md, const dnnl::memory::desc& f32_md,
+                            Buffer& data) {
+    dnnl::memory f32(f32_md, onednn::engine(), data.data());
+    if (md == f32_md) return f32;
+    dnnl::memory converted(md, onednn::engine());
+    dnnl::reorder(f32, converted).execute(onednn::stream(), f32, converted);
+    onednn::stream().wait();
+    return converted;
+  }
+
+  dnnl::matmul matmul_;
+  std::unordered_map<int, dnnl::memory> args_;
+  std::string detail_;
+};
+#else
+class OnednnGemm : public CpuGemm {  // never made: the spec says why it is unavailable
+ public:
+  using CpuGemm::CpuGemm;
+  void run() override { throw std::runtime_error(onednn::unavailable(s_.dtype)); }
+};
+#endif
+
 template <class T>
-ImplSpec spec(const char* name, bool threaded, double max_flops) {
+ImplSpec spec(const char* name, bool threaded, double max_flops, const char* library = "") {
   ImplSpec sp;
   sp.op = "gemm";
   sp.name = name;
   sp.device = Device::cpu;
   sp.sweeps_units = threaded;
   sp.max_flops = max_flops;
+  sp.library = library;
   sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
   sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {
     return std::make_unique<T>(static_cast<const GemmWorkload&>(w).gemm(), threads);
@@ -147,8 +230,11 @@ ImplSpec spec(const char* name, bool threaded, double max_flops) {
 }  // namespace
 
 std::vector<ImplSpec> gemm_impls() {
+  ImplSpec onednn = spec<OnednnGemm>("onednn", true, 0, "onednn");
+  onednn.supports = [](const Workload& w) { return w.dtype() != Dtype::tf32; };
+  onednn.unavailable = [](const Workload& w) { return onednn::unavailable(w.dtype()); };
   return {spec<NaiveGemm>("naive", false, 2.2e9), spec<OmpGemm>("omp", true, 0),
-          spec<OpenblasGemm>("openblas", true, 0)};
+          spec<OpenblasGemm>("openblas", true, 0, "openblas"), onednn};
 }
 
 }  // namespace pb::cpu

@@ -20,8 +20,11 @@ std::vector<ImplSpec> impls(const std::string& op) {
   };
   auto any = [](const Workload&) { return true; };
   auto fp32 = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
-  if (op == "gemm")  // cublas: cublasSgemm for fp32, cublasGemmEx for tf32, fp16 and bf16
-    return {spec("naive", fp32), spec("tiled", fp32), spec("cublas", any)};
+  if (op == "gemm") {  // cublas: cublasSgemm for fp32, cublasGemmEx for tf32, fp16 and bf16
+    ImplSpec cublas = spec("cublas", any);
+    cublas.library = "cublas";
+    return {spec("naive", fp32), spec("tiled", fp32), cublas};
+  }
   if (op == "stream") {
     auto triad = [](const Workload& w) {
       return static_cast<const StreamWorkload&>(w).stream().kernel == StreamKernel::triad;

@@ -1,11 +1,12 @@
 // core/: dtype rounding, the index math GPU kernels share, the FLOP and byte models,
-// Freivalds' verification, shape parsing; and the OpenBLAS fallback warning.
+// Freivalds' verification, shape parsing; OpenBLAS's core, AMX and oneDNN's dtypes.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "core/gemm.hpp"
 #include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
 #include "tests/gemm_testing.hpp"
 
 namespace pb {
@@ -141,17 +142,105 @@ TEST(GemmSuite, GrowsWithTheSuiteAndIncludesTransposedDeepBenchShapes) {
   EXPECT_GE(largest, 4096);
 }
 
-TEST(OpenblasWarning, FlagsAFallbackCoreBelowTheIsa) {
-  const std::vector<std::string> avx512 = {"avx", "avx2", "fma", "avx512f"};
-  const std::string w = cpu::openblas_fallback_warning("Prescott", avx512);
-  EXPECT_NE(w.find("OPENBLAS_CORETYPE"), std::string::npos);  // the variable to set
-  EXPECT_NE(w.find("=SkylakeX"), std::string::npos);          // and the core for AVX-512
-  EXPECT_NE(w.find("before the process starts"), std::string::npos);
-  EXPECT_EQ(cpu::openblas_fallback_warning("SkylakeX", avx512), "");
-  EXPECT_NE(cpu::openblas_fallback_warning("Sandybridge", {"avx", "avx2", "fma"}).find("Haswell"),
+const std::vector<std::string> kAvx512 = {"avx", "avx2", "fma", "avx512f"};
+
+TEST(OpenblasCore, TheCoreForEachIsa) {
+  EXPECT_EQ(cpu::openblas_core_for_isa(kAvx512), "SkylakeX");
+  EXPECT_EQ(cpu::openblas_core_for_isa({"avx", "avx2", "fma"}), "Haswell");
+  EXPECT_EQ(cpu::openblas_core_for_isa({"avx"}), "Sandybridge");
+  EXPECT_EQ(cpu::openblas_core_for_isa({"sse4_2"}), "");
+}
+
+TEST(OpenblasCore, AFallbackCoreIsReplacedByReexecution) {
+  const auto p = cpu::openblas_core_plan("Prescott", "Prescott", "openblas", kAvx512, false);
+  EXPECT_TRUE(p.reexec);
+  EXPECT_EQ(p.target, "SkylakeX");
+  EXPECT_EQ(p.note, "");  // said by the re-executed process, once
+  const auto avx2 = cpu::openblas_core_plan("Sandybridge", "Sandybridge", "openblas",
+                                            {"avx", "avx2", "fma"}, false);
+  EXPECT_TRUE(avx2.reexec);
+  EXPECT_EQ(avx2.target, "Haswell");
+}
+
+TEST(OpenblasCore, TheRightCoreOrAnUnknownOneIsLeftAlone) {
+  for (const char* core : {"SkylakeX", "Cooperlake", "SapphireRapids", "SomeFutureCore"}) {
+    const auto p = cpu::openblas_core_plan(core, core, "openblas", kAvx512, false);
+    EXPECT_FALSE(p.reexec) << core;
+    EXPECT_EQ(p.note, "") << core;
+  }
+  EXPECT_FALSE(
+      cpu::openblas_core_plan("Haswell", "Haswell", "openblas", {"avx", "avx2", "fma"}, false)
+          .reexec);
+  EXPECT_FALSE(cpu::openblas_core_plan("Prescott", "Prescott", "openblas", {"sse4_2"}, false)
+                   .reexec);  // nothing better to run
+}
+
+TEST(OpenblasCore, AsisKeepsTheFallbackAndWarns) {
+  const auto p = cpu::openblas_core_plan("Prescott", "Prescott", "openblas", kAvx512, true);
+  EXPECT_FALSE(p.reexec);
+  EXPECT_EQ(p.note.rfind("warning: ", 0), 0u) << p.note;
+  EXPECT_NE(p.note.find("--openblas-core=asis"), std::string::npos);
+  EXPECT_NE(p.note.find("SkylakeX"), std::string::npos);
+}
+
+TEST(OpenblasCore, TheUsersOwnCoretypeWins) {
+  const auto slow = cpu::openblas_core_plan("", "Haswell", "user", kAvx512, false);
+  EXPECT_FALSE(slow.reexec);
+  EXPECT_NE(slow.note.find("OPENBLAS_CORETYPE"), std::string::npos);
+  const auto fine = cpu::openblas_core_plan("", "SkylakeX", "user", kAvx512, false);
+  EXPECT_FALSE(fine.reexec);
+  EXPECT_EQ(fine.note, "");
+}
+
+TEST(OpenblasCore, TheReexecutedProcessSaysWhatItDid) {
+  const auto p = cpu::openblas_core_plan("Prescott", "SkylakeX", "pairbench", kAvx512, false);
+  EXPECT_FALSE(p.reexec);  // never twice
+  EXPECT_EQ(p.note.find("warning"), std::string::npos) << p.note;
+  EXPECT_NE(p.note.find("Prescott"), std::string::npos);
+  EXPECT_NE(p.note.find("OPENBLAS_CORETYPE=SkylakeX"), std::string::npos);
+  // A library that does not have the core keeps running the fallback: a warning.
+  const auto stuck = cpu::openblas_core_plan("Prescott", "Prescott", "pairbench", kAvx512, false);
+  EXPECT_FALSE(stuck.reexec);
+  EXPECT_EQ(stuck.note.rfind("warning: ", 0), 0u) << stuck.note;
+}
+
+// CPUID leaf 0x1D as a Sapphire Rapids reports it: palette 1 = 8192 tile bytes, 1024 bytes per
+// tile, 64 bytes per row, 8 tiles, 16 rows.
+const cpu::CpuidRegs kPaletteCount{1, 0, 0, 0}, kPalette1{0x04002000, 0x00080040, 0x10, 0};
+
+TEST(Amx, UsableWhenTheTilePaletteIsThere) {
+  EXPECT_EQ(cpu::amx_state(true, 0x20, kPaletteCount, kPalette1), cpu::AmxState::usable);
+  EXPECT_EQ(cpu::amx_state(false, 0x20, kPaletteCount, kPalette1), cpu::AmxState::absent);
+}
+
+TEST(Amx, AdvertisedWithoutAPaletteIsBroken) {
+  const cpu::CpuidRegs zeros{};
+  // The Emerald Rapids VM: flags present, leaf 0x1D all zeros.
+  EXPECT_EQ(cpu::amx_state(true, 0x20, zeros, zeros), cpu::AmxState::broken);
+  EXPECT_EQ(cpu::amx_state(true, 0x1C, kPaletteCount, kPalette1), cpu::AmxState::broken);
+  for (int field = 0; field < 5; ++field) {  // any field of palette 1 zero
+    cpu::CpuidRegs p = kPalette1;
+    std::uint32_t* reg = field < 2 ? &p.eax : field < 4 ? &p.ebx : &p.ecx;
+    *reg &= field % 2 ? 0x0000ffffu : 0xffff0000u;
+    EXPECT_EQ(cpu::amx_state(true, 0x20, kPaletteCount, p), cpu::AmxState::broken) << field;
+  }
+}
+
+TEST(Onednn, ReducedPrecisionNeedsItsInstructions) {
+  using cpu::onednn::dtype_unavailable;
+  const auto absent = cpu::AmxState::absent, usable = cpu::AmxState::usable,
+             broken = cpu::AmxState::broken;
+  EXPECT_EQ(dtype_unavailable(Dtype::fp32, {"sse4_2"}, absent), "");
+  EXPECT_NE(dtype_unavailable(Dtype::bf16, kAvx512, absent), "");
+  EXPECT_EQ(dtype_unavailable(Dtype::bf16, {"avx512f", "avx512_bf16"}, absent), "");
+  EXPECT_EQ(dtype_unavailable(Dtype::bf16, {"avx512f", "amx_tile", "amx_bf16"}, usable), "");
+  EXPECT_NE(dtype_unavailable(Dtype::bf16, {"avx512f", "amx_tile", "amx_bf16"}, broken), "");
+  // The Emerald Rapids VM: broken AMX, but AVX512-BF16 runs bf16.
+  EXPECT_EQ(dtype_unavailable(Dtype::bf16, {"avx512_bf16", "amx_tile", "amx_bf16"}, broken), "");
+  EXPECT_NE(dtype_unavailable(Dtype::fp16, {"avx512f", "avx512_bf16"}, absent).find("fp16"),
             std::string::npos);
-  EXPECT_EQ(cpu::openblas_fallback_warning("Haswell", {"avx", "avx2", "fma"}), "");
-  EXPECT_EQ(cpu::openblas_fallback_warning("SomeFutureCore", avx512), "");  // unknown: no guess
+  EXPECT_EQ(dtype_unavailable(Dtype::fp16, {"avx512f", "avx512_fp16"}, absent), "");
+  EXPECT_NE(dtype_unavailable(Dtype::tf32, kAvx512, usable), "");
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
 // Every CPU GEMM implementation equals the naive reference on awkward shapes.
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+
 #include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
 #include "tests/gemm_testing.hpp"
 
 namespace pb {
@@ -11,6 +14,8 @@ class CpuGemm : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CpuGemm, MatchesNaiveOnAwkwardShapes) {
   const ImplSpec spec = testing::find_impl(cpu::gemm_impls(), GetParam());
+  if (spec.unavailable && !spec.unavailable(GemmWorkload(GemmShape{})).empty())
+    GTEST_SKIP() << spec.unavailable(GemmWorkload(GemmShape{}));  // a build without oneDNN
   for (int threads : {1, 2}) {
     for (const GemmShape& s : testing::awkward_shapes()) {
       const GemmWorkload w(s);
@@ -28,13 +33,47 @@ TEST_P(CpuGemm, LargerThanOneBlock) {
   GemmShape s;
   s.m = 150, s.n = 600, s.k = 530, s.tb = true, s.beta = 2.0f;
   const GemmWorkload w(s);
-  EXPECT_LT(testing::max_rel_diff(
-                testing::run_impl(testing::find_impl(cpu::gemm_impls(), GetParam()), w, 2),
-                testing::reference(w)),
+  const ImplSpec spec = testing::find_impl(cpu::gemm_impls(), GetParam());
+  if (spec.unavailable && !spec.unavailable(w).empty()) GTEST_SKIP() << spec.unavailable(w);
+  EXPECT_LT(testing::max_rel_diff(testing::run_impl(spec, w, 2), testing::reference(w)),
             testing::fp32_tolerance(s));
 }
 
-INSTANTIATE_TEST_SUITE_P(Impls, CpuGemm, ::testing::Values("omp", "openblas"));
+INSTANTIATE_TEST_SUITE_P(Impls, CpuGemm, ::testing::Values("omp", "openblas", "onednn"));
+
+// bf16 and fp16 inputs, fp32 accumulation and output, checked as the harness checks them:
+// Freivalds' test with the dtype's tolerance, which a wrong element must still fail. Run
+// whatever this CPU's ISA (oneDNN emulates bf16 on plain AVX-512); skipped only where oneDNN
+// has no implementation at all for the dtype, or is not built in.
+class CpuReducedGemm : public ::testing::TestWithParam<Dtype> {};
+
+TEST_P(CpuReducedGemm, OnednnPassesFreivaldsWithTheDtypesTolerance) {
+  const ImplSpec spec = testing::find_impl(cpu::gemm_impls(), "onednn");
+  std::vector<GemmShape> shapes = testing::awkward_shapes();
+  GemmShape big;
+  big.m = 192, big.n = 320, big.k = 1000, big.ta = true;
+  shapes.push_back(big);
+  for (GemmShape s : shapes) {
+    s.dtype = GetParam();
+    const GemmWorkload w(s);
+    if (!cpu::onednn::built()) GTEST_SKIP() << cpu::onednn::unavailable(s.dtype);
+    const auto inputs = w.make_inputs();
+    Buffer got;
+    try {
+      got = testing::run_impl(spec, w, 2, inputs);
+    } catch (const std::runtime_error& e) {
+      if (std::string(e.what()).find("oneDNN has no") != 0) throw;
+      GTEST_SKIP() << e.what();
+    }
+    const Check ok = w.verify(inputs, got);
+    EXPECT_TRUE(ok.ok) << testing::describe(s) << ": " << ok.detail;
+    got[got.size() / 2] += 0.25f;
+    EXPECT_FALSE(w.verify(inputs, got).ok) << testing::describe(s);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CpuReducedGemm, ::testing::Values(Dtype::bf16, Dtype::fp16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
 
 TEST(CpuGemmReference, NaiveMatchesHandComputedProduct) {
   // [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50], with beta * C0 added.
