@@ -131,6 +131,13 @@ int run(int argc_in, char** argv_in) {
   const std::string path = o.report.empty() ? default_report_path() : o.report;
   if (is_dir(path)) return fail_usage("--report=" + path + " is a directory");
 
+  try {
+    pb::report::write_atomic(path + ".probe", "");  // the report's folder takes a file and a rename
+    std::remove((path + ".probe").c_str());
+  } catch (const std::exception& e) {
+    return fail_usage("cannot write the report: " + std::string(e.what()));
+  }
+
   // The arguments are valid. If an OpenBLAS case will run, make sure it runs the right kernels.
   if (std::any_of(cases.begin(), cases.end(), [](const pb::Case& c) {
         return c.skip.empty() && c.impl.library == "openblas";
@@ -143,10 +150,9 @@ int run(int argc_in, char** argv_in) {
       reexec_with_openblas_core(plan.target, cpu.openblas_core_detected, original.data());
     if (!plan.note.empty()) std::cerr << "pairbench: " << plan.note << "\n";
   }
+
   std::unique_ptr<pb::report::Log> log;
   try {
-    pb::report::write_atomic(path + ".probe", "");  // the report's folder takes a file and a rename
-    std::remove((path + ".probe").c_str());
     log = std::make_unique<pb::report::Log>(pb::report::log_path_for(path));
   } catch (const std::exception& e) {
     return fail_usage("cannot write the report: " + std::string(e.what()));

@@ -42,10 +42,24 @@ bool faster(const json& a, const json* best) {
 
 }  // namespace
 
+// The precisions compared like with like: the key, the CPU's dtype, the GPU's. The GPU's tf32
+// (fp32 storage, tensor-core products on 10-bit mantissas) has no CPU counterpart: it is set
+// against the CPU's fp32 and its key says so.
+struct PrecisionPair {
+  const char *key, *cpu, *gpu;
+};
+constexpr PrecisionPair kPrecisions[] = {{"speedup_fp32", "fp32", "fp32"},
+                                         {"speedup_bf16", "bf16", "bf16"},
+                                         {"speedup_fp16", "fp16", "fp16"},
+                                         {"speedup_gpu_tf32_vs_cpu_fp32", "fp32", "tf32"}};
+
+double median_s(const json& c) { return c["time"]["median_s"].get<double>(); }
+
 json speedup(const json& cases) {
   struct Group {
     std::string op, shape;
-    const json *cpu = nullptr, *gpu = nullptr, *cpu32 = nullptr, *gpu32 = nullptr;
+    const json *cpu = nullptr, *gpu = nullptr;          // the fastest of each, whatever its dtype
+    std::map<std::string, const json*> cpu_by, gpu_by;  // the fastest of each per dtype
     std::string gpu_missing;
     bool any_cpu = false;  // a CPU case of this problem exists, whatever its status
   };
@@ -55,7 +69,7 @@ json speedup(const json& cases) {
     const std::string op = c["op"], shape = problem_key(c), key = op + "/" + shape;
     if (!index.count(key)) {
       index[key] = groups.size();
-      groups.push_back(Group{op, shape, nullptr, nullptr, nullptr, nullptr, "", false});
+      groups.push_back(Group{op, shape, nullptr, nullptr, {}, {}, "", false});
     }
     Group& g = groups[index[key]];
     const bool gpu = c["device"] == "gpu";
@@ -64,14 +78,10 @@ json speedup(const json& cases) {
       if (gpu && g.gpu_missing.empty()) g.gpu_missing = c["message"];
       continue;
     }
-    const bool fp32 = c["dtype"] == "fp32";
-    if (gpu) {
-      if (faster(c, g.gpu)) g.gpu = &c;
-      if (fp32 && faster(c, g.gpu32)) g.gpu32 = &c;
-    } else {
-      if (faster(c, g.cpu)) g.cpu = &c;
-      if (fp32 && faster(c, g.cpu32)) g.cpu32 = &c;
-    }
+    const json*& best = gpu ? g.gpu : g.cpu;
+    const json*& best_of_dtype = (gpu ? g.gpu_by : g.cpu_by)[c["dtype"].get<std::string>()];
+    if (faster(c, best)) best = &c;
+    if (faster(c, best_of_dtype)) best_of_dtype = &c;
   }
   json out = json::array();
   for (const Group& g : groups) {
@@ -80,14 +90,15 @@ json speedup(const json& cases) {
     e["cpu"] = g.cpu ? side(*g.cpu) : json(nullptr);
     e["gpu"] = g.gpu ? side(*g.gpu) : json(nullptr);
     if (g.cpu && g.gpu) {
-      const double tc = (*g.cpu)["time"]["median_s"], tg = (*g.gpu)["time"]["median_s"];
-      const double tx = (*g.gpu)["transfer_s"];
-      e["speedup"] = tc / tg;
-      e["speedup_with_transfer"] = tc / (tg + tx);
+      const double tg = median_s(*g.gpu), tx = (*g.gpu)["transfer_s"];
+      e["speedup"] = median_s(*g.cpu) / tg;
+      e["speedup_with_transfer"] = median_s(*g.cpu) / (tg + tx);
     }
-    if (g.cpu32 && g.gpu32)
-      e["speedup_fp32"] = (*g.cpu32)["time"]["median_s"].get<double>() /
-                          (*g.gpu32)["time"]["median_s"].get<double>();
+    for (const PrecisionPair& p : kPrecisions) {
+      const auto c = g.cpu_by.find(p.cpu), d = g.gpu_by.find(p.gpu);
+      if (c != g.cpu_by.end() && d != g.gpu_by.end())
+        e[p.key] = median_s(*c->second) / median_s(*d->second);
+    }
     if (!g.gpu)
       e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
     out.push_back(e);

@@ -48,7 +48,8 @@ std::string describe(const json& s) {
 std::string summary(const json& report) {
   const json& rows = report["pairbench"]["analyses"]["speedup"];
   std::ostringstream os;
-  os << "Summary: best CPU and best GPU per op and shape (median time per iteration)\n";
+  os << "Summary: best CPU and best GPU per op and shape, whatever their dtype (median time per "
+        "iteration)\n";
   // A reason every row shares (typically "no GPU: ...") is said once, above the table.
   std::string shared;
   for (const json& r : rows) {
@@ -81,6 +82,27 @@ std::string summary(const json& report) {
                   describe(r["cpu"]).c_str(), describe(r["gpu"]).c_str(), speed.c_str());
     os << buf;
   }
+  // Like precision against like: the speedup per dtype where both devices ran it.
+  std::string like;
+  for (const json& r : rows) {
+    std::string line;
+    for (const auto& [key, label] : {std::pair<const char*, const char*>{"speedup_fp32", "fp32"},
+                                     {"speedup_bf16", "bf16"},
+                                     {"speedup_fp16", "fp16"},
+                                     {"speedup_gpu_tf32_vs_cpu_fp32", "GPU tf32 vs CPU fp32"}}) {
+      if (!r.contains(key)) continue;
+      std::snprintf(buf, sizeof buf, "%s%s %.1fx", line.empty() ? "" : ", ", label,
+                    r[key].get<double>());
+      line += buf;
+    }
+    if (line.empty()) continue;
+    std::snprintf(buf, sizeof buf, "%-44s %s\n",
+                  (r["op"].get<std::string>() + " " + r["shape"].get<std::string>()).c_str(),
+                  line.c_str());
+    like += buf;
+  }
+  if (!like.empty())
+    os << "\nGPU speedup at like precision (best of each device in that dtype):\n" << like;
   const json& an = report["pairbench"]["analyses"];
   if (an.contains("memory_bandwidth")) {
     for (const char* device : {"cpu", "gpu"}) {

@@ -2,7 +2,7 @@
 """Charts from pairbench reports: scripts/plot.py REPORT... -o DIR
 
 Writes PNG and SVG charts and a one-page Markdown summary (summary.md) into DIR: speedup per op
-(GPU over CPU, kernel-only and with transfers), parallelism (throughput against threads or SMs,
+(GPU over CPU: best of each device, kernel-only and with transfers, and like precision), parallelism (throughput against threads or SMs,
 with ideal scaling), memory bandwidth (per device, % of peak; host<->device curves), batch size
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
 where that reads well. Exit codes: 0 written; 2 bad input."""
@@ -35,30 +35,50 @@ def note(ax, text):
     ax.set_yticks([])
 
 
+# The speedup series: best of each device whatever its dtype (kernel only, then with the
+# host<->device copies), then like precision against like.
+SPEEDUP_SERIES = [("speedup", "best of each device"),
+                  ("speedup_with_transfer", "best of each, with host<->device copies"),
+                  ("speedup_fp32", "fp32 vs fp32"), ("speedup_bf16", "bf16 vs bf16"),
+                  ("speedup_fp16", "fp16 vs fp16"),
+                  ("speedup_gpu_tf32_vs_cpu_fp32", "GPU tf32 vs CPU fp32")]
+
+
+LIKE_PRECISION = [("speedup_fp32", "fp32"), ("speedup_bf16", "bf16"), ("speedup_fp16", "fp16"),
+                  ("speedup_gpu_tf32_vs_cpu_fp32", "GPU tf32 vs CPU fp32")]
+
+
+def like_precision(row):
+    """'fp32 3.1x, bf16 5.0x' for a speedup row, or '-'."""
+    return ", ".join(f"{label} {row[key]:.1f}x" for key, label in LIKE_PRECISION if key in row) or "-"
+
+
 def chart_speedup(reports, outdir, written):
-    fig, ax = plt.subplots(figsize=(10, 5))
-    bars, labels, reasons = [], [], []
+    fig, ax = plt.subplots(figsize=(11, 5))
+    rows, labels, reasons = [], [], []
     for i, (name, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
             if "speedup" in row:
-                bars.append((i, row["speedup"], row["speedup_with_transfer"]))
+                rows.append(row)
                 labels.append(f"{row['op']} {row['shape']}" + (f" [{i + 1}]" if len(reports) > 1 else ""))
             elif row.get("gpu_missing"):
                 reasons.append(f"{name}: {row['gpu_missing']}")
-    if bars:
-        x = range(len(bars))
-        ax.bar([v - 0.2 for v in x], [b[1] for b in bars], 0.4, label="kernel only")
-        ax.bar([v + 0.2 for v in x], [b[2] for b in bars], 0.4, label="with host<->device copies")
+    series = [(k, label) for k, label in SPEEDUP_SERIES if any(k in r for r in rows)]
+    if rows:
+        width = 0.8 / len(series)
+        for j, (key, label) in enumerate(series):
+            ax.bar([x - 0.4 + width * (j + 0.5) for x in range(len(rows))],
+                   [r.get(key, float("nan")) for r in rows], width, label=label)
         ax.set_yscale("log")
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(list(x))
+        ax.set_xticks(list(range(len(rows))))
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("GPU speedup over the best CPU (x, log)")
-        ax.legend()
+        ax.set_ylabel("GPU speedup over the CPU (x, log)")
+        ax.legend(fontsize=7)
     else:
         note(ax, "No GPU speedup to show:\n" + "\n".join(sorted(set(reasons)) or ["no paired cases"]))
-    ax.set_title("Speedup, best GPU over best CPU per op and shape\n" + "; ".join(n for n, _ in reports),
-                 fontsize=9)
+    ax.set_title("Speedup, GPU over CPU per op and shape: best of each device, and like precision\n"
+                 + "; ".join(n for n, _ in reports), fontsize=9)
     save(fig, outdir, "speedup", written)
 
 
@@ -195,7 +215,8 @@ def summary(reports, written):
                      f"{c.get('date', '?')}, pairbench {c.get('pairbench_version', '?')} "
                      f"({c.get('pairbench_git_revision', '?')})"
                      + ("" if c.get("gpu_available") else f"; no GPU: {c.get('gpu_reason', '?')}"))
-    lines += ["", "| machine | op | shape | best CPU | best GPU | GPU speedup |", "|---|---|---|---|---|---|"]
+    lines += ["", "| machine | op | shape | best CPU | best GPU | GPU speedup | like precision |",
+              "|---|---|---|---|---|---|---|"]
     for i, (_, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
             def side(s):
@@ -207,7 +228,7 @@ def summary(reports, written):
             speed = (f"{row['speedup']:.1f}x ({row['speedup_with_transfer']:.1f}x with copies)"
                      if "speedup" in row else "-")
             lines.append(f"| {i + 1} | {row['op']} | {row['shape']} | {side(row['cpu'])} | "
-                         f"{side(row['gpu'])} | {speed} |")
+                         f"{side(row['gpu'])} | {speed} | {like_precision(row)} |")
     lines.append("")
     for name in written:
         lines += [f"![{name}]({name}.png)", ""]

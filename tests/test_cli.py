@@ -38,18 +38,87 @@ BAD_INPUTS = [
     (["--report=/nonexistent-dir/r.json", "--suite=quick"], "cannot write the report"),
     (["--report=/tmp", "--suite=quick"], "is a directory"),
     (["--recover=/nonexistent.partial.jsonl"], "cannot read"),
+    (["--openblas-core=prescott"], "--openblas-core: unknown value"),
+    (["--openblas-core"], "--openblas-core needs a value"),
 ]
+
+# Bad input on a machine where OpenBLAS picked a fallback core (made here with the test hook,
+# whatever this machine's CPU) still prints exactly one line: the notes come once the arguments
+# are valid.
+FALLBACK = {"PAIRBENCH_FAKE_OPENBLAS_CORE": "Prescott"}
 
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message):
+@pytest.mark.parametrize("env", [None, FALLBACK], ids=["as-is", "fallback-core"])
+def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message, env):
     extra = [] if any(a.startswith("--devices") for a in args) else ["--devices=cpu"]
-    r = pairbench(*args, *extra)
+    r = pairbench(*args, *extra, env=env)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and lines[0].startswith("pairbench: error:"), r.stderr
     assert message in lines[0]
     assert r.stdout == ""
+
+
+def _gemm_run(pairbench, tmp_path, *args, env=None):
+    report = tmp_path / "r.json"
+    r = pairbench("--ops=gemm", "--devices=cpu", "--shape=m=64,n=64,k=64", "--dtypes=fp32",
+                  f"--report={report}", "--benchmark_min_time=0.01", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return r, validate_report.load_strict(report)["context"]
+
+
+def test_a_fallback_core_is_replaced_by_the_core_for_the_isa(pairbench, tmp_path):
+    r, ctx = _gemm_run(pairbench, tmp_path, "--impls=openblas", env=FALLBACK)
+    notes = [l for l in r.stderr.splitlines() if "OpenBLAS" in l]
+    assert ctx["openblas_core_detected"] == "Prescott"
+    if not ctx["openblas_core_for_isa"]:  # a CPU without AVX: nothing better to run
+        assert ctx["openblas_core_source"] == "openblas" and notes == []
+        return
+    assert ctx["openblas_core_source"] == "pairbench", ctx
+    assert ctx["openblas_core"].lower() != "prescott"
+    assert len(notes) == 1 and notes[0].startswith("pairbench: OpenBLAS picked its Prescott"), r.stderr
+    assert f"OPENBLAS_CORETYPE={ctx['openblas_core_for_isa']}" in notes[0]
+    assert ctx["openblas_core_note"] == notes[0][len("pairbench: "):]
+
+
+def test_asis_keeps_the_fallback_core_and_warns_once(pairbench, tmp_path):
+    r, ctx = _gemm_run(pairbench, tmp_path, "--impls=openblas", "--openblas-core=asis", env=FALLBACK)
+    assert ctx["openblas_core_source"] == "openblas"
+    notes = [l for l in r.stderr.splitlines() if "OpenBLAS" in l]
+    if ctx["openblas_core_for_isa"]:
+        assert len(notes) == 1 and notes[0].startswith("pairbench: warning:"), r.stderr
+        assert "--openblas-core=asis" in notes[0]
+    else:
+        assert notes == []
+
+
+def test_no_note_when_no_openblas_case_runs(pairbench, tmp_path):
+    r, ctx = _gemm_run(pairbench, tmp_path, "--impls=omp", env=FALLBACK)
+    assert "OpenBLAS" not in r.stderr
+    assert ctx["openblas_core_source"] == "openblas"  # no re-execution for work without it
+
+
+def test_a_broken_amx_palette_caps_onednn_and_bf16_still_verifies(pairbench, tmp_path):
+    report = tmp_path / "r.json"
+    r = pairbench("--ops=gemm", "--devices=cpu", "--impls=onednn", "--shape=m=96,n=80,k=200",
+                  f"--report={report}", "--benchmark_min_time=0.01",
+                  env={"PAIRBENCH_FAKE_AMX_PALETTE": "none"})
+    assert r.returncode == 0, r.stderr
+    doc = validate_report.load_strict(report)
+    ctx = doc["context"]
+    if "onednn_version" not in ctx:
+        pytest.skip(ctx["onednn_missing"])
+    cases = {c["dtype"]: c for c in doc["pairbench"]["cases"]}
+    assert cases["fp32"]["status"] == "ok" and cases["fp32"]["impl_detail"]
+    if ctx["cpu_amx"] == "absent":  # nothing to cap on this CPU
+        assert "onednn_isa_cap" not in ctx
+        return
+    assert "onednn_isa_cap" in ctx and "amx" not in ctx["onednn_isa"]
+    for dtype, c in cases.items():  # no SIGILL; every dtype verified or skipped with the reason
+        assert c["status"] in ("ok", "skipped"), c
+        if c["status"] == "ok":
+            assert "amx" not in c["impl_detail"], c
 
 
 def test_help(pairbench):

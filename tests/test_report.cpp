@@ -50,6 +50,27 @@ TEST(Speedup, PicksTheBestOfEachDeviceAndAddsTransfers) {
   EXPECT_DOUBLE_EQ(s[0]["speedup_fp32"].get<double>(), 10.0);
 }
 
+TEST(Speedup, ComparesLikePrecisionWithLike) {
+  const json cases = {
+      make_case("cpu", "openblas", "fp32", 0.1), make_case("cpu", "onednn", "fp32", 0.08),
+      make_case("cpu", "onednn", "bf16", 0.02),  make_case("gpu", "cublas", "fp32", 0.01),
+      make_case("gpu", "cublas", "tf32", 0.004), make_case("gpu", "cublas", "bf16", 0.001),
+      make_case("gpu", "cublas", "fp16", 0.0009)};
+  const json s = report::speedup(cases);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_DOUBLE_EQ(s[0]["speedup_fp32"].get<double>(), 8.0);   // onednn fp32 / cublas fp32
+  EXPECT_DOUBLE_EQ(s[0]["speedup_bf16"].get<double>(), 20.0);  // bf16 against bf16
+  EXPECT_FALSE(s[0].contains("speedup_fp16"));                 // the CPU ran no fp16
+  EXPECT_DOUBLE_EQ(s[0]["speedup_gpu_tf32_vs_cpu_fp32"].get<double>(), 20.0);
+  // Best of each device, whatever its dtype, dtype named.
+  EXPECT_EQ(s[0]["cpu"]["dtype"], "bf16");
+  EXPECT_EQ(s[0]["gpu"]["dtype"], "fp16");
+  EXPECT_NEAR(s[0]["speedup"].get<double>(), 0.02 / 0.0009, 1e-9);
+  const std::string text = report::summary(report::build(json::object(), json::array(), cases));
+  EXPECT_NE(text.find("fp32 8.0x, bf16 20.0x, GPU tf32 vs CPU fp32 20.0x"), std::string::npos)
+      << text;
+}
+
 TEST(Speedup, SaysWhyThereIsNoGpuNumber) {
   const json cases = {make_case("cpu", "openblas", "fp32", 0.1),
                       make_case("gpu", "cublas", "fp32", 0, "skipped")};

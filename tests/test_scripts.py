@@ -45,6 +45,21 @@ def test_charts_from_two_machines(quick_reports, tmp_path):
     assert "second-machine" in (tmp_path / "two" / "summary.md").read_text()
 
 
+def test_speedup_chart_and_summary_show_like_precision(quick_reports, tmp_path):
+    # A GPU machine's rows, written into a real report: best of each device and like precision.
+    doc = json.loads(quick_reports[0].read_text())
+    row = next(r for r in doc["pairbench"]["analyses"]["speedup"] if r["op"] == "gemm")
+    gpu = dict(row["cpu"], impl="cublas", dtype="fp16", threads=None)
+    row.update(gpu=gpu, speedup=40.0, speedup_with_transfer=12.5, speedup_fp32=9.0,
+               speedup_bf16=20.0, speedup_gpu_tf32_vs_cpu_fp32=18.0)
+    row.pop("gpu_missing", None)
+    r = run(PLOT, write(tmp_path / "gpu.json", doc), "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 40.0x (12.5x with copies) | fp32 9.0x, bf16 20.0x, GPU tf32 vs CPU fp32 18.0x |" in summary
+    assert (tmp_path / "out" / "speedup.png").stat().st_size > 1000
+
+
 def test_compare_passes_an_unchanged_report(quick_reports):
     r = run(COMPARE, quick_reports[0], quick_reports[0], "--fail-above", "10")
     assert r.returncode == 0, r.stderr
@@ -109,7 +124,7 @@ def test_bad_inputs_exit_2_with_one_line(script, quick_reports, tmp_path):
 
 def test_compare_rejects_reports_with_no_case_in_common(quick_reports, tmp_path):
     other = json.loads(quick_reports[0].read_text())
-    rename = ("dtype=fp32", "dtype=fp32,variant=2")  # another machine's cases, other names
+    rename = ("dtype=", "variant=2,dtype=")  # another machine's cases, other names
     for c in other["pairbench"]["cases"]:
         c["name"] = c["name"].replace(*rename)
     for b in other["benchmarks"]:
