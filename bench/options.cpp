@@ -11,9 +11,9 @@ Measures CPU and GPU implementations of neural-network work, each verified befor
 and writes a Google Benchmark JSON report with a "pairbench" section of analyses.
 
   --suite=quick|standard|full  which shapes to run (default standard; quick takes < 1 minute)
-  --ops=LIST         ops to run (gemm)
+  --ops=LIST         ops to run (gemm, stream, transfer, activation, softmax, loss)
   --devices=LIST     cpu, gpu (default: both; without a GPU its cases are listed as skipped)
-  --impls=LIST       implementations by name (naive, omp, openblas, tiled, cublas) or as
+  --impls=LIST       implementations by name (naive, omp, openblas, onednn, tiled, cublas) or as
                      device/name (gpu/naive); naming one also runs it on shapes a suite
                      would leave out as too slow
   --threads=LIST     CPU thread counts, e.g. 1,2 (default: all cores)
