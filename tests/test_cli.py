@@ -60,16 +60,20 @@ def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message, env
     assert r.stdout == ""
 
 
-def _gemm_run(pairbench, tmp_path, *args, env=None):
+def _gemm_run(pairbench, tmp_path, *args, env=None, shape="m=64,n=64,k=64", rc=0):
+    """One CPU GEMM run; returns the process and its report, checked strictly."""
     report = tmp_path / "r.json"
-    r = pairbench("--ops=gemm", "--devices=cpu", "--shape=m=64,n=64,k=64", "--dtypes=fp32",
-                  f"--report={report}", "--benchmark_min_time=0.01", *args, env=env)
-    assert r.returncode == 0, r.stderr
-    return r, validate_report.load_strict(report)["context"]
+    r = pairbench("--ops=gemm", "--devices=cpu", f"--shape={shape}", f"--report={report}",
+                  "--benchmark_min_time=0.01", *args, env=env)
+    assert r.returncode == rc, r.stderr
+    doc = validate_report.load_strict(report)
+    assert validate_report.problems(doc) == []
+    return r, doc
 
 
 def test_a_fallback_core_is_replaced_by_the_core_for_the_isa(pairbench, tmp_path):
-    r, ctx = _gemm_run(pairbench, tmp_path, "--impls=openblas", env=FALLBACK)
+    r, doc = _gemm_run(pairbench, tmp_path, "--impls=openblas", "--dtypes=fp32", env=FALLBACK)
+    ctx = doc["context"]
     notes = [l for l in r.stderr.splitlines() if "OpenBLAS" in l]
     assert ctx["openblas_core_detected"] == "Prescott"
     if not ctx["openblas_core_for_isa"]:  # a CPU without AVX: nothing better to run
@@ -83,7 +87,9 @@ def test_a_fallback_core_is_replaced_by_the_core_for_the_isa(pairbench, tmp_path
 
 
 def test_asis_keeps_the_fallback_core_and_warns_once(pairbench, tmp_path):
-    r, ctx = _gemm_run(pairbench, tmp_path, "--impls=openblas", "--openblas-core=asis", env=FALLBACK)
+    r, doc = _gemm_run(pairbench, tmp_path, "--impls=openblas", "--dtypes=fp32",
+                       "--openblas-core=asis", env=FALLBACK)
+    ctx = doc["context"]
     assert ctx["openblas_core_source"] == "openblas"
     notes = [l for l in r.stderr.splitlines() if "OpenBLAS" in l]
     if ctx["openblas_core_for_isa"]:
@@ -94,18 +100,14 @@ def test_asis_keeps_the_fallback_core_and_warns_once(pairbench, tmp_path):
 
 
 def test_no_note_when_no_openblas_case_runs(pairbench, tmp_path):
-    r, ctx = _gemm_run(pairbench, tmp_path, "--impls=omp", env=FALLBACK)
+    r, doc = _gemm_run(pairbench, tmp_path, "--impls=omp", "--dtypes=fp32", env=FALLBACK)
     assert "OpenBLAS" not in r.stderr
-    assert ctx["openblas_core_source"] == "openblas"  # no re-execution for work without it
+    assert doc["context"]["openblas_core_source"] == "openblas"  # no re-execution for work without it
 
 
 def test_a_broken_amx_palette_caps_onednn_and_bf16_still_verifies(pairbench, tmp_path):
-    report = tmp_path / "r.json"
-    r = pairbench("--ops=gemm", "--devices=cpu", "--impls=onednn", "--shape=m=96,n=80,k=200",
-                  f"--report={report}", "--benchmark_min_time=0.01",
-                  env={"PAIRBENCH_FAKE_AMX_PALETTE": "none"})
-    assert r.returncode == 0, r.stderr
-    doc = validate_report.load_strict(report)
+    _, doc = _gemm_run(pairbench, tmp_path, "--impls=onednn", shape="m=96,n=80,k=200",
+                       env={"PAIRBENCH_FAKE_AMX_PALETTE": "none"})
     ctx = doc["context"]
     if "onednn_version" not in ctx:
         pytest.skip(ctx["onednn_missing"])
@@ -139,13 +141,8 @@ def test_list_works_without_a_gpu(pairbench):
 
 
 def test_failed_verification_is_an_error_entry_and_exit_1(pairbench, tmp_path):
-    report = tmp_path / "r.json"
-    r = pairbench("--ops=gemm", "--devices=cpu", "--impls=omp,openblas", "--shape=m=64,n=64,k=64",
-                  f"--report={report}", "--benchmark_min_time=0.01",
-                  env={"PAIRBENCH_INJECT_FAULT": "cpu/omp"})
-    assert r.returncode == 1, r.stderr
-    doc = validate_report.load_strict(report)
-    assert validate_report.problems(doc) == []
+    _, doc = _gemm_run(pairbench, tmp_path, "--impls=omp,openblas", "--dtypes=fp32", rc=1,
+                       env={"PAIRBENCH_INJECT_FAULT": "cpu/omp"})
     cases = {c["impl"]: c for c in doc["pairbench"]["cases"]}
     assert cases["omp"]["status"] == "error"
     assert "verification failed" in cases["omp"]["message"]
