@@ -11,6 +11,8 @@
 #include <map>
 #include <numeric>
 
+#include "cpu_ref/cpu.hpp"
+
 namespace pb {
 
 namespace {
@@ -31,10 +33,49 @@ struct CaseRun {
   std::string error;
   Check check;
   double transfer_s = 0;
-  std::string detail;           // what a library chose (Impl::detail)
-  std::vector<double> samples;  // seconds per iteration, last timed batch
-  double pct_copy_bw = 0;       // GB/s as % of this run's STREAM copy on the device, if known
+  std::string detail;  // what a library chose (Impl::detail)
+  // Seconds per iteration, one list per call of the body: Google Benchmark's trial batches
+  // (while it finds the iteration count), then one per repetition.
+  std::vector<std::vector<double>> batches;
+  double pct_copy_bw = 0;  // GB/s as % of this run's STREAM copy on the device, if known
 };
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The time statistics of a case over every timed iteration of its repetitions: the last
+// `repetitions` batches (the ones before them were Google Benchmark's trials).
+json time_stats(const CaseRun& r, std::size_t repetitions) {
+  const std::size_t first = r.batches.size() - std::min(repetitions, r.batches.size());
+  std::vector<double> t, medians;
+  for (std::size_t b = first; b < r.batches.size(); ++b) {
+    t.insert(t.end(), r.batches[b].begin(), r.batches[b].end());
+    medians.push_back(median(r.batches[b]));
+  }
+  const double n = static_cast<double>(t.size());
+  const double mean = std::accumulate(t.begin(), t.end(), 0.0) / n;
+  double var = 0;
+  for (double x : t) var += (x - mean) * (x - mean);
+  const double stddev = t.size() > 1 ? std::sqrt(var / (n - 1)) : 0.0;
+  // The same spread measured robustly, from the median absolute deviation (x 1.4826, which
+  // equals the standard deviation for normal noise): one preempted iteration among thousands
+  // inflates the cv, not this.
+  const double med = median(t);
+  std::vector<double> dev(t.size());
+  for (std::size_t k = 0; k < t.size(); ++k) dev[k] = std::fabs(t[k] - med);
+  return {{"median_s", med},
+          {"min_s", *std::min_element(t.begin(), t.end())},
+          {"mean_s", mean},
+          {"stddev_s", stddev},
+          {"cv", stddev / mean},
+          {"robust_cv", 1.4826 * median(dev) / med},
+          {"iterations", t.size()},
+          {"repetitions", medians.size()},
+          {"repetition_medians_s", medians}};
+}
 
 class Runner {
  public:
@@ -50,7 +91,10 @@ class Runner {
 
   void body(benchmark::State& st, std::size_t i) {
     CaseRun& r = runs_[i];
-    if (!r.started) start(r);
+    probe_if_op_changes(*r.c);
+    // The first time; or again when random interleaving ran another case in between, which
+    // released this one's buffers.
+    if (!r.impl && r.error.empty()) start(r);
     if (!r.error.empty()) {
       st.SkipWithError(r.error.c_str());
       return;
@@ -58,7 +102,8 @@ class Runner {
     try {
       r.impl->activate();
       auto timer = r.impl->make_timer();
-      r.samples.clear();
+      r.batches.emplace_back();
+      std::vector<double>& batch = r.batches.back();
       for (auto _ : st) {
         if (cfg_.cold) r.impl->flush_cache();
         timer->start();
@@ -66,7 +111,7 @@ class Runner {
         // Google Benchmark rejects a zero time; a timer tick is the shortest we can tell.
         const double t = std::max(timer->stop(), 1e-9);
         st.SetIterationTime(t);
-        r.samples.push_back(t);
+        batch.push_back(t);
       }
     } catch (const std::exception& e) {
       r.error = e.what();
@@ -74,8 +119,8 @@ class Runner {
       st.SkipWithError(r.error.c_str());
       return;
     }
-    const double per_iter = std::accumulate(r.samples.begin(), r.samples.end(), 0.0) /
-                            static_cast<double>(r.samples.size());
+    // The counters use the same statistic as the case's record: the median iteration.
+    const double per_iter = median(r.batches.back());
     const Workload& w = *r.c->workload;
     st.counters["GFLOP/s"] = w.flops() / per_iter / 1e9;
     st.counters["GB/s"] = w.min_bytes() / per_iter / 1e9;
@@ -91,6 +136,18 @@ class Runner {
     }
   }
 
+  // The machine probe: at the start, before each op family, at the end (see probe_machine).
+  void probe(const std::string& when) {
+    const cpu::MachineProbe p = cpu::probe_machine();
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    probes_.push_back({{"when", when},
+                       {"t_s", t},
+                       {"copy_gbs", p.copy_gbs},
+                       {"compute_gflops", p.compute_gflops}});
+    last_probe_s_ = t;
+  }
+  const json& probes() const { return probes_; }
+
   double peak_gflops(const Case& c) const {
     if (c.workload->dtype() != Dtype::fp32) return 0;
     return c.impl.device == Device::cpu ? cfg_.cpu_peak_gflops : cfg_.gpu_peak_gflops;
@@ -101,8 +158,8 @@ class Runner {
   void start(CaseRun& r) {
     if (current_ && current_ != &r) current_->impl.reset();  // free the previous case's buffers
     current_ = &r;
+    if (!r.started) progress(*r.c);
     r.started = true;
-    progress(*r.c);
     try {
       const std::vector<Buffer> inputs = r.c->workload->make_inputs();
       r.impl = r.c->impl.make(*r.c->workload, r.c->units);
@@ -132,6 +189,15 @@ class Runner {
     if (!r.error.empty()) r.impl.reset();
   }
 
+  // Between op families, at most every few seconds (random interleaving alternates them).
+  void probe_if_op_changes(const Case& c) {
+    const std::string op = c.workload->op();
+    if (op == last_op_) return;
+    last_op_ = op;
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    if (t - last_probe_s_ >= 5.0) probe("before " + op);
+  }
+
   void progress(const Case& c) {
     ++started_;
     if (!isatty(STDERR_FILENO)) return;
@@ -142,6 +208,9 @@ class Runner {
   HarnessConfig cfg_;
   std::vector<CaseRun> runs_;
   CaseRun* current_ = nullptr;
+  json probes_ = json::array();
+  std::string last_op_;
+  double last_probe_s_ = -1e9;
   double copy_gbs_[2] = {0, 0};  // the best STREAM copy measured so far, per device
   std::size_t started_ = 0, total_ = 0;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
@@ -153,8 +222,9 @@ json shape_json(const Shape& s) {
   return j;
 }
 
+// repetitions: how many repetitions Google Benchmark reported for an "ok" case.
 json case_record(const CaseRun& r, const std::string& status, const std::string& message,
-                 double peak) {
+                 double peak, std::size_t repetitions = 0) {
   const Case& c = *r.c;
   const Workload& w = *c.workload;
   json j = {{"name", c.name},
@@ -178,19 +248,9 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
     j["tolerance"] = r.check.tolerance;
   }
   if (status != "ok") return j;
-  std::vector<double> t = r.samples;
-  std::sort(t.begin(), t.end());
-  const double n = static_cast<double>(t.size());
-  const double mean = std::accumulate(t.begin(), t.end(), 0.0) / n;
-  double var = 0;
-  for (double x : t) var += (x - mean) * (x - mean);
-  const double median =
-      t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
-  j["time"] = {{"median_s", median},
-               {"min_s", t.front()},
-               {"mean_s", mean},
-               {"stddev_s", t.size() > 1 ? std::sqrt(var / (n - 1)) : 0.0},
-               {"iterations", t.size()}};
+  j["time"] = time_stats(r, repetitions);
+  j["noisy"] = j["time"]["robust_cv"].get<double>() > report::kNoisyCv;
+  const double median = j["time"]["median_s"];
   j["transfer_s"] = r.transfer_s;
   j["gflops"] = w.flops() / median / 1e9;
   j["gbs"] = w.min_bytes() / median / 1e9;
@@ -208,9 +268,9 @@ json benchmark_entry(const benchmark::BenchmarkReporter::Run& run) {
             {"run_name", run.run_name.str()},
             {"run_type", run.run_type == Run::RT_Iteration ? "iteration" : "aggregate"},
             {"repetitions", run.repetitions},
-            {"repetition_index", run.repetition_index},
             {"threads", run.threads}};
   const bool aggregate = run.run_type == Run::RT_Aggregate;
+  if (!aggregate) j["repetition_index"] = run.repetition_index;
   const bool time_unit = !aggregate || run.aggregate_unit == benchmark::StatisticUnit::kTime;
   if (aggregate) {
     j["aggregate_name"] = run.aggregate_name;
@@ -224,11 +284,11 @@ json benchmark_entry(const benchmark::BenchmarkReporter::Run& run) {
   if (time_unit) {
     j["real_time"] = run.GetAdjustedRealTime();
     j["cpu_time"] = run.GetAdjustedCPUTime();
-    j["time_unit"] = benchmark::GetTimeUnitString(run.time_unit);
-  } else {
+  } else {  // a percentage (the cv aggregate)
     j["real_time"] = run.real_accumulated_time;
     j["cpu_time"] = run.cpu_accumulated_time;
   }
+  j["time_unit"] = benchmark::GetTimeUnitString(run.time_unit);  // on every entry, as GB writes
   for (const auto& [name, counter] : run.counters)
     if (std::isfinite(counter.value)) j[name] = counter.value;
   return j;
@@ -237,27 +297,35 @@ json benchmark_entry(const benchmark::BenchmarkReporter::Run& run) {
 // Prints as the console reporter does, and records every run as it arrives.
 class Recorder : public benchmark::ConsoleReporter {
  public:
-  Recorder(Runner& runner, report::Log& log, HarnessResult& out)
-      : runner_(runner), log_(log), out_(out) {
+  Recorder(Runner& runner, report::Log& log, HarnessResult& out, bool keep_errors)
+      : runner_(runner), log_(log), out_(out), keep_errors_(keep_errors) {
     for (std::size_t i = 0; i < runner.runs().size(); ++i) index_[runner.runs()[i].c->name] = i;
   }
 
+  // Google Benchmark reports a case once all its repetitions ran: a call with their runs, then
+  // (with repetitions) a call with the aggregates. The case's record comes with its runs.
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     std::vector<std::size_t> seen;
+    std::map<std::size_t, std::size_t> repetitions;
     for (const Run& run : runs) {
+      auto it = index_.find(run.run_name.function_name);
+      if (it != index_.end() && run.run_type == Run::RT_Iteration) {
+        if (std::find(seen.begin(), seen.end(), it->second) == seen.end())
+          seen.push_back(it->second);
+        if (!run.error_occurred) ++repetitions[it->second];
+      }
+      // A case that failed never reaches the CI tools as a time: it stays in pairbench.cases.
+      if (run.error_occurred && !keep_errors_) continue;
       const json entry = benchmark_entry(run);
       log_.append("benchmark", entry);
       out_.benchmarks.push_back(entry);
-      auto it = index_.find(run.run_name.function_name);
-      if (it != index_.end() && std::find(seen.begin(), seen.end(), it->second) == seen.end())
-        seen.push_back(it->second);
     }
     for (std::size_t i : seen) {
       const CaseRun& r = runner_.runs()[i];
-      const bool ok = r.error.empty() && !r.samples.empty();
-      const json rec =
-          case_record(r, ok ? "ok" : "error", ok ? "" : r.error, runner_.peak_gflops(*r.c));
+      const bool ok = r.error.empty() && repetitions[i] > 0 && !r.batches.empty();
+      const json rec = case_record(r, ok ? "ok" : "error", ok ? "" : r.error,
+                                   runner_.peak_gflops(*r.c), repetitions[i]);
       if (!ok) ++out_.failed;
       log_.append("case", rec);
       out_.cases.push_back(rec);
@@ -268,6 +336,7 @@ class Recorder : public benchmark::ConsoleReporter {
   Runner& runner_;
   report::Log& log_;
   HarnessResult& out_;
+  bool keep_errors_;
   std::map<std::string, std::size_t> index_;
 };
 
@@ -294,8 +363,12 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
   }
   runner.set_total(runnable);
   if (runnable > 0) {
-    Recorder recorder(runner, log, out);
+    Recorder recorder(runner, log, out, cfg.keep_error_entries);
+    runner.probe("start");
     benchmark::RunSpecifiedBenchmarks(&recorder);
+    runner.probe("end");
+    for (const json& p : runner.probes()) log.append("probe", p);
+    out.probes = runner.probes();
   }
   benchmark::ClearRegisteredBenchmarks();
   return out;

@@ -168,11 +168,16 @@ int run(int argc_in, char** argv_in) {
   log->append("context", context);
   pb::HarnessConfig cfg;
   cfg.cold = o.cold;
+  cfg.keep_error_entries = o.keep_error_entries;
   cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
   cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);
 
-  const pb::report::json doc = pb::report::build(context, result.benchmarks, result.cases);
+  const pb::report::json doc =
+      pb::report::build(context, result.benchmarks, result.cases, result.probes);
+  const std::string drift =
+      pb::report::drift_warning(doc["context"].value("machine_drift", pb::report::json::object()));
+  if (!drift.empty()) std::cerr << "pairbench: " << drift << "\n";
   pb::report::write_atomic(path, doc.dump(2) + "\n");
   std::remove(log->path().c_str());
   std::cout << "\n" << pb::report::summary(doc);

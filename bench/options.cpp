@@ -26,6 +26,10 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
                      newer than the library), pairbench restarts itself once with
                      OPENBLAS_CORETYPE set to the right core and says so; asis: keep
                      OpenBLAS's choice. An OPENBLAS_CORETYPE you set always wins
+  --keep-error-entries
+                     keep Google Benchmark's entries of failed cases (error_occurred, a zero
+                     time) in "benchmarks"; by default a failed case is only in
+                     pairbench.cases, so no CI tool reads it as a time
   --cold             flush the CPU last-level cache / GPU L2 before every iteration
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
   --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report
@@ -131,6 +135,9 @@ Options parse_options(int argc, char** argv) {
       if (value != "auto" && value != "asis")
         throw UsageError("--openblas-core: unknown value '" + value + "' (auto, asis)");
       o.openblas_asis = value == "asis";
+    } else if (flag == "--keep-error-entries") {
+      no_value();
+      o.keep_error_entries = true;
     } else if (flag == "--list") {
       no_value();
       o.list = true;

@@ -28,7 +28,8 @@ struct Options {
   std::string report;              // empty: results/<host>-<UTC timestamp>.json
   std::string recover;             // --recover=LOG
   bool list = false, help = false, cold = false;
-  bool openblas_asis = false;  // --openblas-core=asis: OpenBLAS's own choice of kernels
+  bool openblas_asis = false;       // --openblas-core=asis: OpenBLAS's own choice of kernels
+  bool keep_error_entries = false;  // --keep-error-entries: failed cases stay in `benchmarks`
 };
 
 // Parses what Google Benchmark left in argv; throws UsageError.

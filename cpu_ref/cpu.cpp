@@ -7,11 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "core/stream.hpp"
 #include "cpu_ref/cpu.hpp"
 
 namespace pb::cpu {
@@ -190,6 +192,62 @@ AmxState host_amx_state(const std::vector<std::string>& isa) {
 }
 
 }  // namespace
+
+namespace {
+
+// FMA chains, independent of each other so that they fill the FMA units: lanes of the widest
+// vector times enough chains to cover the FMA latency.
+constexpr int kChains = 64;
+constexpr std::int64_t kProbeSteps = 1 << 18;
+
+double compute_probe_gflops(int threads) {
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads)
+  {
+    float x[kChains];
+    for (int j = 0; j < kChains; ++j) x[j] = 1.0f + 1e-3f * static_cast<float>(j);
+    const float a = 0.999999f, b = 1e-7f;
+    for (std::int64_t s = 0; s < kProbeSteps; ++s) {
+#pragma omp simd
+      for (int j = 0; j < kChains; ++j) x[j] = x[j] * a + b;
+    }
+    float sum = 0;
+    for (float v : x) sum += v;
+    sink[static_cast<std::size_t>(omp_get_thread_num())] = sum;  // keeps the loop alive
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile float keep = sink[0];
+  (void)keep;
+  return 2.0 * kChains * static_cast<double>(kProbeSteps) * threads / s / 1e9;
+}
+
+}  // namespace
+
+MachineProbe probe_machine() {
+  const int threads = max_threads();
+  // One copy case, prepared once per process and kept: its arrays are first touched by the
+  // threads that use them, as in the suites.
+  static const StreamWorkload copy(StreamShape{StreamKernel::copy, std::int64_t{1} << 24});
+  static const std::unique_ptr<Impl> impl = [&] {
+    auto i = stream_impls().front().make(copy, threads);
+    i->activate();
+    i->prepare(copy.make_inputs());
+    return i;
+  }();
+  impl->activate();
+  SteadyTimer timer;
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    timer.start();
+    impl->run();
+    best = std::min(best, timer.stop());
+  }
+  MachineProbe p;
+  p.copy_gbs = copy.min_bytes() / best / 1e9;
+  p.compute_gflops = compute_probe_gflops(threads);
+  return p;
+}
 
 const CpuInfo& cpu_info() {
   static const CpuInfo info = [] {

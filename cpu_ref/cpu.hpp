@@ -62,6 +62,16 @@ struct CpuInfo {
 };
 const CpuInfo& cpu_info();
 
+// --- The machine's speed, now -------------------------------------------------------------------
+// A short probe (a few tenths of a second, all cores): the best of three STREAM copies of
+// 64 MiB arrays through stream/cpu/omp, and a fixed loop of independent FMA chains. Run at the
+// start of a run, between op families and at the end, it shows whether the machine itself
+// changed speed under the run (shared VMs do: memory bandwidth halves for minutes at a time).
+struct MachineProbe {
+  double copy_gbs = 0, compute_gflops = 0;
+};
+MachineProbe probe_machine();
+
 // --- OpenBLAS's kernels: the core for the CPU's ISA ---------------------------------------------
 // Environment variables between pairbench and its re-executed self (never set by the user):
 // the core OpenBLAS detected before the re-execution, and a test hook that makes pairbench

@@ -1,5 +1,6 @@
 #include "reports/report.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <sstream>
@@ -7,9 +8,42 @@
 
 namespace pb::report {
 
-json build(const json& context, const json& benchmarks, const json& cases) {
+json machine_drift(const json& probes) {
+  json d = {{"threshold", kDriftThreshold}, {"probes", probes.size()}, {"changed", false}};
+  for (const char* metric : {"copy_gbs", "compute_gflops"}) {
+    double lo = probes.empty() ? 0.0 : 1e300, hi = 0;
+    for (const json& p : probes) {
+      lo = std::min(lo, p.value(metric, 0.0));
+      hi = std::max(hi, p.value(metric, 0.0));
+    }
+    const double spread = hi > 0 ? 1.0 - lo / hi : 0.0;
+    d[metric] = {{"min", lo}, {"max", hi}, {"spread", spread}};
+    if (probes.size() >= 2 && spread > kDriftThreshold) d["changed"] = true;
+  }
+  return d;
+}
+
+std::string drift_warning(const json& drift) {
+  if (!drift.value("changed", false)) return "";
+  char buf[320];
+  const json &c = drift["copy_gbs"], &f = drift["compute_gflops"];
+  std::snprintf(buf, sizeof buf,
+                "warning: the machine changed speed during the run: STREAM copy %.1f-%.1f GB/s, "
+                "compute %.0f-%.0f GFLOP/s over %d probes (more than %.0f%% apart); its times "
+                "move with it (context.machine_drift)",
+                c["min"].get<double>(), c["max"].get<double>(), f["min"].get<double>(),
+                f["max"].get<double>(), drift["probes"].get<int>(), 100 * kDriftThreshold);
+  return buf;
+}
+
+json build(const json& context, const json& benchmarks, const json& cases, const json& probes) {
   json doc;
   doc["context"] = context;
+  doc["context"]["noisy_cv_threshold"] = kNoisyCv;
+  if (!probes.empty()) {
+    doc["context"]["machine_probes"] = probes;
+    doc["context"]["machine_drift"] = machine_drift(probes);
+  }
   doc["benchmarks"] = benchmarks;
   doc["pairbench"] = {{"schema_version", kSchemaVersion},
                       {"cases", cases},
@@ -178,7 +212,7 @@ void Log::append(const char* kind, const json& value) {
 json recover(const std::string& log_path) {
   std::ifstream f(log_path);
   if (!f) throw std::runtime_error("cannot read " + log_path);
-  json context, benchmarks = json::array(), cases = json::array();
+  json context, benchmarks = json::array(), cases = json::array(), probes = json::array();
   bool have_context = false;
   std::string line;
   int lineno = 0;
@@ -196,12 +230,14 @@ json recover(const std::string& log_path) {
       benchmarks.push_back(j["benchmark"]);
     else if (j.contains("case"))
       cases.push_back(j["case"]);
+    else if (j.contains("probe"))
+      probes.push_back(j["probe"]);
     else
       throw std::runtime_error(log_path + ":" + std::to_string(lineno) + ": unknown entry");
   }
   if (!have_context) throw std::runtime_error(log_path + " is not a pairbench log (no context)");
   context["recovered_from"] = log_path;
-  return build(context, benchmarks, cases);
+  return build(context, benchmarks, cases, probes);
 }
 
 }  // namespace pb::report

@@ -14,6 +14,18 @@ using json = nlohmann::ordered_json;
 
 inline constexpr int kSchemaVersion = 1;
 
+// A case whose timed iterations spread more than this is marked `noisy` in its record. The
+// spread is the robust coefficient of variation (1.4826 x median absolute deviation / median):
+// the plain one (stddev / mean, also recorded) is dominated by a single preempted iteration.
+inline constexpr double kNoisyCv = 0.05;
+// The machine probes of a run (see cpu::probe_machine) more than this far apart (1 - min / max,
+// STREAM copy or compute) mean the machine itself changed speed under the run.
+inline constexpr double kDriftThreshold = 0.20;
+
+// machine_drift: the spread of the machine probes over the run, per metric, and whether it
+// crossed kDriftThreshold.
+json machine_drift(const json& probes);
+
 // speedup: per op and shape (dtype and threads aside), the best CPU and best GPU case, GPU over
 // CPU kernel-only and with host<->device transfers, and the same comparison at equal dtype.
 json speedup(const json& cases);
@@ -31,8 +43,13 @@ json parallelism(const json& cases);
 // left of the ridge (memory-bound).
 json roofline(const json& cases, const json& context);
 
-// The whole document from the context, Google Benchmark's run entries and the case records.
-json build(const json& context, const json& benchmarks, const json& cases);
+// The whole document from the context, Google Benchmark's run entries, the case records and the
+// machine probes (added to the context, with their drift).
+json build(const json& context, const json& benchmarks, const json& cases,
+           const json& probes = json::array());
+
+// One line (without "pairbench: ") when the machine changed speed under the run, else "".
+std::string drift_warning(const json& drift);
 
 // The console summary: one line per op and shape.
 std::string summary(const json& report);
@@ -41,7 +58,7 @@ std::string summary(const json& report);
 void write_atomic(const std::string& path, const std::string& text);
 
 // The crash-safe log beside a report: one JSON object a line, {"context": ...} first, then
-// {"benchmark": ...} and {"case": ...} as they are measured, flushed at once.
+// {"benchmark": ...} and {"case": ...} as they are measured, then {"probe": ...}, flushed at once.
 class Log {
  public:
   explicit Log(const std::string& path);  // throws std::runtime_error if it cannot be written

@@ -20,6 +20,30 @@ def load_strict(path):
         return json.load(f, parse_constant=_reject_constant)
 
 
+TIME_UNITS = ("ns", "us", "ms", "s")
+
+
+def ci_tool_problems(doc):
+    """What Bencher's cpp_google adapter and github-action-benchmark's googlecpp parser need of
+    every entry of `benchmarks`, as one line each: a name of 1 to 1024 characters, numeric
+    real_time and cpu_time, a time_unit they know, an iteration count (and no NaN, which
+    load_strict already refuses)."""
+    out = []
+    for i, b in enumerate(doc.get("benchmarks", [])):
+        name = b.get("name")
+        where = f"benchmarks/{i} ({name})"
+        if not isinstance(name, str) or not 1 <= len(name) <= 1024:
+            out.append(f"{where}: name must be a string of 1 to 1024 characters")
+        for key in ("real_time", "cpu_time"):
+            if isinstance(b.get(key), bool) or not isinstance(b.get(key), (int, float)):
+                out.append(f"{where}: {key} must be a number")
+        if b.get("time_unit") not in TIME_UNITS:
+            out.append(f"{where}: time_unit must be one of {', '.join(TIME_UNITS)}")
+        if isinstance(b.get("iterations"), bool) or not isinstance(b.get("iterations"), int):
+            out.append(f"{where}: iterations must be an integer")
+    return out
+
+
 def problems(doc):
     """Every way doc fails to be a pairbench report, as one line each."""
     schema = json.loads(SCHEMA.read_text())
@@ -27,6 +51,7 @@ def problems(doc):
            for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
     if out:
         return out
+    out += ci_tool_problems(doc)
     names = {c["name"] for c in doc["pairbench"]["cases"]}
     for b in doc["benchmarks"]:
         if b["run_name"].removesuffix("/manual_time") not in names:

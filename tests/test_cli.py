@@ -148,8 +148,8 @@ def test_failed_verification_is_an_error_entry_and_exit_1(pairbench, tmp_path):
     assert "verification failed" in cases["omp"]["message"]
     assert "time" not in cases["omp"] and cases["omp"]["verified"] is False
     assert cases["openblas"]["status"] == "ok", "the run goes on after a failure"
-    omp_runs = [b for b in doc["benchmarks"] if "/omp/" in b["name"]]
-    assert omp_runs and all(b["error_occurred"] and b["real_time"] == 0 for b in omp_runs)
+    # No time for it reaches the CI tools (test_ci_tools.py: --keep-error-entries keeps them).
+    assert not [b for b in doc["benchmarks"] if "/omp/" in b["name"]]
 
 
 def test_interrupted_run_is_recovered(pairbench, tmp_path):

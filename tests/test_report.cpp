@@ -236,5 +236,38 @@ TEST(Speedup, LeavesOutWorkWithoutACpuSide) {
   EXPECT_TRUE(report::speedup(json::array({copy})).empty());
 }
 
+TEST(MachineDrift, ASteadyMachineSaysNothing) {
+  const json probes = {{{"when", "start"}, {"copy_gbs", 20.0}, {"compute_gflops", 300.0}},
+                       {{"when", "end"}, {"copy_gbs", 19.0}, {"compute_gflops", 290.0}}};
+  const json d = report::machine_drift(probes);
+  EXPECT_FALSE(d["changed"].get<bool>());
+  EXPECT_NEAR(d["copy_gbs"]["spread"].get<double>(), 0.05, 1e-12);
+  EXPECT_EQ(report::drift_warning(d), "");
+}
+
+TEST(MachineDrift, BandwidthHalvingUnderTheRunIsOneWarning) {
+  // STREAM copy as measured minutes apart on a shared VM here: 22.4 and 9.0 GB/s.
+  const json probes = {{{"when", "start"}, {"copy_gbs", 22.4}, {"compute_gflops", 300.0}},
+                       {{"when", "before stream"}, {"copy_gbs", 9.0}, {"compute_gflops", 301.0}},
+                       {{"when", "end"}, {"copy_gbs", 9.5}, {"compute_gflops", 299.0}}};
+  const json d = report::machine_drift(probes);
+  EXPECT_TRUE(d["changed"].get<bool>());
+  EXPECT_EQ(d["probes"], 3);
+  const std::string w = report::drift_warning(d);
+  EXPECT_EQ(w.rfind("warning: the machine changed speed", 0), 0u) << w;
+  EXPECT_NE(w.find("9.0-22.4 GB/s"), std::string::npos) << w;
+  EXPECT_EQ(w.find('\n'), std::string::npos);  // one line
+  // The report carries probes and drift in its context.
+  const json doc = report::build(json::object(), json::array(), json::array(), probes);
+  EXPECT_EQ(doc["context"]["machine_probes"].size(), 3u);
+  EXPECT_TRUE(doc["context"]["machine_drift"]["changed"].get<bool>());
+}
+
+TEST(MachineDrift, OneProbeIsNoDrift) {
+  const json one = {{{"when", "start"}, {"copy_gbs", 20.0}, {"compute_gflops", 300.0}}};
+  EXPECT_FALSE(report::machine_drift(one)["changed"].get<bool>());
+  EXPECT_FALSE(report::machine_drift(json::array())["changed"].get<bool>());
+}
+
 }  // namespace
 }  // namespace pb
