@@ -7,7 +7,10 @@ With --fail-above PCT it exits 1 when a case is more than PCT percent slower tha
 the slowdown is larger than the noise: with 3 or more repetitions on both sides
 (--benchmark_repetitions), a two-sided Mann-Whitney U test at p < 0.05, as Google Benchmark's
 compare.py does; otherwise the difference of the means must exceed three standard errors of
-the timed iterations. Exit codes: 0 no regression; 1 a regression; 2 bad input."""
+the timed iterations. A difference is also inside the noise, and said so in the table, when it
+is within twice the larger robust cv of a case marked noisy, or within the drift of the machine
+probes of a report whose machine changed speed under its run (context.machine_drift). Exit
+codes: 0 no regression; 1 a regression; 2 bad input."""
 import argparse
 import json
 import math
@@ -24,6 +27,26 @@ def repetitions(doc, case_name):
     return [b["real_time"] * scale[b.get("time_unit", "s")] for b in doc["benchmarks"]
             if b.get("run_type") == "iteration" and not b.get("error_occurred")
             and b["run_name"].removesuffix("/manual_time") == case_name]
+
+
+def drift_spread(doc):
+    """How far the machine's own speed moved under a run (0 when it did not change)."""
+    d = doc["context"].get("machine_drift") or {}
+    if not d.get("changed"):
+        return 0.0
+    return max(d.get(m, {}).get("spread", 0.0) for m in ("copy_gbs", "compute_gflops"))
+
+
+def inside_noise(base_doc, base, new_doc, new):
+    """Why the difference between two records of a case is inside the noise, or None."""
+    change = abs(new["time"]["median_s"] / base["time"]["median_s"] - 1.0)
+    noisy = [c["time"].get("robust_cv", 0.0) for c in (base, new) if c.get("noisy")]
+    if noisy and change <= 2 * max(noisy):
+        return f"noisy case (robust cv {100 * max(noisy):.0f}%)"
+    drift = max(drift_spread(base_doc), drift_spread(new_doc))
+    if drift and change <= drift:
+        return f"machine drift ({100 * drift:.0f}% under a run)"
+    return None
 
 
 def regression(base_doc, base, new_doc, new, pct):
@@ -59,8 +82,11 @@ def compare(paths, docs, fail_above):
             new = by[name]
             entry = {"report": path, "median_s": new["time"]["median_s"], "rate": rate(new),
                      "time_ratio": new["time"]["median_s"] / base["time"]["median_s"]}
+            entry["inside_noise"] = inside_noise(docs[0], base, doc, new)
             if fail_above is not None:
                 entry["regressed"], entry["noise"] = regression(docs[0], base, doc, new, fail_above)
+                if entry["regressed"] and entry["inside_noise"]:
+                    entry["regressed"], entry["excused"] = False, True
             row["others"].append(entry)
         rows.append(row)
     return rows
@@ -72,13 +98,20 @@ def fmt_time(s):
 
 def markdown(paths, docs, rows):
     lines = [f"Machines: " + "; ".join(f"[{i}] {pbreport.machine(d)} ({p})"
-                                       for i, (p, d) in enumerate(zip(paths, docs))), ""]
+                                       for i, (p, d) in enumerate(zip(paths, docs)))]
+    for i, d in enumerate(docs):
+        if drift_spread(d):
+            lines.append(f"[{i}]: the machine changed speed under this run: its probes were "
+                         f"{100 * drift_spread(d):.0f}% apart (context.machine_drift)")
+    lines.append("")
     head = "| case | [0] base |" + "".join(f" [{i}] | ratio [{i}]/[0] |" for i in range(1, len(paths)))
     lines += [head, "|" + "---|" * (2 + 2 * (len(paths) - 1))]
     for r in rows:
         cells = [r["case"], f"{fmt_time(r['base']['median_s'])} ({r['base']['rate']})"]
         for o in r["others"]:
             mark = " **regressed**" if o.get("regressed") else ""
+            if o.get("inside_noise"):
+                mark += f" (inside the noise: {o['inside_noise']})"
             cells += [f"{fmt_time(o['median_s'])} ({o['rate']})", f"{o['time_ratio']:.3f}{mark}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -111,6 +144,11 @@ def main(argv=None):
     else:
         print(markdown(a.reports, docs, rows))
     regressed = [r["case"] for r in rows for o in r["others"] if o.get("regressed")]
+    excused = [r["case"] for r in rows for o in r["others"] if o.get("excused")]
+    if excused:
+        print(f"compare.py: {len(excused)} case(s) slower by more than {a.fail_above}% but inside "
+              "the noise (noisy cases or a machine that changed speed): " + ", ".join(excused),
+              file=sys.stderr)
     if regressed:
         print(f"compare.py: {len(regressed)} case(s) regressed by more than {a.fail_above}%: "
               + ", ".join(regressed), file=sys.stderr)

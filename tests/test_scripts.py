@@ -66,25 +66,79 @@ def test_compare_passes_an_unchanged_report(quick_reports):
     assert "| gemm/cpu/openblas/" in r.stdout
 
 
-def test_compare_flags_an_injected_regression(quick_reports, tmp_path):
-    base = json.loads(quick_reports[0].read_text())
-    new = copy.deepcopy(base)
-    ok = [c for c in new["pairbench"]["cases"] if c["status"] == "ok"]
-    victim = min(ok, key=lambda c: c["time"]["stddev_s"] / c["time"]["mean_s"])
-    for key in ("median_s", "min_s", "mean_s", "stddev_s"):
-        victim["time"][key] *= 1.2
+def steady(doc):
+    """The report as if its machine had held still and no case were noisy: the statistical
+    tests alone decide (the real run may have met a noisy phase of this VM)."""
+    doc["context"].get("machine_drift", {})["changed"] = False
+    for c in doc["pairbench"]["cases"]:
+        c["noisy"] = False
+    return doc
+
+
+def steadiest(doc):
+    ok = [c for c in doc["pairbench"]["cases"] if c["status"] == "ok"]
+    return min(ok, key=lambda c: c["time"]["stddev_s"] / c["time"]["mean_s"])
+
+
+def slowed(doc, victim, factor):
+    """A copy of doc where one case is `factor` times slower, records and entries alike."""
+    new = copy.deepcopy(doc)
+    for c in new["pairbench"]["cases"]:
+        if c["name"] == victim["name"]:
+            for key in ("median_s", "min_s", "mean_s", "stddev_s"):
+                c["time"][key] *= factor
     for b in new["benchmarks"]:
         if b["run_name"].removesuffix("/manual_time") == victim["name"]:
-            b["real_time"] *= 1.2
+            b["real_time"] *= factor
+    return new
+
+
+def test_compare_flags_an_injected_regression(quick_reports, tmp_path):
+    base = steady(json.loads(quick_reports[0].read_text()))
+    base_path = write(tmp_path / "base.json", base)
+    victim = steadiest(base)
+    new = slowed(base, victim, 1.2)
     path = write(tmp_path / "slower.json", new)
-    r = run(COMPARE, quick_reports[0], path, "--fail-above", "10")
+    r = run(COMPARE, base_path, path, "--fail-above", "10")
     assert r.returncode == 1, r.stdout + r.stderr
     assert victim["name"] in r.stderr
-    j = run(COMPARE, quick_reports[0], path, "--fail-above", "10", "--format", "json")
+    j = run(COMPARE, base_path, path, "--fail-above", "10", "--format", "json")
     doc = json.loads(j.stdout)
     flagged = [c["case"] for c in doc["cases"] if c["others"][0]["regressed"]]
     assert flagged == [victim["name"]]
-    assert run(COMPARE, quick_reports[0], path, "--fail-above", "25").returncode == 0
+    assert run(COMPARE, base_path, path, "--fail-above", "25").returncode == 0
+
+
+def test_compare_says_what_is_inside_the_noise(quick_reports, tmp_path):
+    base = steady(json.loads(quick_reports[0].read_text()))
+    victim = steadiest(base)
+    base_path = write(tmp_path / "base.json", base)
+    # A machine whose probes moved 40% under the run: a 20% slowdown is inside its drift...
+    drifted = slowed(base, victim, 1.2)
+    drifted["context"]["machine_drift"] = {
+        "threshold": 0.2, "probes": 3, "changed": True,
+        "copy_gbs": {"min": 9.0, "max": 15.0, "spread": 0.4},
+        "compute_gflops": {"min": 290.0, "max": 300.0, "spread": 0.033}}
+    r = run(COMPARE, base_path, write(tmp_path / "drift.json", drifted), "--fail-above", "10")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "machine changed speed under this run" in r.stdout
+    assert "inside the noise: machine drift (40% under a run)" in r.stdout
+    assert victim["name"] in r.stderr and "inside the noise" in r.stderr
+    # ... a 60% one is not.
+    worse = slowed(base, victim, 1.6)
+    worse["context"]["machine_drift"] = drifted["context"]["machine_drift"]
+    assert run(COMPARE, base_path, write(tmp_path / "worse.json", worse),
+               "--fail-above", "10").returncode == 1
+    # A case marked noisy (robust cv 15%): a 20% difference is inside twice its spread.
+    noisy = slowed(base, victim, 1.2)
+    for c in noisy["pairbench"]["cases"]:
+        if c["name"] == victim["name"]:
+            c["noisy"], c["time"]["robust_cv"] = True, 0.15
+    r = run(COMPARE, base_path, write(tmp_path / "noisy.json", noisy), "--fail-above", "10",
+            "--format", "json")
+    assert r.returncode == 0, r.stderr
+    row = next(c for c in json.loads(r.stdout)["cases"] if c["case"] == victim["name"])
+    assert row["others"][0]["inside_noise"] == "noisy case (robust cv 15%)"
 
 
 def test_compare_uses_repetitions_when_present(tmp_path, quick_reports):
