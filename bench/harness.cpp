@@ -125,11 +125,12 @@ class Runner {
     st.counters["GFLOP/s"] = w.flops() / per_iter / 1e9;
     st.counters["GB/s"] = w.min_bytes() / per_iter / 1e9;
     st.counters["bytes_per_second"] = w.min_bytes() / per_iter;
+    if (w.items() > 0) st.counters["items_per_second"] = w.items() / per_iter;
     const double peak = peak_gflops(*r.c);
     if (peak > 0) st.counters["pct_peak"] = 100.0 * w.flops() / per_iter / 1e9 / peak;
     double& copy = copy_gbs_[static_cast<int>(r.c->impl.device)];
     const double gbs = w.min_bytes() / per_iter / 1e9;
-    if (w.bandwidth_reference()) copy = std::max(copy, gbs);
+    if (w.role() == Role::bandwidth_reference) copy = std::max(copy, gbs);
     if (w.bandwidth_bound() && copy > 0) {
       r.pct_copy_bw = 100.0 * gbs / copy;
       st.counters["pct_copy_bw"] = r.pct_copy_bw;
@@ -237,7 +238,10 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
             {"status", status},
             {"flops", w.flops()},
             {"min_bytes", w.min_bytes()},
-            {"write_allocate_bytes", w.write_allocate_bytes()}};
+            {"write_allocate_bytes", w.write_allocate_bytes()},
+            {"metric", to_string(w.metric())}};
+  if (w.role() != Role::none) j["role"] = to_string(w.role());
+  if (w.items() > 0) j["items"] = w.items();
   if (c.impl.device == Device::gpu && c.units > 0) j["sms"] = c.units;
   if (!c.impl.library.empty()) j["library"] = c.impl.library;
   if (!r.detail.empty()) j["impl_detail"] = r.detail;
@@ -255,6 +259,7 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
   j["gflops"] = w.flops() / median / 1e9;
   j["gbs"] = w.min_bytes() / median / 1e9;
   if (peak > 0) j["pct_peak"] = 100.0 * w.flops() / median / 1e9 / peak;
+  if (w.items() > 0) j["samples_per_s"] = w.items() / median;
   if (r.pct_copy_bw > 0) j["pct_copy_bw"] = r.pct_copy_bw;
   return j;
 }

@@ -62,6 +62,7 @@ class GemmWorkload : public Workload {
   const GemmShape& gemm() const { return s_; }
 
   std::string op() const override { return "gemm"; }
+  Role role() const override { return Role::compute_reference; }
   Shape shape() const override;
   Dtype dtype() const override { return s_.dtype; }
   double flops() const override;

@@ -67,7 +67,9 @@ class StreamWorkload : public Workload {
   double min_bytes() const override;  // STREAM's count
   double write_allocate_bytes() const override;
   bool bandwidth_bound() const override { return true; }
-  bool bandwidth_reference() const override { return s_.kernel == StreamKernel::copy; }
+  Role role() const override {
+    return s_.kernel == StreamKernel::copy ? Role::bandwidth_reference : Role::bandwidth;
+  }
   double host_bytes() const override;
   double device_bytes() const override;
   std::vector<Buffer> make_inputs() const override;  // {a, b, c}
@@ -105,6 +107,8 @@ class TransferWorkload : public Workload {
   Dtype dtype() const override { return Dtype::fp32; }
   double flops() const override { return 0; }
   double min_bytes() const override { return static_cast<double>(s_.bytes); }
+  Role role() const override { return Role::transfer; }
+  Metric metric() const override { return Metric::gbs; }
   double host_bytes() const override { return 4.0 * static_cast<double>(s_.bytes); }
   double device_bytes() const override {
     return (s_.dir == CopyDir::d2d ? 2.0 : 1.0) * static_cast<double>(s_.bytes);

@@ -12,6 +12,33 @@
 
 namespace pb {
 
+// The figure a case is read by (its record's `metric`, the analyses' throughput): declared by
+// the workload, never guessed from its FLOPs and bytes.
+enum class Metric { gflops, gbs, samples };
+inline const char* to_string(Metric m) {
+  return m == Metric::gflops ? "GFLOP/s" : m == Metric::gbs ? "GB/s" : "samples/s";
+}
+
+// What the analyses use a case for, so that they find reference cases by role, not by op name:
+// the STREAM kernels (memory_bandwidth, the roofline's bandwidth ceiling), the STREAM copy among
+// them (the bandwidth other cases are compared with), GEMM (the roofline's compute ceiling, per
+// dtype), host<->device copies.
+enum class Role { none, bandwidth, bandwidth_reference, compute_reference, transfer };
+inline const char* to_string(Role r) {
+  switch (r) {
+    case Role::bandwidth:
+      return "bandwidth";
+    case Role::bandwidth_reference:
+      return "bandwidth_reference";
+    case Role::compute_reference:
+      return "compute_reference";
+    case Role::transfer:
+      return "transfer";
+    default:
+      return "none";
+  }
+}
+
 struct Check {
   bool ok = false;
   double max_error = 0;  // in the workload's own error unit (see its verify())
@@ -31,8 +58,12 @@ class Workload {
   virtual double write_allocate_bytes() const { return 0; }
   // Work that memory bandwidth bounds: its GB/s is also given as % of the STREAM copy's.
   virtual bool bandwidth_bound() const { return false; }
-  // The STREAM copy itself: the bandwidth the others are compared with.
-  virtual bool bandwidth_reference() const { return false; }
+  virtual Role role() const { return Role::none; }
+  // Samples one run processes (the images of a batch); 0 for work that has no batch.
+  virtual double items() const { return 0; }
+  virtual Metric metric() const {
+    return items() > 0 ? Metric::samples : bandwidth_bound() ? Metric::gbs : Metric::gflops;
+  }
   virtual double host_bytes() const = 0;  // host memory one case needs (inputs, output, copies)
   virtual double device_bytes() const = 0;
   virtual std::vector<Buffer> make_inputs() const = 0;

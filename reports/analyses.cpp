@@ -1,6 +1,7 @@
 // The analyses of a report, computed from its case records (and the context's peaks) alone, so
 // that a recovered report gets them too.
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -30,6 +31,7 @@ json side(const json& c) {
             {"time_s", c["time"]["median_s"]},
             {"gflops", c["gflops"]},
             {"gbs", c.value("gbs", 0.0)},
+            {"metric", c.value("metric", "GFLOP/s")},
             {"transfer_s", c["transfer_s"]}};
   if (c["device"] == "cpu") s["threads"] = c["threads"];
   return s;
@@ -113,10 +115,17 @@ double num(const json& j, const char* key) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0;
 }
 
-// Memory-bound work (under one FLOP per byte) is measured in GB/s, the rest in GFLOP/s.
-bool memory_bound_op(const json& c) { return num(c, "flops") < num(c, "min_bytes"); }
-double throughput(const json& c) { return memory_bound_op(c) ? num(c, "gbs") : num(c, "gflops"); }
-const char* metric(const json& c) { return memory_bound_op(c) ? "GB/s" : "GFLOP/s"; }
+// The figure each case declared it is read by.
+std::string metric(const json& c) { return c.value("metric", "GFLOP/s"); }
+double throughput(const json& c) {
+  const std::string m = metric(c);
+  return num(c, m == "GB/s" ? "gbs" : m == "samples/s" ? "samples_per_s" : "gflops");
+}
+bool has_role(const json& c, std::initializer_list<const char*> roles) {
+  const std::string r = c.value("role", "none");
+  return std::any_of(roles.begin(), roles.end(), [&](const char* x) { return r == x; });
+}
+bool bandwidth_kernel(const json& c) { return has_role(c, {"bandwidth", "bandwidth_reference"}); }
 
 json peak_or_null(const json& context, const char* key) {
   return context.contains(key) && context[key].is_number() && context[key].get<double>() > 0
@@ -131,7 +140,7 @@ json memory_bandwidth(const json& cases, const json& context) {
   for (const char* device : {"cpu", "gpu"}) {
     std::map<std::string, const json*> best;  // STREAM kernel -> fastest case
     for (const json& c : cases) {
-      if (!ok(c) || c["op"] != "stream" || c["device"] != device) continue;
+      if (!ok(c) || !bandwidth_kernel(c) || c["device"] != device) continue;
       const std::string k = c["shape"]["kernel"];
       if (!best.count(k) || num(c, "gbs") > num(*best[k], "gbs")) best[k] = &c;
     }
@@ -172,7 +181,7 @@ json memory_bandwidth(const json& cases, const json& context) {
   // Host<->device copies: one curve per direction and kind of host memory.
   std::map<std::string, json> curves;
   for (const json& c : cases) {
-    if (!ok(c) || c["op"] != "transfer") continue;
+    if (!ok(c) || !has_role(c, {"transfer"})) continue;
     const json& sh = c["shape"];
     const std::string key = sh["dir"].get<std::string>() + "/" + sh.value("host", "device");
     if (!curves.count(key))
@@ -198,53 +207,51 @@ json memory_bandwidth(const json& cases, const json& context) {
   return out;
 }
 
+json sweeps(const json& cases, const std::string& device, const std::string& axis) {
+  std::map<std::string, std::vector<const json*>> groups;
+  std::vector<std::string> order;
+  for (const json& c : cases) {
+    if (!ok(c) || c["device"] != device || !c["shape"].contains(axis)) continue;
+    const std::string key = c["op"].get<std::string>() + "/" + c["impl"].get<std::string>() + "/" +
+                            problem_key(c, {axis.c_str()});
+    if (!groups.count(key)) order.push_back(key);
+    groups[key].push_back(&c);
+  }
+  json out = json::array();
+  for (const std::string& key : order) {
+    auto& pts = groups[key];
+    if (pts.size() < 2) continue;  // one value is no sweep
+    auto at = [&axis](const json* c) { return std::stod((*c)["shape"][axis].get<std::string>()); };
+    std::sort(pts.begin(), pts.end(), [&](const json* a, const json* b) { return at(a) < at(b); });
+    const json& first = *pts.front();
+    const double base = throughput(first), base_at = at(&first);
+    json points = json::array();
+    for (const json* c : pts) {
+      const double speedup = throughput(*c) / base;
+      const double v = at(c);  // threads, SMs, batch: whole numbers, written as such
+      points.push_back({{axis, v == std::floor(v) ? json(static_cast<std::int64_t>(v)) : json(v)},
+                        {"throughput", throughput(*c)},
+                        {"speedup", speedup},
+                        {"efficiency", speedup * base_at / at(c)}});
+    }
+    out.push_back({{"op", first["op"]},
+                   {"impl", first["impl"]},
+                   {"shape", problem_key(first, {axis.c_str()})},
+                   {"metric", metric(first)},
+                   {"unit", axis},
+                   {"points", points}});
+  }
+  return out;
+}
+
 json parallelism(const json& cases) {
-  json out = {{"cpu", json::array()}, {"gpu", json::array()}};
-  for (const char* device : {"cpu", "gpu"}) {
-    const char* unit = std::string(device) == "cpu" ? "threads" : "sms";
-    std::map<std::string, std::vector<const json*>> sweeps;
-    std::vector<std::string> order;
-    for (const json& c : cases) {
-      if (!ok(c) || c["device"] != device || !c["shape"].contains(unit)) continue;
-      const std::string key = c["op"].get<std::string>() + "/" + c["impl"].get<std::string>() +
-                              "/" + problem_key(c, {"threads", "sms"});
-      if (!sweeps.count(key)) order.push_back(key);
-      sweeps[key].push_back(&c);
-    }
-    for (const std::string& key : order) {
-      auto& pts = sweeps[key];
-      if (pts.size() < 2) continue;  // one count is no sweep
-      auto units = [unit](const json* c) {
-        return std::stoi((*c)["shape"][unit].get<std::string>());
-      };
-      std::sort(pts.begin(), pts.end(),
-                [&](const json* a, const json* b) { return units(a) < units(b); });
-      const json& first = *pts.front();
-      const double base = throughput(first);
-      const int base_units = units(&first);
-      json points = json::array();
-      for (const json* c : pts) {
-        const double speedup = throughput(*c) / base;
-        points.push_back({{unit, units(c)},
-                          {"throughput", throughput(*c)},
-                          {"speedup", speedup},
-                          {"efficiency", speedup * base_units / units(c)}});
-      }
-      json e = {{"op", first["op"]},
-                {"impl", first["impl"]},
-                {"shape", problem_key(first, {"threads", "sms"})},
-                {"metric", metric(first)},
-                {"unit", unit},
-                {"points", points}};
-      if (std::string(device) == "gpu") {
-        // The same problem at full occupancy, by the implementations that use every SM.
-        for (const json& c : cases)
-          if (ok(c) && c["device"] == "gpu" && c["op"] == first["op"] &&
-              !c["shape"].contains("sms") && problem_key(c, {"sms"}) == problem_key(first, {"sms"}))
-            e["full_occupancy"] = {{"impl", c["impl"]}, {"throughput", throughput(c)}};
-      }
-      out[device].push_back(e);
-    }
+  json out = {{"cpu", sweeps(cases, "cpu", "threads")}, {"gpu", sweeps(cases, "gpu", "sms")}};
+  for (json& e : out["gpu"]) {
+    // The same problem at full occupancy, by the implementations that use every SM.
+    for (const json& c : cases)
+      if (ok(c) && c["device"] == "gpu" && c["op"] == e["op"] && !c["shape"].contains("sms") &&
+          problem_key(c, {"sms"}) == e["shape"].get<std::string>())
+        e["full_occupancy"] = {{"impl", c["impl"]}, {"throughput", throughput(c)}};
   }
   return out;
 }
@@ -253,45 +260,57 @@ json roofline(const json& cases, const json& context) {
   json out = json::object();
   for (const char* device : {"cpu", "gpu"}) {
     const bool gpu = std::string(device) == "gpu";
-    double best_flops = 0, best_bytes = 0;
+    // The measured ceilings: the best STREAM kernel, and the best GEMM of each dtype (an fp32
+    // point is judged against fp32 GEMM, never against the tensor cores' bf16).
+    double best_bytes = 0;
+    std::map<std::string, double> best_flops;
     json points = json::array();
     for (const json& c : cases) {
       if (!ok(c) || c["device"] != device) continue;
-      if (c["op"] == "stream")
-        best_bytes = std::max(best_bytes, num(c, "gbs"));
-      else if (c["op"] == "gemm")
-        best_flops = std::max(best_flops, num(c, "gflops"));
+      if (bandwidth_kernel(c)) best_bytes = std::max(best_bytes, num(c, "gbs"));
+      if (has_role(c, {"compute_reference"})) {
+        double& f = best_flops[c["dtype"].get<std::string>()];
+        f = std::max(f, num(c, "gflops"));
+      }
     }
-    const json peak_flops =
-        peak_or_null(context, gpu ? "gpu_peak_fp32_gflops" : "cpu_peak_fp32_gflops");
-    const json peak_bytes =
-        peak_or_null(context, gpu ? "gpu_peak_bandwidth_gbs" : "cpu_peak_bandwidth_gbs");
-    // The ridge: the intensity where the measured ceilings meet (theoretical ones if unmeasured).
-    const double ceil_f = best_flops > 0
-                              ? best_flops
-                              : num(context, gpu ? "gpu_peak_fp32_gflops" : "cpu_peak_fp32_gflops");
-    const double ceil_b =
-        best_bytes > 0 ? best_bytes
-                       : num(context, gpu ? "gpu_peak_bandwidth_gbs" : "cpu_peak_bandwidth_gbs");
-    const json ridge = ceil_f > 0 && ceil_b > 0 ? json(ceil_f / ceil_b) : json(nullptr);
+    const char* peak_f_key = gpu ? "gpu_peak_fp32_gflops" : "cpu_peak_fp32_gflops";
+    const char* peak_b_key = gpu ? "gpu_peak_bandwidth_gbs" : "cpu_peak_bandwidth_gbs";
+    const double ceil_b = best_bytes > 0 ? best_bytes : num(context, peak_b_key);
+    // A dtype's compute ceiling: its best GEMM here; for fp32 without one, the theoretical peak.
+    auto ceiling = [&](const std::string& dtype) {
+      const auto it = best_flops.find(dtype);
+      return it != best_flops.end() ? it->second : dtype == "fp32" ? num(context, peak_f_key) : 0;
+    };
+    auto ridge = [&](double ceil_f) {
+      return ceil_f > 0 && ceil_b > 0 ? json(ceil_f / ceil_b) : json(nullptr);
+    };
     for (const json& c : cases) {
       if (!ok(c) || c["device"] != device || num(c, "flops") <= 0) continue;
+      const std::string dtype = c["dtype"];
+      const double ceil_f = ceiling(dtype);
       const double intensity = num(c, "flops") / num(c, "min_bytes");
-      json p = {{"name", c["name"]}, {"intensity", intensity}, {"gflops", c["gflops"]}};
-      p["memory_bound"] = ridge.is_null() ? json(nullptr) : json(intensity < ridge.get<double>());
-      if (ceil_f > 0 && ceil_b > 0) {
-        const double attainable = std::min(ceil_f, intensity * ceil_b);
-        p["pct_of_attainable"] = 100.0 * num(c, "gflops") / attainable;
-      }
+      const json r = ridge(ceil_f);
+      json p = {{"name", c["name"]},
+                {"dtype", dtype},
+                {"intensity", intensity},
+                {"gflops", c["gflops"]},
+                {"ceiling_gflops", ceil_f > 0 ? json(ceil_f) : json(nullptr)}};
+      p["memory_bound"] = r.is_null() ? json(nullptr) : json(intensity < r.get<double>());
+      if (!r.is_null())
+        p["pct_of_attainable"] = 100.0 * num(c, "gflops") / std::min(ceil_f, intensity * ceil_b);
       points.push_back(p);
     }
     if (points.empty()) continue;
-    out[device] = {{"measured_gflops", best_flops > 0 ? json(best_flops) : json(nullptr)},
-                   {"measured_gbs", best_bytes > 0 ? json(best_bytes) : json(nullptr)},
-                   {"theoretical_gflops", peak_flops},
-                   {"theoretical_gbs", peak_bytes},
-                   {"ridge_intensity", ridge},
-                   {"points", points}};
+    json by_dtype = json::object();
+    for (const auto& [dtype, f] : best_flops) by_dtype[dtype] = f;
+    out[device] = {
+        {"measured_gflops", best_flops.count("fp32") ? json(best_flops["fp32"]) : json(nullptr)},
+        {"measured_gflops_by_dtype", by_dtype},
+        {"measured_gbs", best_bytes > 0 ? json(best_bytes) : json(nullptr)},
+        {"theoretical_gflops", peak_or_null(context, peak_f_key)},
+        {"theoretical_gbs", peak_or_null(context, peak_b_key)},
+        {"ridge_intensity", ridge(ceiling("fp32"))},
+        {"points", points}};
   }
   return out;
 }

@@ -71,7 +71,7 @@ std::string describe(const json& s) {
   if (s.is_null()) return "-";
   char buf[160];
   const double gflops = s["gflops"], gbs = s.value("gbs", 0.0);
-  const bool bytes = gflops < gbs;  // under one FLOP per byte: bandwidth is what it measures
+  const bool bytes = s.value("metric", "GFLOP/s") == "GB/s";
   std::snprintf(buf, sizeof buf, "%s %s %s (%.1f %s)", s["impl"].get<std::string>().c_str(),
                 s["dtype"].get<std::string>().c_str(), fmt_time(s["time_s"]).c_str(),
                 bytes ? gbs : gflops, bytes ? "GB/s" : "GFLOP/s");

@@ -34,6 +34,11 @@ json speedup(const json& cases);
 // theoretical peak where one is known; the host<->device copy curves with latency and peak.
 json memory_bandwidth(const json& cases, const json& context);
 
+// One sweep analysis for any axis of the shape (threads, sms, batch): per op, implementation and
+// problem, throughput in the cases' own metric against the axis, speedup over the smallest value
+// and efficiency (speedup per unit of the axis).
+json sweeps(const json& cases, const std::string& device, const std::string& axis);
+
 // parallelism: every sweep of CPU threads or GPU SMs: throughput, speedup over the fewest
 // units, parallel efficiency; the GPU's sweeps beside the same work at full occupancy.
 json parallelism(const json& cases);

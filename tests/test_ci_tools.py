@@ -14,7 +14,8 @@ import validate_report
 
 COMPARE = "/usr/share/benchmark/compare.py"
 # Counter names are each program's own; everything else must match key for key.
-PAIRBENCH_COUNTERS = {"GFLOP/s", "GB/s", "bytes_per_second", "pct_peak", "pct_copy_bw"}
+PAIRBENCH_COUNTERS = {"GFLOP/s", "GB/s", "bytes_per_second", "items_per_second", "pct_peak",
+                      "pct_copy_bw"}
 REFERENCE_COUNTERS = {"GFLOP/s", "bytes_per_second"}
 
 

@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "core/gemm.hpp"
+#include "core/activation.hpp"
+#include "core/stream.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "cpu_ref/onednn.hpp"
 #include "tests/gemm_testing.hpp"
@@ -140,6 +142,24 @@ TEST(GemmSuite, GrowsWithTheSuiteAndIncludesTransposedDeepBenchShapes) {
   for (const auto& s : full) transposed |= s.ta || s.tb, largest = std::max(largest, s.m);
   EXPECT_TRUE(transposed);
   EXPECT_GE(largest, 4096);
+}
+
+TEST(Workload, DeclaresItsMetricAndRole) {
+  GemmShape g;
+  g.m = g.n = g.k = 64;
+  EXPECT_EQ(GemmWorkload(g).metric(), Metric::gflops);
+  EXPECT_EQ(GemmWorkload(g).role(), Role::compute_reference);
+  EXPECT_EQ(StreamWorkload(StreamShape{StreamKernel::copy, 1024}).role(),
+            Role::bandwidth_reference);
+  EXPECT_EQ(StreamWorkload(StreamShape{StreamKernel::triad, 1024}).role(), Role::bandwidth);
+  EXPECT_EQ(StreamWorkload(StreamShape{StreamKernel::triad, 1024}).metric(), Metric::gbs);
+  // More FLOPs than bytes, yet read by its bandwidth: declared, not guessed.
+  const ActivationWorkload gelu(ActivationShape{Act::gelu_erf, false, 1 << 20});
+  EXPECT_GT(gelu.flops(), gelu.min_bytes());
+  EXPECT_EQ(gelu.metric(), Metric::gbs);
+  const TransferWorkload copy(TransferShape{CopyDir::h2d, true, 4096});
+  EXPECT_EQ(copy.metric(), Metric::gbs);
+  EXPECT_EQ(copy.role(), Role::transfer);
 }
 
 const std::vector<std::string> kAvx512 = {"avx", "avx2", "fma", "avx512f"};

@@ -28,6 +28,8 @@ json make_case(const std::string& device, const std::string& impl, const std::st
   }
   c["flops"] = 1024.0;
   c["min_bytes"] = 768.0;
+  c["metric"] = "GFLOP/s";
+  c["role"] = "compute_reference";
   c["time"] = {{"median_s", seconds}};
   c["gflops"] = 1024 / seconds / 1e9;
   c["gbs"] = 768 / seconds / 1e9;
@@ -153,6 +155,8 @@ json stream_case(const std::string& device, const std::string& kernel, double gb
             {"flops", kernel == "triad" ? 2 * n : 0.0},
             {"min_bytes", bytes},
             {"write_allocate_bytes", kernel == "dot" ? 0.0 : 4 * n},
+            {"metric", "GB/s"},
+            {"role", kernel == "copy" ? "bandwidth_reference" : "bandwidth"},
             {"time", {{"median_s", bytes / gbs / 1e9}}},
             {"gflops", kernel == "triad" ? 2 * n / (bytes / gbs) : 0.0},
             {"gbs", gbs},
@@ -180,6 +184,8 @@ TEST(MemoryBandwidth, BestPerKernelAgainstMeasuredAndTheoreticalPeaks) {
 TEST(MemoryBandwidth, TransferCurvesWithLatencyAndPeak) {
   auto copy = [](std::int64_t bytes, double seconds) {
     return json{{"op", "transfer"},
+                {"role", "transfer"},
+                {"metric", "GB/s"},
                 {"device", "gpu"},
                 {"status", "ok"},
                 {"shape", {{"dir", "h2d"}, {"host", "pinned"}, {"bytes", std::to_string(bytes)}}},
@@ -228,6 +234,47 @@ TEST(Roofline, RidgeFromMeasuredCeilingsSplitsMemoryAndComputeBound) {
   EXPECT_TRUE(cpu["points"][1]["memory_bound"].get<bool>());   // triad, 1/6 FLOP per byte
   EXPECT_NEAR(cpu["points"][1]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
   EXPECT_FALSE(r.contains("gpu"));
+}
+
+TEST(Roofline, EachPointMeetsTheCeilingOfItsOwnDtype) {
+  // The GPU's bf16 GEMM runs on tensor cores at 8x its fp32: an fp32 point is judged against
+  // fp32 GEMM, a bf16 point against bf16 GEMM.
+  json fp32 = make_case("gpu", "cublas", "fp32", 1e-3),
+       bf16 = make_case("gpu", "cublas", "bf16", 1e-3);
+  fp32["flops"] = bf16["flops"] = 1e10;
+  fp32["min_bytes"] = bf16["min_bytes"] = 1e7;  // intensity 1000
+  fp32["gflops"] = 40000.0;
+  bf16["gflops"] = 320000.0;
+  json act = stream_case("gpu", "triad", 2000);  // a bandwidth ceiling
+  const json r = report::roofline({fp32, bf16, act}, json::object());
+  const json& gpu = r["gpu"];
+  EXPECT_EQ(gpu["measured_gflops"], 40000.0);
+  EXPECT_EQ(gpu["measured_gflops_by_dtype"]["bf16"], 320000.0);
+  const json& points = gpu["points"];  // in the order of the cases
+  EXPECT_EQ(points[0]["ceiling_gflops"], 40000.0);
+  EXPECT_NEAR(points[0]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
+  EXPECT_EQ(points[1]["ceiling_gflops"], 320000.0);
+  EXPECT_NEAR(points[1]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
+}
+
+TEST(Sweeps, AnyAxisInTheCasesOwnMetric) {
+  // A batch sweep in samples/s, as the training step will have: one analysis serves every axis.
+  auto step = [](int batch, double samples_per_s) {
+    json c = make_case("cpu", "mlp", "fp32", batch / samples_per_s);
+    c["op"] = "train";
+    c["shape"] = {{"model", "mlp"}, {"batch", std::to_string(batch)}, {"threads", "2"}};
+    c["metric"] = "samples/s";
+    c["samples_per_s"] = samples_per_s;
+    return c;
+  };
+  const json s = report::sweeps({step(8, 1000), step(1, 200), step(32, 2400)}, "cpu", "batch");
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0]["metric"], "samples/s");
+  EXPECT_EQ(s[0]["unit"], "batch");
+  EXPECT_EQ(s[0]["shape"], "model=mlp,threads=2");
+  EXPECT_EQ(s[0]["points"][0]["batch"], 1);  // sorted by the axis
+  EXPECT_DOUBLE_EQ(s[0]["points"][2]["speedup"].get<double>(), 12.0);
+  EXPECT_DOUBLE_EQ(s[0]["points"][2]["efficiency"].get<double>(), 12.0 / 32);
 }
 
 TEST(Speedup, LeavesOutWorkWithoutACpuSide) {
