@@ -49,6 +49,7 @@ SuiteEntry entry(const S& shape, bool sweep = false) {
 OpFamily gemm_family() {
   OpFamily f;
   f.name = "gemm";
+  f.shape_keys = "m=M,n=N,k=K[,ta=1][,tb=1][,alpha=A][,beta=B]";
   f.suite = [](int level, Dtype t) {
     std::vector<SuiteEntry> out;
     for (GemmShape s : gemm_suite(level)) {
@@ -71,10 +72,12 @@ OpFamily gemm_family() {
 
 // An op whose work is fp32 only: its suite and --shape give workloads for fp32, none otherwise.
 template <class W, class Parse>
-OpFamily fp32_family(const std::string& name, std::function<std::vector<SuiteEntry>(int)> suite,
-                     Parse parse, std::vector<ImplSpec> impls) {
+OpFamily fp32_family(const std::string& name, const std::string& shape_keys,
+                     std::function<std::vector<SuiteEntry>(int)> suite, Parse parse,
+                     std::vector<ImplSpec> impls) {
   OpFamily f;
   f.name = name;
+  f.shape_keys = shape_keys;
   f.suite = [suite](int level, Dtype t) {
     return t == Dtype::fp32 ? suite(level) : std::vector<SuiteEntry>{};
   };
@@ -94,7 +97,8 @@ OpFamily stream_family() {
           entry<StreamWorkload>(StreamShape{k, stream_suite_n(level)}, k == StreamKernel::triad));
     return out;
   };
-  return fp32_family<StreamWorkload>("stream", suite, parse_stream_shape,
+  return fp32_family<StreamWorkload>("stream", "kernel=copy|scale|add|triad|dot,n=N", suite,
+                                     parse_stream_shape,
                                      concat(cpu::stream_impls(), gpu::impls("stream")));
 }
 
@@ -109,8 +113,8 @@ OpFamily transfer_family() {
     }
     return out;
   };
-  return fp32_family<TransferWorkload>("transfer", suite, parse_transfer_shape,
-                                       gpu::impls("transfer"));
+  return fp32_family<TransferWorkload>("transfer", "dir=h2d|d2h|d2d[,host=pageable|pinned],bytes=B",
+                                       suite, parse_transfer_shape, gpu::impls("transfer"));
 }
 
 OpFamily activation_family() {
@@ -124,11 +128,12 @@ OpFamily activation_family() {
                                                   a == Act::gelu_erf && !bwd && n == sizes.back()));
     return out;
   };
-  return fp32_family<ActivationWorkload>("activation", suite, parse_activation_shape,
-                                         concat(cpu::activation_impls(), gpu::impls("activation")));
+  return fp32_family<ActivationWorkload>(
+      "activation", "fn=relu|leaky_relu|gelu_tanh|gelu_erf|sigmoid|tanh[,dir=fwd|bwd],n=N", suite,
+      parse_activation_shape, concat(cpu::activation_impls(), gpu::impls("activation")));
 }
 
-OpFamily row_family(const char* name, std::vector<RowOp> kinds) {
+OpFamily row_family(const char* name, const char* shape_keys, std::vector<RowOp> kinds) {
   auto suite = [kinds](int level) {
     std::vector<SuiteEntry> out;
     for (RowOp k : kinds)
@@ -136,7 +141,7 @@ OpFamily row_family(const char* name, std::vector<RowOp> kinds) {
     return out;
   };
   auto parse = [first = kinds.front()](const KeyValues& kv) { return parse_row_shape(first, kv); };
-  return fp32_family<RowWorkload>(name, suite, parse,
+  return fp32_family<RowWorkload>(name, shape_keys, suite, parse,
                                   concat(cpu::row_impls(name), gpu::impls(name)));
 }
 
@@ -148,9 +153,24 @@ const std::vector<OpFamily>& op_families() {
       stream_family(),
       transfer_family(),
       activation_family(),
-      row_family("softmax", {RowOp::softmax}),
-      row_family("loss", {RowOp::loss_fwd, RowOp::loss_bwd})};
+      row_family("softmax", "rows=R,cols=C", {RowOp::softmax}),
+      row_family("loss", "rows=R,cols=C[,dir=fwd|bwd]", {RowOp::loss_fwd, RowOp::loss_bwd})};
   return families;
+}
+
+std::string usage_from_registry() {
+  const std::string indent(23, ' ');
+  std::string ops, impls, shapes;
+  for (const auto& f : op_families()) {
+    ops += (ops.empty() ? "" : ", ") + f.name;
+    impls += indent + f.name + ":";
+    for (const auto& s : f.impls) impls += std::string(" ") + to_string(s.device) + "/" + s.name;
+    impls += "\n";
+    shapes += indent + f.name + ": " + f.shape_keys + "\n";
+  }
+  impls.pop_back();
+  shapes.pop_back();
+  return usage(ops, impls, shapes);
 }
 
 std::vector<int> powers_of_two_upto(int all) {

@@ -19,6 +19,7 @@ struct SuiteEntry {
 
 struct OpFamily {
   std::string name;
+  std::string shape_keys;  // the --shape keys, for --help, e.g. "rows=R,cols=C"
   // The suite's workloads (level 0 quick, 1 standard, 2 full) in one dtype.
   std::function<std::vector<SuiteEntry>(int level, Dtype)> suite;
   // A workload from --shape keys; throws std::invalid_argument.
@@ -27,6 +28,9 @@ struct OpFamily {
 };
 
 const std::vector<OpFamily>& op_families();
+
+// --help, with the ops and their implementations as the registry has them.
+std::string usage_from_registry();
 
 struct Case {
   std::string name;  // <op>/<device>/<impl>/<shape>, stable across machines

@@ -83,12 +83,12 @@ int run(int argc_in, char** argv_in) {
   int argc = static_cast<int>(args.size()) - 1;
   char** argv = args.data();
   benchmark::Initialize(&argc, argv, [] {
-    std::cout << pb::usage() << "\nGoogle Benchmark's flags:\n";
+    std::cout << pb::usage_from_registry() << "\nGoogle Benchmark's flags:\n";
     benchmark::PrintDefaultHelp();
   });
   const pb::Options o = pb::parse_options(argc, argv);
   if (o.help) {
-    std::cout << pb::usage();
+    std::cout << pb::usage_from_registry();
     return 0;
   }
   if (!o.recover.empty()) {

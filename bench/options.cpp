@@ -4,23 +4,24 @@
 
 namespace pb {
 
-const char* usage() {
-  return R"(usage: pairbench [flags] [--benchmark_* flags]
+std::string usage(const std::string& ops, const std::string& impls, const std::string& shapes) {
+  std::string text = R"(usage: pairbench [flags] [--benchmark_* flags]
 
 Measures CPU and GPU implementations of neural-network work, each verified before it is timed,
 and writes a Google Benchmark JSON report with a "pairbench" section of analyses.
 
   --suite=quick|standard|full  which shapes to run (default standard; quick takes < 1 minute)
-  --ops=LIST         ops to run (gemm, stream, transfer, activation, softmax, loss)
+  --ops=LIST         ops to run: @OPS@
   --devices=LIST     cpu, gpu (default: both; without a GPU its cases are listed as skipped)
-  --impls=LIST       implementations by name (naive, omp, openblas, onednn, tiled, cublas) or as
-                     device/name (gpu/naive); naming one also runs it on shapes a suite
-                     would leave out as too slow
+  --impls=LIST       implementations by name or as device/name (gpu/naive); naming one also
+                     runs it on shapes a suite would leave out as too slow. By op:
+@IMPLS@
   --threads=LIST     CPU thread counts, e.g. 1,2 (default: all cores)
   --dtypes=LIST      fp32, tf32, fp16, bf16 (default: all; the CPU runs fp32, and bf16 and
                      fp16 through oneDNN where its ISA has them)
-  --shape=K=V,...    run this shape instead of the suite's (repeatable); gemm keys:
-                     m, n, k, ta, tb (0/1: operand stored transposed), alpha, beta
+  --shape=K=V,...    run this shape instead of the suite's (repeatable; --ops must name one
+                     op). Keys by op (ta=1: A stored transposed):
+@SHAPES@
   --openblas-core=auto|asis
                      auto (default): when OpenBLAS picked kernels below the CPU's ISA (a CPU
                      newer than the library), pairbench restarts itself once with
@@ -39,6 +40,11 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
 Exit codes: 0 all cases verified; 1 a case failed verification or errored (its entry in the
 report says why); 2 bad input (nothing was run or written).
 )";
+  for (const auto& [key, value] : {std::pair<std::string, std::string>{"@OPS@", ops},
+                                   {"@IMPLS@", impls},
+                                   {"@SHAPES@", shapes}})
+    text.replace(text.find(key), key.size(), value);
+  return text;
 }
 
 std::vector<std::string> split_list(const std::string& flag, const std::string& value) {

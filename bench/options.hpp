@@ -34,7 +34,9 @@ struct Options {
 
 // Parses what Google Benchmark left in argv; throws UsageError.
 Options parse_options(int argc, char** argv);
-const char* usage();
+// The --help text; the op list and each op's implementations come from the registry
+// (bench/cases.hpp: usage_from_registry() fills them in).
+std::string usage(const std::string& ops, const std::string& impls, const std::string& shapes);
 
 // Splits "a,b,c"; throws UsageError on an empty item.
 std::vector<std::string> split_list(const std::string& flag, const std::string& value);

@@ -129,6 +129,17 @@ def test_help(pairbench):
     assert "--suite=quick|standard|full" in r.stdout
 
 
+def test_help_comes_from_the_registry(pairbench):
+    # Every op and implementation that a run can have is in --help, with the op's shape keys.
+    text = pairbench("--help").stdout
+    cases = [n.split("  ")[0] for n in pairbench("--suite=quick", "--list").stdout.splitlines()]
+    for name in cases:
+        op, device, impl = name.split("/")[:3]
+        assert f"\n{' ' * 23}{op}:" in text, op
+        assert f" {device}/{impl}" in text, name
+    assert "activation: fn=relu|" in text and "gemm: m=M,n=N,k=K" in text
+
+
 def test_list_works_without_a_gpu(pairbench):
     r = pairbench("--suite=quick", "--list")
     assert r.returncode == 0
