@@ -131,6 +131,9 @@ report::json make_context(const char* argv0, const Options& o) {
   c["gpu_peak_fp32_gflops"] = g.peak_fp32_gflops;
   c["gpu_peak_bandwidth_gbs"] = g.peak_bandwidth_gbs;
   c["cublas_version"] = g.cublas_version;
+  c["transfer_s_counts"] =
+      "the host<->device copies of what the work reads (not an output it overwrites) and of its "
+      "result, from pinned host memory";
   return c;
 }
 

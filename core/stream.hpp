@@ -40,6 +40,14 @@ HD inline float stream_element(StreamKernel k, const float* a, const float* b, c
   return 0;
 }
 
+// Whether the kernel reads array j of {a, b, c} (0, 1, 2): the arrays its GPU kernel loads and
+// the inputs a GPU implementation uploads (and counts in transfer_s).
+HD constexpr bool stream_reads(StreamKernel k, int j) {
+  return j == 0   ? k == StreamKernel::copy || k == StreamKernel::add || k == StreamKernel::dot
+         : j == 1 ? k == StreamKernel::add || k == StreamKernel::triad || k == StreamKernel::dot
+                  : k == StreamKernel::scale || k == StreamKernel::triad;
+}
+
 // Which of {a, b, c} (0, 1, 2) the kernel writes; -1 for dot, which writes one number.
 int stream_output(StreamKernel k);
 
@@ -106,7 +114,11 @@ class TransferWorkload : public Workload {
   Shape shape() const override;
   Dtype dtype() const override { return Dtype::fp32; }
   double flops() const override { return 0; }
-  double min_bytes() const override { return static_cast<double>(s_.bytes); }
+  // A device-to-device copy reads and writes device memory: both counted, as STREAM's copy
+  // counts them, so that `transfer d2d` and `stream copy` compare.
+  double min_bytes() const override {
+    return (s_.dir == CopyDir::d2d ? 2.0 : 1.0) * static_cast<double>(s_.bytes);
+  }
   Role role() const override { return Role::transfer; }
   Metric metric() const override { return Metric::gbs; }
   double host_bytes() const override { return 4.0 * static_cast<double>(s_.bytes); }

@@ -95,7 +95,8 @@ class GpuGemm : public GpuImpl {
     a_ = to_device(in[0]);
     b_ = to_device(in[1]);
     c_ = DeviceMem(in[2].size() * sizeof(float));
-    upload(c_.as<void>(), in[2].data(), in[2].size() * sizeof(float));
+    // C is an input only when beta is not 0 (cuBLAS and the kernels do not read it then).
+    if (s_.beta != 0.0f) upload(c_.as<void>(), in[2].data(), in[2].size() * sizeof(float));
   }
   Buffer result() override {
     Buffer out(static_cast<std::size_t>(s_.m * s_.n));

@@ -32,6 +32,26 @@ TEST(StreamModel, CountsBytesAsStreamDoes) {
   EXPECT_DOUBLE_EQ(StreamWorkload({StreamKernel::copy, n}).flops(), 0.0);
 }
 
+TEST(StreamModel, ReadsExactlyTheArraysItsElementUses) {
+  // stream_reads decides what the GPU kernel loads and what is uploaded (and counted in
+  // transfer_s): a NaN in an array the kernel reads shows in its element, one in any other not.
+  for (StreamKernel k : all_stream_kernels()) {
+    for (int j = 0; j < 3; ++j) {
+      float arrays[3][1] = {{1.0f}, {2.0f}, {3.0f}};
+      arrays[j][0] = NAN;
+      const float v = stream_element(k, arrays[0], arrays[1], arrays[2], 0);
+      EXPECT_EQ(std::isnan(v), stream_reads(k, j)) << to_string(k) << " array " << j;
+    }
+  }
+}
+
+TEST(Transfer, DeviceToDeviceCountsReadAndWriteLikeStreamCopy) {
+  const TransferWorkload d2d({CopyDir::d2d, false, 4096});
+  EXPECT_DOUBLE_EQ(d2d.min_bytes(), 2.0 * 4096);
+  EXPECT_DOUBLE_EQ(d2d.min_bytes(), StreamWorkload({StreamKernel::copy, 1024}).min_bytes());
+  EXPECT_DOUBLE_EQ(TransferWorkload({CopyDir::h2d, true, 4096}).min_bytes(), 4096);
+}
+
 TEST(StreamModel, SuiteArraysExceedTheCaches) {
   EXPECT_GE(4.0 * stream_suite_n(0), 4.0 * 32 * (1 << 20));  // >= 4 x a 32 MiB LLC
   EXPECT_LT(stream_suite_n(0), stream_suite_n(1));
