@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <regex>
 
@@ -131,6 +132,15 @@ report::json make_context(const char* argv0, const Options& o) {
   c["gpu_peak_fp32_gflops"] = g.peak_fp32_gflops;
   c["gpu_peak_bandwidth_gbs"] = g.peak_bandwidth_gbs;
   c["cublas_version"] = g.cublas_version;
+  // The arithmetic the dtype names can run as something else: say what this GPU has, and the
+  // variables that change what cuBLAS runs (each cuBLAS case's impl_detail says so too).
+  report::json math = {{"fp16_tensor_cores", g.cc_major >= 7},
+                       {"bf16_tensor_cores", g.cc_major >= 8},
+                       {"tf32_tensor_cores", g.cc_major >= 8}};
+  for (const char* v : {"NVIDIA_TF32_OVERRIDE", "CUBLAS_EMULATION_STRATEGY",
+                        "CUBLAS_EMULATE_SINGLE_PRECISION", "CUBLAS_WORKSPACE_CONFIG"})
+    if (const char* value = std::getenv(v)) math[v] = value;
+  c["gpu_math"] = math;
   c["transfer_s_counts"] =
       "the host<->device copies of what the work reads (not an output it overwrites) and of its "
       "result, from pinned host memory";

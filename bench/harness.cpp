@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "cpu_ref/cpu.hpp"
+#include "kernels/gpu.hpp"
 
 namespace pb {
 
@@ -30,6 +31,7 @@ struct CaseRun {
   const Case* c = nullptr;
   std::unique_ptr<Impl> impl;
   bool started = false;
+  bool skipped = false;  // not run: an earlier case left its device unusable (error says why)
   std::string error;
   Check check;
   double transfer_s = 0;
@@ -116,6 +118,7 @@ class Runner {
     } catch (const std::exception& e) {
       r.error = e.what();
       r.impl.reset();
+      note_if_device_unusable(*r.c);
       st.SkipWithError(r.error.c_str());
       return;
     }
@@ -161,6 +164,12 @@ class Runner {
     current_ = &r;
     if (!r.started) progress(*r.c);
     r.started = true;
+    if (r.c->impl.device == Device::gpu && !gpu_unusable_.empty()) {
+      r.skipped = true;
+      r.error = "an earlier GPU case left the device unusable (" + gpu_unusable_ +
+                "): the rest of the GPU cases are skipped";
+      return;
+    }
     try {
       const std::vector<Buffer> inputs = r.c->workload->make_inputs();
       r.impl = r.c->impl.make(*r.c->workload, r.c->units);
@@ -186,8 +195,16 @@ class Runner {
       }
     } catch (const std::exception& e) {
       r.error = e.what();
+      note_if_device_unusable(*r.c);
     }
     if (!r.error.empty()) r.impl.reset();
+  }
+
+  // After a GPU case failed: if the CUDA context is now unusable (a fault in a kernel), every
+  // later GPU case would fail with the same error; they are skipped with one reason instead.
+  void note_if_device_unusable(const Case& c) {
+    if (c.impl.device != Device::gpu || !gpu_unusable_.empty()) return;
+    gpu_unusable_ = gpu::sticky_error();
   }
 
   // Between op families, at most every few seconds (random interleaving alternates them).
@@ -209,6 +226,7 @@ class Runner {
   HarnessConfig cfg_;
   std::vector<CaseRun> runs_;
   CaseRun* current_ = nullptr;
+  std::string gpu_unusable_;  // the sticky CUDA error, once there is one
   json probes_ = json::array();
   std::string last_op_;
   double last_probe_s_ = -1e9;
@@ -329,9 +347,10 @@ class Recorder : public benchmark::ConsoleReporter {
     for (std::size_t i : seen) {
       const CaseRun& r = runner_.runs()[i];
       const bool ok = r.error.empty() && repetitions[i] > 0 && !r.batches.empty();
-      const json rec = case_record(r, ok ? "ok" : "error", ok ? "" : r.error,
-                                   runner_.peak_gflops(*r.c), repetitions[i]);
-      if (!ok) ++out_.failed;
+      const char* status = ok ? "ok" : r.skipped ? "skipped" : "error";
+      const json rec =
+          case_record(r, status, ok ? "" : r.error, runner_.peak_gflops(*r.c), repetitions[i]);
+      if (!ok && !r.skipped) ++out_.failed;
       log_.append("case", rec);
       out_.cases.push_back(rec);
     }

@@ -25,28 +25,54 @@ int fp32_lanes_per_sm(int major, int minor) {
   return 128;
 }
 
+// Owns one CUDA event (so that a failure creating the second of a pair frees the first).
+class Event {
+ public:
+  Event() { PB_CUDA(cudaEventCreate(&event_)); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event() { cudaEventDestroy(event_); }
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_{};  // not e_: PB_CUDA uses that name
+};
+
+// Busy-waits on the GPU for about `ns` nanoseconds (%globaltimer).
+__global__ void spin(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+// How long the spin before each start event lasts: longer than the host takes to enqueue a
+// case's work (a kernel launch, a cuBLAS call: a few microseconds).
+constexpr unsigned long long kSpinNs = 20000;
+
+// CUDA events on the case's stream, launch overhead kept out as nvbench does: a short spin
+// kernel is enqueued before the start event, so by the time the start event fires the work is
+// already queued behind it and starts at once; the time between the events is the work alone.
 class EventTimer : public Timer {
  public:
-  explicit EventTimer(cudaStream_t s) : s_(s) {
-    PB_CUDA(cudaEventCreate(&a_));
-    PB_CUDA(cudaEventCreate(&b_));
+  explicit EventTimer(cudaStream_t s) : s_(s) {}
+  void start() override {
+    spin<<<1, 1, 0, s_>>>(kSpinNs);
+    PB_CUDA(cudaGetLastError());
+    PB_CUDA(cudaEventRecord(a_.get(), s_));
   }
-  ~EventTimer() override {
-    cudaEventDestroy(a_);
-    cudaEventDestroy(b_);
-  }
-  void start() override { PB_CUDA(cudaEventRecord(a_, s_)); }
   double stop() override {
-    PB_CUDA(cudaEventRecord(b_, s_));
-    PB_CUDA(cudaEventSynchronize(b_));
+    PB_CUDA(cudaEventRecord(b_.get(), s_));
+    PB_CUDA(cudaEventSynchronize(b_.get()));
     float ms = 0;
-    PB_CUDA(cudaEventElapsedTime(&ms, a_, b_));
+    PB_CUDA(cudaEventElapsedTime(&ms, a_.get(), b_.get()));
     return 1e-3 * ms;
   }
 
  private:
   cudaStream_t s_;
-  cudaEvent_t a_{}, b_{};
+  Event a_, b_;
 };
 
 }  // namespace
@@ -103,6 +129,19 @@ const DeviceInfo& probe() {
     return d;
   }();
   return info;
+}
+
+std::string sticky_error() {
+  // A failed launch or copy leaves an error that the next call reports once; a fault in a
+  // kernel (illegal address, a watchdog timeout) leaves the context unusable: every call
+  // reports it again.
+  cudaGetLastError();
+  const cudaError_t first = cudaDeviceSynchronize();
+  if (first == cudaSuccess) return "";
+  cudaGetLastError();
+  const cudaError_t again = cudaDeviceSynchronize();
+  if (again == cudaSuccess) return "";
+  return std::string(cudaGetErrorName(again)) + ": " + cudaGetErrorString(again);
 }
 
 std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,

@@ -9,14 +9,22 @@
 #include <cuda_fp16.h>
 
 #include <climits>
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "core/gemm.hpp"
+#include "kernels/gpu.hpp"
 #include "kernels/gpu_impl.cuh"
 
 namespace pb::gpu {
 
 namespace {
+
+std::string env_of(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
 
 __global__ void gemm_naive(GemmShape s, const float* a, const float* b, float* c) {
   const std::int64_t j = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
@@ -157,11 +165,16 @@ class TiledGemm : public GpuGemm {
 class CublasGemm : public GpuGemm {
  public:
   explicit CublasGemm(const GemmShape& s) : GpuGemm(s) {
-    PB_CUBLAS(cublasCreate(&handle_));
-    PB_CUBLAS(cublasSetStream(handle_, stream_));
+    cublasHandle_t h = nullptr;
+    PB_CUBLAS(cublasCreate(&h));
+    handle_.reset(h);  // owned before anything else can throw
+    PB_CUBLAS(cublasSetStream(h, stream_));
+    const auto& d = probe();
+    note_ = math_note(s_.dtype, d.cc_major, d.cc_minor, env_of("NVIDIA_TF32_OVERRIDE"));
   }
-  ~CublasGemm() override { cublasDestroy(handle_); }
+  std::string detail() const override { return note_; }
   void run() override {
+    cublasHandle_t h = handle_.get();
     const ColMajorGemmArgs g = col_major_args(s_);
     const cublasOperation_t op1 = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op2 = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -169,8 +182,8 @@ class CublasGemm : public GpuGemm {
     const int ld1 = static_cast<int>(g.ld_first), ld2 = static_cast<int>(g.ld_second),
               ldc = static_cast<int>(g.ldc);
     if (s_.dtype == Dtype::fp32) {
-      PB_CUBLAS(cublasSgemm(handle_, op1, op2, m, n, k, &s_.alpha, b_.as<float>(), ld1,
-                            a_.as<float>(), ld2, &s_.beta, c_.as<float>(), ldc));
+      PB_CUBLAS(cublasSgemm(h, op1, op2, m, n, k, &s_.alpha, b_.as<float>(), ld1, a_.as<float>(),
+                            ld2, &s_.beta, c_.as<float>(), ldc));
       return;
     }
     const cudaDataType_t ab = s_.dtype == Dtype::fp16   ? CUDA_R_16F
@@ -178,13 +191,17 @@ class CublasGemm : public GpuGemm {
                                                         : CUDA_R_32F;
     const cublasComputeType_t compute =
         s_.dtype == Dtype::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    PB_CUBLAS(cublasGemmEx(handle_, op1, op2, m, n, k, &s_.alpha, b_.as<void>(), ab, ld1,
-                           a_.as<void>(), ab, ld2, &s_.beta, c_.as<void>(), CUDA_R_32F, ldc,
-                           compute, CUBLAS_GEMM_DEFAULT));
+    PB_CUBLAS(cublasGemmEx(h, op1, op2, m, n, k, &s_.alpha, b_.as<void>(), ab, ld1, a_.as<void>(),
+                           ab, ld2, &s_.beta, c_.as<void>(), CUDA_R_32F, ldc, compute,
+                           CUBLAS_GEMM_DEFAULT));
   }
 
  private:
-  cublasHandle_t handle_ = nullptr;
+  struct Destroy {
+    void operator()(cublasHandle_t h) const { cublasDestroy(h); }
+  };
+  std::unique_ptr<cublasContext, Destroy> handle_;
+  std::string note_;
 };
 
 }  // namespace

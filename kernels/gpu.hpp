@@ -28,6 +28,16 @@ const DeviceInfo& probe();
 // so that runs can show them as skipped.
 std::vector<ImplSpec> impls(const std::string& op);
 
+// "" while the device is usable; after a fault that leaves the CUDA context unusable (an
+// illegal address, a watchdog timeout), the error every later call would fail with.
+std::string sticky_error();
+
+// What the GPU actually runs for a dtype that names a kind of arithmetic, "" when it is what
+// the name says: tf32 needs tensor cores of compute capability 8.0 or later and is turned off
+// by NVIDIA_TF32_OVERRIDE=0 (tf32_override: that variable's value, "" when unset); bf16 has
+// tensor cores from 8.0 on (before, cuBLAS computes it without them); fp16 from 7.0.
+std::string math_note(Dtype t, int cc_major, int cc_minor, const std::string& tf32_override);
+
 // Builds one (throws std::runtime_error when CUDA is not built in or the device fails).
 // units: streaming multiprocessors to use for implementations that sweep them; 0 means all.
 std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,

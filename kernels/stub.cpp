@@ -14,6 +14,8 @@ const DeviceInfo& probe() {
   return info;
 }
 
+std::string sticky_error() { return ""; }
+
 std::unique_ptr<Impl> make_impl(const std::string&, const std::string&, const Workload&, int) {
   throw std::runtime_error(probe().reason);
 }
