@@ -142,8 +142,10 @@ __global__ void rows_block(RowShape s, const float* x, const float* labels, floa
 
 // --- implementations ---------------------------------------------------------------------------
 
-int grid_for(std::int64_t items) {
-  const std::int64_t most = static_cast<std::int64_t>(probe().sms) * 8;
+// Blocks for a grid-stride kernel over `items`: one per kThreads items, at most one full wave.
+template <class Kernel>
+int grid_for(Kernel kernel, std::int64_t items) {
+  const std::int64_t most = full_grid(kernel, kThreads);
   const std::int64_t need = (items + kThreads - 1) / kThreads;
   return static_cast<int>(need < most ? (need > 0 ? need : 1) : most);
 }
@@ -170,8 +172,8 @@ class GpuActivation : public GpuImpl {
         const auto blocks = static_cast<unsigned>((s_.n + kThreads - 1) / kThreads);
         act_naive<F><<<blocks, kThreads, 0, stream_>>>(x_.as<float>(), dy, out_.as<float>(), s_.n);
       } else {
-        act_vec4<F><<<grid_for(s_.n / 4), kThreads, 0, stream_>>>(x_.as<float>(), dy,
-                                                                  out_.as<float>(), s_.n);
+        act_vec4<F><<<grid_for(act_vec4<F>, s_.n / 4), kThreads, 0, stream_>>>(
+            x_.as<float>(), dy, out_.as<float>(), s_.n);
       }
     });
     check_launch();
@@ -205,10 +207,9 @@ class GpuRows : public GpuImpl {
       rows_naive<<<blocks, kThreads, 0, stream_>>>(s_, x_.as<float>(), labels_.as<float>(),
                                                    out_.as<float>());
     } else {
-      const std::int64_t most = static_cast<std::int64_t>(probe().sms) * 8;
-      const int blocks = static_cast<int>(s_.rows < most ? s_.rows : most);
-      rows_block<<<blocks, kThreads, 0, stream_>>>(s_, x_.as<float>(), labels_.as<float>(),
-                                                   out_.as<float>());
+      // One block per row, at most one full wave (grid_for counts kThreads items a block).
+      rows_block<<<grid_for(rows_block, s_.rows * kThreads), kThreads, 0, stream_>>>(
+          s_, x_.as<float>(), labels_.as<float>(), out_.as<float>());
     }
     check_launch();
   }

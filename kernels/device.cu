@@ -182,12 +182,14 @@ void GpuImpl::timed_copy(void* dst, const void* src, std::size_t bytes, cudaMemc
 // Staged through pinned memory, so the time counted is the copy a tuned program would make
 // (from page-locked buffers), not the driver's staging of pageable memory.
 void GpuImpl::upload(void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
   PinnedMem staged(bytes);
   std::memcpy(staged.as<void>(), src, bytes);
   timed_copy(dst, staged.as<void>(), bytes, cudaMemcpyHostToDevice);
 }
 
 void GpuImpl::download(void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
   PinnedMem staged(bytes);
   timed_copy(staged.as<void>(), src, bytes, cudaMemcpyDeviceToHost);
   std::memcpy(dst, staged.as<void>(), bytes);

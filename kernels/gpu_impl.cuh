@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/workload.hpp"
+#include "kernels/gpu.hpp"
 
 namespace pb::gpu {
 
@@ -64,6 +65,17 @@ class GpuImpl : public Impl {
   DeviceMem flush_buf_;
   std::size_t flush_bytes_ = 0;
 };
+
+// The grid that fills every SM once for this kernel: SMs x the blocks of `threads` threads that
+// one SM holds at once, which the kernel's registers and shared memory decide (ptxas gives some
+// kernels 33-48 registers, and consumer SMs hold fewer threads than data-center ones), so a
+// grid-stride kernel runs in one full wave and no thin second one.
+template <class Kernel>
+int full_grid(Kernel kernel, int threads) {
+  int per_sm = 0;
+  PB_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  return probe().sms * (per_sm > 0 ? per_sm : 1);
+}
 
 // The factories of each op's file; kernels/device.cu's make_impl() dispatches to them.
 std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w);

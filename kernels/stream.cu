@@ -1,8 +1,10 @@
 // GPU STREAM, the per-element math from core/stream.hpp:
-//   cuda       - grid-stride loop over 128-bit (float4) loads and stores, enough blocks to fill
-//                every SM; dot reduces per block (warp shuffles), then once more over blocks.
+//   cuda       - grid-stride loop over 128-bit (float4) loads and stores, as many blocks as fill
+//                every SM once (full_grid); dot reduces per block (warp shuffles), then once
+//                more over blocks.
 //   sm_limited - the triad on a persistent grid that only K streaming multiprocessors work in
-//                (8 blocks each), taking chunks from a shared counter: throughput against SMs.
+//                (as many blocks each as one holds), taking chunks from a shared counter:
+//                throughput against SMs.
 #include <vector>
 
 #include "core/stream.hpp"
@@ -14,7 +16,12 @@ namespace pb::gpu {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kBlocksPerSm = 8;  // 8 x 256 threads: 2048, the most an SM holds
+constexpr int kMaxBlocksPerSm = 8;  // 8 x 256 threads: 2048, the most any SM holds
+
+// Element j of a float4, without pointer arithmetic across its members.
+__device__ inline float lane(const float4& v, int j) {
+  return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
 
 template <StreamKernel K>
 __global__ void stream_vec4(const float* a, const float* b, const float* c, float* out,
@@ -29,9 +36,12 @@ __global__ void stream_vec4(const float* a, const float* b, const float* c, floa
     if (stream_reads(K, 0)) va = reinterpret_cast<const float4*>(a)[v];
     if (stream_reads(K, 1)) vb = reinterpret_cast<const float4*>(b)[v];
     if (stream_reads(K, 2)) vc = reinterpret_cast<const float4*>(c)[v];
-    float* lo = &vo.x;
+    float la[4], lb[4], lc[4], lo[4];  // in registers once unrolled
 #pragma unroll
-    for (int j = 0; j < 4; ++j) lo[j] = stream_element(K, &va.x, &vb.x, &vc.x, j);
+    for (int j = 0; j < 4; ++j) la[j] = lane(va, j), lb[j] = lane(vb, j), lc[j] = lane(vc, j);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) lo[j] = stream_element(K, la, lb, lc, j);
+    vo = make_float4(lo[0], lo[1], lo[2], lo[3]);
     reinterpret_cast<float4*>(out)[v] = vo;
   }
   for (std::int64_t i = 4 * n4 + first; i < n; i += stride) out[i] = stream_element(K, a, b, c, i);
@@ -58,7 +68,7 @@ __global__ void dot_partial(const float* a, const float* b, std::int64_t n, floa
     const float4 va = reinterpret_cast<const float4*>(a)[v];
     const float4 vb = reinterpret_cast<const float4*>(b)[v];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) sum += stream_element(StreamKernel::dot, &va.x, &vb.x, nullptr, j);
+    for (int j = 0; j < 4; ++j) sum += lane(va, j) * lane(vb, j);  // stream_element's dot term
   }
   for (std::int64_t i = 4 * (n / 4) + first; i < n; i += stride)
     sum += stream_element(StreamKernel::dot, a, b, nullptr, i);
@@ -126,6 +136,7 @@ __global__ void triad_on_sms(const float* b, const float* c, float* a, std::int6
   }
   __syncthreads();
   if (!last) return;
+  __threadfence();  // acquire: the other blocks' counts come before the reset
   for (int i = threadIdx.x; i < kMaxSmIds; i += blockDim.x) sm_rank[i] = -1;
   if (threadIdx.x == 0) *counters = SmCounters{0, 0, 0};
 }
@@ -136,8 +147,7 @@ class GpuStream : public GpuImpl {
     if (sms_ > probe().sms) throw std::runtime_error("more SMs requested than the GPU has");
     const std::size_t bytes = static_cast<std::size_t>(s_.n) * sizeof(float);
     for (auto& x : x_) x = DeviceMem(bytes);
-    blocks_ = probe().sms * kBlocksPerSm;
-    partial_ = DeviceMem(static_cast<std::size_t>(blocks_) * sizeof(float));
+    partial_ = DeviceMem(static_cast<std::size_t>(probe().sms) * kMaxBlocksPerSm * sizeof(float));
     sum_ = DeviceMem(sizeof(float));
     sm_rank_ = DeviceMem(kMaxSmIds * sizeof(int));
     counters_ = DeviceMem(sizeof(SmCounters));
@@ -160,8 +170,9 @@ class GpuStream : public GpuImpl {
     float* w[3] = {x_[0].as<float>(), x_[1].as<float>(), x_[2].as<float>()};
     const std::int64_t n = s_.n;
     if (sms_ > 0) {  // the SM sweep
-      triad_on_sms<<<blocks_, kThreads, 0, stream_>>>(b, c, w[0], n, sms_, sm_rank_.as<int>(),
-                                                      counters_.as<SmCounters>());
+      static const int blocks = full_grid(triad_on_sms, kThreads);
+      triad_on_sms<<<blocks, kThreads, 0, stream_>>>(b, c, w[0], n, sms_, sm_rank_.as<int>(),
+                                                     counters_.as<SmCounters>());
       check_launch();
       return;
     }
@@ -178,11 +189,12 @@ class GpuStream : public GpuImpl {
       case StreamKernel::triad:
         launch<StreamKernel::triad>(a, b, c, w[0]);
         break;
-      case StreamKernel::dot:
-        dot_partial<<<blocks_, kThreads, 0, stream_>>>(a, b, n, partial_.as<float>());
+      case StreamKernel::dot: {
+        static const int blocks = full_grid(dot_partial, kThreads);  // <= SMs x 8 partials
+        dot_partial<<<blocks, kThreads, 0, stream_>>>(a, b, n, partial_.as<float>());
         check_launch();
-        dot_final<<<1, kThreads, 0, stream_>>>(partial_.as<float>(), blocks_, sum_.as<float>());
-        break;
+        dot_final<<<1, kThreads, 0, stream_>>>(partial_.as<float>(), blocks, sum_.as<float>());
+      } break;
     }
     check_launch();
   }
@@ -197,12 +209,12 @@ class GpuStream : public GpuImpl {
  private:
   template <StreamKernel K>
   void launch(const float* a, const float* b, const float* c, float* out) {
-    stream_vec4<K><<<blocks_, kThreads, 0, stream_>>>(a, b, c, out, s_.n);
+    static const int blocks = full_grid(stream_vec4<K>, kThreads);
+    stream_vec4<K><<<blocks, kThreads, 0, stream_>>>(a, b, c, out, s_.n);
   }
 
   StreamShape s_;
   int sms_;
-  int blocks_ = 0;
   DeviceMem x_[3], partial_, sum_, sm_rank_, counters_;
 };
 
@@ -213,6 +225,7 @@ std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, in
   if (name == "cuda") return std::make_unique<GpuStream>(s, 0);
   if (name == "sm_limited") {
     if (sms < 1) throw std::runtime_error("sm_limited needs a number of SMs");
+    if (s.kernel != StreamKernel::triad) throw std::runtime_error("sm_limited runs the triad only");
     return std::make_unique<GpuStream>(s, sms);
   }
   throw std::runtime_error("unknown GPU stream implementation: " + name);
