@@ -180,6 +180,16 @@ std::vector<int> powers_of_two_upto(int all) {
   return out;
 }
 
+double gpu_bytes_needed(const Workload& w, const ImplSpec& spec, const Resources& r, bool cold) {
+  const double flush = cold ? std::max(2.0 * r.gpu_l2_bytes, 8.0 * (1 << 20)) : 0.0;
+  return w.device_bytes() + spec.workspace_bytes + flush;
+}
+
+bool fits_gpu(double needed, const Resources& r) {
+  const double headroom = 256.0 * (1 << 20) + 0.05 * r.gpu_free_bytes;
+  return needed + headroom <= r.gpu_free_bytes;
+}
+
 double host_available_bytes() {
   std::ifstream f("/proc/meminfo");
   std::string key;
@@ -269,9 +279,11 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
           if (w->host_bytes() > r.host_available_bytes)
             throw UsageError(what + " needs " + gib(w->host_bytes()) + " of host memory; " +
                              gib(r.host_available_bytes) + " is available");
-          if (!cpu && r.gpu_available && w->device_bytes() > r.gpu_free_bytes)
-            throw UsageError(what + " needs " + gib(w->device_bytes()) + " of GPU memory; " +
-                             gib(r.gpu_free_bytes) + " is free");
+          const double gpu_bytes = cpu ? 0 : gpu_bytes_needed(*w, spec, r, o.cold);
+          if (!cpu && r.gpu_available && !fits_gpu(gpu_bytes, r))
+            throw UsageError(what + " needs " + gib(gpu_bytes) + " of GPU memory with " +
+                             spec.name + "'s workspace" + (o.cold ? ", the --cold flush" : "") +
+                             " and headroom; " + gib(r.gpu_free_bytes) + " is free");
           cases.push_back(std::move(c));
         }
       }

@@ -45,16 +45,23 @@ struct Resources {
   bool gpu_available = false;
   std::string gpu_reason;
   double gpu_free_bytes = 0;
+  double gpu_l2_bytes = 0;
   int gpu_sms = 0;
   double host_available_bytes = 0;
   int cores = 1;
 };
 
 // Expands the options into cases; throws UsageError for bad values and for shapes that would
-// not fit in memory (checked before anything is allocated).
+// not fit in memory (checked before anything is allocated; see gpu_bytes_needed).
 std::vector<Case> build_cases(const Options& o, const Resources& r);
 
 double host_available_bytes();  // MemAvailable from /proc/meminfo
+
+// What a GPU case needs of the free device memory: its operands, the library's workspace, the
+// --cold flush buffer (twice the L2, at least 8 MiB), and headroom for the CUDA context and
+// the allocator (256 MiB and 5% of what is free).
+double gpu_bytes_needed(const Workload& w, const ImplSpec& spec, const Resources& r, bool cold);
+bool fits_gpu(double needed, const Resources& r);
 
 // 1, 2, 4, ... below `all`, then `all`.
 std::vector<int> powers_of_two_upto(int all);

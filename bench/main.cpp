@@ -118,6 +118,7 @@ int run(int argc_in, char** argv_in) {
     res.gpu_available = g.available;
     res.gpu_reason = g.reason;
     res.gpu_free_bytes = g.free_bytes;
+    res.gpu_l2_bytes = g.l2_bytes;
     res.gpu_sms = g.sms;
   }
   const std::vector<pb::Case> cases = pb::build_cases(o, res);

@@ -104,6 +104,7 @@ struct ImplSpec {
   bool sweeps_units = false;
   double max_flops = 0;  // > 0: suites leave larger shapes out unless the impl is asked for by name
   std::string library;   // the library run() calls, if any: "openblas", "onednn", "cublas"
+  double workspace_bytes = 0;  // device memory the library may take beside the operands
   std::function<bool(const Workload&)> supports;
   // Why this machine or build cannot run a workload it supports ("" when it can): a library
   // that is missing, an ISA the CPU lacks. Such cases are listed as skipped with the reason.

@@ -36,6 +36,7 @@ std::vector<ImplSpec> impls(const std::string& op) {
   if (op == "gemm") {  // cublas: cublasSgemm for fp32, cublasGemmEx for tf32, fp16 and bf16
     ImplSpec cublas = spec("cublas", any);
     cublas.library = "cublas";
+    cublas.workspace_bytes = 64.0 * (1 << 20);  // cuBLAS's default workspace: 32 MiB on Hopper
     return {spec("naive", fp32), spec("tiled", fp32), cublas};
   }
   if (op == "stream") {

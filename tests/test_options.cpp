@@ -3,6 +3,8 @@
 
 #include "bench/cases.hpp"
 #include "bench/options.hpp"
+#include "core/gemm.hpp"
+#include "kernels/gpu.hpp"
 
 namespace pb {
 namespace {
@@ -91,6 +93,30 @@ TEST(Cases, ChecksGpuMemoryBeforeAllocating) {
   EXPECT_THROW(
       build_cases(parse({"--shape=m=1000,n=1000,k=1000", "--ops=gemm", "--devices=gpu"}), r),
       UsageError);
+}
+
+TEST(Cases, GpuMemoryCountsWorkspaceFlushAndHeadroom) {
+  Resources r = no_gpu();
+  r.gpu_available = true;
+  r.host_available_bytes = 1e12;
+  r.gpu_l2_bytes = 50e6;  // an H100's L2
+  // 1024^3 fp32: A, B and C are 12 MiB; cuBLAS adds 64 MiB of workspace; the headroom 256 MiB
+  // and 5% of what is free.
+  const auto gemm = parse({"--shape=m=1024,n=1024,k=1024", "--ops=gemm", "--devices=gpu",
+                           "--impls=cublas", "--dtypes=fp32"});
+  const GemmWorkload w(GemmShape{1024, 1024, 1024});
+  const ImplSpec cublas = gpu::impls("gemm").back();
+  EXPECT_DOUBLE_EQ(gpu_bytes_needed(w, cublas, r, false), w.device_bytes() + 64.0 * (1 << 20));
+  EXPECT_DOUBLE_EQ(gpu_bytes_needed(w, cublas, r, true),
+                   w.device_bytes() + 64.0 * (1 << 20) + 100e6);  // + twice the L2
+  r.gpu_free_bytes = 300e6;  // the operands fit, with workspace and headroom they do not
+  EXPECT_LT(w.device_bytes(), r.gpu_free_bytes);
+  EXPECT_THROW(build_cases(gemm, r), UsageError);
+  r.gpu_free_bytes = 400e6;
+  EXPECT_NO_THROW(build_cases(gemm, r));
+  auto cold = gemm;
+  cold.cold = true;  // the flush buffer no longer fits
+  EXPECT_THROW(build_cases(cold, r), UsageError);
 }
 
 TEST(Cases, RepeatedShapesRunOnce) {
