@@ -115,6 +115,8 @@ int run(int argc_in, char** argv_in) {
                                                        pb::Device::gpu) != o.devices.end();
   if (want_gpu) {
     const auto& g = pb::gpu::probe();
+    // A CPU-only build on a machine with an NVIDIA GPU is a mistake to fix, not a skip.
+    if (g.gpu_visible_but_not_built) return fail_usage(g.reason);
     res.gpu_available = g.available;
     res.gpu_reason = g.reason;
     res.gpu_free_bytes = g.free_bytes;

@@ -39,6 +39,13 @@ bool parse_name(const std::vector<E>& all, const std::string& s, E* out) {
   return false;
 }
 
+// What a GPU of compute capability cc_major.cc_minor actually runs for a dtype that names a kind
+// of arithmetic, "" when it is what the name says: tf32 needs tensor cores of compute capability
+// 8.0 or later and is turned off by NVIDIA_TF32_OVERRIDE=0 (tf32_override: that variable's
+// value, "" when unset); bf16 has tensor cores from 8.0 on (before, cuBLAS computes it without
+// them); fp16 from 7.0.
+std::string gpu_math_note(Dtype t, int cc_major, int cc_minor, const std::string& tf32_override);
+
 using Buffer = std::vector<float>;
 
 // An ordered list of key=value pairs; to_string() gives "k1=v1,k2=v2".

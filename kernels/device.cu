@@ -77,7 +77,7 @@ class EventTimer : public Timer {
 
 }  // namespace
 
-const DeviceInfo& probe() {
+const DeviceInfo& device_info() {
   static const DeviceInfo info = [] {
     DeviceInfo d;
     cudaRuntimeGetVersion(&d.runtime_version);
@@ -131,7 +131,7 @@ const DeviceInfo& probe() {
   return info;
 }
 
-std::string sticky_error() {
+std::string device_sticky_error() {
   // A failed launch or copy leaves an error that the next call reports once; a fault in a
   // kernel (illegal address, a watchdog timeout) leaves the context unusable: every call
   // reports it again.
@@ -144,8 +144,8 @@ std::string sticky_error() {
   return std::string(cudaGetErrorName(again)) + ": " + cudaGetErrorString(again);
 }
 
-std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,
-                                int units) {
+std::unique_ptr<Impl> make_device_impl(const std::string& op, const std::string& name,
+                                       const Workload& w, int units) {
   if (op == "gemm") return make_gemm(name, w);
   if (op == "stream") return make_stream(name, w, units);
   if (op == "transfer") return make_transfer(name, w);
@@ -164,7 +164,8 @@ std::unique_ptr<Timer> GpuImpl::make_timer() { return std::make_unique<EventTime
 
 void GpuImpl::flush_cache() {
   if (flush_bytes_ == 0) {
-    flush_bytes_ = static_cast<std::size_t>(std::max(2.0 * probe().l2_bytes, 8.0 * (1 << 20)));
+    flush_bytes_ =
+        static_cast<std::size_t>(std::max(2.0 * device_info().l2_bytes, 8.0 * (1 << 20)));
     flush_buf_ = DeviceMem(flush_bytes_);
   }
   PB_CUDA(cudaMemsetAsync(flush_buf_.as<void>(), 0, flush_bytes_, stream_));
@@ -196,3 +197,10 @@ void GpuImpl::download(void* dst, const void* src, std::size_t bytes) {
 }
 
 }  // namespace pb::gpu
+
+// The library's one entry point, looked up by kernels/loader.cpp.
+extern "C" __attribute__((visibility("default"))) const pb::gpu::GpuModule* pairbench_gpu_module() {
+  static const pb::gpu::GpuModule module{&pb::gpu::device_info, &pb::gpu::make_device_impl,
+                                         &pb::gpu::device_sticky_error};
+  return &module;
+}

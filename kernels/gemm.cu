@@ -169,8 +169,8 @@ class CublasGemm : public GpuGemm {
     PB_CUBLAS(cublasCreate(&h));
     handle_.reset(h);  // owned before anything else can throw
     PB_CUBLAS(cublasSetStream(h, stream_));
-    const auto& d = probe();
-    note_ = math_note(s_.dtype, d.cc_major, d.cc_minor, env_of("NVIDIA_TF32_OVERRIDE"));
+    const auto& d = device_info();
+    note_ = gpu_math_note(s_.dtype, d.cc_major, d.cc_minor, env_of("NVIDIA_TF32_OVERRIDE"));
   }
   std::string detail() const override { return note_; }
   void run() override {

@@ -1,5 +1,8 @@
 // The GPU side as the rest of pairbench sees it: plain C++, no CUDA headers, the same API
-// whether CUDA is built in or not (kernels/stub.cpp stands in when it is not).
+// whether CUDA is built in or not. The CUDA code lives in a shared library of its own,
+// libpairbench_gpu.so, that kernels/loader.cpp loads on first use: the program itself links no
+// CUDA library, so it starts, and runs its CPU cases, where the CUDA libraries are missing (the
+// GPU cases then say why they are skipped).
 #pragma once
 
 #include <memory>
@@ -19,9 +22,12 @@ struct DeviceInfo {
   double clock_khz = 0, mem_clock_khz = 0, bus_width_bits = 0;
   double peak_fp32_gflops = 0, peak_bandwidth_gbs = 0;  // theoretical, from device attributes
   int driver_version = 0, runtime_version = 0, cublas_version = 0;
+  // Built without CUDA on a machine whose NVIDIA GPU is visible: an error, not a skip.
+  bool gpu_visible_but_not_built = false;
 };
 
-// Probes once; any CUDA error means "no GPU", with the error as the reason.
+// Probes once; any CUDA error, or a GPU library that cannot be loaded, means "no GPU", with
+// the error as the reason.
 const DeviceInfo& probe();
 
 // The GPU implementations of an op ("gemm", "stream", "transfer"); listed even without a GPU,
@@ -32,15 +38,20 @@ std::vector<ImplSpec> impls(const std::string& op);
 // illegal address, a watchdog timeout), the error every later call would fail with.
 std::string sticky_error();
 
-// What the GPU actually runs for a dtype that names a kind of arithmetic, "" when it is what
-// the name says: tf32 needs tensor cores of compute capability 8.0 or later and is turned off
-// by NVIDIA_TF32_OVERRIDE=0 (tf32_override: that variable's value, "" when unset); bf16 has
-// tensor cores from 8.0 on (before, cuBLAS computes it without them); fp16 from 7.0.
-std::string math_note(Dtype t, int cc_major, int cc_minor, const std::string& tf32_override);
-
 // Builds one (throws std::runtime_error when CUDA is not built in or the device fails).
 // units: streaming multiprocessors to use for implementations that sweep them; 0 means all.
 std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,
                                 int units);
+
+// What libpairbench_gpu.so gives the loader: its one exported symbol,
+// `pairbench_gpu_module`, returns this table.
+struct GpuModule {
+  const DeviceInfo& (*probe)();
+  std::unique_ptr<Impl> (*make_impl)(const std::string& op, const std::string& name,
+                                     const Workload& w, int units);
+  std::string (*sticky_error)();
+};
+constexpr const char* kGpuModuleFile = "libpairbench_gpu.so";
+constexpr const char* kGpuModuleEntry = "pairbench_gpu_module";
 
 }  // namespace pb::gpu

@@ -15,6 +15,12 @@ namespace pb::gpu {
 
 [[noreturn]] void fail(const char* what, const char* detail, const char* file, int line);
 
+// Inside libpairbench_gpu.so: what the loader's probe(), make_impl() and sticky_error() call.
+const DeviceInfo& device_info();
+std::unique_ptr<Impl> make_device_impl(const std::string& op, const std::string& name,
+                                       const Workload& w, int units);
+std::string device_sticky_error();
+
 #define PB_CUDA(call)                                                                          \
   do {                                                                                         \
     cudaError_t e_ = (call);                                                                   \
@@ -74,10 +80,10 @@ template <class Kernel>
 int full_grid(Kernel kernel, int threads) {
   int per_sm = 0;
   PB_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-  return probe().sms * (per_sm > 0 ? per_sm : 1);
+  return device_info().sms * (per_sm > 0 ? per_sm : 1);
 }
 
-// The factories of each op's file; kernels/device.cu's make_impl() dispatches to them.
+// The factories of each op's file; kernels/device.cu's make_device_impl() dispatches to them.
 std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w);
 std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, int sms);
 std::unique_ptr<Impl> make_transfer(const std::string& name, const Workload& w);

@@ -4,19 +4,6 @@
 
 namespace pb::gpu {
 
-std::string math_note(Dtype t, int cc_major, int cc_minor, const std::string& tf32_override) {
-  const std::string sm = "sm_" + std::to_string(cc_major) + std::to_string(cc_minor);
-  if (t == Dtype::tf32 && tf32_override == "0")
-    return "tf32 asked for, but NVIDIA_TF32_OVERRIDE=0 turns it off: plain fp32 ran";
-  if (t == Dtype::tf32 && cc_major < 8)
-    return "tf32 asked for, but this GPU (" + sm + ") has no tf32 tensor cores: plain fp32 ran";
-  if (t == Dtype::bf16 && cc_major < 8)
-    return "this GPU (" + sm + ") has no bf16 tensor cores: cuBLAS computed bf16 without them";
-  if (t == Dtype::fp16 && cc_major < 7)
-    return "this GPU (" + sm + ") has no tensor cores: fp16 ran on the FP16 units";
-  return "";
-}
-
 std::vector<ImplSpec> impls(const std::string& op) {
   auto spec = [&op](const char* name, std::function<bool(const Workload&)> supports,
                     bool sweeps_sms = false) {

@@ -144,10 +144,11 @@ __global__ void triad_on_sms(const float* b, const float* c, float* a, std::int6
 class GpuStream : public GpuImpl {
  public:
   GpuStream(const StreamShape& s, int sms) : s_(s), sms_(sms) {
-    if (sms_ > probe().sms) throw std::runtime_error("more SMs requested than the GPU has");
+    if (sms_ > device_info().sms) throw std::runtime_error("more SMs requested than the GPU has");
     const std::size_t bytes = static_cast<std::size_t>(s_.n) * sizeof(float);
     for (auto& x : x_) x = DeviceMem(bytes);
-    partial_ = DeviceMem(static_cast<std::size_t>(probe().sms) * kMaxBlocksPerSm * sizeof(float));
+    partial_ =
+        DeviceMem(static_cast<std::size_t>(device_info().sms) * kMaxBlocksPerSm * sizeof(float));
     sum_ = DeviceMem(sizeof(float));
     sm_rank_ = DeviceMem(kMaxSmIds * sizeof(int));
     counters_ = DeviceMem(sizeof(SmCounters));

@@ -65,17 +65,17 @@ TEST(GpuGemmWithoutDevice, MakingAnImplementationFailsLoudly) {
 
 // The label check behind each cuBLAS case's impl_detail: a pure function, tested on the CPU.
 TEST(GpuMathNote, SaysWhenTheDtypeIsNotWhatRuns) {
-  EXPECT_EQ(gpu::math_note(Dtype::tf32, 9, 0, ""), "");  // H100: tf32 tensor cores
-  EXPECT_EQ(gpu::math_note(Dtype::bf16, 8, 0, ""), "");
-  EXPECT_EQ(gpu::math_note(Dtype::fp16, 7, 5, ""), "");
-  EXPECT_EQ(gpu::math_note(Dtype::fp32, 7, 5, ""), "");
-  const std::string t4_tf32 = gpu::math_note(Dtype::tf32, 7, 5, "");  // a T4
+  EXPECT_EQ(gpu_math_note(Dtype::tf32, 9, 0, ""), "");  // H100: tf32 tensor cores
+  EXPECT_EQ(gpu_math_note(Dtype::bf16, 8, 0, ""), "");
+  EXPECT_EQ(gpu_math_note(Dtype::fp16, 7, 5, ""), "");
+  EXPECT_EQ(gpu_math_note(Dtype::fp32, 7, 5, ""), "");
+  const std::string t4_tf32 = gpu_math_note(Dtype::tf32, 7, 5, "");  // a T4
   EXPECT_NE(t4_tf32.find("sm_75"), std::string::npos) << t4_tf32;
   EXPECT_NE(t4_tf32.find("plain fp32 ran"), std::string::npos) << t4_tf32;
-  EXPECT_NE(gpu::math_note(Dtype::bf16, 7, 5, "").find("no bf16 tensor cores"), std::string::npos);
-  EXPECT_NE(gpu::math_note(Dtype::tf32, 9, 0, "0").find("NVIDIA_TF32_OVERRIDE=0"),
+  EXPECT_NE(gpu_math_note(Dtype::bf16, 7, 5, "").find("no bf16 tensor cores"), std::string::npos);
+  EXPECT_NE(gpu_math_note(Dtype::tf32, 9, 0, "0").find("NVIDIA_TF32_OVERRIDE=0"),
             std::string::npos);
-  EXPECT_EQ(gpu::math_note(Dtype::tf32, 9, 0, "1"), "");
+  EXPECT_EQ(gpu_math_note(Dtype::tf32, 9, 0, "1"), "");
 }
 
 }  // namespace

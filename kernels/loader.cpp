@@ -1,0 +1,103 @@
+// Loads libpairbench_gpu.so, the CUDA half of pairbench, on first use. The program links no
+// CUDA library itself: where the driver, the CUDA runtime or cuBLAS is missing, it still starts
+// and runs its CPU cases, and every GPU case is skipped with the loader's reason.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/gpu.hpp"
+
+namespace pb::gpu {
+
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+#ifdef PAIRBENCH_HAVE_CUDA
+// Where the library is looked for: PAIRBENCH_GPU_MODULE (a path) when set; else beside the
+// executable; else where the build put it (so the test programs in build/*/tests find it).
+std::vector<std::string> candidates() {
+  if (!env("PAIRBENCH_GPU_MODULE").empty()) return {env("PAIRBENCH_GPU_MODULE")};
+  std::vector<std::string> out;
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    const std::string exe(self, static_cast<std::size_t>(n));
+    out.push_back(exe.substr(0, exe.rfind('/') + 1) + kGpuModuleFile);
+  }
+#ifdef PAIRBENCH_GPU_MODULE_PATH
+  out.push_back(PAIRBENCH_GPU_MODULE_PATH);
+#endif
+  return out;
+}
+#endif
+
+// The table of the loaded library, or nullptr with the reason in *why.
+const GpuModule* module(std::string* why) {
+  static std::string reason;
+  static const GpuModule* loaded = []() -> const GpuModule* {
+#ifndef PAIRBENCH_HAVE_CUDA
+    reason = "pairbench was built without CUDA (-DPAIRBENCH_CUDA=OFF or no nvcc)";
+    if (access("/dev/nvidia0", F_OK) == 0 || !env("PAIRBENCH_FAKE_NVIDIA_DEVICE").empty())
+      reason +=
+          ", but this machine has an NVIDIA GPU (/dev/nvidia0): run scripts/setup (it "
+          "installs a CUDA toolkit) and scripts/build, or pass --devices=cpu";
+    return nullptr;
+#else
+    std::string errors;
+    for (const std::string& path : candidates()) {
+      void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!handle) {
+        const char* e = dlerror();
+        errors += (errors.empty() ? "" : "; ") + std::string(e ? e : path);
+        continue;
+      }
+      using Entry = const GpuModule* (*)();
+      auto entry = reinterpret_cast<Entry>(dlsym(handle, kGpuModuleEntry));
+      if (entry) return entry();
+      errors += (errors.empty() ? "" : "; ") + path + " has no " + kGpuModuleEntry;
+    }
+    reason = std::string("the GPU part of pairbench (") + kGpuModuleFile +
+             ") could not be loaded: " + errors;
+    return nullptr;
+#endif
+  }();
+  if (why) *why = reason;
+  return loaded;
+}
+
+}  // namespace
+
+const DeviceInfo& probe() {
+  static const DeviceInfo info = [] {
+    std::string why;
+    if (const GpuModule* m = module(&why)) return m->probe();
+    DeviceInfo d;
+    d.reason = why;
+    d.gpu_visible_but_not_built = why.find("/dev/nvidia0") != std::string::npos;
+    return d;
+  }();
+  return info;
+}
+
+std::unique_ptr<Impl> make_impl(const std::string& op, const std::string& name, const Workload& w,
+                                int units) {
+  std::string why;
+  if (const GpuModule* m = module(&why)) return m->make_impl(op, name, w, units);
+  throw std::runtime_error(why);
+}
+
+std::string sticky_error() {
+  const GpuModule* m = module(nullptr);
+  return m ? m->sticky_error() : "";
+}
+
+}  // namespace pb::gpu
