@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""The one-screen verdict of scripts/gpu-check: gpu_verdict.py REPORT [--tests-failed N]
+
+Prints the GPU as the probe saw it, how many GPU cases verified, each GPU case that did not
+(with its message), what the cuBLAS cases actually ran (math notes), the GPU's speedups over
+the CPU at like precision, and a last line `verdict: OK` or `verdict: FAILED (...)`.
+Exit codes: 0 OK; 1 FAILED; 2 bad input; 3 the report has no usable GPU."""
+import argparse
+import sys
+
+import pbreport
+
+
+def verdict(doc, tests_failed=0):
+    """(lines, exit code) for a report."""
+    ctx = doc["context"]
+    if not ctx.get("gpu_available"):
+        return [f"no usable GPU: {ctx.get('gpu_reason', '?')}", "verdict: NOT CHECKED (no GPU)"], 3
+    lines = [f"GPU: {ctx['gpu_name']}, compute capability {ctx['gpu_compute_capability']}, "
+             f"{ctx['gpu_sms']} SMs, {ctx['gpu_memory_bytes'] / 2**30:.0f} GiB; CUDA runtime "
+             f"{ctx['cuda_runtime_version']}, driver {ctx['cuda_driver_version']}, cuBLAS "
+             f"{ctx['cublas_version']}"]
+    gpu = [c for c in doc["pairbench"]["cases"] if c["device"] == "gpu"]
+    ok = [c for c in gpu if c["status"] == "ok"]
+    bad = [c for c in gpu if c["status"] == "error"]
+    skipped = [c for c in gpu if c["status"] == "skipped"]
+    lines.append(f"GPU cases: {len(ok)} verified and timed, {len(bad)} failed, "
+                 f"{len(skipped)} skipped, of {len(gpu)}")
+    for c in bad + skipped:
+        lines.append(f"  {c['status']}: {c['name']}: {c.get('message', '')}"[:200])
+    notes = sorted({c["impl_detail"] for c in gpu if c.get("impl_detail")})
+    for n in notes:
+        lines.append(f"  note: {n}")
+    for row in doc["pairbench"]["analyses"]["speedup"]:
+        like = ", ".join(f"{k.removeprefix('speedup_')} {row[k]:.1f}x" for k in
+                         ("speedup_fp32", "speedup_bf16", "speedup_fp16",
+                          "speedup_gpu_tf32_vs_cpu_fp32") if k in row)
+        if like:
+            lines.append(f"  speedup {row['op']} {row['shape']}: {like}")
+    problems = []
+    if bad:
+        problems.append(f"{len(bad)} GPU case(s) failed")
+    if skipped:
+        problems.append(f"{len(skipped)} GPU case(s) skipped")
+    if not ok:
+        problems.append("no GPU case ran")
+    if tests_failed:
+        problems.append(f"{tests_failed} GPU test program(s) failed")
+    lines.append("verdict: OK" if not problems else f"verdict: FAILED ({'; '.join(problems)})")
+    return lines, 0 if not problems else 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("report")
+    p.add_argument("--tests-failed", type=int, default=0, metavar="N")
+    p.add_argument("--tests-log", help="where the GPU tests' output is (named in the verdict)")
+    a = p.parse_args(argv)
+    try:
+        doc = pbreport.load(a.report)
+    except pbreport.ReportError as e:
+        print(f"gpu_verdict.py: error: {e}", file=sys.stderr)
+        return 2
+    lines, code = verdict(doc, a.tests_failed)
+    if a.tests_failed and a.tests_log:
+        lines.insert(-1, f"GPU tests: {a.tests_failed} program(s) failed; see {a.tests_log}")
+    print("\n".join(f"gpu-check: {line}" for line in lines))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

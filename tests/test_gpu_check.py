@@ -1,0 +1,67 @@
+"""scripts/gpu-check and its verdict (scripts/gpu_verdict.py): what the first person with a GPU
+sees, tested here without one: the no-GPU path end to end, and the verdict on reports shaped as
+a GPU machine's would be."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+import gpu_verdict
+
+GPU_CONTEXT = {"gpu_available": True, "gpu_name": "NVIDIA H100 80GB HBM3",
+               "gpu_compute_capability": "9.0", "gpu_sms": 132, "gpu_memory_bytes": 85e9,
+               "cuda_runtime_version": 13000, "cuda_driver_version": 13000,
+               "cublas_version": 130000}
+
+
+def test_without_a_gpu_it_says_why_and_runs_nothing(pairbench):
+    r = subprocess.run([str(ROOT / "scripts" / "gpu-check")], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PAIRBENCH_BIN": str(pairbench.exe)})
+    assert r.returncode == 3, r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and "no usable GPU here" in lines[0] and "no GPU:" in lines[0]
+    assert lines[1] == "gpu-check: verdict: NOT CHECKED (no GPU)"
+
+
+def gpu_report(quick_report):
+    """A real quick-suite report, its context and GEMM cases made a GPU machine's."""
+    doc = json.loads(quick_report.read_text())
+    doc["context"].update(GPU_CONTEXT)
+    doc["context"].pop("gpu_reason", None)
+    for c in doc["pairbench"]["cases"]:
+        if c["device"] == "gpu" and c["op"] == "gemm":
+            c.update(status="ok", verified=True, impl_detail="")
+            c.pop("message", None)
+    return doc
+
+
+def test_every_gpu_case_verified_is_ok(quick_reports):
+    doc = gpu_report(quick_reports[0])
+    doc["pairbench"]["cases"] = [c for c in doc["pairbench"]["cases"]
+                                 if c["device"] == "cpu" or c["op"] == "gemm"]
+    lines, code = gpu_verdict.verdict(doc)
+    assert code == 0 and lines[-1] == "verdict: OK", lines
+    assert lines[0].startswith("GPU: NVIDIA H100 80GB HBM3, compute capability 9.0, 132 SMs")
+
+
+def test_a_failed_or_skipped_gpu_case_fails_the_check(quick_reports):
+    doc = gpu_report(quick_reports[0])
+    failed = next(c for c in doc["pairbench"]["cases"] if c["device"] == "gpu" and c["op"] == "gemm")
+    failed.update(status="error", verified=False, message="verification failed: residual 3")
+    lines, code = gpu_verdict.verdict(doc)
+    assert code == 1 and lines[-1].startswith("verdict: FAILED (1 GPU case(s) failed"), lines
+    assert any(failed["name"] in l and "residual 3" in l for l in lines)
+    # The rest of the suite's GPU cases were left skipped in this report: said too.
+    assert "skipped" in lines[-1]
+    lines, code = gpu_verdict.verdict(gpu_report(quick_reports[0]), tests_failed=2)
+    assert code == 1 and "2 GPU test program(s) failed" in lines[-1]
+
+
+def test_no_gpu_in_the_report_is_not_checked(quick_reports):
+    lines, code = gpu_verdict.verdict(json.loads(quick_reports[0].read_text()))
+    assert code == 3 and lines[-1] == "verdict: NOT CHECKED (no GPU)"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_verdict.py"), "/nonexistent"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
