@@ -34,6 +34,15 @@ HD inline float op_load(const float* x, bool trans, std::int64_t r, std::int64_t
   return (r < rows && c < cols) ? x[op_index(trans, r, c, ld)] : 0.0f;
 }
 
+// Element e (0 <= e < rows * cols) of an op(X) tile that a block's threads load together: the
+// row and column within the tile. Consecutive e walk along the dimension that is contiguous in
+// memory (along a row of a row-major operand, down a column of a transposed one), so that a
+// warp's loads coalesce whatever the transposes.
+HD inline void tile_element(bool transposed, int e, int rows, int cols, int* r, int* c) {
+  *r = transposed ? e % rows : e / cols;
+  *c = transposed ? e / rows : e % cols;
+}
+
 // Column-major BLAS arguments (cuBLAS, or cblas with CblasColMajor) that compute a row-major
 // GEMM. A row-major matrix read as column-major is its transpose, so row-major C = op(A) op(B)
 // is column-major C^T = op(B)^T op(A)^T: pass B first, A second, and swap m and n.

@@ -1,7 +1,9 @@
 // GPU GEMM, from the simplest kernel to the library (row-major, as core/gemm.hpp defines):
 //   naive  - one thread per element of C, operands read straight from global memory.
 //   tiled  - 64x64 tiles of op(A) and op(B) staged in shared memory, each thread keeping a
-//            4x4 block of C in registers: every loaded value is reused 64 times.
+//            4x4 block of C in registers: every loaded value is reused 64 times; tiles loaded
+//            along each operand's contiguous dimension (coalesced for every transpose) into
+//            shared arrays padded by one column (no bank conflicts on the stores).
 //   cublas - cublasSgemm for fp32; cublasGemmEx on tensor cores for tf32, fp16 and bf16
 //            (fp32 accumulation and output).
 #include <cublas_v2.h>
@@ -41,8 +43,10 @@ constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, THREADS = (BM / TM) * (
 
 __global__ void __launch_bounds__(THREADS)
     gemm_tiled(GemmShape s, const float* a, const float* b, float* c) {
-  __shared__ float as[BK][BM];
-  __shared__ float bs[BK][BN];
+  // [l][row] and [l][col]; the extra column puts the 16 values of one row (stored along l when
+  // the loads walk along l) in 16 different banks instead of one.
+  __shared__ float as[BK][BM + 1];
+  __shared__ float bs[BK][BN + 1];
   const int tx = threadIdx.x % (BN / TN), ty = threadIdx.x / (BN / TN);
   const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.y) * BM;
   const std::int64_t col0 = static_cast<std::int64_t>(blockIdx.x) * BN;
@@ -50,11 +54,13 @@ __global__ void __launch_bounds__(THREADS)
   for (std::int64_t k0 = 0; k0 < s.k; k0 += BK) {
     // Edge tiles are padded with zeros by op_load, so the inner loop needs no bounds checks.
     for (int e = threadIdx.x; e < BM * BK; e += THREADS) {
-      const int r = e / BK, l = e % BK;
+      int r, l;
+      tile_element(s.ta, e, BM, BK, &r, &l);
       as[l][r] = op_load(a, s.ta, row0 + r, k0 + l, s.m, s.k, s.lda());
     }
     for (int e = threadIdx.x; e < BK * BN; e += THREADS) {
-      const int l = e / BN, col = e % BN;
+      int l, col;
+      tile_element(s.tb, e, BK, BN, &l, &col);
       bs[l][col] = op_load(b, s.tb, k0 + l, col0 + col, s.k, s.n, s.ldb());
     }
     __syncthreads();

@@ -2,6 +2,7 @@
 // Freivalds' verification, shape parsing; OpenBLAS's core, AMX and oneDNN's dtypes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/gemm.hpp"
@@ -142,6 +143,30 @@ TEST(GemmSuite, GrowsWithTheSuiteAndIncludesTransposedDeepBenchShapes) {
   for (const auto& s : full) transposed |= s.ta || s.tb, largest = std::max(largest, s.m);
   EXPECT_TRUE(transposed);
   EXPECT_GE(largest, 4096);
+}
+
+TEST(GemmTile, EveryElementOnceAndConsecutiveThreadsReadConsecutiveAddresses) {
+  // The tiled GPU kernel's load order (tile_element): a 64 x 16 tile of op(A) and a 16 x 64
+  // tile of op(B), stored as is or transposed in operands of leading dimension 1000.
+  for (bool transposed : {false, true}) {
+    for (auto [rows, cols] : {std::pair{64, 16}, std::pair{16, 64}}) {
+      std::vector<int> seen(static_cast<std::size_t>(rows * cols), 0);
+      int contiguous = 0;
+      for (int e = 0; e < rows * cols; ++e) {
+        int r, c, r2, c2;
+        tile_element(transposed, e, rows, cols, &r, &c);
+        ASSERT_TRUE(r >= 0 && r < rows && c >= 0 && c < cols);
+        ++seen[static_cast<std::size_t>(r * cols + c)];
+        if (e + 1 == rows * cols) break;
+        tile_element(transposed, e + 1, rows, cols, &r2, &c2);
+        contiguous += op_index(transposed, r2, c2, 1000) == op_index(transposed, r, c, 1000) + 1;
+      }
+      EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
+      // All but the steps from one row (or column) of the tile to the next.
+      const int runs = rows * cols / (transposed ? rows : cols);
+      EXPECT_EQ(contiguous, rows * cols - runs) << transposed << " " << rows << "x" << cols;
+    }
+  }
 }
 
 TEST(Workload, DeclaresItsMetricAndRole) {
