@@ -38,13 +38,15 @@ class Event {
   cudaEvent_t event_{};  // not e_: PB_CUDA uses that name
 };
 
-// Busy-waits on the GPU for about `ns` nanoseconds (%globaltimer).
+// Busy-waits on the GPU for about `ns` nanoseconds (%globaltimer), at most a bounded number of
+// reads (a timer that never moves, as on some virtualised GPUs, cannot hang the run).
 __global__ void spin(unsigned long long ns) {
   unsigned long long t0, t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
+  for (int reads = 0; reads < (1 << 22); ++reads) {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < ns);
+    if (t - t0 >= ns) break;
+  }
 }
 
 // How long the spin before each start event lasts: longer than the host takes to enqueue a

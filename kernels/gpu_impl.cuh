@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -76,11 +77,17 @@ class GpuImpl : public Impl {
 // one SM holds at once, which the kernel's registers and shared memory decide (ptxas gives some
 // kernels 33-48 registers, and consumer SMs hold fewer threads than data-center ones), so a
 // grid-stride kernel runs in one full wave and no thin second one.
+// Asked once per kernel and block size (kept out of the timed region's host time).
 template <class Kernel>
 int full_grid(Kernel kernel, int threads) {
-  int per_sm = 0;
-  PB_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-  return device_info().sms * (per_sm > 0 ? per_sm : 1);
+  static std::map<std::pair<const void*, int>, int> known;
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), threads);
+  if (!known.count(key)) {
+    int per_sm = 0;
+    PB_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+    known[key] = device_info().sms * (per_sm > 0 ? per_sm : 1);
+  }
+  return known[key];
 }
 
 // The factories of each op's file; kernels/device.cu's make_device_impl() dispatches to them.

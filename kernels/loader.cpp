@@ -29,12 +29,14 @@ std::vector<std::string> candidates() {
   std::vector<std::string> out;
   char self[PATH_MAX];
   const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
+  if (n > 0) {  // beside the program, or one folder up (the test programs in build/*/tests)
     const std::string exe(self, static_cast<std::size_t>(n));
-    out.push_back(exe.substr(0, exe.rfind('/') + 1) + kGpuModuleFile);
+    const std::string dir = exe.substr(0, exe.rfind('/') + 1);
+    out.push_back(dir + kGpuModuleFile);
+    out.push_back(dir + "../" + kGpuModuleFile);
   }
 #ifdef PAIRBENCH_GPU_MODULE_PATH
-  out.push_back(PAIRBENCH_GPU_MODULE_PATH);
+  out.push_back(PAIRBENCH_GPU_MODULE_PATH);  // where the build put it
 #endif
   return out;
 }
@@ -52,21 +54,26 @@ const GpuModule* module(std::string* why) {
           "installs a CUDA toolkit) and scripts/build, or pass --devices=cpu";
     return nullptr;
 #else
-    std::string errors;
+    const std::string what = std::string("the GPU part of pairbench (") + kGpuModuleFile + ")";
+    std::string looked;
     for (const std::string& path : candidates()) {
+      if (access(path.c_str(), F_OK) != 0) {
+        looked += (looked.empty() ? "" : ", ") + path;
+        continue;
+      }
+      // The first copy found decides: a CUDA library it needs may be missing (dlerror names it).
       void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (!handle) {
         const char* e = dlerror();
-        errors += (errors.empty() ? "" : "; ") + std::string(e ? e : path);
-        continue;
+        reason = what + " could not be loaded: " + (e ? e : path);
+        return nullptr;
       }
       using Entry = const GpuModule* (*)();
-      auto entry = reinterpret_cast<Entry>(dlsym(handle, kGpuModuleEntry));
-      if (entry) return entry();
-      errors += (errors.empty() ? "" : "; ") + path + " has no " + kGpuModuleEntry;
+      if (auto entry = reinterpret_cast<Entry>(dlsym(handle, kGpuModuleEntry))) return entry();
+      reason = what + " could not be loaded: " + path + " has no " + kGpuModuleEntry;
+      return nullptr;
     }
-    reason = std::string("the GPU part of pairbench (") + kGpuModuleFile +
-             ") could not be loaded: " + errors;
+    reason = what + " was not found: looked for " + looked;
     return nullptr;
 #endif
   }();
