@@ -5,21 +5,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/activation.hpp"
-#include "core/gemm.hpp"
-#include "core/stream.hpp"
-#include "cpu_ref/cpu.hpp"
-#include "kernels/gpu.hpp"
 
 namespace pb {
 
 namespace {
-
-template <class V>
-V concat(V a, const V& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
 
 std::string gib(double bytes) {
   char buf[32];
@@ -38,125 +27,6 @@ bool named(const Options& o, const ImplSpec& spec) {
 }
 
 }  // namespace
-
-namespace {
-
-template <class W, class S>
-SuiteEntry entry(const S& shape, bool sweep = false) {
-  return SuiteEntry{std::make_shared<W>(shape), sweep};
-}
-
-OpFamily gemm_family() {
-  OpFamily f;
-  f.name = "gemm";
-  f.shape_keys = "m=M,n=N,k=K[,ta=1][,tb=1][,alpha=A][,beta=B]";
-  f.suite = [](int level, Dtype t) {
-    std::vector<SuiteEntry> out;
-    for (GemmShape s : gemm_suite(level)) {
-      s.dtype = t;
-      // The thread sweep runs at 1024^3 (2048^3 in the full suite).
-      const bool sweep = t == Dtype::fp32 && s.m == s.n && s.n == s.k && !s.ta && !s.tb &&
-                         s.m == (level == 2 ? 2048 : 1024);
-      out.push_back(entry<GemmWorkload>(s, sweep));
-    }
-    return out;
-  };
-  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    GemmShape s = parse_gemm_shape(kv);
-    s.dtype = t;
-    return std::make_shared<GemmWorkload>(s);
-  };
-  f.impls = concat(cpu::gemm_impls(), gpu::impls("gemm"));
-  return f;
-}
-
-// An op whose work is fp32 only: its suite and --shape give workloads for fp32, none otherwise.
-template <class W, class Parse>
-OpFamily fp32_family(const std::string& name, const std::string& shape_keys,
-                     std::function<std::vector<SuiteEntry>(int)> suite, Parse parse,
-                     std::vector<ImplSpec> impls) {
-  OpFamily f;
-  f.name = name;
-  f.shape_keys = shape_keys;
-  f.suite = [suite](int level, Dtype t) {
-    return t == Dtype::fp32 ? suite(level) : std::vector<SuiteEntry>{};
-  };
-  f.from_shape = [parse](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t != Dtype::fp32) return nullptr;
-    return std::make_shared<W>(parse(kv));
-  };
-  f.impls = std::move(impls);
-  return f;
-}
-
-OpFamily stream_family() {
-  auto suite = [](int level) {
-    std::vector<SuiteEntry> out;
-    for (StreamKernel k : all_stream_kernels())  // the thread and SM sweeps: the triad
-      out.push_back(
-          entry<StreamWorkload>(StreamShape{k, stream_suite_n(level)}, k == StreamKernel::triad));
-    return out;
-  };
-  return fp32_family<StreamWorkload>("stream", "kernel=copy|scale|add|triad|dot,n=N", suite,
-                                     parse_stream_shape,
-                                     concat(cpu::stream_impls(), gpu::impls("stream")));
-}
-
-OpFamily transfer_family() {
-  auto suite = [](int level) {
-    std::vector<SuiteEntry> out;
-    for (std::int64_t bytes : transfer_suite_bytes(level)) {
-      for (CopyDir d : {CopyDir::h2d, CopyDir::d2h})
-        for (bool pinned : {false, true})
-          out.push_back(entry<TransferWorkload>(TransferShape{d, pinned, bytes}));
-      out.push_back(entry<TransferWorkload>(TransferShape{CopyDir::d2d, false, bytes}));
-    }
-    return out;
-  };
-  return fp32_family<TransferWorkload>("transfer", "dir=h2d|d2h|d2d[,host=pageable|pinned],bytes=B",
-                                       suite, parse_transfer_shape, gpu::impls("transfer"));
-}
-
-OpFamily activation_family() {
-  auto suite = [](int level) {
-    std::vector<SuiteEntry> out;
-    const auto sizes = activation_suite_n(level);
-    for (Act a : all_acts())
-      for (bool bwd : {false, true})
-        for (std::int64_t n : sizes)  // the thread sweep: GELU (erf) forward, largest size
-          out.push_back(entry<ActivationWorkload>(ActivationShape{a, bwd, n},
-                                                  a == Act::gelu_erf && !bwd && n == sizes.back()));
-    return out;
-  };
-  return fp32_family<ActivationWorkload>(
-      "activation", "fn=relu|leaky_relu|gelu_tanh|gelu_erf|sigmoid|tanh[,dir=fwd|bwd],n=N", suite,
-      parse_activation_shape, concat(cpu::activation_impls(), gpu::impls("activation")));
-}
-
-OpFamily row_family(const char* name, const char* shape_keys, std::vector<RowOp> kinds) {
-  auto suite = [kinds](int level) {
-    std::vector<SuiteEntry> out;
-    for (RowOp k : kinds)
-      for (const RowShape& s : row_suite(k, level)) out.push_back(entry<RowWorkload>(s));
-    return out;
-  };
-  auto parse = [first = kinds.front()](const KeyValues& kv) { return parse_row_shape(first, kv); };
-  return fp32_family<RowWorkload>(name, shape_keys, suite, parse,
-                                  concat(cpu::row_impls(name), gpu::impls(name)));
-}
-
-}  // namespace
-
-const std::vector<OpFamily>& op_families() {
-  static const std::vector<OpFamily> families = {
-      gemm_family(),
-      stream_family(),
-      transfer_family(),
-      activation_family(),
-      row_family("softmax", "rows=R,cols=C", {RowOp::softmax}),
-      row_family("loss", "rows=R,cols=C[,dir=fwd|bwd]", {RowOp::loss_fwd, RowOp::loss_bwd})};
-  return families;
-}
 
 std::string usage_from_registry() {
   const std::string indent(23, ' ');
@@ -244,7 +114,8 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
     std::vector<SuiteEntry> entries;
     for (Dtype t : dtypes) {
       if (o.shapes.empty()) {
-        entries = concat(entries, fam.suite(level, t));
+        const std::vector<SuiteEntry> suite = fam.suite(level, t);
+        entries.insert(entries.end(), suite.begin(), suite.end());
         continue;
       }
       for (const auto& kv : o.shapes) {

@@ -27,7 +27,12 @@ struct OpFamily {
   std::vector<ImplSpec> impls;  // CPU and GPU
 };
 
+// Every op, as bench/ops/ops.cpp lists them (each family in its own file, bench/ops/<op>.cpp),
+// then any registered since.
 const std::vector<OpFamily>& op_families();
+// Adds an op at run time (the tests register one from their own file); throws
+// std::invalid_argument for a name already there.
+void register_op_family(OpFamily family);
 
 // --help, with the ops and their implementations as the registry has them.
 std::string usage_from_registry();

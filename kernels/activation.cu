@@ -225,10 +225,8 @@ class GpuRows : public GpuImpl {
   DeviceMem x_, labels_, out_;
 };
 
-}  // namespace
-
 std::unique_ptr<Impl> make_activation(const std::string& op, const std::string& name,
-                                      const Workload& w) {
+                                      const Workload& w, int) {
   if (name != "naive" && name != "vectorized")
     throw std::runtime_error("unknown GPU " + op + " implementation: " + name);
   const bool naive = name == "naive";
@@ -237,5 +235,11 @@ std::unique_ptr<Impl> make_activation(const std::string& op, const std::string& 
                                            naive);
   return std::make_unique<GpuRows>(static_cast<const RowWorkload&>(w).rows(), naive);
 }
+
+[[maybe_unused]] const bool registered = register_factory("activation", make_activation) &&
+                                         register_factory("softmax", make_activation) &&
+                                         register_factory("loss", make_activation);
+
+}  // namespace
 
 }  // namespace pb::gpu

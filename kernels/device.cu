@@ -2,6 +2,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 
 #include "kernels/gpu.hpp"
@@ -146,13 +147,23 @@ std::string device_sticky_error() {
   return std::string(cudaGetErrorName(again)) + ": " + cudaGetErrorString(again);
 }
 
+namespace {
+std::map<std::string, Factory>& factories() {
+  static std::map<std::string, Factory> f;  // built on first use: registration order is free
+  return f;
+}
+}  // namespace
+
+bool register_factory(const std::string& op, Factory make) {
+  factories()[op] = make;
+  return true;
+}
+
 std::unique_ptr<Impl> make_device_impl(const std::string& op, const std::string& name,
                                        const Workload& w, int units) {
-  if (op == "gemm") return make_gemm(name, w);
-  if (op == "stream") return make_stream(name, w, units);
-  if (op == "transfer") return make_transfer(name, w);
-  if (op == "activation" || op == "softmax" || op == "loss") return make_activation(op, name, w);
-  throw std::runtime_error("no GPU implementations of " + op);
+  const auto it = factories().find(op);
+  if (it == factories().end()) throw std::runtime_error("no GPU implementations of " + op);
+  return it->second(op, name, w, units);
 }
 
 GpuImpl::GpuImpl() { PB_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }

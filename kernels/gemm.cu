@@ -211,14 +211,17 @@ class CublasGemm : public GpuGemm {
   std::string note_;
 };
 
-}  // namespace
-
-std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w) {
+std::unique_ptr<Impl> make_gemm(const std::string&, const std::string& name, const Workload& w,
+                                int) {
   const GemmShape& shape = static_cast<const GemmWorkload&>(w).gemm();
   if (name == "naive") return std::make_unique<NaiveGemm>(shape);
   if (name == "tiled") return std::make_unique<TiledGemm>(shape);
   if (name == "cublas") return std::make_unique<CublasGemm>(shape);
   throw std::runtime_error("unknown GPU GEMM implementation: " + name);
 }
+
+[[maybe_unused]] const bool registered = register_factory("gemm", make_gemm);
+
+}  // namespace
 
 }  // namespace pb::gpu

@@ -5,6 +5,7 @@
 // GPU cases then say why they are skipped).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,9 +31,10 @@ struct DeviceInfo {
 // the error as the reason.
 const DeviceInfo& probe();
 
-// The GPU implementations of an op ("gemm", "stream", "transfer"); listed even without a GPU,
-// so that runs can show them as skipped.
-std::vector<ImplSpec> impls(const std::string& op);
+// A GPU implementation as an op's family lists it (bench/ops/<op>.cpp): listed even without a
+// GPU, so that runs can show it as skipped; make() builds it through the GPU library.
+ImplSpec spec(const std::string& op, const std::string& name,
+              std::function<bool(const Workload&)> supports, bool sweeps_sms = false);
 
 // "" while the device is usable; after a fault that leaves the CUDA context unusable (an
 // illegal address, a watchdog timeout), the error every later call would fail with.

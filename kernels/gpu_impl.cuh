@@ -90,13 +90,11 @@ int full_grid(Kernel kernel, int threads) {
   return known[key];
 }
 
-// The factories of each op's file; kernels/device.cu's make_device_impl() dispatches to them.
-std::unique_ptr<Impl> make_gemm(const std::string& name, const Workload& w);
-std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, int sms);
-std::unique_ptr<Impl> make_transfer(const std::string& name, const Workload& w);
-// activation, softmax and loss
-std::unique_ptr<Impl> make_activation(const std::string& op, const std::string& name,
-                                      const Workload& w);
+// Each op's file registers its factory when the library loads, so make_device_impl() knows no
+// op by name: `const bool registered = register_factory("gemm", make_gemm);`.
+using Factory = std::unique_ptr<Impl> (*)(const std::string& op, const std::string& name,
+                                          const Workload& w, int units);
+bool register_factory(const std::string& op, Factory make);
 
 // Owns pinned (page-locked) host memory.
 class PinnedMem {

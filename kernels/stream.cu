@@ -219,9 +219,8 @@ class GpuStream : public GpuImpl {
   DeviceMem x_[3], partial_, sum_, sm_rank_, counters_;
 };
 
-}  // namespace
-
-std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, int sms) {
+std::unique_ptr<Impl> make_stream(const std::string&, const std::string& name, const Workload& w,
+                                  int sms) {
   const StreamShape& s = static_cast<const StreamWorkload&>(w).stream();
   if (name == "cuda") return std::make_unique<GpuStream>(s, 0);
   if (name == "sm_limited") {
@@ -231,5 +230,9 @@ std::unique_ptr<Impl> make_stream(const std::string& name, const Workload& w, in
   }
   throw std::runtime_error("unknown GPU stream implementation: " + name);
 }
+
+[[maybe_unused]] const bool registered = register_factory("stream", make_stream);
+
+}  // namespace
 
 }  // namespace pb::gpu

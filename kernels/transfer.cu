@@ -66,11 +66,14 @@ class Memcpy : public GpuImpl {
   std::vector<float> pageable_;
 };
 
-}  // namespace
-
-std::unique_ptr<Impl> make_transfer(const std::string& name, const Workload& w) {
+std::unique_ptr<Impl> make_transfer(const std::string&, const std::string& name, const Workload& w,
+                                    int) {
   if (name != "memcpy") throw std::runtime_error("unknown GPU transfer implementation: " + name);
   return std::make_unique<Memcpy>(static_cast<const TransferWorkload&>(w).transfer());
 }
+
+[[maybe_unused]] const bool registered = register_factory("transfer", make_transfer);
+
+}  // namespace
 
 }  // namespace pb::gpu

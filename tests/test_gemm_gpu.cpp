@@ -3,11 +3,20 @@
 // test_cublas_args, which never skip.
 #include <gtest/gtest.h>
 
+#include "bench/ops/family.hpp"
 #include "kernels/gpu.hpp"
 #include "tests/gemm_testing.hpp"
 
 namespace pb {
 namespace {
+
+// The GPU implementations of GEMM, as its family lists them.
+std::vector<ImplSpec> gpu_gemm_impls() {
+  std::vector<ImplSpec> out;
+  for (const ImplSpec& s : ops::gemm_family().impls)
+    if (s.device == Device::gpu) out.push_back(s);
+  return out;
+}
 
 class GpuGemm : public ::testing::TestWithParam<std::string> {
  protected:
@@ -17,7 +26,7 @@ class GpuGemm : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
-  const ImplSpec spec = testing::find_impl(gpu::impls("gemm"), GetParam());
+  const ImplSpec spec = testing::find_impl(gpu_gemm_impls(), GetParam());
   for (Dtype t : all_dtypes()) {
     for (GemmShape s : testing::awkward_shapes()) {
       s.dtype = t;
@@ -35,7 +44,7 @@ TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST_P(GpuGemm, SquareAcrossManyTiles) {
-  const ImplSpec spec = testing::find_impl(gpu::impls("gemm"), GetParam());
+  const ImplSpec spec = testing::find_impl(gpu_gemm_impls(), GetParam());
   GemmShape s;
   s.m = 300, s.n = 257, s.k = 513;
   const GemmWorkload w(s);
@@ -60,7 +69,7 @@ TEST(GpuGemmWithoutDevice, MakingAnImplementationFailsLoudly) {
   GemmShape s;
   s.m = s.n = s.k = 4;
   const GemmWorkload w(s);
-  EXPECT_ANY_THROW(testing::run_impl(testing::find_impl(gpu::impls("gemm"), "cublas"), w));
+  EXPECT_ANY_THROW(testing::run_impl(testing::find_impl(gpu_gemm_impls(), "cublas"), w));
 }
 
 // The label check behind each cuBLAS case's impl_detail: a pure function, tested on the CPU.

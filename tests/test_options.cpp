@@ -4,7 +4,7 @@
 #include "bench/cases.hpp"
 #include "bench/options.hpp"
 #include "core/gemm.hpp"
-#include "kernels/gpu.hpp"
+#include "bench/ops/family.hpp"
 
 namespace pb {
 namespace {
@@ -105,7 +105,7 @@ TEST(Cases, GpuMemoryCountsWorkspaceFlushAndHeadroom) {
   const auto gemm = parse({"--shape=m=1024,n=1024,k=1024", "--ops=gemm", "--devices=gpu",
                            "--impls=cublas", "--dtypes=fp32"});
   const GemmWorkload w(GemmShape{1024, 1024, 1024});
-  const ImplSpec cublas = gpu::impls("gemm").back();
+  const ImplSpec cublas = ops::gemm_family().impls.back();
   EXPECT_DOUBLE_EQ(gpu_bytes_needed(w, cublas, r, false), w.device_bytes() + 64.0 * (1 << 20));
   EXPECT_DOUBLE_EQ(gpu_bytes_needed(w, cublas, r, true),
                    w.device_bytes() + 64.0 * (1 << 20) + 100e6);  // + twice the L2
