@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/gemm.hpp"
 #include "core/workload.hpp"
 
 namespace pb::cpu {
@@ -33,6 +34,16 @@ class CpuImpl : public Impl {
  protected:
   int threads_;
 };
+
+// --- Op functions: plain functions over the caller's buffers and their shapes, owning nothing,
+// that implementations adapt and a training step composes (cpu_ref/<op>.cpp).
+// GEMM, C = alpha op(A) op(B) + beta C, row-major (core/gemm.hpp): the double-accumulating
+// reference; the teaching kernel (panel: its packing buffer, kept by the caller between calls);
+// OpenBLAS's sgemm on the threads set by set_threads().
+void gemm_naive(const GemmShape& s, const float* a, const float* b, float* c);
+void gemm_omp(const GemmShape& s, const float* a, const float* b, float* c, int threads,
+              std::vector<float>& panel);
+void gemm_openblas(const GemmShape& s, const float* a, const float* b, float* c);
 
 std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> stream_impls();

@@ -18,6 +18,95 @@
 
 namespace pb::cpu {
 
+// --- the op functions: C = alpha op(A) op(B) + beta C over the caller's buffers ---------------
+
+void gemm_naive(const GemmShape& s, const float* a, const float* b, float* c) {
+  for (std::int64_t i = 0; i < s.m; ++i) {
+    for (std::int64_t j = 0; j < s.n; ++j) {
+      double acc = 0;
+      for (std::int64_t l = 0; l < s.k; ++l)
+        acc += static_cast<double>(a[op_index(s.ta, i, l, s.lda())]) *
+               b[op_index(s.tb, l, j, s.ldb())];
+      float& out = c[i * s.n + j];
+      out = static_cast<float>(s.alpha * acc + (s.beta == 0.0f ? 0.0 : s.beta * out));
+    }
+  }
+}
+
+namespace {
+
+// Block sizes: a KC x NC panel of op(B) stays in L2/L3, an MC x KC block of op(A) per thread
+// in L2, and an MR x NR tile of C in vector registers (4 x 64 floats = 16 AVX-512 registers).
+constexpr std::int64_t MC = 64, KC = 256, NC = 512, MR = 4, NR = 64;
+
+std::int64_t round_up(std::int64_t x, std::int64_t to) { return (x + to - 1) / to * to; }
+
+// C[0:MR][0:NR] += alpha * Ap[0:MR][0:kc] * Bp[0:kc][0:NR], with Ap row stride kc and Bp row
+// stride nc; only the first rows x cols of the tile are written back.
+inline void micro_kernel(const float* ap, const float* bp, std::int64_t kc, std::int64_t nc,
+                         float alpha, float* c, std::int64_t ldc, std::int64_t rows,
+                         std::int64_t cols) {
+  float acc[MR][NR] = {};
+  for (std::int64_t l = 0; l < kc; ++l) {
+    const float* b = bp + l * nc;
+    for (std::int64_t r = 0; r < MR; ++r) {
+      const float a = ap[r * kc + l];
+#pragma omp simd
+      for (std::int64_t j = 0; j < NR; ++j) acc[r][j] += a * b[j];
+    }
+  }
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < cols; ++j) c[r * ldc + j] += alpha * acc[r][j];
+}
+
+}  // namespace
+
+void gemm_omp(const GemmShape& s, const float* a, const float* b, float* c, int threads,
+              std::vector<float>& panel) {
+  const std::int64_t m = s.m, n = s.n, k = s.k;
+  // Packed panels are padded with zeros to whole micro-tiles.
+  panel.assign(static_cast<std::size_t>(KC * round_up(std::min(NC, n), NR)), 0.0f);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t i = 0; i < m; ++i) {
+    float* ci = c + i * n;
+    for (std::int64_t j = 0; j < n; ++j) ci[j] = s.beta == 0.0f ? 0.0f : s.beta * ci[j];
+  }
+  for (std::int64_t jc = 0; jc < n; jc += NC) {
+    const std::int64_t nc = std::min(NC, n - jc), ncp = round_up(nc, NR);
+    for (std::int64_t pc = 0; pc < k; pc += KC) {
+      const std::int64_t kc = std::min(KC, k - pc);
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (std::int64_t l = 0; l < kc; ++l)
+        for (std::int64_t j = 0; j < ncp; ++j)
+          panel[l * ncp + j] = op_load(b, s.tb, pc + l, jc + j, k, n, s.ldb());
+#pragma omp parallel num_threads(threads)
+      {
+        std::vector<float> ap(static_cast<std::size_t>(MC * KC));
+#pragma omp for schedule(dynamic)
+        for (std::int64_t ic = 0; ic < m; ic += MC) {
+          const std::int64_t mc = std::min(MC, m - ic), mcp = round_up(mc, MR);
+          for (std::int64_t i = 0; i < mcp; ++i)
+            for (std::int64_t l = 0; l < kc; ++l)
+              ap[i * kc + l] = op_load(a, s.ta, ic + i, pc + l, m, k, s.lda());
+          for (std::int64_t jr = 0; jr < nc; jr += NR)
+            for (std::int64_t ir = 0; ir < mc; ir += MR)
+              micro_kernel(&ap[ir * kc], &panel[jr], kc, ncp, s.alpha, c + (ic + ir) * n + jc + jr,
+                           n, std::min(MR, mc - ir), std::min(NR, nc - jr));
+        }
+      }
+    }
+  }
+}
+
+void gemm_openblas(const GemmShape& s, const float* a, const float* b, float* c) {
+  cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(s.m), static_cast<blasint>(s.n), static_cast<blasint>(s.k),
+              s.alpha, a, static_cast<blasint>(s.lda()), b, static_cast<blasint>(s.ldb()), s.beta,
+              c, static_cast<blasint>(s.ldc()));
+}
+
+// --- the implementations: thin adapters over the op functions ----------------------------------
+
 namespace {
 
 // Holds the operands the way every CPU implementation needs them.
@@ -39,99 +128,22 @@ class CpuGemm : public CpuImpl {
 class NaiveGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void run() override {
-    const auto& s = s_;
-    for (std::int64_t i = 0; i < s.m; ++i) {
-      for (std::int64_t j = 0; j < s.n; ++j) {
-        double acc = 0;
-        for (std::int64_t l = 0; l < s.k; ++l) {
-          acc += static_cast<double>(a_[op_index(s.ta, i, l, s.lda())]) *
-                 b_[op_index(s.tb, l, j, s.ldb())];
-        }
-        float& c = c_[i * s.n + j];
-        c = static_cast<float>(s.alpha * acc + (s.beta == 0.0f ? 0.0 : s.beta * c));
-      }
-    }
-  }
+  void run() override { gemm_naive(s_, a_.data(), b_.data(), c_.data()); }
 };
-
-// Block sizes: a KC x NC panel of op(B) stays in L2/L3, an MC x KC block of op(A) per thread
-// in L2, and an MR x NR tile of C in vector registers (4 x 64 floats = 16 AVX-512 registers).
-constexpr std::int64_t MC = 64, KC = 256, NC = 512, MR = 4, NR = 64;
-
-// C[0:MR][0:NR] += alpha * Ap[0:MR][0:kc] * Bp[0:kc][0:NR], with Ap row stride kc and Bp row
-// stride nc; only the first rows x cols of the tile are written back.
-inline void micro_kernel(const float* ap, const float* bp, std::int64_t kc, std::int64_t nc,
-                         float alpha, float* c, std::int64_t ldc, std::int64_t rows,
-                         std::int64_t cols) {
-  float acc[MR][NR] = {};
-  for (std::int64_t l = 0; l < kc; ++l) {
-    const float* b = bp + l * nc;
-    for (std::int64_t r = 0; r < MR; ++r) {
-      const float a = ap[r * kc + l];
-#pragma omp simd
-      for (std::int64_t j = 0; j < NR; ++j) acc[r][j] += a * b[j];
-    }
-  }
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t j = 0; j < cols; ++j) c[r * ldc + j] += alpha * acc[r][j];
-}
 
 class OmpGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void run() override {
-    const auto& s = s_;
-    const std::int64_t m = s.m, n = s.n, k = s.k;
-    // Packed panels are padded with zeros to whole micro-tiles.
-    bp_.assign(static_cast<std::size_t>(KC * round_up(std::min(NC, n), NR)), 0.0f);
-#pragma omp parallel for num_threads(threads_) schedule(static)
-    for (std::int64_t i = 0; i < m; ++i) {
-      float* c = &c_[static_cast<std::size_t>(i * n)];
-      for (std::int64_t j = 0; j < n; ++j) c[j] = s.beta == 0.0f ? 0.0f : s.beta * c[j];
-    }
-    for (std::int64_t jc = 0; jc < n; jc += NC) {
-      const std::int64_t nc = std::min(NC, n - jc), ncp = round_up(nc, NR);
-      for (std::int64_t pc = 0; pc < k; pc += KC) {
-        const std::int64_t kc = std::min(KC, k - pc);
-#pragma omp parallel for num_threads(threads_) schedule(static)
-        for (std::int64_t l = 0; l < kc; ++l)
-          for (std::int64_t j = 0; j < ncp; ++j)
-            bp_[l * ncp + j] = op_load(b_.data(), s.tb, pc + l, jc + j, k, n, s.ldb());
-#pragma omp parallel num_threads(threads_)
-        {
-          std::vector<float> ap(static_cast<std::size_t>(MC * KC));
-#pragma omp for schedule(dynamic)
-          for (std::int64_t ic = 0; ic < m; ic += MC) {
-            const std::int64_t mc = std::min(MC, m - ic), mcp = round_up(mc, MR);
-            for (std::int64_t i = 0; i < mcp; ++i)
-              for (std::int64_t l = 0; l < kc; ++l)
-                ap[i * kc + l] = op_load(a_.data(), s.ta, ic + i, pc + l, m, k, s.lda());
-            for (std::int64_t jr = 0; jr < nc; jr += NR)
-              for (std::int64_t ir = 0; ir < mc; ir += MR)
-                micro_kernel(&ap[ir * kc], &bp_[jr], kc, ncp, s.alpha, &c_[(ic + ir) * n + jc + jr],
-                             n, std::min(MR, mc - ir), std::min(NR, nc - jr));
-          }
-        }
-      }
-    }
-  }
+  void run() override { gemm_omp(s_, a_.data(), b_.data(), c_.data(), threads_, panel_); }
 
  private:
-  static std::int64_t round_up(std::int64_t x, std::int64_t to) { return (x + to - 1) / to * to; }
-  Buffer bp_;
+  std::vector<float> panel_;
 };
 
 class OpenblasGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void run() override {
-    const auto& s = s_;
-    cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
-                static_cast<blasint>(s.m), static_cast<blasint>(s.n), static_cast<blasint>(s.k),
-                s.alpha, a_.data(), static_cast<blasint>(s.lda()), b_.data(),
-                static_cast<blasint>(s.ldb()), s.beta, c_.data(), static_cast<blasint>(s.ldc()));
-  }
+  void run() override { gemm_openblas(s_, a_.data(), b_.data(), c_.data()); }
 };
 
 #ifdef PAIRBENCH_HAVE_DNNL
