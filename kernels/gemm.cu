@@ -28,7 +28,7 @@ std::string env_of(const char* name) {
   return v ? v : "";
 }
 
-__global__ void gemm_naive(GemmShape s, const float* a, const float* b, float* c) {
+__global__ void gemm_naive_kernel(GemmShape s, const float* a, const float* b, float* c) {
   const std::int64_t j = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   const std::int64_t i = blockIdx.y * static_cast<std::int64_t>(blockDim.y) + threadIdx.y;
   if (i >= s.m || j >= s.n) return;
@@ -42,7 +42,7 @@ __global__ void gemm_naive(GemmShape s, const float* a, const float* b, float* c
 constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, THREADS = (BM / TM) * (BN / TN);
 
 __global__ void __launch_bounds__(THREADS)
-    gemm_tiled(GemmShape s, const float* a, const float* b, float* c) {
+    gemm_tiled_kernel(GemmShape s, const float* a, const float* b, float* c) {
   // [l][row] and [l][col]. Rows padded by 4 floats: the 16 values stored along l when the loads
   // walk along l land in 8 banks, twice each, instead of all in one; rows stay 16-byte aligned,
   // so the inner loop still reads 4 floats with one 128-bit load.
@@ -99,6 +99,55 @@ const char* cublas_error(cublasStatus_t st) { return cublasGetStatusString(st); 
     if (st_ != CUBLAS_STATUS_SUCCESS) fail(#call, cublas_error(st_), __FILE__, __LINE__); \
   } while (0)
 
+}  // namespace
+
+// --- the op functions: enqueued on the caller's stream, over the caller's device buffers -------
+
+void gemm_naive(cudaStream_t stream, const GemmShape& s, const float* a, const float* b, float* c) {
+  const dim3 block(32, 8);
+  const dim3 grid(static_cast<unsigned>((s.n + block.x - 1) / block.x),
+                  static_cast<unsigned>((s.m + block.y - 1) / block.y));
+  if ((s.m + block.y - 1) / block.y > 65535) throw std::runtime_error("m too large for naive");
+  gemm_naive_kernel<<<grid, block, 0, stream>>>(s, a, b, c);
+  PB_CUDA(cudaGetLastError());
+}
+
+void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const float* b, float* c) {
+  const dim3 grid(static_cast<unsigned>((s.n + BN - 1) / BN),
+                  static_cast<unsigned>((s.m + BM - 1) / BM));
+  if ((s.m + BM - 1) / BM > 65535) throw std::runtime_error("m too large for tiled");
+  gemm_tiled_kernel<<<grid, THREADS, 0, stream>>>(s, a, b, c);
+  PB_CUDA(cudaGetLastError());
+}
+
+void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b,
+                 float* c) {
+  if (s.m > INT_MAX || s.n > INT_MAX || s.k > INT_MAX)
+    throw std::runtime_error("GEMM dimensions exceed the range of int");
+  const ColMajorGemmArgs g = col_major_args(s);
+  const cublasOperation_t op1 = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op2 = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
+  const int ld1 = static_cast<int>(g.ld_first), ld2 = static_cast<int>(g.ld_second),
+            ldc = static_cast<int>(g.ldc);
+  if (s.dtype == Dtype::fp32) {
+    PB_CUBLAS(cublasSgemm(handle, op1, op2, m, n, k, &s.alpha, static_cast<const float*>(b), ld1,
+                          static_cast<const float*>(a), ld2, &s.beta, c, ldc));
+    return;
+  }
+  const cudaDataType_t ab = s.dtype == Dtype::fp16   ? CUDA_R_16F
+                            : s.dtype == Dtype::bf16 ? CUDA_R_16BF
+                                                     : CUDA_R_32F;
+  const cublasComputeType_t compute =
+      s.dtype == Dtype::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  PB_CUBLAS(cublasGemmEx(handle, op1, op2, m, n, k, &s.alpha, b, ab, ld1, a, ab, ld2, &s.beta, c,
+                         CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+// --- the implementations: thin adapters over the op functions ---------------------------------
+
+namespace {
+
 // Holds the operands on the device: A and B in the dtype's storage type, C in fp32.
 class GpuGemm : public GpuImpl {
  public:
@@ -147,26 +196,13 @@ class GpuGemm : public GpuImpl {
 class NaiveGemm : public GpuGemm {
  public:
   using GpuGemm::GpuGemm;
-  void run() override {
-    const dim3 block(32, 8);
-    const dim3 grid(static_cast<unsigned>((s_.n + block.x - 1) / block.x),
-                    static_cast<unsigned>((s_.m + block.y - 1) / block.y));
-    if ((s_.m + block.y - 1) / block.y > 65535) throw std::runtime_error("m too large for naive");
-    gemm_naive<<<grid, block, 0, stream_>>>(s_, a_.as<float>(), b_.as<float>(), c_.as<float>());
-    check_launch();
-  }
+  void run() override { gemm_naive(stream_, s_, a_.as<float>(), b_.as<float>(), c_.as<float>()); }
 };
 
 class TiledGemm : public GpuGemm {
  public:
   using GpuGemm::GpuGemm;
-  void run() override {
-    const dim3 grid(static_cast<unsigned>((s_.n + BN - 1) / BN),
-                    static_cast<unsigned>((s_.m + BM - 1) / BM));
-    if ((s_.m + BM - 1) / BM > 65535) throw std::runtime_error("m too large for tiled");
-    gemm_tiled<<<grid, THREADS, 0, stream_>>>(s_, a_.as<float>(), b_.as<float>(), c_.as<float>());
-    check_launch();
-  }
+  void run() override { gemm_tiled(stream_, s_, a_.as<float>(), b_.as<float>(), c_.as<float>()); }
 };
 
 class CublasGemm : public GpuGemm {
@@ -181,26 +217,7 @@ class CublasGemm : public GpuGemm {
   }
   std::string detail() const override { return note_; }
   void run() override {
-    cublasHandle_t h = handle_.get();
-    const ColMajorGemmArgs g = col_major_args(s_);
-    const cublasOperation_t op1 = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const cublasOperation_t op2 = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
-    const int ld1 = static_cast<int>(g.ld_first), ld2 = static_cast<int>(g.ld_second),
-              ldc = static_cast<int>(g.ldc);
-    if (s_.dtype == Dtype::fp32) {
-      PB_CUBLAS(cublasSgemm(h, op1, op2, m, n, k, &s_.alpha, b_.as<float>(), ld1, a_.as<float>(),
-                            ld2, &s_.beta, c_.as<float>(), ldc));
-      return;
-    }
-    const cudaDataType_t ab = s_.dtype == Dtype::fp16   ? CUDA_R_16F
-                              : s_.dtype == Dtype::bf16 ? CUDA_R_16BF
-                                                        : CUDA_R_32F;
-    const cublasComputeType_t compute =
-        s_.dtype == Dtype::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    PB_CUBLAS(cublasGemmEx(h, op1, op2, m, n, k, &s_.alpha, b_.as<void>(), ab, ld1, a_.as<void>(),
-                           ab, ld2, &s_.beta, c_.as<void>(), CUDA_R_32F, ldc, compute,
-                           CUBLAS_GEMM_DEFAULT));
+    gemm_cublas(handle_.get(), s_, a_.as<void>(), b_.as<void>(), c_.as<float>());
   }
 
  private:

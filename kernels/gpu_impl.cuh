@@ -2,6 +2,7 @@
 // CUDA-event timing, L2 flush and timed host<->device copies.
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <map>
@@ -9,6 +10,7 @@
 #include <string>
 #include <utility>
 
+#include "core/gemm.hpp"
 #include "core/workload.hpp"
 #include "kernels/gpu.hpp"
 
@@ -89,6 +91,15 @@ int full_grid(Kernel kernel, int threads) {
   }
   return known[key];
 }
+
+// --- Op functions: enqueued on the caller's stream over the caller's device buffers, owning
+// nothing; the implementations adapt them, and a training step composes them (kernels/<op>.cu).
+// GEMM (core/gemm.hpp), fp32: one thread per element of C; 64x64 shared-memory tiles.
+void gemm_naive(cudaStream_t stream, const GemmShape& s, const float* a, const float* b, float* c);
+void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const float* b, float* c);
+// cuBLAS on the handle's stream: A and B in s.dtype's storage type (float for fp32 and tf32,
+// __half, __nv_bfloat16), C in fp32.
+void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, float* c);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.
