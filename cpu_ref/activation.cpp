@@ -89,6 +89,19 @@ void act_omp(const float* x, const float* dy, float* out, std::int64_t n, int th
   }
 }
 
+}  // namespace
+
+void activation_naive(Act a, const float* x, const float* dy, float* out, std::int64_t n) {
+  with_activation(a, [&](auto f) { act_naive<decltype(f)>(x, dy, out, n); });
+}
+
+void activation_omp(Act a, const float* x, const float* dy, float* out, std::int64_t n,
+                    int threads) {
+  with_activation(a, [&](auto f) { act_omp<decltype(f)>(x, dy, out, n, threads); });
+}
+
+namespace {
+
 class CpuActivation : public CpuImpl {
  public:
   CpuActivation(const ActivationShape& s, bool naive, int threads)
@@ -100,13 +113,10 @@ class CpuActivation : public CpuImpl {
   }
   void run() override {
     const float* dy = s_.backward ? dy_.data() : nullptr;
-    with_activation(s_.act, [&](auto f) {
-      using F = decltype(f);
-      if (naive_)
-        act_naive<F>(x_.data(), dy, out_.data(), s_.n);
-      else
-        act_omp<F>(x_.data(), dy, out_.data(), s_.n, threads_);
-    });
+    if (naive_)
+      activation_naive(s_.act, x_.data(), dy, out_.data(), s_.n);
+    else
+      activation_omp(s_.act, x_.data(), dy, out_.data(), s_.n, threads_);
   }
   Buffer result() override { return out_; }
 
@@ -192,10 +202,28 @@ void rows_run(const RowShape& s, const float* x, const float* labels, float* out
   }
 }
 
+}  // namespace
+
 PB_SCALAR void rows_naive(const RowShape& s, const float* x, const float* labels, float* out,
                           float* tmp) {
   for (std::int64_t r = 0; r < s.rows; ++r) rows_run<false>(s, x, labels, out, tmp, r);
 }
+
+void rows_omp(const RowShape& s, const float* x, const float* labels, float* out, float* tmp,
+              int threads) {
+#pragma omp parallel num_threads(threads)
+  {
+    float* row_tmp = tmp + s.cols * omp_get_thread_num();
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < s.rows; ++r) {
+      // The row after next (8 KiB ahead at 1024 columns, as the elementwise loops).
+      if (r + 2 < s.rows) prefetch_lines(x + (r + 2) * s.cols, s.cols);
+      rows_run<true>(s, x, labels, out, row_tmp, r);
+    }
+  }
+}
+
+namespace {
 
 class CpuRows : public CpuImpl {
  public:
@@ -207,17 +235,10 @@ class CpuRows : public CpuImpl {
     tmp_.assign(static_cast<std::size_t>(s_.cols * threads_), 0.0f);
   }
   void run() override {
-    if (naive_) return rows_naive(s_, x_.data(), labels_.data(), out_.data(), tmp_.data());
-#pragma omp parallel num_threads(threads_)
-    {
-      float* tmp = tmp_.data() + s_.cols * omp_get_thread_num();
-#pragma omp for schedule(static)
-      for (std::int64_t r = 0; r < s_.rows; ++r) {
-        // The row after next (8 KiB ahead at 1024 columns, as the elementwise loops).
-        if (r + 2 < s_.rows) prefetch_lines(x_.data() + (r + 2) * s_.cols, s_.cols);
-        rows_run<true>(s_, x_.data(), labels_.data(), out_.data(), tmp, r);
-      }
-    }
+    if (naive_)
+      rows_naive(s_, x_.data(), labels_.data(), out_.data(), tmp_.data());
+    else
+      rows_omp(s_, x_.data(), labels_.data(), out_.data(), tmp_.data(), threads_);
   }
   Buffer result() override { return out_; }
 

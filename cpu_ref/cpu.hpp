@@ -10,6 +10,11 @@
 #include "core/gemm.hpp"
 #include "core/workload.hpp"
 
+namespace pb {
+enum class Act;  // core/activation.hpp
+struct RowShape;
+}  // namespace pb
+
 namespace pb::cpu {
 
 class SteadyTimer : public Timer {
@@ -44,6 +49,17 @@ void gemm_naive(const GemmShape& s, const float* a, const float* b, float* c);
 void gemm_omp(const GemmShape& s, const float* a, const float* b, float* c, int threads,
               std::vector<float>& panel);
 void gemm_openblas(const GemmShape& s, const float* a, const float* b, float* c);
+
+// Activations (core/activation.hpp): out = f(x), or, with dy, the gradient dy f'(x), over n
+// floats: on OpenMP threads and SIMD packs; the scalar reference.
+void activation_omp(Act a, const float* x, const float* dy, float* out, std::int64_t n,
+                    int threads);
+void activation_naive(Act a, const float* x, const float* dy, float* out, std::int64_t n);
+// Softmax and the softmax cross-entropy loss, row by row (RowShape: out as RowWorkload says;
+// labels one per row; tmp: cols floats per thread).
+void rows_omp(const RowShape& s, const float* x, const float* labels, float* out, float* tmp,
+              int threads);
+void rows_naive(const RowShape& s, const float* x, const float* labels, float* out, float* tmp);
 
 std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> stream_impls();
