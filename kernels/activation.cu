@@ -58,7 +58,7 @@ __device__ float row_softmax_serial(const float* x, std::int64_t cols, float* ou
   return m + logf(sum);
 }
 
-__global__ void rows_naive(RowShape s, const float* x, const float* labels, float* out) {
+__global__ void rows_naive_kernel(RowShape s, const float* x, const float* labels, float* out) {
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= s.rows) return;
   const float* xr = x + r * s.cols;
@@ -150,6 +150,48 @@ int grid_for(Kernel kernel, std::int64_t items) {
   return static_cast<int>(need < most ? (need > 0 ? need : 1) : most);
 }
 
+}  // namespace
+
+// --- the op functions: enqueued on the caller's stream, over the caller's device buffers -------
+
+void activation_naive(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
+                      std::int64_t n) {
+  if ((n + kThreads - 1) / kThreads > 0x7fffffff)
+    throw std::runtime_error("n too large for one thread per element");
+  with_activation(a, [&](auto f) {
+    const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+    act_naive<decltype(f)><<<blocks, kThreads, 0, stream>>>(x, dy, out, n);
+  });
+  PB_CUDA(cudaGetLastError());
+}
+
+void activation_vectorized(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
+                           std::int64_t n) {
+  with_activation(a, [&](auto f) {
+    using F = decltype(f);
+    act_vec4<F><<<grid_for(act_vec4<F>, n / 4), kThreads, 0, stream>>>(x, dy, out, n);
+  });
+  PB_CUDA(cudaGetLastError());
+}
+
+void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
+                float* out) {
+  const auto blocks = static_cast<unsigned>((s.rows + kThreads - 1) / kThreads);
+  rows_naive_kernel<<<blocks, kThreads, 0, stream>>>(s, x, labels, out);
+  PB_CUDA(cudaGetLastError());
+}
+
+void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
+                     float* out) {
+  // One block per row, at most one full wave (grid_for counts kThreads items a block).
+  rows_block<<<grid_for(rows_block, s.rows * kThreads), kThreads, 0, stream>>>(s, x, labels, out);
+  PB_CUDA(cudaGetLastError());
+}
+
+// --- the implementations: thin adapters over the op functions ---------------------------------
+
+namespace {
+
 class GpuActivation : public GpuImpl {
  public:
   GpuActivation(const ActivationShape& s, bool naive) : s_(s), naive_(naive) {
@@ -166,17 +208,10 @@ class GpuActivation : public GpuImpl {
   }
   void run() override {
     const float* dy = s_.backward ? dy_.as<float>() : nullptr;
-    with_activation(s_.act, [&](auto f) {
-      using F = decltype(f);
-      if (naive_) {
-        const auto blocks = static_cast<unsigned>((s_.n + kThreads - 1) / kThreads);
-        act_naive<F><<<blocks, kThreads, 0, stream_>>>(x_.as<float>(), dy, out_.as<float>(), s_.n);
-      } else {
-        act_vec4<F><<<grid_for(act_vec4<F>, s_.n / 4), kThreads, 0, stream_>>>(
-            x_.as<float>(), dy, out_.as<float>(), s_.n);
-      }
-    });
-    check_launch();
+    if (naive_)
+      activation_naive(stream_, s_.act, x_.as<float>(), dy, out_.as<float>(), s_.n);
+    else
+      activation_vectorized(stream_, s_.act, x_.as<float>(), dy, out_.as<float>(), s_.n);
   }
   Buffer result() override {
     Buffer r(static_cast<std::size_t>(s_.n));
@@ -202,16 +237,10 @@ class GpuRows : public GpuImpl {
     if (in.size() > 1) upload(labels_.as<void>(), in[1].data(), in[1].size() * sizeof(float));
   }
   void run() override {
-    if (naive_) {
-      const auto blocks = static_cast<unsigned>((s_.rows + kThreads - 1) / kThreads);
-      rows_naive<<<blocks, kThreads, 0, stream_>>>(s_, x_.as<float>(), labels_.as<float>(),
-                                                   out_.as<float>());
-    } else {
-      // One block per row, at most one full wave (grid_for counts kThreads items a block).
-      rows_block<<<grid_for(rows_block, s_.rows * kThreads), kThreads, 0, stream_>>>(
-          s_, x_.as<float>(), labels_.as<float>(), out_.as<float>());
-    }
-    check_launch();
+    if (naive_)
+      rows_naive(stream_, s_, x_.as<float>(), labels_.as<float>(), out_.as<float>());
+    else
+      rows_vectorized(stream_, s_, x_.as<float>(), labels_.as<float>(), out_.as<float>());
   }
   Buffer result() override {
     Buffer r(static_cast<std::size_t>(RowWorkload(s_).output_size()));

@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 
+#include "core/activation.hpp"
 #include "core/gemm.hpp"
 #include "core/workload.hpp"
 #include "kernels/gpu.hpp"
@@ -100,6 +101,18 @@ void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const f
 // cuBLAS on the handle's stream: A and B in s.dtype's storage type (float for fp32 and tf32,
 // __half, __nv_bfloat16), C in fp32.
 void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, float* c);
+// Activations (core/activation.hpp): out = f(x), or with dy the gradient dy f'(x), over n
+// floats: one thread per element; grid-stride over 128-bit loads and stores.
+void activation_naive(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
+                      std::int64_t n);
+void activation_vectorized(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
+                           std::int64_t n);
+// Softmax and the softmax cross-entropy loss, row by row (RowShape): one thread per row; one
+// block per row, reducing with warp shuffles.
+void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
+                float* out);
+void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
+                     float* out);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.
