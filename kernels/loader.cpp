@@ -42,13 +42,20 @@ std::vector<std::string> candidates() {
 }
 #endif
 
+#ifndef PAIRBENCH_HAVE_CUDA
+// An NVIDIA GPU is visible (or the test hook says so): a CPU-only build is then a mistake.
+bool gpu_visible() {
+  return access("/dev/nvidia0", F_OK) == 0 || !env("PAIRBENCH_FAKE_NVIDIA_DEVICE").empty();
+}
+#endif
+
 // The table of the loaded library, or nullptr with the reason in *why.
 const GpuModule* module(std::string* why) {
   static std::string reason;
   static const GpuModule* loaded = []() -> const GpuModule* {
 #ifndef PAIRBENCH_HAVE_CUDA
     reason = "pairbench was built without CUDA (-DPAIRBENCH_CUDA=OFF or no nvcc)";
-    if (access("/dev/nvidia0", F_OK) == 0 || !env("PAIRBENCH_FAKE_NVIDIA_DEVICE").empty())
+    if (gpu_visible())
       reason +=
           ", but this machine has an NVIDIA GPU (/dev/nvidia0): run scripts/setup (it "
           "installs a CUDA toolkit) and scripts/build, or pass --devices=cpu";
@@ -89,7 +96,9 @@ const DeviceInfo& probe() {
     if (const GpuModule* m = module(&why)) return m->probe();
     DeviceInfo d;
     d.reason = why;
-    d.gpu_visible_but_not_built = why.find("/dev/nvidia0") != std::string::npos;
+#ifndef PAIRBENCH_HAVE_CUDA
+    d.gpu_visible_but_not_built = gpu_visible();
+#endif
     return d;
   }();
   return info;
