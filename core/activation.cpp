@@ -163,35 +163,37 @@ double ActivationWorkload::min_bytes() const {
   return (s_.backward ? 12.0 : 8.0) * static_cast<double>(s_.n);
 }
 
-std::vector<Buffer> ActivationWorkload::make_inputs() const {
+Tensors ActivationWorkload::make_inputs() const {
   Rng rng(static_cast<std::uint64_t>(s_.n) * 31 + static_cast<std::uint64_t>(s_.act));
-  std::vector<Buffer> in(s_.backward ? 2 : 1, Buffer(static_cast<std::size_t>(s_.n)));
-  for (float& v : in[0]) v = 8.0f * rng.uniform();
-  if (s_.backward)
-    for (float& v : in[1]) v = rng.uniform();
+  Tensors in{Tensor("x", {s_.n})};
+  for (float& v : in[0].f32()) v = 8.0f * rng.uniform();
+  if (s_.backward) {
+    in.emplace_back("dy", std::vector<std::int64_t>{s_.n});
+    for (float& v : in[1].f32()) v = rng.uniform();
+  }
   return in;
 }
 
-Check ActivationWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) const {
+Check ActivationWorkload::verify(const Tensors& in, const Tensors& outs) const {
   Check c;
   const ActTolerance tol = act_tolerance(s_.act);
   c.tolerance = s_.backward ? tol.bwd_rel : tol.fwd_rel;
-  if (out.size() != static_cast<std::size_t>(s_.n)) {
-    c.detail = "result has the wrong size";
-    return c;
-  }
+  const float* out = output_f32(outs, outputs()[0], s_.n, c);
+  if (!out) return c;
+  const float* x = at(in, "x").f32().data();
+  const float* dys = s_.backward ? at(in, "dy").f32().data() : nullptr;
   // In parallel: the double-precision reference costs far more than the work it checks.
   double worst = 0;
   bool nan = false;
 #pragma omp parallel for reduction(max : worst) reduction(|| : nan) schedule(static)
   for (std::int64_t i = 0; i < s_.n; ++i) {
-    const double x = in[0][i];
+    const double xi = x[i];
     double e;
     if (s_.backward) {
-      const double dy = in[1][i], d = act_ref_derivative(s_.act, x);
+      const double dy = dys[i], d = act_ref_derivative(s_.act, xi);
       e = std::fabs(out[i] - dy * d) / (std::fabs(dy) * (std::fabs(d) + 0.01) + 1e-30);
     } else {
-      const double ref = act_ref(s_.act, x);
+      const double ref = act_ref(s_.act, xi);
       e = std::fabs(out[i] - ref) / (std::fabs(ref) + tol.fwd_floor + 1e-300);
     }
     if (std::isnan(e))
@@ -261,26 +263,28 @@ double RowWorkload::write_allocate_bytes() const {
   return 4.0 * static_cast<double>(output_size());
 }
 
-std::vector<Buffer> RowWorkload::make_inputs() const {
+Tensors RowWorkload::make_inputs() const {
   Rng rng(static_cast<std::uint64_t>(s_.rows * 131 + s_.cols));
-  std::vector<Buffer> in;
-  in.emplace_back(static_cast<std::size_t>(s_.rows * s_.cols));
-  for (float& v : in[0]) v = 8.0f * rng.uniform();
+  Tensors in{Tensor("x", {s_.rows, s_.cols})};
+  for (float& v : in[0].f32()) v = 8.0f * rng.uniform();
   if (s_.kind != RowOp::softmax) {
-    in.emplace_back(static_cast<std::size_t>(s_.rows));
-    for (float& v : in[1])
-      v = static_cast<float>(
-          static_cast<std::int64_t>(rng.next() % static_cast<std::uint64_t>(s_.cols)));
+    in.emplace_back("labels", std::vector<std::int64_t>{s_.rows}, Elem::i32);
+    for (std::int32_t& v : in[1].i32())
+      v = static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(s_.cols));
   }
   return in;
 }
 
-Check RowWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) const {
+std::vector<std::string> RowWorkload::outputs() const {
+  return {s_.kind == RowOp::softmax ? "y" : s_.kind == RowOp::loss_fwd ? "loss" : "dx"};
+}
+
+Check RowWorkload::verify(const Tensors& in, const Tensors& outs) const {
   Check c;
-  if (out.size() != static_cast<std::size_t>(output_size())) {
-    c.detail = "result has the wrong size";
-    return c;
-  }
+  const float* out = output_f32(outs, outputs()[0], output_size(), c);
+  if (!out) return c;
+  const float* xs = at(in, "x").f32().data();
+  const std::int32_t* labels = s_.kind == RowOp::softmax ? nullptr : at(in, "labels").i32().data();
   const std::int64_t cols = s_.cols;
   // exp's few ulp, and the row sum's rounding, which grows like sqrt(cols) (serial order).
   c.tolerance = s_.kind == RowOp::loss_fwd ? 1e-5
@@ -293,7 +297,7 @@ Check RowWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) cons
     std::vector<double> p(static_cast<std::size_t>(cols));
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < s_.rows; ++r) {
-      const float* x = &in[0][static_cast<std::size_t>(r * cols)];
+      const float* x = xs + r * cols;
       const double m = *std::max_element(x, x + cols);
       double sum = 0;
       for (std::int64_t j = 0; j < cols; ++j) sum += (p[j] = std::exp(x[j] - m));
@@ -305,7 +309,7 @@ Check RowWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) cons
           worst = std::max(worst, e);
       };
       if (s_.kind == RowOp::loss_fwd) {
-        const auto label = static_cast<std::int64_t>(in[1][r]);
+        const std::int64_t label = labels[r];
         const double loss = m + std::log(sum) - x[label];
         note(std::fabs(out[r] - loss) /
              (std::fabs(loss) + std::log(static_cast<double>(cols)) + 1.0));
@@ -315,7 +319,7 @@ Check RowWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) cons
       for (std::int64_t j = 0; j < cols; ++j) {
         double ref = p[j], scale = 1.0;
         if (s_.kind == RowOp::loss_bwd) {
-          ref = (p[j] - (j == static_cast<std::int64_t>(in[1][r]) ? 1.0 : 0.0)) / s_.rows;
+          ref = (p[j] - (j == labels[r] ? 1.0 : 0.0)) / s_.rows;
           scale = 1.0 / s_.rows;
         }
         note(std::fabs(out[r * cols + j] - ref) / (std::fabs(ref) + 1e-7 * pmax * scale + 1e-30));

@@ -266,8 +266,9 @@ class ActivationWorkload : public Workload {
   bool bandwidth_bound() const override { return true; }
   double host_bytes() const override { return 4.0 * 7.0 * static_cast<double>(s_.n); }
   double device_bytes() const override { return 4.0 * 3.0 * static_cast<double>(s_.n); }
-  std::vector<Buffer> make_inputs() const override;  // {x} or {x, dy}; x in [-8, 8]
-  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+  Tensors make_inputs() const override;  // x, and dy for bwd; x in [-8, 8]
+  std::vector<std::string> outputs() const override { return {s_.backward ? "dx" : "y"}; }
+  Check verify(const Tensors& inputs, const Tensors& outputs) const override;
 
  private:
   ActivationShape s_;
@@ -298,12 +299,14 @@ class RowWorkload : public Workload {
   bool bandwidth_bound() const override { return true; }
   double host_bytes() const override { return 4.0 * 6.0 * elements(); }
   double device_bytes() const override { return 4.0 * 2.5 * elements(); }
-  // {logits} or {logits, labels (integers stored as floats)}; logits in [-8, 8].
-  std::vector<Buffer> make_inputs() const override;
+  // x: the logits (rows x cols, in [-8, 8]); labels (int32, one per row) for the loss.
+  Tensors make_inputs() const override;
+  // softmax: y; loss fwd: loss (one per row); loss bwd: dx.
+  std::vector<std::string> outputs() const override;
   // Against double precision: softmax and the gradient within 4 (4 + sqrt(cols)) roundoffs of
   // each element (relative, floor 1e-7 of the row's largest), the loss within 1e-5 relative to
   // |loss| + log(cols) + 1.
-  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+  Check verify(const Tensors& inputs, const Tensors& outputs) const override;
   double elements() const { return static_cast<double>(s_.rows) * static_cast<double>(s_.cols); }
   std::int64_t output_size() const {
     return s_.kind == RowOp::loss_fwd ? s_.rows : s_.rows * s_.cols;

@@ -58,17 +58,17 @@ double GemmWorkload::device_bytes() const {
   return input_bytes(s_.dtype) * (m * k + k * n) + 4.0 * m * n;
 }
 
-std::vector<Buffer> GemmWorkload::make_inputs() const {
+Tensors GemmWorkload::make_inputs() const {
   Rng rng(seed_);
-  auto fill = [&](std::int64_t count, Dtype t) {
-    Buffer b(static_cast<std::size_t>(count));
-    for (float& v : b) v = round_to(t, rng.uniform());
-    return b;
+  auto fill = [&](const char* name, std::int64_t rows, std::int64_t cols, Dtype t) {
+    Tensor x(name, {rows, cols});
+    for (float& v : x.f32()) v = round_to(t, rng.uniform());
+    return x;
   };
-  std::vector<Buffer> in;
-  in.push_back(fill(s_.m * s_.k, s_.dtype));
-  in.push_back(fill(s_.k * s_.n, s_.dtype));
-  in.push_back(fill(s_.m * s_.n, Dtype::fp32));
+  Tensors in;
+  in.push_back(fill("a", s_.ta ? s_.k : s_.m, s_.ta ? s_.m : s_.k, s_.dtype));
+  in.push_back(fill("b", s_.tb ? s_.n : s_.k, s_.tb ? s_.k : s_.n, s_.dtype));
+  in.push_back(fill("c", s_.m, s_.n, Dtype::fp32));
   return in;
 }
 
@@ -81,15 +81,14 @@ double GemmWorkload::tolerance() const {
   return factor * u32 * (std::sqrt(static_cast<double>(s_.k)) + 1.0);
 }
 
-Check GemmWorkload::verify(const std::vector<Buffer>& in, const Buffer& c) const {
+Check GemmWorkload::verify(const Tensors& in, const Tensors& out) const {
   Check chk;
   chk.tolerance = tolerance();
   const auto m = s_.m, n = s_.n, k = s_.k;
-  if (in.size() != 3 || c.size() != static_cast<std::size_t>(m * n)) {
-    chk.detail = "result has the wrong size";
-    return chk;
-  }
-  const Buffer &a = in[0], &b = in[1], &c0 = in[2];
+  const float* c = output_f32(out, "c", m * n, chk);
+  if (!c) return chk;
+  const float *a = at(in, "a").f32().data(), *b = at(in, "b").f32().data(),
+              *c0 = at(in, "c").f32().data();
   Rng rng(seed_ ^ 0xF4E1u);
   std::vector<double> x(static_cast<std::size_t>(n)), bx(static_cast<std::size_t>(k)),
       b2(static_cast<std::size_t>(k));

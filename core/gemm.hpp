@@ -80,10 +80,11 @@ class GemmWorkload : public Workload {
   double host_bytes() const override;
   double device_bytes() const override;
   // {A, B, C0}, uniform in [-1, 1) and rounded to the dtype so every device sees the same values.
-  std::vector<Buffer> make_inputs() const override;
+  Tensors make_inputs() const override;  // a (m x k or k x m), b, c (m x n, beta's C)
+  std::vector<std::string> outputs() const override { return {"c"}; }
   // Freivalds' test, O(n^2): compares C x with alpha A (B x) + beta C0 x for random sign vectors
   // x, each row's residual measured in units of its statistical rounding-error scale.
-  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+  Check verify(const Tensors& inputs, const Tensors& outputs) const override;
   // The tolerance on that normalised residual for this dtype and reduction length.
   double tolerance() const;
 

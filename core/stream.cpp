@@ -107,24 +107,30 @@ double StreamWorkload::host_bytes() const {
 
 double StreamWorkload::device_bytes() const { return 4.0 * 3.0 * static_cast<double>(s_.n); }
 
-std::vector<Buffer> StreamWorkload::make_inputs() const {
+Tensors StreamWorkload::make_inputs() const {
   Rng rng(seed_);
-  std::vector<Buffer> in(3, Buffer(static_cast<std::size_t>(s_.n)));
-  for (auto& b : in)
-    for (float& v : b) v = rng.uniform();
+  Tensors in;
+  for (const char* name : {"a", "b", "c"}) {
+    in.emplace_back(name, std::vector<std::int64_t>{s_.n});
+    for (float& v : in.back().f32()) v = rng.uniform();
+  }
   return in;
 }
 
-Check StreamWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) const {
+std::vector<std::string> StreamWorkload::outputs() const {
+  const int j = stream_output(s_.kernel);
+  return {j < 0 ? "sum" : std::string(1, static_cast<char>('a' + j))};
+}
+
+Check StreamWorkload::verify(const Tensors& in, const Tensors& outs) const {
   Check chk;
-  const float *a = in[0].data(), *b = in[1].data(), *c = in[2].data();
+  const float *a = at(in, "a").f32().data(), *b = at(in, "b").f32().data(),
+              *c = at(in, "c").f32().data();
   const double u = unit_roundoff(Dtype::fp32);
+  const float* out = output_f32(outs, outputs()[0], s_.kernel == StreamKernel::dot ? 1 : s_.n, chk);
+  if (!out) return chk;
   if (s_.kernel == StreamKernel::dot) {
     chk.tolerance = 16.0 * u * (std::sqrt(static_cast<double>(s_.n)) + 1.0);
-    if (out.size() != 1) {
-      chk.detail = "dot must return one number";
-      return chk;
-    }
     double ref = 0, scale2 = 0;
     for (std::int64_t i = 0; i < s_.n; ++i) {
       const double p = static_cast<double>(a[i]) * b[i];
@@ -139,10 +145,6 @@ Check StreamWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) c
   } else {
     // Two roundings of the largest term: a fused b + q c rounds once, a split one twice.
     chk.tolerance = 2.0 * u;
-    if (out.size() != static_cast<std::size_t>(s_.n)) {
-      chk.detail = "result has the wrong size";
-      return chk;
-    }
     double worst = 0;
     for (std::int64_t i = 0; i < s_.n; ++i) {
       double ref = 0, mag = 0;
@@ -231,17 +233,19 @@ Shape TransferWorkload::shape() const {
   return sh;
 }
 
-std::vector<Buffer> TransferWorkload::make_inputs() const {
+Tensors TransferWorkload::make_inputs() const {
   Rng rng(static_cast<std::uint64_t>(s_.bytes));
-  Buffer b(static_cast<std::size_t>(s_.bytes / 4));
-  for (float& v : b) v = rng.uniform();
-  return {b};
+  Tensor src("src", {s_.bytes / 4});
+  for (float& v : src.f32()) v = rng.uniform();
+  return {src};
 }
 
-Check TransferWorkload::verify(const std::vector<Buffer>& in, const Buffer& out) const {
+Check TransferWorkload::verify(const Tensors& in, const Tensors& outs) const {
   Check chk;
-  chk.ok = out.size() == in[0].size() &&
-           std::memcmp(out.data(), in[0].data(), out.size() * sizeof(float)) == 0;
+  const Tensor& src = at(in, "src");
+  const float* dst = output_f32(outs, "dst", src.numel(), chk);
+  if (!dst) return chk;
+  chk.ok = std::memcmp(dst, src.f32().data(), src.bytes()) == 0;
   if (!chk.ok) chk.detail = "the copy differs from its source";
   return chk;
 }

@@ -80,10 +80,12 @@ class StreamWorkload : public Workload {
   }
   double host_bytes() const override;
   double device_bytes() const override;
-  std::vector<Buffer> make_inputs() const override;  // {a, b, c}
+  Tensors make_inputs() const override;  // a, b, c
+  // The array the kernel writes ("a", "b" or "c"), or "sum" for dot.
+  std::vector<std::string> outputs() const override;
   // Elementwise kernels: every element within two roundings (an FMA may fuse b + q c). Dot: the
   // error in units of sqrt(sum (a b)^2), within 16 roundoffs x sqrt(n), as GEMM's check.
-  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+  Check verify(const Tensors& inputs, const Tensors& outputs) const override;
 
  private:
   StreamShape s_;
@@ -125,8 +127,9 @@ class TransferWorkload : public Workload {
   double device_bytes() const override {
     return (s_.dir == CopyDir::d2d ? 2.0 : 1.0) * static_cast<double>(s_.bytes);
   }
-  std::vector<Buffer> make_inputs() const override;  // {the data to copy}
-  Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const override;
+  Tensors make_inputs() const override;  // src: the data to copy
+  std::vector<std::string> outputs() const override { return {"dst"}; }
+  Check verify(const Tensors& inputs, const Tensors& outputs) const override;
 
  private:
   TransferShape s_;

@@ -1,4 +1,4 @@
-// Device-neutral vocabulary: devices, element types, host buffers, shapes.
+// Device-neutral vocabulary: devices, element types, shapes (tensors: core/tensor.hpp).
 #pragma once
 
 #include <cstdint>
@@ -45,8 +45,6 @@ bool parse_name(const std::vector<E>& all, const std::string& s, E* out) {
 // value, "" when unset); bf16 has tensor cores from 8.0 on (before, cuBLAS computes it without
 // them); fp16 from 7.0.
 std::string gpu_math_note(Dtype t, int cc_major, int cc_minor, const std::string& tf32_override);
-
-using Buffer = std::vector<float>;
 
 // An ordered list of key=value pairs; to_string() gives "k1=v1,k2=v2".
 struct Shape {

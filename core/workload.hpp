@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.hpp"
 #include "core/types.hpp"
 
 namespace pb {
@@ -66,9 +67,30 @@ class Workload {
   }
   virtual double host_bytes() const = 0;  // host memory one case needs (inputs, output, copies)
   virtual double device_bytes() const = 0;
-  virtual std::vector<Buffer> make_inputs() const = 0;
-  virtual Check verify(const std::vector<Buffer>& inputs, const Buffer& output) const = 0;
+  virtual Tensors make_inputs() const = 0;  // named, e.g. {"a", "b", "c"} for GEMM
+  // The names of the outputs an implementation's result() gives, in order ({"c"} for GEMM;
+  // {"dw", "db"} for a backward pass that computes two).
+  virtual std::vector<std::string> outputs() const { return {"out"}; }
+  // Checks the outputs, looked up by name, against a reference computed from the inputs.
+  virtual Check verify(const Tensors& inputs, const Tensors& outputs) const = 0;
 };
+
+// The f32 output called `name` when it holds `count` elements; otherwise nullptr, with the
+// reason in chk.detail (for verify()).
+inline const float* output_f32(const Tensors& outputs, const std::string& name, std::int64_t count,
+                               Check& chk) {
+  const Tensor* t = find(outputs, name);
+  if (!t || t->elem() != Elem::f32) {
+    chk.detail = "the implementation gave no f32 output named " + name;
+    return nullptr;
+  }
+  if (t->numel() != count) {
+    chk.detail = "output " + name + " has " + std::to_string(t->numel()) + " elements, not " +
+                 std::to_string(count);
+    return nullptr;
+  }
+  return t->f32().data();
+}
 
 // Measures one iteration. CPU: steady clock. GPU: CUDA events on the case's stream.
 class Timer {
@@ -81,10 +103,10 @@ class Timer {
 class Impl {
  public:
   virtual ~Impl() = default;
-  virtual void prepare(const std::vector<Buffer>& inputs) = 0;  // allocate, upload; not timed
-  virtual void activate() {}  // called before each timed batch (e.g. sets the thread count)
-  virtual void run() = 0;     // the timed work (GPU: enqueued on the case's stream)
-  virtual Buffer result() = 0;
+  virtual void prepare(const Tensors& inputs) = 0;  // allocate, upload; not timed
+  virtual void activate() {}     // called before each timed batch (e.g. sets the thread count)
+  virtual void run() = 0;        // the timed work (GPU: enqueued on the case's stream)
+  virtual Tensors result() = 0;  // the workload's outputs(), read back to the host
   virtual std::unique_ptr<Timer> make_timer() = 0;
   virtual void flush_cache() = 0;  // --cold: evict the last-level cache / GPU L2
   // Host<->device copies of inputs and output, measured in prepare() and result(); 0 on the CPU.

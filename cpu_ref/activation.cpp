@@ -106,24 +106,26 @@ class CpuActivation : public CpuImpl {
  public:
   CpuActivation(const ActivationShape& s, bool naive, int threads)
       : CpuImpl(threads), s_(s), naive_(naive) {}
-  void prepare(const std::vector<Buffer>& in) override {
-    x_ = in[0];
-    if (s_.backward) dy_ = in[1];
-    out_.assign(x_.size(), 0.0f);
+  void prepare(const Tensors& in) override {
+    x_ = at(in, "x").f32();
+    if (s_.backward) dy_ = at(in, "dy").f32();
+    out_ = Tensor(ActivationWorkload(s_).outputs()[0], {s_.n});
   }
   void run() override {
     const float* dy = s_.backward ? dy_.data() : nullptr;
+    float* out = out_.f32().data();
     if (naive_)
-      activation_naive(s_.act, x_.data(), dy, out_.data(), s_.n);
+      activation_naive(s_.act, x_.data(), dy, out, s_.n);
     else
-      activation_omp(s_.act, x_.data(), dy, out_.data(), s_.n, threads_);
+      activation_omp(s_.act, x_.data(), dy, out, s_.n, threads_);
   }
-  Buffer result() override { return out_; }
+  Tensors result() override { return {out_}; }
 
  private:
   ActivationShape s_;
   bool naive_;
-  Buffer x_, dy_, out_;
+  std::vector<float> x_, dy_;
+  Tensor out_;
 };
 
 // --- softmax and loss: one row at a time ----------------------------------------------------
@@ -182,8 +184,8 @@ float row_softmax(const float* x, std::int64_t cols, float* out, std::int64_t la
 }
 
 template <bool Simd>
-void rows_run(const RowShape& s, const float* x, const float* labels, float* out, float* tmp_row,
-              std::int64_t r) {
+void rows_run(const RowShape& s, const float* x, const std::int32_t* labels, float* out,
+              float* tmp_row, std::int64_t r) {
   const std::int64_t cols = s.cols;
   const float* xr = x + r * cols;
   switch (s.kind) {
@@ -191,12 +193,10 @@ void rows_run(const RowShape& s, const float* x, const float* labels, float* out
       row_softmax<Simd>(xr, cols, out + r * cols, -1, 1.0f);
       break;
     case RowOp::loss_bwd:
-      row_softmax<Simd>(xr, cols, out + r * cols, static_cast<std::int64_t>(labels[r]),
-                        1.0f / static_cast<float>(s.rows));
+      row_softmax<Simd>(xr, cols, out + r * cols, labels[r], 1.0f / static_cast<float>(s.rows));
       break;
     case RowOp::loss_fwd: {
-      const auto label = static_cast<std::int64_t>(labels[r]);
-      out[r] = row_softmax<Simd>(xr, cols, tmp_row, -1, 1.0f) - xr[label];
+      out[r] = row_softmax<Simd>(xr, cols, tmp_row, -1, 1.0f) - xr[labels[r]];
       break;
     }
   }
@@ -204,12 +204,12 @@ void rows_run(const RowShape& s, const float* x, const float* labels, float* out
 
 }  // namespace
 
-PB_SCALAR void rows_naive(const RowShape& s, const float* x, const float* labels, float* out,
+PB_SCALAR void rows_naive(const RowShape& s, const float* x, const std::int32_t* labels, float* out,
                           float* tmp) {
   for (std::int64_t r = 0; r < s.rows; ++r) rows_run<false>(s, x, labels, out, tmp, r);
 }
 
-void rows_omp(const RowShape& s, const float* x, const float* labels, float* out, float* tmp,
+void rows_omp(const RowShape& s, const float* x, const std::int32_t* labels, float* out, float* tmp,
               int threads) {
 #pragma omp parallel num_threads(threads)
   {
@@ -228,24 +228,28 @@ namespace {
 class CpuRows : public CpuImpl {
  public:
   CpuRows(const RowShape& s, bool naive, int threads) : CpuImpl(threads), s_(s), naive_(naive) {}
-  void prepare(const std::vector<Buffer>& in) override {
-    x_ = in[0];
-    if (in.size() > 1) labels_ = in[1];
-    out_.assign(static_cast<std::size_t>(RowWorkload(s_).output_size()), 0.0f);
+  void prepare(const Tensors& in) override {
+    const RowWorkload w(s_);
+    x_ = at(in, "x").f32();
+    if (s_.kind != RowOp::softmax) labels_ = at(in, "labels").i32();
+    out_ = Tensor(w.outputs()[0], {w.output_size()});
     tmp_.assign(static_cast<std::size_t>(s_.cols * threads_), 0.0f);
   }
   void run() override {
+    float* out = out_.f32().data();
     if (naive_)
-      rows_naive(s_, x_.data(), labels_.data(), out_.data(), tmp_.data());
+      rows_naive(s_, x_.data(), labels_.data(), out, tmp_.data());
     else
-      rows_omp(s_, x_.data(), labels_.data(), out_.data(), tmp_.data(), threads_);
+      rows_omp(s_, x_.data(), labels_.data(), out, tmp_.data(), threads_);
   }
-  Buffer result() override { return out_; }
+  Tensors result() override { return {out_}; }
 
  private:
   RowShape s_;
   bool naive_;
-  Buffer x_, labels_, out_, tmp_;
+  std::vector<float> x_, tmp_;
+  std::vector<std::int32_t> labels_;
+  Tensor out_;
 };
 
 ImplSpec spec(const std::string& op, const char* name, bool naive) {

@@ -13,6 +13,7 @@
 namespace pb {
 enum class Act;  // core/activation.hpp
 struct RowShape;
+enum class StreamKernel;  // core/stream.hpp
 }  // namespace pb
 
 namespace pb::cpu {
@@ -50,16 +51,21 @@ void gemm_omp(const GemmShape& s, const float* a, const float* b, float* c, int 
               std::vector<float>& panel);
 void gemm_openblas(const GemmShape& s, const float* a, const float* b, float* c);
 
+// STREAM (core/stream.hpp) over arrays a, b, c of n floats, writing the kernel's output array;
+// returns the sum for dot (0 otherwise).
+float stream_omp(StreamKernel k, float* a, float* b, float* c, std::int64_t n, int threads);
+
 // Activations (core/activation.hpp): out = f(x), or, with dy, the gradient dy f'(x), over n
 // floats: on OpenMP threads and SIMD packs; the scalar reference.
 void activation_omp(Act a, const float* x, const float* dy, float* out, std::int64_t n,
                     int threads);
 void activation_naive(Act a, const float* x, const float* dy, float* out, std::int64_t n);
 // Softmax and the softmax cross-entropy loss, row by row (RowShape: out as RowWorkload says;
-// labels one per row; tmp: cols floats per thread).
-void rows_omp(const RowShape& s, const float* x, const float* labels, float* out, float* tmp,
+// labels: one class index per row, for the loss; tmp: cols floats per thread).
+void rows_omp(const RowShape& s, const float* x, const std::int32_t* labels, float* out, float* tmp,
               int threads);
-void rows_naive(const RowShape& s, const float* x, const float* labels, float* out, float* tmp);
+void rows_naive(const RowShape& s, const float* x, const std::int32_t* labels, float* out,
+                float* tmp);
 
 std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> stream_impls();

@@ -113,28 +113,31 @@ namespace {
 class CpuGemm : public CpuImpl {
  public:
   CpuGemm(const GemmShape& s, int threads) : CpuImpl(threads), s_(s) {}
-  void prepare(const std::vector<Buffer>& in) override {
-    a_ = in[0];
-    b_ = in[1];
-    c_ = in[2];
+  void prepare(const Tensors& in) override {
+    a_ = at(in, "a").f32();
+    b_ = at(in, "b").f32();
+    c_ = at(in, "c");
   }
-  Buffer result() override { return c_; }
+  Tensors result() override { return {c_}; }
 
  protected:
+  float* c() { return c_.f32().data(); }
+
   GemmShape s_;
-  Buffer a_, b_, c_;
+  std::vector<float> a_, b_;
+  Tensor c_;  // C before, the output after
 };
 
 class NaiveGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void run() override { gemm_naive(s_, a_.data(), b_.data(), c_.data()); }
+  void run() override { gemm_naive(s_, a_.data(), b_.data(), c()); }
 };
 
 class OmpGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void run() override { gemm_omp(s_, a_.data(), b_.data(), c_.data(), threads_, panel_); }
+  void run() override { gemm_omp(s_, a_.data(), b_.data(), c(), threads_, panel_); }
 
  private:
   std::vector<float> panel_;
@@ -143,7 +146,7 @@ class OmpGemm : public CpuGemm {
 class OpenblasGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void run() override { gemm_openblas(s_, a_.data(), b_.data(), c_.data()); }
+  void run() override { gemm_openblas(s_, a_.data(), b_.data(), c()); }
 };
 
 #ifdef PAIRBENCH_HAVE_DNNL
@@ -153,7 +156,7 @@ class OpenblasGemm : public CpuGemm {
 class OnednnGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
-  void prepare(const std::vector<Buffer>& in) override {
+  void prepare(const Tensors& in) override {
     CpuGemm::prepare(in);
     using dt = dnnl::memory::data_type;
     using dims = dnnl::memory::dims;
@@ -186,7 +189,7 @@ class OnednnGemm : public CpuGemm {
 
     args_[DNNL_ARG_SRC] = input(a_md, dnnl::memory::desc(a_dims, dt::f32, a_strides), a_);
     args_[DNNL_ARG_WEIGHTS] = input(b_md, dnnl::memory::desc(b_dims, dt::f32, b_strides), b_);
-    args_[DNNL_ARG_DST] = dnnl::memory(c_md, eng, c_.data());
+    args_[DNNL_ARG_DST] = dnnl::memory(c_md, eng, c());
     if (s.alpha != 1.0f) {
       dnnl::memory scale({{1}, dt::f32, {1}}, eng);
       *static_cast<float*>(scale.get_data_handle()) = s.alpha;
@@ -202,7 +205,7 @@ class OnednnGemm : public CpuGemm {
  private:
   // The fp32 buffer itself, or its conversion to md's element type.
   static dnnl::memory input(const dnnl::memory::desc& md, const dnnl::memory::desc& f32_md,
-                            Buffer& data) {
+                            std::vector<float>& data) {
     dnnl::memory f32(f32_md, onednn::engine(), data.data());
     if (md == f32_md) return f32;
     dnnl::memory converted(md, onednn::engine());

@@ -22,49 +22,56 @@ float dot(const float* a, const float* b, std::int64_t n, int threads) {
   return sum;
 }
 
+}  // namespace
+
+float stream_omp(StreamKernel k, float* a, float* b, float* c, std::int64_t n, int threads) {
+  switch (k) {
+    case StreamKernel::copy:
+      elementwise<StreamKernel::copy>(a, b, c, c, n, threads);
+      break;
+    case StreamKernel::scale:
+      elementwise<StreamKernel::scale>(a, b, c, b, n, threads);
+      break;
+    case StreamKernel::add:
+      elementwise<StreamKernel::add>(a, b, c, c, n, threads);
+      break;
+    case StreamKernel::triad:
+      elementwise<StreamKernel::triad>(a, b, c, a, n, threads);
+      break;
+    case StreamKernel::dot:
+      return dot(a, b, n, threads);
+  }
+  return 0;
+}
+
+namespace {
+
 class OmpStream : public CpuImpl {
  public:
   OmpStream(const StreamShape& s, int threads) : CpuImpl(threads), s_(s) {}
 
-  void prepare(const std::vector<Buffer>& in) override {
+  void prepare(const Tensors& in) override {
     // First touch by the threads that will stream the arrays, with the same static schedule,
     // so each page lives near the core that uses it.
     for (int j = 0; j < 3; ++j) {
       x_[j].reset(new float[static_cast<std::size_t>(s_.n)]);
       float* dst = x_[j].get();
-      const float* src = in[static_cast<std::size_t>(j)].data();
+      const float* src = at(in, std::string(1, static_cast<char>('a' + j))).f32().data();
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
       for (std::int64_t i = 0; i < s_.n; ++i) dst[i] = src[i];
     }
   }
 
   void run() override {
-    float *a = x_[0].get(), *b = x_[1].get(), *c = x_[2].get();
-    const std::int64_t n = s_.n;
-    switch (s_.kernel) {
-      case StreamKernel::copy:
-        elementwise<StreamKernel::copy>(a, b, c, c, n, threads_);
-        break;
-      case StreamKernel::scale:
-        elementwise<StreamKernel::scale>(a, b, c, b, n, threads_);
-        break;
-      case StreamKernel::add:
-        elementwise<StreamKernel::add>(a, b, c, c, n, threads_);
-        break;
-      case StreamKernel::triad:
-        elementwise<StreamKernel::triad>(a, b, c, a, n, threads_);
-        break;
-      case StreamKernel::dot:
-        sum_ = dot(a, b, n, threads_);
-        break;
-    }
+    sum_ = stream_omp(s_.kernel, x_[0].get(), x_[1].get(), x_[2].get(), s_.n, threads_);
   }
 
-  Buffer result() override {
+  Tensors result() override {
+    const std::string name = StreamWorkload(s_).outputs()[0];
     const int out = stream_output(s_.kernel);
-    if (out < 0) return {sum_};
+    if (out < 0) return {Tensor::of(name, std::vector<float>{sum_})};
     const float* p = x_[out].get();
-    return Buffer(p, p + s_.n);
+    return {Tensor::of(name, std::vector<float>(p, p + s_.n))};
   }
 
  private:

@@ -58,16 +58,17 @@ __device__ float row_softmax_serial(const float* x, std::int64_t cols, float* ou
   return m + logf(sum);
 }
 
-__global__ void rows_naive_kernel(RowShape s, const float* x, const float* labels, float* out) {
+__global__ void rows_naive_kernel(RowShape s, const float* x, const std::int32_t* labels,
+                                  float* out) {
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= s.rows) return;
   const float* xr = x + r * s.cols;
   if (s.kind == RowOp::loss_fwd) {
-    const auto label = static_cast<std::int64_t>(labels[r]);
+    const std::int64_t label = labels[r];
     out[r] = row_softmax_serial(xr, s.cols, nullptr, -1, 1.0f) - xr[label];
     return;
   }
-  const std::int64_t label = s.kind == RowOp::loss_bwd ? static_cast<std::int64_t>(labels[r]) : -1;
+  const std::int64_t label = s.kind == RowOp::loss_bwd ? labels[r] : -1;
   const float scale = s.kind == RowOp::loss_bwd ? 1.0f / static_cast<float>(s.rows) : 1.0f;
   row_softmax_serial(xr, s.cols, out + r * s.cols, label, scale);
 }
@@ -98,7 +99,7 @@ struct Sum {
 
 // One block per row (grid-stride over rows); 128-bit accesses when a row is a whole number of
 // float4s.
-__global__ void rows_block(RowShape s, const float* x, const float* labels, float* out) {
+__global__ void rows_block(RowShape s, const float* x, const std::int32_t* labels, float* out) {
   const std::int64_t cols = s.cols;
   const bool vec = cols % 4 == 0;
   for (std::int64_t r = blockIdx.x; r < s.rows; r += gridDim.x) {
@@ -117,12 +118,12 @@ __global__ void rows_block(RowShape s, const float* x, const float* labels, floa
     for (std::int64_t j = threadIdx.x; j < cols; j += kThreads) sum += approx::exp(xr[j] - m);
     sum = block_reduce(sum, Sum{}, 0.0f);
     if (s.kind == RowOp::loss_fwd) {
-      if (threadIdx.x == 0) out[r] = m + logf(sum) - xr[static_cast<std::int64_t>(labels[r])];
+      if (threadIdx.x == 0) out[r] = m + logf(sum) - xr[labels[r]];
       continue;
     }
     const bool grad = s.kind == RowOp::loss_bwd;
     const float scale = grad ? 1.0f / static_cast<float>(s.rows) : 1.0f, inv = scale / sum;
-    const std::int64_t label = grad ? static_cast<std::int64_t>(labels[r]) : -1;
+    const std::int64_t label = grad ? labels[r] : -1;
     float* o = out + r * cols;
     if (vec) {
       for (std::int64_t v = threadIdx.x; v < cols / 4; v += kThreads) {
@@ -174,15 +175,15 @@ void activation_vectorized(cudaStream_t stream, Act a, const float* x, const flo
   PB_CUDA(cudaGetLastError());
 }
 
-void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
+void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const std::int32_t* labels,
                 float* out) {
   const auto blocks = static_cast<unsigned>((s.rows + kThreads - 1) / kThreads);
   rows_naive_kernel<<<blocks, kThreads, 0, stream>>>(s, x, labels, out);
   PB_CUDA(cudaGetLastError());
 }
 
-void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
-                     float* out) {
+void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
+                     const std::int32_t* labels, float* out) {
   // One block per row, at most one full wave (grid_for counts kThreads items a block).
   rows_block<<<grid_for(rows_block, s.rows * kThreads), kThreads, 0, stream>>>(s, x, labels, out);
   PB_CUDA(cudaGetLastError());
@@ -202,9 +203,9 @@ class GpuActivation : public GpuImpl {
     if (naive_ && (s_.n + kThreads - 1) / kThreads > 0x7fffffff)
       throw std::runtime_error("n too large for one thread per element");
   }
-  void prepare(const std::vector<Buffer>& in) override {
-    upload(x_.as<void>(), in[0].data(), in[0].size() * sizeof(float));
-    if (s_.backward) upload(dy_.as<void>(), in[1].data(), in[1].size() * sizeof(float));
+  void prepare(const Tensors& in) override {
+    upload(x_.as<void>(), at(in, "x"));
+    if (s_.backward) upload(dy_.as<void>(), at(in, "dy"));
   }
   void run() override {
     const float* dy = s_.backward ? dy_.as<float>() : nullptr;
@@ -213,10 +214,8 @@ class GpuActivation : public GpuImpl {
     else
       activation_vectorized(stream_, s_.act, x_.as<float>(), dy, out_.as<float>(), s_.n);
   }
-  Buffer result() override {
-    Buffer r(static_cast<std::size_t>(s_.n));
-    download(r.data(), out_.as<void>(), r.size() * sizeof(float));
-    return r;
+  Tensors result() override {
+    return {download(ActivationWorkload(s_).outputs()[0], {s_.n}, out_.as<void>())};
   }
 
  private:
@@ -229,23 +228,23 @@ class GpuRows : public GpuImpl {
  public:
   GpuRows(const RowShape& s, bool naive) : s_(s), naive_(naive) {
     x_ = DeviceMem(static_cast<std::size_t>(s_.rows * s_.cols) * sizeof(float));
-    labels_ = DeviceMem(static_cast<std::size_t>(s_.rows) * sizeof(float));
+    labels_ = DeviceMem(static_cast<std::size_t>(s_.rows) * sizeof(std::int32_t));
     out_ = DeviceMem(static_cast<std::size_t>(RowWorkload(s_).output_size()) * sizeof(float));
   }
-  void prepare(const std::vector<Buffer>& in) override {
-    upload(x_.as<void>(), in[0].data(), in[0].size() * sizeof(float));
-    if (in.size() > 1) upload(labels_.as<void>(), in[1].data(), in[1].size() * sizeof(float));
+  void prepare(const Tensors& in) override {
+    upload(x_.as<void>(), at(in, "x"));
+    if (s_.kind != RowOp::softmax) upload(labels_.as<void>(), at(in, "labels"));
   }
   void run() override {
+    const std::int32_t* labels = labels_.as<std::int32_t>();
     if (naive_)
-      rows_naive(stream_, s_, x_.as<float>(), labels_.as<float>(), out_.as<float>());
+      rows_naive(stream_, s_, x_.as<float>(), labels, out_.as<float>());
     else
-      rows_vectorized(stream_, s_, x_.as<float>(), labels_.as<float>(), out_.as<float>());
+      rows_vectorized(stream_, s_, x_.as<float>(), labels, out_.as<float>());
   }
-  Buffer result() override {
-    Buffer r(static_cast<std::size_t>(RowWorkload(s_).output_size()));
-    download(r.data(), out_.as<void>(), r.size() * sizeof(float));
-    return r;
+  Tensors result() override {
+    const RowWorkload w(s_);
+    return {download(w.outputs()[0], {w.output_size()}, out_.as<void>())};
   }
 
  private:

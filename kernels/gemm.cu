@@ -155,18 +155,15 @@ class GpuGemm : public GpuImpl {
     if (s.m > INT_MAX || s.n > INT_MAX || s.k > INT_MAX)
       throw std::runtime_error("GEMM dimensions exceed the range of int");
   }
-  void prepare(const std::vector<Buffer>& in) override {
-    a_ = to_device(in[0]);
-    b_ = to_device(in[1]);
-    c_ = DeviceMem(in[2].size() * sizeof(float));
+  void prepare(const Tensors& in) override {
+    a_ = to_device(at(in, "a").f32());
+    b_ = to_device(at(in, "b").f32());
+    const Tensor& c = at(in, "c");
+    c_ = DeviceMem(c.bytes());
     // C is an input only when beta is not 0 (cuBLAS and the kernels do not read it then).
-    if (s_.beta != 0.0f) upload(c_.as<void>(), in[2].data(), in[2].size() * sizeof(float));
+    if (s_.beta != 0.0f) upload(c_.as<void>(), c);
   }
-  Buffer result() override {
-    Buffer out(static_cast<std::size_t>(s_.m * s_.n));
-    download(out.data(), c_.as<void>(), out.size() * sizeof(float));
-    return out;
-  }
+  Tensors result() override { return {download("c", {s_.m, s_.n}, c_.as<void>())}; }
 
  protected:
   GemmShape s_;
@@ -174,14 +171,14 @@ class GpuGemm : public GpuImpl {
 
  private:
   template <class T, class Convert>
-  DeviceMem upload_as(const Buffer& x, Convert convert) {
+  DeviceMem upload_as(const std::vector<float>& x, Convert convert) {
     std::vector<T> h(x.size());
     for (std::size_t i = 0; i < x.size(); ++i) h[i] = convert(x[i]);
     DeviceMem d(h.size() * sizeof(T));
     upload(d.as<void>(), h.data(), h.size() * sizeof(T));
     return d;
   }
-  DeviceMem to_device(const Buffer& x) {
+  DeviceMem to_device(const std::vector<float>& x) {
     switch (s_.dtype) {
       case Dtype::fp16:
         return upload_as<__half>(x, [](float v) { return __float2half(v); });

@@ -65,6 +65,13 @@ class GpuImpl : public Impl {
   // Copies on the case's stream, waits, and adds the copy's time to transfer_seconds().
   void upload(void* dst, const void* src, std::size_t bytes);
   void download(void* dst, const void* src, std::size_t bytes);
+  void upload(void* dst, const Tensor& t) { upload(dst, t.data(), t.bytes()); }
+  // The f32 elements at src as a host tensor called `name` of shape `dims`.
+  Tensor download(std::string name, std::vector<std::int64_t> dims, const void* src) {
+    Tensor t(std::move(name), std::move(dims));
+    download(t.f32().data(), src, t.bytes());
+    return t;
+  }
   // Throws if the last launch failed.
   static void check_launch();
   cudaStream_t stream_ = nullptr;
@@ -109,10 +116,10 @@ void activation_vectorized(cudaStream_t stream, Act a, const float* x, const flo
                            std::int64_t n);
 // Softmax and the softmax cross-entropy loss, row by row (RowShape): one thread per row; one
 // block per row, reducing with warp shuffles.
-void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
+void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const std::int32_t* labels,
                 float* out);
-void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x, const float* labels,
-                     float* out);
+void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
+                     const std::int32_t* labels, float* out);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.

@@ -154,11 +154,10 @@ class GpuStream : public GpuImpl {
     counters_ = DeviceMem(sizeof(SmCounters));
   }
 
-  void prepare(const std::vector<Buffer>& in) override {
+  void prepare(const Tensors& in) override {
     for (int j = 0; j < 3; ++j)  // what the kernel reads; its output is written whole
       if (stream_reads(s_.kernel, j))
-        upload(x_[j].as<void>(), in[static_cast<std::size_t>(j)].data(),
-               in[static_cast<std::size_t>(j)].size() * sizeof(float));
+        upload(x_[j].as<void>(), at(in, std::string(1, static_cast<char>('a' + j))));
     if (sms_ > 0) {  // the SM sweep's ranks (-1: unranked) and counters; each launch resets them
       PB_CUDA(cudaMemsetAsync(sm_rank_.as<void>(), 0xFF, kMaxSmIds * sizeof(int), stream_));
       PB_CUDA(cudaMemsetAsync(counters_.as<void>(), 0, sizeof(SmCounters), stream_));
@@ -200,11 +199,10 @@ class GpuStream : public GpuImpl {
     check_launch();
   }
 
-  Buffer result() override {
+  Tensors result() override {
     const int out = stream_output(s_.kernel);
-    Buffer r(out < 0 ? 1 : static_cast<std::size_t>(s_.n));
-    download(r.data(), out < 0 ? sum_.as<void>() : x_[out].as<void>(), r.size() * sizeof(float));
-    return r;
+    return {download(StreamWorkload(s_).outputs()[0], {out < 0 ? 1 : s_.n},
+                     out < 0 ? sum_.as<void>() : x_[out].as<void>())};
   }
 
  private:

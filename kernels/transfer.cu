@@ -23,11 +23,12 @@ class Memcpy : public GpuImpl {
     }
   }
 
-  void prepare(const std::vector<Buffer>& in) override {
+  void prepare(const Tensors& in) override {
+    const Tensor& src = at(in, "src");
     if (s_.dir == CopyDir::h2d)
-      std::memcpy(host(), in[0].data(), bytes_);
+      std::memcpy(host(), src.data(), bytes_);
     else
-      upload(dev_.as<void>(), in[0].data(), bytes_);
+      upload(dev_.as<void>(), src);
   }
 
   void run() override {
@@ -45,15 +46,14 @@ class Memcpy : public GpuImpl {
     }
   }
 
-  Buffer result() override {
-    Buffer out(bytes_ / sizeof(float));
-    if (s_.dir == CopyDir::d2h) {
-      PB_CUDA(cudaStreamSynchronize(stream_));
-      std::memcpy(out.data(), host(), bytes_);
-    } else {
-      download(out.data(), (s_.dir == CopyDir::d2d ? dev2_ : dev_).as<void>(), bytes_);
-    }
-    return out;
+  Tensors result() override {
+    const auto n = static_cast<std::int64_t>(bytes_ / sizeof(float));
+    if (s_.dir != CopyDir::d2h)
+      return {download("dst", {n}, (s_.dir == CopyDir::d2d ? dev2_ : dev_).as<void>())};
+    PB_CUDA(cudaStreamSynchronize(stream_));
+    Tensor out("dst", {n});
+    std::memcpy(out.f32().data(), host(), bytes_);
+    return {out};
   }
 
  private:

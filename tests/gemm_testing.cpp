@@ -30,24 +30,27 @@ ImplSpec find_impl(const std::vector<ImplSpec>& specs, const std::string& name) 
   throw std::runtime_error("no implementation " + name);
 }
 
-Buffer run_impl(const ImplSpec& spec, const Workload& w, int threads,
-                const std::vector<Buffer>& inputs) {
+Floats run_impl(const ImplSpec& spec, const Workload& w, int threads, const Tensors& inputs) {
   auto impl = spec.make(w, threads);
   impl->activate();
   impl->prepare(inputs);
   impl->run();
-  return impl->result();
+  return at(impl->result(), w.outputs().at(0)).f32();
 }
 
-Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads) {
+Check verify(const Workload& w, const Tensors& inputs, Floats values) {
+  return w.verify(inputs, {Tensor::of(w.outputs().at(0), std::move(values))});
+}
+
+Floats run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads) {
   return run_impl(spec, w, threads, w.make_inputs());
 }
 
-Buffer reference(const GemmWorkload& w) {
+Floats reference(const GemmWorkload& w) {
   return run_impl(find_impl(cpu::gemm_impls(), "naive"), w);
 }
 
-double max_rel_diff(const Buffer& x, const Buffer& ref) {
+double max_rel_diff(const Floats& x, const Floats& ref) {
   if (x.size() != ref.size()) return INFINITY;
   double worst = 0;
   for (std::size_t i = 0; i < x.size(); ++i) {

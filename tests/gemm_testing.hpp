@@ -11,17 +11,20 @@ namespace pb::testing {
 // 1x1x1, primes, sizes off the tile sizes, every transpose combination, alpha/beta not 1/0.
 std::vector<GemmShape> awkward_shapes();
 
+using Floats = std::vector<float>;
+
 // Runs an implementation once on the workload's inputs and returns C.
-Buffer run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads = 1);
-// Runs an implementation of any op once on the given inputs and returns its result.
-Buffer run_impl(const ImplSpec& spec, const Workload& w, int threads,
-                const std::vector<Buffer>& inputs);
+Floats run_impl(const ImplSpec& spec, const GemmWorkload& w, int threads = 1);
+// Runs an implementation of any op once on the given inputs and returns its first output.
+Floats run_impl(const ImplSpec& spec, const Workload& w, int threads, const Tensors& inputs);
+// The workload's check of `values` as its first output (called by its name).
+Check verify(const Workload& w, const Tensors& inputs, Floats values);
 
 // The reference: the CPU naive implementation.
-Buffer reference(const GemmWorkload& w);
+Floats reference(const GemmWorkload& w);
 
 // Largest |x - ref| / (1 + |ref|).
-double max_rel_diff(const Buffer& x, const Buffer& ref);
+double max_rel_diff(const Floats& x, const Floats& ref);
 // What max_rel_diff may reach for fp32 accumulation over k terms (about 30 roundoffs x sqrt(k)).
 double fp32_tolerance(const GemmShape& s);
 

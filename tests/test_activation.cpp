@@ -15,8 +15,8 @@
 namespace pb {
 namespace {
 
-Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, const Workload& w,
-               int threads) {
+testing::Floats run_cpu(const std::vector<ImplSpec>& specs, const std::string& name,
+                        const Workload& w, int threads) {
   return testing::run_impl(testing::find_impl(specs, name), w, threads, w.make_inputs());
 }
 
@@ -25,14 +25,15 @@ Buffer run_cpu(const std::vector<ImplSpec>& specs, const std::string& name, cons
 enum class Path { scalar, simd };
 
 // f(x), or dy f'(x) where dy is given, for each x.
-Buffer eval(Path p, Act a, const Buffer& xs, const Buffer* dy = nullptr) {
+testing::Floats eval(Path p, Act a, const testing::Floats& xs,
+                     const testing::Floats* dy = nullptr) {
   if (p == Path::simd) {
     const ActivationWorkload w({a, dy != nullptr, static_cast<std::int64_t>(xs.size())});
-    std::vector<Buffer> inputs{xs};
-    if (dy) inputs.push_back(*dy);
+    Tensors inputs{Tensor::of("x", xs)};
+    if (dy) inputs.push_back(Tensor::of("dy", *dy));
     return testing::run_impl(testing::find_impl(cpu::activation_impls(), "omp"), w, 2, inputs);
   }
-  Buffer out(xs.size());
+  testing::Floats out(xs.size());
   with_activation(a, [&](auto f) {
     for (std::size_t i = 0; i < xs.size(); ++i)
       out[i] = dy ? decltype(f)::bwd(xs[i], (*dy)[i]) : decltype(f)::fwd(xs[i]);
@@ -41,10 +42,10 @@ Buffer eval(Path p, Act a, const Buffer& xs, const Buffer* dy = nullptr) {
 }
 
 // One value, taken from the middle of 300 copies: on the SIMD path, from a full pack.
-float fwd(Path p, Act a, float x) { return eval(p, a, Buffer(300, x))[150]; }
+float fwd(Path p, Act a, float x) { return eval(p, a, testing::Floats(300, x))[150]; }
 float bwd(Path p, Act a, float x, float dy) {
-  const Buffer dys(300, dy);
-  return eval(p, a, Buffer(300, x), &dys)[150];
+  const testing::Floats dys(300, dy);
+  return eval(p, a, testing::Floats(300, x), &dys)[150];
 }
 
 // A dense grid over [-20, 20], every magnitude from the smallest subnormal to FLT_MAX, and the
@@ -71,7 +72,7 @@ class Functor : public ::testing::TestWithParam<std::tuple<Act, Path>> {
 
 TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
   const ActTolerance tol = act_tolerance(a);
-  const Buffer xs = grid(), ys = eval(path, a, xs);
+  const testing::Floats xs = grid(), ys = eval(path, a, xs);
   double worst = 0;
   float at = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
@@ -90,7 +91,7 @@ TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
 
 TEST_P(Functor, BackwardWithinItsStatedErrorEverywhere) {
   const ActTolerance tol = act_tolerance(a);
-  const Buffer xs = grid(), ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
+  const testing::Floats xs = grid(), ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
   double worst = 0;
   float at = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
@@ -119,14 +120,14 @@ TEST_P(Functor, LimitsAtInfinity) {
 }
 
 TEST_P(Functor, BackwardMatchesFiniteDifferencesOfTheReference) {
-  Buffer xs, fds;
+  testing::Floats xs, fds;
   for (double x = -6.0; x <= 6.0; x += 0.0137) {
     if (std::fabs(x) < 1e-3 && (a == Act::relu || a == Act::leaky_relu)) continue;  // the kink
     const double h = 1e-5;
     xs.push_back(static_cast<float>(x));
     fds.push_back(static_cast<float>((act_ref(a, x + h) - act_ref(a, x - h)) / (2 * h)));
   }
-  const Buffer ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
+  const testing::Floats ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
   for (std::size_t i = 0; i < xs.size(); ++i)
     EXPECT_NEAR(ds[i], fds[i], 1e-5 * (1 + std::fabs(fds[i]))) << to_string(a) << " at " << xs[i];
 }
@@ -159,7 +160,8 @@ TEST(ActivationCpu, EveryFunctionAndDirectionVerifies) {
       for (std::int64_t n : {1, 17, 100003})
         for (const char* impl : {"naive", "omp"}) {
           const ActivationWorkload w({a, backward, n});
-          const Check c = w.verify(w.make_inputs(), run_cpu(cpu::activation_impls(), impl, w, 2));
+          const Check c =
+              testing::verify(w, w.make_inputs(), run_cpu(cpu::activation_impls(), impl, w, 2));
           EXPECT_TRUE(c.ok) << impl << " " << to_string(a) << (backward ? " bwd" : " fwd")
                             << " n=" << n << ": " << c.detail;
         }
@@ -168,10 +170,10 @@ TEST(ActivationCpu, EveryFunctionAndDirectionVerifies) {
 TEST(ActivationVerify, CatchesAWrongElement) {
   const ActivationWorkload w({Act::gelu_erf, false, 1000});
   const auto in = w.make_inputs();
-  Buffer y = run_cpu(cpu::activation_impls(), "omp", w, 1);
-  EXPECT_TRUE(w.verify(in, y).ok);
+  testing::Floats y = run_cpu(cpu::activation_impls(), "omp", w, 1);
+  EXPECT_TRUE(testing::verify(w, in, y).ok);
   y[500] *= 1.001f;
-  EXPECT_FALSE(w.verify(in, y).ok);
+  EXPECT_FALSE(testing::verify(w, in, y).ok);
 }
 
 TEST(ActivationModel, BytesAndSizes) {
@@ -193,7 +195,8 @@ TEST(RowsCpu, SoftmaxAndLossVerifyOnAwkwardShapes) {
       for (const char* impl : {"naive", "omp"}) {
         const RowWorkload w({k, rows, cols});
         const char* op = k == RowOp::softmax ? "softmax" : "loss";
-        const Check c = w.verify(w.make_inputs(), run_cpu(cpu::row_impls(op), impl, w, 2));
+        const Check c =
+            testing::verify(w, w.make_inputs(), run_cpu(cpu::row_impls(op), impl, w, 2));
         EXPECT_TRUE(c.ok) << impl << " " << w.shape().to_string() << ": " << c.detail;
       }
 }
@@ -202,17 +205,18 @@ class SoftmaxRows : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(SoftmaxRows, SumToOneAndStayFiniteAtHugeLogits) {
   const RowWorkload w({RowOp::softmax, 4, 6});
-  std::vector<Buffer> in = {
-      {1e4f,  -1e4f, 0,     3,     1e4f,  -5,     // two maxima far above the rest
-       -1e4f, -1e4f, -1e4f, -1e4f, -1e4f, -1e4f,  // all equal, hugely negative
-       0,     0,     0,     0,     0,     0,     88, 89, -104, 1e4f, -1e4f, 50}};
+  Tensors in = {Tensor::of(
+      "x",
+      testing::Floats{1e4f,  -1e4f, 0,     3,     1e4f,  -5,     // two maxima far above the rest
+                      -1e4f, -1e4f, -1e4f, -1e4f, -1e4f, -1e4f,  // all equal, hugely negative
+                      0,     0,     0,     0,     0,     0,     88, 89, -104, 1e4f, -1e4f, 50})};
   for (const auto& spec : cpu::row_impls("softmax")) {
     if (spec.name != GetParam()) continue;
     auto impl = spec.make(w, 2);
     impl->activate();
     impl->prepare(in);
     impl->run();
-    const Buffer y = impl->result();
+    const testing::Floats y = at(impl->result(), "y").f32();
     for (int r = 0; r < 4; ++r) {
       double sum = 0;
       for (int j = 0; j < 6; ++j) {
@@ -223,7 +227,7 @@ TEST_P(SoftmaxRows, SumToOneAndStayFiniteAtHugeLogits) {
     }
     EXPECT_FLOAT_EQ(y[0], 0.5f);
     EXPECT_FLOAT_EQ(y[6], 1.0f / 6);
-    EXPECT_TRUE(w.verify(in, y).ok);
+    EXPECT_TRUE(testing::verify(w, in, y).ok);
   }
 }
 
@@ -231,20 +235,21 @@ INSTANTIATE_TEST_SUITE_P(Impls, SoftmaxRows, ::testing::Values("naive", "omp"));
 
 TEST(Loss, GradientIsSoftmaxMinusOneHotOverRows) {
   const RowWorkload fwd_w({RowOp::loss_fwd, 2, 3}), bwd_w({RowOp::loss_bwd, 2, 3});
-  const std::vector<Buffer> in = {{0, 0, 0, 1e4f, 0, 0}, {2, 0}};
+  const Tensors in = {Tensor::of("x", testing::Floats{0, 0, 0, 1e4f, 0, 0}),
+                      Tensor::of("labels", std::vector<std::int32_t>{2, 0})};
   auto run = [&](const RowWorkload& w) {
     auto impl = cpu::row_impls("loss")[1].make(w, 1);
     impl->prepare(in);
     impl->run();
-    return impl->result();
+    return impl->result().at(0).f32();
   };
-  const Buffer loss = run(fwd_w), grad = run(bwd_w);
+  const testing::Floats loss = run(fwd_w), grad = run(bwd_w);
   EXPECT_NEAR(loss[0], std::log(3.0), 1e-6);  // uniform over 3 classes
   EXPECT_NEAR(loss[1], 0.0, 1e-6);            // label 0 holds all the mass
   EXPECT_NEAR(grad[2], (1.0 / 3 - 1) / 2, 1e-7);
   EXPECT_NEAR(grad[0], (1.0 / 3) / 2, 1e-7);
   EXPECT_NEAR(grad[3], 0.0, 1e-7);
-  EXPECT_TRUE(bwd_w.verify(in, grad).ok);
+  EXPECT_TRUE(testing::verify(bwd_w, in, grad).ok);
   EXPECT_THROW(parse_row_shape(RowOp::loss_fwd, {{"rows", "2"}}), std::invalid_argument);
   EXPECT_THROW(parse_row_shape(RowOp::softmax, {{"rows", "2"}, {"cols", "0"}}),
                std::invalid_argument);

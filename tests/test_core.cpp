@@ -65,24 +65,24 @@ TEST(GemmVerify, AcceptsTheReferenceAndRejectsSmallMistakes) {
   s.m = 96, s.n = 80, s.k = 300, s.tb = true, s.alpha = 0.5f, s.beta = -1.0f;
   const GemmWorkload w(s);
   const auto in = w.make_inputs();
-  Buffer c = testing::reference(w);
-  EXPECT_TRUE(w.verify(in, c).ok);
+  testing::Floats c = testing::reference(w);
+  EXPECT_TRUE(testing::verify(w, in, c).ok);
 
-  Buffer one_wrong = c;
+  testing::Floats one_wrong = c;
   one_wrong[17 * s.n + 33] += 0.05f;  // a single element off by a few percent of its size
-  EXPECT_FALSE(w.verify(in, one_wrong).ok);
+  EXPECT_FALSE(testing::verify(w, in, one_wrong).ok);
 
-  Buffer no_beta = c;  // forgot beta * C0
-  for (std::size_t i = 0; i < c.size(); ++i) no_beta[i] -= s.beta * in[2][i];
-  EXPECT_FALSE(w.verify(in, no_beta).ok);
+  testing::Floats no_beta = c;  // forgot beta * C0
+  for (std::size_t i = 0; i < c.size(); ++i) no_beta[i] -= s.beta * in[2].f32()[i];
+  EXPECT_FALSE(testing::verify(w, in, no_beta).ok);
 
-  Buffer nan = c;
+  testing::Floats nan = c;
   nan[5] = NAN;
-  const Check bad = w.verify(in, nan);
+  const Check bad = testing::verify(w, in, nan);
   EXPECT_FALSE(bad.ok);
   EXPECT_NE(bad.detail.find("not finite"), std::string::npos);
 
-  EXPECT_FALSE(w.verify(in, Buffer(3)).ok);
+  EXPECT_FALSE(testing::verify(w, in, testing::Floats(3)).ok);
 }
 
 TEST(GemmVerify, RejectsTheWrongTranspose) {
@@ -91,7 +91,7 @@ TEST(GemmVerify, RejectsTheWrongTranspose) {
   const GemmWorkload w(s);
   GemmShape t = s;
   t.ta = true;  // same buffers, A read transposed
-  EXPECT_FALSE(w.verify(w.make_inputs(), testing::reference(GemmWorkload(t))).ok);
+  EXPECT_FALSE(testing::verify(w, w.make_inputs(), testing::reference(GemmWorkload(t))).ok);
 }
 
 TEST(GemmVerify, ToleranceGrowsWithKAndLowerPrecision) {
@@ -111,7 +111,7 @@ TEST(GemmInputs, AreDeterministicAndRepresentable) {
   s.m = s.n = s.k = 16, s.dtype = Dtype::bf16;
   const auto a = GemmWorkload(s).make_inputs(), b = GemmWorkload(s).make_inputs();
   EXPECT_EQ(a, b);
-  for (float v : a[0]) EXPECT_EQ(round_to(Dtype::bf16, v), v);
+  for (float v : a[0].f32()) EXPECT_EQ(round_to(Dtype::bf16, v), v);
 }
 
 TEST(GemmShapeParse, AcceptsKeysAndRejectsBadOnes) {

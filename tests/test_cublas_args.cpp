@@ -11,15 +11,16 @@ namespace {
 TEST(CublasArgs, ReplayedOnColumnMajorBlasEqualsRowMajorReference) {
   for (const GemmShape& s : testing::awkward_shapes()) {
     const GemmWorkload w(s);
-    std::vector<Buffer> in = w.make_inputs();
+    Tensors in = w.make_inputs();
     const ColMajorGemmArgs g = col_major_args(s);
     // Exactly the call kernels/gemm.cu makes: B's buffer first, A's second.
     cblas_sgemm(CblasColMajor, g.trans_first ? CblasTrans : CblasNoTrans,
                 g.trans_second ? CblasTrans : CblasNoTrans, static_cast<blasint>(g.m),
-                static_cast<blasint>(g.n), static_cast<blasint>(g.k), s.alpha, in[1].data(),
-                static_cast<blasint>(g.ld_first), in[0].data(), static_cast<blasint>(g.ld_second),
-                s.beta, in[2].data(), static_cast<blasint>(g.ldc));
-    EXPECT_LT(testing::max_rel_diff(in[2], testing::reference(w)), testing::fp32_tolerance(s))
+                static_cast<blasint>(g.n), static_cast<blasint>(g.k), s.alpha, in[1].f32().data(),
+                static_cast<blasint>(g.ld_first), in[0].f32().data(),
+                static_cast<blasint>(g.ld_second), s.beta, in[2].f32().data(),
+                static_cast<blasint>(g.ldc));
+    EXPECT_LT(testing::max_rel_diff(in[2].f32(), testing::reference(w)), testing::fp32_tolerance(s))
         << testing::describe(s);
   }
 }

@@ -19,11 +19,11 @@ TEST_P(CpuGemm, MatchesNaiveOnAwkwardShapes) {
   for (int threads : {1, 2}) {
     for (const GemmShape& s : testing::awkward_shapes()) {
       const GemmWorkload w(s);
-      const Buffer ref = testing::reference(w);
-      const Buffer got = testing::run_impl(spec, w, threads);
+      const testing::Floats ref = testing::reference(w);
+      const testing::Floats got = testing::run_impl(spec, w, threads);
       EXPECT_LT(testing::max_rel_diff(got, ref), testing::fp32_tolerance(s))
           << testing::describe(s) << " threads=" << threads;
-      EXPECT_TRUE(w.verify(w.make_inputs(), got).ok) << testing::describe(s);
+      EXPECT_TRUE(testing::verify(w, w.make_inputs(), got).ok) << testing::describe(s);
     }
   }
 }
@@ -58,17 +58,17 @@ TEST_P(CpuReducedGemm, OnednnPassesFreivaldsWithTheDtypesTolerance) {
     const GemmWorkload w(s);
     if (!cpu::onednn::built()) GTEST_SKIP() << cpu::onednn::unavailable(s.dtype);
     const auto inputs = w.make_inputs();
-    Buffer got;
+    testing::Floats got;
     try {
       got = testing::run_impl(spec, w, 2, inputs);
     } catch (const std::runtime_error& e) {
       if (std::string(e.what()).find("oneDNN has no") != 0) throw;
       GTEST_SKIP() << e.what();
     }
-    const Check ok = w.verify(inputs, got);
+    const Check ok = testing::verify(w, inputs, got);
     EXPECT_TRUE(ok.ok) << testing::describe(s) << ": " << ok.detail;
     got[got.size() / 2] += 0.25f;
-    EXPECT_FALSE(w.verify(inputs, got).ok) << testing::describe(s);
+    EXPECT_FALSE(testing::verify(w, inputs, got).ok) << testing::describe(s);
   }
 }
 
@@ -81,11 +81,13 @@ TEST(CpuGemmReference, NaiveMatchesHandComputedProduct) {
   s.m = s.n = s.k = 2;
   s.beta = 1.0f;
   const GemmWorkload w(s);
-  std::vector<Buffer> in = {{1, 2, 3, 4}, {5, 6, 7, 8}, {1, 0, 0, 1}};
+  Tensors in = {Tensor::of("a", testing::Floats{1, 2, 3, 4}),
+                Tensor::of("b", testing::Floats{5, 6, 7, 8}),
+                Tensor::of("c", testing::Floats{1, 0, 0, 1})};
   auto impl = testing::find_impl(cpu::gemm_impls(), "naive").make(w, 1);
   impl->prepare(in);
   impl->run();
-  EXPECT_EQ(impl->result(), (Buffer{20, 22, 43, 51}));
+  EXPECT_EQ(at(impl->result(), "c").f32(), (testing::Floats{20, 22, 43, 51}));
 }
 
 TEST(CpuThreads, SetsOpenMPAndOpenBLAS) {

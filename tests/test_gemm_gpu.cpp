@@ -32,8 +32,8 @@ TEST_P(GpuGemm, MatchesReferenceOnAwkwardShapes) {
       s.dtype = t;
       const GemmWorkload w(s);
       if (!spec.supports(w)) continue;
-      const Buffer got = testing::run_impl(spec, w);
-      const Check c = w.verify(w.make_inputs(), got);
+      const testing::Floats got = testing::run_impl(spec, w);
+      const Check c = testing::verify(w, w.make_inputs(), got);
       EXPECT_TRUE(c.ok) << testing::describe(s) << ": " << c.detail;
       // Inputs are representable in every dtype, so only accumulation order differs.
       EXPECT_LT(testing::max_rel_diff(got, testing::reference(w)),
@@ -48,7 +48,7 @@ TEST_P(GpuGemm, SquareAcrossManyTiles) {
   GemmShape s;
   s.m = 300, s.n = 257, s.k = 513;
   const GemmWorkload w(s);
-  EXPECT_TRUE(w.verify(w.make_inputs(), testing::run_impl(spec, w)).ok);
+  EXPECT_TRUE(testing::verify(w, w.make_inputs(), testing::run_impl(spec, w)).ok);
 }
 
 INSTANTIATE_TEST_SUITE_P(Impls, GpuGemm, ::testing::Values("naive", "tiled", "cublas"));

@@ -15,7 +15,8 @@
 namespace pb {
 namespace {
 
-// y = 2 x over n floats.
+// y = 2 x over n floats, and a second output: sum, the sum of y (so that verification of a case
+// with two named outputs is tested end to end).
 class Doubling : public Workload {
  public:
   explicit Doubling(std::int64_t n) : n_(n) {}
@@ -32,16 +33,23 @@ class Doubling : public Workload {
   bool bandwidth_bound() const override { return true; }
   double host_bytes() const override { return 12.0 * static_cast<double>(n_); }
   double device_bytes() const override { return 8.0 * static_cast<double>(n_); }
-  std::vector<Buffer> make_inputs() const override {
-    Buffer x(static_cast<std::size_t>(n_));
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) - 48.0f;
+  Tensors make_inputs() const override {
+    Tensor x("x", {n_});
+    for (std::int64_t i = 0; i < n_; ++i) x.f32()[i] = static_cast<float>(i % 97) - 48.0f;
     return {x};
   }
-  Check verify(const std::vector<Buffer>& in, const Buffer& out) const override {
+  std::vector<std::string> outputs() const override { return {"y", "sum"}; }
+  Check verify(const Tensors& in, const Tensors& out) const override {
     Check c;
-    c.ok = out.size() == in[0].size();
-    for (std::size_t i = 0; c.ok && i < out.size(); ++i) c.ok = out[i] == 2.0f * in[0][i];
-    if (!c.ok) c.detail = "not 2 x";
+    const float* x = at(in, "x").f32().data();
+    const float* y = output_f32(out, "y", n_, c);
+    const float* sum = output_f32(out, "sum", 1, c);
+    if (!y || !sum) return c;
+    double ref = 0;
+    c.ok = true;
+    for (std::int64_t i = 0; c.ok && i < n_; ++i) c.ok = y[i] == 2.0f * x[i], ref += y[i];
+    if (!c.ok) c.detail = "y is not 2 x";
+    if (c.ok && *sum != ref) c.ok = false, c.detail = "sum is not the sum of y";
     return c;
   }
 
@@ -52,14 +60,18 @@ class Doubling : public Workload {
 class DoublingCpu : public cpu::CpuImpl {
  public:
   using CpuImpl::CpuImpl;
-  void prepare(const std::vector<Buffer>& in) override { x_ = in[0], y_.resize(x_.size()); }
+  void prepare(const Tensors& in) override { x_ = at(in, "x").f32(), y_.resize(x_.size()); }
   void run() override {
-    for (std::size_t i = 0; i < x_.size(); ++i) y_[i] = 2.0f * x_[i];
+    sum_ = 0;
+    for (std::size_t i = 0; i < x_.size(); ++i) sum_ += (y_[i] = 2.0f * x_[i]);
   }
-  Buffer result() override { return y_; }
+  Tensors result() override {
+    return {Tensor::of("y", y_), Tensor::of("sum", std::vector<float>{sum_})};
+  }
 
  private:
-  Buffer x_, y_;
+  std::vector<float> x_, y_;
+  float sum_ = 0;
 };
 
 OpFamily doubling_family() {
@@ -117,6 +129,67 @@ TEST(Registry, AnOpFromItsOwnFileRunsEndToEnd) {
   EXPECT_EQ(rec["metric"], "GB/s");  // declared by the workload (bandwidth-bound)
   EXPECT_GT(rec["gbs"].get<double>(), 0);
   EXPECT_EQ(result.failed, 0);
+
+  // Verification reads both named outputs: the harness's fault hook corrupts the last one
+  // (sum), and the case fails verification and has no time.
+  setenv("PAIRBENCH_INJECT_FAULT", "doubling/", 1);
+  report::Log log2(log_path);
+  const HarnessResult faulty = run_cases(cases, HarnessConfig{}, log2);
+  unsetenv("PAIRBENCH_INJECT_FAULT");
+  std::remove(log_path.c_str());
+  ASSERT_EQ(faulty.cases.size(), 1u);
+  EXPECT_NE(faulty.cases[0]["status"], "ok") << faulty.cases[0].dump();
+  EXPECT_NE(faulty.cases[0].dump().find("sum is not the sum of y"), std::string::npos)
+      << faulty.cases[0].dump();
+  EXPECT_EQ(faulty.failed, 1);
+}
+
+TEST(TwoOutputs, VerificationChecksEachByName) {
+  const Doubling w(10);
+  const Tensors in = w.make_inputs();
+  std::vector<float> y(10);
+  float sum = 0;
+  for (int i = 0; i < 10; ++i) sum += (y[i] = 2.0f * in[0].f32()[i]);
+  const Tensor good_y = Tensor::of("y", y), good_sum = Tensor::of("sum", std::vector<float>{sum});
+  EXPECT_TRUE(w.verify(in, {good_y, good_sum}).ok);
+  EXPECT_TRUE(w.verify(in, {good_sum, good_y}).ok);  // by name, not by position
+
+  const Check missing = w.verify(in, {good_y});
+  EXPECT_FALSE(missing.ok);
+  EXPECT_NE(missing.detail.find("no f32 output named sum"), std::string::npos) << missing.detail;
+
+  const Check bad_sum = w.verify(in, {good_y, Tensor::of("sum", std::vector<float>{sum + 1})});
+  EXPECT_FALSE(bad_sum.ok);
+  EXPECT_EQ(bad_sum.detail, "sum is not the sum of y");
+
+  std::vector<float> y2 = y;
+  y2[3] += 1;
+  EXPECT_FALSE(w.verify(in, {Tensor::of("y", y2), good_sum}).ok);
+  const Check short_y = w.verify(in, {Tensor::of("y", std::vector<float>(9)), good_sum});
+  EXPECT_FALSE(short_y.ok);
+  EXPECT_NE(short_y.detail.find("has 9 elements, not 10"), std::string::npos);
+  EXPECT_FALSE(w.verify(in, {Tensor("y", {10}, Elem::i32), good_sum}).ok);  // wrong type
+}
+
+TEST(Tensor, TypedAccessAndLookup) {
+  Tensor labels("labels", {2, 3}, Elem::i32);
+  EXPECT_EQ(labels.numel(), 6);
+  EXPECT_EQ(labels.bytes(), 24u);
+  EXPECT_EQ(labels.i32().size(), 6u);
+  EXPECT_THROW(labels.f32(), std::logic_error);
+  const TensorView v = labels.view();
+  EXPECT_EQ(v.as<std::int32_t>(), labels.i32().data());
+  EXPECT_THROW(v.as<float>(), std::logic_error);
+  EXPECT_THROW(Tensor("x", {-1}), std::invalid_argument);
+  const Tensors ts = {Tensor("a", {1}), labels};
+  EXPECT_EQ(&at(ts, "labels"), &ts[1]);
+  EXPECT_EQ(find(ts, "b"), nullptr);
+  try {
+    at(ts, "b");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "no tensor named b (there are: a, labels)");
+  }
 }
 
 }  // namespace

@@ -6,16 +6,17 @@
 
 #include "core/stream.hpp"
 #include "cpu_ref/cpu.hpp"
+#include "tests/gemm_testing.hpp"
 
 namespace pb {
 namespace {
 
-Buffer run_cpu(const StreamWorkload& w, int threads) {
+testing::Floats run_cpu(const StreamWorkload& w, int threads) {
   auto impl = cpu::stream_impls().at(0).make(w, threads);
   impl->activate();
   impl->prepare(w.make_inputs());
   impl->run();
-  return impl->result();
+  return at(impl->result(), w.outputs()[0]).f32();
 }
 
 TEST(StreamModel, CountsBytesAsStreamDoes) {
@@ -73,7 +74,7 @@ TEST_P(CpuStream, VerifiesOnAwkwardLengthsAndThreads) {
   for (std::int64_t n : {1, 17, 1000003}) {
     for (int threads : {1, 2, 3}) {
       const StreamWorkload w({GetParam(), n});
-      const Check c = w.verify(w.make_inputs(), run_cpu(w, threads));
+      const Check c = testing::verify(w, w.make_inputs(), run_cpu(w, threads));
       EXPECT_TRUE(c.ok) << to_string(GetParam()) << " n=" << n << " threads=" << threads << ": "
                         << c.detail;
     }
@@ -85,20 +86,21 @@ INSTANTIATE_TEST_SUITE_P(Kernels, CpuStream, ::testing::ValuesIn(all_stream_kern
 TEST(StreamVerify, RejectsWrongResults) {
   const StreamWorkload triad({StreamKernel::triad, 1000});
   const auto in = triad.make_inputs();
-  Buffer out = run_cpu(triad, 2);
-  EXPECT_TRUE(triad.verify(in, out).ok);
+  testing::Floats out = run_cpu(triad, 2);
+  EXPECT_TRUE(testing::verify(triad, in, out).ok);
   out[999] += 1e-4f;
-  EXPECT_FALSE(triad.verify(in, out).ok);
+  EXPECT_FALSE(testing::verify(triad, in, out).ok);
   out[999] = NAN;
-  EXPECT_FALSE(triad.verify(in, out).ok);
-  EXPECT_FALSE(triad.verify(in, Buffer(999)).ok);
+  EXPECT_FALSE(testing::verify(triad, in, out).ok);
+  EXPECT_FALSE(testing::verify(triad, in, testing::Floats(999)).ok);
 
   const StreamWorkload dot({StreamKernel::dot, 100000});
   const auto din = dot.make_inputs();
-  Buffer s = run_cpu(dot, 2);
-  EXPECT_TRUE(dot.verify(din, s).ok);
-  s[0] -= din[0][5] * din[1][5] + din[0][6] * din[1][6] + 1.0f;  // as if terms were missed
-  EXPECT_FALSE(dot.verify(din, s).ok);
+  testing::Floats s = run_cpu(dot, 2);
+  EXPECT_TRUE(testing::verify(dot, din, s).ok);
+  const auto &da = din[0].f32(), &db = din[1].f32();
+  s[0] -= da[5] * db[5] + da[6] * db[6] + 1.0f;  // as if terms were missed
+  EXPECT_FALSE(testing::verify(dot, din, s).ok);
 }
 
 TEST(StreamShapeParse, AcceptsKeysAndRejectsBadOnes) {
@@ -122,11 +124,11 @@ TEST(Transfer, ModelShapeAndVerification) {
   EXPECT_DOUBLE_EQ(w.min_bytes(), 4096);
   EXPECT_DOUBLE_EQ(w.flops(), 0);
   const auto in = w.make_inputs();
-  ASSERT_EQ(in[0].size(), 1024u);
-  EXPECT_TRUE(w.verify(in, in[0]).ok);
-  Buffer bad = in[0];
+  ASSERT_EQ(in[0].numel(), 1024);
+  EXPECT_TRUE(testing::verify(w, in, in[0].f32()).ok);
+  testing::Floats bad = in[0].f32();
   bad[1023] = -bad[1023] + 1;
-  EXPECT_FALSE(w.verify(in, bad).ok);
+  EXPECT_FALSE(testing::verify(w, in, bad).ok);
   const auto sizes = transfer_suite_bytes(1);
   EXPECT_EQ(sizes.front(), 4096);
   EXPECT_EQ(sizes.back(), 1LL << 30);
