@@ -14,6 +14,7 @@ namespace pb {
 enum class Act;  // core/activation.hpp
 struct RowShape;
 enum class StreamKernel;  // core/stream.hpp
+struct ConvShape;         // core/conv.hpp
 }  // namespace pb
 
 namespace pb::cpu {
@@ -67,7 +68,20 @@ void rows_omp(const RowShape& s, const float* x, const std::int32_t* labels, flo
 void rows_naive(const RowShape& s, const float* x, const std::int32_t* labels, float* out,
                 float* tmp);
 
+// Convolution (core/conv.hpp), NCHW activations and KCRS filters, the pass s.dir says:
+//   fwd: in0 x, in1 w, b, out y; bwd_data: in0 dy, in1 w, out dx; bwd_filter: in0 x, in1 dy,
+//   out dw, db. The reference computes each point in double; conv_im2col runs im2col (col2im)
+//   on OpenMP threads and OpenBLAS's sgemm per image, col: crs x pq floats of the caller's.
+void conv_naive(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
+                float* db);
+void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
+                 float* db, float* col, int threads);
+// One image's column matrix (crs x pq) from x (c x h x w), and back, summing (col2im).
+void im2col_omp(const ConvShape& s, const float* x, float* col, int threads);
+void col2im_omp(const ConvShape& s, const float* col, float* x, int threads);
+
 std::vector<ImplSpec> gemm_impls();
+std::vector<ImplSpec> conv_impls();
 std::vector<ImplSpec> stream_impls();
 std::vector<ImplSpec> activation_impls();
 std::vector<ImplSpec> row_impls(const std::string& op);

@@ -23,11 +23,6 @@ namespace pb::gpu {
 
 namespace {
 
-std::string env_of(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 __global__ void gemm_naive_kernel(GemmShape s, const float* a, const float* b, float* c) {
   const std::int64_t j = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   const std::int64_t i = blockIdx.y * static_cast<std::int64_t>(blockDim.y) + threadIdx.y;
@@ -144,6 +139,17 @@ void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const
                          CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
 }
 
+CublasHandle::CublasHandle(cudaStream_t stream) {
+  PB_CUBLAS(cublasCreate(&h_));
+  const cublasStatus_t st = cublasSetStream(h_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS) {  // the destructor will not run: release the handle here
+    cublasDestroy(h_);
+    fail("cublasSetStream", cublas_error(st), __FILE__, __LINE__);
+  }
+}
+
+CublasHandle::~CublasHandle() { cublasDestroy(h_); }
+
 // --- the implementations: thin adapters over the op functions ---------------------------------
 
 namespace {
@@ -204,24 +210,15 @@ class TiledGemm : public GpuGemm {
 
 class CublasGemm : public GpuGemm {
  public:
-  explicit CublasGemm(const GemmShape& s) : GpuGemm(s) {
-    cublasHandle_t h = nullptr;
-    PB_CUBLAS(cublasCreate(&h));
-    handle_.reset(h);  // owned before anything else can throw
-    PB_CUBLAS(cublasSetStream(h, stream_));
-    const auto& d = device_info();
-    note_ = gpu_math_note(s_.dtype, d.cc_major, d.cc_minor, env_of("NVIDIA_TF32_OVERRIDE"));
-  }
+  explicit CublasGemm(const GemmShape& s)
+      : GpuGemm(s), handle_(stream_), note_(math_note(s.dtype)) {}
   std::string detail() const override { return note_; }
   void run() override {
     gemm_cublas(handle_.get(), s_, a_.as<void>(), b_.as<void>(), c_.as<float>());
   }
 
  private:
-  struct Destroy {
-    void operator()(cublasHandle_t h) const { cublasDestroy(h); }
-  };
-  std::unique_ptr<cublasContext, Destroy> handle_;
+  CublasHandle handle_;
   std::string note_;
 };
 

@@ -36,6 +36,9 @@ const DeviceInfo& probe();
 ImplSpec spec(const std::string& op, const std::string& name,
               std::function<bool(const Workload&)> supports, bool sweeps_sms = false);
 
+// Why conv/gpu/cudnn cannot run in this build ("" when it can: cuDNN was found and linked).
+std::string cudnn_unavailable();
+
 // "" while the device is usable; after a fault that leaves the CUDA context unusable (an
 // illegal address, a watchdog timeout), the error every later call would fail with.
 std::string sticky_error();

@@ -5,12 +5,14 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <map>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "core/activation.hpp"
+#include "core/conv.hpp"
 #include "core/gemm.hpp"
 #include "core/workload.hpp"
 #include "kernels/gpu.hpp"
@@ -108,6 +110,14 @@ void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const f
 // cuBLAS on the handle's stream: A and B in s.dtype's storage type (float for fp32 and tf32,
 // __half, __nv_bfloat16), C in fp32.
 void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, float* c);
+// Convolution (core/conv.hpp), fp32, the pass s.dir says (in0, in1, b, out, db as
+// cpu::conv_naive takes them): one thread per output element; im2col (col: crs x pq floats)
+// and cuBLAS per image, on the handle's stream (which must be `stream`); db alone.
+void conv_direct(cudaStream_t stream, const ConvShape& s, const float* in0, const float* in1,
+                 const float* b, float* out, float* db);
+void conv_im2col(cudaStream_t stream, cublasHandle_t handle, const ConvShape& s, const float* in0,
+                 const float* in1, const float* b, float* out, float* db, float* col);
+void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, float* db);
 // Activations (core/activation.hpp): out = f(x), or with dy the gradient dy f'(x), over n
 // floats: one thread per element; grid-stride over 128-bit loads and stores.
 void activation_naive(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
@@ -126,6 +136,25 @@ void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
 using Factory = std::unique_ptr<Impl> (*)(const std::string& op, const std::string& name,
                                           const Workload& w, int units);
 bool register_factory(const std::string& op, Factory make);
+
+// What gpu_math_note() says of dtype t on this device, with NVIDIA_TF32_OVERRIDE as it is set.
+inline std::string math_note(Dtype t) {
+  const char* v = std::getenv("NVIDIA_TF32_OVERRIDE");
+  return gpu_math_note(t, device_info().cc_major, device_info().cc_minor, v ? v : "");
+}
+
+// Owns a cuBLAS handle whose work goes to `stream` (kernels/gemm.cu).
+class CublasHandle {
+ public:
+  explicit CublasHandle(cudaStream_t stream);
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  ~CublasHandle();
+  cublasHandle_t get() const { return h_; }
+
+ private:
+  cublasHandle_t h_ = nullptr;
+};
 
 // Owns pinned (page-locked) host memory.
 class PinnedMem {

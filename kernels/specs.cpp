@@ -16,3 +16,16 @@ ImplSpec spec(const std::string& op, const std::string& name,
 }
 
 }  // namespace pb::gpu
+
+namespace pb::gpu {
+
+std::string cudnn_unavailable() {
+#if defined(PAIRBENCH_HAVE_CUDA) && !defined(PAIRBENCH_HAVE_CUDNN)
+  return "pairbench was built without cuDNN (CMake found no cudnn.h and libcudnn beside the CUDA "
+         "toolkit or in .venv)";
+#else
+  return "";
+#endif
+}
+
+}  // namespace pb::gpu

@@ -19,8 +19,9 @@ import platform
 import shutil
 import sys
 
-# What pairbench builds with: the compiler and its parts, the runtime, cuBLAS.
-CUDA13 = ["cuda-toolkit[nvcc,crt,nvvm,cccl,cudart,cublas]==13.0.2"]
+# What pairbench builds with: the compiler and its parts, the runtime, cuBLAS, and cuDNN 9
+# (which CMake finds in .venv's nvidia/cudnn).
+CUDA13 = ["cuda-toolkit[nvcc,crt,nvvm,cccl,cudart,cublas]==13.0.2", "nvidia-cudnn-cu13==9.19.1.2"]
 MIN_DRIVER = {13: 580, 12: 525}
 
 

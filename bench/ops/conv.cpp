@@ -1,0 +1,44 @@
+// Convolution: the three passes over ResNet-50 layers and DeepBench shapes, batch 1 to 32; the
+// CPU's reference, im2col + OpenBLAS and oneDNN, the GPU's direct kernels, im2col + cuBLAS and
+// cuDNN.
+#include "bench/ops/family.hpp"
+#include "core/conv.hpp"
+#include "cpu_ref/cpu.hpp"
+
+namespace pb::ops {
+
+OpFamily conv_family() {
+  OpFamily f;
+  f.name = "conv";
+  f.shape_keys =
+      "batch=N,c=C,h=H,w=W,k=K,r=R[,s=S][,stride=U][,pad=P][,dir=fwd|bwd_data|bwd_filter]";
+  f.suite = [](int level, Dtype t) {
+    std::vector<SuiteEntry> out;
+    if (t == Dtype::tf32) return out;  // no CPU has it; cuDNN's fp32 cases say what ran
+    for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter})
+      for (ConvShape s : conv_suite(d, level)) {
+        s.dtype = t;
+        // The thread sweep: ResNet-50's 3x3 layer on 56x56 at batch 8, forward.
+        const bool sweep =
+            t == Dtype::fp32 && d == ConvDir::fwd && s.c == 64 && s.h == 56 && s.n == 8;
+        out.push_back(entry<ConvWorkload>(s, sweep));
+      }
+    return out;
+  };
+  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    ConvShape s = parse_conv_shape(kv);
+    s.dtype = t;
+    return std::make_shared<ConvWorkload>(s);
+  };
+  ImplSpec cudnn = gpu::spec("conv", "cudnn", [](const Workload& w) {
+    return w.dtype() == Dtype::fp32 || w.dtype() == Dtype::tf32;
+  });
+  cudnn.library = "cudnn";
+  cudnn.workspace_bytes = 256.0 * (1 << 20);  // the most an algorithm may take (kernels/conv.cu)
+  cudnn.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+  f.impls = concat(cpu::conv_impls(), {gpu::spec("conv", "direct", fp32_only),
+                                       gpu::spec("conv", "im2col", fp32_only), cudnn});
+  return f;
+}
+
+}  // namespace pb::ops

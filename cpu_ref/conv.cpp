@@ -1,0 +1,299 @@
+// CPU convolution, from the reference to the library:
+//   naive   - one thread, every output point computed directly in double (core/conv.hpp):
+//             the reference.
+//   im2col  - the textbook algorithm: per image, OpenMP im2col (col2im for dX) and one OpenBLAS
+//             sgemm. Its cost beside the GEMM is the column matrix, R*S times the image.
+//   onednn  - oneDNN's convolution primitives, the path PyTorch takes on CPUs: operands in the
+//             blocked layouts oneDNN prefers (reordered in prepare, outside the timed region),
+//             fp32, or bf16/fp16 inputs with fp32 outputs.
+#include <algorithm>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "core/conv.hpp"
+#include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
+
+namespace pb::cpu {
+
+// --- the op functions --------------------------------------------------------------------------
+
+void conv_naive(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
+                float* db) {
+  const std::int64_t count = s.dir == ConvDir::fwd        ? s.y_size()
+                             : s.dir == ConvDir::bwd_data ? s.x_size()
+                                                          : s.w_size();
+  for (std::int64_t i = 0; i < count; ++i) {
+    out[i] = static_cast<float>(conv_point(s, in0, in1, b, i).value);
+  }
+  if (s.dir == ConvDir::bwd_filter)
+    for (std::int64_t k = 0; k < s.k; ++k)
+      db[k] = static_cast<float>(conv_bias_grad_point(s, in1, k).value);
+}
+
+void im2col_omp(const ConvShape& s, const float* x, float* col, int threads) {
+  const std::int64_t p = s.p(), q = s.q(), rows = s.crs();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::int64_t c = row / (s.r * s.s), r = row / s.s % s.r, t = row % s.s;
+    const float* xc = x + c * s.h * s.w;
+    float* dst = col + row * p * q;
+    for (std::int64_t pp = 0; pp < p; ++pp) {
+      const std::int64_t ih = pp * s.stride_h - s.pad_h + r;
+      float* d = dst + pp * q;
+      if (ih < 0 || ih >= s.h) {
+        std::fill(d, d + q, 0.0f);
+        continue;
+      }
+      const float* xr = xc + ih * s.w;
+      for (std::int64_t qq = 0; qq < q; ++qq) {
+        const std::int64_t iw = qq * s.stride_w - s.pad_w + t;
+        d[qq] = iw >= 0 && iw < s.w ? xr[iw] : 0.0f;
+      }
+    }
+  }
+}
+
+void col2im_omp(const ConvShape& s, const float* col, float* x, int threads) {
+  const std::int64_t rows = s.c * s.h;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::int64_t c = row / s.h, ih = row % s.h;
+    for (std::int64_t iw = 0; iw < s.w; ++iw) x[row * s.w + iw] = col2im_value(s, col, c, ih, iw);
+  }
+}
+
+void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
+                 float* db, float* col, int threads) {
+  const std::int64_t pq = s.pq(), crs = s.crs(), x_img = s.c * s.h * s.w, y_img = s.k * pq;
+  const bool identity = im2col_is_identity(s);  // then the image is its own column matrix
+  GemmShape g;
+  switch (s.dir) {
+    case ConvDir::fwd:  // y_n = W (k x crs) col_n (crs x pq) + b
+      g.m = s.k, g.n = pq, g.k = crs, g.beta = 1;
+      for (std::int64_t n = 0; n < s.n; ++n) {
+        float* y = out + n * y_img;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (std::int64_t k = 0; k < s.k; ++k) std::fill(y + k * pq, y + (k + 1) * pq, b[k]);
+        const float* x = in0 + n * x_img;
+        if (!identity) im2col_omp(s, x, col, threads);
+        gemm_openblas(g, in1, identity ? x : col, y);
+      }
+      break;
+    case ConvDir::bwd_data:  // col_n = W^T (crs x k) dy_n (k x pq); dx_n = col2im(col_n)
+      g.m = crs, g.n = pq, g.k = s.k, g.ta = true;
+      for (std::int64_t n = 0; n < s.n; ++n) {
+        float* dx = out + n * x_img;
+        gemm_openblas(g, in1, in0 + n * y_img, identity ? dx : col);
+        if (!identity) col2im_omp(s, col, dx, threads);
+      }
+      break;
+    case ConvDir::bwd_filter:  // dW += dy_n (k x pq) col_n^T (pq x crs); db = sum of dy
+      g.m = s.k, g.n = crs, g.k = pq, g.tb = true;
+      for (std::int64_t n = 0; n < s.n; ++n) {
+        const float* x = in0 + n * x_img;
+        if (!identity) im2col_omp(s, x, col, threads);
+        g.beta = n == 0 ? 0.0f : 1.0f;
+        gemm_openblas(g, in1 + n * y_img, identity ? x : col, out);
+      }
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (std::int64_t k = 0; k < s.k; ++k) {
+        float sum = 0;
+        for (std::int64_t n = 0; n < s.n; ++n) {
+          const float* dy = in1 + n * y_img + k * pq;
+          for (std::int64_t i = 0; i < pq; ++i) sum += dy[i];
+        }
+        db[k] = sum;
+      }
+      break;
+  }
+}
+
+// --- the implementations -------------------------------------------------------------------------
+
+namespace {
+
+// The inputs by their pass's names (in0, in1: x and w for fwd, dy and w for bwd_data, x and dy
+// for bwd_filter; b for fwd) and the outputs (out: y, dx or dw; db for bwd_filter).
+class CpuConv : public CpuImpl {
+ public:
+  CpuConv(const ConvShape& s, int threads) : CpuImpl(threads), s_(s) {}
+  void prepare(const Tensors& in) override {
+    const auto [name0, name1] = conv_operands(s_.dir);
+    in0_ = at(in, name0).f32();
+    in1_ = at(in, name1).f32();
+    if (s_.dir == ConvDir::fwd) b_ = at(in, "b").f32();
+    out_ = conv_outputs(s_);
+  }
+  Tensors result() override { return out_; }
+
+ protected:
+  float* out() { return out_[0].f32().data(); }
+  float* db() { return out_.size() > 1 ? out_[1].f32().data() : nullptr; }
+
+  ConvShape s_;
+  std::vector<float> in0_, in1_, b_;
+  Tensors out_;
+};
+
+class NaiveConv : public CpuConv {
+ public:
+  using CpuConv::CpuConv;
+  void run() override { conv_naive(s_, in0_.data(), in1_.data(), b_.data(), out(), db()); }
+};
+
+class Im2colConv : public CpuConv {
+ public:
+  Im2colConv(const ConvShape& s, int threads)
+      : CpuConv(s, threads), col_(static_cast<std::size_t>(s.crs() * s.pq())) {}
+  void run() override {
+    conv_im2col(s_, in0_.data(), in1_.data(), b_.data(), out(), db(), col_.data(), threads_);
+  }
+
+ private:
+  std::vector<float> col_;  // one image's column matrix
+};
+
+#ifdef PAIRBENCH_HAVE_DNNL
+// The pass's primitive on operands in the layouts it chose ("any"), reordered from and to NCHW
+// in prepare() and result(); run() is the primitive alone.
+class OnednnConv : public CpuConv {
+ public:
+  using CpuConv::CpuConv;
+  void prepare(const Tensors& in) override {
+    CpuConv::prepare(in);
+    using tag = dnnl::memory::format_tag;
+    using dt = dnnl::memory::data_type;
+    using md = dnnl::memory::desc;
+    auto& eng = onednn::engine();
+    const ConvShape& s = s_;
+    const dt t = onednn::data_type(s.dtype);
+    const dnnl::memory::dims x_dims = {s.n, s.c, s.h, s.w}, w_dims = {s.k, s.c, s.r, s.s},
+                             y_dims = {s.n, s.k, s.p(), s.q()}, b_dims = {s.k};
+    const dnnl::memory::dims strides = {s.stride_h, s.stride_w}, pad_l = {s.pad_h, s.pad_w};
+    // The right padding that gives exactly p x q outputs (less than pad_l where the stride
+    // leaves the last input rows unread).
+    const dnnl::memory::dims pad_r = {(s.p() - 1) * s.stride_h + s.r - s.h - s.pad_h,
+                                      (s.q() - 1) * s.stride_w + s.s - s.w - s.pad_w};
+    const dt y_t = s.dir == ConvDir::fwd ? dt::f32 : t;  // dy is an input of the backward passes
+    const md x_any(x_dims, s.dir == ConvDir::bwd_data ? dt::f32 : t, tag::any),
+        w_any(w_dims, s.dir == ConvDir::bwd_filter ? dt::f32 : t, tag::any),
+        y_any(y_dims, y_t, tag::any), b_md(b_dims, dt::f32, tag::x);
+    const auto algo = dnnl::algorithm::convolution_direct;
+    try {
+      // The forward description: the case's own pass, or the backward passes' hint.
+      const dnnl::convolution_forward::primitive_desc fwd(
+          eng, dnnl::prop_kind::forward_training, algo, md(x_dims, t, tag::any),
+          md(w_dims, t, tag::any), b_md, md(y_dims, s.dir == ConvDir::fwd ? dt::f32 : t, tag::any),
+          strides, pad_l, pad_r);
+      switch (s.dir) {
+        case ConvDir::fwd:
+          prim_ = dnnl::convolution_forward(fwd);
+          detail_ = fwd.impl_info_str();
+          args_[DNNL_ARG_SRC] = input(fwd.src_desc(), x_dims, tag::nchw, in0_);
+          args_[DNNL_ARG_WEIGHTS] = input(fwd.weights_desc(), w_dims, tag::oihw, in1_);
+          args_[DNNL_ARG_BIAS] = input(b_md, b_dims, tag::x, b_);
+          output(DNNL_ARG_DST, fwd.dst_desc(), y_dims, tag::nchw, 0);
+          break;
+        case ConvDir::bwd_data: {
+          const dnnl::convolution_backward_data::primitive_desc pd(eng, algo, x_any, w_any, y_any,
+                                                                   strides, pad_l, pad_r, fwd);
+          prim_ = dnnl::convolution_backward_data(pd);
+          detail_ = pd.impl_info_str();
+          args_[DNNL_ARG_DIFF_DST] = input(pd.diff_dst_desc(), y_dims, tag::nchw, in0_);
+          args_[DNNL_ARG_WEIGHTS] = input(pd.weights_desc(), w_dims, tag::oihw, in1_);
+          output(DNNL_ARG_DIFF_SRC, pd.diff_src_desc(), x_dims, tag::nchw, 0);
+        } break;
+        case ConvDir::bwd_filter: {
+          const dnnl::convolution_backward_weights::primitive_desc pd(
+              eng, algo, x_any, w_any, b_md, y_any, strides, pad_l, pad_r, fwd);
+          prim_ = dnnl::convolution_backward_weights(pd);
+          detail_ = pd.impl_info_str();
+          args_[DNNL_ARG_SRC] = input(pd.src_desc(), x_dims, tag::nchw, in0_);
+          args_[DNNL_ARG_DIFF_DST] = input(pd.diff_dst_desc(), y_dims, tag::nchw, in1_);
+          output(DNNL_ARG_DIFF_WEIGHTS, pd.diff_weights_desc(), w_dims, tag::oihw, 0);
+          output(DNNL_ARG_DIFF_BIAS, pd.diff_bias_desc(), b_dims, tag::x, 1);
+        } break;
+      }
+    } catch (const dnnl::error& e) {
+      if (e.status != dnnl_unimplemented) throw;
+      throw std::runtime_error(std::string("oneDNN has no ") + to_string(s.dtype) + " " +
+                               to_string(s.dir) + " convolution for this shape on this CPU (ISA " +
+                               onednn::effective_isa() + ")");
+    }
+  }
+  void run() override {
+    prim_.execute(onednn::stream(), args_);
+    onednn::stream().wait();
+  }
+  Tensors result() override {
+    for (auto& [arg, j] : outputs_) {
+      dnnl::memory user(user_mds_[j], onednn::engine(), out_[j].f32().data());
+      dnnl::reorder(args_[arg], user).execute(onednn::stream(), args_[arg], user);
+    }
+    onednn::stream().wait();
+    return out_;
+  }
+  std::string detail() const override { return detail_; }
+
+ private:
+  // The NCHW fp32 data, reordered (and converted) into the layout the primitive chose.
+  static dnnl::memory input(const dnnl::memory::desc& want, const dnnl::memory::dims& dims,
+                            dnnl::memory::format_tag tag, std::vector<float>& data) {
+    const dnnl::memory::desc user_md(dims, dnnl::memory::data_type::f32, tag);
+    dnnl::memory user(user_md, onednn::engine(), data.data());
+    if (want == user_md) return user;
+    dnnl::memory m(want, onednn::engine());
+    dnnl::reorder(user, m).execute(onednn::stream(), user, m);
+    onednn::stream().wait();
+    return m;
+  }
+  // The primitive's output in its own layout; result() reorders it into output j.
+  void output(int arg, const dnnl::memory::desc& md, const dnnl::memory::dims& dims,
+              dnnl::memory::format_tag tag, std::size_t j) {
+    args_[arg] = dnnl::memory(md, onednn::engine());
+    user_mds_.push_back(dnnl::memory::desc(dims, dnnl::memory::data_type::f32, tag));
+    outputs_.emplace_back(arg, j);
+  }
+
+  dnnl::primitive prim_;
+  std::unordered_map<int, dnnl::memory> args_;
+  std::vector<dnnl::memory::desc> user_mds_;
+  std::vector<std::pair<int, std::size_t>> outputs_;  // (argument, index in out_)
+  std::string detail_;
+};
+#else
+class OnednnConv : public CpuConv {  // never made: the spec says why it is unavailable
+ public:
+  using CpuConv::CpuConv;
+  void run() override { throw std::runtime_error(onednn::unavailable(s_.dtype)); }
+};
+#endif
+
+template <class T>
+ImplSpec spec(const char* name, bool threaded, double max_flops, const char* library = "") {
+  ImplSpec sp;
+  sp.op = "conv";
+  sp.name = name;
+  sp.device = Device::cpu;
+  sp.sweeps_units = threaded;
+  sp.max_flops = max_flops;
+  sp.library = library;
+  sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
+  sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {
+    return std::make_unique<T>(static_cast<const ConvWorkload&>(w).conv(), threads);
+  };
+  return sp;
+}
+
+}  // namespace
+
+std::vector<ImplSpec> conv_impls() {
+  ImplSpec onednn = spec<OnednnConv>("onednn", true, 0, "onednn");
+  onednn.supports = [](const Workload& w) { return w.dtype() != Dtype::tf32; };
+  onednn.unavailable = [](const Workload& w) { return onednn::unavailable(w.dtype()); };
+  return {spec<NaiveConv>("naive", false, 3e8), spec<Im2colConv>("im2col", true, 0, "openblas"),
+          onednn};
+}
+
+}  // namespace pb::cpu

@@ -1,0 +1,407 @@
+// GPU convolution, from the simplest kernel to the library (NCHW, KCRS, as core/conv.hpp):
+//   direct - one thread per output element of the pass (y, dx or dw), its sum read straight
+//            from global memory through the index math the CPU's reference uses; db: one block
+//            per output channel.
+//   im2col - the CPU's im2col algorithm on the GPU: per image, an im2col kernel (col2im for dX)
+//            and one cuBLAS sgemm.
+//   cudnn  - cuDNN's convolution API: the algorithm cuDNN's heuristics rank first among those
+//            whose workspace fits (kConvWorkspaceCap, counted by the memory check), true fp32
+//            (FMA math) for fp32 and tensor cores for tf32; the algorithm is the case's detail.
+#include <cublas_v2.h>
+
+#include <climits>
+#include <memory>
+#include <string>
+
+#include "core/conv.hpp"
+#include "kernels/gpu.hpp"
+#include "kernels/gpu_impl.cuh"
+
+#ifdef PAIRBENCH_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+namespace pb::gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+struct FloatSum {
+  float value = 0;
+  __device__ void add(float t) { value += t; }
+  __device__ void add(float a, float b) { value = fmaf(a, b, value); }
+};
+
+// Grid-stride loops over `count` outputs: the grid fills the device once (full_grid).
+#define PB_GRID_STRIDE(i, count)                                                          \
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; \
+       i < (count); i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+
+__global__ void conv_direct_kernel(ConvShape s, const float* in0, const float* in1, const float* b,
+                                   float* out, std::int64_t count) {
+  PB_GRID_STRIDE(i, count) {
+    FloatSum sum;
+    if (s.dir == ConvDir::fwd)
+      conv_fwd_terms(s, in0, in1, b, i, sum);
+    else if (s.dir == ConvDir::bwd_data)
+      conv_bwd_data_terms(s, in0, in1, i, sum);
+    else
+      conv_bwd_filter_terms(s, in0, in1, i, sum);
+    out[i] = sum.value;
+  }
+}
+
+// db[k]: one block per output channel, a tree reduction in shared memory.
+__global__ void conv_bias_grad_kernel(ConvShape s, const float* dy, float* db) {
+  __shared__ float part[kThreads];
+  const std::int64_t k = blockIdx.x, per_k = s.pq(), total = s.n * per_k;
+  float sum = 0;
+  for (std::int64_t j = threadIdx.x; j < total; j += blockDim.x)
+    sum += dy[(j / per_k * s.k + k) * per_k + j % per_k];
+  part[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) db[k] = part[0];
+}
+
+__global__ void im2col_kernel(ConvShape s, const float* x, float* col) {
+  const std::int64_t pq = s.pq();
+  PB_GRID_STRIDE(i, s.crs() * pq) { col[i] = im2col_value(s, x, i / pq, i % pq); }
+}
+
+__global__ void col2im_kernel(ConvShape s, const float* col, float* x) {
+  PB_GRID_STRIDE(i, s.c * s.h * s.w) {
+    x[i] = col2im_value(s, col, i / (s.h * s.w), i / s.w % s.h, i % s.w);
+  }
+}
+
+// One image's y (k x pq) set to the bias, before the GEMM adds W col to it.
+__global__ void fill_bias_kernel(ConvShape s, const float* b, float* y) {
+  const std::int64_t pq = s.pq();
+  PB_GRID_STRIDE(i, s.k * pq) { y[i] = b[i / pq]; }
+}
+
+std::int64_t output_count(const ConvShape& s) {
+  return s.dir == ConvDir::fwd ? s.y_size() : s.dir == ConvDir::bwd_data ? s.x_size() : s.w_size();
+}
+
+}  // namespace
+
+// --- the op functions: enqueued on the caller's stream, over the caller's device buffers -------
+
+void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, float* db) {
+  conv_bias_grad_kernel<<<static_cast<unsigned>(s.k), kThreads, 0, stream>>>(s, dy, db);
+  PB_CUDA(cudaGetLastError());
+}
+
+void conv_direct(cudaStream_t stream, const ConvShape& s, const float* in0, const float* in1,
+                 const float* b, float* out, float* db) {
+  static const int blocks = full_grid(conv_direct_kernel, kThreads);
+  conv_direct_kernel<<<blocks, kThreads, 0, stream>>>(s, in0, in1, b, out, output_count(s));
+  PB_CUDA(cudaGetLastError());
+  if (s.dir == ConvDir::bwd_filter) conv_bias_grad(stream, s, in1, db);
+}
+
+void conv_im2col(cudaStream_t stream, cublasHandle_t handle, const ConvShape& s, const float* in0,
+                 const float* in1, const float* b, float* out, float* db, float* col) {
+  static const int im2col_blocks = full_grid(im2col_kernel, kThreads);
+  static const int col2im_blocks = full_grid(col2im_kernel, kThreads);
+  static const int bias_blocks = full_grid(fill_bias_kernel, kThreads);
+  const std::int64_t pq = s.pq(), crs = s.crs(), x_img = s.c * s.h * s.w, y_img = s.k * pq;
+  const bool identity = im2col_is_identity(s);  // then the image is its own column matrix
+  GemmShape g;
+  switch (s.dir) {
+    case ConvDir::fwd:  // y_n = b + W (k x crs) col_n (crs x pq)
+      g.m = s.k, g.n = pq, g.k = crs, g.beta = 1;
+      for (std::int64_t n = 0; n < s.n; ++n) {
+        const float* x = in0 + n * x_img;
+        float* y = out + n * y_img;
+        fill_bias_kernel<<<bias_blocks, kThreads, 0, stream>>>(s, b, y);
+        if (!identity) im2col_kernel<<<im2col_blocks, kThreads, 0, stream>>>(s, x, col);
+        PB_CUDA(cudaGetLastError());
+        gemm_cublas(handle, g, in1, identity ? x : col, y);
+      }
+      break;
+    case ConvDir::bwd_data:  // col_n = W^T (crs x k) dy_n (k x pq); dx_n = col2im(col_n)
+      g.m = crs, g.n = pq, g.k = s.k, g.ta = true;
+      for (std::int64_t n = 0; n < s.n; ++n) {
+        float* dx = out + n * x_img;
+        gemm_cublas(handle, g, in1, in0 + n * y_img, identity ? dx : col);
+        if (!identity) col2im_kernel<<<col2im_blocks, kThreads, 0, stream>>>(s, col, dx);
+        PB_CUDA(cudaGetLastError());
+      }
+      break;
+    case ConvDir::bwd_filter:  // dW += dy_n (k x pq) col_n^T (pq x crs); db = sum of dy
+      g.m = s.k, g.n = crs, g.k = pq, g.tb = true;
+      for (std::int64_t n = 0; n < s.n; ++n) {
+        const float* x = in0 + n * x_img;
+        if (!identity) im2col_kernel<<<im2col_blocks, kThreads, 0, stream>>>(s, x, col);
+        PB_CUDA(cudaGetLastError());
+        g.beta = n == 0 ? 0.0f : 1.0f;
+        gemm_cublas(handle, g, in1 + n * y_img, identity ? x : col, out);
+      }
+      conv_bias_grad(stream, s, in1, db);
+      break;
+  }
+}
+
+// --- the implementations: thin adapters over the op functions ---------------------------------
+
+namespace {
+
+// The pass's operands on the device (in0, in1, and b for fwd, as core/conv.hpp names them) and
+// its outputs (out, and db for bwd_filter).
+class GpuConv : public GpuImpl {
+ public:
+  explicit GpuConv(const ConvShape& s) : s_(s) {
+    if (s.x_size() > INT_MAX || s.y_size() > INT_MAX || s.w_size() > INT_MAX)
+      throw std::runtime_error("conv tensors of 2^31 elements or more are not supported");
+  }
+  void prepare(const Tensors& in) override {
+    const auto [name0, name1] = conv_operands(s_.dir);
+    in0_ = to_device(at(in, name0));
+    in1_ = to_device(at(in, name1));
+    if (s_.dir == ConvDir::fwd) b_ = to_device(at(in, "b"));
+    outputs_ = conv_outputs(s_);
+    out_ = DeviceMem(outputs_[0].bytes());
+    if (outputs_.size() > 1) db_ = DeviceMem(outputs_[1].bytes());
+  }
+  Tensors result() override {
+    Tensors r;
+    const DeviceMem* mem[2] = {&out_, &db_};
+    for (std::size_t j = 0; j < outputs_.size(); ++j)
+      r.push_back(download(outputs_[j].name(), outputs_[j].dims(), mem[j]->as<void>()));
+    return r;
+  }
+
+ protected:
+  DeviceMem to_device(const Tensor& t) {
+    DeviceMem d(t.bytes());
+    upload(d.as<void>(), t);
+    return d;
+  }
+
+  ConvShape s_;
+  DeviceMem in0_, in1_, b_, out_, db_;
+  Tensors outputs_;  // their names and shapes
+};
+
+class DirectConv : public GpuConv {
+ public:
+  using GpuConv::GpuConv;
+  void run() override {
+    conv_direct(stream_, s_, in0_.as<float>(), in1_.as<float>(), b_.as<float>(), out_.as<float>(),
+                db_.as<float>());
+  }
+};
+
+class Im2colConv : public GpuConv {
+ public:
+  explicit Im2colConv(const ConvShape& s)
+      : GpuConv(s), handle_(stream_), col_(static_cast<std::size_t>(s.crs() * s.pq()) * 4) {}
+  void run() override {
+    conv_im2col(stream_, handle_.get(), s_, in0_.as<float>(), in1_.as<float>(), b_.as<float>(),
+                out_.as<float>(), db_.as<float>(), col_.as<float>());
+  }
+
+ private:
+  CublasHandle handle_;
+  DeviceMem col_;  // one image's column matrix
+};
+
+#ifdef PAIRBENCH_HAVE_CUDNN
+#define PB_CUDNN(call)                                                                          \
+  do {                                                                                          \
+    cudnnStatus_t st_ = (call);                                                                 \
+    if (st_ != CUDNN_STATUS_SUCCESS) fail(#call, cudnnGetErrorString(st_), __FILE__, __LINE__); \
+  } while (0)
+
+// The most workspace an algorithm may take: ImplSpec::workspace_bytes of conv/gpu/cudnn
+// (bench/ops/conv.cpp), which the memory check counts.
+constexpr std::size_t kConvWorkspaceCap = 256u << 20;
+
+// Owns a cuDNN object: a handle or a descriptor, destroyed with its cudnnDestroy* function.
+template <class T, cudnnStatus_t (*Destroy)(T)>
+class CudnnObject {
+ public:
+  CudnnObject() = default;
+  CudnnObject(const CudnnObject&) = delete;
+  CudnnObject& operator=(const CudnnObject&) = delete;
+  ~CudnnObject() {
+    if (p_) Destroy(p_);
+  }
+  T* out() { return &p_; }
+  T get() const { return p_; }
+
+ private:
+  T p_ = nullptr;
+};
+
+const char* fwd_algo_name(int a) {
+  static const char* names[] = {
+      "implicit_gemm", "implicit_precomp_gemm", "gemm", "direct", "fft", "fft_tiling",
+      "winograd",      "winograd_nonfused"};
+  return a >= 0 && a < 8 ? names[a] : "unknown";
+}
+const char* bwd_data_algo_name(int a) {
+  static const char* names[] = {"algo_0",     "algo_1",   "fft",
+                                "fft_tiling", "winograd", "winograd_nonfused"};
+  return a >= 0 && a < 6 ? names[a] : "unknown";
+}
+const char* bwd_filter_algo_name(int a) {
+  static const char* names[] = {
+      "algo_0", "algo_1", "fft", "algo_3", "winograd", "winograd_nonfused", "fft_tiling"};
+  return a >= 0 && a < 7 ? names[a] : "unknown";
+}
+
+class CudnnConv : public GpuConv {
+ public:
+  explicit CudnnConv(const ConvShape& s) : GpuConv(s) {
+    PB_CUDNN(cudnnCreate(handle_.out()));
+    PB_CUDNN(cudnnSetStream(handle_.get(), stream_));
+    const int n = static_cast<int>(s.n), c = static_cast<int>(s.c), h = static_cast<int>(s.h),
+              w = static_cast<int>(s.w), k = static_cast<int>(s.k), p = static_cast<int>(s.p()),
+              q = static_cast<int>(s.q());
+    PB_CUDNN(cudnnCreateTensorDescriptor(x_.out()));
+    PB_CUDNN(cudnnSetTensor4dDescriptor(x_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+    PB_CUDNN(cudnnCreateTensorDescriptor(y_.out()));
+    PB_CUDNN(cudnnSetTensor4dDescriptor(y_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p, q));
+    PB_CUDNN(cudnnCreateTensorDescriptor(b_desc_.out()));
+    PB_CUDNN(
+        cudnnSetTensor4dDescriptor(b_desc_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k, 1, 1));
+    PB_CUDNN(cudnnCreateFilterDescriptor(w_.out()));
+    PB_CUDNN(cudnnSetFilter4dDescriptor(w_.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c,
+                                        static_cast<int>(s.r), static_cast<int>(s.s)));
+    PB_CUDNN(cudnnCreateConvolutionDescriptor(conv_.out()));
+    PB_CUDNN(cudnnSetConvolution2dDescriptor(
+        conv_.get(), static_cast<int>(s.pad_h), static_cast<int>(s.pad_w),
+        static_cast<int>(s.stride_h), static_cast<int>(s.stride_w), 1, 1, CUDNN_CROSS_CORRELATION,
+        CUDNN_DATA_FLOAT));
+    // fp32 is fp32: cuDNN would otherwise run TF32 tensor cores on Ampere and later.
+    const cudnnMathType_t math = s.dtype == Dtype::tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    PB_CUDNN(cudnnSetConvolutionMathType(conv_.get(), math));
+    int on = 0, oc = 0, op = 0, oq = 0;  // cuDNN's own output size must be ours
+    PB_CUDNN(
+        cudnnGetConvolution2dForwardOutputDim(conv_.get(), x_.get(), w_.get(), &on, &oc, &op, &oq));
+    if (on != n || oc != k || op != p || oq != q)
+      throw std::runtime_error("cuDNN's output size differs from the workload's");
+    choose_algorithm(math);
+    if (workspace_bytes_ > 0) workspace_ = DeviceMem(workspace_bytes_);
+  }
+  std::string detail() const override { return detail_; }
+  void run() override {
+    const float one = 1, zero = 0;
+    void* ws = workspace_.as<void>();
+    switch (s_.dir) {
+      case ConvDir::fwd:
+        PB_CUDNN(cudnnConvolutionForward(handle_.get(), &one, x_.get(), in0_.as<void>(), w_.get(),
+                                         in1_.as<void>(), conv_.get(), fwd_, ws, workspace_bytes_,
+                                         &zero, y_.get(), out_.as<void>()));
+        PB_CUDNN(cudnnAddTensor(handle_.get(), &one, b_desc_.get(), b_.as<void>(), &one, y_.get(),
+                                out_.as<void>()));
+        break;
+      case ConvDir::bwd_data:
+        PB_CUDNN(cudnnConvolutionBackwardData(handle_.get(), &one, w_.get(), in1_.as<void>(),
+                                              y_.get(), in0_.as<void>(), conv_.get(), bwd_data_, ws,
+                                              workspace_bytes_, &zero, x_.get(), out_.as<void>()));
+        break;
+      case ConvDir::bwd_filter:
+        PB_CUDNN(cudnnConvolutionBackwardFilter(
+            handle_.get(), &one, x_.get(), in0_.as<void>(), y_.get(), in1_.as<void>(), conv_.get(),
+            bwd_filter_, ws, workspace_bytes_, &zero, w_.get(), out_.as<void>()));
+        PB_CUDNN(cudnnConvolutionBackwardBias(handle_.get(), &one, y_.get(), in1_.as<void>(), &zero,
+                                              b_desc_.get(), db_.as<void>()));
+        break;
+    }
+  }
+
+ private:
+  // The first algorithm of cuDNN's heuristic ranking that is supported, fits the workspace
+  // cap and, for fp32, uses no tensor cores.
+  template <class Perf>
+  const Perf* pick(const Perf* perf, int returned, cudnnMathType_t math) {
+    for (int i = 0; i < returned; ++i) {
+      const Perf& a = perf[i];
+      if (a.status != CUDNN_STATUS_SUCCESS || a.memory > kConvWorkspaceCap) continue;
+      if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH &&
+          a.mathType != CUDNN_DEFAULT_MATH)
+        continue;
+      PB_CUDNN(cudnnSetConvolutionMathType(conv_.get(), a.mathType));
+      workspace_bytes_ = a.memory;
+      return &a;
+    }
+    throw std::runtime_error("cuDNN offers no algorithm for this convolution within " +
+                             std::to_string(kConvWorkspaceCap >> 20) + " MiB of workspace");
+  }
+  void choose_algorithm(cudnnMathType_t math) {
+    int returned = 0;
+    std::string name;
+    switch (s_.dir) {
+      case ConvDir::fwd: {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        PB_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(
+            handle_.get(), x_.get(), w_.get(), conv_.get(), y_.get(),
+            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+        fwd_ = pick(perf, returned, math)->algo;
+        name = fwd_algo_name(fwd_);
+      } break;
+      case ConvDir::bwd_data: {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        PB_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            handle_.get(), w_.get(), y_.get(), conv_.get(), x_.get(),
+            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
+        bwd_data_ = pick(perf, returned, math)->algo;
+        name = bwd_data_algo_name(bwd_data_);
+      } break;
+      case ConvDir::bwd_filter: {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        PB_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            handle_.get(), x_.get(), y_.get(), conv_.get(), w_.get(),
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
+        bwd_filter_ = pick(perf, returned, math)->algo;
+        name = bwd_filter_algo_name(bwd_filter_);
+      } break;
+    }
+    cudnnMathType_t used = CUDNN_DEFAULT_MATH;
+    PB_CUDNN(cudnnGetConvolutionMathType(conv_.get(), &used));
+    detail_ = "cudnn " + std::to_string(cudnnGetVersion()) + ": " + name +
+              (used == CUDNN_FMA_MATH ? ", fma math" : ", tensor-op math allowed") +
+              ", workspace " + std::to_string(workspace_bytes_) + " B";
+    const std::string note = math_note(s_.dtype);
+    if (!note.empty()) detail_ += "; " + note;
+  }
+
+  CudnnObject<cudnnHandle_t, cudnnDestroy> handle_;
+  CudnnObject<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor> x_, y_, b_desc_;
+  CudnnObject<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor> w_;
+  CudnnObject<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor> conv_;
+  cudnnConvolutionFwdAlgo_t fwd_{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data_{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter_{};
+  std::size_t workspace_bytes_ = 0;
+  DeviceMem workspace_;
+  std::string detail_;
+};
+#endif
+
+std::unique_ptr<Impl> make_conv(const std::string&, const std::string& name, const Workload& w,
+                                int) {
+  const ConvShape& s = static_cast<const ConvWorkload&>(w).conv();
+  if (name == "direct") return std::make_unique<DirectConv>(s);
+  if (name == "im2col") return std::make_unique<Im2colConv>(s);
+#ifdef PAIRBENCH_HAVE_CUDNN
+  if (name == "cudnn") return std::make_unique<CudnnConv>(s);
+#endif
+  if (name == "cudnn") throw std::runtime_error("pairbench was built without cuDNN");
+  throw std::runtime_error("unknown GPU conv implementation: " + name);
+}
+
+[[maybe_unused]] const bool registered = register_factory("conv", make_conv);
+
+}  // namespace
+
+}  // namespace pb::gpu
