@@ -24,6 +24,11 @@ std::string conv_shape_problem(const ConvShape& s) {
                          {s.s, "s"}})
     if (v < 1) return std::string(name) + " must be at least 1";
   if (s.stride_h < 1 || s.stride_w < 1) return "the stride must be at least 1";
+  const double big = 0x1p40;  // elements in one tensor; far beyond any memory, inside int64
+  const auto d = [](std::int64_t v) { return static_cast<double>(v); };
+  if (d(s.n) * d(s.c) * d(s.h) * d(s.w) > big || d(s.k) * d(s.c) * d(s.r) * d(s.s) > big ||
+      d(s.n) * d(s.k) * d(s.h + 2 * s.pad_h) * d(s.w + 2 * s.pad_w) > big)
+    return "the tensors would hold more than 2^40 elements";
   if (s.pad_h < 0 || s.pad_w < 0) return "the padding must not be negative";
   if (s.r > s.h + 2 * s.pad_h || s.s > s.w + 2 * s.pad_w) {
     std::ostringstream os;
@@ -310,9 +315,11 @@ Check ConvWorkload::verify(const Tensors& in, const Tensors& outs) const {
   const float* db = s_.dir == ConvDir::bwd_filter ? output_f32(outs, "db", s_.k, chk) : nullptr;
   if (!out || (s_.dir == ConvDir::bwd_filter && !db)) return chk;
 
-  // Every point when that is cheap; else a random sample of about 2e8 / terms points.
+  // Every point when that costs under 2e8 terms; else a random sample of that many terms'
+  // worth of points (at least 4096): a wrong element is found with the sample's probability,
+  // a wrong row, plane or index rule almost surely.
   const double per_point = std::max(1.0, terms());
-  const auto budget = static_cast<std::int64_t>(std::clamp(2e8 / per_point, 64.0, 4096.0));
+  const auto budget = static_cast<std::int64_t>(std::max(2e8 / per_point, 4096.0));
   std::vector<std::int64_t> points;
   if (count <= budget) {
     for (std::int64_t i = 0; i < count; ++i) points.push_back(i);

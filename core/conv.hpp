@@ -201,9 +201,9 @@ class ConvWorkload : public Workload {
   Tensors make_inputs() const override;
   // fwd: y; bwd_data: dx; bwd_filter: dw and db.
   std::vector<std::string> outputs() const override;
-  // A random sample of output points (all of them on small shapes) and every db, each computed
-  // directly in double: the error relative to the root sum of squares of its terms, within
-  // factor x unit roundoff x (sqrt(terms) + 1) (factor 64 for fp32, which leaves room for
+  // Every output point up to 2e8 terms in all, else a random sample of that cost, and every db,
+  // each computed directly in double: the error relative to the root sum of squares of its terms,
+  // within factor x unit roundoff x (sqrt(terms) + 1) (factor 64 for fp32, which leaves room for
   // Winograd and FFT algorithms; 256 for reduced precisions).
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
   // The terms one output point sums, and the tolerance that follows.

@@ -1,0 +1,275 @@
+// Convolution on the CPU: every implementation and pass against the naive reference on awkward
+// shapes (in full) and through the workload's sampled check; the backward passes against
+// finite differences of the forward pass; im2col's index math; shapes that cannot be convolved.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "core/conv.hpp"
+#include "core/rng.hpp"
+#include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
+#include "tests/gemm_testing.hpp"
+
+namespace pb {
+namespace {
+
+ConvShape shape(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t k,
+                std::int64_t r, std::int64_t s, std::int64_t stride, std::int64_t pad) {
+  ConvShape x;
+  x.n = n, x.c = c, x.h = h, x.w = w, x.k = k, x.r = r, x.s = s;
+  x.stride_h = x.stride_w = stride;
+  x.pad_h = x.pad_w = pad;
+  return x;
+}
+
+// Stride 2, padding 0, 1 and 3, 1x1 filters (the identity im2col and a strided one), non-square
+// inputs and filters, C = 1, N = 1, K not a multiple of 8, a stride that leaves rows unread.
+std::vector<ConvShape> awkward() {
+  return {shape(2, 3, 9, 7, 5, 3, 3, 2, 1),  shape(1, 1, 8, 8, 3, 3, 3, 1, 0),
+          shape(3, 4, 6, 11, 7, 1, 1, 1, 0), shape(2, 6, 8, 7, 9, 1, 1, 2, 0),
+          shape(1, 2, 13, 5, 4, 7, 3, 2, 3), shape(2, 5, 10, 12, 13, 2, 4, 3, 1),
+          shape(4, 8, 5, 5, 16, 5, 5, 1, 2)};
+}
+
+Tensors run(const ImplSpec& spec, const ConvWorkload& w, const Tensors& in, int threads) {
+  auto impl = spec.make(w, threads);
+  impl->activate();
+  impl->prepare(in);
+  impl->run();
+  return impl->result();
+}
+
+class CpuConv : public ::testing::TestWithParam<ConvDir> {};
+
+TEST_P(CpuConv, EveryImplementationMatchesTheReferenceOnAwkwardShapes) {
+  for (ConvShape s : awkward()) {
+    s.dir = GetParam();
+    const ConvWorkload w(s);
+    const Tensors in = w.make_inputs();
+    const Tensors ref = run(testing::find_impl(cpu::conv_impls(), "naive"), w, in, 1);
+    const Check ref_check = w.verify(in, ref);
+    EXPECT_TRUE(ref_check.ok) << w.shape().to_string() << ": " << ref_check.detail;
+    for (const ImplSpec& spec : cpu::conv_impls()) {
+      if (spec.name == "naive") continue;
+      if (spec.unavailable && !spec.unavailable(w).empty()) continue;  // oneDNN not built in
+      for (int threads : {1, 2}) {
+        const Tensors got = run(spec, w, in, threads);
+        const Check c = w.verify(in, got);
+        EXPECT_TRUE(c.ok) << spec.name << " " << w.shape().to_string() << ": " << c.detail;
+        ASSERT_EQ(got.size(), ref.size());
+        for (std::size_t j = 0; j < got.size(); ++j) {
+          EXPECT_EQ(got[j].name(), ref[j].name());
+          EXPECT_EQ(got[j].dims(), ref[j].dims());
+          EXPECT_LT(testing::max_rel_diff(got[j].f32(), ref[j].f32()), 1e-4)
+              << spec.name << " " << got[j].name() << " " << w.shape().to_string();
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Passes, CpuConv,
+                         ::testing::Values(ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+// oneDNN with bf16 and fp16 inputs (fp32 outputs), each pass, through the workload's check;
+// skipped with the reason on a CPU without the instructions.
+class OnednnReducedConv : public ::testing::TestWithParam<Dtype> {};
+
+TEST_P(OnednnReducedConv, EveryPassVerifies) {
+  for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter}) {
+    ConvShape s = shape(2, 16, 14, 14, 32, 3, 3, 1, 1);
+    s.dir = d, s.dtype = GetParam();
+    const ConvWorkload w(s);
+    const ImplSpec spec = testing::find_impl(cpu::conv_impls(), "onednn");
+    if (!spec.unavailable(w).empty()) GTEST_SKIP() << spec.unavailable(w);
+    const Tensors in = w.make_inputs();
+    Tensors got;
+    try {
+      got = run(spec, w, in, 2);
+    } catch (const std::runtime_error& e) {
+      if (std::string(e.what()).find("oneDNN has no") != 0) throw;
+      GTEST_SKIP() << e.what();
+    }
+    const Check c = w.verify(in, got);
+    EXPECT_TRUE(c.ok) << w.shape().to_string() << ": " << c.detail;
+    got[0].f32()[got[0].f32().size() / 2] += 0.5f;
+    EXPECT_FALSE(w.verify(in, got).ok);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, OnednnReducedConv, ::testing::Values(Dtype::bf16, Dtype::fp16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+// L(x, w, b) = sum_i g_i y_i(x, w, b), y computed in double by the forward reference: its
+// derivatives by central differences are what bwd_data (dy = g) and bwd_filter give.
+TEST(ConvBackward, MatchesFiniteDifferencesOfTheForwardPass) {
+  for (ConvShape s : {shape(2, 3, 6, 5, 4, 3, 3, 2, 1), shape(1, 2, 5, 5, 3, 2, 3, 1, 2)}) {
+    const std::int64_t ny = s.y_size();
+    std::vector<float> x(static_cast<std::size_t>(s.x_size())),
+        w(static_cast<std::size_t>(s.w_size())), b(static_cast<std::size_t>(s.k)),
+        g(static_cast<std::size_t>(ny));
+    Rng rng(5);
+    for (auto* v : {&x, &w, &b, &g})
+      for (float& e : *v) e = rng.uniform();
+    auto loss = [&] {
+      ConvShape f = s;
+      f.dir = ConvDir::fwd;
+      double l = 0;
+      for (std::int64_t i = 0; i < ny; ++i)
+        l += g[i] * conv_point(f, x.data(), w.data(), b.data(), i).value;
+      return l;
+    };
+    auto central = [&](float& v) {
+      const float h = 0.25f, v0 = v;
+      v = v0 + h;
+      const double up = loss();
+      v = v0 - h;
+      const double down = loss();
+      v = v0;
+      return (up - down) / (2.0 * h);  // exact but for rounding: L is linear in each input
+    };
+    for (const char* impl : {"naive", "im2col"}) {
+      const ImplSpec spec = testing::find_impl(cpu::conv_impls(), impl);
+      ConvShape d = s;
+      d.dir = ConvDir::bwd_data;
+      const Tensors dx = run(spec, ConvWorkload(d), {Tensor::of("dy", g), Tensor::of("w", w)}, 2);
+      for (std::int64_t i = 0; i < s.x_size(); i += 7)
+        EXPECT_NEAR(dx[0].f32()[i], central(x[i]), 1e-4) << impl << " dx[" << i << "]";
+      d.dir = ConvDir::bwd_filter;
+      const Tensors dw = run(spec, ConvWorkload(d), {Tensor::of("x", x), Tensor::of("dy", g)}, 2);
+      for (std::int64_t i = 0; i < s.w_size(); i += 5)
+        EXPECT_NEAR(dw[0].f32()[i], central(w[i]), 1e-4) << impl << " dw[" << i << "]";
+      for (std::int64_t k = 0; k < s.k; ++k)
+        EXPECT_NEAR(dw[1].f32()[k], central(b[k]), 1e-4) << impl << " db[" << k << "]";
+    }
+  }
+}
+
+TEST(ConvIndexMath, Im2colPicksTheInputPixelOrZero) {
+  const ConvShape s = shape(1, 2, 4, 5, 1, 3, 2, 2, 1);  // p = 2, q = 3
+  ASSERT_EQ(s.p(), 2);
+  ASSERT_EQ(s.q(), 3);
+  std::vector<float> x(40);
+  for (int i = 0; i < 40; ++i) x[i] = static_cast<float>(i + 1);
+  // Row c=1, r=2, t=1 (1*6 + 2*2 + 1 = 11), column p=1, q=2 (5): ih = 2-1+2 = 3, iw = 4-1+1 = 4.
+  EXPECT_EQ(im2col_value(s, x.data(), 11, 5), x[(1 * 4 + 3) * 5 + 4]);
+  // Row c=0, r=0, t=0, column p=0, q=0: ih = iw = -1, padding.
+  EXPECT_EQ(im2col_value(s, x.data(), 0, 0), 0.0f);
+  std::int64_t ih, iw;
+  EXPECT_FALSE(conv_input_pixel(s, 0, 0, 0, 0, &ih, &iw));
+  EXPECT_EQ(ih, -1);
+  EXPECT_TRUE(conv_input_pixel(s, 1, 1, 1, 1, &ih, &iw));
+  EXPECT_EQ(ih, 2);
+  EXPECT_EQ(iw, 2);
+  EXPECT_TRUE(im2col_is_identity(shape(1, 3, 5, 5, 2, 1, 1, 1, 0)));
+  EXPECT_FALSE(im2col_is_identity(shape(1, 3, 5, 5, 2, 1, 1, 2, 0)));
+}
+
+// col2im is im2col's adjoint: <im2col(x), C> = <x, col2im(C)> for any x and C, which holds only
+// if every (row, column) is summed back into the pixel it was read from.
+TEST(ConvIndexMath, Col2imIsTheAdjointOfIm2col) {
+  for (const ConvShape& s : awkward()) {
+    const std::int64_t img = s.c * s.h * s.w, cols = s.crs() * s.pq();
+    std::vector<float> x(static_cast<std::size_t>(img)), c(static_cast<std::size_t>(cols)),
+        col(static_cast<std::size_t>(cols)), back(static_cast<std::size_t>(img));
+    Rng rng(9);
+    for (float& v : x) v = rng.uniform();
+    for (float& v : c) v = rng.uniform();
+    cpu::im2col_omp(s, x.data(), col.data(), 2);
+    cpu::col2im_omp(s, c.data(), back.data(), 2);
+    double lhs = 0, rhs = 0;
+    for (std::int64_t i = 0; i < cols; ++i) lhs += static_cast<double>(col[i]) * c[i];
+    for (std::int64_t i = 0; i < img; ++i) rhs += static_cast<double>(x[i]) * back[i];
+    EXPECT_NEAR(lhs, rhs, 1e-4 * (std::fabs(lhs) + 1)) << ConvWorkload(s).shape().to_string();
+    for (std::int64_t i = 0; i < cols; ++i)
+      ASSERT_EQ(col[i], im2col_value(s, x.data(), i / s.pq(), i % s.pq()));
+  }
+}
+
+TEST(ConvVerify, CatchesAWrongElementInEitherOutput) {
+  ConvShape s = shape(2, 8, 12, 12, 16, 3, 3, 1, 1);
+  s.dir = ConvDir::bwd_filter;
+  const ConvWorkload w(s);
+  const Tensors in = w.make_inputs();
+  Tensors out = run(testing::find_impl(cpu::conv_impls(), "im2col"), w, in, 2);
+  EXPECT_TRUE(w.verify(in, out).ok);
+  EXPECT_EQ(w.outputs(), (std::vector<std::string>{"dw", "db"}));
+  Tensors bad_db = out;
+  bad_db[1].f32()[3] += 0.5f;
+  const Check c = w.verify(in, bad_db);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.detail.find("db[3]"), std::string::npos) << c.detail;
+  Tensors bad_dw = out;
+  bad_dw[0].f32()[100] *= 1.01f;
+  EXPECT_FALSE(w.verify(in, bad_dw).ok);
+  EXPECT_FALSE(w.verify(in, {out[0]}).ok);  // db missing
+
+  // Sampling: a large forward shape is checked on a sample, which still finds a wrong row.
+  ConvShape big = shape(8, 64, 56, 56, 64, 3, 3, 1, 1);
+  const ConvWorkload bw(big);
+  const Tensors bin = bw.make_inputs();
+  Tensors y = run(testing::find_impl(cpu::conv_impls(), "im2col"), bw, bin, 2);
+  EXPECT_TRUE(bw.verify(bin, y).ok);
+  for (std::int64_t i = 0; i < 56 * 56; ++i) y[0].f32()[5 * 56 * 56 * 64 + i] += 0.1f;  // a plane
+  EXPECT_FALSE(bw.verify(bin, y).ok);
+}
+
+TEST(ConvShapeParse, AcceptsKeysAndRejectsBadShapesInOneLine) {
+  const ConvShape s = parse_conv_shape({{"batch", "8"},
+                                        {"c", "64"},
+                                        {"h", "56"},
+                                        {"w", "56"},
+                                        {"k", "64"},
+                                        {"r", "3"},
+                                        {"pad", "1"},
+                                        {"dir", "bwd_filter"}});
+  EXPECT_EQ(s.s, 3);
+  EXPECT_EQ(s.p(), 56);
+  EXPECT_EQ(s.dir, ConvDir::bwd_filter);
+  EXPECT_EQ(ConvWorkload(s).shape().to_string(),
+            "dir=bwd_filter,batch=8,c=64,h=56,w=56,k=64,r=3,stride=1,pad=1,dtype=fp32");
+  EXPECT_DOUBLE_EQ(ConvWorkload(s).flops(), 2.0 * 8 * 64 * 64 * 9 * 56 * 56);
+  EXPECT_DOUBLE_EQ(ConvWorkload(s).items(), 8);
+  using KV = std::vector<std::pair<std::string, std::string>>;
+  const KV base = {{"batch", "1"}, {"c", "3"}, {"h", "5"}, {"w", "5"}, {"k", "2"}};
+  auto with = [&](KV extra) {
+    KV kv = base;
+    kv.insert(kv.end(), extra.begin(), extra.end());
+    return kv;
+  };
+  for (const KV& bad : {with({{"r", "9"}}),                       // larger than the input
+                        with({{"r", "8"}, {"pad", "1"}}),         // larger than the padded input
+                        with({{"r", "3"}, {"stride", "0"}}),      // stride 0
+                        with({{"r", "0"}}),                       // zero size
+                        with({{"r", "-3"}}),                      // negative size
+                        with({{"r", "3"}, {"pad", "-1"}}),        // negative padding
+                        with({{"r", "3"}, {"dir", "sideways"}}),  // unknown pass
+                        with({{"r", "3"}, {"dilation", "2"}}),    // unknown key
+                        with({}),                                 // r missing
+                        with({{"r", "1"}, {"c", "1048576"}, {"k", "1048576"}, {"h", "1048576"}})})
+    try {
+      parse_conv_shape(bad);
+      ADD_FAILURE() << "accepted a bad shape";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+    }
+  EXPECT_THROW(ConvWorkload(shape(1, 1, 2, 2, 1, 3, 3, 1, 0)), std::invalid_argument);
+}
+
+TEST(ConvSuite, ResNetLayersAtEachBatch) {
+  const auto quick = conv_suite(ConvDir::fwd, 0), standard = conv_suite(ConvDir::fwd, 1);
+  EXPECT_EQ(quick.size(), 7u);  // four layers at 1 and 8, conv1 at 1 only
+  int at32 = 0;
+  for (const ConvShape& s : standard) {
+    EXPECT_TRUE(conv_shape_problem(s).empty());
+    at32 += s.n == 32;
+  }
+  EXPECT_EQ(at32, 4);
+  EXPECT_GT(standard.size(), quick.size());
+}
+
+}  // namespace
+}  // namespace pb

@@ -1,0 +1,64 @@
+// GPU convolution against the workload's check, every implementation and pass on awkward shapes.
+// Skips, with the reason, where there is no GPU; the index math the kernels share with the CPU
+// (core/conv.hpp) and the checks are tested on the CPU in test_conv.
+#include <gtest/gtest.h>
+
+#include "core/conv.hpp"
+#include "kernels/gpu.hpp"
+
+namespace pb {
+namespace {
+
+class GpuConv : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+    if (std::string(GetParam()) == "cudnn" && !gpu::cudnn_unavailable().empty())
+      GTEST_SKIP() << gpu::cudnn_unavailable();
+  }
+};
+
+TEST_P(GpuConv, EveryPassOnAwkwardShapes) {
+  const std::int64_t shapes[][9] = {
+      {2, 3, 9, 7, 5, 3, 3, 2, 1},      {1, 1, 8, 8, 3, 3, 3, 1, 0},
+      {3, 4, 6, 11, 7, 1, 1, 1, 0},     {2, 6, 8, 7, 9, 1, 1, 2, 0},
+      {1, 2, 13, 5, 4, 7, 3, 2, 3},     {8, 64, 56, 56, 64, 3, 3, 1, 1},
+      {2, 256, 14, 14, 256, 3, 3, 1, 1}};
+  for (const auto& d : shapes)
+    for (ConvDir dir : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter}) {
+      ConvShape s;
+      s.dir = dir, s.n = d[0], s.c = d[1], s.h = d[2], s.w = d[3], s.k = d[4], s.r = d[5];
+      s.s = d[6], s.stride_h = s.stride_w = d[7], s.pad_h = s.pad_w = d[8];
+      const ConvWorkload w(s);
+      auto impl = gpu::make_impl("conv", GetParam(), w, 0);
+      const Tensors in = w.make_inputs();
+      impl->prepare(in);
+      impl->run();
+      const Tensors out = impl->result();
+      const Check c = w.verify(in, out);
+      EXPECT_TRUE(c.ok) << GetParam() << " " << w.shape().to_string() << ": " << c.detail << " ("
+                        << impl->detail() << ")";
+    }
+}
+
+TEST_P(GpuConv, Tf32OnlyWhereTheImplementationSaysSo) {
+  ConvShape s;
+  s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 32, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+  s.dtype = Dtype::tf32;
+  const ConvWorkload w(s);
+  if (std::string(GetParam()) != "cudnn") {
+    SUCCEED() << "fp32 only";
+    return;
+  }
+  auto impl = gpu::make_impl("conv", GetParam(), w, 0);
+  const Tensors in = w.make_inputs();
+  impl->prepare(in);
+  impl->run();
+  const Check c = w.verify(in, impl->result());
+  EXPECT_TRUE(c.ok) << c.detail << " (" << impl->detail() << ")";
+}
+
+INSTANTIATE_TEST_SUITE_P(Impls, GpuConv, ::testing::Values("direct", "im2col", "cudnn"));
+
+}  // namespace
+}  // namespace pb
