@@ -41,7 +41,9 @@ struct CaseRun {
   const Case* c = nullptr;
   std::unique_ptr<Impl> impl;
   bool started = false;
-  bool skipped = false;  // not run: an earlier case left its device unusable (error says why)
+  // Not run: an earlier case left its device unusable, or the implementation found itself
+  // unavailable (Unavailable); error says why.
+  bool skipped = false;
   std::string error;
   Check check;
   double transfer_s = 0;
@@ -203,6 +205,9 @@ class Runner {
           spent += timer->stop();
         }
       }
+    } catch (const Unavailable& e) {
+      r.skipped = true;
+      r.error = e.what();
     } catch (const std::exception& e) {
       r.error = e.what();
       note_if_device_unusable(*r.c);

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,14 @@ class Timer {
   virtual ~Timer() = default;
   virtual void start() = 0;
   virtual double stop() = 0;  // seconds since start(), the work finished
+};
+
+// Thrown by an implementation that finds, once it asks its library, that it cannot run this
+// workload well on this machine (oneDNN offering only its reference code): the case is listed
+// as skipped with the reason, not failed.
+class Unavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 class Impl {

@@ -31,6 +31,22 @@ void conv_naive(const ConvShape& s, const float* in0, const float* in1, const fl
       db[k] = static_cast<float>(conv_bias_grad_point(s, in1, k).value);
 }
 
+namespace {
+
+// The output columns [*lo, *hi) whose input column q * stride - pad + tap lies in [0, in): the
+// span of a row that im2col copies and col2im adds back, with no test per element (so the
+// compiler vectorizes it).
+void inside(std::int64_t stride, std::int64_t pad, std::int64_t tap, std::int64_t in,
+            std::int64_t out, std::int64_t* lo, std::int64_t* hi) {
+  const std::int64_t first = pad - tap;  // q * stride >= pad - tap
+  *lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+  const std::int64_t last = in - 1 + pad - tap;  // q * stride <= in - 1 + pad - tap
+  *hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+  *lo = std::min(*lo, *hi);
+}
+
+}  // namespace
+
 void im2col_omp(const ConvShape& s, const float* x, float* col, int threads) {
   const std::int64_t p = s.p(), q = s.q(), rows = s.crs();
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -45,21 +61,40 @@ void im2col_omp(const ConvShape& s, const float* x, float* col, int threads) {
         std::fill(d, d + q, 0.0f);
         continue;
       }
+      std::int64_t lo, hi;
+      inside(s.stride_w, s.pad_w, t, s.w, q, &lo, &hi);
+      std::fill(d, d + lo, 0.0f);
       const float* xr = xc + ih * s.w;
-      for (std::int64_t qq = 0; qq < q; ++qq) {
-        const std::int64_t iw = qq * s.stride_w - s.pad_w + t;
-        d[qq] = iw >= 0 && iw < s.w ? xr[iw] : 0.0f;
-      }
+      const std::int64_t off = t - s.pad_w;  // column iw = qq * stride_w + off
+      for (std::int64_t qq = lo; qq < hi; ++qq) d[qq] = xr[qq * s.stride_w + off];
+      std::fill(d + hi, d + q, 0.0f);
     }
   }
 }
 
+// A scatter, as Caffe's: each row of col is added back along the pixels im2col read it from.
+// The threads split the channels, whose planes are disjoint. (The GPU gathers instead, one
+// thread per pixel, with col2im_value: a scatter there would need atomics.)
 void col2im_omp(const ConvShape& s, const float* col, float* x, int threads) {
-  const std::int64_t rows = s.c * s.h;
+  const std::int64_t p = s.p(), q = s.q();
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (std::int64_t row = 0; row < rows; ++row) {
-    const std::int64_t c = row / s.h, ih = row % s.h;
-    for (std::int64_t iw = 0; iw < s.w; ++iw) x[row * s.w + iw] = col2im_value(s, col, c, ih, iw);
+  for (std::int64_t c = 0; c < s.c; ++c) {
+    float* xc = x + c * s.h * s.w;
+    std::fill(xc, xc + s.h * s.w, 0.0f);
+    for (std::int64_t r = 0; r < s.r; ++r)
+      for (std::int64_t t = 0; t < s.s; ++t) {
+        std::int64_t lo, hi;
+        inside(s.stride_w, s.pad_w, t, s.w, q, &lo, &hi);
+        const float* src = col + ((c * s.r + r) * s.s + t) * p * q;
+        for (std::int64_t pp = 0; pp < p; ++pp) {
+          const std::int64_t ih = pp * s.stride_h - s.pad_h + r;
+          if (ih < 0 || ih >= s.h) continue;
+          float* xr = xc + ih * s.w;
+          const std::int64_t off = t - s.pad_w;  // column iw = qq * stride_w + off
+          const float* sr = src + pp * q;
+          for (std::int64_t qq = lo; qq < hi; ++qq) xr[qq * s.stride_w + off] += sr[qq];
+        }
+      }
   }
 }
 
@@ -217,10 +252,17 @@ class OnednnConv : public CpuConv {
       }
     } catch (const dnnl::error& e) {
       if (e.status != dnnl_unimplemented) throw;
-      throw std::runtime_error(std::string("oneDNN has no ") + to_string(s.dtype) + " " +
-                               to_string(s.dir) + " convolution for this shape on this CPU (ISA " +
-                               onednn::effective_isa() + ")");
+      throw Unavailable(std::string("oneDNN has no ") + to_string(s.dtype) + " " +
+                        to_string(s.dir) + " convolution for this shape on this CPU (ISA " +
+                        onednn::effective_isa() + ")");
     }
+    // oneDNN's reference code (ref:any) is a correctness fallback, thousands of times slower
+    // than its kernels (fp16 bwd_filter without AMX-FP16): no figure for "the best this CPU
+    // can do".
+    if (detail_.rfind("ref", 0) == 0)
+      throw Unavailable(std::string("oneDNN has only its reference code (") + detail_ + ") for " +
+                        to_string(s.dtype) + " " + to_string(s.dir) + " on this CPU (ISA " +
+                        onednn::effective_isa() + ")");
   }
   void run() override {
     prim_.execute(onednn::stream(), args_);

@@ -327,9 +327,8 @@ class CudnnConv : public GpuConv {
     for (int i = 0; i < returned; ++i) {
       const Perf& a = perf[i];
       if (a.status != CUDNN_STATUS_SUCCESS || a.memory > kConvWorkspaceCap) continue;
-      if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH &&
-          a.mathType != CUDNN_DEFAULT_MATH)
-        continue;
+      // DEFAULT math would let cuDNN use TF32 tensor cores again: fp32 takes FMA entries only.
+      if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH) continue;
       PB_CUDNN(cudnnSetConvolutionMathType(conv_.get(), a.mathType));
       workspace_bytes_ = a.memory;
       return &a;
