@@ -233,6 +233,7 @@ json sweeps(const json& cases, const std::string& device, const std::string& axi
                         {"throughput", throughput(*c)},
                         {"speedup", speedup},
                         {"efficiency", speedup * base_at / at(c)}});
+      if (c->contains("samples_per_s")) points.back()["samples_per_s"] = (*c)["samples_per_s"];
     }
     out.push_back({{"op", first["op"]},
                    {"impl", first["impl"]},
@@ -254,6 +255,10 @@ json parallelism(const json& cases) {
         e["full_occupancy"] = {{"impl", c["impl"]}, {"throughput", throughput(c)}};
   }
   return out;
+}
+
+json batch(const json& cases) {
+  return {{"cpu", sweeps(cases, "cpu", "batch")}, {"gpu", sweeps(cases, "gpu", "batch")}};
 }
 
 json roofline(const json& cases, const json& context) {

@@ -51,6 +51,7 @@ json build(const json& context, const json& benchmarks, const json& cases, const
                        {{"speedup", speedup(cases)},
                         {"memory_bandwidth", memory_bandwidth(cases, context)},
                         {"parallelism", parallelism(cases)},
+                        {"batch", batch(cases)},
                         {"roofline", roofline(cases, context)}}}};
   return doc;
 }
@@ -164,17 +165,25 @@ std::string summary(const json& report) {
       os << buf;
     }
   }
-  if (an.contains("parallelism")) {
+  // Sweeps: parallel units with their efficiency; batch sizes with samples/s.
+  for (const char* kind : {"parallelism", "batch"}) {
+    if (!an.contains(kind)) continue;
+    const bool units = std::string(kind) == "parallelism";
     for (const char* device : {"cpu", "gpu"}) {
-      for (const json& sw : an["parallelism"][device]) {
-        os << "Parallelism, " << sw["op"].get<std::string>() << "/" << device << "/"
-           << sw["impl"].get<std::string>() << " " << sw["shape"].get<std::string>() << ":";
+      for (const json& sw : an[kind][device]) {
+        os << (units ? "Parallelism, " : "Batch, ") << sw["op"].get<std::string>() << "/" << device
+           << "/" << sw["impl"].get<std::string>() << " " << sw["shape"].get<std::string>() << ":";
         for (const json& p : sw["points"]) {
-          std::snprintf(buf, sizeof buf, " %d %s %.1f %s (x%.2f, %.0f%%)",
-                        p[sw["unit"].get<std::string>()].get<int>(),
-                        sw["unit"].get<std::string>().c_str(), p["throughput"].get<double>(),
-                        sw["metric"].get<std::string>().c_str(), p["speedup"].get<double>(),
-                        100.0 * p["efficiency"].get<double>());
+          const std::string unit = sw["unit"];
+          std::snprintf(buf, sizeof buf, " %d %s %.1f %s", p[unit].get<int>(), unit.c_str(),
+                        p["throughput"].get<double>(), sw["metric"].get<std::string>().c_str());
+          os << buf;
+          if (units)
+            std::snprintf(buf, sizeof buf, " (x%.2f, %.0f%%)", p["speedup"].get<double>(),
+                          100.0 * p["efficiency"].get<double>());
+          else
+            std::snprintf(buf, sizeof buf, " %.0f samples/s (x%.2f)",
+                          p.value("samples_per_s", 0.0), p["speedup"].get<double>());
           os << buf << (&p == &sw["points"].back() ? "" : ";");
         }
         os << "\n";

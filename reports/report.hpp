@@ -43,6 +43,10 @@ json sweeps(const json& cases, const std::string& device, const std::string& axi
 // units, parallel efficiency; the GPU's sweeps beside the same work at full occupancy.
 json parallelism(const json& cases);
 
+// batch: every sweep of the batch size (shape key `batch`), per device: throughput (and
+// samples/s) against the batch, speedup over the smallest batch.
+json batch(const json& cases);
+
 // roofline: per device, the measured ceilings (best GEMM GFLOP/s, best STREAM GB/s) and the
 // theoretical ones, and for every case its arithmetic intensity, GFLOP/s and whether it sits
 // left of the ridge (memory-bound).
