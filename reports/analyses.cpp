@@ -62,6 +62,9 @@ json speedup(const json& cases) {
     std::string op, shape;
     const json *cpu = nullptr, *gpu = nullptr;          // the fastest of each, whatever its dtype
     std::map<std::string, const json*> cpu_by, gpu_by;  // the fastest of each per dtype
+    // The fastest of each per implementation name and dtype: the same algorithm on both devices
+    // where the names match (conv's im2col against im2col).
+    std::map<std::pair<std::string, std::string>, const json*> cpu_impl, gpu_impl;
     std::string gpu_missing;
     bool any_cpu = false;  // a CPU case of this problem exists, whatever its status
   };
@@ -71,7 +74,7 @@ json speedup(const json& cases) {
     const std::string op = c["op"], shape = problem_key(c), key = op + "/" + shape;
     if (!index.count(key)) {
       index[key] = groups.size();
-      groups.push_back(Group{op, shape, nullptr, nullptr, {}, {}, "", false});
+      groups.push_back(Group{op, shape, nullptr, nullptr, {}, {}, {}, {}, "", false});
     }
     Group& g = groups[index[key]];
     const bool gpu = c["device"] == "gpu";
@@ -84,6 +87,8 @@ json speedup(const json& cases) {
     const json*& best_of_dtype = (gpu ? g.gpu_by : g.cpu_by)[c["dtype"].get<std::string>()];
     if (faster(c, best)) best = &c;
     if (faster(c, best_of_dtype)) best_of_dtype = &c;
+    const json*& best_of_impl = (gpu ? g.gpu_impl : g.cpu_impl)[{c["impl"], c["dtype"]}];
+    if (faster(c, best_of_impl)) best_of_impl = &c;
   }
   json out = json::array();
   for (const Group& g : groups) {
@@ -101,6 +106,15 @@ json speedup(const json& cases) {
       if (c != g.cpu_by.end() && d != g.gpu_by.end())
         e[p.key] = median_s(*c->second) / median_s(*d->second);
     }
+    json same = json::array();
+    for (const auto& [key, cpu_case] : g.cpu_impl) {
+      const auto d = g.gpu_impl.find(key);
+      if (d == g.gpu_impl.end()) continue;
+      same.push_back({{"impl", key.first},
+                      {"dtype", key.second},
+                      {"speedup", median_s(*cpu_case) / median_s(*d->second)}});
+    }
+    if (!same.empty()) e["same_algorithm"] = same;
     if (!g.gpu)
       e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
     out.push_back(e);

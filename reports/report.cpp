@@ -130,6 +130,13 @@ std::string summary(const json& report) {
                     r[key].get<double>());
       line += buf;
     }
+    for (const json& same : r.value("same_algorithm", json::array())) {
+      std::snprintf(buf, sizeof buf, "%s%s %s vs %s %.1fx", line.empty() ? "" : ", ",
+                    same["dtype"].get<std::string>().c_str(),
+                    same["impl"].get<std::string>().c_str(),
+                    same["impl"].get<std::string>().c_str(), same["speedup"].get<double>());
+      line += buf;
+    }
     if (line.empty()) continue;
     std::snprintf(buf, sizeof buf, "%-44s %s\n",
                   (r["op"].get<std::string>() + " " + r["shape"].get<std::string>()).c_str(),
@@ -137,7 +144,9 @@ std::string summary(const json& report) {
     like += buf;
   }
   if (!like.empty())
-    os << "\nGPU speedup at like precision (best of each device in that dtype):\n" << like;
+    os << "\nGPU speedup at like precision (best of each device in that dtype; then the same "
+          "algorithm on both, by implementation name):\n"
+       << like;
   const json& an = report["pairbench"]["analyses"];
   if (an.contains("memory_bandwidth")) {
     for (const char* device : {"cpu", "gpu"}) {

@@ -73,6 +73,23 @@ TEST(Speedup, ComparesLikePrecisionWithLike) {
       << text;
 }
 
+TEST(Speedup, SameAlgorithmBesideBestAvailable) {
+  const json cases = {
+      make_case("cpu", "im2col", "fp32", 0.2), make_case("cpu", "onednn", "fp32", 0.1),
+      make_case("gpu", "im2col", "fp32", 0.01), make_case("gpu", "cudnn", "fp32", 0.002)};
+  const json s = report::speedup(cases);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_DOUBLE_EQ(s[0]["speedup"].get<double>(), 50.0);  // best available: onednn vs cudnn
+  ASSERT_EQ(s[0]["same_algorithm"].size(), 1u);           // im2col on both; onednn/cudnn differ
+  EXPECT_EQ(s[0]["same_algorithm"][0]["impl"], "im2col");
+  EXPECT_DOUBLE_EQ(s[0]["same_algorithm"][0]["speedup"].get<double>(), 20.0);
+  const std::string text = report::summary(report::build(json::object(), json::array(), cases));
+  EXPECT_NE(text.find("fp32 im2col vs im2col 20.0x"), std::string::npos) << text;
+  EXPECT_FALSE(report::speedup(json::array(
+      {make_case("cpu", "im2col", "fp32", 0.2), make_case("gpu", "cudnn", "fp32", 0.01)}))[0]
+                   .contains("same_algorithm"));
+}
+
 TEST(Speedup, SaysWhyThereIsNoGpuNumber) {
   const json cases = {make_case("cpu", "openblas", "fp32", 0.1),
                       make_case("gpu", "cublas", "fp32", 0, "skipped")};
