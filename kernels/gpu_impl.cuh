@@ -14,6 +14,7 @@
 #include "core/activation.hpp"
 #include "core/conv.hpp"
 #include "core/gemm.hpp"
+#include "core/stream.hpp"
 #include "core/workload.hpp"
 #include "kernels/gpu.hpp"
 
@@ -110,6 +111,10 @@ void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const f
 // cuBLAS on the handle's stream: A and B in s.dtype's storage type (float for fp32 and tf32,
 // __half, __nv_bfloat16), C in fp32.
 void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, float* c);
+// STREAM (core/stream.hpp) over device arrays a, b, c of n floats: the kernel's output array
+// written with 128-bit stores; dot into *sum, through `partial` (SMs x 8 floats of scratch).
+void stream_cuda(cudaStream_t stream, StreamKernel k, float* a, float* b, float* c, std::int64_t n,
+                 float* partial, float* sum);
 // Convolution (core/conv.hpp), fp32, the pass s.dir says (in0, in1, b, out, db as
 // cpu::conv_naive takes them): one thread per output element; im2col (col: crs x pq floats)
 // and cuBLAS per image, on the handle's stream (which must be `stream`); db alone.

@@ -141,6 +141,46 @@ __global__ void triad_on_sms(const float* b, const float* c, float* a, std::int6
   if (threadIdx.x == 0) *counters = SmCounters{0, 0, 0};
 }
 
+template <StreamKernel K>
+void launch(cudaStream_t stream, const float* a, const float* b, const float* c, float* out,
+            std::int64_t n) {
+  static const int blocks = full_grid(stream_vec4<K>, kThreads);
+  stream_vec4<K><<<blocks, kThreads, 0, stream>>>(a, b, c, out, n);
+}
+
+}  // namespace
+
+// --- the op function: enqueued on the caller's stream, over the caller's device buffers --------
+
+void stream_cuda(cudaStream_t stream, StreamKernel k, float* a, float* b, float* c, std::int64_t n,
+                 float* partial, float* sum) {
+  switch (k) {
+    case StreamKernel::copy:
+      launch<StreamKernel::copy>(stream, a, b, c, c, n);
+      break;
+    case StreamKernel::scale:
+      launch<StreamKernel::scale>(stream, a, b, c, b, n);
+      break;
+    case StreamKernel::add:
+      launch<StreamKernel::add>(stream, a, b, c, c, n);
+      break;
+    case StreamKernel::triad:
+      launch<StreamKernel::triad>(stream, a, b, c, a, n);
+      break;
+    case StreamKernel::dot: {
+      static const int blocks = full_grid(dot_partial, kThreads);  // <= SMs x 8 partials
+      dot_partial<<<blocks, kThreads, 0, stream>>>(a, b, n, partial);
+      PB_CUDA(cudaGetLastError());
+      dot_final<<<1, kThreads, 0, stream>>>(partial, blocks, sum);
+    } break;
+  }
+  PB_CUDA(cudaGetLastError());
+}
+
+// --- the implementations: thin adapters over the op function ------------------------------------
+
+namespace {
+
 class GpuStream : public GpuImpl {
  public:
   GpuStream(const StreamShape& s, int sms) : s_(s), sms_(sms) {
@@ -166,37 +206,16 @@ class GpuStream : public GpuImpl {
   }
 
   void run() override {
-    const float *a = x_[0].as<float>(), *b = x_[1].as<float>(), *c = x_[2].as<float>();
     float* w[3] = {x_[0].as<float>(), x_[1].as<float>(), x_[2].as<float>()};
     const std::int64_t n = s_.n;
     if (sms_ > 0) {  // the SM sweep
       static const int blocks = full_grid(triad_on_sms, kThreads);
-      triad_on_sms<<<blocks, kThreads, 0, stream_>>>(b, c, w[0], n, sms_, sm_rank_.as<int>(),
+      triad_on_sms<<<blocks, kThreads, 0, stream_>>>(w[1], w[2], w[0], n, sms_, sm_rank_.as<int>(),
                                                      counters_.as<SmCounters>());
       check_launch();
       return;
     }
-    switch (s_.kernel) {
-      case StreamKernel::copy:
-        launch<StreamKernel::copy>(a, b, c, w[2]);
-        break;
-      case StreamKernel::scale:
-        launch<StreamKernel::scale>(a, b, c, w[1]);
-        break;
-      case StreamKernel::add:
-        launch<StreamKernel::add>(a, b, c, w[2]);
-        break;
-      case StreamKernel::triad:
-        launch<StreamKernel::triad>(a, b, c, w[0]);
-        break;
-      case StreamKernel::dot: {
-        static const int blocks = full_grid(dot_partial, kThreads);  // <= SMs x 8 partials
-        dot_partial<<<blocks, kThreads, 0, stream_>>>(a, b, n, partial_.as<float>());
-        check_launch();
-        dot_final<<<1, kThreads, 0, stream_>>>(partial_.as<float>(), blocks, sum_.as<float>());
-      } break;
-    }
-    check_launch();
+    stream_cuda(stream_, s_.kernel, w[0], w[1], w[2], n, partial_.as<float>(), sum_.as<float>());
   }
 
   Tensors result() override {
@@ -206,12 +225,6 @@ class GpuStream : public GpuImpl {
   }
 
  private:
-  template <StreamKernel K>
-  void launch(const float* a, const float* b, const float* c, float* out) {
-    static const int blocks = full_grid(stream_vec4<K>, kThreads);
-    stream_vec4<K><<<blocks, kThreads, 0, stream_>>>(a, b, c, out, s_.n);
-  }
-
   StreamShape s_;
   int sms_;
   DeviceMem x_[3], partial_, sum_, sm_rank_, counters_;
