@@ -51,6 +51,25 @@ void gemm_naive(const GemmShape& s, const float* a, const float* b, float* c);
 void gemm_omp(const GemmShape& s, const float* a, const float* b, float* c, int threads,
               std::vector<float>& panel);
 void gemm_openblas(const GemmShape& s, const float* a, const float* b, float* c);
+// oneDNN's matmul, a library that plans: built once for a shape (throws Unavailable where
+// oneDNN has no kernel for its dtype here), then run on the caller's buffers, A and B in the
+// storage type of s.dtype (fp32; bf16 or fp16 as storage() converts them), C fp32.
+class OnednnMatmul {
+ public:
+  explicit OnednnMatmul(const GemmShape& s);
+  OnednnMatmul(const OnednnMatmul&) = delete;
+  OnednnMatmul& operator=(const OnednnMatmul&) = delete;
+  ~OnednnMatmul();
+  void run(const void* a, const void* b, float* c);
+  std::string kernel() const;  // what oneDNN chose, e.g. "brg:avx512_core_amx"
+  // A (first) or B converted to s.dtype's 16-bit storage; empty for fp32 (pass the floats).
+  std::vector<std::uint16_t> storage(bool first, const std::vector<float>& x) const;
+
+ private:
+  struct State;
+  GemmShape s_;
+  std::unique_ptr<State> st_;
+};
 
 // STREAM (core/stream.hpp) over arrays a, b, c of n floats, writing the kernel's output array;
 // returns the sum for dot (0 otherwise).

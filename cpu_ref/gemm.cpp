@@ -105,6 +105,95 @@ void gemm_openblas(const GemmShape& s, const float* a, const float* b, float* c)
               c, static_cast<blasint>(s.ldc()));
 }
 
+// --- oneDNN's matmul as a plan: built once for a shape, run on the caller's buffers ------------
+
+#ifdef PAIRBENCH_HAVE_DNNL
+// The row-major operands as oneDNN sees them: op(A) is m x k, op(B) k x n, a transposed operand
+// a different stride, not a copy. Memory objects are made once and pointed at the caller's
+// buffers on each run (set_data_handle: no allocation, no copy).
+struct OnednnMatmul::State {
+  dnnl::matmul matmul;
+  dnnl::memory a, b, c, a_f32, b_f32;  // a_f32/b_f32: fp32 views for conversions
+  std::unordered_map<int, dnnl::memory> args;
+  std::string kernel;
+};
+
+OnednnMatmul::OnednnMatmul(const GemmShape& s) : s_(s), st_(std::make_unique<State>()) {
+  using dt = dnnl::memory::data_type;
+  using dims = dnnl::memory::dims;
+  auto& eng = onednn::engine();
+  const dt t = onednn::data_type(s.dtype);
+  const dims a_dims = {s.m, s.k}, b_dims = {s.k, s.n};
+  const dims a_strides = s.ta ? dims{1, s.m} : dims{s.k, 1};
+  const dims b_strides = s.tb ? dims{1, s.k} : dims{s.n, 1};
+  const dnnl::memory::desc c_md({s.m, s.n}, dt::f32, dims{s.n, 1});
+  const dnnl::memory::desc a_md(a_dims, t, a_strides), b_md(b_dims, t, b_strides);
+  dnnl::primitive_attr attr;
+  if (s.alpha != 1.0f) attr.set_scales_mask(DNNL_ARG_SRC, 0);
+  if (s.beta != 0.0f) {
+    dnnl::post_ops po;
+    po.append_sum(s.beta);  // C = alpha * A B + beta * C
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd;
+  try {
+    pd = dnnl::matmul::primitive_desc(eng, a_md, b_md, c_md, attr);
+  } catch (const dnnl::error& e) {
+    if (e.status != dnnl_unimplemented) throw;
+    throw Unavailable(std::string("oneDNN has no ") + to_string(s.dtype) +
+                      " matmul for this CPU (ISA " + onednn::effective_isa() + ")");
+  }
+  st_->kernel = pd.impl_info_str();
+  st_->matmul = dnnl::matmul(pd);
+  st_->a = dnnl::memory(a_md, eng, DNNL_MEMORY_NONE);
+  st_->b = dnnl::memory(b_md, eng, DNNL_MEMORY_NONE);
+  st_->c = dnnl::memory(c_md, eng, DNNL_MEMORY_NONE);
+  st_->a_f32 = dnnl::memory({a_dims, dt::f32, a_strides}, eng, DNNL_MEMORY_NONE);
+  st_->b_f32 = dnnl::memory({b_dims, dt::f32, b_strides}, eng, DNNL_MEMORY_NONE);
+  st_->args = {{DNNL_ARG_SRC, st_->a}, {DNNL_ARG_WEIGHTS, st_->b}, {DNNL_ARG_DST, st_->c}};
+  if (s.alpha != 1.0f) {
+    dnnl::memory scale({{1}, dt::f32, {1}}, eng);
+    *static_cast<float*>(scale.get_data_handle()) = s.alpha;
+    st_->args[DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC] = scale;
+  }
+}
+
+OnednnMatmul::~OnednnMatmul() = default;
+
+void OnednnMatmul::run(const void* a, const void* b, float* c) {
+  st_->a.set_data_handle(const_cast<void*>(a));
+  st_->b.set_data_handle(const_cast<void*>(b));
+  st_->c.set_data_handle(c);
+  st_->matmul.execute(onednn::stream(), st_->args);
+  onednn::stream().wait();
+}
+
+std::string OnednnMatmul::kernel() const { return st_->kernel; }
+
+std::vector<std::uint16_t> OnednnMatmul::storage(bool first, const std::vector<float>& x) const {
+  if (s_.dtype == Dtype::fp32) return {};
+  dnnl::memory& f32 = first ? st_->a_f32 : st_->b_f32;
+  const dnnl::memory::desc md = (first ? st_->a : st_->b).get_desc();
+  std::vector<std::uint16_t> out(x.size());
+  f32.set_data_handle(const_cast<float*>(x.data()));
+  dnnl::memory dst(md, onednn::engine(), out.data());
+  dnnl::reorder(f32, dst).execute(onednn::stream(), f32, dst);
+  onednn::stream().wait();
+  return out;
+}
+#else
+struct OnednnMatmul::State {};
+OnednnMatmul::OnednnMatmul(const GemmShape& s) : s_(s) {
+  throw Unavailable(onednn::unavailable(s.dtype));
+}
+OnednnMatmul::~OnednnMatmul() = default;
+void OnednnMatmul::run(const void*, const void*, float*) {}
+std::string OnednnMatmul::kernel() const { return ""; }
+std::vector<std::uint16_t> OnednnMatmul::storage(bool, const std::vector<float>&) const {
+  return {};
+}
+#endif
+
 // --- the implementations: thin adapters over the op functions ----------------------------------
 
 namespace {
@@ -149,82 +238,26 @@ class OpenblasGemm : public CpuGemm {
   void run() override { gemm_openblas(s_, a_.data(), b_.data(), c()); }
 };
 
-#ifdef PAIRBENCH_HAVE_DNNL
-// The row-major operands as oneDNN sees them: op(A) is m x k, op(B) k x n, a transposed
-// operand a different stride, not a copy. bf16/fp16 inputs are converted once, in prepare, by
-// oneDNN's reorders (the values are already representable, so exactly); C is the caller's.
+// oneDNN's matmul over the same buffers: the implementation holds the plan, and bf16/fp16
+// inputs converted once, in prepare (the values are already representable, so exactly).
 class OnednnGemm : public CpuGemm {
  public:
   using CpuGemm::CpuGemm;
   void prepare(const Tensors& in) override {
     CpuGemm::prepare(in);
-    using dt = dnnl::memory::data_type;
-    using dims = dnnl::memory::dims;
-    const GemmShape& s = s_;
-    auto& eng = onednn::engine();
-    const dt t = onednn::data_type(s.dtype);
-    const dims a_dims = {s.m, s.k}, b_dims = {s.k, s.n};
-    const dims a_strides = s.ta ? dims{1, s.m} : dims{s.k, 1};
-    const dims b_strides = s.tb ? dims{1, s.k} : dims{s.n, 1};
-    const dnnl::memory::desc c_md({s.m, s.n}, dt::f32, dims{s.n, 1});
-    const dnnl::memory::desc a_md(a_dims, t, a_strides), b_md(b_dims, t, b_strides);
-
-    dnnl::primitive_attr attr;
-    if (s.alpha != 1.0f) attr.set_scales_mask(DNNL_ARG_SRC, 0);
-    if (s.beta != 0.0f) {
-      dnnl::post_ops po;
-      po.append_sum(s.beta);  // C = alpha * A B + beta * C
-      attr.set_post_ops(po);
-    }
-    dnnl::matmul::primitive_desc pd;
-    try {
-      pd = dnnl::matmul::primitive_desc(eng, a_md, b_md, c_md, attr);
-    } catch (const dnnl::error& e) {
-      if (e.status != dnnl_unimplemented) throw;
-      throw std::runtime_error(std::string("oneDNN has no ") + to_string(s.dtype) +
-                               " matmul for this CPU (ISA " + onednn::effective_isa() + ")");
-    }
-    detail_ = pd.impl_info_str();
-    matmul_ = dnnl::matmul(pd);
-
-    args_[DNNL_ARG_SRC] = input(a_md, dnnl::memory::desc(a_dims, dt::f32, a_strides), a_);
-    args_[DNNL_ARG_WEIGHTS] = input(b_md, dnnl::memory::desc(b_dims, dt::f32, b_strides), b_);
-    args_[DNNL_ARG_DST] = dnnl::memory(c_md, eng, c());
-    if (s.alpha != 1.0f) {
-      dnnl::memory scale({{1}, dt::f32, {1}}, eng);
-      *static_cast<float*>(scale.get_data_handle()) = s.alpha;
-      args_[DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC] = scale;
-    }
+    plan_ = std::make_unique<OnednnMatmul>(s_);
+    a_in_ = plan_->storage(true, a_), b_in_ = plan_->storage(false, b_);
   }
   void run() override {
-    matmul_.execute(onednn::stream(), args_);
-    onednn::stream().wait();
+    plan_->run(a_in_.empty() ? static_cast<const void*>(a_.data()) : a_in_.data(),
+               b_in_.empty() ? static_cast<const void*>(b_.data()) : b_in_.data(), c());
   }
-  std::string detail() const override { return detail_; }
+  std::string detail() const override { return plan_ ? plan_->kernel() : ""; }
 
  private:
-  // The fp32 buffer itself, or its conversion to md's element type.
-  static dnnl::memory input(const dnnl::memory::desc& md, const dnnl::memory::desc& f32_md,
-                            std::vector<float>& data) {
-    dnnl::memory f32(f32_md, onednn::engine(), data.data());
-    if (md == f32_md) return f32;
-    dnnl::memory converted(md, onednn::engine());
-    dnnl::reorder(f32, converted).execute(onednn::stream(), f32, converted);
-    onednn::stream().wait();
-    return converted;
-  }
-
-  dnnl::matmul matmul_;
-  std::unordered_map<int, dnnl::memory> args_;
-  std::string detail_;
+  std::unique_ptr<OnednnMatmul> plan_;
+  std::vector<std::uint16_t> a_in_, b_in_;  // bf16/fp16 storage; empty for fp32
 };
-#else
-class OnednnGemm : public CpuGemm {  // never made: the spec says why it is unavailable
- public:
-  using CpuGemm::CpuGemm;
-  void run() override { throw std::runtime_error(onednn::unavailable(s_.dtype)); }
-};
-#endif
 
 template <class T>
 ImplSpec spec(const char* name, bool threaded, double max_flops, const char* library = "") {

@@ -96,5 +96,23 @@ TEST(CpuThreads, SetsOpenMPAndOpenBLAS) {
   cpu::set_threads(2);
 }
 
+// The oneDNN plan is built once and runs on whatever buffers it is given: two different A's
+// through the same plan give two different, right products (what a training step needs).
+TEST(OnednnMatmulPlan, RunsOnTheCallersBuffers) {
+  GemmShape s;
+  s.m = 37, s.n = 29, s.k = 41, s.tb = true, s.beta = 0.5f;
+  if (!cpu::onednn::unavailable(s.dtype).empty()) GTEST_SKIP() << cpu::onednn::unavailable(s.dtype);
+  cpu::OnednnMatmul plan(s);
+  EXPECT_FALSE(plan.kernel().empty());
+  EXPECT_TRUE(plan.storage(true, std::vector<float>(4)).empty());  // fp32: the floats themselves
+  for (std::uint64_t seed : {1, 2}) {
+    const Tensors in = GemmWorkload(s, seed).make_inputs();
+    std::vector<float> c = at(in, "c").f32(), ref = c;
+    plan.run(at(in, "a").f32().data(), at(in, "b").f32().data(), c.data());
+    cpu::gemm_naive(s, at(in, "a").f32().data(), at(in, "b").f32().data(), ref.data());
+    EXPECT_LT(testing::max_rel_diff(c, ref), testing::fp32_tolerance(s)) << "seed " << seed;
+  }
+}
+
 }  // namespace
 }  // namespace pb
