@@ -144,6 +144,136 @@ void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const f
   }
 }
 
+// --- oneDNN's convolution as a plan: built once for a shape and pass --------------------------
+
+#ifdef PAIRBENCH_HAVE_DNNL
+struct OnednnConvolution::State {
+  dnnl::primitive prim;
+  std::unordered_map<int, dnnl::memory> args;  // in the primitive's layouts, owned
+  std::vector<std::pair<int, dnnl::memory::desc>> inputs, outputs;  // argument, its NCHW desc
+  std::string kernel;
+};
+
+OnednnConvolution::OnednnConvolution(const ConvShape& s) : st_(std::make_unique<State>()) {
+  using tag = dnnl::memory::format_tag;
+  using dt = dnnl::memory::data_type;
+  using md = dnnl::memory::desc;
+  auto& eng = onednn::engine();
+  const dt t = onednn::data_type(s.dtype);
+  const dnnl::memory::dims x_dims = {s.n, s.c, s.h, s.w}, w_dims = {s.k, s.c, s.r, s.s},
+                           y_dims = {s.n, s.k, s.p(), s.q()}, b_dims = {s.k};
+  const dnnl::memory::dims strides = {s.stride_h, s.stride_w}, pad_l = {s.pad_h, s.pad_w};
+  // The right padding that gives exactly p x q outputs (less than pad_l, even negative, where
+  // the stride leaves the last input rows unread).
+  const dnnl::memory::dims pad_r = {(s.p() - 1) * s.stride_h + s.r - s.h - s.pad_h,
+                                    (s.q() - 1) * s.stride_w + s.s - s.w - s.pad_w};
+  const dt y_t = s.dir == ConvDir::fwd ? dt::f32 : t;  // dy is an input of the backward passes
+  const md x_any(x_dims, s.dir == ConvDir::bwd_data ? dt::f32 : t, tag::any),
+      w_any(w_dims, s.dir == ConvDir::bwd_filter ? dt::f32 : t, tag::any),
+      y_any(y_dims, y_t, tag::any), b_md(b_dims, dt::f32, tag::x);
+  const md x_user(x_dims, dt::f32, tag::nchw), w_user(w_dims, dt::f32, tag::oihw),
+      y_user(y_dims, dt::f32, tag::nchw);
+  const auto algo = dnnl::algorithm::convolution_direct;
+  auto arg = [&](std::vector<std::pair<int, md>>& list, int a, const md& want, const md& user) {
+    st_->args[a] = dnnl::memory(want, eng);
+    list.emplace_back(a, user);
+  };
+  try {
+    // The forward description: the pass itself, or the backward passes' hint.
+    const dnnl::convolution_forward::primitive_desc fwd(
+        eng, dnnl::prop_kind::forward_training, algo, md(x_dims, t, tag::any),
+        md(w_dims, t, tag::any), b_md, md(y_dims, y_t, tag::any), strides, pad_l, pad_r);
+    switch (s.dir) {
+      case ConvDir::fwd:
+        st_->prim = dnnl::convolution_forward(fwd);
+        st_->kernel = fwd.impl_info_str();
+        arg(st_->inputs, DNNL_ARG_SRC, fwd.src_desc(), x_user);
+        arg(st_->inputs, DNNL_ARG_WEIGHTS, fwd.weights_desc(), w_user);
+        arg(st_->inputs, DNNL_ARG_BIAS, b_md, b_md);
+        arg(st_->outputs, DNNL_ARG_DST, fwd.dst_desc(), y_user);
+        break;
+      case ConvDir::bwd_data: {
+        const dnnl::convolution_backward_data::primitive_desc pd(eng, algo, x_any, w_any, y_any,
+                                                                 strides, pad_l, pad_r, fwd);
+        st_->prim = dnnl::convolution_backward_data(pd);
+        st_->kernel = pd.impl_info_str();
+        arg(st_->inputs, DNNL_ARG_DIFF_DST, pd.diff_dst_desc(), y_user);
+        arg(st_->inputs, DNNL_ARG_WEIGHTS, pd.weights_desc(), w_user);
+        arg(st_->outputs, DNNL_ARG_DIFF_SRC, pd.diff_src_desc(), x_user);
+      } break;
+      case ConvDir::bwd_filter: {
+        const dnnl::convolution_backward_weights::primitive_desc pd(
+            eng, algo, x_any, w_any, b_md, y_any, strides, pad_l, pad_r, fwd);
+        st_->prim = dnnl::convolution_backward_weights(pd);
+        st_->kernel = pd.impl_info_str();
+        arg(st_->inputs, DNNL_ARG_SRC, pd.src_desc(), x_user);
+        arg(st_->inputs, DNNL_ARG_DIFF_DST, pd.diff_dst_desc(), y_user);
+        arg(st_->outputs, DNNL_ARG_DIFF_WEIGHTS, pd.diff_weights_desc(), w_user);
+        arg(st_->outputs, DNNL_ARG_DIFF_BIAS, pd.diff_bias_desc(), b_md);
+      } break;
+    }
+  } catch (const dnnl::error& e) {
+    if (e.status != dnnl_unimplemented) throw;
+    throw Unavailable(std::string("oneDNN has no ") + to_string(s.dtype) + " " + to_string(s.dir) +
+                      " convolution for this shape on this CPU (ISA " + onednn::effective_isa() +
+                      ")");
+  }
+  // oneDNN's reference code (ref:any) is a correctness fallback, thousands of times slower
+  // than its kernels (fp16 bwd_filter without AMX-FP16): no figure for "the best this CPU can
+  // do".
+  if (st_->kernel.rfind("ref", 0) == 0)
+    throw Unavailable(std::string("oneDNN has only its reference code (") + st_->kernel + ") for " +
+                      to_string(s.dtype) + " " + to_string(s.dir) + " on this CPU (ISA " +
+                      onednn::effective_isa() + ")");
+}
+
+OnednnConvolution::~OnednnConvolution() = default;
+
+void OnednnConvolution::load(const float* in0, const float* in1, const float* b) {
+  const float* from[3] = {in0, in1, b};
+  for (std::size_t j = 0; j < st_->inputs.size(); ++j) {
+    const auto& [a, user_md] = st_->inputs[j];
+    dnnl::memory user(user_md, onednn::engine(), const_cast<float*>(from[j]));
+    dnnl::reorder(user, st_->args[a]).execute(onednn::stream(), user, st_->args[a]);
+  }
+  onednn::stream().wait();
+}
+
+void OnednnConvolution::execute() {
+  st_->prim.execute(onednn::stream(), st_->args);
+  onednn::stream().wait();
+}
+
+void OnednnConvolution::store(float* out, float* db) {
+  float* to[2] = {out, db};
+  for (std::size_t j = 0; j < st_->outputs.size(); ++j) {
+    const auto& [a, user_md] = st_->outputs[j];
+    dnnl::memory user(user_md, onednn::engine(), to[j]);
+    dnnl::reorder(st_->args[a], user).execute(onednn::stream(), st_->args[a], user);
+  }
+  onednn::stream().wait();
+}
+
+std::string OnednnConvolution::kernel() const { return st_->kernel; }
+#else
+struct OnednnConvolution::State {};
+OnednnConvolution::OnednnConvolution(const ConvShape& s) {
+  throw Unavailable(onednn::unavailable(s.dtype));
+}
+OnednnConvolution::~OnednnConvolution() = default;
+void OnednnConvolution::load(const float*, const float*, const float*) {}
+void OnednnConvolution::execute() {}
+void OnednnConvolution::store(float*, float*) {}
+std::string OnednnConvolution::kernel() const { return ""; }
+#endif
+
+void OnednnConvolution::run(const float* in0, const float* in1, const float* b, float* out,
+                            float* db) {
+  load(in0, in1, b);
+  execute();
+  store(out, db);
+}
+
 // --- the implementations -------------------------------------------------------------------------
 
 namespace {
@@ -189,128 +319,26 @@ class Im2colConv : public CpuConv {
   std::vector<float> col_;  // one image's column matrix
 };
 
-#ifdef PAIRBENCH_HAVE_DNNL
-// The pass's primitive on operands in the layouts it chose ("any"), reordered from and to NCHW
-// in prepare() and result(); run() is the primitive alone.
+// oneDNN: the plan holds the operands in its primitive's layouts; prepare() loads them,
+// run() is the primitive alone, result() stores the outputs back to NCHW.
 class OnednnConv : public CpuConv {
  public:
   using CpuConv::CpuConv;
   void prepare(const Tensors& in) override {
     CpuConv::prepare(in);
-    using tag = dnnl::memory::format_tag;
-    using dt = dnnl::memory::data_type;
-    using md = dnnl::memory::desc;
-    auto& eng = onednn::engine();
-    const ConvShape& s = s_;
-    const dt t = onednn::data_type(s.dtype);
-    const dnnl::memory::dims x_dims = {s.n, s.c, s.h, s.w}, w_dims = {s.k, s.c, s.r, s.s},
-                             y_dims = {s.n, s.k, s.p(), s.q()}, b_dims = {s.k};
-    const dnnl::memory::dims strides = {s.stride_h, s.stride_w}, pad_l = {s.pad_h, s.pad_w};
-    // The right padding that gives exactly p x q outputs (less than pad_l where the stride
-    // leaves the last input rows unread).
-    const dnnl::memory::dims pad_r = {(s.p() - 1) * s.stride_h + s.r - s.h - s.pad_h,
-                                      (s.q() - 1) * s.stride_w + s.s - s.w - s.pad_w};
-    const dt y_t = s.dir == ConvDir::fwd ? dt::f32 : t;  // dy is an input of the backward passes
-    const md x_any(x_dims, s.dir == ConvDir::bwd_data ? dt::f32 : t, tag::any),
-        w_any(w_dims, s.dir == ConvDir::bwd_filter ? dt::f32 : t, tag::any),
-        y_any(y_dims, y_t, tag::any), b_md(b_dims, dt::f32, tag::x);
-    const auto algo = dnnl::algorithm::convolution_direct;
-    try {
-      // The forward description: the case's own pass, or the backward passes' hint.
-      const dnnl::convolution_forward::primitive_desc fwd(
-          eng, dnnl::prop_kind::forward_training, algo, md(x_dims, t, tag::any),
-          md(w_dims, t, tag::any), b_md, md(y_dims, s.dir == ConvDir::fwd ? dt::f32 : t, tag::any),
-          strides, pad_l, pad_r);
-      switch (s.dir) {
-        case ConvDir::fwd:
-          prim_ = dnnl::convolution_forward(fwd);
-          detail_ = fwd.impl_info_str();
-          args_[DNNL_ARG_SRC] = input(fwd.src_desc(), x_dims, tag::nchw, in0_);
-          args_[DNNL_ARG_WEIGHTS] = input(fwd.weights_desc(), w_dims, tag::oihw, in1_);
-          args_[DNNL_ARG_BIAS] = input(b_md, b_dims, tag::x, b_);
-          output(DNNL_ARG_DST, fwd.dst_desc(), y_dims, tag::nchw, 0);
-          break;
-        case ConvDir::bwd_data: {
-          const dnnl::convolution_backward_data::primitive_desc pd(eng, algo, x_any, w_any, y_any,
-                                                                   strides, pad_l, pad_r, fwd);
-          prim_ = dnnl::convolution_backward_data(pd);
-          detail_ = pd.impl_info_str();
-          args_[DNNL_ARG_DIFF_DST] = input(pd.diff_dst_desc(), y_dims, tag::nchw, in0_);
-          args_[DNNL_ARG_WEIGHTS] = input(pd.weights_desc(), w_dims, tag::oihw, in1_);
-          output(DNNL_ARG_DIFF_SRC, pd.diff_src_desc(), x_dims, tag::nchw, 0);
-        } break;
-        case ConvDir::bwd_filter: {
-          const dnnl::convolution_backward_weights::primitive_desc pd(
-              eng, algo, x_any, w_any, b_md, y_any, strides, pad_l, pad_r, fwd);
-          prim_ = dnnl::convolution_backward_weights(pd);
-          detail_ = pd.impl_info_str();
-          args_[DNNL_ARG_SRC] = input(pd.src_desc(), x_dims, tag::nchw, in0_);
-          args_[DNNL_ARG_DIFF_DST] = input(pd.diff_dst_desc(), y_dims, tag::nchw, in1_);
-          output(DNNL_ARG_DIFF_WEIGHTS, pd.diff_weights_desc(), w_dims, tag::oihw, 0);
-          output(DNNL_ARG_DIFF_BIAS, pd.diff_bias_desc(), b_dims, tag::x, 1);
-        } break;
-      }
-    } catch (const dnnl::error& e) {
-      if (e.status != dnnl_unimplemented) throw;
-      throw Unavailable(std::string("oneDNN has no ") + to_string(s.dtype) + " " +
-                        to_string(s.dir) + " convolution for this shape on this CPU (ISA " +
-                        onednn::effective_isa() + ")");
-    }
-    // oneDNN's reference code (ref:any) is a correctness fallback, thousands of times slower
-    // than its kernels (fp16 bwd_filter without AMX-FP16): no figure for "the best this CPU
-    // can do".
-    if (detail_.rfind("ref", 0) == 0)
-      throw Unavailable(std::string("oneDNN has only its reference code (") + detail_ + ") for " +
-                        to_string(s.dtype) + " " + to_string(s.dir) + " on this CPU (ISA " +
-                        onednn::effective_isa() + ")");
+    plan_ = std::make_unique<OnednnConvolution>(s_);
+    plan_->load(in0_.data(), in1_.data(), b_.data());
   }
-  void run() override {
-    prim_.execute(onednn::stream(), args_);
-    onednn::stream().wait();
-  }
+  void run() override { plan_->execute(); }
   Tensors result() override {
-    for (auto& [arg, j] : outputs_) {
-      dnnl::memory user(user_mds_[j], onednn::engine(), out_[j].f32().data());
-      dnnl::reorder(args_[arg], user).execute(onednn::stream(), args_[arg], user);
-    }
-    onednn::stream().wait();
+    plan_->store(out(), db());
     return out_;
   }
-  std::string detail() const override { return detail_; }
+  std::string detail() const override { return plan_ ? plan_->kernel() : ""; }
 
  private:
-  // The NCHW fp32 data, reordered (and converted) into the layout the primitive chose.
-  static dnnl::memory input(const dnnl::memory::desc& want, const dnnl::memory::dims& dims,
-                            dnnl::memory::format_tag tag, std::vector<float>& data) {
-    const dnnl::memory::desc user_md(dims, dnnl::memory::data_type::f32, tag);
-    dnnl::memory user(user_md, onednn::engine(), data.data());
-    if (want == user_md) return user;
-    dnnl::memory m(want, onednn::engine());
-    dnnl::reorder(user, m).execute(onednn::stream(), user, m);
-    onednn::stream().wait();
-    return m;
-  }
-  // The primitive's output in its own layout; result() reorders it into output j.
-  void output(int arg, const dnnl::memory::desc& md, const dnnl::memory::dims& dims,
-              dnnl::memory::format_tag tag, std::size_t j) {
-    args_[arg] = dnnl::memory(md, onednn::engine());
-    user_mds_.push_back(dnnl::memory::desc(dims, dnnl::memory::data_type::f32, tag));
-    outputs_.emplace_back(arg, j);
-  }
-
-  dnnl::primitive prim_;
-  std::unordered_map<int, dnnl::memory> args_;
-  std::vector<dnnl::memory::desc> user_mds_;
-  std::vector<std::pair<int, std::size_t>> outputs_;  // (argument, index in out_)
-  std::string detail_;
+  std::unique_ptr<OnednnConvolution> plan_;
 };
-#else
-class OnednnConv : public CpuConv {  // never made: the spec says why it is unavailable
- public:
-  using CpuConv::CpuConv;
-  void run() override { throw std::runtime_error(onednn::unavailable(s_.dtype)); }
-};
-#endif
 
 template <class T>
 ImplSpec spec(const char* name, bool threaded, double max_flops, const char* library = "") {

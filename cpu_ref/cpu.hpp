@@ -95,6 +95,26 @@ void conv_naive(const ConvShape& s, const float* in0, const float* in1, const fl
                 float* db);
 void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
                  float* db, float* col, int threads);
+// oneDNN's convolution primitive for one shape and pass, as a plan (throws Unavailable where
+// oneDNN has no kernel, or only its reference code): over the same NCHW fp32 buffers,
+// load() reorders the operands into the layouts the primitive chose (and converts them to
+// s.dtype), execute() runs it alone, store() reorders the outputs back; run() is the three.
+class OnednnConvolution {
+ public:
+  explicit OnednnConvolution(const ConvShape& s);
+  OnednnConvolution(const OnednnConvolution&) = delete;
+  OnednnConvolution& operator=(const OnednnConvolution&) = delete;
+  ~OnednnConvolution();
+  void load(const float* in0, const float* in1, const float* b);
+  void execute();
+  void store(float* out, float* db);
+  void run(const float* in0, const float* in1, const float* b, float* out, float* db);
+  std::string kernel() const;  // what oneDNN chose, e.g. "jit:avx512_core"
+
+ private:
+  struct State;
+  std::unique_ptr<State> st_;
+};
 // One image's column matrix (crs x pq) from x (c x h x w), and back, summing (col2im).
 void im2col_omp(const ConvShape& s, const float* x, float* col, int threads);
 void col2im_omp(const ConvShape& s, const float* col, float* x, int threads);

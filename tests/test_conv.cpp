@@ -104,6 +104,29 @@ TEST_P(OnednnReducedConv, EveryPassVerifies) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, OnednnReducedConv, ::testing::Values(Dtype::bf16, Dtype::fp16),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
+// The oneDNN plan over the caller's NCHW buffers, as a training step calls it: run() loads,
+// executes and stores, and the same plan serves a second set of buffers.
+TEST(OnednnConvolutionPlan, RunsOnTheCallersBuffers) {
+  for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter}) {
+    ConvShape s = shape(2, 5, 9, 8, 6, 3, 3, 2, 1);
+    s.dir = d;
+    if (!cpu::onednn::unavailable(s.dtype).empty())
+      GTEST_SKIP() << cpu::onednn::unavailable(s.dtype);
+    cpu::OnednnConvolution plan(s);
+    for (std::uint64_t seed : {3, 4}) {
+      const ConvWorkload w(s, seed);
+      const Tensors in = w.make_inputs();
+      const auto [n0, n1] = conv_operands(d);
+      const float* b = d == ConvDir::fwd ? at(in, "b").f32().data() : nullptr;
+      Tensors out = conv_outputs(s);
+      plan.run(at(in, n0).f32().data(), at(in, n1).f32().data(), b, out[0].f32().data(),
+               out.size() > 1 ? out[1].f32().data() : nullptr);
+      const Check c = w.verify(in, out);
+      EXPECT_TRUE(c.ok) << to_string(d) << " seed " << seed << ": " << c.detail;
+    }
+  }
+}
+
 // L(x, w, b) = sum_i g_i y_i(x, w, b), y computed in double by the forward reference: its
 // derivatives by central differences are what bwd_data (dy = g) and bwd_filter give.
 TEST(ConvBackward, MatchesFiniteDifferencesOfTheForwardPass) {
