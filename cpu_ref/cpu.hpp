@@ -2,12 +2,15 @@
 #pragma once
 
 #include <chrono>
+#include <map>
+#include <tuple>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/gemm.hpp"
+#include "core/train.hpp"
 #include "core/workload.hpp"
 
 namespace pb {
@@ -119,7 +122,40 @@ class OnednnConvolution {
 void im2col_omp(const ConvShape& s, const float* x, float* col, int threads);
 void col2im_omp(const ConvShape& s, const float* col, float* x, int threads);
 
+// The training step's own small ops: every row of out (rows x cols) set to b; the column sums
+// of x (rows x cols), the bias gradient; SGD with momentum over n parameters, PyTorch's form
+// (v = momentum v + g; p -= lr v).
+void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols, int threads);
+void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out, int threads);
+void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
+                  int threads);
+
+// The MLP's step (core/train.hpp) composed of the op functions, on the caller's parameters and
+// velocity: forward() leaves the logits in logits(); step() runs forward, loss, backward and
+// the update in place and returns the mean loss. GEMMs through OpenBLAS or oneDNN's plans.
+enum class GemmBackend { openblas, onednn };
+class MlpCpuStep {
+ public:
+  MlpCpuStep(const TrainShape& s, GemmBackend backend, int threads);
+  ~MlpCpuStep();
+  void forward(const float* x, const float* params);
+  float step(const float* x, const std::int32_t* labels, float* params, float* velocity);
+  const std::vector<float>& logits() const { return logits_; }
+  const std::vector<float>& grads() const { return grads_; }
+
+ private:
+  void gemm(const GemmShape& g, const float* a, const float* b, float* c);
+  TrainShape s_;
+  GemmBackend backend_;
+  int threads_;
+  std::vector<float> z0_, a1_, z1_, a2_, logits_, dlogits_, da_, losses_, tmp_, grads_;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float>,
+           std::unique_ptr<OnednnMatmul>>
+      plans_;
+};
+
 std::vector<ImplSpec> gemm_impls();
+std::vector<ImplSpec> train_impls();
 std::vector<ImplSpec> conv_impls();
 std::vector<ImplSpec> stream_impls();
 std::vector<ImplSpec> activation_impls();

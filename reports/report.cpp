@@ -190,9 +190,11 @@ std::string summary(const json& report) {
           if (units)
             std::snprintf(buf, sizeof buf, " (x%.2f, %.0f%%)", p["speedup"].get<double>(),
                           100.0 * p["efficiency"].get<double>());
-          else
+          else if (sw["metric"] != "samples/s")
             std::snprintf(buf, sizeof buf, " %.0f samples/s (x%.2f)", p.value("samples_per_s", 0.0),
                           p["speedup"].get<double>());
+          else
+            std::snprintf(buf, sizeof buf, " (x%.2f)", p["speedup"].get<double>());
           os << buf << (&p == &sw["points"].back() ? "" : ";");
         }
         os << "\n";

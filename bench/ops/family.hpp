@@ -51,6 +51,7 @@ inline bool fp32_only(const Workload& w) { return w.dtype() == Dtype::fp32; }
 // The built-in families, one file each.
 OpFamily gemm_family();
 OpFamily conv_family();
+OpFamily train_family();
 OpFamily stream_family();
 OpFamily transfer_family();
 OpFamily activation_family();
