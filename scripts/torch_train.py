@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""PyTorch's CPU training step of pairbench's MLP (784-1024-1024-10, ReLU), for
+scripts/vs_torch_train: forward, cross-entropy, backward, SGD with momentum (zero_grad each
+step), and inference (forward under no_grad), at each batch size given. Runs in a virtual
+environment of its own with torch from PyPI. Prints one JSON object: median ms per step."""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def median_ms(fn, min_time):
+    for _ in range(3):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or len(times) < 10:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, nargs="+", required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--min-time", type=float, default=1.0)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "train_ms": {},
+           "infer_ms": {}}
+    for b in a.batches:
+        x = torch.rand(b, 784) * 2 - 1
+        y = torch.randint(0, 10, (b,))
+
+        def step():
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+
+        def infer():
+            with torch.no_grad():
+                model(x)
+
+        out["train_ms"][str(b)] = median_ms(step, a.min_time)
+        out["infer_ms"][str(b)] = median_ms(infer, a.min_time)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
