@@ -78,6 +78,7 @@ class TrainWorkload : public Workload {
   double min_bytes() const override;  // parameters, velocity, gradients and the batch, once
   double items() const override { return static_cast<double>(s_.batch); }
   Metric metric() const override { return Metric::samples; }
+  Role role() const override { return s_.train ? Role::training : Role::none; }
   double host_bytes() const override;
   double device_bytes() const override;
   // x (batch x 784), labels (int32), params, velocity.

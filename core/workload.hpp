@@ -24,8 +24,9 @@ inline const char* to_string(Metric m) {
 // What the analyses use a case for, so that they find reference cases by role, not by op name:
 // the STREAM kernels (memory_bandwidth, the roofline's bandwidth ceiling), the STREAM copy among
 // them (the bandwidth other cases are compared with), GEMM (the roofline's compute ceiling, per
-// dtype), host<->device copies.
-enum class Role { none, bandwidth, bandwidth_reference, compute_reference, transfer };
+// dtype), host<->device copies, a model's training step (the batch-size analysis and the epoch
+// projection).
+enum class Role { none, bandwidth, bandwidth_reference, compute_reference, transfer, training };
 inline const char* to_string(Role r) {
   switch (r) {
     case Role::bandwidth:
@@ -36,6 +37,8 @@ inline const char* to_string(Role r) {
       return "compute_reference";
     case Role::transfer:
       return "transfer";
+    case Role::training:
+      return "training";
     default:
       return "none";
   }

@@ -52,6 +52,8 @@ json build(const json& context, const json& benchmarks, const json& cases, const
                         {"memory_bandwidth", memory_bandwidth(cases, context)},
                         {"parallelism", parallelism(cases)},
                         {"batch", batch(cases)},
+                        {"batch_size", batch_size(cases)},
+                        {"projection", projection(cases)},
                         {"roofline", roofline(cases, context)}}}};
   return doc;
 }
@@ -200,6 +202,22 @@ std::string summary(const json& report) {
         os << "\n";
       }
     }
+  }
+  // The epoch projection, from the training steps' best throughput per device.
+  if (an.contains("projection") && !an["projection"]["devices"].empty()) {
+    const json& pr = an["projection"];
+    os << "\nProjection: one epoch of ImageNet-1k (" << static_cast<long long>(kImagenetImages)
+       << " images) at the best training throughput measured:";
+    for (const auto& [device, d] : pr["devices"].items()) {
+      std::snprintf(buf, sizeof buf, " %s %.2f h (%s, %s, batch %lld, %.0f samples/s);",
+                    device.c_str(), d["epoch_h"].get<double>(),
+                    d["model"].get<std::string>().c_str(), d["impl"].get<std::string>().c_str(),
+                    static_cast<long long>(d["batch"].get<std::int64_t>()),
+                    d["samples_per_s"].get<double>());
+      os << buf;
+    }
+    os << "\n  the claim: " << pr["claim"].get<std::string>() << "; "
+       << pr["note"].get<std::string>() << "\n";
   }
   return os.str();
 }

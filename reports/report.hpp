@@ -47,6 +47,19 @@ json parallelism(const json& cases);
 // samples/s) against the batch, speedup over the smallest batch.
 json batch(const json& cases);
 
+// The images of one epoch of ImageNet-1k, what the projection divides by samples/s.
+constexpr double kImagenetImages = 1281167;
+
+// batch_size: the training steps (role `training`), per device, the best samples/s at each
+// batch size, the best batch, and the smallest batch at which the GPU overtakes the CPU
+// (crossover_batch; null when it never does or a device is missing).
+json batch_size(const json& cases);
+
+// projection: per device, the time one epoch of ImageNet-1k would take at the best training
+// throughput measured, naming the model and batch it was measured on, beside the claim this
+// project exists to measure.
+json projection(const json& cases);
+
 // roofline: per device, the measured ceilings (best GEMM GFLOP/s, best STREAM GB/s) and the
 // theoretical ones, and for every case its arithmetic intensity, GFLOP/s and whether it sits
 // left of the ridge (memory-bound).

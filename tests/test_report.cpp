@@ -90,6 +90,40 @@ TEST(Speedup, SameAlgorithmBesideBestAvailable) {
                    .contains("same_algorithm"));
 }
 
+json train_case(const std::string& device, const std::string& impl, int batch, double sps) {
+  json c = make_case(device, impl, "fp32", batch / sps);
+  c["op"] = "train";
+  c["shape"] = {{"model", "mlp"}, {"pass", "train"}, {"batch", std::to_string(batch)}};
+  c["role"] = "training";
+  c["metric"] = "samples/s";
+  c["samples_per_s"] = sps;
+  return c;
+}
+
+TEST(BatchSize, BestBatchCrossoverAndProjection) {
+  const json cases = {
+      train_case("cpu", "openblas", 1, 900),  train_case("cpu", "onednn", 1, 1000),
+      train_case("cpu", "onednn", 32, 8000),  train_case("cpu", "onednn", 128, 9000),
+      train_case("gpu", "cublas", 1, 500),    train_case("gpu", "cublas", 32, 12000),
+      train_case("gpu", "cublas", 128, 40000)};
+  const json b = report::batch_size(cases);
+  ASSERT_EQ(b["devices"]["cpu"].size(), 3u);
+  EXPECT_EQ(b["devices"]["cpu"][0]["impl"], "onednn");  // the best at batch 1
+  EXPECT_EQ(b["best_batch"]["cpu"], 128);
+  EXPECT_EQ(b["best_batch"]["gpu"], 128);
+  EXPECT_EQ(b["crossover_batch"], 32);  // the GPU loses at 1, wins from 32
+  const json p = report::projection(cases);
+  EXPECT_DOUBLE_EQ(p["devices"]["cpu"]["epoch_s"].get<double>(), report::kImagenetImages / 9000);
+  EXPECT_EQ(p["devices"]["gpu"]["batch"], 128);
+  EXPECT_EQ(p["devices"]["cpu"]["model"], "mlp");
+  EXPECT_NE(p["claim"].get<std::string>().find("week"), std::string::npos);
+  EXPECT_TRUE(
+      report::batch_size(json::array({train_case("cpu", "onednn", 8, 10)}))["crossover_batch"]
+          .is_null());
+  const std::string text = report::summary(report::build(json::object(), json::array(), cases));
+  EXPECT_NE(text.find("Projection: one epoch of ImageNet-1k"), std::string::npos) << text;
+}
+
 TEST(Speedup, SaysWhyThereIsNoGpuNumber) {
   const json cases = {make_case("cpu", "openblas", "fp32", 0.1),
                       make_case("gpu", "cublas", "fp32", 0, "skipped")};
