@@ -93,12 +93,13 @@ HD inline bool im2col_is_identity(const ConvShape& s) {
   return s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
-// The terms one output point sums, handed to sum.add(term) (a double sum with its squares for
-// the reference and verification, a float sum in the GPU's direct kernels). i is the point's
+// The terms one output point sums, handed to sum.add(term) or sum.add(a, b) for a product (a
+// double sum with its squares for the reference and verification, a float sum in the GPU's
+// direct kernels); the operands float, or double in a training step's reference. i is the point's
 // flat index in y (fwd), dx (bwd_data), dw (bwd_filter) or db (k).
-template <class Sum>
-HD void conv_fwd_terms(const ConvShape& s, const float* x, const float* w, const float* b,
-                       std::int64_t i, Sum& sum) {
+template <class Sum, class X, class Wt>
+HD void conv_fwd_terms(const ConvShape& s, const X* x, const Wt* w, const Wt* b, std::int64_t i,
+                       Sum& sum) {
   const std::int64_t q = s.q(), p = s.p();
   const std::int64_t qq = i % q, pp = i / q % p, k = i / (q * p) % s.k, n = i / (q * p * s.k);
   sum.add(b[k]);
@@ -111,8 +112,8 @@ HD void conv_fwd_terms(const ConvShape& s, const float* x, const float* w, const
       }
 }
 
-template <class Sum>
-HD void conv_bwd_data_terms(const ConvShape& s, const float* dy, const float* w, std::int64_t i,
+template <class Sum, class Y, class Wt>
+HD void conv_bwd_data_terms(const ConvShape& s, const Y* dy, const Wt* w, std::int64_t i,
                             Sum& sum) {
   const std::int64_t iw = i % s.w, ih = i / s.w % s.h, c = i / (s.w * s.h) % s.c,
                      n = i / (s.w * s.h * s.c);
@@ -130,8 +131,8 @@ HD void conv_bwd_data_terms(const ConvShape& s, const float* dy, const float* w,
   }
 }
 
-template <class Sum>
-HD void conv_bwd_filter_terms(const ConvShape& s, const float* x, const float* dy, std::int64_t i,
+template <class Sum, class X>
+HD void conv_bwd_filter_terms(const ConvShape& s, const X* x, const X* dy, std::int64_t i,
                               Sum& sum) {
   const std::int64_t t = i % s.s, r = i / s.s % s.r, c = i / (s.s * s.r) % s.c,
                      k = i / (s.s * s.r * s.c);
@@ -145,8 +146,8 @@ HD void conv_bwd_filter_terms(const ConvShape& s, const float* x, const float* d
       }
 }
 
-template <class Sum>
-HD void conv_bias_grad_terms(const ConvShape& s, const float* dy, std::int64_t k, Sum& sum) {
+template <class Sum, class Y>
+HD void conv_bias_grad_terms(const ConvShape& s, const Y* dy, std::int64_t k, Sum& sum) {
   const std::int64_t per_k = s.pq();
   for (std::int64_t n = 0; n < s.n; ++n)
     for (std::int64_t j = 0; j < per_k; ++j) sum.add(dy[(n * s.k + k) * per_k + j]);

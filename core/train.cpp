@@ -10,9 +10,9 @@
 
 namespace pb {
 
-const std::vector<Mlp::Slice>& Mlp::params() {
-  static const std::vector<Slice> slices = [] {
-    std::vector<Slice> s;
+const std::vector<ParamSlice>& Mlp::params() {
+  static const std::vector<ParamSlice> slices = [] {
+    std::vector<ParamSlice> s;
     std::int64_t at = 0;
     const char* names[3][2] = {{"w1", "b1"}, {"w2", "b2"}, {"w3", "b3"}};
     for (int l = 0; l < 3; ++l) {
@@ -31,6 +31,46 @@ std::int64_t Mlp::param_count() {
   return last.offset + last.rows * last.cols;
 }
 
+const char* to_string(Model m) { return m == Model::mlp ? "mlp" : "cnn"; }
+
+const std::vector<ParamSlice>& Cnn::params() {
+  static const std::vector<ParamSlice> slices = {
+      {"conv1.w", 0, c1, channels * 9},
+      {"conv1.b", c1 * channels * 9, c1, 1},
+      {"conv2.w", c1 * channels * 9 + c1, c2, c1 * 9},
+      {"conv2.b", c1 * channels * 9 + c1 + c2 * c1 * 9, c2, 1},
+      {"fc.w", c1 * channels * 9 + c1 + c2 * c1 * 9 + c2, classes, flat},
+      {"fc.b", c1 * channels * 9 + c1 + c2 * c1 * 9 + c2 + classes * flat, classes, 1}};
+  return slices;
+}
+
+std::int64_t Cnn::param_count() {
+  const ParamSlice& last = params().back();
+  return last.offset + last.rows * last.cols;
+}
+
+ConvShape Cnn::conv(int l, std::int64_t batch, ConvDir dir) {
+  ConvShape s;
+  s.dir = dir, s.n = batch, s.c = l == 0 ? channels : c1, s.k = l == 0 ? c1 : c2;
+  s.h = s.w = l == 0 ? size : size / 2;
+  s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+  return s;
+}
+
+double Cnn::macs() {
+  return static_cast<double>(c1 * channels * 9 * size * size +
+                             c2 * c1 * 9 * (size / 2) * (size / 2) + classes * flat);
+}
+
+std::int64_t input_features(Model m) { return m == Model::mlp ? Mlp::in : Cnn::in; }
+const std::vector<ParamSlice>& model_params(Model m) {
+  return m == Model::mlp ? Mlp::params() : Cnn::params();
+}
+std::int64_t model_param_count(Model m) {
+  return m == Model::mlp ? Mlp::param_count() : Cnn::param_count();
+}
+double model_macs(Model m) { return m == Model::mlp ? Mlp::macs() : Cnn::macs(); }
+
 std::vector<std::int64_t> train_suite_batches(int level) {
   if (level == 0) return {32, 128};
   return {1, 8, 32, 128, 512};
@@ -41,7 +81,9 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
   bool has_batch = false;
   for (const auto& [k, v] : kv) {
     if (k == "model") {
-      if (v != "mlp") throw std::invalid_argument("model=" + v + " is not one of mlp");
+      if (v != "mlp" && v != "cnn")
+        throw std::invalid_argument("model=" + v + " is not one of mlp, cnn");
+      s.model = v == "mlp" ? Model::mlp : Model::cnn;
     } else if (k == "batch") {
       s.batch = parse_count(k, v, 1 << 20), has_batch = true;
     } else if (k == "pass") {
@@ -61,69 +103,212 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
   return s;
 }
 
-void synthetic_batch(std::int64_t batch, std::int64_t batch_index, float* x, std::int32_t* labels) {
-  static const std::vector<float> prototypes = [] {
-    Rng rng(1234);
-    std::vector<float> p(static_cast<std::size_t>(Mlp::classes * Mlp::in));
-    for (float& v : p) v = rng.uniform();
-    return p;
-  }();
+void synthetic_batch(std::int64_t features, std::int64_t batch, std::int64_t batch_index, float* x,
+                     std::int32_t* labels) {
+  Rng proto_rng(1234 + static_cast<std::uint64_t>(features));
+  std::vector<float> prototypes(static_cast<std::size_t>(10 * features));
+  for (float& v : prototypes) v = proto_rng.uniform();
   static const int order[10] = {3, 7, 0, 9, 1, 5, 8, 2, 6, 4};
   Rng rng(0x5EED0000u + static_cast<std::uint64_t>(batch_index));
   for (std::int64_t i = 0; i < batch; ++i) {
     const int label = order[(batch_index * batch + i) % 10];
     labels[i] = label;
-    const float* proto = prototypes.data() + label * Mlp::in;
-    for (std::int64_t j = 0; j < Mlp::in; ++j)
-      x[i * Mlp::in + j] = 0.5f * proto[j] + 0.5f * rng.uniform();
+    const float* proto = prototypes.data() + label * features;
+    for (std::int64_t j = 0; j < features; ++j)
+      x[i * features + j] = 0.5f * proto[j] + 0.5f * rng.uniform();
   }
 }
 
-std::vector<float> mlp_initial_params() {
+std::vector<float> initial_params(Model m) {
   Rng rng(42);
-  std::vector<float> p(static_cast<std::size_t>(Mlp::param_count()));
-  for (int l = 0; l < 3; ++l) {
-    const float bound = 1.0f / std::sqrt(static_cast<float>(Mlp::fan_in(l)));
-    const std::int64_t end = Mlp::b_offset(l) + Mlp::fan_out(l);
-    for (std::int64_t i = Mlp::w_offset(l); i < end; ++i) p[i] = bound * rng.uniform();
+  std::vector<float> p(static_cast<std::size_t>(model_param_count(m)));
+  const auto& slices = model_params(m);
+  for (std::size_t t = 0; t + 1 < slices.size(); t += 2) {  // a weight, then its bias
+    const float bound = 1.0f / std::sqrt(static_cast<float>(slices[t].cols));
+    const std::int64_t end = slices[t + 1].offset + slices[t + 1].rows;
+    for (std::int64_t i = slices[t].offset; i < end; ++i) p[i] = bound * rng.uniform();
   }
   return p;
 }
 
-std::vector<float> mlp_initial_velocity() {
+std::vector<float> initial_velocity(Model m) {
   Rng rng(43);
-  std::vector<float> v(static_cast<std::size_t>(Mlp::param_count()));
+  std::vector<float> v(static_cast<std::size_t>(model_param_count(m)));
   for (float& e : v) e = 1e-3f * rng.uniform();
   return v;
 }
 
-MlpStep mlp_reference_step(const TrainShape& s, const float* x, const std::int32_t* labels,
-                           const float* params, const float* velocity) {
-  const std::int64_t B = s.batch;
-  MlpStep out;
-  // Forward: a[0] = x; z[l] = a[l] W_l^T + b_l; a[l+1] = relu(z[l]) (the last layer: logits).
-  std::vector<std::vector<double>> a(4), z(3);
-  a[0].assign(x, x + B * Mlp::in);
-  for (int l = 0; l < 3; ++l) {
-    const std::int64_t fi = Mlp::fan_in(l), fo = Mlp::fan_out(l);
-    const float* w = params + Mlp::w_offset(l);
-    const float* b = params + Mlp::b_offset(l);
-    z[l].assign(static_cast<std::size_t>(B * fo), 0.0);
+namespace {
+
+// Terms added in double (conv_*_terms hand them over).
+struct DoubleSum {
+  double value = 0;
+  void add(double t) { value += t; }
+  void add(double a, double b) { value += a * b; }
+};
+
+// out = a W^T + b over a batch (a: B x fi, W: fo x fi), and its backward: dW += dz^T a,
+// db += column sums of dz, and da = dz W when da is given.
+void linear(std::int64_t B, std::int64_t fi, std::int64_t fo, const std::vector<double>& a,
+            const float* w, const float* b, std::vector<double>& out) {
+  out.assign(static_cast<std::size_t>(B * fo), 0.0);
 #pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < B; ++i)
-      for (std::int64_t o = 0; o < fo; ++o) {
-        double acc = b[o];
-        for (std::int64_t k = 0; k < fi; ++k) acc += a[l][i * fi + k] * w[o * fi + k];
-        z[l][i * fo + o] = acc;
-      }
-    a[l + 1] = z[l];
-    if (l < 2)
-      for (double& v : a[l + 1]) v = std::max(v, 0.0);
+  for (std::int64_t i = 0; i < B; ++i)
+    for (std::int64_t o = 0; o < fo; ++o) {
+      double acc = b[o];
+      for (std::int64_t k = 0; k < fi; ++k) acc += a[i * fi + k] * w[o * fi + k];
+      out[i * fo + o] = acc;
+    }
+}
+
+void linear_backward(std::int64_t B, std::int64_t fi, std::int64_t fo, const std::vector<double>& a,
+                     const float* w, const std::vector<double>& dz, double* gw, double* gb,
+                     std::vector<double>* da) {
+#pragma omp parallel for schedule(static)
+  for (std::int64_t o = 0; o < fo; ++o)
+    for (std::int64_t i = 0; i < B; ++i) {
+      const double d = dz[i * fo + o];
+      gb[o] += d;
+      for (std::int64_t k = 0; k < fi; ++k) gw[o * fi + k] += d * a[i * fi + k];
+    }
+  if (!da) return;
+  da->assign(static_cast<std::size_t>(B * fi), 0.0);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < B; ++i)
+    for (std::int64_t o = 0; o < fo; ++o)
+      for (std::int64_t k = 0; k < fi; ++k) (*da)[i * fi + k] += dz[i * fo + o] * w[o * fi + k];
+}
+
+std::vector<double> relu(std::vector<double> z) {
+  for (double& v : z) v = std::max(v, 0.0);
+  return z;
+}
+
+// dz = da where z > 0, else 0.
+void relu_backward(const std::vector<double>& z, std::vector<double>& da) {
+  for (std::size_t j = 0; j < da.size(); ++j) da[j] *= z[j] > 0 ? 1.0 : 0.0;
+}
+
+// A convolution pass in double, every output point through conv_*_terms.
+std::vector<double> conv(const ConvShape& s, const double* in0, const void* in1, const float* b) {
+  const std::int64_t count = s.dir == ConvDir::fwd        ? s.y_size()
+                             : s.dir == ConvDir::bwd_data ? s.x_size()
+                                                          : s.w_size();
+  std::vector<double> out(static_cast<std::size_t>(count));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < count; ++i) {
+    DoubleSum sum;
+    if (s.dir == ConvDir::fwd)
+      conv_fwd_terms(s, in0, static_cast<const float*>(in1), b, i, sum);
+    else if (s.dir == ConvDir::bwd_data)
+      conv_bwd_data_terms(s, in0, static_cast<const float*>(in1), i, sum);
+    else
+      conv_bwd_filter_terms(s, in0, static_cast<const double*>(in1), i, sum);
+    out[i] = sum.value;
   }
-  out.logits = a[3];
+  return out;
+}
+
+// The forward pass's values the backward pass reads, per model.
+struct Tape {
+  std::vector<std::vector<double>> a, z;  // MLP: layer inputs and pre-activations
+  // CNN: x, the conv outputs (z1, z2), the pooled maps (p1, p2) and the pools' choices.
+  std::vector<double> x, z1, p1, z2, p2;
+  std::vector<std::int32_t> arg1, arg2;
+  std::vector<double> logits;
+};
+
+void mlp_forward(std::int64_t B, const float* x, const float* params, Tape& t) {
+  t.a.assign(4, {});
+  t.z.assign(3, {});
+  t.a[0].assign(x, x + B * Mlp::in);
+  for (int l = 0; l < 3; ++l) {
+    linear(B, Mlp::fan_in(l), Mlp::fan_out(l), t.a[l], params + Mlp::w_offset(l),
+           params + Mlp::b_offset(l), t.z[l]);
+    t.a[l + 1] = l < 2 ? relu(t.z[l]) : t.z[l];
+  }
+  t.logits = t.a[3];
+}
+
+void mlp_backward(std::int64_t B, const Tape& t, const float* params, std::vector<double> dz,
+                  double* grads) {
+  for (int l = 2; l >= 0; --l) {
+    std::vector<double> da;
+    linear_backward(B, Mlp::fan_in(l), Mlp::fan_out(l), t.a[l], params + Mlp::w_offset(l), dz,
+                    grads + Mlp::w_offset(l), grads + Mlp::b_offset(l), l > 0 ? &da : nullptr);
+    if (l == 0) break;
+    relu_backward(t.z[l - 1], da);
+    dz = std::move(da);
+  }
+}
+
+void cnn_forward(std::int64_t B, const float* x, const float* params, Tape& t) {
+  const auto& ps = Cnn::params();
+  t.x.assign(x, x + B * Cnn::in);
+  t.z1 =
+      conv(Cnn::conv(0, B, ConvDir::fwd), t.x.data(), params + ps[0].offset, params + ps[1].offset);
+  const std::vector<double> r1 = relu(t.z1);
+  t.p1.resize(r1.size() / 4);
+  t.arg1.resize(t.p1.size());
+  maxpool2_forward(B * Cnn::c1, Cnn::size, Cnn::size, r1.data(), t.p1.data(), t.arg1.data());
+  t.z2 = conv(Cnn::conv(1, B, ConvDir::fwd), t.p1.data(), params + ps[2].offset,
+              params + ps[3].offset);
+  const std::vector<double> r2 = relu(t.z2);
+  t.p2.resize(r2.size() / 4);
+  t.arg2.resize(t.p2.size());
+  maxpool2_forward(B * Cnn::c2, Cnn::size / 2, Cnn::size / 2, r2.data(), t.p2.data(),
+                   t.arg2.data());
+  linear(B, Cnn::flat, Cnn::classes, t.p2, params + ps[4].offset, params + ps[5].offset, t.logits);
+}
+
+void cnn_backward(std::int64_t B, const Tape& t, const float* params,
+                  const std::vector<double>& dlogits, double* grads) {
+  const auto& ps = Cnn::params();
+  std::vector<double> dp2;
+  linear_backward(B, Cnn::flat, Cnn::classes, t.p2, params + ps[4].offset, dlogits,
+                  grads + ps[4].offset, grads + ps[5].offset, &dp2);
+  std::vector<double> dz2(t.z2.size());
+  maxpool2_backward(B * Cnn::c2, Cnn::size / 2, Cnn::size / 2, dp2.data(), t.arg2.data(),
+                    dz2.data());
+  relu_backward(t.z2, dz2);
+  const ConvShape f2 = Cnn::conv(1, B, ConvDir::bwd_filter);
+  const std::vector<double> dw2 = conv(f2, t.p1.data(), dz2.data(), nullptr);
+  std::copy(dw2.begin(), dw2.end(), grads + ps[2].offset);
+  for (std::int64_t k = 0; k < Cnn::c2; ++k) {
+    DoubleSum sum;
+    conv_bias_grad_terms(f2, dz2.data(), k, sum);
+    grads[ps[3].offset + k] = sum.value;
+  }
+  const std::vector<double> dp1 =
+      conv(Cnn::conv(1, B, ConvDir::bwd_data), dz2.data(), params + ps[2].offset, nullptr);
+  std::vector<double> dz1(t.z1.size());
+  maxpool2_backward(B * Cnn::c1, Cnn::size, Cnn::size, dp1.data(), t.arg1.data(), dz1.data());
+  relu_backward(t.z1, dz1);
+  const ConvShape f1 = Cnn::conv(0, B, ConvDir::bwd_filter);
+  const std::vector<double> dw1 = conv(f1, t.x.data(), dz1.data(), nullptr);
+  std::copy(dw1.begin(), dw1.end(), grads + ps[0].offset);
+  for (std::int64_t k = 0; k < Cnn::c1; ++k) {
+    DoubleSum sum;
+    conv_bias_grad_terms(f1, dz1.data(), k, sum);
+    grads[ps[1].offset + k] = sum.value;
+  }
+}
+
+}  // namespace
+
+ReferenceStep reference_step(const TrainShape& s, const float* x, const std::int32_t* labels,
+                             const float* params, const float* velocity) {
+  const std::int64_t B = s.batch;
+  ReferenceStep out;
+  Tape t;
+  if (s.model == Model::mlp)
+    mlp_forward(B, x, params, t);
+  else
+    cnn_forward(B, x, params, t);
+  out.logits = t.logits;
   if (!s.train) return out;
-  // Loss and its gradient: (softmax - onehot) / B.
-  const std::int64_t C = Mlp::classes;
+  // The mean loss and its gradient, (softmax - onehot) / B.
+  const std::int64_t C = 10;
   std::vector<double> dz(static_cast<std::size_t>(B * C));
   for (std::int64_t i = 0; i < B; ++i) {
     const double* r = &out.logits[i * C];
@@ -134,31 +319,13 @@ MlpStep mlp_reference_step(const TrainShape& s, const float* x, const std::int32
     for (std::int64_t j = 0; j < C; ++j)
       dz[i * C + j] = (std::exp(r[j] - m) / sum - (j == labels[i] ? 1.0 : 0.0)) / B;
   }
-  // Backward, layer by layer: dW = dz^T a, db = column sums of dz, da = dz W, dz = da relu'(z).
-  out.grads.assign(static_cast<std::size_t>(Mlp::param_count()), 0.0);
-  for (int l = 2; l >= 0; --l) {
-    const std::int64_t fi = Mlp::fan_in(l), fo = Mlp::fan_out(l);
-    const float* w = params + Mlp::w_offset(l);
-    double* gw = &out.grads[Mlp::w_offset(l)];
-    double* gb = &out.grads[Mlp::b_offset(l)];
-#pragma omp parallel for schedule(static)
-    for (std::int64_t o = 0; o < fo; ++o)
-      for (std::int64_t i = 0; i < B; ++i) {
-        const double d = dz[i * fo + o];
-        gb[o] += d;
-        for (std::int64_t k = 0; k < fi; ++k) gw[o * fi + k] += d * a[l][i * fi + k];
-      }
-    if (l == 0) break;
-    std::vector<double> da(static_cast<std::size_t>(B * fi), 0.0);
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < B; ++i)
-      for (std::int64_t o = 0; o < fo; ++o)
-        for (std::int64_t k = 0; k < fi; ++k) da[i * fi + k] += dz[i * fo + o] * w[o * fi + k];
-    for (std::size_t j = 0; j < da.size(); ++j) da[j] *= z[l - 1][j] > 0 ? 1.0 : 0.0;
-    dz = std::move(da);
-  }
+  const std::int64_t P = model_param_count(s.model);
+  out.grads.assign(static_cast<std::size_t>(P), 0.0);
+  if (s.model == Model::mlp)
+    mlp_backward(B, t, params, dz, out.grads.data());
+  else
+    cnn_backward(B, t, params, dz, out.grads.data());
   // SGD with momentum.
-  const std::int64_t P = Mlp::param_count();
   out.params.resize(static_cast<std::size_t>(P));
   out.velocity.resize(static_cast<std::size_t>(P));
   for (std::int64_t j = 0; j < P; ++j) {
@@ -170,7 +337,7 @@ MlpStep mlp_reference_step(const TrainShape& s, const float* x, const std::int32
 
 Shape TrainWorkload::shape() const {
   Shape sh;
-  sh.add("model", "mlp");
+  sh.add("model", to_string(s_.model));
   sh.add("pass", s_.train ? "train" : "infer");
   sh.add("batch", s_.batch);
   sh.add("dtype", "fp32");
@@ -179,33 +346,43 @@ Shape TrainWorkload::shape() const {
 
 double TrainWorkload::flops() const {
   const double b = static_cast<double>(s_.batch);
-  if (!s_.train) return 2.0 * b * Mlp::macs();
-  return 2.0 * b * (3.0 * Mlp::macs() - static_cast<double>(Mlp::in * Mlp::hidden));
+  const double macs = model_macs(s_.model);
+  if (!s_.train) return 2.0 * b * macs;
+  // The first layer computes no gradient of its input.
+  const double first =
+      s_.model == Model::mlp
+          ? static_cast<double>(Mlp::in * Mlp::hidden)
+          : static_cast<double>(Cnn::c1 * Cnn::channels * 9 * Cnn::size * Cnn::size);
+  return 2.0 * b * (3.0 * macs - first);
 }
 
 double TrainWorkload::min_bytes() const {
-  const double p = static_cast<double>(Mlp::param_count()), b = static_cast<double>(s_.batch);
-  const double batch_bytes = 4.0 * b * (Mlp::in + 1);
+  const double p = static_cast<double>(model_param_count(s_.model)),
+               b = static_cast<double>(s_.batch);
+  const double batch_bytes = 4.0 * b * static_cast<double>(input_features(s_.model) + 1);
   return s_.train ? 4.0 * 5.0 * p + batch_bytes : 4.0 * p + batch_bytes;  // p, v, g
 }
 
 double TrainWorkload::host_bytes() const {
-  const double p = static_cast<double>(Mlp::param_count()), b = static_cast<double>(s_.batch);
+  const double p = static_cast<double>(model_param_count(s_.model)),
+               b = static_cast<double>(s_.batch);
   // Inputs, an implementation's copies and state (params, velocity, gradients, activations),
   // outputs; the double-precision reference's activations and parameters.
-  return 4.0 * (8.0 * p + 12.0 * b * (Mlp::in + 3 * Mlp::hidden)) + 8.0 * 4.0 * p;
+  return 4.0 * (8.0 * p + 12.0 * b * activations()) + 8.0 * 4.0 * p;
 }
 
 double TrainWorkload::device_bytes() const {
-  const double p = static_cast<double>(Mlp::param_count()), b = static_cast<double>(s_.batch);
-  return 4.0 * (3.0 * p + b * (Mlp::in + 6 * Mlp::hidden + 3 * Mlp::classes + 1));
+  const double p = static_cast<double>(model_param_count(s_.model)),
+               b = static_cast<double>(s_.batch);
+  return 4.0 * (3.0 * p + 3.0 * b * activations());
 }
 
 Tensors TrainWorkload::make_inputs() const {
-  Tensor x("x", {s_.batch, Mlp::in}), labels("labels", {s_.batch}, Elem::i32);
-  synthetic_batch(s_.batch, 0, x.f32().data(), labels.i32().data());
-  return {x, labels, Tensor::of("params", mlp_initial_params()),
-          Tensor::of("velocity", mlp_initial_velocity())};
+  const std::int64_t f = input_features(s_.model);
+  Tensor x("x", {s_.batch, f}), labels("labels", {s_.batch}, Elem::i32);
+  synthetic_batch(f, s_.batch, 0, x.f32().data(), labels.i32().data());
+  return {x, labels, Tensor::of("params", initial_params(s_.model)),
+          Tensor::of("velocity", initial_velocity(s_.model))};
 }
 
 std::vector<std::string> TrainWorkload::outputs() const {
@@ -215,9 +392,9 @@ std::vector<std::string> TrainWorkload::outputs() const {
 
 Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
   Check chk;
-  const MlpStep ref =
-      mlp_reference_step(s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
-                         at(in, "params").f32().data(), at(in, "velocity").f32().data());
+  const ReferenceStep ref =
+      reference_step(s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
+                     at(in, "params").f32().data(), at(in, "velocity").f32().data());
   const double u = unit_roundoff(Dtype::fp32);
   std::ostringstream why;
   double worst = 0;
@@ -230,7 +407,7 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
   };
   if (!s_.train) {
     chk.tolerance = 1e-4;
-    const float* logits = output_f32(outs, "logits", s_.batch * Mlp::classes, chk);
+    const float* logits = output_f32(outs, "logits", s_.batch * 10, chk);
     if (!logits) return chk;
     double rms = 0;
     for (double v : ref.logits) rms += v * v;
@@ -240,13 +417,13 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
   } else {
     // In units of the tolerance, so that one number covers the loss and every tensor.
     chk.tolerance = 1.0;
-    const std::int64_t P = Mlp::param_count();
+    const std::int64_t P = model_param_count(s_.model);
     const float* loss = output_f32(outs, "loss", 1, chk);
     const float* params = output_f32(outs, "params", P, chk);
     const float* velocity = output_f32(outs, "velocity", P, chk);
     if (!loss || !params || !velocity) return chk;
     note(std::fabs(*loss - ref.loss) / (1e-5 * (std::fabs(ref.loss) + 1.0)), "loss");
-    for (const Mlp::Slice& sl : Mlp::params()) {
+    for (const ParamSlice& sl : model_params(s_.model)) {
       const std::int64_t n = sl.rows * sl.cols;
       double g2 = 0;
       for (std::int64_t j = 0; j < n; ++j)

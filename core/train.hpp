@@ -1,33 +1,44 @@
 // The full training step of a model: forward, softmax cross-entropy, backward and SGD with
 // momentum, the same model, data and initial weights on every device; or inference (forward
-// only). The model today: an MLP 784-1024-1024-10 with ReLU (MNIST-shaped). Its parameters are
-// one flat fp32 vector (mlp_params() gives each tensor's slice), row-major, PyTorch's Linear
-// layout: W (out x in), b (out). The update is PyTorch's SGD with momentum:
+// only). The models: an MLP 784-1024-1024-10 with ReLU (MNIST-shaped), and a CNN on 3x32x32
+// inputs (CIFAR-shaped): conv 3->32 3x3 pad 1, ReLU, maxpool 2, conv 32->64 3x3 pad 1, ReLU,
+// maxpool 2, linear 4096->10. A model's parameters are one flat fp32 vector (model_params()
+// gives each tensor's slice) in PyTorch's layouts: Linear W (out x in), Conv2d W (k x c x r x s),
+// b (out). The update is PyTorch's SGD with momentum:
 //   v = momentum v + g;  p = p - lr v.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/conv.hpp"
 #include "core/workload.hpp"
 
 namespace pb {
 
+enum class Model { mlp, cnn };
+const char* to_string(Model m);
+
 struct TrainShape {
+  Model model = Model::mlp;
   std::int64_t batch = 32;
   bool train = true;  // false: inference, the forward pass alone (logits)
   float lr = 0.01f, momentum = 0.9f;
 };
 
-// The MLP's sizes and its parameter tensors as slices of the flat vector.
+// A parameter tensor as a slice of the flat vector.
+struct ParamSlice {
+  const char* name;
+  std::int64_t offset, rows, cols;  // rows: the output units; cols: what each sees (1: a bias)
+};
+
+// The MLP's sizes and its parameter tensors.
 struct Mlp {
   static constexpr std::int64_t in = 784, hidden = 1024, classes = 10;
-  struct Slice {
-    const char* name;
-    std::int64_t offset, rows, cols;  // a bias has cols = 1
-  };
+  using Slice = ParamSlice;
   static const std::vector<Slice>& params();  // w1, b1, w2, b2, w3, b3
   static std::int64_t param_count();
   // Layer l (0, 1, 2): its fan-in and fan-out, and where its W and b start.
@@ -41,29 +52,84 @@ struct Mlp {
   }
 };
 
+// The CNN's sizes, its convolutions and its parameter tensors.
+struct Cnn {
+  static constexpr std::int64_t channels = 3, size = 32, c1 = 32, c2 = 64, classes = 10;
+  static constexpr std::int64_t in = channels * size * size;          // 3072 features
+  static constexpr std::int64_t flat = c2 * (size / 4) * (size / 4);  // 4096, after two pools
+  static const std::vector<ParamSlice>& params();  // conv1.w, conv1.b, conv2.w, conv2.b, fc.w, fc.b
+  static std::int64_t param_count();
+  // Convolution l (0, 1) at this batch, in pass dir: 3->32 on 32x32, 32->64 on 16x16, 3x3 pad 1.
+  static ConvShape conv(int l, std::int64_t batch, ConvDir dir);
+  static double macs();  // one sample's forward pass
+};
+
+// What a model's step needs to know of it, whichever it is.
+std::int64_t input_features(Model m);  // per sample: 784 or 3072
+const std::vector<ParamSlice>& model_params(Model m);
+std::int64_t model_param_count(Model m);
+double model_macs(Model m);
+
+// 2x2 max pooling, stride 2, over `planes` maps of h x w (h, w even): out the maxima, arg
+// each maximum's index within its plane (the first of equals, in window order); backward
+// routes each gradient to its maximum (dx zero elsewhere). Shared by the reference (double)
+// and the CPU step (float).
+template <class T>
+void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
+                      std::int32_t* arg) {
+  const std::int64_t oh = h / 2, ow = w / 2;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < planes; ++p)
+    for (std::int64_t i = 0; i < oh; ++i)
+      for (std::int64_t j = 0; j < ow; ++j) {
+        std::int64_t best = (2 * i) * w + 2 * j;
+        for (std::int64_t r = 0; r < 2; ++r)
+          for (std::int64_t s = 0; s < 2; ++s) {
+            const std::int64_t at = (2 * i + r) * w + 2 * j + s;
+            if (x[p * h * w + at] > x[p * h * w + best]) best = at;
+          }
+        out[(p * oh + i) * ow + j] = x[p * h * w + best];
+        arg[(p * oh + i) * ow + j] = static_cast<std::int32_t>(best);
+      }
+}
+
+template <class T>
+void maxpool2_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
+                       const std::int32_t* arg, T* dx) {
+  const std::int64_t per_out = (h / 2) * (w / 2);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < planes; ++p) {
+    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+    for (std::int64_t o = 0; o < per_out; ++o)
+      dx[p * h * w + arg[p * per_out + o]] = dout[p * per_out + o];
+  }
+}
+
 // Batches by suite: quick 32 and 128; standard 1, 8, 32, 128, 512; full the same.
 std::vector<std::int64_t> train_suite_batches(int level);
 
-// --shape keys: model (mlp), batch, pass (train or infer; default train), lr, momentum.
+// --shape keys: model (mlp, cnn), batch, pass (train or infer; default train), lr, momentum.
 TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv);
 
-// A deterministic, learnable synthetic dataset: sample i has label i's class (a fixed
-// permutation of 0..9 repeating) and features 0.5 prototype[label] + 0.5 noise, prototypes and
-// noise uniform in [-1, 1] from fixed seeds. batch_index selects which batch.
-void synthetic_batch(std::int64_t batch, std::int64_t batch_index, float* x, std::int32_t* labels);
-// The initial parameters (uniform in +-1/sqrt(fan_in), PyTorch's Linear default) and a
-// velocity as after some steps (uniform in +-1e-3, so the first step checks the momentum).
-std::vector<float> mlp_initial_params();
-std::vector<float> mlp_initial_velocity();
+// A deterministic, learnable synthetic dataset of `features` per sample: sample i has label
+// i's class (a fixed permutation of 0..9 repeating) and features 0.5 prototype[label] + 0.5
+// noise, prototypes and noise uniform in [-1, 1] from fixed seeds. batch_index selects which
+// batch.
+void synthetic_batch(std::int64_t features, std::int64_t batch, std::int64_t batch_index, float* x,
+                     std::int32_t* labels);
+// The initial parameters (uniform in +-1/sqrt(fan_in), PyTorch's Linear and Conv2d default) and
+// a velocity as after some steps (uniform in +-1e-3, so the first step checks the momentum).
+std::vector<float> initial_params(Model m);
+std::vector<float> initial_velocity(Model m);
 
 // The reference step in double precision on the CPU: the mean loss, the logits and the
 // updated parameters (and velocity).
-struct MlpStep {
+struct ReferenceStep {
   double loss = 0;
   std::vector<double> logits, params, velocity, grads;
 };
-MlpStep mlp_reference_step(const TrainShape& s, const float* x, const std::int32_t* labels,
-                           const float* params, const float* velocity);
+ReferenceStep reference_step(const TrainShape& s, const float* x, const std::int32_t* labels,
+                             const float* params, const float* velocity);
 
 class TrainWorkload : public Workload {
  public:
@@ -81,11 +147,17 @@ class TrainWorkload : public Workload {
   Role role() const override { return s_.train ? Role::training : Role::none; }
   double host_bytes() const override;
   double device_bytes() const override;
-  // x (batch x 784), labels (int32), params, velocity.
+  // Floats of one sample's activations, about: what the memory checks count per sample.
+  double activations() const {
+    return s_.model == Model::mlp
+               ? static_cast<double>(Mlp::in + 3 * Mlp::hidden)
+               : static_cast<double>(Cnn::in + 3 * Cnn::c1 * Cnn::size * Cnn::size);
+  }
+  // x (batch x 784 or 3072), labels (int32), params, velocity.
   Tensors make_inputs() const override;
   // train: loss (1), params and velocity after the step; infer: logits (batch x 10).
   std::vector<std::string> outputs() const override;
-  // Against mlp_reference_step: the loss within 1e-5 relative; each parameter tensor's update
+  // Against reference_step: the loss within 1e-5 relative; each parameter tensor's update
   // (the difference from its value before) within 1e-3 of lr x the rms of its gradient; the
   // logits within 1e-4 of their rms.
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;

@@ -130,29 +130,20 @@ void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* ou
 void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                   int threads);
 
-// The MLP's step (core/train.hpp) composed of the op functions, on the caller's parameters and
-// velocity: forward() leaves the logits in logits(); step() runs forward, loss, backward and
-// the update in place and returns the mean loss. GEMMs through OpenBLAS or oneDNN's plans.
+// A model's training step (core/train.hpp) composed of the op functions, on the caller's
+// parameters and velocity: forward() leaves the logits in logits(); step() runs forward, loss,
+// backward and the update in place and returns the mean loss. GEMMs (and the CNN's
+// convolutions) through OpenBLAS (im2col) or oneDNN's plans.
 enum class GemmBackend { openblas, onednn };
-class MlpCpuStep {
+class ModelStep {
  public:
-  MlpCpuStep(const TrainShape& s, GemmBackend backend, int threads);
-  ~MlpCpuStep();
-  void forward(const float* x, const float* params);
-  float step(const float* x, const std::int32_t* labels, float* params, float* velocity);
-  const std::vector<float>& logits() const { return logits_; }
-  const std::vector<float>& grads() const { return grads_; }
-
- private:
-  void gemm(const GemmShape& g, const float* a, const float* b, float* c);
-  TrainShape s_;
-  GemmBackend backend_;
-  int threads_;
-  std::vector<float> z0_, a1_, z1_, a2_, logits_, dlogits_, da_, losses_, tmp_, grads_;
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float>,
-           std::unique_ptr<OnednnMatmul>>
-      plans_;
+  virtual ~ModelStep() = default;
+  virtual void forward(const float* x, const float* params) = 0;
+  virtual float step(const float* x, const std::int32_t* labels, float* params,
+                     float* velocity) = 0;
+  virtual const std::vector<float>& logits() const = 0;
 };
+std::unique_ptr<ModelStep> make_model_step(const TrainShape& s, GemmBackend backend, int threads);
 
 std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> train_impls();

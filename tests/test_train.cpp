@@ -4,7 +4,9 @@
 // the synthetic data; the check catching a wrong update; bad shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "core/train.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -14,25 +16,42 @@
 namespace pb {
 namespace {
 
-TEST(MlpReference, GradientsMatchFiniteDifferencesInEveryLayer) {
+class Reference : public ::testing::TestWithParam<Model> {};
+
+TEST_P(Reference, GradientsMatchFiniteDifferencesInEveryLayer) {
   TrainShape s;
-  s.batch = 3;
-  std::vector<float> x(static_cast<std::size_t>(s.batch * Mlp::in));
+  s.model = GetParam(), s.batch = 3;
+  const std::int64_t f = input_features(s.model);
+  std::vector<float> x(static_cast<std::size_t>(s.batch * f));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
-  synthetic_batch(s.batch, 0, x.data(), labels.data());
-  std::vector<float> p = mlp_initial_params();
+  synthetic_batch(f, s.batch, 0, x.data(), labels.data());
+  std::vector<float> p = initial_params(s.model);
   const std::vector<float> v(p.size(), 0.0f);
-  const MlpStep ref = mlp_reference_step(s, x.data(), labels.data(), p.data(), v.data());
-  auto loss = [&] {
-    return mlp_reference_step(s, x.data(), labels.data(), p.data(), v.data()).loss;
+  const ReferenceStep ref = reference_step(s, x.data(), labels.data(), p.data(), v.data());
+  TrainShape fwd = s;
+  fwd.train = false;
+  auto loss = [&] {  // the mean loss from the reference's logits, in double
+    const ReferenceStep r = reference_step(fwd, x.data(), labels.data(), p.data(), v.data());
+    double l = 0;
+    for (std::int64_t i = 0; i < s.batch; ++i) {
+      const double* z = &r.logits[i * 10];
+      const double m = *std::max_element(z, z + 10);
+      double sum = 0;
+      for (int j = 0; j < 10; ++j) sum += std::exp(z[j] - m);
+      l += (m + std::log(sum) - z[labels[i]]) / static_cast<double>(s.batch);
+    }
+    return l;
   };
-  for (const Mlp::Slice& sl : Mlp::params()) {
+  EXPECT_NEAR(loss(), ref.loss, 1e-12);
+  for (const ParamSlice& sl : model_params(s.model)) {
     const std::int64_t n = sl.rows * sl.cols;
     for (std::int64_t t = 0; t < 6; ++t) {
       const std::int64_t j = sl.offset + (t * 7919) % n;
-      // A small step: 1024 ReLUs per layer, and a step of 1e-4 on a first-layer weight
-      // already moves some second-layer unit across its kink.
-      const float p0 = p[j], h = 1e-5f;
+      // A small step: the models have hundreds of ReLUs and pooling windows per sample, and a
+      // step of 1e-4 on a first-layer weight of the MLP already moves some second-layer unit
+      // across its kink (the CNN's pools flip their choice at larger steps still). The loss is
+      // in double, so a step of a few dozen float ulps still gives ten digits.
+      const float p0 = p[j], h = 2e-7f;
       p[j] = p0 + h;
       const double up = loss(), p_up = p[j];
       p[j] = p0 - h;
@@ -45,14 +64,22 @@ TEST(MlpReference, GradientsMatchFiniteDifferencesInEveryLayer) {
   }
 }
 
-class CpuTrain : public ::testing::TestWithParam<const char*> {};
+INSTANTIATE_TEST_SUITE_P(Models, Reference, ::testing::Values(Model::mlp, Model::cnn),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+using BackendModel = std::tuple<const char*, Model>;
+class CpuTrain : public ::testing::TestWithParam<BackendModel> {
+ protected:
+  const char* backend() const { return std::get<0>(GetParam()); }
+  Model model() const { return std::get<1>(GetParam()); }
+};
 
 TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
-  const ImplSpec spec = testing::find_impl(cpu::train_impls(), GetParam());
+  const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend());
   for (std::int64_t b : {1, 3, 32})
     for (bool train : {true, false}) {
       TrainShape s;
-      s.batch = b, s.train = train;
+      s.model = model(), s.batch = b, s.train = train;
       const TrainWorkload w(s);
       if (spec.unavailable && !spec.unavailable(w).empty()) GTEST_SKIP() << spec.unavailable(w);
       const Tensors in = w.make_inputs();
@@ -62,35 +89,35 @@ TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
       impl->run();
       Tensors out = impl->result();
       const Check c = w.verify(in, out);
-      EXPECT_TRUE(c.ok) << GetParam() << " " << w.shape().to_string() << ": " << c.detail;
+      EXPECT_TRUE(c.ok) << backend() << " " << w.shape().to_string() << ": " << c.detail;
       if (!train) continue;
-      Tensors bad = out;  // one weight of layer 2 updated by a tenth more than its gradient says
-      const std::int64_t j = Mlp::w_offset(1) + 12345;
+      Tensors bad = out;  // one weight of the second layer updated by a tenth more than it should
+      const std::int64_t j = model_params(s.model)[2].offset + 1234;
       const float before = at(in, "params").f32()[j];
       bad[1].f32()[j] = before + 1.1f * (out[1].f32()[j] - before) + 1e-9f;
-      EXPECT_FALSE(w.verify(in, bad).ok) << GetParam();
+      EXPECT_FALSE(w.verify(in, bad).ok) << backend();
       bad = out;
       bad[0].f32()[0] *= 1.001f;  // the loss
-      EXPECT_FALSE(w.verify(in, bad).ok) << GetParam();
+      EXPECT_FALSE(w.verify(in, bad).ok) << backend();
     }
 }
 
 TEST_P(CpuTrain, TheLossFallsOver50Steps) {
-  if (std::string(GetParam()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty())
+  if (std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty())
     GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
   TrainShape s;
-  s.batch = 32;
-  cpu::MlpCpuStep step(
-      s,
-      std::string(GetParam()) == "onednn" ? cpu::GemmBackend::onednn : cpu::GemmBackend::openblas,
+  s.model = model(), s.batch = 32;
+  auto step = cpu::make_model_step(
+      s, std::string(backend()) == "onednn" ? cpu::GemmBackend::onednn : cpu::GemmBackend::openblas,
       2);
-  std::vector<float> p = mlp_initial_params(), v(p.size(), 0.0f);
-  std::vector<float> x(static_cast<std::size_t>(s.batch * Mlp::in));
+  std::vector<float> p = initial_params(s.model), v(p.size(), 0.0f);
+  const std::int64_t f = input_features(s.model);
+  std::vector<float> x(static_cast<std::size_t>(s.batch * f));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
   float first = 0, last = 0;
   for (int i = 0; i < 50; ++i) {
-    synthetic_batch(s.batch, i, x.data(), labels.data());  // a new batch each step
-    const float loss = step.step(x.data(), labels.data(), p.data(), v.data());
+    synthetic_batch(f, s.batch, i, x.data(), labels.data());  // a new batch each step
+    const float loss = step->step(x.data(), labels.data(), p.data(), v.data());
     ASSERT_TRUE(std::isfinite(loss)) << "step " << i;
     if (i == 0) first = loss;
     last = loss;
@@ -99,7 +126,33 @@ TEST_P(CpuTrain, TheLossFallsOver50Steps) {
   EXPECT_LT(last, 0.25 * first) << "first " << first << ", last " << last;
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, CpuTrain, ::testing::Values("openblas", "onednn"));
+INSTANTIATE_TEST_SUITE_P(BackendsAndModels, CpuTrain,
+                         ::testing::Combine(::testing::Values("openblas", "onednn"),
+                                            ::testing::Values(Model::mlp, Model::cnn)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param)) + "_" +
+                                  to_string(std::get<1>(info.param));
+                         });
+
+TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
+  const float x[16] = {1, 5, 2, 2,  //
+                       3, 4, 2, 0,  //
+                       0, 0, 9, 8,  //
+                       0, 0, 7, 9};
+  float y[4];
+  std::int32_t arg[4];
+  maxpool2_forward<float>(1, 4, 4, x, y, arg);
+  EXPECT_EQ(std::vector<float>(y, y + 4), (std::vector<float>{5, 2, 0, 9}));
+  EXPECT_EQ(std::vector<std::int32_t>(arg, arg + 4), (std::vector<std::int32_t>{1, 2, 8, 10}));
+  const float dy[4] = {1, 2, 3, 4};
+  float dx[16];
+  maxpool2_backward<float>(1, 4, 4, dy, arg, dx);
+  EXPECT_EQ(dx[1], 1);
+  EXPECT_EQ(dx[2], 2);
+  EXPECT_EQ(dx[8], 3);
+  EXPECT_EQ(dx[10], 4);
+  EXPECT_EQ(dx[15], 0);  // the other 9 of the window's tie lost to the first
+}
 
 TEST(TrainModel, FlopsBytesAndShapes) {
   TrainShape s;
@@ -111,8 +164,11 @@ TEST(TrainModel, FlopsBytesAndShapes) {
   EXPECT_EQ(Mlp::param_count(), 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10);
   EXPECT_EQ(w.shape().to_string(), "model=mlp,pass=train,batch=32,dtype=fp32");
   EXPECT_EQ(w.outputs(), (std::vector<std::string>{"loss", "params", "velocity"}));
-  const TrainShape inf = parse_train_shape({{"model", "mlp"}, {"batch", "8"}, {"pass", "infer"}});
+  const TrainShape inf = parse_train_shape({{"model", "cnn"}, {"batch", "8"}, {"pass", "infer"}});
   EXPECT_FALSE(inf.train);
+  EXPECT_EQ(inf.model, Model::cnn);
+  EXPECT_EQ(Cnn::param_count(), 32 * 27 + 32 + 64 * 288 + 64 + 10 * 4096 + 10);
+  EXPECT_DOUBLE_EQ(Cnn::macs(), 32.0 * 27 * 1024 + 64.0 * 288 * 256 + 10.0 * 4096);
   for (auto kv : std::vector<std::vector<std::pair<std::string, std::string>>>{
            {{"batch", "0"}},
            {{"model", "resnet"}, {"batch", "8"}},
