@@ -71,6 +71,46 @@ std::int64_t model_param_count(Model m) {
 }
 double model_macs(Model m) { return m == Model::mlp ? Mlp::macs() : Cnn::macs(); }
 
+template <class T>
+void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
+                      std::int32_t* arg) {
+  const std::int64_t oh = h / 2, ow = w / 2;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < planes; ++p)
+    for (std::int64_t i = 0; i < oh; ++i)
+      for (std::int64_t j = 0; j < ow; ++j) {
+        std::int64_t best = (2 * i) * w + 2 * j;
+        for (std::int64_t r = 0; r < 2; ++r)
+          for (std::int64_t s = 0; s < 2; ++s) {
+            const std::int64_t at = (2 * i + r) * w + 2 * j + s;
+            if (x[p * h * w + at] > x[p * h * w + best]) best = at;
+          }
+        out[(p * oh + i) * ow + j] = x[p * h * w + best];
+        arg[(p * oh + i) * ow + j] = static_cast<std::int32_t>(best);
+      }
+}
+
+template <class T>
+void maxpool2_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
+                       const std::int32_t* arg, T* dx) {
+  const std::int64_t per_out = (h / 2) * (w / 2);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < planes; ++p) {
+    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+    for (std::int64_t o = 0; o < per_out; ++o)
+      dx[p * h * w + arg[p * per_out + o]] = dout[p * per_out + o];
+  }
+}
+
+template void maxpool2_forward<float>(std::int64_t, std::int64_t, std::int64_t, const float*,
+                                      float*, std::int32_t*);
+template void maxpool2_forward<double>(std::int64_t, std::int64_t, std::int64_t, const double*,
+                                       double*, std::int32_t*);
+template void maxpool2_backward<float>(std::int64_t, std::int64_t, std::int64_t, const float*,
+                                       const std::int32_t*, float*);
+template void maxpool2_backward<double>(std::int64_t, std::int64_t, std::int64_t, const double*,
+                                        const std::int32_t*, double*);
+
 std::vector<std::int64_t> train_suite_batches(int level) {
   if (level == 0) return {32, 128};
   return {1, 8, 32, 128, 512};
@@ -140,6 +180,7 @@ std::vector<float> initial_velocity(Model m) {
 
 namespace {
 
+// Terms added in double (conv_*_terms hand them over).
 // Terms added in double (conv_*_terms hand them over).
 struct DoubleSum {
   double value = 0;
@@ -261,6 +302,18 @@ void cnn_forward(std::int64_t B, const float* x, const float* params, Tape& t) {
   linear(B, Cnn::flat, Cnn::classes, t.p2, params + ps[4].offset, params + ps[5].offset, t.logits);
 }
 
+// A convolution's weight and bias gradients from its input and dz.
+void conv_grads(const ConvShape& f, const double* in, const std::vector<double>& dz, double* gw,
+                double* gb) {
+  const std::vector<double> dw = conv(f, in, dz.data(), nullptr);
+  std::copy(dw.begin(), dw.end(), gw);
+  for (std::int64_t k = 0; k < f.k; ++k) {
+    DoubleSum sum;
+    conv_bias_grad_terms(f, dz.data(), k, sum);
+    gb[k] = sum.value;
+  }
+}
+
 void cnn_backward(std::int64_t B, const Tape& t, const float* params,
                   const std::vector<double>& dlogits, double* grads) {
   const auto& ps = Cnn::params();
@@ -271,27 +324,15 @@ void cnn_backward(std::int64_t B, const Tape& t, const float* params,
   maxpool2_backward(B * Cnn::c2, Cnn::size / 2, Cnn::size / 2, dp2.data(), t.arg2.data(),
                     dz2.data());
   relu_backward(t.z2, dz2);
-  const ConvShape f2 = Cnn::conv(1, B, ConvDir::bwd_filter);
-  const std::vector<double> dw2 = conv(f2, t.p1.data(), dz2.data(), nullptr);
-  std::copy(dw2.begin(), dw2.end(), grads + ps[2].offset);
-  for (std::int64_t k = 0; k < Cnn::c2; ++k) {
-    DoubleSum sum;
-    conv_bias_grad_terms(f2, dz2.data(), k, sum);
-    grads[ps[3].offset + k] = sum.value;
-  }
+  conv_grads(Cnn::conv(1, B, ConvDir::bwd_filter), t.p1.data(), dz2, grads + ps[2].offset,
+             grads + ps[3].offset);
   const std::vector<double> dp1 =
       conv(Cnn::conv(1, B, ConvDir::bwd_data), dz2.data(), params + ps[2].offset, nullptr);
   std::vector<double> dz1(t.z1.size());
   maxpool2_backward(B * Cnn::c1, Cnn::size, Cnn::size, dp1.data(), t.arg1.data(), dz1.data());
   relu_backward(t.z1, dz1);
-  const ConvShape f1 = Cnn::conv(0, B, ConvDir::bwd_filter);
-  const std::vector<double> dw1 = conv(f1, t.x.data(), dz1.data(), nullptr);
-  std::copy(dw1.begin(), dw1.end(), grads + ps[0].offset);
-  for (std::int64_t k = 0; k < Cnn::c1; ++k) {
-    DoubleSum sum;
-    conv_bias_grad_terms(f1, dz1.data(), k, sum);
-    grads[ps[1].offset + k] = sum.value;
-  }
+  conv_grads(Cnn::conv(0, B, ConvDir::bwd_filter), t.x.data(), dz1, grads + ps[0].offset,
+             grads + ps[1].offset);
 }
 
 }  // namespace
@@ -395,7 +436,6 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
   const ReferenceStep ref =
       reference_step(s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
                      at(in, "params").f32().data(), at(in, "velocity").f32().data());
-  const double u = unit_roundoff(Dtype::fp32);
   std::ostringstream why;
   double worst = 0;
   auto note = [&](double e, const std::string& what) {
@@ -423,19 +463,20 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
     const float* velocity = output_f32(outs, "velocity", P, chk);
     if (!loss || !params || !velocity) return chk;
     note(std::fabs(*loss - ref.loss) / (1e-5 * (std::fabs(ref.loss) + 1.0)), "loss");
+    // Per tensor, the update and the velocity in norm: a few of the thousands of ReLUs and
+    // pooling windows with inputs within rounding of their kink may decide otherwise in fp32
+    // than in double, which moves single elements by a sample's term but the tensor by little.
     for (const ParamSlice& sl : model_params(s_.model)) {
-      const std::int64_t n = sl.rows * sl.cols;
-      double g2 = 0;
-      for (std::int64_t j = 0; j < n; ++j)
-        g2 += ref.grads[sl.offset + j] * ref.grads[sl.offset + j];
-      const double g_rms = std::sqrt(g2 / static_cast<double>(n));
-      for (std::int64_t j = sl.offset; j < sl.offset + n; ++j) {
-        const double pe = std::fabs(params[j] - ref.params[j]) /
-                          (1e-3 * s_.lr * g_rms + 4.0 * u * std::fabs(ref.params[j]) + 1e-30);
-        const double ve = std::fabs(velocity[j] - ref.velocity[j]) /
-                          (1e-3 * g_rms + 4.0 * u * std::fabs(ref.velocity[j]) + 1e-30);
-        note(std::max(pe, ve), std::string(sl.name) + "[" + std::to_string(j - sl.offset) + "]");
+      double dp = 0, rp = 0, dv = 0, rv = 0;
+      for (std::int64_t j = sl.offset; j < sl.offset + sl.rows * sl.cols; ++j) {
+        const double before = at(in, "params").f32()[j];
+        dp += (params[j] - ref.params[j]) * (params[j] - ref.params[j]);
+        rp += (ref.params[j] - before) * (ref.params[j] - before);
+        dv += (velocity[j] - ref.velocity[j]) * (velocity[j] - ref.velocity[j]);
+        rv += ref.velocity[j] * ref.velocity[j];
       }
+      note(std::max(std::sqrt(dp / (rp + 1e-300)), std::sqrt(dv / (rv + 1e-300))) / 1e-3,
+           std::string("the update of ") + sl.name);
     }
   }
   if (std::isnan(worst)) {

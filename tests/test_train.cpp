@@ -91,10 +91,19 @@ TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
       const Check c = w.verify(in, out);
       EXPECT_TRUE(c.ok) << backend() << " " << w.shape().to_string() << ": " << c.detail;
       if (!train) continue;
-      Tensors bad = out;  // one weight of the second layer updated by a tenth more than it should
-      const std::int64_t j = model_params(s.model)[2].offset + 1234;
-      const float before = at(in, "params").f32()[j];
-      bad[1].f32()[j] = before + 1.1f * (out[1].f32()[j] - before) + 1e-9f;
+      // The second layer's weights updated by 1% more than they should be (the check is per
+      // tensor, in norm: 1e-3), and its bias's largest velocity wrong by its size.
+      const ParamSlice w2 = model_params(s.model)[2], b2 = model_params(s.model)[3];
+      Tensors bad = out;
+      for (std::int64_t j = w2.offset; j < w2.offset + w2.rows * w2.cols; ++j) {
+        const float before = at(in, "params").f32()[j];
+        bad[1].f32()[j] = before + 1.01f * (out[1].f32()[j] - before);
+      }
+      EXPECT_FALSE(w.verify(in, bad).ok) << backend();
+      bad = out;
+      float* v = bad[2].f32().data() + b2.offset;
+      *std::max_element(v, v + b2.rows,
+                        [](float a, float b) { return std::fabs(a) < std::fabs(b); }) *= 2.0f;
       EXPECT_FALSE(w.verify(in, bad).ok) << backend();
       bad = out;
       bad[0].f32()[0] *= 1.001f;  // the loss
