@@ -56,8 +56,9 @@ constexpr double kImagenetImages = 1281167;
 json batch_size(const json& cases);
 
 // projection: per device, the time one epoch of ImageNet-1k would take at the best training
-// throughput measured, naming the model and batch it was measured on, beside the claim this
-// project exists to measure.
+// throughput measured on the model closest to an image classifier (the most FLOPs per sample
+// among those run), naming the model and batch, beside the claim this project exists to
+// measure.
 json projection(const json& cases);
 
 // roofline: per device, the measured ceilings (best GEMM GFLOP/s, best STREAM GB/s) and the

@@ -117,6 +117,13 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   EXPECT_EQ(p["devices"]["gpu"]["batch"], 128);
   EXPECT_EQ(p["devices"]["cpu"]["model"], "mlp");
   EXPECT_NE(p["claim"].get<std::string>().find("week"), std::string::npos);
+  json two_models = cases;  // a heavier model measured too: the projection is made on it
+  json cnn = train_case("cpu", "onednn", 32, 500);
+  cnn["shape"]["model"] = "cnn";
+  cnn["flops"] = 1e9;  // per sample, far more than the synthetic MLP cases' 1024 / batch
+  two_models.push_back(cnn);
+  EXPECT_EQ(report::projection(two_models)["devices"]["cpu"]["model"], "cnn");
+  EXPECT_FALSE(report::projection(two_models)["devices"].contains("gpu"));  // no GPU CNN case
   EXPECT_TRUE(
       report::batch_size(json::array({train_case("cpu", "onednn", 8, 10)}))["crossover_batch"]
           .is_null());
