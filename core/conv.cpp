@@ -276,32 +276,27 @@ double ConvWorkload::tolerance() const {
 
 namespace {
 
-// Terms added in double, with the sum of their squares.
-struct Sum {
-  double value = 0, scale2 = 0;
-  void add(double t) { value += t, scale2 += t * t; }
-  void add(double a, double b) { add(a * b); }
-  ConvPoint point() const { return {value, std::sqrt(scale2)}; }
-};
+// A point's value and rounding scale from its sum.
+ConvPoint point(const DoubleSum& sum) { return {sum.value, std::sqrt(sum.scale2)}; }
 
 }  // namespace
 
 ConvPoint conv_point(const ConvShape& s, const float* in0, const float* in1, const float* b,
                      std::int64_t i) {
-  Sum sum;
+  DoubleSum sum;
   if (s.dir == ConvDir::fwd)
     conv_fwd_terms(s, in0, in1, b, i, sum);
   else if (s.dir == ConvDir::bwd_data)
     conv_bwd_data_terms(s, in0, in1, i, sum);
   else
     conv_bwd_filter_terms(s, in0, in1, i, sum);
-  return sum.point();
+  return point(sum);
 }
 
 ConvPoint conv_bias_grad_point(const ConvShape& s, const float* dy, std::int64_t k) {
-  Sum sum;
+  DoubleSum sum;
   conv_bias_grad_terms(s, dy, k, sum);
-  return sum.point();
+  return point(sum);
 }
 
 Check ConvWorkload::verify(const Tensors& in, const Tensors& outs) const {

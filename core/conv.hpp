@@ -153,6 +153,14 @@ HD void conv_bias_grad_terms(const ConvShape& s, const Y* dy, std::int64_t k, Su
     for (std::int64_t j = 0; j < per_k; ++j) sum.add(dy[(n * s.k + k) * per_k + j]);
 }
 
+// Terms added in double, with the sum of their squares (their rounding scale): what
+// conv_*_terms hand over in the references.
+struct DoubleSum {
+  double value = 0, scale2 = 0;
+  void add(double t) { value += t, scale2 += t * t; }
+  void add(double a, double b) { add(a * b); }
+};
+
 // One output point computed directly in double (the naive implementation's and verification's
 // reference): its value and the root sum of squares of its terms.
 struct ConvPoint {

@@ -180,14 +180,6 @@ std::vector<float> initial_velocity(Model m) {
 
 namespace {
 
-// Terms added in double (conv_*_terms hand them over).
-// Terms added in double (conv_*_terms hand them over).
-struct DoubleSum {
-  double value = 0;
-  void add(double t) { value += t; }
-  void add(double a, double b) { value += a * b; }
-};
-
 // out = a W^T + b over a batch (a: B x fi, W: fo x fi), and its backward: dW += dz^T a,
 // db += column sums of dz, and da = dz W when da is given.
 void linear(std::int64_t B, std::int64_t fi, std::int64_t fo, const std::vector<double>& a,

@@ -282,7 +282,7 @@ namespace {
 // for bwd_filter; b for fwd) and the outputs (out: y, dx or dw; db for bwd_filter).
 class CpuConv : public CpuImpl {
  public:
-  CpuConv(const ConvShape& s, int threads) : CpuImpl(threads), s_(s) {}
+  CpuConv(const ConvWorkload& w, int threads) : CpuImpl(threads), s_(w.conv()) {}
   void prepare(const Tensors& in) override {
     const auto [name0, name1] = conv_operands(s_.dir);
     in0_ = at(in, name0).f32();
@@ -309,8 +309,8 @@ class NaiveConv : public CpuConv {
 
 class Im2colConv : public CpuConv {
  public:
-  Im2colConv(const ConvShape& s, int threads)
-      : CpuConv(s, threads), col_(static_cast<std::size_t>(s.crs() * s.pq())) {}
+  Im2colConv(const ConvWorkload& w, int threads)
+      : CpuConv(w, threads), col_(static_cast<std::size_t>(w.conv().crs() * w.conv().pq())) {}
   void run() override {
     conv_im2col(s_, in0_.data(), in1_.data(), b_.data(), out(), db(), col_.data(), threads_);
   }
@@ -340,30 +340,14 @@ class OnednnConv : public CpuConv {
   std::unique_ptr<OnednnConvolution> plan_;
 };
 
-template <class T>
-ImplSpec spec(const char* name, bool threaded, double max_flops, const char* library = "") {
-  ImplSpec sp;
-  sp.op = "conv";
-  sp.name = name;
-  sp.device = Device::cpu;
-  sp.sweeps_units = threaded;
-  sp.max_flops = max_flops;
-  sp.library = library;
-  sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
-  sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {
-    return std::make_unique<T>(static_cast<const ConvWorkload&>(w).conv(), threads);
-  };
-  return sp;
-}
-
 }  // namespace
 
 std::vector<ImplSpec> conv_impls() {
-  ImplSpec onednn = spec<OnednnConv>("onednn", true, 0, "onednn");
+  ImplSpec onednn = cpu_spec<OnednnConv, ConvWorkload>("conv", "onednn", true, 0, "onednn");
   onednn.supports = [](const Workload& w) { return w.dtype() != Dtype::tf32; };
   onednn.unavailable = [](const Workload& w) { return onednn::unavailable(w.dtype()); };
-  return {spec<NaiveConv>("naive", false, 3e8), spec<Im2colConv>("im2col", true, 0, "openblas"),
-          onednn};
+  return {cpu_spec<NaiveConv, ConvWorkload>("conv", "naive", false, 3e8),
+          cpu_spec<Im2colConv, ConvWorkload>("conv", "im2col", true, 0, "openblas"), onednn};
 }
 
 }  // namespace pb::cpu

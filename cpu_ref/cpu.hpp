@@ -145,6 +145,25 @@ class ModelStep {
 };
 std::unique_ptr<ModelStep> make_model_step(const TrainShape& s, GemmBackend backend, int threads);
 
+// The registry's entry for a CPU implementation class T of the op whose workload is W: T is
+// made from the workload and the thread count; fp32 only unless the caller widens `supports`.
+template <class T, class W>
+ImplSpec cpu_spec(const char* op, const char* name, bool threaded, double max_flops,
+                  const char* library = "") {
+  ImplSpec sp;
+  sp.op = op;
+  sp.name = name;
+  sp.device = Device::cpu;
+  sp.sweeps_units = threaded;
+  sp.max_flops = max_flops;
+  sp.library = library;
+  sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
+  sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {
+    return std::make_unique<T>(static_cast<const W&>(w), threads);
+  };
+  return sp;
+}
+
 std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> train_impls();
 std::vector<ImplSpec> conv_impls();

@@ -201,7 +201,7 @@ namespace {
 // Holds the operands the way every CPU implementation needs them.
 class CpuGemm : public CpuImpl {
  public:
-  CpuGemm(const GemmShape& s, int threads) : CpuImpl(threads), s_(s) {}
+  CpuGemm(const GemmWorkload& w, int threads) : CpuImpl(threads), s_(w.gemm()) {}
   void prepare(const Tensors& in) override {
     a_ = at(in, "a").f32();
     b_ = at(in, "b").f32();
@@ -259,30 +259,15 @@ class OnednnGemm : public CpuGemm {
   std::vector<std::uint16_t> a_in_, b_in_;  // bf16/fp16 storage; empty for fp32
 };
 
-template <class T>
-ImplSpec spec(const char* name, bool threaded, double max_flops, const char* library = "") {
-  ImplSpec sp;
-  sp.op = "gemm";
-  sp.name = name;
-  sp.device = Device::cpu;
-  sp.sweeps_units = threaded;
-  sp.max_flops = max_flops;
-  sp.library = library;
-  sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
-  sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {
-    return std::make_unique<T>(static_cast<const GemmWorkload&>(w).gemm(), threads);
-  };
-  return sp;
-}
-
 }  // namespace
 
 std::vector<ImplSpec> gemm_impls() {
-  ImplSpec onednn = spec<OnednnGemm>("onednn", true, 0, "onednn");
+  ImplSpec onednn = cpu_spec<OnednnGemm, GemmWorkload>("gemm", "onednn", true, 0, "onednn");
   onednn.supports = [](const Workload& w) { return w.dtype() != Dtype::tf32; };
   onednn.unavailable = [](const Workload& w) { return onednn::unavailable(w.dtype()); };
-  return {spec<NaiveGemm>("naive", false, 2.2e9), spec<OmpGemm>("omp", true, 0),
-          spec<OpenblasGemm>("openblas", true, 0, "openblas"), onednn};
+  return {cpu_spec<NaiveGemm, GemmWorkload>("gemm", "naive", false, 2.2e9),
+          cpu_spec<OmpGemm, GemmWorkload>("gemm", "omp", true, 0),
+          cpu_spec<OpenblasGemm, GemmWorkload>("gemm", "openblas", true, 0, "openblas"), onednn};
 }
 
 }  // namespace pb::cpu

@@ -5,6 +5,7 @@
 // through the OpenMP activation and row functions; max pooling (core/train.hpp); and three
 // small ones here: the bias broadcast, the bias gradient (column sums), SGD with momentum.
 #include <algorithm>
+#include <array>
 #include <functional>
 #include <map>
 #include <stdexcept>
@@ -50,14 +51,14 @@ class GemmRunner {
   explicit GemmRunner(GemmBackend b) : backend_(b) {}
   void operator()(const GemmShape& g, const float* a, const float* b, float* c) {
     if (backend_ == GemmBackend::openblas) return gemm_openblas(g, a, b, c);
-    auto& plan = plans_[std::make_tuple(g.m, g.n, g.k, g.ta, g.tb, g.beta)];
+    auto& plan = plans_[std::make_tuple(g.m, g.n, g.k, g.ta, g.tb, g.alpha, g.beta, g.dtype)];
     if (!plan) plan = std::make_unique<OnednnMatmul>(g);
     plan->run(a, b, c);
   }
 
  private:
   GemmBackend backend_;
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float>,
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float, float, Dtype>,
            std::unique_ptr<OnednnMatmul>>
       plans_;
 };
@@ -72,7 +73,9 @@ class ConvRunner {
       col_.resize(std::max(col_.size(), static_cast<std::size_t>(s.crs() * s.pq())));
       return conv_im2col(s, in0, in1, bias, out, db, col_.data(), threads_);
     }
-    auto& plan = plans_[std::make_tuple(s.c, s.h, s.k, s.n, static_cast<int>(s.dir))];
+    auto& plan =
+        plans_[{s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
+                static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype)}];
     if (!plan) plan = std::make_unique<OnednnConvolution>(s);
     plan->run(in0, in1, bias, out, db);
   }
@@ -81,9 +84,7 @@ class ConvRunner {
   GemmBackend backend_;
   int threads_;
   std::vector<float> col_;
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, int>,
-           std::unique_ptr<OnednnConvolution>>
-      plans_;
+  std::map<std::array<std::int64_t, 13>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
 };
 
 // The mean loss over the logits (B x 10), and its gradient dlogits = (softmax - onehot) / B.

@@ -8,22 +8,10 @@ torch.ops.aten.convolution_backward with the output mask of that pass alone. Inp
 NCHW. Prints one JSON object: median milliseconds per pass and path."""
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
-
-def median_ms(fn, min_time):
-    fn()  # warm up: primitive creation, caches
-    fn()
-    times = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or len(times) < 5:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+from torch_timing import median_ms
 
 
 def main():
@@ -55,10 +43,10 @@ def main():
            "no_mkldnn_ms": {}}
     with torch.no_grad():
         for name, fn in passes.items():
-            out["default_ms"][name] = median_ms(fn, a.min_time)
+            out["default_ms"][name] = median_ms(fn, a.min_time, warmup=2, min_runs=5)
         with torch.backends.mkldnn.flags(enabled=False):
             for name, fn in passes.items():
-                out["no_mkldnn_ms"][name] = median_ms(fn, a.min_time)
+                out["no_mkldnn_ms"][name] = median_ms(fn, a.min_time, warmup=2, min_runs=5)
     print(json.dumps(out))
 
 

@@ -6,22 +6,10 @@ step), and inference (forward under no_grad), at each batch size given. Runs in 
 environment of its own with torch from PyPI. Prints one JSON object: median ms per step."""
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
-
-def median_ms(fn, min_time):
-    for _ in range(3):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or len(times) < 10:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+from torch_timing import median_ms
 
 
 def main():
