@@ -74,32 +74,17 @@ double model_macs(Model m) { return m == Model::mlp ? Mlp::macs() : Cnn::macs();
 template <class T>
 void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
                       std::int32_t* arg) {
-  const std::int64_t oh = h / 2, ow = w / 2;
+  const std::int64_t n = planes * (h / 2) * (w / 2);
 #pragma omp parallel for schedule(static)
-  for (std::int64_t p = 0; p < planes; ++p)
-    for (std::int64_t i = 0; i < oh; ++i)
-      for (std::int64_t j = 0; j < ow; ++j) {
-        std::int64_t best = (2 * i) * w + 2 * j;
-        for (std::int64_t r = 0; r < 2; ++r)
-          for (std::int64_t s = 0; s < 2; ++s) {
-            const std::int64_t at = (2 * i + r) * w + 2 * j + s;
-            if (x[p * h * w + at] > x[p * h * w + best]) best = at;
-          }
-        out[(p * oh + i) * ow + j] = x[p * h * w + best];
-        arg[(p * oh + i) * ow + j] = static_cast<std::int32_t>(best);
-      }
+  for (std::int64_t o = 0; o < n; ++o) out[o] = maxpool2_at(h, w, x, o, arg + o);
 }
 
 template <class T>
 void maxpool2_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
                        const std::int32_t* arg, T* dx) {
-  const std::int64_t per_out = (h / 2) * (w / 2);
+  const std::int64_t n = planes * h * w;
 #pragma omp parallel for schedule(static)
-  for (std::int64_t p = 0; p < planes; ++p) {
-    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
-    for (std::int64_t o = 0; o < per_out; ++o)
-      dx[p * h * w + arg[p * per_out + o]] = dout[p * per_out + o];
-  }
+  for (std::int64_t e = 0; e < n; ++e) dx[e] = maxpool2_grad_at(h, w, dout, arg, e);
 }
 
 template void maxpool2_forward<float>(std::int64_t, std::int64_t, std::int64_t, const float*,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/conv.hpp"
+#include "core/hd.hpp"
 #include "core/workload.hpp"
 
 namespace pb {
@@ -70,16 +71,46 @@ const std::vector<ParamSlice>& model_params(Model m);
 std::int64_t model_param_count(Model m);
 double model_macs(Model m);
 
-// 2x2 max pooling, stride 2, over `planes` maps of h x w (h, w even): out the maxima, arg
-// each maximum's index within its plane (the first of equals, in window order); backward
-// routes each gradient to its maximum (dx zero elsewhere). Shared by the reference (double)
-// and the CPU step (float): core/train.cpp instantiates both.
+// 2x2 max pooling, stride 2, over `planes` maps of h x w (h, w even). Output o (of planes x h/2 x
+// w/2): the maximum of its window, and in *arg the maximum's index within its plane (the first
+// of equals, in window order). Backward routes each gradient to its window's maximum: input
+// element e gets its window's gradient where it is that maximum, zero elsewhere (windows do not
+// overlap, so each input has one). One index math for the reference (double), the CPU's step
+// (float) and the GPU's kernels.
+template <class T>
+HD inline T maxpool2_at(std::int64_t h, std::int64_t w, const T* x, std::int64_t o,
+                        std::int32_t* arg) {
+  const std::int64_t oh = h / 2, ow = w / 2, i = o / ow % oh, j = o % ow;
+  const T* plane = x + o / (oh * ow) * h * w;
+  std::int64_t best = (2 * i) * w + 2 * j;
+  for (std::int64_t r = 0; r < 2; ++r)
+    for (std::int64_t s = 0; s < 2; ++s) {
+      const std::int64_t at = (2 * i + r) * w + 2 * j + s;
+      if (plane[at] > plane[best]) best = at;
+    }
+  *arg = static_cast<std::int32_t>(best);
+  return plane[best];
+}
+template <class T>
+HD inline T maxpool2_grad_at(std::int64_t h, std::int64_t w, const T* dout,
+                             const std::int32_t* arg, std::int64_t e) {
+  const std::int64_t at = e % (h * w), o = (e / (h * w) * (h / 2) + at / w / 2) * (w / 2) + at % w / 2;
+  return arg[o] == at ? dout[o] : T(0);
+}
+// Over all outputs (forward) or all inputs (backward), on the CPU's threads; core/train.cpp
+// instantiates both for float and double.
 template <class T>
 void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
                       std::int32_t* arg);
 template <class T>
 void maxpool2_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
                        const std::int32_t* arg, T* dx);
+
+// SGD with momentum for one parameter, PyTorch's form: v = momentum v + g; p -= lr v.
+HD inline void sgd_momentum_at(float& p, float& v, float g, float lr, float momentum) {
+  v = momentum * v + g;
+  p -= lr * v;
+}
 
 // Batches by suite: quick 32 and 128; standard 1, 8, 32, 128, 512; full the same.
 std::vector<std::int64_t> train_suite_batches(int level);

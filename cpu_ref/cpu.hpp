@@ -11,6 +11,7 @@
 
 #include "core/gemm.hpp"
 #include "core/train.hpp"
+#include "core/train_step.hpp"
 #include "core/workload.hpp"
 
 namespace pb {
@@ -130,19 +131,10 @@ void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* ou
 void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                   int threads);
 
-// A model's training step (core/train.hpp) composed of the op functions, on the caller's
-// parameters and velocity: forward() leaves the logits in logits(); step() runs forward, loss,
-// backward and the update in place and returns the mean loss. GEMMs (and the CNN's
-// convolutions) through OpenBLAS (im2col) or oneDNN's plans.
+// A model's training step (core/train_step.hpp) on the CPU, on the caller's parameters and
+// velocity; its loss and logits are host memory. GEMMs (and the CNN's convolutions) through
+// OpenBLAS (im2col) or oneDNN's plans.
 enum class GemmBackend { openblas, onednn };
-class ModelStep {
- public:
-  virtual ~ModelStep() = default;
-  virtual void forward(const float* x, const float* params) = 0;
-  virtual float step(const float* x, const std::int32_t* labels, float* params,
-                     float* velocity) = 0;
-  virtual const std::vector<float>& logits() const = 0;
-};
 std::unique_ptr<ModelStep> make_model_step(const TrainShape& s, GemmBackend backend, int threads);
 
 // The registry's entry for a CPU implementation class T of the op whose workload is W: T is

@@ -52,20 +52,21 @@ __global__ void conv_direct_kernel(ConvShape s, const float* in0, const float* i
   }
 }
 
-// db[k]: one block per output channel, a tree reduction in shared memory.
-__global__ void conv_bias_grad_kernel(ConvShape s, const float* dy, float* db) {
+// out[k]: one block per channel, a tree reduction in shared memory.
+__global__ void channel_sums_kernel(const float* x, std::int64_t n, std::int64_t k,
+                                    std::int64_t pq, float* out, float scale) {
   __shared__ float part[kThreads];
-  const std::int64_t k = blockIdx.x, per_k = s.pq(), total = s.n * per_k;
+  const std::int64_t c = blockIdx.x, total = n * pq;
   float sum = 0;
   for (std::int64_t j = threadIdx.x; j < total; j += blockDim.x)
-    sum += dy[(j / per_k * s.k + k) * per_k + j % per_k];
+    sum += x[(j / pq * k + c) * pq + j % pq];
   part[threadIdx.x] = sum;
   __syncthreads();
   for (int half = kThreads / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) db[k] = part[0];
+  if (threadIdx.x == 0) out[c] = scale * part[0];
 }
 
 __global__ void im2col_kernel(ConvShape s, const float* x, float* col) {
@@ -93,9 +94,14 @@ std::int64_t output_count(const ConvShape& s) {
 
 // --- the op functions: enqueued on the caller's stream, over the caller's device buffers -------
 
-void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, float* db) {
-  conv_bias_grad_kernel<<<static_cast<unsigned>(s.k), kThreads, 0, stream>>>(s, dy, db);
+void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int64_t k,
+                  std::int64_t pq, float* out, float scale) {
+  channel_sums_kernel<<<static_cast<unsigned>(k), kThreads, 0, stream>>>(x, n, k, pq, out, scale);
   PB_CUDA(cudaGetLastError());
+}
+
+void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, float* db) {
+  channel_sums(stream, dy, s.n, s.k, s.pq(), db);
 }
 
 void conv_direct(cudaStream_t stream, const ConvShape& s, const float* in0, const float* in1,
@@ -213,16 +219,17 @@ class Im2colConv : public GpuConv {
   DeviceMem col_;  // one image's column matrix
 };
 
+}  // namespace
+
 #ifdef PAIRBENCH_HAVE_CUDNN
+// What the cuDNN plan holds (named, not anonymous: the plan's State has these as members).
+namespace cudnn_detail {
+
 #define PB_CUDNN(call)                                                                          \
   do {                                                                                          \
     cudnnStatus_t st_ = (call);                                                                 \
     if (st_ != CUDNN_STATUS_SUCCESS) fail(#call, cudnnGetErrorString(st_), __FILE__, __LINE__); \
   } while (0)
-
-// The most workspace an algorithm may take: ImplSpec::workspace_bytes of conv/gpu/cudnn
-// (bench/ops/conv.cpp), which the memory check counts.
-constexpr std::size_t kConvWorkspaceCap = 256u << 20;
 
 // Owns a cuDNN object: a handle or a descriptor, destroyed with its cudnnDestroy* function.
 template <class T, cudnnStatus_t (*Destroy)(T)>
@@ -241,85 +248,44 @@ class CudnnObject {
   T p_ = nullptr;
 };
 
-const char* fwd_algo_name(int a) {
+inline const char* fwd_algo_name(int a) {
   static const char* names[] = {
       "implicit_gemm", "implicit_precomp_gemm", "gemm", "direct", "fft", "fft_tiling",
       "winograd",      "winograd_nonfused"};
   return a >= 0 && a < 8 ? names[a] : "unknown";
 }
-const char* bwd_data_algo_name(int a) {
+inline const char* bwd_data_algo_name(int a) {
   static const char* names[] = {"algo_0",     "algo_1",   "fft",
                                 "fft_tiling", "winograd", "winograd_nonfused"};
   return a >= 0 && a < 6 ? names[a] : "unknown";
 }
-const char* bwd_filter_algo_name(int a) {
+inline const char* bwd_filter_algo_name(int a) {
   static const char* names[] = {
       "algo_0", "algo_1", "fft", "algo_3", "winograd", "winograd_nonfused", "fft_tiling"};
   return a >= 0 && a < 7 ? names[a] : "unknown";
 }
 
-class CudnnConv : public GpuConv {
- public:
-  explicit CudnnConv(const ConvShape& s) : GpuConv(s) {
-    PB_CUDNN(cudnnCreate(handle_.out()));
-    PB_CUDNN(cudnnSetStream(handle_.get(), stream_));
-    const int n = static_cast<int>(s.n), c = static_cast<int>(s.c), h = static_cast<int>(s.h),
-              w = static_cast<int>(s.w), k = static_cast<int>(s.k), p = static_cast<int>(s.p()),
-              q = static_cast<int>(s.q());
-    PB_CUDNN(cudnnCreateTensorDescriptor(x_.out()));
-    PB_CUDNN(cudnnSetTensor4dDescriptor(x_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
-    PB_CUDNN(cudnnCreateTensorDescriptor(y_.out()));
-    PB_CUDNN(cudnnSetTensor4dDescriptor(y_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p, q));
-    PB_CUDNN(cudnnCreateTensorDescriptor(b_desc_.out()));
-    PB_CUDNN(
-        cudnnSetTensor4dDescriptor(b_desc_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k, 1, 1));
-    PB_CUDNN(cudnnCreateFilterDescriptor(w_.out()));
-    PB_CUDNN(cudnnSetFilter4dDescriptor(w_.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c,
-                                        static_cast<int>(s.r), static_cast<int>(s.s)));
-    PB_CUDNN(cudnnCreateConvolutionDescriptor(conv_.out()));
-    PB_CUDNN(cudnnSetConvolution2dDescriptor(
-        conv_.get(), static_cast<int>(s.pad_h), static_cast<int>(s.pad_w),
-        static_cast<int>(s.stride_h), static_cast<int>(s.stride_w), 1, 1, CUDNN_CROSS_CORRELATION,
-        CUDNN_DATA_FLOAT));
-    // fp32 is fp32: cuDNN would otherwise run TF32 tensor cores on Ampere and later.
-    const cudnnMathType_t math = s.dtype == Dtype::tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
-    PB_CUDNN(cudnnSetConvolutionMathType(conv_.get(), math));
-    int on = 0, oc = 0, op = 0, oq = 0;  // cuDNN's own output size must be ours
-    PB_CUDNN(
-        cudnnGetConvolution2dForwardOutputDim(conv_.get(), x_.get(), w_.get(), &on, &oc, &op, &oq));
-    if (on != n || oc != k || op != p || oq != q)
-      throw std::runtime_error("cuDNN's output size differs from the workload's");
-    choose_algorithm(math);
-    if (workspace_bytes_ > 0) workspace_ = DeviceMem(workspace_bytes_);
-  }
-  std::string detail() const override { return detail_; }
-  void run() override {
-    const float one = 1, zero = 0;
-    void* ws = workspace_.as<void>();
-    switch (s_.dir) {
-      case ConvDir::fwd:
-        PB_CUDNN(cudnnConvolutionForward(handle_.get(), &one, x_.get(), in0_.as<void>(), w_.get(),
-                                         in1_.as<void>(), conv_.get(), fwd_, ws, workspace_bytes_,
-                                         &zero, y_.get(), out_.as<void>()));
-        PB_CUDNN(cudnnAddTensor(handle_.get(), &one, b_desc_.get(), b_.as<void>(), &one, y_.get(),
-                                out_.as<void>()));
-        break;
-      case ConvDir::bwd_data:
-        PB_CUDNN(cudnnConvolutionBackwardData(handle_.get(), &one, w_.get(), in1_.as<void>(),
-                                              y_.get(), in0_.as<void>(), conv_.get(), bwd_data_, ws,
-                                              workspace_bytes_, &zero, x_.get(), out_.as<void>()));
-        break;
-      case ConvDir::bwd_filter:
-        PB_CUDNN(cudnnConvolutionBackwardFilter(
-            handle_.get(), &one, x_.get(), in0_.as<void>(), y_.get(), in1_.as<void>(), conv_.get(),
-            bwd_filter_, ws, workspace_bytes_, &zero, w_.get(), out_.as<void>()));
-        PB_CUDNN(cudnnConvolutionBackwardBias(handle_.get(), &one, y_.get(), in1_.as<void>(), &zero,
-                                              b_desc_.get(), db_.as<void>()));
-        break;
-    }
-  }
+}  // namespace cudnn_detail
+#endif
 
- private:
+#ifdef PAIRBENCH_HAVE_CUDNN
+// The plan's cuDNN objects: its handle on the caller's stream, the descriptors, the chosen
+// algorithm and its workspace.
+using namespace cudnn_detail;
+
+struct CudnnConvolution::State {
+  ConvShape s;
+  CudnnObject<cudnnHandle_t, cudnnDestroy> handle;
+  CudnnObject<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor> x, y, b;
+  CudnnObject<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor> w;
+  CudnnObject<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor> conv;
+  cudnnConvolutionFwdAlgo_t fwd{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+  std::size_t workspace_bytes = 0;
+  DeviceMem workspace;
+  std::string detail;
+
   // The first algorithm of cuDNN's heuristic ranking that is supported, fits the workspace
   // cap and, for fp32, uses no tensor cores.
   template <class Perf>
@@ -329,8 +295,8 @@ class CudnnConv : public GpuConv {
       if (a.status != CUDNN_STATUS_SUCCESS || a.memory > kConvWorkspaceCap) continue;
       // DEFAULT math would let cuDNN use TF32 tensor cores again: fp32 takes FMA entries only.
       if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH) continue;
-      PB_CUDNN(cudnnSetConvolutionMathType(conv_.get(), a.mathType));
-      workspace_bytes_ = a.memory;
+      PB_CUDNN(cudnnSetConvolutionMathType(conv.get(), a.mathType));
+      workspace_bytes = a.memory;
       return &a;
     }
     throw std::runtime_error("cuDNN offers no algorithm for this convolution within " +
@@ -339,63 +305,140 @@ class CudnnConv : public GpuConv {
   void choose_algorithm(cudnnMathType_t math) {
     int returned = 0;
     std::string name;
-    switch (s_.dir) {
+    switch (s.dir) {
       case ConvDir::fwd: {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        PB_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(
-            handle_.get(), x_.get(), w_.get(), conv_.get(), y_.get(),
-            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
-        fwd_ = pick(perf, returned, math)->algo;
-        name = fwd_algo_name(fwd_);
+        PB_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle.get(), x.get(), w.get(),
+                                                        conv.get(), y.get(),
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                        &returned, perf));
+        fwd = pick(perf, returned, math)->algo;
+        name = fwd_algo_name(fwd);
       } break;
       case ConvDir::bwd_data: {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         PB_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-            handle_.get(), w_.get(), y_.get(), conv_.get(), x_.get(),
+            handle.get(), w.get(), y.get(), conv.get(), x.get(),
             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
-        bwd_data_ = pick(perf, returned, math)->algo;
-        name = bwd_data_algo_name(bwd_data_);
+        bwd_data = pick(perf, returned, math)->algo;
+        name = bwd_data_algo_name(bwd_data);
       } break;
       case ConvDir::bwd_filter: {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         PB_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-            handle_.get(), x_.get(), y_.get(), conv_.get(), w_.get(),
+            handle.get(), x.get(), y.get(), conv.get(), w.get(),
             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-        bwd_filter_ = pick(perf, returned, math)->algo;
-        name = bwd_filter_algo_name(bwd_filter_);
+        bwd_filter = pick(perf, returned, math)->algo;
+        name = bwd_filter_algo_name(bwd_filter);
       } break;
     }
     cudnnMathType_t used = CUDNN_DEFAULT_MATH;
-    PB_CUDNN(cudnnGetConvolutionMathType(conv_.get(), &used));
-    detail_ = "cudnn " + std::to_string(cudnnGetVersion()) + ": " + name +
-              (used == CUDNN_FMA_MATH ? ", fma math" : ", tensor-op math allowed") +
-              ", workspace " + std::to_string(workspace_bytes_) + " B";
-    const std::string note = math_note(s_.dtype);
-    if (!note.empty()) detail_ += "; " + note;
+    PB_CUDNN(cudnnGetConvolutionMathType(conv.get(), &used));
+    detail = "cudnn " + std::to_string(cudnnGetVersion()) + ": " + name +
+             (used == CUDNN_FMA_MATH ? ", fma math" : ", tensor-op math allowed") +
+             ", workspace " + std::to_string(workspace_bytes) + " B";
+    const std::string note = math_note(s.dtype);
+    if (!note.empty()) detail += "; " + note;
+  }
+};
+
+CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s)
+    : st_(std::make_unique<State>()) {
+  State& t = *st_;
+  t.s = s;
+  PB_CUDNN(cudnnCreate(t.handle.out()));
+  PB_CUDNN(cudnnSetStream(t.handle.get(), stream));
+  const int n = static_cast<int>(s.n), c = static_cast<int>(s.c), h = static_cast<int>(s.h),
+            w = static_cast<int>(s.w), k = static_cast<int>(s.k), p = static_cast<int>(s.p()),
+            q = static_cast<int>(s.q());
+  PB_CUDNN(cudnnCreateTensorDescriptor(t.x.out()));
+  PB_CUDNN(cudnnSetTensor4dDescriptor(t.x.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+  PB_CUDNN(cudnnCreateTensorDescriptor(t.y.out()));
+  PB_CUDNN(cudnnSetTensor4dDescriptor(t.y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p, q));
+  PB_CUDNN(cudnnCreateTensorDescriptor(t.b.out()));
+  PB_CUDNN(cudnnSetTensor4dDescriptor(t.b.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k, 1, 1));
+  PB_CUDNN(cudnnCreateFilterDescriptor(t.w.out()));
+  PB_CUDNN(cudnnSetFilter4dDescriptor(t.w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c,
+                                      static_cast<int>(s.r), static_cast<int>(s.s)));
+  PB_CUDNN(cudnnCreateConvolutionDescriptor(t.conv.out()));
+  PB_CUDNN(cudnnSetConvolution2dDescriptor(
+      t.conv.get(), static_cast<int>(s.pad_h), static_cast<int>(s.pad_w),
+      static_cast<int>(s.stride_h), static_cast<int>(s.stride_w), 1, 1, CUDNN_CROSS_CORRELATION,
+      CUDNN_DATA_FLOAT));
+  // fp32 is fp32: cuDNN would otherwise run TF32 tensor cores on Ampere and later.
+  const cudnnMathType_t math = s.dtype == Dtype::tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  PB_CUDNN(cudnnSetConvolutionMathType(t.conv.get(), math));
+  int on = 0, oc = 0, op = 0, oq = 0;  // cuDNN's own output size must be ours
+  PB_CUDNN(cudnnGetConvolution2dForwardOutputDim(t.conv.get(), t.x.get(), t.w.get(), &on, &oc,
+                                                 &op, &oq));
+  if (on != n || oc != k || op != p || oq != q)
+    throw std::runtime_error("cuDNN's output size differs from the workload's");
+  t.choose_algorithm(math);
+  if (t.workspace_bytes > 0) t.workspace = DeviceMem(t.workspace_bytes);
+}
+
+CudnnConvolution::~CudnnConvolution() = default;
+
+std::string CudnnConvolution::detail() const { return st_->detail; }
+
+void CudnnConvolution::run(const float* in0, const float* in1, const float* b, float* out,
+                           float* db) {
+  State& t = *st_;
+  const float one = 1, zero = 0;
+  void* ws = t.workspace.as<void>();
+  switch (t.s.dir) {
+    case ConvDir::fwd:
+      PB_CUDNN(cudnnConvolutionForward(t.handle.get(), &one, t.x.get(), in0, t.w.get(), in1,
+                                       t.conv.get(), t.fwd, ws, t.workspace_bytes, &zero,
+                                       t.y.get(), out));
+      PB_CUDNN(cudnnAddTensor(t.handle.get(), &one, t.b.get(), b, &one, t.y.get(), out));
+      break;
+    case ConvDir::bwd_data:
+      PB_CUDNN(cudnnConvolutionBackwardData(t.handle.get(), &one, t.w.get(), in1, t.y.get(), in0,
+                                            t.conv.get(), t.bwd_data, ws, t.workspace_bytes,
+                                            &zero, t.x.get(), out));
+      break;
+    case ConvDir::bwd_filter:
+      PB_CUDNN(cudnnConvolutionBackwardFilter(t.handle.get(), &one, t.x.get(), in0, t.y.get(),
+                                              in1, t.conv.get(), t.bwd_filter, ws,
+                                              t.workspace_bytes, &zero, t.w.get(), out));
+      PB_CUDNN(cudnnConvolutionBackwardBias(t.handle.get(), &one, t.y.get(), in1, &zero,
+                                            t.b.get(), db));
+      break;
+  }
+}
+#else
+struct CudnnConvolution::State {};
+CudnnConvolution::CudnnConvolution(cudaStream_t, const ConvShape&) {
+  throw std::runtime_error(cudnn_unavailable());
+}
+CudnnConvolution::~CudnnConvolution() = default;
+std::string CudnnConvolution::detail() const { return ""; }
+void CudnnConvolution::run(const float*, const float*, const float*, float*, float*) {}
+#endif
+
+namespace {
+
+// conv/gpu/cudnn: the plan over the case's buffers.
+class CudnnConv : public GpuConv {
+ public:
+  explicit CudnnConv(const ConvShape& s) : GpuConv(s), plan_(stream_, s) {}
+  std::string detail() const override { return plan_.detail(); }
+  void run() override {
+    plan_.run(in0_.as<float>(), in1_.as<float>(), b_.as<float>(), out_.as<float>(),
+              db_.as<float>());
   }
 
-  CudnnObject<cudnnHandle_t, cudnnDestroy> handle_;
-  CudnnObject<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor> x_, y_, b_desc_;
-  CudnnObject<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor> w_;
-  CudnnObject<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor> conv_;
-  cudnnConvolutionFwdAlgo_t fwd_{};
-  cudnnConvolutionBwdDataAlgo_t bwd_data_{};
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter_{};
-  std::size_t workspace_bytes_ = 0;
-  DeviceMem workspace_;
-  std::string detail_;
+ private:
+  CudnnConvolution plan_;
 };
-#endif
 
 std::unique_ptr<Impl> make_conv(const std::string&, const std::string& name, const Workload& w,
                                 int) {
   const ConvShape& s = static_cast<const ConvWorkload&>(w).conv();
   if (name == "direct") return std::make_unique<DirectConv>(s);
   if (name == "im2col") return std::make_unique<Im2colConv>(s);
-#ifdef PAIRBENCH_HAVE_CUDNN
   if (name == "cudnn") return std::make_unique<CudnnConv>(s);
-#endif
-  if (name == "cudnn") throw std::runtime_error("pairbench was built without cuDNN");
   throw std::runtime_error("unknown GPU conv implementation: " + name);
 }
 

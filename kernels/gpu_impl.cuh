@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -123,6 +124,28 @@ void conv_direct(cudaStream_t stream, const ConvShape& s, const float* in0, cons
 void conv_im2col(cudaStream_t stream, cublasHandle_t handle, const ConvShape& s, const float* in0,
                  const float* in1, const float* b, float* out, float* db, float* col);
 void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, float* db);
+// out[k] = scale x the sum of x over n blocks of (k channels of pq values): the bias gradient
+// of a convolution (conv_bias_grad), of a linear layer (pq 1), or a mean (n 1, k 1).
+void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int64_t k,
+                  std::int64_t pq, float* out, float scale = 1.0f);
+// cuDNN's convolution of one shape and pass, planned once and run on any buffers of that shape
+// (in0, in1, b, out, db as conv_direct takes them), on `stream`: the algorithm cuDNN's
+// heuristics rank first among those whose workspace fits kConvWorkspaceCap; true fp32 (FMA
+// math) for fp32, tensor cores allowed for tf32. Throws where cuDNN is not built in.
+constexpr std::size_t kConvWorkspaceCap = 256u << 20;
+class CudnnConvolution {
+ public:
+  CudnnConvolution(cudaStream_t stream, const ConvShape& s);
+  CudnnConvolution(const CudnnConvolution&) = delete;
+  CudnnConvolution& operator=(const CudnnConvolution&) = delete;
+  ~CudnnConvolution();
+  void run(const float* in0, const float* in1, const float* b, float* out, float* db);
+  std::string detail() const;  // the algorithm, its math and workspace
+
+ private:
+  struct State;  // cuDNN's objects (kernels/conv.cu)
+  std::unique_ptr<State> st_;
+};
 // Activations (core/activation.hpp): out = f(x), or with dy the gradient dy f'(x), over n
 // floats: one thread per element; grid-stride over 128-bit loads and stores.
 void activation_naive(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,

@@ -1,6 +1,7 @@
 // The full training step (and inference) of the MLP and the CNN, across batch sizes: the CPU's
-// step with OpenBLAS (and im2col) or oneDNN. The GPU's step comes with its kernels
-// (kernels/train.cu).
+// step with OpenBLAS (and im2col) or oneDNN; the GPU's with the project's kernels, cuBLAS (and
+// im2col) or cuBLAS and cuDNN, and end to end with each batch copied from pinned host memory
+// inside the step (kernels/train.cu).
 #include "bench/ops/family.hpp"
 #include "core/train.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -19,9 +20,26 @@ OpFamily train_family() {
         }
     return out;
   };
+  auto has_conv = [](const Workload& w) {
+    return static_cast<const TrainWorkload&>(w).train().model != Model::mlp;
+  };
+  auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
+  // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
+  // cuDNN for the CNN.
+  std::vector<ImplSpec> gpu = {gpu::spec("train", "kernels", any), gpu::spec("train", "cublas", any),
+                               gpu::spec("train", "cudnn", has_conv),
+                               gpu::spec("train", "cublas_h2d", no_conv),
+                               gpu::spec("train", "cudnn_h2d", has_conv)};
+  for (ImplSpec& sp : gpu) {
+    if (sp.name == "kernels") continue;  // no library
+    sp.library = sp.name.substr(0, sp.name.find('_'));
+    if (sp.library != "cudnn") continue;
+    sp.workspace_bytes = 5 * 256.0 * (1 << 20);  // five passes' plans, each at most 256 MiB
+    sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+  }
   return fp32_family<TrainWorkload>("train",
                                     "model=mlp|cnn,batch=B[,pass=train|infer][,lr=L][,momentum=M]",
-                                    suite, parse_train_shape, cpu::train_impls());
+                                    suite, parse_train_shape, concat(cpu::train_impls(), gpu));
 }
 
 }  // namespace pb::ops

@@ -1,0 +1,249 @@
+// The models' training steps on the GPU: core/train_step.hpp's steps (the very sequence of calls
+// the CPU's tests run) over the GPU's op functions, every one enqueued on the case's stream, so
+// the step never waits for the host. Backends, named by the implementations:
+//   kernels    - the project's kernels: the tiled GEMM and the direct convolution.
+//   cublas     - cuBLAS GEMMs; convolutions as im2col + cuBLAS.
+//   cudnn      - cuBLAS GEMMs; cuDNN's convolutions (true fp32, kernels/conv.cu's plan).
+//   cublas_h2d, cudnn_h2d - the same, with each batch (images and labels) copied from pinned
+//                host memory inside the step: the end-to-end step, the copy in the time.
+// ReLU, the loss rows, the bias sums and the mean are the op functions of kernels/activation.cu
+// and kernels/conv.cu; max pooling, the bias broadcast and SGD with momentum are here, their
+// per-element math from core/train.hpp.
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/train.hpp"
+#include "core/train_step.hpp"
+#include "kernels/gpu.hpp"
+#include "kernels/gpu_impl.cuh"
+
+namespace pb::gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+#define PB_GRID_STRIDE(i, count)                                                          \
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; \
+       i < (count); i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+
+__global__ void bias_rows_kernel(const float* b, float* out, std::int64_t rows,
+                                 std::int64_t cols) {
+  PB_GRID_STRIDE(i, rows * cols) { out[i] = b[i % cols]; }
+}
+
+__global__ void maxpool_forward_kernel(std::int64_t outputs, std::int64_t h, std::int64_t w,
+                                       const float* x, float* out, std::int32_t* arg) {
+  PB_GRID_STRIDE(o, outputs) { out[o] = maxpool2_at(h, w, x, o, arg + o); }
+}
+
+__global__ void maxpool_backward_kernel(std::int64_t inputs, std::int64_t h, std::int64_t w,
+                                        const float* dout, const std::int32_t* arg, float* dx) {
+  PB_GRID_STRIDE(e, inputs) { dx[e] = maxpool2_grad_at(h, w, dout, arg, e); }
+}
+
+__global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int64_t n, float lr,
+                                    float momentum) {
+  PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum); }
+}
+
+// Blocks for a grid-stride kernel over `items`: one per kThreads items, at most one full wave.
+template <class Kernel>
+unsigned blocks_for(Kernel kernel, std::int64_t items) {
+  const std::int64_t most = full_grid(kernel, kThreads);
+  const std::int64_t need = (items + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(need, most)));
+}
+
+enum class Backend { kernels, cublas, cudnn };
+
+// n elements of device memory.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::int64_t n) : mem_(static_cast<std::size_t>(n) * sizeof(T)) {}
+  T* data() const { return mem_.as<T>(); }
+
+ private:
+  DeviceMem mem_;
+};
+
+// The GPU's backend for core/train_step.hpp: every op function on `stream`.
+class GpuOps {
+ public:
+  template <class T>
+  using Buffer = DeviceBuffer<T>;
+  GpuOps(cudaStream_t stream, Backend backend)
+      : stream_(stream), backend_(backend), cublas_(stream) {}
+  template <class T>
+  Buffer<T> buffer(std::int64_t n) {
+    return Buffer<T>(n);
+  }
+  void gemm(const GemmShape& g, const float* a, const float* b, float* c) {
+    if (backend_ == Backend::kernels) return gemm_tiled(stream_, g, a, b, c);
+    gemm_cublas(cublas_.get(), g, a, b, c);
+  }
+  void conv(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
+            float* db) {
+    switch (backend_) {
+      case Backend::kernels:
+        return conv_direct(stream_, s, in0, in1, b, out, db);
+      case Backend::cublas: {
+        const std::int64_t need = s.crs() * s.pq();  // one image's column matrix
+        if (need > col_floats_) {  // the first step (untimed) sizes it for every pass
+          PB_CUDA(cudaStreamSynchronize(stream_));
+          col_ = DeviceBuffer<float>(need), col_floats_ = need;
+        }
+        return conv_im2col(stream_, cublas_.get(), s, in0, in1, b, out, db, col_.data());
+      }
+      case Backend::cudnn: {
+        auto& plan = plans_[plan_key(s)];
+        if (!plan) plan = std::make_unique<CudnnConvolution>(stream_, s);
+        return plan->run(in0, in1, b, out, db);
+      }
+    }
+  }
+  void relu(const float* z, const float* dy, float* out, std::int64_t n) {
+    activation_vectorized(stream_, Act::relu, z, dy, out, n);
+  }
+  // Rows of 10 logits: one thread a row (rows_naive) fits them; a block a row would idle.
+  void rows(const RowShape& s, const float* x, const std::int32_t* labels, float* out) {
+    rows_naive(stream_, s, x, labels, out);
+  }
+  void mean(const float* x, std::int64_t n, float* out) {
+    channel_sums(stream_, x, 1, 1, n, out, 1.0f / static_cast<float>(n));
+  }
+  void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
+    bias_rows_kernel<<<blocks_for(bias_rows_kernel, rows * cols), kThreads, 0, stream_>>>(
+        b, out, rows, cols);
+    PB_CUDA(cudaGetLastError());
+  }
+  void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out) {
+    channel_sums(stream_, x, rows, cols, 1, out);
+  }
+  void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* x,
+                       float* out, std::int32_t* arg) {
+    const std::int64_t n = planes * (h / 2) * (w / 2);
+    maxpool_forward_kernel<<<blocks_for(maxpool_forward_kernel, n), kThreads, 0, stream_>>>(
+        n, h, w, x, out, arg);
+    PB_CUDA(cudaGetLastError());
+  }
+  void maxpool_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* dout,
+                        const std::int32_t* arg, float* dx) {
+    const std::int64_t n = planes * h * w;
+    maxpool_backward_kernel<<<blocks_for(maxpool_backward_kernel, n), kThreads, 0, stream_>>>(
+        n, h, w, dout, arg, dx);
+    PB_CUDA(cudaGetLastError());
+  }
+  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr,
+                    float momentum) {
+    sgd_momentum_kernel<<<blocks_for(sgd_momentum_kernel, n), kThreads, 0, stream_>>>(
+        p, v, g, n, lr, momentum);
+    PB_CUDA(cudaGetLastError());
+  }
+  // The cuDNN algorithms the step chose, one per convolution pass.
+  std::string detail() const {
+    std::string out;
+    for (const auto& [key, plan] : plans_) out += (out.empty() ? "" : " | ") + plan->detail();
+    return out;
+  }
+
+ private:
+  using PlanKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                             std::int64_t, int>;
+  static PlanKey plan_key(const ConvShape& s) {  // what varies between the CNN's passes
+    return {s.n, s.c, s.h, s.w, s.k, s.r, static_cast<int>(s.dir)};
+  }
+
+  cudaStream_t stream_;
+  Backend backend_;
+  CublasHandle cublas_;
+  DeviceBuffer<float> col_;
+  std::int64_t col_floats_ = 0;
+  std::map<PlanKey, std::unique_ptr<CudnnConvolution>> plans_;
+};
+
+// train/gpu/<backend>[_h2d]: the step over the case's device buffers. With h2d, the batch waits
+// in pinned host memory and each step copies it to the device first, on the same stream.
+class GpuTrain : public GpuImpl {
+ public:
+  GpuTrain(const TrainShape& s, Backend backend, bool h2d)
+      : s_(s),
+        h2d_(h2d),
+        ops_(stream_, backend),
+        step_(make_step(s, ops_)),
+        x_(s.batch * input_features(s.model)),
+        labels_(s.batch),
+        params_(model_param_count(s.model)),
+        velocity_(model_param_count(s.model)) {}
+  void prepare(const Tensors& in) override {
+    const Tensor& x = at(in, "x");
+    const Tensor& labels = at(in, "labels");
+    upload(params_.data(), at(in, "params"));
+    upload(velocity_.data(), at(in, "velocity"));
+    if (!h2d_) {
+      upload(x_.data(), x);
+      upload(labels_.data(), labels);
+      return;
+    }
+    pinned_x_ = std::make_unique<PinnedMem>(x.bytes());
+    pinned_labels_ = std::make_unique<PinnedMem>(labels.bytes());
+    std::copy(x.f32().begin(), x.f32().end(), pinned_x_->as<float>());
+    std::copy(labels.i32().begin(), labels.i32().end(), pinned_labels_->as<std::int32_t>());
+  }
+  void run() override {
+    if (h2d_) {
+      const auto n = static_cast<std::size_t>(s_.batch);
+      PB_CUDA(cudaMemcpyAsync(x_.data(), pinned_x_->as<void>(),
+                              n * static_cast<std::size_t>(input_features(s_.model)) * 4,
+                              cudaMemcpyHostToDevice, stream_));
+      PB_CUDA(cudaMemcpyAsync(labels_.data(), pinned_labels_->as<void>(), n * 4,
+                              cudaMemcpyHostToDevice, stream_));
+    }
+    if (s_.train)
+      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data());
+    else
+      step_->forward(x_.data(), params_.data());
+  }
+  Tensors result() override {
+    if (!s_.train) return {download("logits", {s_.batch, 10}, step_->logits())};
+    const std::int64_t n = model_param_count(s_.model);
+    return {download("loss", {1}, step_->loss()), download("params", {n}, params_.data()),
+            download("velocity", {n}, velocity_.data())};
+  }
+  std::string detail() const override {
+    const std::string algos = ops_.detail();
+    return h2d_ ? "batch copied from pinned host memory in each step" + (algos.empty() ? "" : "; " + algos)
+                : algos;
+  }
+
+ private:
+  TrainShape s_;
+  bool h2d_;
+  GpuOps ops_;
+  std::unique_ptr<ModelStep> step_;
+  DeviceBuffer<float> x_;
+  DeviceBuffer<std::int32_t> labels_;
+  DeviceBuffer<float> params_, velocity_;
+  std::unique_ptr<PinnedMem> pinned_x_, pinned_labels_;
+};
+
+std::unique_ptr<Impl> make_train(const std::string&, const std::string& name, const Workload& w,
+                                 int) {
+  const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
+  const bool h2d = name.size() > 4 && name.compare(name.size() - 4, 4, "_h2d") == 0;
+  const std::string base = h2d ? name.substr(0, name.size() - 4) : name;
+  if (base == "kernels" && !h2d) return std::make_unique<GpuTrain>(s, Backend::kernels, false);
+  if (base == "cublas") return std::make_unique<GpuTrain>(s, Backend::cublas, h2d);
+  if (base == "cudnn") return std::make_unique<GpuTrain>(s, Backend::cudnn, h2d);
+  throw std::runtime_error("unknown GPU train implementation: " + name);
+}
+
+[[maybe_unused]] const bool registered = register_factory("train", make_train);
+
+}  // namespace
+
+}  // namespace pb::gpu
