@@ -409,10 +409,32 @@ std::vector<std::string> TrainWorkload::outputs() const {
 }
 
 Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
-  Check chk;
-  const ReferenceStep ref =
+  return compare_step(
+      s_, in,
       reference_step(s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
-                     at(in, "params").f32().data(), at(in, "velocity").f32().data());
+                     at(in, "params").f32().data(), at(in, "velocity").f32().data()),
+      outs);
+}
+
+ReferenceStep step_of(const TrainShape& s, const Tensors& outs) {
+  ReferenceStep r;
+  auto doubles = [&](const char* name) {
+    const std::vector<float>& v = at(outs, name).f32();
+    return std::vector<double>(v.begin(), v.end());
+  };
+  if (!s.train) {
+    r.logits = doubles("logits");
+    return r;
+  }
+  r.loss = at(outs, "loss").f32().at(0);
+  r.params = doubles("params");
+  r.velocity = doubles("velocity");
+  return r;
+}
+
+Check compare_step(const TrainShape& s, const Tensors& in, const ReferenceStep& ref,
+                   const Tensors& outs) {
+  Check chk;
   std::ostringstream why;
   double worst = 0;
   auto note = [&](double e, const std::string& what) {
@@ -422,9 +444,9 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
       why << what;
     }
   };
-  if (!s_.train) {
+  if (!s.train) {
     chk.tolerance = 1e-4;
-    const float* logits = output_f32(outs, "logits", s_.batch * 10, chk);
+    const float* logits = output_f32(outs, "logits", s.batch * 10, chk);
     if (!logits) return chk;
     double rms = 0;
     for (double v : ref.logits) rms += v * v;
@@ -434,7 +456,7 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
   } else {
     // In units of the tolerance, so that one number covers the loss and every tensor.
     chk.tolerance = 1.0;
-    const std::int64_t P = model_param_count(s_.model);
+    const std::int64_t P = model_param_count(s.model);
     const float* loss = output_f32(outs, "loss", 1, chk);
     const float* params = output_f32(outs, "params", P, chk);
     const float* velocity = output_f32(outs, "velocity", P, chk);
@@ -443,7 +465,7 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
     // Per tensor, the update and the velocity in norm: a few of the thousands of ReLUs and
     // pooling windows with inputs within rounding of their kink may decide otherwise in fp32
     // than in double, which moves single elements by a sample's term but the tensor by little.
-    for (const ParamSlice& sl : model_params(s_.model)) {
+    for (const ParamSlice& sl : model_params(s.model)) {
       double dp = 0, rp = 0, dv = 0, rv = 0;
       for (std::int64_t j = sl.offset; j < sl.offset + sl.rows * sl.cols; ++j) {
         const double before = at(in, "params").f32()[j];
@@ -465,7 +487,7 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
   if (!chk.ok) {
     std::ostringstream os;
     os << why.str() << " is off by " << worst << " of its tolerance"
-       << (s_.train ? "" : " (relative to the logits' rms)");
+       << (s.train ? "" : " (relative to the logits' rms)");
     chk.detail = os.str();
   }
   return chk;

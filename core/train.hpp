@@ -92,9 +92,10 @@ HD inline T maxpool2_at(std::int64_t h, std::int64_t w, const T* x, std::int64_t
   return plane[best];
 }
 template <class T>
-HD inline T maxpool2_grad_at(std::int64_t h, std::int64_t w, const T* dout,
-                             const std::int32_t* arg, std::int64_t e) {
-  const std::int64_t at = e % (h * w), o = (e / (h * w) * (h / 2) + at / w / 2) * (w / 2) + at % w / 2;
+HD inline T maxpool2_grad_at(std::int64_t h, std::int64_t w, const T* dout, const std::int32_t* arg,
+                             std::int64_t e) {
+  const std::int64_t at = e % (h * w),
+                     o = (e / (h * w) * (h / 2) + at / w / 2) * (w / 2) + at % w / 2;
   return arg[o] == at ? dout[o] : T(0);
 }
 // Over all outputs (forward) or all inputs (backward), on the CPU's threads; core/train.cpp
@@ -138,6 +139,14 @@ struct ReferenceStep {
 ReferenceStep reference_step(const TrainShape& s, const float* x, const std::int32_t* labels,
                              const float* params, const float* velocity);
 
+// How far a step's outputs are from an expected step's, in the units verify() uses: the loss
+// within 1e-5 relative; each parameter tensor's update and velocity within 1e-3 relative, in
+// norm; the logits within 1e-4 of their rms. The expected step is the reference, or another
+// device's step read back with step_of (the GPU's step against the CPU's).
+Check compare_step(const TrainShape& s, const Tensors& inputs, const ReferenceStep& expected,
+                   const Tensors& outputs);
+ReferenceStep step_of(const TrainShape& s, const Tensors& outputs);
+
 class TrainWorkload : public Workload {
  public:
   explicit TrainWorkload(TrainShape s) : s_(s) {}
@@ -164,8 +173,7 @@ class TrainWorkload : public Workload {
   Tensors make_inputs() const override;
   // train: loss (1), params and velocity after the step; infer: logits (batch x 10).
   std::vector<std::string> outputs() const override;
-  // Against reference_step: the loss within 1e-5 relative; each parameter tensor's update and
-  // velocity within 1e-3 relative, in norm; the logits within 1e-4 of their rms.
+  // compare_step against reference_step.
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
 
  private:

@@ -32,8 +32,7 @@ class ModelStep {
   // The forward pass alone: the logits (batch x 10) in logits().
   virtual void forward(const float* x, const float* params) = 0;
   // Forward, loss, backward and SGD with momentum, in place; the mean loss in *loss().
-  virtual void step(const float* x, const std::int32_t* labels, float* params,
-                    float* velocity) = 0;
+  virtual void step(const float* x, const std::int32_t* labels, float* params, float* velocity) = 0;
   virtual const float* logits() const = 0;
   virtual const float* loss() const = 0;
 };
@@ -110,8 +109,8 @@ class MlpStep : public ModelStep {
     const float* dz = dlogits_.data();
     float* g = grads_.data();
     for (int l = 2; l >= 0; --l) {
-      linear_backward(ops_, B, Mlp::fan_in(l), Mlp::fan_out(l), a[l], params + Mlp::w_offset(l),
-                      dz, g + Mlp::w_offset(l), g + Mlp::b_offset(l), l > 0 ? da_.data() : nullptr);
+      linear_backward(ops_, B, Mlp::fan_in(l), Mlp::fan_out(l), a[l], params + Mlp::w_offset(l), dz,
+                      g + Mlp::w_offset(l), g + Mlp::b_offset(l), l > 0 ? da_.data() : nullptr);
       if (l == 0) break;
       float* next = below[l - 1];
       ops_.relu(next, da_.data(), next, B * Mlp::fan_in(l));
@@ -186,8 +185,7 @@ class CnnStep : public ModelStep {
     ops_.conv(Cnn::conv(1, B, ConvDir::bwd_data), r2_.data(), params + ps[2].offset, nullptr,
               p1_.data(), nullptr);
     // Pool 1 and ReLU 1 backward into r1's buffer, then conv 1's gradients.
-    ops_.maxpool_backward(B * Cnn::c1, Cnn::size, Cnn::size, p1_.data(), arg1_.data(),
-                          r1_.data());
+    ops_.maxpool_backward(B * Cnn::c1, Cnn::size, Cnn::size, p1_.data(), arg1_.data(), r1_.data());
     ops_.relu(z1_.data(), r1_.data(), r1_.data(), n1);
     ops_.conv(Cnn::conv(0, B, ConvDir::bwd_filter), x, r1_.data(), nullptr, g + ps[0].offset,
               g + ps[1].offset);

@@ -1,9 +1,10 @@
 // The models' training steps on the CPU: core/train_step.hpp's steps over the CPU's op functions,
-// the ones the single-op benchmarks time (no second copy of any op): GEMMs through OpenBLAS (`openblas`) or oneDNN's matmul
-// plans (`onednn`); the CNN's convolutions through im2col + OpenBLAS (`openblas`) or oneDNN's
-// convolution plans (`onednn`); ReLU forward and backward and the softmax cross-entropy loss
-// through the OpenMP activation and row functions; max pooling (core/train.hpp); and three
-// small ones here: the bias broadcast, the bias gradient (column sums), SGD with momentum.
+// the ones the single-op benchmarks time (no second copy of any op): GEMMs through OpenBLAS
+// (`openblas`) or oneDNN's matmul plans (`onednn`); the CNN's convolutions through im2col +
+// OpenBLAS (`openblas`) or oneDNN's convolution plans (`onednn`); ReLU forward and backward and the
+// softmax cross-entropy loss through the OpenMP activation and row functions; max pooling
+// (core/train.hpp); and three small ones here: the bias broadcast, the bias gradient (column sums),
+// SGD with momentum.
 #include <algorithm>
 #include <array>
 #include <functional>
@@ -95,7 +96,9 @@ class CpuOps {
   template <class T>
   using Buffer = std::vector<T>;
   CpuOps(GemmBackend backend, int threads)
-      : gemm_(backend), conv_(backend, threads), threads_(threads),
+      : gemm_(backend),
+        conv_(backend, threads),
+        threads_(threads),
         tmp_(static_cast<std::size_t>(10 * threads)) {}
   template <class T>
   Buffer<T> buffer(std::int64_t n) {
@@ -131,8 +134,7 @@ class CpuOps {
                         const std::int32_t* arg, float* dx) {
     maxpool2_backward(planes, h, w, dout, arg, dx);
   }
-  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr,
-                    float momentum) {
+  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum) {
     cpu::sgd_momentum(p, v, g, n, lr, momentum, threads_);
   }
 

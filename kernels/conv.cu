@@ -53,8 +53,8 @@ __global__ void conv_direct_kernel(ConvShape s, const float* in0, const float* i
 }
 
 // out[k]: one block per channel, a tree reduction in shared memory.
-__global__ void channel_sums_kernel(const float* x, std::int64_t n, std::int64_t k,
-                                    std::int64_t pq, float* out, float scale) {
+__global__ void channel_sums_kernel(const float* x, std::int64_t n, std::int64_t k, std::int64_t pq,
+                                    float* out, float scale) {
   __shared__ float part[kThreads];
   const std::int64_t c = blockIdx.x, total = n * pq;
   float sum = 0;
@@ -308,9 +308,8 @@ struct CudnnConvolution::State {
     switch (s.dir) {
       case ConvDir::fwd: {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        PB_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle.get(), x.get(), w.get(),
-                                                        conv.get(), y.get(),
-                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+        PB_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle.get(), x.get(), w.get(), conv.get(),
+                                                        y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                         &returned, perf));
         fwd = pick(perf, returned, math)->algo;
         name = fwd_algo_name(fwd);
@@ -335,8 +334,8 @@ struct CudnnConvolution::State {
     cudnnMathType_t used = CUDNN_DEFAULT_MATH;
     PB_CUDNN(cudnnGetConvolutionMathType(conv.get(), &used));
     detail = "cudnn " + std::to_string(cudnnGetVersion()) + ": " + name +
-             (used == CUDNN_FMA_MATH ? ", fma math" : ", tensor-op math allowed") +
-             ", workspace " + std::to_string(workspace_bytes) + " B";
+             (used == CUDNN_FMA_MATH ? ", fma math" : ", tensor-op math allowed") + ", workspace " +
+             std::to_string(workspace_bytes) + " B";
     const std::string note = math_note(s.dtype);
     if (!note.empty()) detail += "; " + note;
   }
@@ -361,16 +360,16 @@ CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s)
   PB_CUDNN(cudnnSetFilter4dDescriptor(t.w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c,
                                       static_cast<int>(s.r), static_cast<int>(s.s)));
   PB_CUDNN(cudnnCreateConvolutionDescriptor(t.conv.out()));
-  PB_CUDNN(cudnnSetConvolution2dDescriptor(
-      t.conv.get(), static_cast<int>(s.pad_h), static_cast<int>(s.pad_w),
-      static_cast<int>(s.stride_h), static_cast<int>(s.stride_w), 1, 1, CUDNN_CROSS_CORRELATION,
-      CUDNN_DATA_FLOAT));
+  PB_CUDNN(cudnnSetConvolution2dDescriptor(t.conv.get(), static_cast<int>(s.pad_h),
+                                           static_cast<int>(s.pad_w), static_cast<int>(s.stride_h),
+                                           static_cast<int>(s.stride_w), 1, 1,
+                                           CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   // fp32 is fp32: cuDNN would otherwise run TF32 tensor cores on Ampere and later.
   const cudnnMathType_t math = s.dtype == Dtype::tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
   PB_CUDNN(cudnnSetConvolutionMathType(t.conv.get(), math));
   int on = 0, oc = 0, op = 0, oq = 0;  // cuDNN's own output size must be ours
-  PB_CUDNN(cudnnGetConvolution2dForwardOutputDim(t.conv.get(), t.x.get(), t.w.get(), &on, &oc,
-                                                 &op, &oq));
+  PB_CUDNN(cudnnGetConvolution2dForwardOutputDim(t.conv.get(), t.x.get(), t.w.get(), &on, &oc, &op,
+                                                 &oq));
   if (on != n || oc != k || op != p || oq != q)
     throw std::runtime_error("cuDNN's output size differs from the workload's");
   t.choose_algorithm(math);
@@ -389,21 +388,21 @@ void CudnnConvolution::run(const float* in0, const float* in1, const float* b, f
   switch (t.s.dir) {
     case ConvDir::fwd:
       PB_CUDNN(cudnnConvolutionForward(t.handle.get(), &one, t.x.get(), in0, t.w.get(), in1,
-                                       t.conv.get(), t.fwd, ws, t.workspace_bytes, &zero,
-                                       t.y.get(), out));
+                                       t.conv.get(), t.fwd, ws, t.workspace_bytes, &zero, t.y.get(),
+                                       out));
       PB_CUDNN(cudnnAddTensor(t.handle.get(), &one, t.b.get(), b, &one, t.y.get(), out));
       break;
     case ConvDir::bwd_data:
       PB_CUDNN(cudnnConvolutionBackwardData(t.handle.get(), &one, t.w.get(), in1, t.y.get(), in0,
-                                            t.conv.get(), t.bwd_data, ws, t.workspace_bytes,
-                                            &zero, t.x.get(), out));
+                                            t.conv.get(), t.bwd_data, ws, t.workspace_bytes, &zero,
+                                            t.x.get(), out));
       break;
     case ConvDir::bwd_filter:
-      PB_CUDNN(cudnnConvolutionBackwardFilter(t.handle.get(), &one, t.x.get(), in0, t.y.get(),
-                                              in1, t.conv.get(), t.bwd_filter, ws,
-                                              t.workspace_bytes, &zero, t.w.get(), out));
-      PB_CUDNN(cudnnConvolutionBackwardBias(t.handle.get(), &one, t.y.get(), in1, &zero,
-                                            t.b.get(), db));
+      PB_CUDNN(cudnnConvolutionBackwardFilter(t.handle.get(), &one, t.x.get(), in0, t.y.get(), in1,
+                                              t.conv.get(), t.bwd_filter, ws, t.workspace_bytes,
+                                              &zero, t.w.get(), out));
+      PB_CUDNN(
+          cudnnConvolutionBackwardBias(t.handle.get(), &one, t.y.get(), in1, &zero, t.b.get(), db));
       break;
   }
 }

@@ -29,8 +29,7 @@ constexpr int kThreads = 256;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; \
        i < (count); i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
-__global__ void bias_rows_kernel(const float* b, float* out, std::int64_t rows,
-                                 std::int64_t cols) {
+__global__ void bias_rows_kernel(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
   PB_GRID_STRIDE(i, rows * cols) { out[i] = b[i % cols]; }
 }
 
@@ -138,10 +137,9 @@ class GpuOps {
         n, h, w, dout, arg, dx);
     PB_CUDA(cudaGetLastError());
   }
-  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr,
-                    float momentum) {
-    sgd_momentum_kernel<<<blocks_for(sgd_momentum_kernel, n), kThreads, 0, stream_>>>(
-        p, v, g, n, lr, momentum);
+  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum) {
+    sgd_momentum_kernel<<<blocks_for(sgd_momentum_kernel, n), kThreads, 0, stream_>>>(p, v, g, n,
+                                                                                      lr, momentum);
     PB_CUDA(cudaGetLastError());
   }
   // The cuDNN algorithms the step chose, one per convolution pass.
@@ -216,7 +214,8 @@ class GpuTrain : public GpuImpl {
   }
   std::string detail() const override {
     const std::string algos = ops_.detail();
-    return h2d_ ? "batch copied from pinned host memory in each step" + (algos.empty() ? "" : "; " + algos)
+    return h2d_ ? "batch copied from pinned host memory in each step" +
+                      (algos.empty() ? "" : "; " + algos)
                 : algos;
   }
 

@@ -164,6 +164,73 @@ TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
   EXPECT_EQ(dx[15], 0);  // the other 9 of the window's tie lost to the first
 }
 
+// Several planes of odd size: each output is its window's maximum, and each input's gradient is
+// its window's where it is the maximum, else zero (the GPU's kernels run the same functions).
+TEST(MaxPool, EveryPlaneAndWindowAgainstBruteForce) {
+  const std::int64_t planes = 3, h = 6, w = 10, hw = h * w;
+  std::vector<float> x(static_cast<std::size_t>(planes * hw)), y(x.size() / 4), dy(y.size()),
+      dx(x.size());
+  std::vector<std::int32_t> arg(y.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 61);
+  for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<float>(i + 1);
+  maxpool2_forward(planes, h, w, x.data(), y.data(), arg.data());
+  maxpool2_backward(planes, h, w, dy.data(), arg.data(), dx.data());
+  std::vector<float> want_dx(x.size(), 0.0f);
+  for (std::int64_t p = 0; p < planes; ++p)
+    for (std::int64_t i = 0; i < h / 2; ++i)
+      for (std::int64_t j = 0; j < w / 2; ++j) {
+        const std::int64_t o = (p * (h / 2) + i) * (w / 2) + j;
+        std::int64_t best = p * hw + 2 * i * w + 2 * j;
+        for (std::int64_t at : {best, best + 1, best + w, best + w + 1})
+          if (x[at] > x[best]) best = at;
+        EXPECT_EQ(y[o], x[best]) << o;
+        EXPECT_EQ(arg[o], best - p * hw) << o;
+        want_dx[best] = dy[o];
+      }
+  EXPECT_EQ(dx, want_dx);
+}
+
+// What the GPU's test does with the GPU's step, done with two CPU steps: one step read back with
+// step_of is the expected step of the other; a 1% wrong layer update and a wrong loss are not.
+TEST(TrainCompare, OneDevicesStepAgainstAnothers) {
+  const ImplSpec blas = testing::find_impl(cpu::train_impls(), "openblas");
+  const ImplSpec dnn = testing::find_impl(cpu::train_impls(), "onednn");
+  const bool have_dnn = cpu::onednn::unavailable(Dtype::fp32).empty();
+  for (Model m : {Model::mlp, Model::cnn})
+    for (bool train : {true, false}) {
+      TrainShape s;
+      s.model = m, s.batch = 8, s.train = train;
+      const TrainWorkload w(s);
+      const Tensors in = w.make_inputs();
+      auto run = [&](const ImplSpec& spec, int threads) {
+        auto impl = spec.make(w, threads);
+        impl->activate();
+        impl->prepare(in);
+        impl->run();
+        return impl->result();
+      };
+      const Tensors a = run(blas, 1), b = have_dnn ? run(dnn, 2) : run(blas, 2);
+      const ReferenceStep expected = step_of(s, a);
+      const Check same = compare_step(s, in, expected, b);
+      EXPECT_TRUE(same.ok) << w.shape().to_string() << ": " << same.detail;
+      Tensors bad = b;
+      if (!train) {
+        bad[0].f32()[3] += 0.01f * std::fabs(bad[0].f32()[3]) + 0.01f;
+        EXPECT_FALSE(compare_step(s, in, expected, bad).ok) << w.shape().to_string();
+        continue;
+      }
+      const ParamSlice last = model_params(m)[4];
+      for (std::int64_t j = last.offset; j < last.offset + last.rows * last.cols; ++j) {
+        const float before = at(in, "params").f32()[j];
+        bad[1].f32()[j] = before + 1.01f * (b[1].f32()[j] - before);
+      }
+      EXPECT_FALSE(compare_step(s, in, expected, bad).ok) << w.shape().to_string();
+      bad = b;
+      bad[0].f32()[0] *= 1.001f;
+      EXPECT_FALSE(compare_step(s, in, expected, bad).ok) << w.shape().to_string();
+    }
+}
+
 TEST(TrainModel, FlopsBytesAndShapes) {
   TrainShape s;
   s.batch = 32;

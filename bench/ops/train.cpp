@@ -26,10 +26,10 @@ OpFamily train_family() {
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
   // cuDNN for the CNN.
-  std::vector<ImplSpec> gpu = {gpu::spec("train", "kernels", any), gpu::spec("train", "cublas", any),
-                               gpu::spec("train", "cudnn", has_conv),
-                               gpu::spec("train", "cublas_h2d", no_conv),
-                               gpu::spec("train", "cudnn_h2d", has_conv)};
+  std::vector<ImplSpec> gpu = {
+      gpu::spec("train", "kernels", any), gpu::spec("train", "cublas", any),
+      gpu::spec("train", "cudnn", has_conv), gpu::spec("train", "cublas_h2d", no_conv),
+      gpu::spec("train", "cudnn_h2d", has_conv)};
   for (ImplSpec& sp : gpu) {
     if (sp.name == "kernels") continue;  // no library
     sp.library = sp.name.substr(0, sp.name.find('_'));
