@@ -124,8 +124,8 @@ void conv_direct(cudaStream_t stream, const ConvShape& s, const float* in0, cons
 void conv_im2col(cudaStream_t stream, cublasHandle_t handle, const ConvShape& s, const float* in0,
                  const float* in1, const float* b, float* out, float* db, float* col);
 void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, float* db);
-// out[k] = scale x the sum of x over n blocks of (k channels of pq values): the bias gradient
-// of a convolution (conv_bias_grad), of a linear layer (pq 1), or a mean (n 1, k 1).
+// out[c] = scale x the sum of channel c of x (n x k channels x pq values), one block a channel:
+// the bias gradient of a convolution (conv_bias_grad), or a mean (n 1, k 1).
 void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int64_t k,
                   std::int64_t pq, float* out, float scale = 1.0f);
 // cuDNN's convolution of one shape and pass, planned once and run on any buffers of that shape

@@ -6,10 +6,11 @@
 //   cudnn      - cuBLAS GEMMs; cuDNN's convolutions (true fp32, kernels/conv.cu's plan).
 //   cublas_h2d, cudnn_h2d - the same, with each batch (images and labels) copied from pinned
 //                host memory inside the step: the end-to-end step, the copy in the time.
-// ReLU, the loss rows, the bias sums and the mean are the op functions of kernels/activation.cu
-// and kernels/conv.cu; max pooling, the bias broadcast and SGD with momentum are here, their
-// per-element math from core/train.hpp.
+// ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
+// kernels/conv.cu; max pooling, the bias broadcast, the column sums (the bias gradient) and SGD
+// with momentum are here, their per-element math from core/train.hpp.
 #include <algorithm>
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +32,16 @@ constexpr int kThreads = 256;
 
 __global__ void bias_rows_kernel(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
   PB_GRID_STRIDE(i, rows * cols) { out[i] = b[i % cols]; }
+}
+
+// One thread per column, down the rows: neighbouring threads read neighbouring columns.
+__global__ void column_sums_kernel(const float* x, std::int64_t rows, std::int64_t cols,
+                                   float* out) {
+  PB_GRID_STRIDE(j, cols) {
+    float sum = 0;
+    for (std::int64_t i = 0; i < rows; ++i) sum += x[i * cols + j];
+    out[j] = sum;
+  }
 }
 
 __global__ void maxpool_forward_kernel(std::int64_t outputs, std::int64_t h, std::int64_t w,
@@ -99,9 +110,11 @@ class GpuOps {
         return conv_im2col(stream_, cublas_.get(), s, in0, in1, b, out, db, col_.data());
       }
       case Backend::cudnn: {
-        auto& plan = plans_[plan_key(s)];
-        if (!plan) plan = std::make_unique<CudnnConvolution>(stream_, s);
-        return plan->run(in0, in1, b, out, db);
+        const PlanKey key = plan_key(s);
+        auto it = plans_.find(key);
+        if (it == plans_.end())  // planned in the first step (untimed); kept only if it works
+          it = plans_.emplace(key, std::make_unique<CudnnConvolution>(stream_, s)).first;
+        return it->second->run(in0, in1, b, out, db);
       }
     }
   }
@@ -121,7 +134,9 @@ class GpuOps {
     PB_CUDA(cudaGetLastError());
   }
   void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out) {
-    channel_sums(stream_, x, rows, cols, 1, out);
+    column_sums_kernel<<<blocks_for(column_sums_kernel, cols), kThreads, 0, stream_>>>(x, rows,
+                                                                                       cols, out);
+    PB_CUDA(cudaGetLastError());
   }
   void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* x,
                        float* out, std::int32_t* arg) {
@@ -150,10 +165,21 @@ class GpuOps {
   }
 
  private:
-  using PlanKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                             std::int64_t, int>;
-  static PlanKey plan_key(const ConvShape& s) {  // what varies between the CNN's passes
-    return {s.n, s.c, s.h, s.w, s.k, s.r, static_cast<int>(s.dir)};
+  using PlanKey = std::array<std::int64_t, 13>;
+  static PlanKey plan_key(const ConvShape& s) {  // the whole shape
+    return {s.n,
+            s.c,
+            s.h,
+            s.w,
+            s.k,
+            s.r,
+            s.s,
+            s.stride_h,
+            s.stride_w,
+            s.pad_h,
+            s.pad_w,
+            static_cast<std::int64_t>(s.dir),
+            static_cast<std::int64_t>(s.dtype)};
   }
 
   cudaStream_t stream_;
@@ -206,6 +232,8 @@ class GpuTrain : public GpuImpl {
     else
       step_->forward(x_.data(), params_.data());
   }
+  // Nothing of the step may still be queued when its buffers and handles go.
+  ~GpuTrain() override { cudaStreamSynchronize(stream_); }
   Tensors result() override {
     if (!s_.train) return {download("logits", {s_.batch, 10}, step_->logits())};
     const std::int64_t n = model_param_count(s_.model);

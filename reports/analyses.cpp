@@ -328,20 +328,26 @@ json projection(const json& cases) {
   for (const json& c : cases)
     if (ok(c) && has_role(c, {"training"}) && per_sample(c) > heaviest)
       heaviest = per_sample(c), model = model_of(c);
-  json devices = json::object();
+  // Per device, the best step with the batch already on the device, and apart the best end to
+  // end (an implementation named *_h2d: each batch copied from host memory inside the step).
+  json devices = json::object(), end_to_end = json::object();
   for (const json& c : cases) {
     if (!ok(c) || !has_role(c, {"training"}) || model_of(c) != model) continue;
-    const std::string device = c["device"];
+    const std::string device = c["device"], impl = c["impl"];
+    const bool h2d = impl.size() > 4 && impl.compare(impl.size() - 4, 4, "_h2d") == 0;
+    json& best = h2d ? end_to_end : devices;
     const double sps = num(c, "samples_per_s");
-    if (devices.contains(device) && devices[device]["samples_per_s"].get<double>() >= sps) continue;
+    if (best.contains(device) && best[device]["samples_per_s"].get<double>() >= sps) continue;
     const double epoch_s = kImagenetImages / sps;
-    devices[device] = {{"model", model_of(c)},
-                       {"impl", c["impl"]},
-                       {"batch", std::stoll(c["shape"]["batch"].get<std::string>())},
-                       {"samples_per_s", sps},
-                       {"epoch_s", epoch_s},
-                       {"epoch_h", epoch_s / 3600.0}};
+    best[device] = {{"model", model_of(c)},
+                    {"impl", impl},
+                    {"batch", std::stoll(c["shape"]["batch"].get<std::string>())},
+                    {"samples_per_s", sps},
+                    {"epoch_s", epoch_s},
+                    {"epoch_h", epoch_s / 3600.0}};
   }
+  for (const auto& [device, e] : end_to_end.items())
+    if (devices.contains(device)) devices[device]["end_to_end"] = e;
   return {{"images", kImagenetImages},
           {"dataset", "ImageNet-1k, one epoch"},
           {"devices", devices},

@@ -215,6 +215,12 @@ std::string summary(const json& report) {
                     static_cast<long long>(d["batch"].get<std::int64_t>()),
                     d["samples_per_s"].get<double>());
       os << buf;
+      if (d.contains("end_to_end")) {
+        const json& e = d["end_to_end"];
+        std::snprintf(buf, sizeof buf, " end to end, the batch copied from host memory: %.2f h (%s);",
+                      e["epoch_h"].get<double>(), e["impl"].get<std::string>().c_str());
+        os << buf;
+      }
     }
     os << "\n  the claim: " << pr["claim"].get<std::string>() << "; "
        << pr["note"].get<std::string>() << "\n";

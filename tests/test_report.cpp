@@ -117,6 +117,17 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   EXPECT_EQ(p["devices"]["gpu"]["batch"], 128);
   EXPECT_EQ(p["devices"]["cpu"]["model"], "mlp");
   EXPECT_NE(p["claim"].get<std::string>().find("week"), std::string::npos);
+  EXPECT_FALSE(p["devices"]["gpu"].contains("end_to_end"));
+  json with_copies = cases;  // the end-to-end step is reported beside, never as, the best
+  with_copies.push_back(train_case("gpu", "cublas_h2d", 128, 30000));
+  with_copies.push_back(train_case("gpu", "cublas_h2d", 32, 10000));
+  const json pe = report::projection(with_copies)["devices"]["gpu"];
+  EXPECT_EQ(pe["impl"], "cublas");
+  EXPECT_DOUBLE_EQ(pe["end_to_end"]["samples_per_s"].get<double>(), 30000);
+  EXPECT_EQ(pe["end_to_end"]["batch"], 128);
+  EXPECT_NE(report::summary(report::build(json::object(), json::array(), with_copies))
+                .find("end to end, the batch copied from host memory"),
+            std::string::npos);
   json two_models = cases;  // a heavier model measured too: the projection is made on it
   json cnn = train_case("cpu", "onednn", 32, 500);
   cnn["shape"]["model"] = "cnn";

@@ -60,6 +60,22 @@ def test_speedup_chart_and_summary_show_like_precision(quick_reports, tmp_path):
     assert (tmp_path / "out" / "speedup.png").stat().st_size > 1000
 
 
+def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
+    # A GPU's end-to-end entry, written into a real report's projection beside the CPU's.
+    doc = json.loads(quick_reports[0].read_text())
+    devices = doc["pairbench"]["analyses"]["projection"]["devices"]
+    assert "cpu" in devices  # the quick suite trains both models on the CPU
+    devices["gpu"] = dict(devices["cpu"], impl="cudnn", epoch_h=0.25,
+                          end_to_end=dict(devices["cpu"], impl="cudnn_h2d", epoch_h=0.5))
+    r = run(PLOT, write(tmp_path / "gpu.json", doc), "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "One epoch of ImageNet-1k (1281167 images)" in summary
+    assert "- gpu: 0.25 h (cnn, cudnn, batch" in summary
+    assert "end to end 0.50 h (cudnn_h2d)" in summary
+    assert (tmp_path / "out" / "batch_size.png").stat().st_size > 1000
+
+
 def test_compare_passes_an_unchanged_report(quick_reports):
     r = run(COMPARE, quick_reports[0], quick_reports[0], "--fail-above", "10")
     assert r.returncode == 0, r.stderr

@@ -164,6 +164,26 @@ TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
   EXPECT_EQ(dx[15], 0);  // the other 9 of the window's tie lost to the first
 }
 
+// What the GPU's test asks of every GPU backend, asked of the CPU's steps (the same sequence of
+// calls): 60 updates on one batch, from the initial velocity, take the loss under a quarter.
+TEST_P(CpuTrain, TheLossFallsOverRepeatedStepsOnOneBatch) {
+  if (std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty())
+    GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
+  TrainShape s;
+  s.model = model(), s.batch = 32;
+  const TrainWorkload w(s);
+  const Tensors in = w.make_inputs();
+  auto impl = testing::find_impl(cpu::train_impls(), backend()).make(w, 2);
+  impl->activate();
+  impl->prepare(in);
+  impl->run();
+  const float first = at(impl->result(), "loss").f32()[0];
+  for (int i = 0; i < 60; ++i) impl->run();
+  const float last = at(impl->result(), "loss").f32()[0];
+  EXPECT_NEAR(first, std::log(10.0), 0.3);
+  EXPECT_LT(last, 0.25f * first) << "first " << first << ", last " << last;
+}
+
 // Several planes of odd size: each output is its window's maximum, and each input's gradient is
 // its window's where it is the maximum, else zero (the GPU's kernels run the same functions).
 TEST(MaxPool, EveryPlaneAndWindowAgainstBruteForce) {

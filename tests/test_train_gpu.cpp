@@ -65,10 +65,10 @@ TEST_P(GpuTrain, TheLossFallsOverRepeatedSteps) {
     impl->prepare(in);
     impl->run();
     const float first = at(impl->result(), "loss").f32()[0];
-    for (int i = 0; i < 30; ++i) impl->run();  // the same batch: the model learns it
+    for (int i = 0; i < 60; ++i) impl->run();  // the same batch: the model learns it
     const float last = at(impl->result(), "loss").f32()[0];
     EXPECT_NEAR(first, std::log(10.0), 0.3) << GetParam() << " " << to_string(m);
-    EXPECT_LT(last, 0.5f * first) << GetParam() << " " << to_string(m);
+    EXPECT_LT(last, 0.25f * first) << GetParam() << " " << to_string(m);  // the CPU: under 0.011
   }
 }
 
