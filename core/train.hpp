@@ -75,28 +75,28 @@ double model_macs(Model m);
 // w/2): the maximum of its window, and in *arg the maximum's index within its plane (the first
 // of equals, in window order). Backward routes each gradient to its window's maximum: input
 // element e gets its window's gradient where it is that maximum, zero elsewhere (windows do not
-// overlap, so each input has one). One index math for the reference (double), the CPU's step
-// (float) and the GPU's kernels.
+// overlap, so each input has one). The window's math is one for the reference (double), the
+// CPU's step (float) and the GPU's kernels; the GPU's backward gathers through maxpool2_grad_at,
+// the CPU's scatters through arg (the tests hold them equal).
+// The window at output row i, column j of a plane of h x w (x and arg: the plane's own).
 template <class T>
-HD inline T maxpool2_at(std::int64_t h, std::int64_t w, const T* x, std::int64_t o,
+HD inline T maxpool2_at(std::int64_t w, const T* x, std::int64_t i, std::int64_t j,
                         std::int32_t* arg) {
-  const std::int64_t oh = h / 2, ow = w / 2, i = o / ow % oh, j = o % ow;
-  const T* plane = x + o / (oh * ow) * h * w;
   std::int64_t best = (2 * i) * w + 2 * j;
   for (std::int64_t r = 0; r < 2; ++r)
     for (std::int64_t s = 0; s < 2; ++s) {
       const std::int64_t at = (2 * i + r) * w + 2 * j + s;
-      if (plane[at] > plane[best]) best = at;
+      if (x[at] > x[best]) best = at;
     }
   *arg = static_cast<std::int32_t>(best);
-  return plane[best];
+  return x[best];
 }
+// The gradient of input row r, column c of a plane of h x w (dout and arg: the plane's own).
 template <class T>
-HD inline T maxpool2_grad_at(std::int64_t h, std::int64_t w, const T* dout, const std::int32_t* arg,
-                             std::int64_t e) {
-  const std::int64_t at = e % (h * w),
-                     o = (e / (h * w) * (h / 2) + at / w / 2) * (w / 2) + at % w / 2;
-  return arg[o] == at ? dout[o] : T(0);
+HD inline T maxpool2_grad_at(std::int64_t w, const T* dout, const std::int32_t* arg, std::int64_t r,
+                             std::int64_t c) {
+  const std::int64_t o = r / 2 * (w / 2) + c / 2;
+  return arg[o] == r * w + c ? dout[o] : T(0);
 }
 // Over all outputs (forward) or all inputs (backward), on the CPU's threads; core/train.cpp
 // instantiates both for float and double.

@@ -46,12 +46,19 @@ __global__ void column_sums_kernel(const float* x, std::int64_t rows, std::int64
 
 __global__ void maxpool_forward_kernel(std::int64_t outputs, std::int64_t h, std::int64_t w,
                                        const float* x, float* out, std::int32_t* arg) {
-  PB_GRID_STRIDE(o, outputs) { out[o] = maxpool2_at(h, w, x, o, arg + o); }
+  const std::int64_t oh = h / 2, ow = w / 2;
+  PB_GRID_STRIDE(o, outputs) {
+    out[o] = maxpool2_at(w, x + o / (oh * ow) * h * w, o / ow % oh, o % ow, arg + o);
+  }
 }
 
 __global__ void maxpool_backward_kernel(std::int64_t inputs, std::int64_t h, std::int64_t w,
                                         const float* dout, const std::int32_t* arg, float* dx) {
-  PB_GRID_STRIDE(e, inputs) { dx[e] = maxpool2_grad_at(h, w, dout, arg, e); }
+  const std::int64_t per_out = (h / 2) * (w / 2);
+  PB_GRID_STRIDE(e, inputs) {
+    const std::int64_t p = e / (h * w);
+    dx[e] = maxpool2_grad_at(w, dout + p * per_out, arg + p * per_out, e / w % h, e % w);
+  }
 }
 
 __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int64_t n, float lr,

@@ -208,6 +208,11 @@ TEST(MaxPool, EveryPlaneAndWindowAgainstBruteForce) {
         want_dx[best] = dy[o];
       }
   EXPECT_EQ(dx, want_dx);
+  for (std::int64_t p = 0; p < planes; ++p)  // the GPU's gather, one input at a time
+    for (std::int64_t r = 0; r < h; ++r)
+      for (std::int64_t c = 0; c < w; ++c)
+        EXPECT_EQ(maxpool2_grad_at(w, dy.data() + p * hw / 4, arg.data() + p * hw / 4, r, c),
+                  want_dx[(p * h + r) * w + c]);
 }
 
 // What the GPU's test does with the GPU's step, done with two CPU steps: one step read back with
