@@ -1,6 +1,7 @@
 #include "core/train.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -31,7 +32,9 @@ std::int64_t Mlp::param_count() {
   return last.offset + last.rows * last.cols;
 }
 
-const char* to_string(Model m) { return m == Model::mlp ? "mlp" : "cnn"; }
+const char* to_string(Model m) {
+  return m == Model::mlp ? "mlp" : m == Model::cnn ? "cnn" : "resnet";
+}
 
 const std::vector<ParamSlice>& Cnn::params() {
   static const std::vector<ParamSlice> slices = {
@@ -62,14 +65,81 @@ double Cnn::macs() {
                              c2 * c1 * 9 * (size / 2) * (size / 2) + classes * flat);
 }
 
-std::int64_t input_features(Model m) { return m == Model::mlp ? Mlp::in : Cnn::in; }
+const std::vector<ParamSlice>& Resnet::params() {
+  static const std::vector<ParamSlice> slices = [] {
+    std::vector<ParamSlice> out;
+    std::int64_t at = 0;
+    auto add = [&](const char* name, std::int64_t rows, std::int64_t cols) {
+      out.push_back({name, at, rows, cols});
+      at += rows * cols;
+    };
+    static const char* names[blocks][6] = {
+        {"block1.w1", "block1.b1", "block1.w2", "block1.b2", "block1.w3", "block1.b3"},
+        {"block2.w1", "block2.b1", "block2.w2", "block2.b2", "block2.w3", "block2.b3"}};
+    for (int c = 0; c < convs; ++c) {
+      const ConvShape k = conv(c, 1, 8, ConvDir::fwd);
+      add(c == 0 ? "stem.w" : names[(c - 1) / 3][2 * ((c - 1) % 3)], k.k, k.c * k.r * k.s);
+      add(c == 0 ? "stem.b" : names[(c - 1) / 3][2 * ((c - 1) % 3) + 1], k.k, 1);
+    }
+    add("fc.w", classes, width);
+    add("fc.b", classes, 1);
+    return out;
+  }();
+  return slices;
+}
+
+std::int64_t Resnet::param_count() {
+  const ParamSlice& last = params().back();
+  return last.offset + last.rows * last.cols;
+}
+
+ConvShape Resnet::conv(int c, std::int64_t batch, std::int64_t image, ConvDir dir) {
+  ConvShape s;
+  s.dir = dir, s.n = batch;
+  if (c == 0) {  // the stem
+    s.c = channels, s.k = width, s.h = s.w = image, s.r = s.s = 7;
+    s.stride_h = s.stride_w = 2, s.pad_h = s.pad_w = 3;
+    return s;
+  }
+  const int j = (c - 1) % 3;  // 1x1 in, 3x3, 1x1 out
+  s.c = j == 0 ? width : mid, s.k = j == 2 ? width : mid, s.h = s.w = image / 4;
+  s.r = s.s = j == 1 ? 3 : 1;
+  s.pad_h = s.pad_w = j == 1 ? 1 : 0;
+  return s;
+}
+
+double Resnet::macs(std::int64_t image) {
+  double m = static_cast<double>(classes * width);
+  for (int c = 0; c < convs; ++c) {
+    const ConvShape k = conv(c, 1, image, ConvDir::fwd);
+    m += static_cast<double>(k.k * k.crs() * k.pq());
+  }
+  return m;
+}
+
+std::int64_t input_features(const TrainShape& s) {
+  return s.model == Model::mlp   ? Mlp::in
+         : s.model == Model::cnn ? Cnn::in
+                                 : Resnet::channels * s.image * s.image;
+}
 const std::vector<ParamSlice>& model_params(Model m) {
-  return m == Model::mlp ? Mlp::params() : Cnn::params();
+  return m == Model::mlp ? Mlp::params() : m == Model::cnn ? Cnn::params() : Resnet::params();
 }
 std::int64_t model_param_count(Model m) {
-  return m == Model::mlp ? Mlp::param_count() : Cnn::param_count();
+  const ParamSlice& last = model_params(m).back();
+  return last.offset + last.rows * last.cols;
 }
-double model_macs(Model m) { return m == Model::mlp ? Mlp::macs() : Cnn::macs(); }
+double model_macs(const TrainShape& s) {
+  return s.model == Model::mlp   ? Mlp::macs()
+         : s.model == Model::cnn ? Cnn::macs()
+                                 : Resnet::macs(s.image);
+}
+double first_layer_macs(const TrainShape& s) {
+  if (s.model == Model::mlp) return static_cast<double>(Mlp::in * Mlp::hidden);
+  const ConvShape k = s.model == Model::cnn ? Cnn::conv(0, 1, ConvDir::fwd)
+                                            : Resnet::conv(0, 1, s.image, ConvDir::fwd);
+  return static_cast<double>(k.k * k.crs() * k.pq());
+}
 
 template <class T>
 void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
@@ -114,12 +184,16 @@ std::vector<std::int64_t> train_suite_batches(int level) {
 
 TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
   TrainShape s;
-  bool has_batch = false;
+  bool has_batch = false, has_image = false;
   for (const auto& [k, v] : kv) {
     if (k == "model") {
-      if (v != "mlp" && v != "cnn")
-        throw std::invalid_argument("model=" + v + " is not one of mlp, cnn");
-      s.model = v == "mlp" ? Model::mlp : Model::cnn;
+      if (v != "mlp" && v != "cnn" && v != "resnet")
+        throw std::invalid_argument("model=" + v + " is not one of mlp, cnn, resnet");
+      s.model = v == "mlp" ? Model::mlp : v == "cnn" ? Model::cnn : Model::resnet;
+    } else if (k == "image") {
+      s.image = parse_count(k, v, 1024), has_image = true;
+      if (s.image < 8 || s.image % 4 != 0)
+        throw std::invalid_argument("image=" + v + " is not a multiple of 4 from 8 to 1024");
     } else if (k == "batch") {
       s.batch = parse_count(k, v, 1 << 20), has_batch = true;
     } else if (k == "pass") {
@@ -132,10 +206,13 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
       s.momentum = parse_finite(k, v);
     } else {
       throw std::invalid_argument("unknown train shape key '" + k +
-                                  "' (model, batch, pass, lr, momentum)");
+                                  "' (model, batch, pass, lr, momentum, image)");
     }
   }
   if (!has_batch) throw std::invalid_argument("train shape needs batch=");
+  if (has_image && s.model != Model::resnet)
+    throw std::invalid_argument(
+        "image= is for model=resnet (the MLP and the CNN have fixed inputs)");
   return s;
 }
 
@@ -244,6 +321,12 @@ struct Tape {
   // CNN: x, the conv outputs (z1, z2), the pooled maps (p1, p2) and the pools' choices.
   std::vector<double> x, z1, p1, z2, p2;
   std::vector<std::int32_t> arg1, arg2;
+  // Resnet: the stem's z (z1) and pool (arg1); each block's input a[b] (a[blocks]: the last
+  // output), its convolutions' pre-activations and outputs (bz[b][j], bu[b][j]; bz[b][2] the
+  // sum before the last ReLU), and the pooled features g.
+  std::vector<std::vector<double>> a_res;
+  std::vector<std::array<std::vector<double>, 3>> bz, bu;
+  std::vector<double> g;
   std::vector<double> logits;
 };
 
@@ -290,6 +373,46 @@ void cnn_forward(std::int64_t B, const float* x, const float* params, Tape& t) {
   linear(B, Cnn::flat, Cnn::classes, t.p2, params + ps[4].offset, params + ps[5].offset, t.logits);
 }
 
+const float* conv_w(const float* params, int c) { return params + Resnet::params()[2 * c].offset; }
+const float* conv_b(const float* params, int c) {
+  return params + Resnet::params()[2 * c + 1].offset;
+}
+
+void resnet_forward(const TrainShape& s, const float* x, const float* params, Tape& t) {
+  const std::int64_t B = s.batch, S = s.image, Q2 = (S / 4) * (S / 4);
+  const auto& ps = Resnet::params();
+  t.x.assign(x, x + B * input_features(s));
+  t.z1 =
+      conv(Resnet::conv(0, B, S, ConvDir::fwd), t.x.data(), conv_w(params, 0), conv_b(params, 0));
+  const std::vector<double> r = relu(t.z1);
+  t.a_res.assign(Resnet::blocks + 1, std::vector<double>(r.size() / 4));
+  t.arg1.resize(r.size() / 4);
+  maxpool2_forward(B * Resnet::width, S / 2, S / 2, r.data(), t.a_res[0].data(), t.arg1.data());
+  t.bz.assign(Resnet::blocks, {});
+  t.bu.assign(Resnet::blocks, {});
+  for (int b = 0; b < Resnet::blocks; ++b) {
+    const double* in = t.a_res[b].data();
+    for (int j = 0; j < 3; ++j) {
+      const int c = 1 + 3 * b + j;
+      t.bz[b][j] =
+          conv(Resnet::conv(c, B, S, ConvDir::fwd), in, conv_w(params, c), conv_b(params, c));
+      if (j == 2)  // the block's input added back
+        for (std::size_t i = 0; i < t.bz[b][j].size(); ++i) t.bz[b][j][i] += t.a_res[b][i];
+      t.bu[b][j] = relu(t.bz[b][j]);
+      in = t.bu[b][j].data();
+    }
+    t.a_res[b + 1] = t.bu[b][2];
+  }
+  t.g.assign(static_cast<std::size_t>(B * Resnet::width), 0.0);
+  for (std::size_t p = 0; p < t.g.size(); ++p) {
+    for (std::int64_t i = 0; i < Q2; ++i) t.g[p] += t.a_res[Resnet::blocks][p * Q2 + i];
+    t.g[p] /= static_cast<double>(Q2);
+  }
+  const int fc = 2 * Resnet::convs;
+  linear(B, Resnet::width, Resnet::classes, t.g, params + ps[fc].offset, params + ps[fc + 1].offset,
+         t.logits);
+}
+
 // A convolution's weight and bias gradients from its input and dz.
 void conv_grads(const ConvShape& f, const double* in, const std::vector<double>& dz, double* gw,
                 double* gb) {
@@ -323,6 +446,38 @@ void cnn_backward(std::int64_t B, const Tape& t, const float* params,
              grads + ps[1].offset);
 }
 
+void resnet_backward(const TrainShape& s, const Tape& t, const float* params,
+                     const std::vector<double>& dlogits, double* grads) {
+  const std::int64_t B = s.batch, S = s.image, Q2 = (S / 4) * (S / 4);
+  const auto& ps = Resnet::params();
+  const int fc = 2 * Resnet::convs;
+  std::vector<double> dg;
+  linear_backward(B, Resnet::width, Resnet::classes, t.g, params + ps[fc].offset, dlogits,
+                  grads + ps[fc].offset, grads + ps[fc + 1].offset, &dg);
+  std::vector<double> da(t.a_res[Resnet::blocks].size());  // the average pool spreads dg
+  for (std::size_t i = 0; i < da.size(); ++i)
+    da[i] = dg[i / static_cast<std::size_t>(Q2)] / static_cast<double>(Q2);
+  for (int b = Resnet::blocks - 1; b >= 0; --b) {
+    std::vector<double> d = da;  // through the last ReLU: the sum's gradient
+    relu_backward(t.bz[b][2], d);
+    const std::vector<double> dsum = d;
+    for (int j = 2; j >= 0; --j) {
+      const int c = 1 + 3 * b + j;
+      const double* in = j == 0 ? t.a_res[b].data() : t.bu[b][j - 1].data();
+      conv_grads(Resnet::conv(c, B, S, ConvDir::bwd_filter), in, d, grads + ps[2 * c].offset,
+                 grads + ps[2 * c + 1].offset);
+      d = conv(Resnet::conv(c, B, S, ConvDir::bwd_data), d.data(), conv_w(params, c), nullptr);
+      if (j > 0) relu_backward(t.bz[b][j - 1], d);
+    }
+    for (std::size_t i = 0; i < da.size(); ++i) da[i] = dsum[i] + d[i];  // plus the identity's
+  }
+  std::vector<double> dz(t.z1.size());
+  maxpool2_backward(B * Resnet::width, S / 2, S / 2, da.data(), t.arg1.data(), dz.data());
+  relu_backward(t.z1, dz);
+  conv_grads(Resnet::conv(0, B, S, ConvDir::bwd_filter), t.x.data(), dz, grads + ps[0].offset,
+             grads + ps[1].offset);
+}
+
 }  // namespace
 
 ReferenceStep reference_step(const TrainShape& s, const float* x, const std::int32_t* labels,
@@ -332,8 +487,10 @@ ReferenceStep reference_step(const TrainShape& s, const float* x, const std::int
   Tape t;
   if (s.model == Model::mlp)
     mlp_forward(B, x, params, t);
-  else
+  else if (s.model == Model::cnn)
     cnn_forward(B, x, params, t);
+  else
+    resnet_forward(s, x, params, t);
   out.logits = t.logits;
   if (!s.train) return out;
   // The mean loss and its gradient, (softmax - onehot) / B.
@@ -352,8 +509,10 @@ ReferenceStep reference_step(const TrainShape& s, const float* x, const std::int
   out.grads.assign(static_cast<std::size_t>(P), 0.0);
   if (s.model == Model::mlp)
     mlp_backward(B, t, params, dz, out.grads.data());
-  else
+  else if (s.model == Model::cnn)
     cnn_backward(B, t, params, dz, out.grads.data());
+  else
+    resnet_backward(s, t, params, dz, out.grads.data());
   // SGD with momentum.
   out.params.resize(static_cast<std::size_t>(P));
   out.velocity.resize(static_cast<std::size_t>(P));
@@ -369,27 +528,38 @@ Shape TrainWorkload::shape() const {
   sh.add("model", to_string(s_.model));
   sh.add("pass", s_.train ? "train" : "infer");
   sh.add("batch", s_.batch);
+  if (s_.model == Model::resnet) sh.add("image", s_.image);
   sh.add("dtype", "fp32");
   return sh;
 }
 
 double TrainWorkload::flops() const {
   const double b = static_cast<double>(s_.batch);
-  const double macs = model_macs(s_.model);
+  const double macs = model_macs(s_);
   if (!s_.train) return 2.0 * b * macs;
-  // The first layer computes no gradient of its input.
-  const double first =
-      s_.model == Model::mlp
-          ? static_cast<double>(Mlp::in * Mlp::hidden)
-          : static_cast<double>(Cnn::c1 * Cnn::channels * 9 * Cnn::size * Cnn::size);
-  return 2.0 * b * (3.0 * macs - first);
+  return 2.0 * b * (3.0 * macs - first_layer_macs(s_));  // no gradient of the input
 }
 
 double TrainWorkload::min_bytes() const {
   const double p = static_cast<double>(model_param_count(s_.model)),
                b = static_cast<double>(s_.batch);
-  const double batch_bytes = 4.0 * b * static_cast<double>(input_features(s_.model) + 1);
+  const double batch_bytes = 4.0 * b * static_cast<double>(input_features(s_) + 1);
   return s_.train ? 4.0 * 5.0 * p + batch_bytes : 4.0 * p + batch_bytes;  // p, v, g
+}
+
+double TrainWorkload::activations() const {
+  switch (s_.model) {
+    case Model::mlp:
+      return static_cast<double>(Mlp::in + 3 * Mlp::hidden);
+    case Model::cnn:
+      return static_cast<double>(Cnn::in + 3 * Cnn::c1 * Cnn::size * Cnn::size);
+    case Model::resnet:  // x, the stem's 3 maps, then per block 4 of mid and 2 of width, scratch
+      break;
+  }
+  const double q = static_cast<double>(s_.image * s_.image) / 16;
+  return static_cast<double>(input_features(s_)) + 3 * Resnet::width * 4 * q +
+         Resnet::blocks * (4 * Resnet::mid + 2 * Resnet::width) * q +
+         (2 * Resnet::mid + 3 * Resnet::width) * q;
 }
 
 double TrainWorkload::host_bytes() const {
@@ -407,7 +577,7 @@ double TrainWorkload::device_bytes() const {
 }
 
 Tensors TrainWorkload::make_inputs() const {
-  const std::int64_t f = input_features(s_.model);
+  const std::int64_t f = input_features(s_);
   Tensor x("x", {s_.batch, f}), labels("labels", {s_.batch}, Elem::i32);
   synthetic_batch(f, s_.batch, 0, x.f32().data(), labels.i32().data());
   return {x, labels, Tensor::of("params", initial_params(s_.model)),

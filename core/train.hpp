@@ -2,7 +2,8 @@
 // momentum, the same model, data and initial weights on every device; or inference (forward
 // only). The models: an MLP 784-1024-1024-10 with ReLU (MNIST-shaped), and a CNN on 3x32x32
 // inputs (CIFAR-shaped): conv 3->32 3x3 pad 1, ReLU, maxpool 2, conv 32->64 3x3 pad 1, ReLU,
-// maxpool 2, linear 4096->10. A model's parameters are one flat fp32 vector (model_params()
+// maxpool 2, linear 4096->10; and, in the full suite, an ImageNet-sized model (Resnet below). A
+// model's parameters are one flat fp32 vector (model_params()
 // gives each tensor's slice) in PyTorch's layouts: Linear W (out x in), Conv2d W (k x c x r x s),
 // b (out). The update is PyTorch's SGD with momentum:
 //   v = momentum v + g;  p = p - lr v.
@@ -20,13 +21,14 @@
 
 namespace pb {
 
-enum class Model { mlp, cnn };
+enum class Model { mlp, cnn, resnet };
 const char* to_string(Model m);
 
 struct TrainShape {
   Model model = Model::mlp;
   std::int64_t batch = 32;
-  bool train = true;  // false: inference, the forward pass alone (logits)
+  bool train = true;         // false: inference, the forward pass alone (logits)
+  std::int64_t image = 224;  // resnet: its inputs are 3 x image x image (a multiple of 4)
   float lr = 0.01f, momentum = 0.9f;
 };
 
@@ -65,11 +67,29 @@ struct Cnn {
   static double macs();  // one sample's forward pass
 };
 
+// The ImageNet-sized model: ResNet's stem and bottleneck blocks (without batch norm) on
+// 3 x image x image inputs (224 in the full suite): conv 3->64 7x7 stride 2 pad 3, ReLU,
+// maxpool 2; two bottleneck blocks at image/4 (1x1 64->32, ReLU, 3x3 32->32 pad 1, ReLU,
+// 1x1 32->64, plus the block's input, ReLU); global average pooling; linear 64->10. At 224,
+// 0.21 GMAC per image forward, a twentieth of ResNet-50's 4.1.
+struct Resnet {
+  static constexpr std::int64_t channels = 3, width = 64, mid = 32, blocks = 2, classes = 10;
+  static constexpr int convs = 1 + 3 * blocks;  // the stem, then each block's three
+  // stem.w, stem.b, then each block's w1, b1, w2, b2, w3, b3, then fc.w, fc.b: convolution c's
+  // weight is params()[2c], its bias params()[2c + 1]; the linear layer's are 2 convs, + 1.
+  static const std::vector<ParamSlice>& params();
+  static std::int64_t param_count();
+  // Convolution c (0 the stem; 1 + 3 b + j block b's j-th) at this batch and image size.
+  static ConvShape conv(int c, std::int64_t batch, std::int64_t image, ConvDir dir);
+  static double macs(std::int64_t image);  // one sample's forward pass
+};
+
 // What a model's step needs to know of it, whichever it is.
-std::int64_t input_features(Model m);  // per sample: 784 or 3072
+std::int64_t input_features(const TrainShape& s);  // per sample: 784, 3072 or 3 image^2
 const std::vector<ParamSlice>& model_params(Model m);
 std::int64_t model_param_count(Model m);
-double model_macs(Model m);
+double model_macs(const TrainShape& s);        // one sample's forward pass
+double first_layer_macs(const TrainShape& s);  // of which the first layer's (no input gradient)
 
 // 2x2 max pooling, stride 2, over `planes` maps of h x w (h, w even). Output o (of planes x h/2 x
 // w/2): the maximum of its window, and in *arg the maximum's index within its plane (the first
@@ -116,7 +136,8 @@ HD inline void sgd_momentum_at(float& p, float& v, float g, float lr, float mome
 // Batches by suite: quick 32 and 128; standard 1, 8, 32, 128, 512; full the same.
 std::vector<std::int64_t> train_suite_batches(int level);
 
-// --shape keys: model (mlp, cnn), batch, pass (train or infer; default train), lr, momentum.
+// --shape keys: model (mlp, cnn, resnet), batch, pass (train or infer; default train), lr,
+// momentum; image (resnet only: a multiple of 4 from 8 to 1024, default 224).
 TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv);
 
 // A deterministic, learnable synthetic dataset of `features` per sample: sample i has label
@@ -164,11 +185,7 @@ class TrainWorkload : public Workload {
   double host_bytes() const override;
   double device_bytes() const override;
   // Floats of one sample's activations, about: what the memory checks count per sample.
-  double activations() const {
-    return s_.model == Model::mlp
-               ? static_cast<double>(Mlp::in + 3 * Mlp::hidden)
-               : static_cast<double>(Cnn::in + 3 * Cnn::c1 * Cnn::size * Cnn::size);
-  }
+  double activations() const;
   // x (batch x 784 or 3072), labels (int32), params, velocity.
   Tensors make_inputs() const override;
   // train: loss (1), params and velocity after the step; infer: logits (batch x 10).

@@ -13,6 +13,9 @@
 //   column_sums(x, rows, cols, out)    the bias gradient
 //   maxpool_forward(planes, h, w, x, out, arg) / maxpool_backward(planes, h, w, dout, arg, dx)
 //   sgd_momentum(p, v, g, n, lr, momentum)
+//   add(a, b, out, n)                  out = a + b (a residual connection, and its gradient)
+//   plane_means(x, planes, hw, out)    out[p] = the mean of plane p (global average pooling)
+//   spread_means(dout, planes, hw, dx) dx = dout[p] / hw over plane p (its backward pass)
 // Every pointer a step passes is the device's memory; so are the loss and the logits it leaves.
 #pragma once
 
@@ -202,13 +205,117 @@ class CnnStep : public ModelStep {
   typename Ops::template Buffer<std::int32_t> arg1_, arg2_;
 };
 
+// The ImageNet-sized model (core/train.hpp's Resnet): the stem, two bottleneck blocks, global
+// average pooling and a linear layer.
+template <class Ops>
+class ResnetStep : public ModelStep {
+ public:
+  ResnetStep(const TrainShape& s, Ops& ops) : s_(s), ops_(ops) {
+    const std::int64_t B = s.batch, S = s.image, Q2 = (S / 4) * (S / 4);
+    const std::int64_t wide = B * Resnet::width * Q2, narrow = B * Resnet::mid * Q2;
+    stem_z_ = ops.template buffer<float>(4 * wide);
+    stem_r_ = ops.template buffer<float>(4 * wide);
+    stem_arg_ = ops.template buffer<std::int32_t>(wide);
+    for (int b = 0; b <= Resnet::blocks; ++b) a_[b] = ops.template buffer<float>(wide);
+    for (int b = 0; b < Resnet::blocks; ++b)
+      for (int j = 0; j < 3; ++j) {
+        z_[b][j] = ops.template buffer<float>(j == 2 ? wide : narrow);
+        if (j < 2) u_[b][j] = ops.template buffer<float>(narrow);
+      }
+    g_ = ops.template buffer<float>(B * Resnet::width);
+    dg_ = ops.template buffer<float>(B * Resnet::width);
+    for (auto* v : {&da_, &dsum_, &dwide_}) *v = ops.template buffer<float>(wide);
+    for (auto* v : {&dn1_, &dn2_}) *v = ops.template buffer<float>(narrow);
+    logits_ = ops.template buffer<float>(B * Resnet::classes);
+    dlogits_ = ops.template buffer<float>(B * Resnet::classes);
+    losses_ = ops.template buffer<float>(B);
+    loss_ = ops.template buffer<float>(1);
+    grads_ = ops.template buffer<float>(Resnet::param_count());
+  }
+  void forward(const float* x, const float* params) override {
+    const std::int64_t B = s_.batch, S = s_.image, Q2 = (S / 4) * (S / 4);
+    const std::int64_t wide = B * Resnet::width * Q2;
+    ops_.conv(conv(0, ConvDir::fwd), x, w(params, 0), b(params, 0), stem_z_.data(), nullptr);
+    ops_.relu(stem_z_.data(), nullptr, stem_r_.data(), 4 * wide);
+    ops_.maxpool_forward(B * Resnet::width, S / 2, S / 2, stem_r_.data(), a_[0].data(),
+                         stem_arg_.data());
+    for (int blk = 0; blk < Resnet::blocks; ++blk) {
+      const float* in = a_[blk].data();
+      for (int j = 0; j < 3; ++j) {
+        const int c = 1 + 3 * blk + j;
+        float* z = z_[blk][j].data();
+        ops_.conv(conv(c, ConvDir::fwd), in, w(params, c), b(params, c), z, nullptr);
+        if (j == 2) ops_.add(z, a_[blk].data(), z, wide);  // the block's input added back
+        float* out = j == 2 ? a_[blk + 1].data() : u_[blk][j].data();
+        ops_.relu(z, nullptr, out, j == 2 ? wide : B * Resnet::mid * Q2);
+        in = out;
+      }
+    }
+    ops_.plane_means(a_[Resnet::blocks].data(), B * Resnet::width, Q2, g_.data());
+    const int fc = 2 * Resnet::convs;
+    linear(ops_, B, Resnet::width, Resnet::classes, g_.data(), params + param(fc),
+           params + param(fc + 1), logits_.data());
+  }
+  void step(const float* x, const std::int32_t* labels, float* params, float* velocity) override {
+    const std::int64_t B = s_.batch, S = s_.image, Q2 = (S / 4) * (S / 4);
+    const std::int64_t wide = B * Resnet::width * Q2, narrow = B * Resnet::mid * Q2;
+    forward(x, params);
+    loss_and_gradient(ops_, B, logits_.data(), labels, losses_.data(), loss_.data(),
+                      dlogits_.data());
+    float* g = grads_.data();
+    const int fc = 2 * Resnet::convs;
+    linear_backward(ops_, B, Resnet::width, Resnet::classes, g_.data(), params + param(fc),
+                    dlogits_.data(), g + param(fc), g + param(fc + 1), dg_.data());
+    ops_.spread_means(dg_.data(), B * Resnet::width, Q2, da_.data());
+    for (int blk = Resnet::blocks - 1; blk >= 0; --blk) {
+      // da: the block output's gradient; through its ReLU, the sum's (dsum), which flows into
+      // the branch's last convolution and, unchanged, into the block's input.
+      ops_.relu(z_[blk][2].data(), da_.data(), dsum_.data(), wide);
+      const float* d = dsum_.data();
+      float* dn[2] = {dn1_.data(), dn2_.data()};
+      for (int j = 2; j >= 0; --j) {
+        const int c = 1 + 3 * blk + j;
+        const float* in = j == 0 ? a_[blk].data() : u_[blk][j - 1].data();
+        ops_.conv(conv(c, ConvDir::bwd_filter), in, d, nullptr, g + param(2 * c),
+                  g + param(2 * c + 1));
+        float* din = j == 0 ? dwide_.data() : dn[j % 2];
+        ops_.conv(conv(c, ConvDir::bwd_data), d, w(params, c), nullptr, din, nullptr);
+        if (j > 0) ops_.relu(z_[blk][j - 1].data(), din, din, narrow);
+        d = din;
+      }
+      ops_.add(dsum_.data(), dwide_.data(), da_.data(), wide);  // branch plus identity
+    }
+    ops_.maxpool_backward(B * Resnet::width, S / 2, S / 2, da_.data(), stem_arg_.data(),
+                          stem_r_.data());
+    ops_.relu(stem_z_.data(), stem_r_.data(), stem_r_.data(), 4 * wide);
+    ops_.conv(conv(0, ConvDir::bwd_filter), x, stem_r_.data(), nullptr, g + param(0), g + param(1));
+    ops_.sgd_momentum(params, velocity, g, Resnet::param_count(), s_.lr, s_.momentum);
+  }
+  const float* logits() const override { return logits_.data(); }
+  const float* loss() const override { return loss_.data(); }
+
+ private:
+  ConvShape conv(int c, ConvDir dir) const { return Resnet::conv(c, s_.batch, s_.image, dir); }
+  static std::int64_t param(int t) { return Resnet::params()[t].offset; }
+  static const float* w(const float* params, int c) { return params + param(2 * c); }
+  static const float* b(const float* params, int c) { return params + param(2 * c + 1); }
+
+  using Floats = typename Ops::template Buffer<float>;
+  TrainShape s_;
+  Ops& ops_;
+  Floats stem_z_, stem_r_, a_[Resnet::blocks + 1], z_[Resnet::blocks][3], u_[Resnet::blocks][2];
+  Floats g_, dg_, da_, dsum_, dwide_, dn1_, dn2_, logits_, dlogits_, losses_, loss_, grads_;
+  typename Ops::template Buffer<std::int32_t> stem_arg_;
+};
+
 }  // namespace step_detail
 
 // The step of s.model on the device whose op functions `ops` gives (ops must outlive it).
 template <class Ops>
 std::unique_ptr<ModelStep> make_step(const TrainShape& s, Ops& ops) {
   if (s.model == Model::mlp) return std::make_unique<step_detail::MlpStep<Ops>>(s, ops);
-  return std::make_unique<step_detail::CnnStep<Ops>>(s, ops);
+  if (s.model == Model::cnn) return std::make_unique<step_detail::CnnStep<Ops>>(s, ops);
+  return std::make_unique<step_detail::ResnetStep<Ops>>(s, ops);
 }
 
 }  // namespace pb

@@ -130,6 +130,12 @@ void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols,
 void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out, int threads);
 void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                   int threads);
+// The ImageNet-sized model's: out = a + b over n floats (a residual connection); the mean of
+// each of `planes` planes of hw floats (global average pooling), and its backward pass (each
+// plane's gradient spread evenly over it).
+void add_arrays(const float* a, const float* b, float* out, std::int64_t n, int threads);
+void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out, int threads);
+void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx, int threads);
 
 // A model's training step (core/train_step.hpp) on the CPU, on the caller's parameters and
 // velocity; its loss and logits are host memory. GEMMs (and the CNN's convolutions) through

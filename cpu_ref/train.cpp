@@ -44,6 +44,26 @@ void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, 
   }
 }
 
+void add_arrays(const float* a, const float* b, float* out, std::int64_t n, int threads) {
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+  for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
+}
+
+void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t p = 0; p < planes; ++p) {
+    float sum = 0;
+    for (std::int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
+    out[p] = sum / static_cast<float>(hw);
+  }
+}
+
+void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t p = 0; p < planes; ++p)
+    std::fill(dx + p * hw, dx + (p + 1) * hw, dout[p] / static_cast<float>(hw));
+}
+
 namespace {
 
 // A GEMM through OpenBLAS, or through oneDNN's plan for its shape (built on first use: the
@@ -136,6 +156,15 @@ class CpuOps {
   }
   void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum) {
     cpu::sgd_momentum(p, v, g, n, lr, momentum, threads_);
+  }
+  void add(const float* a, const float* b, float* out, std::int64_t n) {
+    add_arrays(a, b, out, n, threads_);
+  }
+  void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out) {
+    cpu::plane_means(x, planes, hw, out, threads_);
+  }
+  void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx) {
+    cpu::spread_means(dout, planes, hw, dx, threads_);
   }
 
  private:

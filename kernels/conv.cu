@@ -283,7 +283,6 @@ struct CudnnConvolution::State {
   cudnnConvolutionBwdDataAlgo_t bwd_data{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   std::size_t workspace_bytes = 0;
-  DeviceMem workspace;
   std::string detail;
 
   // The first algorithm of cuDNN's heuristic ranking that is supported, fits the workspace
@@ -373,18 +372,17 @@ CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s)
   if (on != n || oc != k || op != p || oq != q)
     throw std::runtime_error("cuDNN's output size differs from the workload's");
   t.choose_algorithm(math);
-  if (t.workspace_bytes > 0) t.workspace = DeviceMem(t.workspace_bytes);
 }
 
 CudnnConvolution::~CudnnConvolution() = default;
 
 std::string CudnnConvolution::detail() const { return st_->detail; }
+std::size_t CudnnConvolution::workspace_bytes() const { return st_->workspace_bytes; }
 
 void CudnnConvolution::run(const float* in0, const float* in1, const float* b, float* out,
-                           float* db) {
+                           float* db, void* ws) {
   State& t = *st_;
   const float one = 1, zero = 0;
-  void* ws = t.workspace.as<void>();
   switch (t.s.dir) {
     case ConvDir::fwd:
       PB_CUDNN(cudnnConvolutionForward(t.handle.get(), &one, t.x.get(), in0, t.w.get(), in1,
@@ -413,7 +411,8 @@ CudnnConvolution::CudnnConvolution(cudaStream_t, const ConvShape&) {
 }
 CudnnConvolution::~CudnnConvolution() = default;
 std::string CudnnConvolution::detail() const { return ""; }
-void CudnnConvolution::run(const float*, const float*, const float*, float*, float*) {}
+std::size_t CudnnConvolution::workspace_bytes() const { return 0; }
+void CudnnConvolution::run(const float*, const float*, const float*, float*, float*, void*) {}
 #endif
 
 namespace {
@@ -421,15 +420,17 @@ namespace {
 // conv/gpu/cudnn: the plan over the case's buffers.
 class CudnnConv : public GpuConv {
  public:
-  explicit CudnnConv(const ConvShape& s) : GpuConv(s), plan_(stream_, s) {}
+  explicit CudnnConv(const ConvShape& s)
+      : GpuConv(s), plan_(stream_, s), workspace_(plan_.workspace_bytes()) {}
   std::string detail() const override { return plan_.detail(); }
   void run() override {
-    plan_.run(in0_.as<float>(), in1_.as<float>(), b_.as<float>(), out_.as<float>(),
-              db_.as<float>());
+    plan_.run(in0_.as<float>(), in1_.as<float>(), b_.as<float>(), out_.as<float>(), db_.as<float>(),
+              workspace_.as<void>());
   }
 
  private:
   CudnnConvolution plan_;
+  DeviceMem workspace_;
 };
 
 std::unique_ptr<Impl> make_conv(const std::string&, const std::string& name, const Workload& w,

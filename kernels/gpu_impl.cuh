@@ -39,7 +39,9 @@ std::string device_sticky_error();
 class DeviceMem {
  public:
   DeviceMem() = default;
-  explicit DeviceMem(std::size_t bytes) { PB_CUDA(cudaMalloc(&p_, bytes)); }
+  explicit DeviceMem(std::size_t bytes) {  // none for 0 bytes (a workspace nobody needs)
+    if (bytes > 0) PB_CUDA(cudaMalloc(&p_, bytes));
+  }
   DeviceMem(const DeviceMem&) = delete;
   DeviceMem& operator=(const DeviceMem&) = delete;
   DeviceMem(DeviceMem&& o) noexcept { std::swap(p_, o.p_); }
@@ -139,7 +141,11 @@ class CudnnConvolution {
   CudnnConvolution(const CudnnConvolution&) = delete;
   CudnnConvolution& operator=(const CudnnConvolution&) = delete;
   ~CudnnConvolution();
-  void run(const float* in0, const float* in1, const float* b, float* out, float* db);
+  // workspace: workspace_bytes() of device memory, the caller's (plans run one after another
+  // on one stream may share one).
+  void run(const float* in0, const float* in1, const float* b, float* out, float* db,
+           void* workspace);
+  std::size_t workspace_bytes() const;
   std::string detail() const;  // the algorithm, its math and workspace
 
  private:

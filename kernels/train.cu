@@ -61,6 +61,15 @@ __global__ void maxpool_backward_kernel(std::int64_t inputs, std::int64_t h, std
   }
 }
 
+__global__ void add_kernel(const float* a, const float* b, float* out, std::int64_t n) {
+  PB_GRID_STRIDE(j, n) { out[j] = a[j] + b[j]; }
+}
+
+__global__ void spread_means_kernel(const float* dout, std::int64_t planes, std::int64_t hw,
+                                    float* dx) {
+  PB_GRID_STRIDE(i, planes * hw) { dx[i] = dout[i / hw] / static_cast<float>(hw); }
+}
+
 __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int64_t n, float lr,
                                     float momentum) {
   PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum); }
@@ -119,9 +128,16 @@ class GpuOps {
       case Backend::cudnn: {
         const PlanKey key = plan_key(s);
         auto it = plans_.find(key);
-        if (it == plans_.end())  // planned in the first step (untimed); kept only if it works
+        if (it == plans_.end()) {  // planned in the first step (untimed); kept only if it works
           it = plans_.emplace(key, std::make_unique<CudnnConvolution>(stream_, s)).first;
-        return it->second->run(in0, in1, b, out, db);
+          // One workspace for every plan: they run one after another on the stream.
+          const std::size_t need = it->second->workspace_bytes();
+          if (need > workspace_bytes_) {
+            PB_CUDA(cudaStreamSynchronize(stream_));
+            workspace_ = DeviceMem(need), workspace_bytes_ = need;
+          }
+        }
+        return it->second->run(in0, in1, b, out, db, workspace_.as<void>());
       }
     }
   }
@@ -164,6 +180,18 @@ class GpuOps {
                                                                                       lr, momentum);
     PB_CUDA(cudaGetLastError());
   }
+  void add(const float* a, const float* b, float* out, std::int64_t n) {
+    add_kernel<<<blocks_for(add_kernel, n), kThreads, 0, stream_>>>(a, b, out, n);
+    PB_CUDA(cudaGetLastError());
+  }
+  void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out) {
+    channel_sums(stream_, x, 1, planes, hw, out, 1.0f / static_cast<float>(hw));
+  }
+  void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx) {
+    spread_means_kernel<<<blocks_for(spread_means_kernel, planes * hw), kThreads, 0, stream_>>>(
+        dout, planes, hw, dx);
+    PB_CUDA(cudaGetLastError());
+  }
   // The cuDNN algorithms the step chose, one per convolution pass.
   std::string detail() const {
     std::string out;
@@ -195,6 +223,8 @@ class GpuOps {
   DeviceBuffer<float> col_;
   std::int64_t col_floats_ = 0;
   std::map<PlanKey, std::unique_ptr<CudnnConvolution>> plans_;
+  DeviceMem workspace_;  // the largest any plan needs, shared
+  std::size_t workspace_bytes_ = 0;
 };
 
 // train/gpu/<backend>[_h2d]: the step over the case's device buffers. With h2d, the batch waits
@@ -206,7 +236,7 @@ class GpuTrain : public GpuImpl {
         h2d_(h2d),
         ops_(stream_, backend),
         step_(make_step(s, ops_)),
-        x_(s.batch * input_features(s.model)),
+        x_(s.batch * input_features(s)),
         labels_(s.batch),
         params_(model_param_count(s.model)),
         velocity_(model_param_count(s.model)) {}
@@ -229,7 +259,7 @@ class GpuTrain : public GpuImpl {
     if (h2d_) {
       const auto n = static_cast<std::size_t>(s_.batch);
       PB_CUDA(cudaMemcpyAsync(x_.data(), pinned_x_->as<void>(),
-                              n * static_cast<std::size_t>(input_features(s_.model)) * 4,
+                              n * static_cast<std::size_t>(input_features(s_)) * 4,
                               cudaMemcpyHostToDevice, stream_));
       PB_CUDA(cudaMemcpyAsync(labels_.data(), pinned_labels_->as<void>(), n * 4,
                               cudaMemcpyHostToDevice, stream_));

@@ -21,7 +21,8 @@ class Reference : public ::testing::TestWithParam<Model> {};
 TEST_P(Reference, GradientsMatchFiniteDifferencesInEveryLayer) {
   TrainShape s;
   s.model = GetParam(), s.batch = 3;
-  const std::int64_t f = input_features(s.model);
+  s.image = 16;  // resnet: 16x16 images keep the reference fast
+  const std::int64_t f = input_features(s);
   std::vector<float> x(static_cast<std::size_t>(s.batch * f));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
   synthetic_batch(f, s.batch, 0, x.data(), labels.data());
@@ -64,7 +65,8 @@ TEST_P(Reference, GradientsMatchFiniteDifferencesInEveryLayer) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Reference, ::testing::Values(Model::mlp, Model::cnn),
+INSTANTIATE_TEST_SUITE_P(Models, Reference,
+                         ::testing::Values(Model::mlp, Model::cnn, Model::resnet),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
 using BackendModel = std::tuple<const char*, Model>;
@@ -80,6 +82,7 @@ TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
     for (bool train : {true, false}) {
       TrainShape s;
       s.model = model(), s.batch = b, s.train = train;
+      s.image = 16;  // resnet: 16x16 images keep the reference fast
       const TrainWorkload w(s);
       if (spec.unavailable && !spec.unavailable(w).empty()) GTEST_SKIP() << spec.unavailable(w);
       const Tensors in = w.make_inputs();
@@ -116,15 +119,18 @@ TEST_P(CpuTrain, TheLossFallsOver50Steps) {
     GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
   TrainShape s;
   s.model = model(), s.batch = 32;
+  s.image = 16;                                // resnet: 16x16 images keep the reference fast
+  if (s.model == Model::resnet) s.lr = 0.05f;  // 0.01 learns slowly, 0.1 diverges
   auto step = cpu::make_model_step(
       s, std::string(backend()) == "onednn" ? cpu::GemmBackend::onednn : cpu::GemmBackend::openblas,
       2);
   std::vector<float> p = initial_params(s.model), v(p.size(), 0.0f);
-  const std::int64_t f = input_features(s.model);
+  const std::int64_t f = input_features(s);
   std::vector<float> x(static_cast<std::size_t>(s.batch * f));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
   float first = 0, last = 0;
-  for (int i = 0; i < 50; ++i) {
+  const int steps = s.model == Model::resnet ? 200 : 50;  // the deeper model learns slower
+  for (int i = 0; i < steps; ++i) {
     synthetic_batch(f, s.batch, i, x.data(), labels.data());  // a new batch each step
     step->step(x.data(), labels.data(), p.data(), v.data());
     const float loss = *step->loss();
@@ -138,7 +144,8 @@ TEST_P(CpuTrain, TheLossFallsOver50Steps) {
 
 INSTANTIATE_TEST_SUITE_P(BackendsAndModels, CpuTrain,
                          ::testing::Combine(::testing::Values("openblas", "onednn"),
-                                            ::testing::Values(Model::mlp, Model::cnn)),
+                                            ::testing::Values(Model::mlp, Model::cnn,
+                                                              Model::resnet)),
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param)) + "_" +
                                   to_string(std::get<1>(info.param));
@@ -165,12 +172,14 @@ TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
 }
 
 // What the GPU's test asks of every GPU backend, asked of the CPU's steps (the same sequence of
-// calls): 60 updates on one batch, from the initial velocity, take the loss under a quarter.
+// calls): 80 updates on one batch, from the initial velocity, take the loss under a quarter.
 TEST_P(CpuTrain, TheLossFallsOverRepeatedStepsOnOneBatch) {
   if (std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty())
     GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
   TrainShape s;
   s.model = model(), s.batch = 32;
+  s.image = 16;                                // resnet: 16x16 images keep the reference fast
+  if (s.model == Model::resnet) s.lr = 0.05f;  // 0.01 learns slowly, 0.1 diverges
   const TrainWorkload w(s);
   const Tensors in = w.make_inputs();
   auto impl = testing::find_impl(cpu::train_impls(), backend()).make(w, 2);
@@ -178,7 +187,7 @@ TEST_P(CpuTrain, TheLossFallsOverRepeatedStepsOnOneBatch) {
   impl->prepare(in);
   impl->run();
   const float first = at(impl->result(), "loss").f32()[0];
-  for (int i = 0; i < 60; ++i) impl->run();
+  for (int i = 0; i < 80; ++i) impl->run();
   const float last = at(impl->result(), "loss").f32()[0];
   EXPECT_NEAR(first, std::log(10.0), 0.3);
   EXPECT_LT(last, 0.25f * first) << "first " << first << ", last " << last;
@@ -221,10 +230,11 @@ TEST(TrainCompare, OneDevicesStepAgainstAnothers) {
   const ImplSpec blas = testing::find_impl(cpu::train_impls(), "openblas");
   const ImplSpec dnn = testing::find_impl(cpu::train_impls(), "onednn");
   const bool have_dnn = cpu::onednn::unavailable(Dtype::fp32).empty();
-  for (Model m : {Model::mlp, Model::cnn})
+  for (Model m : {Model::mlp, Model::cnn, Model::resnet})
     for (bool train : {true, false}) {
       TrainShape s;
       s.model = m, s.batch = 8, s.train = train;
+      s.image = 16;  // resnet: 16x16 images keep the reference fast
       const TrainWorkload w(s);
       const Tensors in = w.make_inputs();
       auto run = [&](const ImplSpec& spec, int threads) {
@@ -273,7 +283,10 @@ TEST(TrainModel, FlopsBytesAndShapes) {
   EXPECT_DOUBLE_EQ(Cnn::macs(), 32.0 * 27 * 1024 + 64.0 * 288 * 256 + 10.0 * 4096);
   for (auto kv : std::vector<std::vector<std::pair<std::string, std::string>>>{
            {{"batch", "0"}},
-           {{"model", "resnet"}, {"batch", "8"}},
+           {{"model", "vgg"}, {"batch", "8"}},
+           {{"model", "cnn"}, {"batch", "8"}, {"image", "32"}},
+           {{"model", "resnet"}, {"batch", "8"}, {"image", "30"}},
+           {{"model", "resnet"}, {"batch", "8"}, {"image", "4"}},
            {{"batch", "8"}, {"pass", "both"}},
            {{"batch", "8"}, {"lr", "nan"}},
            {{"batch", "8"}, {"depth", "3"}},

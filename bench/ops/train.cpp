@@ -18,6 +18,15 @@ OpFamily train_family() {
           s.model = m, s.batch = b, s.train = train;
           out.push_back(entry<TrainWorkload>(s));
         }
+    if (level < 2) return out;
+    // The full suite's ImageNet-sized model, on 224x224 images: its double-precision reference
+    // step takes seconds a sample, so the batches stop at 32.
+    for (bool train : {true, false})
+      for (std::int64_t b : {1, 8, 32}) {
+        TrainShape s;
+        s.model = Model::resnet, s.batch = b, s.train = train;
+        out.push_back(entry<TrainWorkload>(s));
+      }
     return out;
   };
   auto has_conv = [](const Workload& w) {
@@ -25,7 +34,7 @@ OpFamily train_family() {
   };
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
-  // cuDNN for the CNN.
+  // cuDNN for the models with convolutions.
   std::vector<ImplSpec> gpu = {
       gpu::spec("train", "kernels", any), gpu::spec("train", "cublas", any),
       gpu::spec("train", "cudnn", has_conv), gpu::spec("train", "cublas_h2d", no_conv),
@@ -34,12 +43,12 @@ OpFamily train_family() {
     if (sp.name == "kernels") continue;  // no library
     sp.library = sp.name.substr(0, sp.name.find('_'));
     if (sp.library != "cudnn") continue;
-    sp.workspace_bytes = 5 * 256.0 * (1 << 20);  // five passes' plans, each at most 256 MiB
+    sp.workspace_bytes = 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
     sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
   }
-  return fp32_family<TrainWorkload>("train",
-                                    "model=mlp|cnn,batch=B[,pass=train|infer][,lr=L][,momentum=M]",
-                                    suite, parse_train_shape, concat(cpu::train_impls(), gpu));
+  return fp32_family<TrainWorkload>(
+      "train", "model=mlp|cnn|resnet,batch=B[,pass=train|infer][,lr=L][,momentum=M][,image=S]",
+      suite, parse_train_shape, concat(cpu::train_impls(), gpu));
 }
 
 }  // namespace pb::ops
