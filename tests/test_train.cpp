@@ -281,6 +281,18 @@ TEST(TrainModel, FlopsBytesAndShapes) {
   EXPECT_EQ(inf.model, Model::cnn);
   EXPECT_EQ(Cnn::param_count(), 32 * 27 + 32 + 64 * 288 + 64 + 10 * 4096 + 10);
   EXPECT_DOUBLE_EQ(Cnn::macs(), 32.0 * 27 * 1024 + 64.0 * 288 * 256 + 10.0 * 4096);
+  // The stem (64 x 147 x 112^2), two blocks of 1x1, 3x3 and 1x1 on 56^2, the classifier.
+  EXPECT_DOUBLE_EQ(Resnet::macs(224),
+                   64.0 * 147 * 12544 + 2 * (64.0 * 32 + 32.0 * 288 + 32.0 * 64) * 3136 + 640);
+  EXPECT_EQ(Resnet::param_count(),
+            64 * 147 + 64 + 2 * (32 * 64 + 32 + 32 * 288 + 32 + 64 * 32 + 64) + 10 * 64 + 10);
+  TrainShape r;
+  r.model = Model::resnet, r.batch = 2;
+  EXPECT_EQ(TrainWorkload(r).shape().to_string(),
+            "model=resnet,pass=train,batch=2,image=224,dtype=fp32");
+  EXPECT_DOUBLE_EQ(TrainWorkload(r).flops(),
+                   2.0 * 2 * (3 * Resnet::macs(224) - 64.0 * 147 * 12544));
+  EXPECT_EQ(input_features(r), 3 * 224 * 224);
   for (auto kv : std::vector<std::vector<std::pair<std::string, std::string>>>{
            {{"batch", "0"}},
            {{"model", "vgg"}, {"batch", "8"}},
