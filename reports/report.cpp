@@ -217,7 +217,8 @@ std::string summary(const json& report) {
       os << buf;
       if (d.contains("end_to_end")) {
         const json& e = d["end_to_end"];
-        std::snprintf(buf, sizeof buf, " end to end, the batch copied from host memory: %.2f h (%s);",
+        std::snprintf(buf, sizeof buf,
+                      " end to end, the batch copied from host memory: %.2f h (%s);",
                       e["epoch_h"].get<double>(), e["impl"].get<std::string>().c_str());
         os << buf;
       }
