@@ -129,13 +129,16 @@ class GpuOps {
         const PlanKey key = plan_key(s);
         auto it = plans_.find(key);
         if (it == plans_.end()) {  // planned in the first step (untimed); kept only if it works
-          it = plans_.emplace(key, std::make_unique<CudnnConvolution>(stream_, s)).first;
-          // One workspace for every plan: they run one after another on the stream.
-          const std::size_t need = it->second->workspace_bytes();
+          auto plan = std::make_unique<CudnnConvolution>(stream_, s);
+          // One workspace for every plan: they run one after another on the stream. The old
+          // one goes first, so growing never holds both.
+          const std::size_t need = plan->workspace_bytes();
           if (need > workspace_bytes_) {
             PB_CUDA(cudaStreamSynchronize(stream_));
+            workspace_ = DeviceMem(), workspace_bytes_ = 0;
             workspace_ = DeviceMem(need), workspace_bytes_ = need;
           }
+          it = plans_.emplace(key, std::move(plan)).first;
         }
         return it->second->run(in0, in1, b, out, db, workspace_.as<void>());
       }
