@@ -3,7 +3,7 @@
 
 Prints the GPU as the probe saw it, how many GPU cases verified, each GPU case that did not
 (with its message), what the cuBLAS cases actually ran (math notes), the GPU's speedups over
-the CPU at like precision, and a last line `verdict: OK` or `verdict: FAILED (...)`.
+the CPU at like precision, the epoch projection per device, and a last line `verdict: OK` or `verdict: FAILED (...)`.
 Exit codes: 0 OK; 1 FAILED; 2 bad input; 3 the report has no usable GPU."""
 import argparse
 import sys
@@ -37,6 +37,8 @@ def verdict(doc, tests_failed=0):
                           "speedup_gpu_tf32_vs_cpu_fp32") if k in row)
         if like:
             lines.append(f"  speedup {row['op']} {row['shape']}: {like}")
+    for line in pbreport.projection_lines(doc):
+        lines.append(f"  one ImageNet-1k epoch, {line}")
     problems = []
     if bad:
         problems.append(f"{len(bad)} GPU case(s) failed")

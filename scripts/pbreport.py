@@ -33,3 +33,15 @@ def machine(doc):
 
 def ok_cases(doc):
     return [c for c in doc["pairbench"]["cases"] if c["status"] == "ok"]
+
+
+def projection_lines(doc):
+    """One line per device: the epoch time of the projection analysis (and end to end)."""
+    out = []
+    for dev, d in doc["pairbench"]["analyses"].get("projection", {}).get("devices", {}).items():
+        line = (f"{dev}: {d['epoch_h']:.2f} h ({d['model']}, {d['impl']}, batch {d['batch']}, "
+                f"{d['samples_per_s']:.0f} samples/s)")
+        if "end_to_end" in d:
+            line += f"; end to end {d['end_to_end']['epoch_h']:.2f} h ({d['end_to_end']['impl']})"
+        out.append(line)
+    return out

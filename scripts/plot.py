@@ -153,18 +153,6 @@ def chart_bandwidth(reports, outdir, written):
     save(fig, outdir, "memory_bandwidth", written)
 
 
-def projection_lines(doc):
-    """One line per device: the epoch time of the projection analysis (and end to end)."""
-    out = []
-    for dev, d in doc["pairbench"]["analyses"].get("projection", {}).get("devices", {}).items():
-        line = (f"{dev}: {d['epoch_h']:.2f} h ({d['model']}, {d['impl']}, batch {d['batch']}, "
-                f"{d['samples_per_s']:.0f} samples/s)")
-        if "end_to_end" in d:
-            line += f"; end to end {d['end_to_end']['epoch_h']:.2f} h ({d['end_to_end']['impl']})"
-        out.append(line)
-    return out
-
-
 def chart_batch(reports, outdir, written):
     fig, ax = plt.subplots(figsize=(8, 5))
     any_data = False
@@ -176,7 +164,7 @@ def chart_batch(reports, outdir, written):
         cross = doc["pairbench"]["analyses"].get("batch_size", {}).get("crossover_batch")
         if cross:
             ax.axvline(cross, linestyle="--", color="gray")
-    epochs = [line for _, doc in reports for line in projection_lines(doc)]
+    epochs = [line for _, doc in reports for line in pbreport.projection_lines(doc)]
     if any_data and epochs:
         ax.text(0.02, 0.98, "One ImageNet-1k epoch:\n" + "\n".join(epochs), transform=ax.transAxes,
                 va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.8})
@@ -246,7 +234,7 @@ def summary(reports, written):
             lines.append(f"| {i + 1} | {row['op']} | {row['shape']} | {side(row['cpu'])} | "
                          f"{side(row['gpu'])} | {speed} | {like_precision(row)} |")
     for i, (_, doc) in enumerate(reports):
-        epochs = projection_lines(doc)
+        epochs = pbreport.projection_lines(doc)
         if epochs:
             pr = doc["pairbench"]["analyses"]["projection"]
             lines += ["", f"One epoch of ImageNet-1k ({int(pr['images'])} images), machine {i + 1}:", ""]

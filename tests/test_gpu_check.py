@@ -44,6 +44,8 @@ def test_every_gpu_case_verified_is_ok(quick_reports):
     lines, code = gpu_verdict.verdict(doc)
     assert code == 0 and lines[-1] == "verdict: OK", lines
     assert lines[0].startswith("GPU: NVIDIA H100 80GB HBM3, compute capability 9.0, 132 SMs")
+    # The epoch projection, the CPU's from the quick run's training steps.
+    assert any(l.startswith("  one ImageNet-1k epoch, cpu: ") and "samples/s" in l for l in lines)
 
 
 def test_a_failed_or_skipped_gpu_case_fails_the_check(quick_reports):
