@@ -280,13 +280,27 @@ namespace {
 // model (from the shape), for the training cases
 std::string model_of(const json& c) { return c["shape"].value("model", std::string("?")); }
 
-}  // namespace
+// The model closest to an image classifier: the most FLOPs per sample among those measured.
+std::string heaviest_model(const json& cases) {
+  auto per_sample = [](const json& c) {
+    return num(c, "flops") / (num(c, "samples_per_s") * c["time"]["median_s"].get<double>());
+  };
+  std::string model;
+  double heaviest = 0;
+  for (const json& c : cases)
+    if (ok(c) && has_role(c, {"training"}) && per_sample(c) > heaviest)
+      heaviest = per_sample(c), model = model_of(c);
+  return model;
+}
 
-json batch_size(const json& cases) {
-  // device -> batch -> the best training case at that batch (over models: one model today).
-  std::map<std::string, std::map<std::int64_t, const json*>> best;
+// One model's training steps: per device the best samples/s at each batch, the best batch, and
+// the smallest batch at which the GPU's step overtakes the CPU's.
+json batch_series(const json& cases, const std::string& model) {
+  std::map<std::string, std::map<std::int64_t, const json*>> best;  // device -> batch -> case
   for (const json& c : cases) {
-    if (!ok(c) || !has_role(c, {"training"}) || !c["shape"].contains("batch")) continue;
+    if (!ok(c) || !has_role(c, {"training"}) || !c["shape"].contains("batch") ||
+        model_of(c) != model)
+      continue;
     const std::int64_t b = std::stoll(c["shape"]["batch"].get<std::string>());
     const json*& slot = best[c["device"].get<std::string>()][b];
     if (!slot || num(c, "samples_per_s") > num(*slot, "samples_per_s")) slot = &c;
@@ -318,18 +332,23 @@ json batch_size(const json& cases) {
   return out;
 }
 
-json projection(const json& cases) {
-  // The model closest to an image classifier: the most FLOPs per sample among those measured.
-  auto per_sample = [](const json& c) {
-    return num(c, "flops") / (num(c, "samples_per_s") * c["time"]["median_s"].get<double>());
-  };
-  std::string model;
-  double heaviest = 0;
+}  // namespace
+
+json batch_size(const json& cases) {
+  // Models never mix in a series: the heaviest model's at the top (the projection's), and
+  // every model's under `models`.
+  const std::string heaviest = heaviest_model(cases);
+  json out = batch_series(cases, heaviest);
+  out["model"] = heaviest.empty() ? json(nullptr) : json(heaviest);
+  out["models"] = json::object();
   for (const json& c : cases)
-    if (ok(c) && has_role(c, {"training"}) && per_sample(c) > heaviest)
-      heaviest = per_sample(c), model = model_of(c);
-  // Per device, the best step with the batch already on the device, and apart the best end to
-  // end (an implementation named *_h2d: each batch copied from host memory inside the step).
+    if (ok(c) && has_role(c, {"training"}) && !out["models"].contains(model_of(c)))
+      out["models"][model_of(c)] = batch_series(cases, model_of(c));
+  return out;
+}
+
+json projection(const json& cases) {
+  const std::string model = heaviest_model(cases);
   json devices = json::object(), end_to_end = json::object();
   for (const json& c : cases) {
     if (!ok(c) || !has_role(c, {"training"}) || model_of(c) != model) continue;

@@ -50,9 +50,10 @@ json batch(const json& cases);
 // The images of one epoch of ImageNet-1k, what the projection divides by samples/s.
 constexpr double kImagenetImages = 1281167;
 
-// batch_size: the training steps (role `training`), per device, the best samples/s at each
-// batch size, the best batch, and the smallest batch at which the GPU overtakes the CPU
-// (crossover_batch; null when it never does or a device is missing).
+// batch_size: the training steps (role `training`) of one model, per device, the best samples/s
+// at each batch size, the best batch, and the smallest batch at which the GPU overtakes the CPU
+// (crossover_batch; null when it never does or a device is missing): at the top level for the
+// projection's model (`model`), and under `models` for each model run.
 json batch_size(const json& cases);
 
 // projection: per device, the time one epoch of ImageNet-1k would take at the best training

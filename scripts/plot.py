@@ -157,9 +157,11 @@ def chart_batch(reports, outdir, written):
     fig, ax = plt.subplots(figsize=(8, 5))
     any_data = False
     for i, (_, doc) in enumerate(reports):
-        for dev, series in doc["pairbench"]["analyses"].get("batch_size", {}).get("devices", {}).items():
+        bs = doc["pairbench"]["analyses"].get("batch_size", {})
+        for dev, series in bs.get("devices", {}).items():
             ax.plot([p["batch"] for p in series], [p["samples_per_s"] for p in series], marker="o",
-                    label=f"{dev}" + (f" [{i + 1}]" if len(reports) > 1 else ""))
+                    label=f"{dev}" + (f", {bs['model']}" if bs.get("model") else "")
+                    + (f" [{i + 1}]" if len(reports) > 1 else ""))
             any_data = True
         cross = doc["pairbench"]["analyses"].get("batch_size", {}).get("crossover_batch")
         if cross:

@@ -134,6 +134,14 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   cnn["flops"] = 1e9;  // per sample, far more than the synthetic MLP cases' 1024 / batch
   two_models.push_back(cnn);
   EXPECT_EQ(report::projection(two_models)["devices"]["cpu"]["model"], "cnn");
+  // The batch series never mix models: the projection's model at the top, each under models.
+  const json bm = report::batch_size(two_models);
+  EXPECT_EQ(bm["model"], "cnn");
+  ASSERT_EQ(bm["devices"]["cpu"].size(), 1u);
+  EXPECT_EQ(bm["devices"]["cpu"][0]["samples_per_s"], 500);
+  EXPECT_FALSE(bm["devices"].contains("gpu"));
+  EXPECT_EQ(bm["models"]["mlp"]["crossover_batch"], 32);
+  EXPECT_EQ(bm["models"]["mlp"]["devices"]["cpu"].size(), 3u);
   EXPECT_FALSE(report::projection(two_models)["devices"].contains("gpu"));  // no GPU CNN case
   EXPECT_TRUE(
       report::batch_size(json::array({train_case("cpu", "onednn", 8, 10)}))["crossover_batch"]
