@@ -284,12 +284,7 @@ ConvPoint point(const DoubleSum& sum) { return {sum.value, std::sqrt(sum.scale2)
 ConvPoint conv_point(const ConvShape& s, const float* in0, const float* in1, const float* b,
                      std::int64_t i) {
   DoubleSum sum;
-  if (s.dir == ConvDir::fwd)
-    conv_fwd_terms(s, in0, in1, b, i, sum);
-  else if (s.dir == ConvDir::bwd_data)
-    conv_bwd_data_terms(s, in0, in1, i, sum);
-  else
-    conv_bwd_filter_terms(s, in0, in1, i, sum);
+  conv_terms(s, in0, in1, b, i, sum);
   return point(sum);
 }
 

@@ -153,6 +153,19 @@ HD void conv_bias_grad_terms(const ConvShape& s, const Y* dy, std::int64_t k, Su
     for (std::int64_t j = 0; j < per_k; ++j) sum.add(dy[(n * s.k + k) * per_k + j]);
 }
 
+// The terms of output i of the pass s.dir names, its operands as conv_operands names them (b
+// for fwd only), all of one type: what the verification and the GPU's direct kernel sum.
+template <class Sum, class T>
+HD void conv_terms(const ConvShape& s, const T* in0, const T* in1, const T* b, std::int64_t i,
+                   Sum& sum) {
+  if (s.dir == ConvDir::fwd)
+    conv_fwd_terms(s, in0, in1, b, i, sum);
+  else if (s.dir == ConvDir::bwd_data)
+    conv_bwd_data_terms(s, in0, in1, i, sum);
+  else
+    conv_bwd_filter_terms(s, in0, in1, i, sum);
+}
+
 // Terms added in double, with the sum of their squares (their rounding scale): what
 // conv_*_terms hand over in the references.
 struct DoubleSum {

@@ -66,32 +66,38 @@ void linear_backward(Ops& ops, std::int64_t B, std::int64_t fi, std::int64_t fo,
   ops.gemm(gd, dz, w, da);
 }
 
-// The mean loss of the logits (B x 10) into *loss, and its gradient (softmax - onehot) / B.
+// What every model's step ends in: the logits (batch x 10) and their gradient, the loss per
+// sample and its mean, and the parameters' gradients.
 template <class Ops>
-void loss_and_gradient(Ops& ops, std::int64_t B, const float* logits, const std::int32_t* labels,
-                       float* losses, float* loss, float* dlogits) {
-  ops.rows({RowOp::loss_fwd, B, 10}, logits, labels, losses);
-  ops.mean(losses, B, loss);
-  ops.rows({RowOp::loss_bwd, B, 10}, logits, labels, dlogits);
-}
+struct Head {
+  Head(Ops& ops, std::int64_t batch, std::int64_t params)
+      : logits(ops.template buffer<float>(batch * 10)),
+        dlogits(ops.template buffer<float>(batch * 10)),
+        losses(ops.template buffer<float>(batch)),
+        loss(ops.template buffer<float>(1)),
+        grads(ops.template buffer<float>(params)) {}
+  // The mean loss of the logits into loss, and its gradient (softmax - onehot) / B into dlogits.
+  void loss_and_gradient(Ops& ops, std::int64_t B, const std::int32_t* labels) {
+    ops.rows({RowOp::loss_fwd, B, 10}, logits.data(), labels, losses.data());
+    ops.mean(losses.data(), B, loss.data());
+    ops.rows({RowOp::loss_bwd, B, 10}, logits.data(), labels, dlogits.data());
+  }
+  typename Ops::template Buffer<float> logits, dlogits, losses, loss, grads;
+};
 
 // The MLP 784-1024-1024-10 with ReLU.
 template <class Ops>
 class MlpStep : public ModelStep {
  public:
-  MlpStep(const TrainShape& s, Ops& ops) : s_(s), ops_(ops) {
-    const std::int64_t B = s.batch, H = Mlp::hidden, C = Mlp::classes;
-    for (auto* v : {&z0_, &a1_, &z1_, &a2_, &da_}) *v = ops.template buffer<float>(B * H);
-    logits_ = ops.template buffer<float>(B * C);
-    dlogits_ = ops.template buffer<float>(B * C);
-    losses_ = ops.template buffer<float>(B);
-    loss_ = ops.template buffer<float>(1);
-    grads_ = ops.template buffer<float>(Mlp::param_count());
+  MlpStep(const TrainShape& s, Ops& ops)
+      : s_(s), ops_(ops), head_(ops, s.batch, Mlp::param_count()) {
+    for (auto* v : {&z0_, &a1_, &z1_, &a2_, &da_})
+      *v = ops.template buffer<float>(s.batch * Mlp::hidden);
   }
   void forward(const float* x, const float* params) override {
     const std::int64_t B = s_.batch;
     const float* in = x;
-    float* z[3] = {z0_.data(), z1_.data(), logits_.data()};
+    float* z[3] = {z0_.data(), z1_.data(), head_.logits.data()};
     float* act[2] = {a1_.data(), a2_.data()};
     for (int l = 0; l < 3; ++l) {  // z = a W^T + b, then ReLU but for the logits
       linear(ops_, B, Mlp::fan_in(l), Mlp::fan_out(l), in, params + Mlp::w_offset(l),
@@ -104,13 +110,12 @@ class MlpStep : public ModelStep {
   void step(const float* x, const std::int32_t* labels, float* params, float* velocity) override {
     const std::int64_t B = s_.batch;
     forward(x, params);
-    loss_and_gradient(ops_, B, logits_.data(), labels, losses_.data(), loss_.data(),
-                      dlogits_.data());
+    head_.loss_and_gradient(ops_, B, labels);
     // Backward: the dz of the layer below is relu'(its z) (dz W), written over its z.
     const float* a[3] = {x, a1_.data(), a2_.data()};
     float* below[2] = {z0_.data(), z1_.data()};
-    const float* dz = dlogits_.data();
-    float* g = grads_.data();
+    const float* dz = head_.dlogits.data();
+    float* g = head_.grads.data();
     for (int l = 2; l >= 0; --l) {
       linear_backward(ops_, B, Mlp::fan_in(l), Mlp::fan_out(l), a[l], params + Mlp::w_offset(l), dz,
                       g + Mlp::w_offset(l), g + Mlp::b_offset(l), l > 0 ? da_.data() : nullptr);
@@ -121,21 +126,23 @@ class MlpStep : public ModelStep {
     }
     ops_.sgd_momentum(params, velocity, g, Mlp::param_count(), s_.lr, s_.momentum);
   }
-  const float* logits() const override { return logits_.data(); }
-  const float* loss() const override { return loss_.data(); }
+  const float* logits() const override { return head_.logits.data(); }
+  const float* loss() const override { return head_.loss.data(); }
 
  private:
   using Floats = typename Ops::template Buffer<float>;
   TrainShape s_;
   Ops& ops_;
-  Floats z0_, a1_, z1_, a2_, da_, logits_, dlogits_, losses_, loss_, grads_;
+  Head<Ops> head_;
+  Floats z0_, a1_, z1_, a2_, da_;
 };
 
 // The CNN: conv 3->32, ReLU, pool; conv 32->64, ReLU, pool; linear 4096->10.
 template <class Ops>
 class CnnStep : public ModelStep {
  public:
-  CnnStep(const TrainShape& s, Ops& ops) : s_(s), ops_(ops) {
+  CnnStep(const TrainShape& s, Ops& ops)
+      : s_(s), ops_(ops), head_(ops, s.batch, Cnn::param_count()) {
     const std::int64_t B = s.batch, n1 = B * Cnn::c1 * Cnn::size * Cnn::size;
     z1_ = ops.template buffer<float>(n1);
     r1_ = ops.template buffer<float>(n1);
@@ -145,11 +152,6 @@ class CnnStep : public ModelStep {
     r2_ = ops.template buffer<float>(n1 / 2);
     p2_ = ops.template buffer<float>(n1 / 8);
     arg2_ = ops.template buffer<std::int32_t>(n1 / 8);
-    logits_ = ops.template buffer<float>(B * Cnn::classes);
-    dlogits_ = ops.template buffer<float>(B * Cnn::classes);
-    losses_ = ops.template buffer<float>(B);
-    loss_ = ops.template buffer<float>(1);
-    grads_ = ops.template buffer<float>(Cnn::param_count());
   }
   void forward(const float* x, const float* params) override {
     const std::int64_t B = s_.batch, n1 = B * Cnn::c1 * Cnn::size * Cnn::size;
@@ -164,21 +166,20 @@ class CnnStep : public ModelStep {
     ops_.maxpool_forward(B * Cnn::c2, Cnn::size / 2, Cnn::size / 2, r2_.data(), p2_.data(),
                          arg2_.data());
     linear(ops_, B, Cnn::flat, Cnn::classes, p2_.data(), params + ps[4].offset,
-           params + ps[5].offset, logits_.data());
+           params + ps[5].offset, head_.logits.data());
   }
   void step(const float* x, const std::int32_t* labels, float* params, float* velocity) override {
     const std::int64_t B = s_.batch, n1 = B * Cnn::c1 * Cnn::size * Cnn::size;
     const auto& ps = Cnn::params();
     forward(x, params);
-    loss_and_gradient(ops_, B, logits_.data(), labels, losses_.data(), loss_.data(),
-                      dlogits_.data());
-    float* g = grads_.data();
+    head_.loss_and_gradient(ops_, B, labels);
+    float* g = head_.grads.data();
     // The linear layer; its input's gradient dp2 goes into p2's buffer once dW is taken.
     linear_backward(ops_, B, Cnn::flat, Cnn::classes, p2_.data(), params + ps[4].offset,
-                    dlogits_.data(), g + ps[4].offset, g + ps[5].offset, nullptr);
+                    head_.dlogits.data(), g + ps[4].offset, g + ps[5].offset, nullptr);
     GemmShape gd;
     gd.m = B, gd.n = Cnn::flat, gd.k = Cnn::classes;
-    ops_.gemm(gd, dlogits_.data(), params + ps[4].offset, p2_.data());
+    ops_.gemm(gd, head_.dlogits.data(), params + ps[4].offset, p2_.data());
     // Pool 2 and ReLU 2 backward into r2's buffer, conv 2's gradients, and dp1 into p1's.
     ops_.maxpool_backward(B * Cnn::c2, Cnn::size / 2, Cnn::size / 2, p2_.data(), arg2_.data(),
                           r2_.data());
@@ -194,14 +195,15 @@ class CnnStep : public ModelStep {
               g + ps[1].offset);
     ops_.sgd_momentum(params, velocity, g, Cnn::param_count(), s_.lr, s_.momentum);
   }
-  const float* logits() const override { return logits_.data(); }
-  const float* loss() const override { return loss_.data(); }
+  const float* logits() const override { return head_.logits.data(); }
+  const float* loss() const override { return head_.loss.data(); }
 
  private:
   using Floats = typename Ops::template Buffer<float>;
   TrainShape s_;
   Ops& ops_;
-  Floats z1_, r1_, p1_, z2_, r2_, p2_, logits_, dlogits_, losses_, loss_, grads_;
+  Head<Ops> head_;
+  Floats z1_, r1_, p1_, z2_, r2_, p2_;
   typename Ops::template Buffer<std::int32_t> arg1_, arg2_;
 };
 
@@ -210,7 +212,8 @@ class CnnStep : public ModelStep {
 template <class Ops>
 class ResnetStep : public ModelStep {
  public:
-  ResnetStep(const TrainShape& s, Ops& ops) : s_(s), ops_(ops) {
+  ResnetStep(const TrainShape& s, Ops& ops)
+      : s_(s), ops_(ops), head_(ops, s.batch, Resnet::param_count()) {
     const std::int64_t B = s.batch, S = s.image, Q2 = (S / 4) * (S / 4);
     const std::int64_t wide = B * Resnet::width * Q2, narrow = B * Resnet::mid * Q2;
     stem_z_ = ops.template buffer<float>(4 * wide);
@@ -226,11 +229,6 @@ class ResnetStep : public ModelStep {
     dg_ = ops.template buffer<float>(B * Resnet::width);
     for (auto* v : {&da_, &dsum_, &dwide_}) *v = ops.template buffer<float>(wide);
     for (auto* v : {&dn1_, &dn2_}) *v = ops.template buffer<float>(narrow);
-    logits_ = ops.template buffer<float>(B * Resnet::classes);
-    dlogits_ = ops.template buffer<float>(B * Resnet::classes);
-    losses_ = ops.template buffer<float>(B);
-    loss_ = ops.template buffer<float>(1);
-    grads_ = ops.template buffer<float>(Resnet::param_count());
   }
   void forward(const float* x, const float* params) override {
     const std::int64_t B = s_.batch, S = s_.image, Q2 = (S / 4) * (S / 4);
@@ -254,18 +252,17 @@ class ResnetStep : public ModelStep {
     ops_.plane_means(a_[Resnet::blocks].data(), B * Resnet::width, Q2, g_.data());
     const int fc = 2 * Resnet::convs;
     linear(ops_, B, Resnet::width, Resnet::classes, g_.data(), params + param(fc),
-           params + param(fc + 1), logits_.data());
+           params + param(fc + 1), head_.logits.data());
   }
   void step(const float* x, const std::int32_t* labels, float* params, float* velocity) override {
     const std::int64_t B = s_.batch, S = s_.image, Q2 = (S / 4) * (S / 4);
     const std::int64_t wide = B * Resnet::width * Q2, narrow = B * Resnet::mid * Q2;
     forward(x, params);
-    loss_and_gradient(ops_, B, logits_.data(), labels, losses_.data(), loss_.data(),
-                      dlogits_.data());
-    float* g = grads_.data();
+    head_.loss_and_gradient(ops_, B, labels);
+    float* g = head_.grads.data();
     const int fc = 2 * Resnet::convs;
     linear_backward(ops_, B, Resnet::width, Resnet::classes, g_.data(), params + param(fc),
-                    dlogits_.data(), g + param(fc), g + param(fc + 1), dg_.data());
+                    head_.dlogits.data(), g + param(fc), g + param(fc + 1), dg_.data());
     ops_.spread_means(dg_.data(), B * Resnet::width, Q2, da_.data());
     for (int blk = Resnet::blocks - 1; blk >= 0; --blk) {
       // da: the block output's gradient; through its ReLU, the sum's (dsum), which flows into
@@ -291,8 +288,8 @@ class ResnetStep : public ModelStep {
     ops_.conv(conv(0, ConvDir::bwd_filter), x, stem_r_.data(), nullptr, g + param(0), g + param(1));
     ops_.sgd_momentum(params, velocity, g, Resnet::param_count(), s_.lr, s_.momentum);
   }
-  const float* logits() const override { return logits_.data(); }
-  const float* loss() const override { return loss_.data(); }
+  const float* logits() const override { return head_.logits.data(); }
+  const float* loss() const override { return head_.loss.data(); }
 
  private:
   ConvShape conv(int c, ConvDir dir) const { return Resnet::conv(c, s_.batch, s_.image, dir); }
@@ -303,8 +300,9 @@ class ResnetStep : public ModelStep {
   using Floats = typename Ops::template Buffer<float>;
   TrainShape s_;
   Ops& ops_;
+  Head<Ops> head_;
   Floats stem_z_, stem_r_, a_[Resnet::blocks + 1], z_[Resnet::blocks][3], u_[Resnet::blocks][2];
-  Floats g_, dg_, da_, dsum_, dwide_, dn1_, dn2_, logits_, dlogits_, losses_, loss_, grads_;
+  Floats g_, dg_, da_, dsum_, dwide_, dn1_, dn2_;
   typename Ops::template Buffer<std::int32_t> stem_arg_;
 };
 

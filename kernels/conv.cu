@@ -42,12 +42,7 @@ __global__ void conv_direct_kernel(ConvShape s, const float* in0, const float* i
                                    float* out, std::int64_t count) {
   PB_GRID_STRIDE(i, count) {
     FloatSum sum;
-    if (s.dir == ConvDir::fwd)
-      conv_fwd_terms(s, in0, in1, b, i, sum);
-    else if (s.dir == ConvDir::bwd_data)
-      conv_bwd_data_terms(s, in0, in1, i, sum);
-    else
-      conv_bwd_filter_terms(s, in0, in1, i, sum);
+    conv_terms(s, in0, in1, b, i, sum);
     out[i] = sum.value;
   }
 }

@@ -75,6 +75,17 @@ class CpuTrain : public ::testing::TestWithParam<BackendModel> {
  protected:
   const char* backend() const { return std::get<0>(GetParam()); }
   Model model() const { return std::get<1>(GetParam()); }
+  bool without_onednn() const {
+    return std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty();
+  }
+  // The shape the learning tests train: batch 32, resnet on 16x16 images (they keep the
+  // reference fast) at lr 0.05 (0.01 learns slowly, 0.1 diverges).
+  TrainShape learning_shape() const {
+    TrainShape s;
+    s.model = model(), s.batch = 32, s.image = 16;
+    if (s.model == Model::resnet) s.lr = 0.05f;
+    return s;
+  }
 };
 
 TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
@@ -116,12 +127,8 @@ TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
 }
 
 TEST_P(CpuTrain, TheLossFallsOverFreshBatches) {
-  if (std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty())
-    GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
-  TrainShape s;
-  s.model = model(), s.batch = 32;
-  s.image = 16;                                // resnet: 16x16 images keep the reference fast
-  if (s.model == Model::resnet) s.lr = 0.05f;  // 0.01 learns slowly, 0.1 diverges
+  if (without_onednn()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
+  const TrainShape s = learning_shape();
   auto step = cpu::make_model_step(
       s, std::string(backend()) == "onednn" ? cpu::GemmBackend::onednn : cpu::GemmBackend::openblas,
       2);
@@ -175,12 +182,8 @@ TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
 // What the GPU's test asks of every GPU backend, asked of the CPU's steps (the same sequence of
 // calls): 80 updates on one batch, from the initial velocity, take the loss under a quarter.
 TEST_P(CpuTrain, TheLossFallsOverRepeatedStepsOnOneBatch) {
-  if (std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty())
-    GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
-  TrainShape s;
-  s.model = model(), s.batch = 32;
-  s.image = 16;                                // resnet: 16x16 images keep the reference fast
-  if (s.model == Model::resnet) s.lr = 0.05f;  // 0.01 learns slowly, 0.1 diverges
+  if (without_onednn()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
+  const TrainShape s = learning_shape();
   const TrainWorkload w(s);
   const Tensors in = w.make_inputs();
   auto impl = testing::find_impl(cpu::train_impls(), backend()).make(w, 2);
