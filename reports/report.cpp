@@ -70,6 +70,18 @@ std::string fmt_time(double s) {
   return buf;
 }
 
+// An epoch's time in the unit that keeps it readable: 2.82 h, 6.1 min, 14.2 s.
+std::string fmt_duration(double s) {
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%.2f h", s / 3600);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%.1f min", s / 60);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f s", s);
+  return buf;
+}
+
 std::string describe(const json& s) {
   if (s.is_null()) return "-";
   char buf[160];
@@ -209,17 +221,17 @@ std::string summary(const json& report) {
     os << "\nProjection: one epoch of ImageNet-1k (" << static_cast<long long>(kImagenetImages)
        << " images) at the best training throughput measured:";
     for (const auto& [device, d] : pr["devices"].items()) {
-      std::snprintf(buf, sizeof buf, " %s %.2f h (%s, %s, batch %lld, %.0f samples/s);",
-                    device.c_str(), d["epoch_h"].get<double>(),
+      std::snprintf(buf, sizeof buf, " %s %s (%s, %s, batch %lld, %.0f samples/s);", device.c_str(),
+                    fmt_duration(3600 * d["epoch_h"].get<double>()).c_str(),
                     d["model"].get<std::string>().c_str(), d["impl"].get<std::string>().c_str(),
                     static_cast<long long>(d["batch"].get<std::int64_t>()),
                     d["samples_per_s"].get<double>());
       os << buf;
       if (d.contains("end_to_end")) {
         const json& e = d["end_to_end"];
-        std::snprintf(buf, sizeof buf,
-                      " end to end, the batch copied from host memory: %.2f h (%s);",
-                      e["epoch_h"].get<double>(), e["impl"].get<std::string>().c_str());
+        std::snprintf(buf, sizeof buf, " end to end, the batch copied from host memory: %s (%s);",
+                      fmt_duration(3600 * e["epoch_h"].get<double>()).c_str(),
+                      e["impl"].get<std::string>().c_str());
         os << buf;
       }
     }

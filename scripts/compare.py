@@ -29,21 +29,13 @@ def repetitions(doc, case_name):
             and b["run_name"].removesuffix("/manual_time") == case_name]
 
 
-def drift_spread(doc):
-    """How far the machine's own speed moved under a run (0 when it did not change)."""
-    d = doc["context"].get("machine_drift") or {}
-    if not d.get("changed"):
-        return 0.0
-    return max(d.get(m, {}).get("spread", 0.0) for m in ("copy_gbs", "compute_gflops"))
-
-
 def inside_noise(base_doc, base, new_doc, new):
     """Why the difference between two records of a case is inside the noise, or None."""
     change = abs(new["time"]["median_s"] / base["time"]["median_s"] - 1.0)
     noisy = [c["time"].get("robust_cv", 0.0) for c in (base, new) if c.get("noisy")]
     if noisy and change <= 2 * max(noisy):
         return f"noisy case (robust cv {100 * max(noisy):.0f}%)"
-    drift = max(drift_spread(base_doc), drift_spread(new_doc))
+    drift = max(pbreport.drift_spread(base_doc), pbreport.drift_spread(new_doc))
     if drift and change <= drift:
         return f"machine drift ({100 * drift:.0f}% under a run)"
     return None
@@ -100,9 +92,9 @@ def markdown(paths, docs, rows):
     lines = [f"Machines: " + "; ".join(f"[{i}] {pbreport.machine(d)} ({p})"
                                        for i, (p, d) in enumerate(zip(paths, docs)))]
     for i, d in enumerate(docs):
-        if drift_spread(d):
+        if pbreport.drift_spread(d):
             lines.append(f"[{i}]: the machine changed speed under this run: its probes were "
-                         f"{100 * drift_spread(d):.0f}% apart (context.machine_drift)")
+                         f"{100 * pbreport.drift_spread(d):.0f}% apart (context.machine_drift)")
     lines.append("")
     head = "| case | [0] base |" + "".join(f" [{i}] | ratio [{i}]/[0] |" for i in range(1, len(paths)))
     lines += [head, "|" + "---|" * (2 + 2 * (len(paths) - 1))]

@@ -3,7 +3,9 @@
 
 Prints the GPU as the probe saw it, how many GPU cases verified, each GPU case that did not
 (with its message), what the cuBLAS cases actually ran (math notes), the GPU's speedups over
-the CPU at like precision, the epoch projection per device, and a last line `verdict: OK` or `verdict: FAILED (...)`.
+the CPU at like precision, the epoch projection per device, a warning when the machine changed
+speed under the run (the speedups move with it), and a last line `verdict: OK` or
+`verdict: FAILED (...)`.
 Exit codes: 0 OK; 1 FAILED; 2 bad input; 3 the report has no usable GPU."""
 import argparse
 import sys
@@ -39,6 +41,8 @@ def verdict(doc, tests_failed=0):
             lines.append(f"  speedup {row['op']} {row['shape']}: {like}")
     for line in pbreport.projection_lines(doc):
         lines.append(f"  one ImageNet-1k epoch, {line}")
+    if pbreport.drift_line(doc):  # a shared or throttled host: right answers, unsteady times
+        lines.append(f"warning: {pbreport.drift_line(doc)}")
     problems = []
     if bad:
         problems.append(f"{len(bad)} GPU case(s) failed")

@@ -31,17 +31,48 @@ def machine(doc):
     return f"{c.get('host_name', '?')}: {c.get('cpu_model', '?')}, {gpu}"
 
 
+def drift_spread(doc):
+    """How far the machine's own speed moved under a run (0 when it did not change)."""
+    d = doc["context"].get("machine_drift") or {}
+    if not d.get("changed"):
+        return 0.0
+    return max(d.get(m, {}).get("spread", 0.0) for m in ("copy_gbs", "compute_gflops"))
+
+
+def drift_line(doc):
+    """One line on how the machine's speed moved under the run, or None when it held."""
+    if not drift_spread(doc):
+        return None
+    d = doc["context"]["machine_drift"]
+    seen = [f"{name} {d[key]['min']:.1f}-{d[key]['max']:.1f} {unit}"
+            for key, name, unit in (("copy_gbs", "STREAM copy", "GB/s"),
+                                    ("compute_gflops", "compute", "GFLOP/s")) if key in d]
+    return (f"the machine changed speed under the run ({', '.join(seen)} over {d['probes']} "
+            f"probes): its CPU times, and the speedups over them, move with it; run again on a "
+            f"quiet machine")
+
+
 def ok_cases(doc):
     return [c for c in doc["pairbench"]["cases"] if c["status"] == "ok"]
+
+
+def duration(hours):
+    """An epoch's time in the unit that keeps it readable: 2.82 h, 6.1 min, 14.2 s."""
+    if hours >= 1:
+        return f"{hours:.2f} h"
+    if hours * 60 >= 1:
+        return f"{hours * 60:.1f} min"
+    return f"{hours * 3600:.1f} s"
 
 
 def projection_lines(doc):
     """One line per device: the epoch time of the projection analysis (and end to end)."""
     out = []
     for dev, d in doc["pairbench"]["analyses"].get("projection", {}).get("devices", {}).items():
-        line = (f"{dev}: {d['epoch_h']:.2f} h ({d['model']}, {d['impl']}, batch {d['batch']}, "
+        line = (f"{dev}: {duration(d['epoch_h'])} ({d['model']}, {d['impl']}, batch {d['batch']}, "
                 f"{d['samples_per_s']:.0f} samples/s)")
         if "end_to_end" in d:
-            line += f"; end to end {d['end_to_end']['epoch_h']:.2f} h ({d['end_to_end']['impl']})"
+            e = d["end_to_end"]
+            line += f"; end to end {duration(e['epoch_h'])} ({e['impl']})"
         out.append(line)
     return out

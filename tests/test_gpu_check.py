@@ -48,6 +48,25 @@ def test_every_gpu_case_verified_is_ok(quick_reports):
     assert any(l.startswith("  one ImageNet-1k epoch, cpu: ") and "samples/s" in l for l in lines)
 
 
+def test_a_machine_that_changed_speed_is_said_beside_the_speedups(quick_reports):
+    # As on a shared H100 VM (2026-11-22): every GPU case right, the CPU's speed moving 10x.
+    doc = gpu_report(quick_reports[0])
+    doc["pairbench"]["cases"] = [c for c in doc["pairbench"]["cases"]
+                                 if c["device"] == "cpu" or c["op"] == "gemm"]
+    doc["context"]["machine_drift"] = {
+        "threshold": 0.2, "probes": 8, "changed": True,
+        "copy_gbs": {"min": 19.25, "max": 113.5, "spread": 0.83},
+        "compute_gflops": {"min": 74.3, "max": 996.8, "spread": 0.93}}
+    lines, code = gpu_verdict.verdict(doc)
+    assert code == 0 and lines[-1] == "verdict: OK", lines
+    assert lines[-2] == ("warning: the machine changed speed under the run (STREAM copy "
+                         "19.2-113.5 GB/s, compute 74.3-996.8 GFLOP/s over 8 probes): its CPU "
+                         "times, and the speedups over them, move with it; run again on a quiet "
+                         "machine"), lines
+    doc["context"]["machine_drift"]["changed"] = False  # a steady machine: no warning
+    assert not any(l.startswith("warning:") for l in gpu_verdict.verdict(doc)[0])
+
+
 def test_a_failed_or_skipped_gpu_case_fails_the_check(quick_reports):
     doc = gpu_report(quick_reports[0])
     failed = next(c for c in doc["pairbench"]["cases"] if c["device"] == "gpu" and c["op"] == "gemm")

@@ -148,6 +148,9 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
           .is_null());
   const std::string text = report::summary(report::build(json::object(), json::array(), cases));
   EXPECT_NE(text.find("Projection: one epoch of ImageNet-1k"), std::string::npos) << text;
+  // In a unit that keeps it readable: 1281167 / 9000 s and / 40000 s, not "0.04 h", "0.01 h".
+  EXPECT_NE(text.find(" cpu 2.4 min (mlp, onednn, batch 128"), std::string::npos) << text;
+  EXPECT_NE(text.find(" gpu 32.0 s (mlp, cublas, batch 128"), std::string::npos) << text;
 }
 
 TEST(Speedup, SaysWhyThereIsNoGpuNumber) {

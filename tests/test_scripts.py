@@ -71,9 +71,16 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     assert r.returncode == 0, r.stderr
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "One epoch of ImageNet-1k (1281167 images)" in summary
-    assert "- gpu: 0.25 h (cnn, cudnn, batch" in summary
-    assert "end to end 0.50 h (cudnn_h2d)" in summary
+    assert "- gpu: 15.0 min (cnn, cudnn, batch" in summary
+    assert "end to end 30.0 min (cudnn_h2d)" in summary
     assert (tmp_path / "out" / "batch_size.png").stat().st_size > 1000
+
+
+def test_epoch_times_are_written_in_a_readable_unit():
+    import pbreport
+    assert pbreport.duration(2.816) == "2.82 h"
+    assert pbreport.duration(0.1) == "6.0 min"
+    assert pbreport.duration(0.002) == "7.2 s"  # an H100's CNN epoch, not "0.00 h"
 
 
 def test_compare_passes_an_unchanged_report(quick_reports):
