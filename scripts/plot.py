@@ -54,7 +54,6 @@ def like_precision(row):
 
 
 def chart_speedup(reports, outdir, written):
-    fig, ax = plt.subplots(figsize=(11, 5))
     rows, labels, reasons = [], [], []
     for i, (name, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
@@ -64,6 +63,8 @@ def chart_speedup(reports, outdir, written):
             elif row.get("gpu_missing"):
                 reasons.append(f"{name}: {row['gpu_missing']}")
     series = [(k, label) for k, label in SPEEDUP_SERIES if any(k in r for r in rows)]
+    # Wide enough for every case's bars (a GPU run has about 80), the legend beside the plot.
+    fig, ax = plt.subplots(figsize=(max(11, 0.2 * len(rows) + 3), 5.5))
     if rows:
         width = 0.8 / len(series)
         for j, (key, label) in enumerate(series):
@@ -74,7 +75,8 @@ def chart_speedup(reports, outdir, written):
         ax.set_xticks(list(range(len(rows))))
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("GPU speedup over the CPU (x, log)")
-        ax.legend(fontsize=7)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     else:
         note(ax, "No GPU speedup to show:\n" + "\n".join(sorted(set(reasons)) or ["no paired cases"]))
     ax.set_title("Speedup, GPU over CPU per op and shape: best of each device, and like precision\n"
@@ -165,7 +167,8 @@ def chart_batch(reports, outdir, written):
             any_data = True
         cross = doc["pairbench"]["analyses"].get("batch_size", {}).get("crossover_batch")
         if cross:
-            ax.axvline(cross, linestyle="--", color="gray")
+            ax.axvline(cross, linestyle="--", color="gray",
+                       label=f"crossover: the GPU ahead from batch {cross}")
     epochs = [line for _, doc in reports for line in pbreport.projection_lines(doc)]
     if any_data and epochs:
         ax.text(0.02, 0.98, "One ImageNet-1k epoch:\n" + "\n".join(epochs), transform=ax.transAxes,
@@ -221,6 +224,8 @@ def summary(reports, written):
                      f"{c.get('date', '?')}, pairbench {c.get('pairbench_version', '?')} "
                      f"({c.get('pairbench_git_revision', '?')})"
                      + ("" if c.get("gpu_available") else f"; no GPU: {c.get('gpu_reason', '?')}"))
+        if pbreport.drift_line(doc):
+            lines.append(f"   - **warning:** {pbreport.drift_line(doc)}")
     lines += ["", "| machine | op | shape | best CPU | best GPU | GPU speedup | like precision |",
               "|---|---|---|---|---|---|---|"]
     for i, (_, doc) in enumerate(reports):

@@ -67,12 +67,17 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     assert "cpu" in devices  # the quick suite trains both models on the CPU
     devices["gpu"] = dict(devices["cpu"], impl="cudnn", epoch_h=0.25,
                           end_to_end=dict(devices["cpu"], impl="cudnn_h2d", epoch_h=0.5))
+    doc["context"]["machine_drift"] = {  # its CPU's speed moved under the run: said
+        "threshold": 0.2, "probes": 8, "changed": True,
+        "copy_gbs": {"min": 19.25, "max": 113.5, "spread": 0.83},
+        "compute_gflops": {"min": 74.3, "max": 996.8, "spread": 0.93}}
     r = run(PLOT, write(tmp_path / "gpu.json", doc), "-o", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "One epoch of ImageNet-1k (1281167 images)" in summary
     assert "- gpu: 15.0 min (cnn, cudnn, batch" in summary
     assert "end to end 30.0 min (cudnn_h2d)" in summary
+    assert "**warning:** the machine changed speed under the run (STREAM copy 19.2-113.5" in summary
     assert (tmp_path / "out" / "batch_size.png").stat().st_size > 1000
 
 
