@@ -85,12 +85,28 @@ struct Head {
   typename Ops::template Buffer<float> logits, dlogits, losses, loss, grads;
 };
 
+// What every model's step holds: its shape, its device's ops and its Head, which the two
+// accessors read.
+template <class Ops>
+class HeadedStep : public ModelStep {
+ public:
+  const float* logits() const override { return head_.logits.data(); }
+  const float* loss() const override { return head_.loss.data(); }
+
+ protected:
+  HeadedStep(const TrainShape& s, Ops& ops, std::int64_t params)
+      : s_(s), ops_(ops), head_(ops, s.batch, params) {}
+  using Floats = typename Ops::template Buffer<float>;
+  TrainShape s_;
+  Ops& ops_;
+  Head<Ops> head_;
+};
+
 // The MLP 784-1024-1024-10 with ReLU.
 template <class Ops>
-class MlpStep : public ModelStep {
+class MlpStep : public HeadedStep<Ops> {
  public:
-  MlpStep(const TrainShape& s, Ops& ops)
-      : s_(s), ops_(ops), head_(ops, s.batch, Mlp::param_count()) {
+  MlpStep(const TrainShape& s, Ops& ops) : HeadedStep<Ops>(s, ops, Mlp::param_count()) {
     for (auto* v : {&z0_, &a1_, &z1_, &a2_, &da_})
       *v = ops.template buffer<float>(s.batch * Mlp::hidden);
   }
@@ -126,23 +142,19 @@ class MlpStep : public ModelStep {
     }
     ops_.sgd_momentum(params, velocity, g, Mlp::param_count(), s_.lr, s_.momentum);
   }
-  const float* logits() const override { return head_.logits.data(); }
-  const float* loss() const override { return head_.loss.data(); }
 
  private:
-  using Floats = typename Ops::template Buffer<float>;
-  TrainShape s_;
-  Ops& ops_;
-  Head<Ops> head_;
+  using Base = HeadedStep<Ops>;
+  using Base::s_, Base::ops_, Base::head_;
+  using typename Base::Floats;
   Floats z0_, a1_, z1_, a2_, da_;
 };
 
 // The CNN: conv 3->32, ReLU, pool; conv 32->64, ReLU, pool; linear 4096->10.
 template <class Ops>
-class CnnStep : public ModelStep {
+class CnnStep : public HeadedStep<Ops> {
  public:
-  CnnStep(const TrainShape& s, Ops& ops)
-      : s_(s), ops_(ops), head_(ops, s.batch, Cnn::param_count()) {
+  CnnStep(const TrainShape& s, Ops& ops) : HeadedStep<Ops>(s, ops, Cnn::param_count()) {
     const std::int64_t B = s.batch, n1 = B * Cnn::c1 * Cnn::size * Cnn::size;
     z1_ = ops.template buffer<float>(n1);
     r1_ = ops.template buffer<float>(n1);
@@ -195,14 +207,11 @@ class CnnStep : public ModelStep {
               g + ps[1].offset);
     ops_.sgd_momentum(params, velocity, g, Cnn::param_count(), s_.lr, s_.momentum);
   }
-  const float* logits() const override { return head_.logits.data(); }
-  const float* loss() const override { return head_.loss.data(); }
 
  private:
-  using Floats = typename Ops::template Buffer<float>;
-  TrainShape s_;
-  Ops& ops_;
-  Head<Ops> head_;
+  using Base = HeadedStep<Ops>;
+  using Base::s_, Base::ops_, Base::head_;
+  using typename Base::Floats;
   Floats z1_, r1_, p1_, z2_, r2_, p2_;
   typename Ops::template Buffer<std::int32_t> arg1_, arg2_;
 };
@@ -210,10 +219,9 @@ class CnnStep : public ModelStep {
 // The ImageNet-sized model (core/train.hpp's Resnet): the stem, two bottleneck blocks, global
 // average pooling and a linear layer.
 template <class Ops>
-class ResnetStep : public ModelStep {
+class ResnetStep : public HeadedStep<Ops> {
  public:
-  ResnetStep(const TrainShape& s, Ops& ops)
-      : s_(s), ops_(ops), head_(ops, s.batch, Resnet::param_count()) {
+  ResnetStep(const TrainShape& s, Ops& ops) : HeadedStep<Ops>(s, ops, Resnet::param_count()) {
     const std::int64_t B = s.batch, S = s.image, Q2 = (S / 4) * (S / 4);
     const std::int64_t wide = B * Resnet::width * Q2, narrow = B * Resnet::mid * Q2;
     stem_z_ = ops.template buffer<float>(4 * wide);
@@ -288,19 +296,16 @@ class ResnetStep : public ModelStep {
     ops_.conv(conv(0, ConvDir::bwd_filter), x, stem_r_.data(), nullptr, g + param(0), g + param(1));
     ops_.sgd_momentum(params, velocity, g, Resnet::param_count(), s_.lr, s_.momentum);
   }
-  const float* logits() const override { return head_.logits.data(); }
-  const float* loss() const override { return head_.loss.data(); }
 
  private:
+  using Base = HeadedStep<Ops>;
+  using Base::s_, Base::ops_, Base::head_;
+  using typename Base::Floats;
   ConvShape conv(int c, ConvDir dir) const { return Resnet::conv(c, s_.batch, s_.image, dir); }
   static std::int64_t param(int t) { return Resnet::params()[t].offset; }
   static const float* w(const float* params, int c) { return params + param(2 * c); }
   static const float* b(const float* params, int c) { return params + param(2 * c + 1); }
 
-  using Floats = typename Ops::template Buffer<float>;
-  TrainShape s_;
-  Ops& ops_;
-  Head<Ops> head_;
   Floats stem_z_, stem_r_, a_[Resnet::blocks + 1], z_[Resnet::blocks][3], u_[Resnet::blocks][2];
   Floats g_, dg_, da_, dsum_, dwide_, dn1_, dn2_;
   typename Ops::template Buffer<std::int32_t> stem_arg_;
