@@ -98,11 +98,11 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
   // for the suite's sweep shapes. The GPU's SM sweep needs to know the GPU.
   auto units_for = [&](const ImplSpec& spec, bool sweep) -> std::vector<int> {
     if (spec.device == Device::cpu) {
-      if (!spec.sweeps_units) return {1};
+      if (!spec.threaded) return {1};
       if (!o.threads.empty()) return o.threads;
       return sweep ? powers_of_two_upto(r.cores) : std::vector<int>{r.cores};
     }
-    if (!spec.sweeps_units) return {0};
+    if (!spec.sm_sweep) return {0};
     if (!sweep && !named(o, spec)) return {};
     return r.gpu_available ? powers_of_two_upto(r.gpu_sms) : std::vector<int>{0};
   };

@@ -183,7 +183,7 @@ class Runner {
       return;
     }
     try {
-      const Tensors inputs = r.c->workload->make_inputs();
+      const Tensors& inputs = inputs_of(*r.c->workload);
       r.impl = r.c->impl.make(*r.c->workload, r.c->units);
       r.impl->activate();
       r.impl->prepare(inputs);
@@ -216,6 +216,18 @@ class Runner {
     if (!r.error.empty()) r.impl.reset();
   }
 
+  // A workload's inputs, made once for its cases while they run one after another (its
+  // implementations and thread counts; its repetitions unless random interleaving runs another
+  // workload in between). The workload keeps its reference for them (ReferenceMemo).
+  const Tensors& inputs_of(const Workload& w) {
+    if (inputs_for_ != &w) {
+      inputs_for_ = nullptr;
+      inputs_ = w.make_inputs();
+      inputs_for_ = &w;
+    }
+    return inputs_;
+  }
+
   // After a GPU case failed: if the CUDA context is now unusable (a fault in a kernel), every
   // later GPU case would fail with the same error; they are skipped with one reason instead.
   void note_if_device_unusable(const Case& c) {
@@ -242,6 +254,8 @@ class Runner {
   HarnessConfig cfg_;
   std::vector<CaseRun> runs_;
   CaseRun* current_ = nullptr;
+  const Workload* inputs_for_ = nullptr;  // whose inputs_ are
+  Tensors inputs_;
   std::string gpu_unusable_;  // the sticky CUDA error, once there is one
   json probes_ = json::array();
   std::string last_op_;

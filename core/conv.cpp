@@ -305,42 +305,49 @@ Check ConvWorkload::verify(const Tensors& in, const Tensors& outs) const {
   const float* db = s_.dir == ConvDir::bwd_filter ? output_f32(outs, "db", s_.k, chk) : nullptr;
   if (!out || (s_.dir == ConvDir::bwd_filter && !db)) return chk;
 
-  // Every point when that costs under 2e8 terms; else a random sample of that many terms'
-  // worth of points (at least 4096): a wrong element is found with the sample's probability,
-  // a wrong row, plane or index rule almost surely.
-  const double per_point = std::max(1.0, terms());
-  const auto budget = static_cast<std::int64_t>(std::max(2e8 / per_point, 4096.0));
-  std::vector<std::int64_t> points;
-  if (count <= budget) {
-    for (std::int64_t i = 0; i < count; ++i) points.push_back(i);
-  } else {
-    Rng rng(seed_ ^ 0xC0411u);
-    for (std::int64_t j = 0; j < budget; ++j)
-      points.push_back(static_cast<std::int64_t>(rng.next() % static_cast<std::uint64_t>(count)));
-  }
-  const auto [name0, name1] = conv_operands(s_.dir);
-  const float* in0 = at(in, name0).f32().data();
-  const float* in1 = at(in, name1).f32().data();
-  const float* b = s_.dir == ConvDir::fwd ? at(in, "b").f32().data() : nullptr;
+  // The reference points (their indices and values), once per workload's inputs (the memo):
+  // every point when that costs under 2e8 terms; else a random sample of that many terms' worth
+  // of points (at least 4096): a wrong element is found with the sample's probability, a wrong
+  // row, plane or index rule almost surely. And every db[k]: the sum of dy over its channel.
+  const ConvReference& ref = reference_.get(in, [&] {
+    ConvReference r;
+    const double per_point = std::max(1.0, terms());
+    const auto budget = static_cast<std::int64_t>(std::max(2e8 / per_point, 4096.0));
+    if (count <= budget) {
+      for (std::int64_t i = 0; i < count; ++i) r.points.push_back(i);
+    } else {
+      Rng rng(seed_ ^ 0xC0411u);
+      for (std::int64_t j = 0; j < budget; ++j)
+        r.points.push_back(
+            static_cast<std::int64_t>(rng.next() % static_cast<std::uint64_t>(count)));
+    }
+    const auto [name0, name1] = conv_operands(s_.dir);
+    const float* in0 = at(in, name0).f32().data();
+    const float* in1 = at(in, name1).f32().data();
+    const float* b = s_.dir == ConvDir::fwd ? at(in, "b").f32().data() : nullptr;
+    r.values.resize(r.points.size());
+    const auto npoints = static_cast<std::int64_t>(r.points.size());
+#pragma omp parallel for schedule(dynamic, 16)
+    for (std::int64_t j = 0; j < npoints; ++j)
+      r.values[static_cast<std::size_t>(j)] =
+          conv_point(s_, in0, in1, b, r.points[static_cast<std::size_t>(j)]);
+    if (s_.dir == ConvDir::bwd_filter)
+      for (std::int64_t k = 0; k < s_.k; ++k) r.db.push_back(conv_bias_grad_point(s_, in1, k));
+    return r;
+  });
   double worst = 0;
   std::int64_t worst_at = -1;
   bool nan = false;
-  const auto npoints = static_cast<std::int64_t>(points.size());
-#pragma omp parallel for schedule(dynamic, 16)
-  for (std::int64_t j = 0; j < npoints; ++j) {
-    const std::int64_t i = points[static_cast<std::size_t>(j)];
-    const ConvPoint pt = conv_point(s_, in0, in1, b, i);
-    const double e = std::fabs(out[i] - pt.value) / (pt.scale + 1e-30);
-#pragma omp critical
-    {
-      if (std::isnan(e) || !std::isfinite(out[i])) nan = true;
-      if (e > worst) worst = e, worst_at = i;
-    }
+  for (std::size_t j = 0; j < ref.points.size(); ++j) {
+    const std::int64_t i = ref.points[j];
+    const double e = std::fabs(out[i] - ref.values[j].value) / (ref.values[j].scale + 1e-30);
+    if (std::isnan(e) || !std::isfinite(out[i])) nan = true;
+    if (e > worst) worst = e, worst_at = i;
   }
   std::string where = name;
-  if (db) {  // every db[k]: the sum of dy over its channel, in double
+  if (db) {
     for (std::int64_t k = 0; k < s_.k; ++k) {
-      const ConvPoint pt = conv_bias_grad_point(s_, in1, k);
+      const ConvPoint& pt = ref.db[static_cast<std::size_t>(k)];
       const double e = std::fabs(db[k] - pt.value) / (pt.scale + 1e-30);
       if (std::isnan(e) || !std::isfinite(db[k])) nan = true;
       if (e > worst) worst = e, worst_at = k, where = "db";

@@ -233,8 +233,14 @@ class ConvWorkload : public Workload {
   double tolerance() const;
 
  private:
+  struct ConvReference {
+    std::vector<std::int64_t> points;  // the output points checked
+    std::vector<ConvPoint> values;     // theirs, in double
+    std::vector<ConvPoint> db;         // bwd_filter: every db[k]
+  };
   ConvShape s_;
   std::uint64_t seed_;
+  ReferenceMemo<ConvReference> reference_;
 };
 
 }  // namespace pb

@@ -1,6 +1,7 @@
 // Typed tensors: what a workload's inputs and an implementation's outputs are made of.
-// A TensorView is an element type, a shape, a device and a pointer, and owns nothing (what the
-// op functions of cpu_ref/ and kernels/ are called on). A Tensor is a named host tensor that
+// A TensorView is an element type, a shape, a device and a pointer, and owns nothing (the op
+// functions of cpu_ref/ and kernels/ take plain pointers and a shape struct instead: GemmShape,
+// ConvShape, a model's description). A Tensor is a named host tensor that
 // owns its elements: the inputs a workload makes, the outputs an implementation reads back.
 // A case has as many named outputs as its work produces (a backward pass: "dw" and "db"), and
 // verification looks them up by name.
@@ -72,5 +73,9 @@ using Tensors = std::vector<Tensor>;
 const Tensor* find(const Tensors& ts, const std::string& name);
 // The tensor called `name`; throws std::invalid_argument naming the ones there are.
 const Tensor& at(const Tensors& ts, const std::string& name);
+
+// A 64-bit hash (FNV-1a over 8-byte words) of the tensors' names, shapes and elements: equal
+// tensors, equal fingerprints; unequal ones differ but by chance (2^-64).
+std::uint64_t fingerprint(const Tensors& ts);
 
 }  // namespace pb

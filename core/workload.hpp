@@ -128,14 +128,34 @@ class Impl {
   virtual std::string detail() const { return ""; }
 };
 
+// What a workload's verification computes from its inputs alone (its reference result), kept
+// for the inputs it came from (by fingerprint), so that every case of the workload
+// (implementations, thread counts, repetitions) is checked against one computation of it.
+template <class R>
+class ReferenceMemo {
+ public:
+  template <class Make>
+  const R& get(const Tensors& inputs, Make make) const {
+    const std::uint64_t key = fingerprint(inputs);
+    if (!value_ || key_ != key) value_ = std::make_shared<const R>(make()), key_ = key;
+    return *value_;
+  }
+
+ private:
+  mutable std::shared_ptr<const R> value_;
+  mutable std::uint64_t key_ = 0;
+};
+
 // One implementation of one op on one device, as the registry knows it.
 struct ImplSpec {
   std::string op, name;
   Device device = Device::cpu;
-  // Runs once per count of parallel units: CPU threads (--threads, or the suite's thread sweep),
-  // or GPU streaming multiprocessors (the suite's SM sweep). Otherwise units is 1 on the CPU
-  // and 0 (all) on the GPU.
-  bool sweeps_units = false;
+  // CPU: runs on the cores, once per thread count (--threads, all cores, or the suite's thread
+  // sweep on its sweep shapes), threads=N in its name; otherwise on one thread.
+  bool threaded = false;
+  // GPU: also runs limited to 1, 2, 4, ... SMs on the suite's sweep shapes (sms=K in its name);
+  // otherwise on the whole GPU only.
+  bool sm_sweep = false;
   double max_flops = 0;  // > 0: suites leave larger shapes out unless the impl is asked for by name
   std::string library;   // the library run() calls, if any: "openblas", "onednn", "cublas"
   double workspace_bytes = 0;  // device memory the library may take beside the operands

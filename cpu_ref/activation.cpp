@@ -257,7 +257,7 @@ ImplSpec spec(const std::string& op, const char* name, bool naive) {
   sp.op = op;
   sp.name = name;
   sp.device = Device::cpu;
-  sp.sweeps_units = !naive;
+  sp.threaded = !naive;
   sp.max_flops = naive ? 2e8 : 0;  // the scalar reference stops at 2^22 activations
   sp.supports = [](const Workload&) { return true; };
   sp.make = [naive, op](const Workload& w, int threads) -> std::unique_ptr<Impl> {

@@ -10,11 +10,12 @@
 #include <vector>
 
 #include "core/gemm.hpp"
-#include "core/train.hpp"
-#include "core/train_step.hpp"
 #include "core/workload.hpp"
 
 namespace pb {
+class ModelStep;  // core/train_step.hpp
+struct ModelDesc;
+struct TrainShape;
 enum class Act;  // core/activation.hpp
 struct RowShape;
 enum class StreamKernel;  // core/stream.hpp
@@ -123,25 +124,12 @@ class OnednnConvolution {
 void im2col_omp(const ConvShape& s, const float* x, float* col, int threads);
 void col2im_omp(const ConvShape& s, const float* col, float* x, int threads);
 
-// The training step's own small ops: every row of out (rows x cols) set to b; the column sums
-// of x (rows x cols), the bias gradient; SGD with momentum over n parameters, PyTorch's form
-// (v = momentum v + g; p -= lr v).
-void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols, int threads);
-void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out, int threads);
-void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
-                  int threads);
-// The ImageNet-sized model's: out = a + b over n floats (a residual connection); the mean of
-// each of `planes` planes of hw floats (global average pooling), and its backward pass (each
-// plane's gradient spread evenly over it).
-void add_arrays(const float* a, const float* b, float* out, std::int64_t n, int threads);
-void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out, int threads);
-void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx, int threads);
-
-// A model's training step (core/train_step.hpp) on the CPU, on the caller's parameters and
-// velocity; its loss and logits are host memory. GEMMs (and the CNN's convolutions) through
-// OpenBLAS (im2col) or oneDNN's plans.
-enum class GemmBackend { openblas, onednn };
-std::unique_ptr<ModelStep> make_model_step(const TrainShape& s, GemmBackend backend, int threads);
+// A model's training step (core/train_step.hpp) on the CPU, on the caller's parameters,
+// velocity and state; its loss and logits are host memory. GEMMs and convolutions through
+// OpenBLAS (convolutions as im2col + GEMM) or through oneDNN's plans.
+enum class TrainBackend { openblas, onednn };
+std::unique_ptr<ModelStep> make_model_step(const ModelDesc& m, const TrainShape& s,
+                                           TrainBackend backend, int threads);
 
 // The registry's entry for a CPU implementation class T of the op whose workload is W: T is
 // made from the workload and the thread count; fp32 only unless the caller widens `supports`.
@@ -152,7 +140,7 @@ ImplSpec cpu_spec(const char* op, const char* name, bool threaded, double max_fl
   sp.op = op;
   sp.name = name;
   sp.device = Device::cpu;
-  sp.sweeps_units = threaded;
+  sp.threaded = threaded;
   sp.max_flops = max_flops;
   sp.library = library;
   sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };

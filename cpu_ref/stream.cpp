@@ -87,7 +87,7 @@ std::vector<ImplSpec> stream_impls() {
   sp.op = "stream";
   sp.name = "omp";
   sp.device = Device::cpu;
-  sp.sweeps_units = true;
+  sp.threaded = true;
   sp.supports = [](const Workload&) { return true; };
   sp.make = [](const Workload& w, int threads) -> std::unique_ptr<Impl> {
     return std::make_unique<OmpStream>(static_cast<const StreamWorkload&>(w).stream(), threads);

@@ -1,10 +1,10 @@
-// The models' training steps on the CPU: core/train_step.hpp's steps over the CPU's op functions,
-// the ones the single-op benchmarks time (no second copy of any op): GEMMs through OpenBLAS
-// (`openblas`) or oneDNN's matmul plans (`onednn`); the CNN's convolutions through im2col +
-// OpenBLAS (`openblas`) or oneDNN's convolution plans (`onednn`); ReLU forward and backward and the
-// softmax cross-entropy loss through the OpenMP activation and row functions; max pooling
-// (core/train.hpp); and three small ones here: the bias broadcast, the bias gradient (column sums),
-// SGD with momentum.
+// The training step on the CPU: core/train_step.hpp's walk over the CPU's op functions, the ones
+// the single-op benchmarks time (no second copy of any op): GEMMs through OpenBLAS (`openblas`)
+// or oneDNN's matmul plans (`onednn`); convolutions through im2col + OpenBLAS (`openblas`) or
+// oneDNN's convolution plans (`onednn`); ReLU forward and backward and the softmax cross-entropy
+// loss through the OpenMP activation and row functions; max pooling and batch normalization
+// (core/layers.hpp); and the small ones here: the bias broadcast, the bias gradient (column
+// sums), SGD, the residual add, global average pooling.
 #include <algorithm>
 #include <array>
 #include <functional>
@@ -19,67 +19,22 @@
 
 namespace pb::cpu {
 
-// --- the op functions ---
-
-void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (std::int64_t i = 0; i < rows; ++i) std::copy(b, b + cols, out + i * cols);
-}
-
-void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (std::int64_t j = 0; j < cols; ++j) {
-    float sum = 0;
-    for (std::int64_t i = 0; i < rows; ++i) sum += x[i * cols + j];
-    out[j] = sum;
-  }
-}
-
-void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
-                  int threads) {
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-  for (std::int64_t j = 0; j < n; ++j) {
-    v[j] = momentum * v[j] + g[j];
-    p[j] -= lr * v[j];
-  }
-}
-
-void add_arrays(const float* a, const float* b, float* out, std::int64_t n, int threads) {
-#pragma omp parallel for simd num_threads(threads) schedule(static)
-  for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
-}
-
-void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (std::int64_t p = 0; p < planes; ++p) {
-    float sum = 0;
-    for (std::int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
-    out[p] = sum / static_cast<float>(hw);
-  }
-}
-
-void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (std::int64_t p = 0; p < planes; ++p)
-    std::fill(dx + p * hw, dx + (p + 1) * hw, dout[p] / static_cast<float>(hw));
-}
-
 namespace {
 
 // A GEMM through OpenBLAS, or through oneDNN's plan for its shape (built on first use: the
 // first step, which the harness runs before timing).
 class GemmRunner {
  public:
-  explicit GemmRunner(GemmBackend b) : backend_(b) {}
+  explicit GemmRunner(TrainBackend b) : backend_(b) {}
   void operator()(const GemmShape& g, const float* a, const float* b, float* c) {
-    if (backend_ == GemmBackend::openblas) return gemm_openblas(g, a, b, c);
+    if (backend_ == TrainBackend::openblas) return gemm_openblas(g, a, b, c);
     auto& plan = plans_[std::make_tuple(g.m, g.n, g.k, g.ta, g.tb, g.alpha, g.beta, g.dtype)];
     if (!plan) plan = std::make_unique<OnednnMatmul>(g);
     plan->run(a, b, c);
   }
 
  private:
-  GemmBackend backend_;
+  TrainBackend backend_;
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float, float, Dtype>,
            std::unique_ptr<OnednnMatmul>>
       plans_;
@@ -88,10 +43,10 @@ class GemmRunner {
 // A convolution pass through im2col + OpenBLAS, or oneDNN's plan for it (NCHW in and out).
 class ConvRunner {
  public:
-  ConvRunner(GemmBackend b, int threads) : backend_(b), threads_(threads) {}
+  ConvRunner(TrainBackend b, int threads) : backend_(b), threads_(threads) {}
   void operator()(const ConvShape& s, const float* in0, const float* in1, const float* bias,
                   float* out, float* db) {
-    if (backend_ == GemmBackend::openblas) {
+    if (backend_ == TrainBackend::openblas) {
       col_.resize(std::max(col_.size(), static_cast<std::size_t>(s.crs() * s.pq())));
       return conv_im2col(s, in0, in1, bias, out, db, col_.data(), threads_);
     }
@@ -103,19 +58,21 @@ class ConvRunner {
   }
 
  private:
-  GemmBackend backend_;
+  TrainBackend backend_;
   int threads_;
   std::vector<float> col_;
   std::map<std::array<std::int64_t, 13>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
 };
 
-// The CPU's backend for the steps of core/train_step.hpp: host vectors and the OpenMP, OpenBLAS
-// and oneDNN op functions, on `threads` threads.
+// The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
+// op functions, on `threads` threads.
 class CpuOps {
  public:
+  using ActType = float;
+  using ParamType = float;
   template <class T>
   using Buffer = std::vector<T>;
-  CpuOps(GemmBackend backend, int threads)
+  CpuOps(TrainBackend backend, int threads)
       : gemm_(backend),
         conv_(backend, threads),
         threads_(threads),
@@ -133,6 +90,7 @@ class CpuOps {
     activation_omp(Act::relu, z, dy, out, n, threads_);
   }
   void rows(const RowShape& s, const float* x, const std::int32_t* labels, float* out) {
+    tmp_.resize(std::max(tmp_.size(), static_cast<std::size_t>(s.cols * threads_)));
     rows_omp(s, x, labels, out, tmp_.data(), threads_);
   }
   void mean(const float* x, std::int64_t n, float* out) {
@@ -141,10 +99,16 @@ class CpuOps {
     *out = static_cast<float>(sum / static_cast<double>(n));
   }
   void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
-    cpu::bias_rows(b, out, rows, cols, threads_);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t i = 0; i < rows; ++i) std::copy(b, b + cols, out + i * cols);
   }
   void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out) {
-    cpu::column_sums(x, rows, cols, out, threads_);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      float sum = 0;
+      for (std::int64_t i = 0; i < rows; ++i) sum += x[i * cols + j];
+      out[j] = sum;
+    }
   }
   void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* x,
                        float* out, std::int32_t* arg) {
@@ -154,47 +118,64 @@ class CpuOps {
                         const std::int32_t* arg, float* dx) {
     maxpool2_backward(planes, h, w, dout, arg, dx);
   }
-  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum) {
-    cpu::sgd_momentum(p, v, g, n, lr, momentum, threads_);
+  void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
+                         const float* bias, float* y, float* mean, float* invstd,
+                         float* running_mean, float* running_var) {
+    pb::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
+  }
+  void batchnorm_backward(const BnShape& s, const float* x, const float* weight, const float* mean,
+                          const float* invstd, const float* dy, float* dx, float* dweight,
+                          float* dbias) {
+    pb::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
+  }
+  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
+                    float weight_decay) {
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < n; ++j)
+      sgd_momentum_at(p[j], v[j], g[j], lr, momentum, weight_decay);
   }
   void add(const float* a, const float* b, float* out, std::int64_t n) {
-    add_arrays(a, b, out, n, threads_);
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
   }
+  void copy(const float* x, float* out, std::int64_t n) { std::copy(x, x + n, out); }
+  void zero(float* x, std::int64_t n) { std::fill(x, x + n, 0.0f); }
   void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out) {
-    cpu::plane_means(x, planes, hw, out, threads_);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t p = 0; p < planes; ++p) {
+      float sum = 0;
+      for (std::int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
+      out[p] = sum / static_cast<float>(hw);
+    }
   }
   void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx) {
-    cpu::spread_means(dout, planes, hw, dx, threads_);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t p = 0; p < planes; ++p)
+      std::fill(dx + p * hw, dx + (p + 1) * hw, dout[p] / static_cast<float>(hw));
   }
 
  private:
   GemmRunner gemm_;
   ConvRunner conv_;
   int threads_;
-  std::vector<float> tmp_;  // the row functions' scratch: 10 floats a thread
+  std::vector<float> tmp_;  // the row functions' scratch: a row's floats a thread
 };
 
-// A step that owns its backend.
-class CpuModelStep : public ModelStep {
+// A step that owns its backend (made before the step, which allocates through it).
+struct OwnsCpuOps {
+  CpuOps ops;
+};
+class CpuModelStep : private OwnsCpuOps, public WalkStep<CpuOps> {
  public:
-  CpuModelStep(const TrainShape& s, GemmBackend backend, int threads)
-      : ops_(backend, threads), step_(make_step(s, ops_)) {}
-  void forward(const float* x, const float* params) override { step_->forward(x, params); }
-  void step(const float* x, const std::int32_t* labels, float* params, float* velocity) override {
-    step_->step(x, labels, params, velocity);
-  }
-  const float* logits() const override { return step_->logits(); }
-  const float* loss() const override { return step_->loss(); }
-
- private:
-  CpuOps ops_;
-  std::unique_ptr<ModelStep> step_;
+  CpuModelStep(const ModelDesc& m, const TrainShape& s, TrainBackend backend, int threads)
+      : OwnsCpuOps{CpuOps(backend, threads)}, WalkStep<CpuOps>(m, s, ops) {}
 };
 
 }  // namespace
 
-std::unique_ptr<ModelStep> make_model_step(const TrainShape& s, GemmBackend backend, int threads) {
-  return std::make_unique<CpuModelStep>(s, backend, threads);
+std::unique_ptr<ModelStep> make_model_step(const ModelDesc& m, const TrainShape& s,
+                                           TrainBackend backend, int threads) {
+  return std::make_unique<CpuModelStep>(m, s, backend, threads);
 }
 
 // --- the implementations ---
@@ -203,48 +184,52 @@ namespace {
 
 class TrainCpu : public CpuImpl {
  public:
-  TrainCpu(const TrainShape& s, GemmBackend backend, int threads)
-      : CpuImpl(threads), s_(s), step_(make_model_step(s, backend, threads)) {}
+  TrainCpu(const TrainWorkload& w, TrainBackend backend, int threads)
+      : CpuImpl(threads), w_(w), step_(make_model_step(w.model(), w.train(), backend, threads)) {}
   void prepare(const Tensors& in) override {
     x_ = at(in, "x").f32();
     labels_ = at(in, "labels").i32();
     params_ = at(in, "params").f32();
     velocity_ = at(in, "velocity").f32();
+    if (const Tensor* state = find(in, "state")) state_ = state->f32();
   }
   void run() override {
-    if (s_.train)
-      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data());
+    if (w_.train().train)
+      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
+                  w_.model().param_count);
     else
-      step_->forward(x_.data(), params_.data());
+      step_->forward(x_.data(), params_.data(), state_.data());
   }
   Tensors result() override {
-    if (!s_.train) {
-      Tensor logits("logits", {s_.batch, 10});
+    const std::int64_t batch = w_.train().batch, classes = w_.model().classes;
+    if (!w_.train().train) {
+      Tensor logits("logits", {batch, classes});
       std::copy(step_->logits(), step_->logits() + logits.f32().size(), logits.f32().begin());
       return {logits};
     }
-    return {Tensor::of("loss", std::vector<float>{*step_->loss()}), Tensor::of("params", params_),
-            Tensor::of("velocity", velocity_)};
+    Tensors out = {Tensor::of("loss", std::vector<float>{*step_->loss()}),
+                   Tensor::of("params", params_), Tensor::of("velocity", velocity_)};
+    if (!state_.empty()) out.push_back(Tensor::of("state", state_));
+    return out;
   }
 
  private:
-  TrainShape s_;
+  const TrainWorkload& w_;
   std::unique_ptr<ModelStep> step_;
-  std::vector<float> x_, params_, velocity_;
+  std::vector<float> x_, params_, velocity_, state_;
   std::vector<std::int32_t> labels_;
 };
 
-ImplSpec spec(const char* name, GemmBackend backend) {
+ImplSpec spec(const char* name, TrainBackend backend) {
   ImplSpec sp;
   sp.op = "train";
   sp.name = name;
   sp.device = Device::cpu;
-  sp.sweeps_units = true;  // runs on the cores (--threads), not in the thread sweep
+  sp.threaded = true;  // on the cores (--threads); no model is a sweep shape
   sp.library = name;
   sp.supports = [](const Workload&) { return true; };
   sp.make = [backend](const Workload& w, int threads) -> std::unique_ptr<Impl> {
-    return std::make_unique<TrainCpu>(static_cast<const TrainWorkload&>(w).train(), backend,
-                                      threads);
+    return std::make_unique<TrainCpu>(static_cast<const TrainWorkload&>(w), backend, threads);
   };
   return sp;
 }
@@ -252,9 +237,9 @@ ImplSpec spec(const char* name, GemmBackend backend) {
 }  // namespace
 
 std::vector<ImplSpec> train_impls() {
-  ImplSpec with_onednn = spec("onednn", GemmBackend::onednn);
+  ImplSpec with_onednn = spec("onednn", TrainBackend::onednn);
   with_onednn.unavailable = [](const Workload&) { return onednn::unavailable(Dtype::fp32); };
-  return {spec("openblas", GemmBackend::openblas), with_onednn};
+  return {spec("openblas", TrainBackend::openblas), with_onednn};
 }
 
 }  // namespace pb::cpu

@@ -54,9 +54,13 @@ __global__ void spin(unsigned long long ns) {
 // case's work (a kernel launch, a cuBLAS call: a few microseconds).
 constexpr unsigned long long kSpinNs = 20000;
 
-// CUDA events on the case's stream, launch overhead kept out as nvbench does: a short spin
-// kernel is enqueued before the start event, so by the time the start event fires the work is
-// already queued behind it and starts at once; the time between the events is the work alone.
+// CUDA events on the case's stream, with the launch overhead of a short case kept out: a 20 us
+// spin kernel is enqueued before the start event, so by the time the start event fires a case
+// of a few launches is already queued behind it and starts at once. nvbench aims at the same by
+// another means (a kernel that holds the stream until the host releases it, after enqueueing
+// everything); a fixed spin does not cover a case whose launches take the host longer than
+// 20 us to enqueue (a training step of dozens of launches), whose time may then include gaps
+// where the GPU waited for the host.
 class EventTimer : public Timer {
  public:
   explicit EventTimer(cudaStream_t s) : s_(s) {}

@@ -131,9 +131,9 @@ void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, fl
 void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int64_t k,
                   std::int64_t pq, float* out, float scale = 1.0f);
 // cuDNN's convolution of one shape and pass, planned once and run on any buffers of that shape
-// (in0, in1, b, out, db as conv_direct takes them), on `stream`: the algorithm cuDNN's
-// heuristics rank first among those whose workspace fits kConvWorkspaceCap; true fp32 (FMA
-// math) for fp32, tensor cores allowed for tf32. Throws where cuDNN is not built in.
+// (in0, in1, b, out, db as conv_direct takes them), on `stream`: the fastest algorithm as
+// cuDNN times them (cudnnFind*) among those whose workspace fits kConvWorkspaceCap; true fp32
+// (FMA math) for fp32, tensor cores allowed for tf32. Throws where cuDNN is not built in.
 constexpr std::size_t kConvWorkspaceCap = 256u << 20;
 class CudnnConvolution {
  public:

@@ -9,7 +9,7 @@ ImplSpec spec(const std::string& op, const std::string& name,
   sp.op = op;
   sp.name = name;
   sp.device = Device::gpu;
-  sp.sweeps_units = sweeps_sms;
+  sp.sm_sweep = sweeps_sms;
   sp.supports = std::move(supports);
   sp.make = [op, name](const Workload& w, int units) { return make_impl(op, name, w, units); };
   return sp;

@@ -1,20 +1,21 @@
-// The models' training steps on the GPU: core/train_step.hpp's steps (the very sequence of calls
-// the CPU's tests run) over the GPU's op functions, every one enqueued on the case's stream, so
-// the step never waits for the host. Backends, named by the implementations:
+// The training step on the GPU: core/train_step.hpp's walk (the very sequence of calls the CPU's
+// tests run) over the GPU's op functions, every one enqueued on the case's stream, so the step
+// never waits for the host. Backends, named by the implementations:
 //   kernels    - the project's kernels: the tiled GEMM and the direct convolution.
 //   cublas     - cuBLAS GEMMs; convolutions as im2col + cuBLAS.
 //   cudnn      - cuBLAS GEMMs; cuDNN's convolutions (true fp32, kernels/conv.cu's plan).
 //   cublas_h2d, cudnn_h2d - the same, with each batch (images and labels) copied from pinned
 //                host memory inside the step: the end-to-end step, the copy in the time.
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
-// kernels/conv.cu; max pooling, the bias broadcast, the column sums (the bias gradient) and SGD
-// with momentum are here, their per-element math from core/train.hpp.
+// kernels/conv.cu; max pooling, batch normalization, the bias broadcast, the column sums (the
+// bias gradient) and SGD are here, their per-element math from core/layers.hpp.
 #include <algorithm>
 #include <array>
 #include <map>
 #include <memory>
 #include <string>
 
+#include "core/layers.hpp"
 #include "core/train.hpp"
 #include "core/train_step.hpp"
 #include "kernels/gpu.hpp"
@@ -71,8 +72,82 @@ __global__ void spread_means_kernel(const float* dout, std::int64_t planes, std:
 }
 
 __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int64_t n, float lr,
-                                    float momentum) {
-  PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum); }
+                                    float momentum, float weight_decay) {
+  PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum, weight_decay); }
+}
+
+// The sum of every thread's v over the block (blockDim.x kThreads, a power of two), to all.
+__device__ float block_sum(float v, float* part) {
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+  const float total = part[0];
+  __syncthreads();  // before part is written again
+  return total;
+}
+
+// Batch normalization's statistics, one block a channel: the mean, then the variance about it
+// (two passes over the channel's m values), invstd, and the running statistics moved.
+__global__ void bn_stats_kernel(BnShape s, const float* x, float* mean, float* invstd,
+                                float* running_mean, float* running_var) {
+  __shared__ float part[kThreads];
+  const std::int64_t ch = blockIdx.x, m = s.count();
+  float sum = 0;
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += x[s.at(ch, i)];
+  const float mu = block_sum(sum, part) / static_cast<float>(m);
+  float sq = 0;
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const float d = x[s.at(ch, i)] - mu;
+    sq += d * d;
+  }
+  const float var = block_sum(sq, part) / static_cast<float>(m);
+  if (threadIdx.x != 0) return;
+  mean[ch] = mu;
+  invstd[ch] = 1.0f / sqrtf(var + s.eps);
+  bn_running_at(s, mu, var, running_mean + ch, running_var + ch);
+}
+
+// y over every element: with the batch's statistics (train) or the running ones.
+__global__ void bn_forward_kernel(BnShape s, bool train, const float* x, const float* weight,
+                                  const float* bias, float* y, const float* mean,
+                                  const float* invstd, const float* running_mean,
+                                  const float* running_var) {
+  PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
+    const std::int64_t ch = s.channel(e);
+    const float mu = train ? mean[ch] : running_mean[ch];
+    const float is = train ? invstd[ch] : 1.0f / sqrtf(running_var[ch] + s.eps);
+    y[e] = bn_forward_at(x[e], mu, is, weight[ch], bias[ch]);
+  }
+}
+
+// The weight's and bias's gradients, one block a channel.
+__global__ void bn_backward_sums_kernel(BnShape s, const float* x, const float* mean,
+                                        const float* invstd, const float* dy, float* dweight,
+                                        float* dbias) {
+  __shared__ float part[kThreads];
+  const std::int64_t ch = blockIdx.x, m = s.count();
+  float db = 0, dw = 0;
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const std::int64_t e = s.at(ch, i);
+    db += dy[e];
+    dw += dy[e] * (x[e] - mean[ch]) * invstd[ch];
+  }
+  db = block_sum(db, part);
+  dw = block_sum(dw, part);
+  if (threadIdx.x == 0) dbias[ch] = db, dweight[ch] = dw;
+}
+
+__global__ void bn_backward_dx_kernel(BnShape s, const float* x, const float* weight,
+                                      const float* mean, const float* invstd, const float* dy,
+                                      const float* dweight, const float* dbias, float* dx) {
+  PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
+    const std::int64_t ch = s.channel(e);
+    dx[e] = bn_backward_at(dy[e], (x[e] - mean[ch]) * invstd[ch], weight[ch], invstd[ch], dbias[ch],
+                           dweight[ch], static_cast<float>(s.count()));
+  }
 }
 
 // Blocks for a grid-stride kernel over `items`: one per kThreads items, at most one full wave.
@@ -100,6 +175,8 @@ class DeviceBuffer {
 // The GPU's backend for core/train_step.hpp: every op function on `stream`.
 class GpuOps {
  public:
+  using ActType = float;
+  using ParamType = float;
   template <class T>
   using Buffer = DeviceBuffer<T>;
   GpuOps(cudaStream_t stream, Backend backend)
@@ -178,10 +255,41 @@ class GpuOps {
         n, h, w, dout, arg, dx);
     PB_CUDA(cudaGetLastError());
   }
-  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum) {
-    sgd_momentum_kernel<<<blocks_for(sgd_momentum_kernel, n), kThreads, 0, stream_>>>(p, v, g, n,
-                                                                                      lr, momentum);
+  void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
+                         const float* bias, float* y, float* mean, float* invstd,
+                         float* running_mean, float* running_var) {
+    if (train) {
+      bn_stats_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream_>>>(
+          s, x, mean, invstd, running_mean, running_var);
+      PB_CUDA(cudaGetLastError());
+    }
+    bn_forward_kernel<<<blocks_for(bn_forward_kernel, s.n * s.c * s.hw), kThreads, 0, stream_>>>(
+        s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
     PB_CUDA(cudaGetLastError());
+  }
+  void batchnorm_backward(const BnShape& s, const float* x, const float* weight, const float* mean,
+                          const float* invstd, const float* dy, float* dx, float* dweight,
+                          float* dbias) {
+    bn_backward_sums_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream_>>>(
+        s, x, mean, invstd, dy, dweight, dbias);
+    PB_CUDA(cudaGetLastError());
+    if (!dx) return;
+    bn_backward_dx_kernel<<<blocks_for(bn_backward_dx_kernel, s.n * s.c * s.hw), kThreads, 0,
+                            stream_>>>(s, x, weight, mean, invstd, dy, dweight, dbias, dx);
+    PB_CUDA(cudaGetLastError());
+  }
+  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
+                    float weight_decay) {
+    sgd_momentum_kernel<<<blocks_for(sgd_momentum_kernel, n), kThreads, 0, stream_>>>(
+        p, v, g, n, lr, momentum, weight_decay);
+    PB_CUDA(cudaGetLastError());
+  }
+  void copy(const float* x, float* out, std::int64_t n) {
+    PB_CUDA(cudaMemcpyAsync(out, x, static_cast<std::size_t>(n) * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream_));
+  }
+  void zero(float* x, std::int64_t n) {
+    PB_CUDA(cudaMemsetAsync(x, 0, static_cast<std::size_t>(n) * sizeof(float), stream_));
   }
   void add(const float* a, const float* b, float* out, std::int64_t n) {
     add_kernel<<<blocks_for(add_kernel, n), kThreads, 0, stream_>>>(a, b, out, n);
@@ -234,20 +342,23 @@ class GpuOps {
 // in pinned host memory and each step copies it to the device first, on the same stream.
 class GpuTrain : public GpuImpl {
  public:
-  GpuTrain(const TrainShape& s, Backend backend, bool h2d)
-      : s_(s),
+  GpuTrain(const TrainWorkload& w, Backend backend, bool h2d)
+      : s_(w.train()),
+        m_(w.model()),
         h2d_(h2d),
         ops_(stream_, backend),
-        step_(make_step(s, ops_)),
-        x_(s.batch * input_features(s)),
-        labels_(s.batch),
-        params_(model_param_count(s.model)),
-        velocity_(model_param_count(s.model)) {}
+        step_(make_step(m_, s_, ops_)),
+        x_(s_.batch * m_.input.size()),
+        labels_(s_.batch),
+        params_(m_.param_count),
+        velocity_(m_.param_count),
+        state_(m_.state_count) {}
   void prepare(const Tensors& in) override {
     const Tensor& x = at(in, "x");
     const Tensor& labels = at(in, "labels");
     upload(params_.data(), at(in, "params"));
     upload(velocity_.data(), at(in, "velocity"));
+    if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
     if (!h2d_) {
       upload(x_.data(), x);
       upload(labels_.data(), labels);
@@ -262,23 +373,26 @@ class GpuTrain : public GpuImpl {
     if (h2d_) {
       const auto n = static_cast<std::size_t>(s_.batch);
       PB_CUDA(cudaMemcpyAsync(x_.data(), pinned_x_->as<void>(),
-                              n * static_cast<std::size_t>(input_features(s_)) * 4,
+                              n * static_cast<std::size_t>(m_.input.size()) * 4,
                               cudaMemcpyHostToDevice, stream_));
       PB_CUDA(cudaMemcpyAsync(labels_.data(), pinned_labels_->as<void>(), n * 4,
                               cudaMemcpyHostToDevice, stream_));
     }
     if (s_.train)
-      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data());
+      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
+                  m_.param_count);
     else
-      step_->forward(x_.data(), params_.data());
+      step_->forward(x_.data(), params_.data(), state_.data());
   }
   // Nothing of the step may still be queued when its buffers and handles go.
   ~GpuTrain() override { cudaStreamSynchronize(stream_); }
   Tensors result() override {
-    if (!s_.train) return {download("logits", {s_.batch, 10}, step_->logits())};
-    const std::int64_t n = model_param_count(s_.model);
-    return {download("loss", {1}, step_->loss()), download("params", {n}, params_.data()),
-            download("velocity", {n}, velocity_.data())};
+    if (!s_.train) return {download("logits", {s_.batch, m_.classes}, step_->logits())};
+    const std::int64_t n = m_.param_count;
+    Tensors out = {download("loss", {1}, step_->loss()), download("params", {n}, params_.data()),
+                   download("velocity", {n}, velocity_.data())};
+    if (m_.state_count > 0) out.push_back(download("state", {m_.state_count}, state_.data()));
+    return out;
   }
   std::string detail() const override {
     const std::string algos = ops_.detail();
@@ -289,18 +403,19 @@ class GpuTrain : public GpuImpl {
 
  private:
   TrainShape s_;
+  ModelDesc m_;
   bool h2d_;
   GpuOps ops_;
   std::unique_ptr<ModelStep> step_;
   DeviceBuffer<float> x_;
   DeviceBuffer<std::int32_t> labels_;
-  DeviceBuffer<float> params_, velocity_;
+  DeviceBuffer<float> params_, velocity_, state_;
   std::unique_ptr<PinnedMem> pinned_x_, pinned_labels_;
 };
 
 std::unique_ptr<Impl> make_train(const std::string&, const std::string& name, const Workload& w,
                                  int) {
-  const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
+  const auto& s = static_cast<const TrainWorkload&>(w);
   const bool h2d = name.size() > 4 && name.compare(name.size() - 4, 4, "_h2d") == 0;
   const std::string base = h2d ? name.substr(0, name.size() - 4) : name;
   if (base == "kernels" && !h2d) return std::make_unique<GpuTrain>(s, Backend::kernels, false);

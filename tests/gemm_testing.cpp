@@ -69,4 +69,20 @@ std::string describe(const GemmShape& s) {
          " dtype=" + to_string(s.dtype);
 }
 
+ModelDesc small_model() {
+  ModelBuilder b("small", {3, 8, 8});
+  const int a = b.relu(b.batchnorm(b.conv(0, 8, 3, 1, 1, false, "conv1"), "bn1"));
+  const int t = b.relu(b.add(b.conv(a, 8, 3, 1, 1, true, "conv2"), a));
+  b.loss(b.linear(b.avgpool(t), 10, true, "fc"));
+  return b.build();
+}
+
+TrainWorkload train_workload(const std::string& model, std::int64_t batch, bool train) {
+  TrainShape s;
+  s.model = model, s.batch = batch, s.train = train, s.image = 16;
+  if (model == "resnet" || model == "small") s.lr = 0.05f;
+  return TrainWorkload(
+      s, model == "small" ? std::make_shared<const ModelDesc>(small_model()) : nullptr);
+}
+
 }  // namespace pb::testing

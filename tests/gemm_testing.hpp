@@ -1,10 +1,12 @@
-// Helpers shared by the GEMM tests: awkward shapes, running an implementation, comparing.
+// Helpers shared by the tests: awkward GEMM shapes, running an implementation, comparing; a
+// model the training tests define for themselves.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "core/gemm.hpp"
+#include "core/train.hpp"
 
 namespace pb::testing {
 
@@ -31,5 +33,14 @@ double fp32_tolerance(const GemmShape& s);
 ImplSpec find_impl(const std::vector<ImplSpec>& specs, const std::string& name);
 
 std::string describe(const GemmShape& s);
+
+// A model defined in the tests alone, as a user would add one: two convolutions (the first
+// without a bias, into batch norm), a residual add, global average pooling and a linear layer,
+// on 3 x 8 x 8 inputs.
+ModelDesc small_model();
+// The training workload of a model by name ("small": the one above), resnet on 16x16 images
+// (which keeps the reference fast), at lr 0.05 for resnet and the small model (0.01 learns
+// slowly, 0.1 diverges).
+TrainWorkload train_workload(const std::string& model, std::int64_t batch, bool train = true);
 
 }  // namespace pb::testing

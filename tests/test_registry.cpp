@@ -10,6 +10,7 @@
 #include "bench/cases.hpp"
 #include "bench/harness.hpp"
 #include "bench/options.hpp"
+#include "core/conv.hpp"
 #include "cpu_ref/cpu.hpp"
 
 namespace pb {
@@ -142,6 +143,24 @@ TEST(Registry, AnOpFromItsOwnFileRunsEndToEnd) {
   EXPECT_NE(faulty.cases[0].dump().find("sum is not the sum of y"), std::string::npos)
       << faulty.cases[0].dump();
   EXPECT_EQ(faulty.failed, 1);
+}
+
+// Which GPU convolutions run below fp32: cuDNN's tf32, and neither of the project's kernels.
+TEST(Registry, OnlyCudnnConvolvesInTf32) {
+  ConvShape s;
+  s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 32, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+  s.dtype = Dtype::tf32;
+  const ConvWorkload w(s);
+  int gpu_impls = 0;
+  for (const OpFamily& f : op_families()) {
+    if (f.name != "conv") continue;
+    for (const ImplSpec& spec : f.impls) {
+      if (spec.device != Device::gpu) continue;
+      ++gpu_impls;
+      EXPECT_EQ(spec.supports(w), spec.name == "cudnn") << spec.name;
+    }
+  }
+  EXPECT_EQ(gpu_impls, 3);
 }
 
 TEST(TwoOutputs, VerificationChecksEachByName) {

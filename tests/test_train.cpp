@@ -1,8 +1,10 @@
-// The training steps of the MLP, the CNN and resnet (on 16x16 images) on the CPU: the
-// double-precision reference's gradients against finite differences of its loss, every layer;
-// each CPU backend's step against the reference step through the workload's check, and one
-// backend's against another's through compare_step; the loss falling over fresh batches and
-// over repeated steps of one; the checks catching a wrong update; max pooling; bad shapes.
+// The training steps of the models (core/model.hpp: the MLP, the CNN and resnet on 16x16 images,
+// and a small model this file defines) on the CPU: the double-precision reference's gradients
+// against finite differences of its loss, every layer kind; each CPU backend's step against the
+// reference step through the workload's check, each of the step's three parts against the
+// reference's, and one backend's step against another's through compare_step; the loss falling
+// over fresh batches and over repeated steps of one; the checks catching a wrong update or state;
+// max pooling and batch normalization; bad shapes and bad descriptions.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <tuple>
 
 #include "core/train.hpp"
+#include "core/train_step.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "cpu_ref/onednn.hpp"
 #include "tests/gemm_testing.hpp"
@@ -17,36 +20,48 @@
 namespace pb {
 namespace {
 
-class Reference : public ::testing::TestWithParam<Model> {};
+// The models by name, "small" the one above; resnet on 16x16 images keeps the reference fast.
+ModelDesc model_named(const std::string& name) {
+  return name == "small" ? testing::small_model() : describe_model(name, 16);
+}
+
+TrainShape shape_of(const ModelDesc& m, std::int64_t batch, bool train = true) {
+  TrainShape s;
+  s.model = m.name, s.batch = batch, s.train = train, s.image = 16;
+  return s;
+}
+
+class Reference : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Reference, GradientsMatchFiniteDifferencesInEveryLayer) {
-  TrainShape s;
-  s.model = GetParam(), s.batch = 3;
-  s.image = 16;  // resnet: 16x16 images keep the reference fast
-  const std::int64_t f = input_features(s);
+  const ModelDesc m = model_named(GetParam());
+  const TrainShape s = shape_of(m, 3);
+  const std::int64_t f = m.input.size();
   std::vector<float> x(static_cast<std::size_t>(s.batch * f));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
-  synthetic_batch(f, s.batch, 0, x.data(), labels.data());
-  std::vector<float> p = initial_params(s.model);
-  const std::vector<float> v(p.size(), 0.0f);
-  const ReferenceStep ref = reference_step(s, x.data(), labels.data(), p.data(), v.data());
-  TrainShape fwd = s;
-  fwd.train = false;
-  auto loss = [&] {  // the mean loss from the reference's logits, in double
-    const ReferenceStep r = reference_step(fwd, x.data(), labels.data(), p.data(), v.data());
+  synthetic_batch(f, m.classes, s.batch, 0, x.data(), labels.data());
+  std::vector<float> p = initial_params(m);
+  const std::vector<float> v(p.size(), 0.0f), state = initial_state(m);
+  const ReferenceStep ref =
+      reference_step(m, s, x.data(), labels.data(), p.data(), v.data(), state.data());
+  // The mean loss from the reference's logits, in double (of the training pass: batch norm
+  // normalizes with the batch's statistics).
+  auto loss = [&] {
+    const ReferenceStep r =
+        reference_step(m, s, x.data(), labels.data(), p.data(), v.data(), state.data());
     double l = 0;
     for (std::int64_t i = 0; i < s.batch; ++i) {
       const double* z = &r.logits[i * 10];
-      const double m = *std::max_element(z, z + 10);
+      const double mx = *std::max_element(z, z + 10);
       double sum = 0;
-      for (int j = 0; j < 10; ++j) sum += std::exp(z[j] - m);
-      l += (m + std::log(sum) - z[labels[i]]) / static_cast<double>(s.batch);
+      for (int j = 0; j < 10; ++j) sum += std::exp(z[j] - mx);
+      l += (mx + std::log(sum) - z[labels[i]]) / static_cast<double>(s.batch);
     }
     return l;
   };
   EXPECT_NEAR(loss(), ref.loss, 1e-12);
-  for (const ParamSlice& sl : model_params(s.model)) {
-    const std::int64_t n = sl.rows * sl.cols;
+  for (const ParamSlice& sl : m.params) {
+    const std::int64_t n = sl.size();
     for (std::int64_t t = 0; t < 6; ++t) {
       const std::int64_t j = sl.offset + (t * 7919) % n;
       // A small step: the models have hundreds of ReLUs and pooling windows per sample, and a
@@ -66,25 +81,20 @@ TEST_P(Reference, GradientsMatchFiniteDifferencesInEveryLayer) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Reference,
-                         ::testing::Values(Model::mlp, Model::cnn, Model::resnet),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Models, Reference, ::testing::Values("mlp", "cnn", "resnet", "small"),
+                         [](const auto& info) { return std::string(info.param); });
 
-using BackendModel = std::tuple<const char*, Model>;
+cpu::TrainBackend backend_named(const std::string& name) {
+  return name == "onednn" ? cpu::TrainBackend::onednn : cpu::TrainBackend::openblas;
+}
+
+using BackendModel = std::tuple<const char*, const char*>;
 class CpuTrain : public ::testing::TestWithParam<BackendModel> {
  protected:
   const char* backend() const { return std::get<0>(GetParam()); }
-  Model model() const { return std::get<1>(GetParam()); }
+  std::string model() const { return std::get<1>(GetParam()); }
   bool without_onednn() const {
     return std::string(backend()) == "onednn" && !cpu::onednn::unavailable(Dtype::fp32).empty();
-  }
-  // The shape the learning tests train: batch 32, resnet on 16x16 images (they keep the
-  // reference fast) at lr 0.05 (0.01 learns slowly, 0.1 diverges).
-  TrainShape learning_shape() const {
-    TrainShape s;
-    s.model = model(), s.batch = 32, s.image = 16;
-    if (s.model == Model::resnet) s.lr = 0.05f;
-    return s;
   }
 };
 
@@ -92,10 +102,7 @@ TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
   const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend());
   for (std::int64_t b : {1, 3, 32})
     for (bool train : {true, false}) {
-      TrainShape s;
-      s.model = model(), s.batch = b, s.train = train;
-      s.image = 16;  // resnet: 16x16 images keep the reference fast
-      const TrainWorkload w(s);
+      const TrainWorkload w = testing::train_workload(model(), b, train);
       if (spec.unavailable && !spec.unavailable(w).empty()) GTEST_SKIP() << spec.unavailable(w);
       const Tensors in = w.make_inputs();
       auto impl = spec.make(w, 2);
@@ -106,41 +113,93 @@ TEST_P(CpuTrain, OneStepEqualsTheReferenceStep) {
       const Check c = w.verify(in, out);
       EXPECT_TRUE(c.ok) << backend() << " " << w.shape().to_string() << ": " << c.detail;
       if (!train) continue;
-      // The second layer's weights updated by 1% more than they should be (the check is per
-      // tensor, in norm: 1e-3), and its bias's largest velocity wrong by its size.
-      const ParamSlice w2 = model_params(s.model)[2], b2 = model_params(s.model)[3];
+      // The third parameter tensor updated by 1% more than it should be (the check is per
+      // tensor, in norm: 1e-3), and the fourth's largest velocity wrong by its size.
+      const ParamSlice w2 = w.model().params[2], b2 = w.model().params[3];
       Tensors bad = out;
-      for (std::int64_t j = w2.offset; j < w2.offset + w2.rows * w2.cols; ++j) {
+      for (std::int64_t j = w2.offset; j < w2.offset + w2.size(); ++j) {
         const float before = at(in, "params").f32()[j];
         bad[1].f32()[j] = before + 1.01f * (out[1].f32()[j] - before);
       }
       EXPECT_FALSE(w.verify(in, bad).ok) << backend();
       bad = out;
       float* v = bad[2].f32().data() + b2.offset;
-      *std::max_element(v, v + b2.rows,
+      *std::max_element(v, v + b2.size(),
                         [](float a, float b) { return std::fabs(a) < std::fabs(b); }) *= 2.0f;
       EXPECT_FALSE(w.verify(in, bad).ok) << backend();
       bad = out;
       bad[0].f32()[0] *= 1.001f;  // the loss
       EXPECT_FALSE(w.verify(in, bad).ok) << backend();
+      if (w.model().state_count == 0) continue;
+      bad = out;  // a running variance moved by 1% more than it should be
+      const ParamSlice var = w.model().state[1];
+      for (std::int64_t j = var.offset; j < var.offset + var.size(); ++j) {
+        const float before = at(in, "state").f32()[j];
+        bad[3].f32()[j] = before + 1.01f * (out[3].f32()[j] - before);
+      }
+      EXPECT_FALSE(w.verify(in, bad).ok) << backend();
     }
+}
+
+// The step's three parts, each held to the reference's: forward and backward (the gradients),
+// the reduction (called once, on the flat gradient buffer), the update.
+TEST_P(CpuTrain, EachPartOfTheStepEqualsTheReferences) {
+  if (without_onednn()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
+  const TrainWorkload w = testing::train_workload(model(), 4);
+  const ModelDesc& m = w.model();
+  Tensors in = w.make_inputs();
+  std::vector<float>& p = in[2].f32();
+  std::vector<float>& v = in[3].f32();
+  std::vector<float> state = initial_state(m), state_before = state;
+  const ReferenceStep ref = reference_step(m, w.train(), in[0].f32().data(), in[1].i32().data(),
+                                           p.data(), v.data(), state.data());
+  auto step = cpu::make_model_step(m, w.train(), backend_named(backend()), 2);
+  auto near = [](const float* got, const std::vector<double>& want, const ParamSlice& sl) {
+    double d = 0, r = 0;
+    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+      d += (got[j] - want[j]) * (got[j] - want[j]), r += want[j] * want[j];
+    return std::sqrt(d / (r + 1e-300));
+  };
+  step->forward_backward(in[0].f32().data(), in[1].i32().data(), p.data(), state.data());
+  EXPECT_NEAR(*step->loss(), ref.loss, 1e-5 * ref.loss);
+  for (const ParamSlice& sl : m.params)
+    EXPECT_LT(near(step->grads(), ref.grads, sl), 1e-4) << "the gradient of " << sl.name;
+  for (const ParamSlice& sl : m.state)
+    EXPECT_LT(near(state.data(), ref.state, sl), 1e-5) << sl.name;
+  if (!m.state.empty()) {
+    EXPECT_NE(state, state_before);  // the running statistics moved
+  }
+  int calls = 0;
+  step->reduce = [&](float* g, std::int64_t n) {
+    ++calls;
+    EXPECT_EQ(g, step->grads());
+    EXPECT_EQ(n, m.param_count);
+  };
+  step->reduce(step->grads(), m.param_count);
+  step->update(p.data(), v.data());
+  EXPECT_EQ(calls, 1);
+  for (const ParamSlice& sl : m.params) {
+    EXPECT_LT(near(p.data(), ref.params, sl), 1e-5) << "the parameters " << sl.name;
+    EXPECT_LT(near(v.data(), ref.velocity, sl), 1e-4) << "the velocity of " << sl.name;
+  }
 }
 
 TEST_P(CpuTrain, TheLossFallsOverFreshBatches) {
   if (without_onednn()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
-  const TrainShape s = learning_shape();
-  auto step = cpu::make_model_step(
-      s, std::string(backend()) == "onednn" ? cpu::GemmBackend::onednn : cpu::GemmBackend::openblas,
-      2);
-  std::vector<float> p = initial_params(s.model), v(p.size(), 0.0f);
-  const std::int64_t f = input_features(s);
+  // Batch 32 (the learning tests' shape), a fresh batch each step.
+  const TrainWorkload w = testing::train_workload(model(), 32);
+  const ModelDesc& m = w.model();
+  const TrainShape& s = w.train();
+  auto step = cpu::make_model_step(m, s, backend_named(backend()), 2);
+  std::vector<float> p = initial_params(m), v(p.size(), 0.0f), state = initial_state(m);
+  const std::int64_t f = m.input.size();
   std::vector<float> x(static_cast<std::size_t>(s.batch * f));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
   float first = 0, last = 0;
-  const int steps = s.model == Model::resnet ? 200 : 50;  // the deeper model learns slower
+  const int steps = s.model == "resnet" || s.model == "small" ? 200 : 50;  // these learn slower
   for (int i = 0; i < steps; ++i) {
-    synthetic_batch(f, s.batch, i, x.data(), labels.data());  // a new batch each step
-    step->step(x.data(), labels.data(), p.data(), v.data());
+    synthetic_batch(f, m.classes, s.batch, i, x.data(), labels.data());  // a new batch each step
+    step->step(x.data(), labels.data(), p.data(), v.data(), state.data(), m.param_count);
     const float loss = *step->loss();
     ASSERT_TRUE(std::isfinite(loss)) << "step " << i;
     if (i == 0) first = loss;
@@ -152,11 +211,10 @@ TEST_P(CpuTrain, TheLossFallsOverFreshBatches) {
 
 INSTANTIATE_TEST_SUITE_P(BackendsAndModels, CpuTrain,
                          ::testing::Combine(::testing::Values("openblas", "onednn"),
-                                            ::testing::Values(Model::mlp, Model::cnn,
-                                                              Model::resnet)),
+                                            ::testing::Values("mlp", "cnn", "resnet", "small")),
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param)) + "_" +
-                                  to_string(std::get<1>(info.param));
+                                  std::get<1>(info.param);
                          });
 
 TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
@@ -183,8 +241,7 @@ TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
 // calls): 80 updates on one batch, from the initial velocity, take the loss under a quarter.
 TEST_P(CpuTrain, TheLossFallsOverRepeatedStepsOnOneBatch) {
   if (without_onednn()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
-  const TrainShape s = learning_shape();
-  const TrainWorkload w(s);
+  const TrainWorkload w = testing::train_workload(model(), 32);
   const Tensors in = w.make_inputs();
   auto impl = testing::find_impl(cpu::train_impls(), backend()).make(w, 2);
   impl->activate();
@@ -234,12 +291,10 @@ TEST(TrainCompare, OneDevicesStepAgainstAnothers) {
   const ImplSpec blas = testing::find_impl(cpu::train_impls(), "openblas");
   const ImplSpec dnn = testing::find_impl(cpu::train_impls(), "onednn");
   const bool have_dnn = cpu::onednn::unavailable(Dtype::fp32).empty();
-  for (Model m : {Model::mlp, Model::cnn, Model::resnet})
+  for (const char* name : {"mlp", "cnn", "resnet", "small"})
     for (bool train : {true, false}) {
-      TrainShape s;
-      s.model = m, s.batch = 8, s.train = train;
-      s.image = 16;  // resnet: 16x16 images keep the reference fast
-      const TrainWorkload w(s);
+      const TrainWorkload w = testing::train_workload(name, 8, train);
+      const TrainShape& s = w.train();
       const Tensors in = w.make_inputs();
       auto run = [&](const ImplSpec& spec, int threads) {
         auto impl = spec.make(w, threads);
@@ -250,23 +305,23 @@ TEST(TrainCompare, OneDevicesStepAgainstAnothers) {
       };
       const Tensors a = run(blas, 1), b = have_dnn ? run(dnn, 2) : run(blas, 2);
       const ReferenceStep expected = step_of(s, a);
-      const Check same = compare_step(s, in, expected, b);
+      const Check same = compare_step(w.model(), s, in, expected, b);
       EXPECT_TRUE(same.ok) << w.shape().to_string() << ": " << same.detail;
       Tensors bad = b;
       if (!train) {
         bad[0].f32()[3] += 0.01f * std::fabs(bad[0].f32()[3]) + 0.01f;
-        EXPECT_FALSE(compare_step(s, in, expected, bad).ok) << w.shape().to_string();
+        EXPECT_FALSE(compare_step(w.model(), s, in, expected, bad).ok) << w.shape().to_string();
         continue;
       }
-      const ParamSlice layer = model_params(m)[4];  // the third weight tensor
-      for (std::int64_t j = layer.offset; j < layer.offset + layer.rows * layer.cols; ++j) {
+      const ParamSlice layer = w.model().params[4];  // the fifth parameter tensor
+      for (std::int64_t j = layer.offset; j < layer.offset + layer.size(); ++j) {
         const float before = at(in, "params").f32()[j];
         bad[1].f32()[j] = before + 1.01f * (b[1].f32()[j] - before);
       }
-      EXPECT_FALSE(compare_step(s, in, expected, bad).ok) << w.shape().to_string();
+      EXPECT_FALSE(compare_step(w.model(), s, in, expected, bad).ok) << w.shape().to_string();
       bad = b;
       bad[0].f32()[0] *= 1.001f;
-      EXPECT_FALSE(compare_step(s, in, expected, bad).ok) << w.shape().to_string();
+      EXPECT_FALSE(compare_step(w.model(), s, in, expected, bad).ok) << w.shape().to_string();
     }
 }
 
@@ -274,29 +329,38 @@ TEST(TrainModel, FlopsBytesAndShapes) {
   TrainShape s;
   s.batch = 32;
   const TrainWorkload w(s);
-  EXPECT_DOUBLE_EQ(Mlp::macs(), 784.0 * 1024 + 1024.0 * 1024 + 1024.0 * 10);
-  EXPECT_DOUBLE_EQ(w.flops(), 2.0 * 32 * (3 * Mlp::macs() - 784.0 * 1024));
+  const ModelDesc mlp = describe_model("mlp", 0), cnn = describe_model("cnn", 0),
+                  resnet = describe_model("resnet", 224);
+  EXPECT_DOUBLE_EQ(mlp.macs(), 784.0 * 1024 + 1024.0 * 1024 + 1024.0 * 10);
+  EXPECT_DOUBLE_EQ(w.flops(), 2.0 * 32 * (3 * mlp.macs() - 784.0 * 1024));
   EXPECT_DOUBLE_EQ(w.items(), 32);
-  EXPECT_EQ(Mlp::param_count(), 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10);
+  EXPECT_EQ(mlp.param_count, 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10);
   EXPECT_EQ(w.shape().to_string(), "model=mlp,pass=train,batch=32,dtype=fp32");
   EXPECT_EQ(w.outputs(), (std::vector<std::string>{"loss", "params", "velocity"}));
   const TrainShape inf = parse_train_shape({{"model", "cnn"}, {"batch", "8"}, {"pass", "infer"}});
   EXPECT_FALSE(inf.train);
-  EXPECT_EQ(inf.model, Model::cnn);
-  EXPECT_EQ(Cnn::param_count(), 32 * 27 + 32 + 64 * 288 + 64 + 10 * 4096 + 10);
-  EXPECT_DOUBLE_EQ(Cnn::macs(), 32.0 * 27 * 1024 + 64.0 * 288 * 256 + 10.0 * 4096);
+  EXPECT_EQ(inf.model, "cnn");
+  EXPECT_EQ(cnn.param_count, 32 * 27 + 32 + 64 * 288 + 64 + 10 * 4096 + 10);
+  EXPECT_DOUBLE_EQ(cnn.macs(), 32.0 * 27 * 1024 + 64.0 * 288 * 256 + 10.0 * 4096);
   // The stem (64 x 147 x 112^2), two blocks of 1x1, 3x3 and 1x1 on 56^2, the classifier.
-  EXPECT_DOUBLE_EQ(Resnet::macs(224),
+  EXPECT_DOUBLE_EQ(resnet.macs(),
                    64.0 * 147 * 12544 + 2 * (64.0 * 32 + 32.0 * 288 + 32.0 * 64) * 3136 + 640);
-  EXPECT_EQ(Resnet::param_count(),
+  EXPECT_EQ(resnet.param_count,
             64 * 147 + 64 + 2 * (32 * 64 + 32 + 32 * 288 + 32 + 64 * 32 + 64) + 10 * 64 + 10);
+  EXPECT_EQ(resnet.classes, 10);
   TrainShape r;
-  r.model = Model::resnet, r.batch = 2;
+  r.model = "resnet", r.batch = 2;
   EXPECT_EQ(TrainWorkload(r).shape().to_string(),
             "model=resnet,pass=train,batch=2,image=224,dtype=fp32");
-  EXPECT_DOUBLE_EQ(TrainWorkload(r).flops(),
-                   2.0 * 2 * (3 * Resnet::macs(224) - 64.0 * 147 * 12544));
-  EXPECT_EQ(input_features(r), 3 * 224 * 224);
+  EXPECT_DOUBLE_EQ(TrainWorkload(r).flops(), 2.0 * 2 * (3 * resnet.macs() - 64.0 * 147 * 12544));
+  EXPECT_EQ(TrainWorkload(r).model().input.size(), 3 * 224 * 224);
+  // The small model: its state (batch norm's running mean and variance) goes in and out.
+  const TrainWorkload small = testing::train_workload("small", 2);
+  EXPECT_EQ(small.model().state_count, 16);
+  EXPECT_EQ(small.outputs(), (std::vector<std::string>{"loss", "params", "velocity", "state"}));
+  EXPECT_EQ(small.make_inputs().back().name(), "state");
+  EXPECT_EQ(small.shape().to_string(), "model=small,pass=train,batch=2,dtype=fp32");
+  EXPECT_EQ(parse_train_shape({{"batch", "8"}, {"weight_decay", "1e-4"}}).weight_decay, 1e-4f);
   for (auto kv : std::vector<std::vector<std::pair<std::string, std::string>>>{
            {{"batch", "0"}},
            {{"model", "vgg"}, {"batch", "8"}},
@@ -306,8 +370,38 @@ TEST(TrainModel, FlopsBytesAndShapes) {
            {{"batch", "8"}, {"pass", "both"}},
            {{"batch", "8"}, {"lr", "nan"}},
            {{"batch", "8"}, {"depth", "3"}},
+           {{"batch", "8"}, {"weight_decay", "inf"}},
            {{"model", "mlp"}}})
     EXPECT_THROW(parse_train_shape(kv), std::invalid_argument);
+}
+
+// A description whose shapes do not chain is one clear error, naming the model and the layer.
+TEST(TrainModel, BadDescriptionsAreOneClearError) {
+  auto fails = [](const std::function<void(ModelBuilder&)>& f, const std::string& says) {
+    ModelBuilder b("bad", {3, 8, 8});
+    try {
+      f(b);
+      b.build();
+      ADD_FAILURE() << "no error; expected one saying " << says;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind("model bad", 0), 0u) << e.what();
+    }
+  };
+  fails([](ModelBuilder& b) { b.loss(b.linear(0, 10)); }, "needs a flat input");
+  fails([](ModelBuilder& b) { b.add(b.conv(0, 4, 3), 0); }, "different shapes");
+  fails([](ModelBuilder& b) { b.maxpool(b.conv(0, 4, 2)); }, "even height and width");
+  fails([](ModelBuilder& b) { b.conv(0, 4, 11); }, "filter");
+  fails([](ModelBuilder& b) { b.relu(5); }, "reads tensor 5");
+  fails([](ModelBuilder& b) { b.loss(b.conv(0, 10, 3)); }, "flat logits");
+  fails([](ModelBuilder& b) { b.linear(b.flatten(0), 10); }, "does not end in a loss");
+  fails(
+      [](ModelBuilder& b) {
+        const int t = b.linear(b.flatten(0), 10);
+        b.loss(t);
+        b.relu(t);
+      },
+      "comes after the loss");
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // The GPU's training steps: every backend's first step against the reference step (the
 // workload's check) and against the CPU's step on the same inputs (compare_step, the tolerances
-// of the check), all three models (resnet on 16x16 images), train and infer; the loss falling
-// over repeated steps. Skips, with the reason, where there is no GPU. What the GPU's step shares
-// with the CPU's is tested on the CPU in test_train: the sequence of calls
-// (core/train_step.hpp), the pooling and SGD math, and compare_step itself.
+// of the check), all three models (resnet on 16x16 images) and a small model this file defines
+// (batch norm and its state, a convolution without bias, a residual add), train and infer; the
+// loss falling over repeated steps. Skips, with the reason, where there is no GPU. What the GPU's
+// step shares with the CPU's is tested on the CPU in test_train: the walk (core/train_step.hpp),
+// the pooling, batch norm and SGD math, and compare_step itself.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -37,31 +38,25 @@ class GpuTrain : public ::testing::TestWithParam<const char*> {
 
 TEST_P(GpuTrain, OneStepEqualsTheReferenceAndTheCpuStep) {
   const ImplSpec cpu = testing::find_impl(cpu::train_impls(), "openblas");
-  for (Model m : {Model::mlp, Model::cnn, Model::resnet})
+  for (const char* m : {"mlp", "cnn", "resnet", "small"})
     for (std::int64_t b : {1, 3, 32})
       for (bool train : {true, false}) {
-        TrainShape s;
-        s.model = m, s.batch = b, s.train = train;
-        s.image = 16;  // resnet: 16x16 images keep the reference fast
-        const TrainWorkload w(s);
+        const TrainWorkload w = testing::train_workload(m, b, train);
+        const TrainShape& s = w.train();
         const Tensors in = w.make_inputs();
         const Tensors out = run_once(nullptr, GetParam(), w, in);
         const std::string what = std::string(GetParam()) + " " + w.shape().to_string();
         const Check ref = w.verify(in, out);
         EXPECT_TRUE(ref.ok) << what << " against the reference: " << ref.detail;
         const ReferenceStep on_cpu = step_of(s, run_once(&cpu, "", w, in));
-        const Check same = compare_step(s, in, on_cpu, out);
+        const Check same = compare_step(w.model(), s, in, on_cpu, out);
         EXPECT_TRUE(same.ok) << what << " against the CPU's step: " << same.detail;
       }
 }
 
 TEST_P(GpuTrain, TheLossFallsOverRepeatedSteps) {
-  for (Model m : {Model::mlp, Model::cnn, Model::resnet}) {
-    TrainShape s;
-    s.model = m, s.batch = 32;
-    s.image = 16;                                // resnet: 16x16 images keep the reference fast
-    if (s.model == Model::resnet) s.lr = 0.05f;  // 0.01 learns slowly, 0.1 diverges
-    const TrainWorkload w(s);
+  for (const char* m : {"mlp", "cnn", "resnet", "small"}) {
+    const TrainWorkload w = testing::train_workload(m, 32);
     const Tensors in = w.make_inputs();
     auto impl = gpu::make_impl("train", GetParam(), w, 0);
     impl->activate();
@@ -70,8 +65,8 @@ TEST_P(GpuTrain, TheLossFallsOverRepeatedSteps) {
     const float first = at(impl->result(), "loss").f32()[0];
     for (int i = 0; i < 80; ++i) impl->run();  // the same batch: the model learns it
     const float last = at(impl->result(), "loss").f32()[0];
-    EXPECT_NEAR(first, std::log(10.0), 0.3) << GetParam() << " " << to_string(m);
-    EXPECT_LT(last, 0.25f * first) << GetParam() << " " << to_string(m);
+    EXPECT_NEAR(first, std::log(10.0), 0.3) << GetParam() << " " << m;
+    EXPECT_LT(last, 0.25f * first) << GetParam() << " " << m;
   }
 }
 

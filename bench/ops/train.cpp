@@ -1,7 +1,10 @@
-// The full training step (and inference) of the MLP and the CNN, across batch sizes: the CPU's
-// step with OpenBLAS (and im2col) or oneDNN; the GPU's with the project's kernels, cuBLAS (and
+// The full training step (and inference) of the models (core/model.hpp), across batch sizes:
+// the MLP and the CNN, and in the full suite the ImageNet-sized model; the CPU's step with
+// OpenBLAS (and im2col) or oneDNN; the GPU's with the project's kernels, cuBLAS (and
 // im2col) or cuBLAS and cuDNN, and end to end with each batch copied from pinned host memory
 // inside the step (kernels/train.cu).
+#include <algorithm>
+
 #include "bench/ops/family.hpp"
 #include "core/train.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -11,7 +14,7 @@ namespace pb::ops {
 OpFamily train_family() {
   auto suite = [](int level) {
     std::vector<SuiteEntry> out;
-    for (Model m : {Model::mlp, Model::cnn})
+    for (const char* m : {"mlp", "cnn"})
       for (bool train : {true, false})
         for (std::int64_t b : train_suite_batches(level)) {
           TrainShape s;
@@ -24,13 +27,15 @@ OpFamily train_family() {
     for (bool train : {true, false})
       for (std::int64_t b : {1, 8, 32}) {
         TrainShape s;
-        s.model = Model::resnet, s.batch = b, s.train = train;
+        s.model = "resnet", s.batch = b, s.train = train;
         out.push_back(entry<TrainWorkload>(s));
       }
     return out;
   };
   auto has_conv = [](const Workload& w) {
-    return static_cast<const TrainWorkload&>(w).train().model != Model::mlp;
+    const auto& layers = static_cast<const TrainWorkload&>(w).model().layers;
+    return std::any_of(layers.begin(), layers.end(),
+                       [](const Layer& l) { return l.kind == LayerKind::conv; });
   };
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
@@ -46,9 +51,10 @@ OpFamily train_family() {
     sp.workspace_bytes = 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
     sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
   }
-  return fp32_family<TrainWorkload>(
-      "train", "model=mlp|cnn|resnet,batch=B[,pass=train|infer][,lr=L][,momentum=M][,image=S]",
-      suite, parse_train_shape, concat(cpu::train_impls(), gpu));
+  return fp32_family<TrainWorkload>("train",
+                                    "model=mlp|cnn|resnet,batch=B[,pass=train|infer][,lr=L][,"
+                                    "momentum=M][,weight_decay=D][,image=S]",
+                                    suite, parse_train_shape, concat(cpu::train_impls(), gpu));
 }
 
 }  // namespace pb::ops

@@ -1,0 +1,95 @@
+// The per-element math of the layers a training step walks, beyond GEMM, convolution and the
+// activations: max pooling, batch normalization and SGD. One definition for the reference
+// (double), the CPU's step (float, core/layers.cpp runs them on the CPU's threads) and the GPU's
+// kernels (kernels/train.cu).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/hd.hpp"
+
+namespace pb {
+
+// 2x2 max pooling, stride 2, over `planes` maps of h x w (h, w even). Output o (of planes x h/2 x
+// w/2): the maximum of its window, and in *arg the maximum's index within its plane (the first
+// of equals, in window order). Backward routes each gradient to its window's maximum: input
+// element e gets its window's gradient where it is that maximum, zero elsewhere (windows do not
+// overlap, so each input has one). The GPU's backward gathers through maxpool2_grad_at, the
+// CPU's scatters through arg (the tests hold them equal).
+// The window at output row i, column j of a plane of h x w (x and arg: the plane's own).
+template <class T>
+HD inline T maxpool2_at(std::int64_t w, const T* x, std::int64_t i, std::int64_t j,
+                        std::int32_t* arg) {
+  std::int64_t best = (2 * i) * w + 2 * j;
+  for (std::int64_t r = 0; r < 2; ++r)
+    for (std::int64_t s = 0; s < 2; ++s) {
+      const std::int64_t at = (2 * i + r) * w + 2 * j + s;
+      if (x[at] > x[best]) best = at;
+    }
+  *arg = static_cast<std::int32_t>(best);
+  return x[best];
+}
+// The gradient of input row r, column c of a plane of h x w (dout and arg: the plane's own).
+template <class T>
+HD inline T maxpool2_grad_at(std::int64_t w, const T* dout, const std::int32_t* arg, std::int64_t r,
+                             std::int64_t c) {
+  const std::int64_t o = r / 2 * (w / 2) + c / 2;
+  return arg[o] == r * w + c ? dout[o] : T(0);
+}
+template <class T>
+void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
+                      std::int32_t* arg);
+template <class T>
+void maxpool2_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
+                       const std::int32_t* arg, T* dx);
+
+// Batch normalization over the channels of n x c x hw maps (BatchNorm2d; BatchNorm1d with hw 1),
+// PyTorch's training mode: per channel the batch's mean and biased variance over its m = n hw
+// values, y = weight (x - mean) invstd + bias with invstd = 1/sqrt(var + eps), and the running
+// statistics moved by `momentum` toward the mean and the unbiased variance (m/(m-1) var). In
+// inference the running statistics normalize. The backward pass, with xhat = (x - mean) invstd:
+//   dbias = sum dy,  dweight = sum dy xhat,  dx = weight invstd (dy - (dbias + xhat dweight)/m).
+struct BnShape {
+  std::int64_t n = 1, c = 1, hw = 1;
+  float momentum = 0.1f, eps = 1e-5f;
+  HD std::int64_t channel(std::int64_t i) const { return i / hw % c; }
+  HD std::int64_t count() const { return n * hw; }  // m, the values of one channel
+  // The i-th value of channel ch (i < m).
+  HD std::int64_t at(std::int64_t ch, std::int64_t i) const {
+    return (i / hw * c + ch) * hw + i % hw;
+  }
+};
+template <class T>
+HD inline T bn_forward_at(T x, T mean, T invstd, T weight, T bias) {
+  return weight * (x - mean) * invstd + bias;
+}
+template <class T>
+HD inline T bn_backward_at(T dy, T xhat, T weight, T invstd, T dbias, T dweight, T m) {
+  return weight * invstd * (dy - (dbias + xhat * dweight) / m);
+}
+// The running statistics after a batch of mean and (biased) var over m values.
+template <class T>
+HD inline void bn_running_at(const BnShape& s, T mean, T var, T* running_mean, T* running_var) {
+  const T m = static_cast<T>(s.count()), mom = static_cast<T>(s.momentum);
+  *running_mean = (1 - mom) * *running_mean + mom * mean;
+  *running_var = (1 - mom) * *running_var + mom * (m > 1 ? var * m / (m - 1) : var);
+}
+// On the CPU's threads, one channel a thread. train: the batch's statistics into mean and invstd
+// (c each, for the backward pass) and the running ones updated; else the running ones used.
+template <class T>
+void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight, const T* bias,
+                       T* y, T* mean, T* invstd, T* running_mean, T* running_var);
+template <class T>
+void batchnorm_backward(const BnShape& s, const T* x, const T* weight, const T* mean,
+                        const T* invstd, const T* dy, T* dx, T* dweight, T* dbias);
+
+// SGD with momentum and weight decay for one parameter, PyTorch's form:
+//   g += weight_decay p;  v = momentum v + g;  p -= lr v.
+template <class T>
+HD inline void sgd_momentum_at(T& p, T& v, T g, T lr, T momentum, T weight_decay) {
+  v = momentum * v + g + weight_decay * p;
+  p -= lr * v;
+}
+
+}  // namespace pb

@@ -1,0 +1,298 @@
+#include "core/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "core/rng.hpp"
+
+namespace pb {
+
+const char* to_string(LayerKind k) {
+  switch (k) {
+    case LayerKind::conv:
+      return "conv";
+    case LayerKind::linear:
+      return "linear";
+    case LayerKind::batchnorm:
+      return "batchnorm";
+    case LayerKind::relu:
+      return "relu";
+    case LayerKind::maxpool:
+      return "maxpool";
+    case LayerKind::add:
+      return "add";
+    case LayerKind::avgpool:
+      return "avgpool";
+    case LayerKind::flatten:
+      return "flatten";
+    case LayerKind::loss:
+      return "loss";
+  }
+  return "?";
+}
+
+int ModelDesc::storage(int tensor) const {
+  while (tensor > 0 && layers[tensor - 1].kind == LayerKind::flatten)
+    tensor = layers[tensor - 1].in;
+  return tensor;
+}
+
+ConvShape ModelDesc::conv(const Layer& l, std::int64_t batch, ConvDir dir) const {
+  const Dims in = dims(l.in);
+  ConvShape s;
+  s.dir = dir, s.n = batch, s.c = in.c, s.h = in.h, s.w = in.w;
+  s.k = l.k, s.r = s.s = l.r;
+  s.stride_h = s.stride_w = l.stride, s.pad_h = s.pad_w = l.pad;
+  return s;
+}
+
+namespace {
+double layer_macs(const ModelDesc& m, const Layer& l) {
+  if (l.kind == LayerKind::linear) return static_cast<double>(l.k * m.dims(l.in).size());
+  if (l.kind != LayerKind::conv) return 0;
+  const ConvShape s = m.conv(l, 1, ConvDir::fwd);
+  return static_cast<double>(s.k * s.crs() * s.pq());
+}
+}  // namespace
+
+double ModelDesc::macs() const {
+  double sum = 0;
+  for (const Layer& l : layers) sum += layer_macs(*this, l);
+  return sum;
+}
+
+double ModelDesc::first_layer_macs() const {
+  double sum = 0;
+  for (const Layer& l : layers)
+    if (storage(l.in) == 0) sum += layer_macs(*this, l);
+  return sum;
+}
+
+double ModelDesc::activations() const {
+  double sum = static_cast<double>(input.size());
+  for (std::size_t t = 1; t <= layers.size(); ++t)
+    if (storage(static_cast<int>(t)) == static_cast<int>(t) &&
+        layers[t - 1].kind != LayerKind::loss)
+      sum += static_cast<double>(layers[t - 1].out.size());
+  return sum;
+}
+
+std::int64_t ModelDesc::largest_tensor() const {
+  std::int64_t most = input.size();
+  for (const Layer& l : layers) most = std::max(most, l.out.size());
+  return most;
+}
+
+ModelBuilder::ModelBuilder(std::string name, Dims input) {
+  m_.name = std::move(name);
+  m_.input = input;
+}
+
+void ModelBuilder::fail(const Layer& l, const std::string& why) const {
+  throw std::invalid_argument("model " + m_.name + ", layer " +
+                              std::to_string(m_.layers.size() + 1) + " (" + to_string(l.kind) +
+                              (l.name.empty() ? "" : " " + l.name) + "): " + why);
+}
+
+int ModelBuilder::push(Layer l) {
+  const int tensors = static_cast<int>(m_.layers.size()) + 1;
+  auto check = [&](int t) {
+    if (t < 0 || t >= tensors)
+      fail(l, "reads tensor " + std::to_string(t) + ", which is not written before it");
+  };
+  check(l.in);
+  if (l.kind == LayerKind::add) check(l.in2);
+  if (!m_.layers.empty() && m_.layers.back().kind == LayerKind::loss)
+    fail(l, "comes after the loss, which must be last");
+  const Dims in = m_.dims(l.in);
+  auto param = [&](std::string name, std::int64_t rows, std::int64_t cols, ParamSlice::Init init,
+                   std::int64_t fan_in) {
+    m_.params.push_back({l.name + "." + name, m_.param_count, rows, cols, init, fan_in});
+    m_.param_count += rows * cols;
+    return m_.params.back().offset;
+  };
+  switch (l.kind) {
+    case LayerKind::conv: {
+      const ConvShape s = m_.conv(l, 1, ConvDir::fwd);
+      if (l.k < 1 || l.r < 1 || l.stride < 1 || l.pad < 0)
+        fail(l, "needs k, r and stride of at least 1 and pad of at least 0");
+      if (!conv_shape_problem(s).empty()) fail(l, conv_shape_problem(s));
+      l.out = {l.k, s.p(), s.q()};
+      l.weight = param("w", l.k, s.crs(), ParamSlice::Init::fan_in, s.crs());
+      if (l.bias) l.bias_at = param("b", l.k, 1, ParamSlice::Init::fan_in, s.crs());
+      break;
+    }
+    case LayerKind::linear:
+      if (!in.flat())
+        fail(l, "needs a flat input, not " + std::to_string(in.c) + "x" + std::to_string(in.h) +
+                    "x" + std::to_string(in.w) + " (flatten or pool first)");
+      if (l.k < 1) fail(l, "needs at least one output");
+      l.out = {l.k, 1, 1};
+      l.weight = param("w", l.k, in.c, ParamSlice::Init::fan_in, in.c);
+      if (l.bias) l.bias_at = param("b", l.k, 1, ParamSlice::Init::fan_in, in.c);
+      break;
+    case LayerKind::batchnorm:
+      l.out = in;
+      l.weight = param("weight", in.c, 1, ParamSlice::Init::ones, 1);
+      l.bias_at = param("bias", in.c, 1, ParamSlice::Init::zeros, 1);
+      l.state = m_.state_count;
+      m_.state.push_back({l.name + ".running_mean", l.state, in.c, 1, ParamSlice::Init::zeros, 1});
+      m_.state.push_back(
+          {l.name + ".running_var", l.state + in.c, in.c, 1, ParamSlice::Init::ones, 1});
+      m_.state_count += 2 * in.c;
+      break;
+    case LayerKind::relu:
+      l.out = in;
+      break;
+    case LayerKind::maxpool:
+      if (in.h % 2 || in.w % 2 || in.flat())
+        fail(l, "needs maps of even height and width, not " + std::to_string(in.h) + "x" +
+                    std::to_string(in.w));
+      l.out = {in.c, in.h / 2, in.w / 2};
+      break;
+    case LayerKind::add:
+      if (!(m_.dims(l.in2) == in)) fail(l, "adds two tensors of different shapes");
+      l.out = in;
+      break;
+    case LayerKind::avgpool:
+      l.out = {in.c, 1, 1};
+      break;
+    case LayerKind::flatten:
+      l.out = {in.size(), 1, 1};
+      break;
+    case LayerKind::loss:
+      if (!in.flat() || in.c < 2) fail(l, "needs flat logits of at least 2 classes");
+      l.out = {1, 1, 1};
+      m_.classes = in.c;
+      break;
+  }
+  m_.layers.push_back(std::move(l));
+  return static_cast<int>(m_.layers.size());
+}
+
+namespace {
+Layer layer(LayerKind kind, int in, std::string name = "") {
+  Layer l;
+  l.kind = kind, l.in = in, l.name = std::move(name);
+  return l;
+}
+}  // namespace
+
+int ModelBuilder::conv(int in, std::int64_t k, std::int64_t r, std::int64_t stride,
+                       std::int64_t pad, bool bias, std::string name) {
+  Layer l = layer(LayerKind::conv, in, std::move(name));
+  l.k = k, l.r = r, l.stride = stride, l.pad = pad, l.bias = bias;
+  return push(std::move(l));
+}
+int ModelBuilder::linear(int in, std::int64_t k, bool bias, std::string name) {
+  Layer l = layer(LayerKind::linear, in, std::move(name));
+  l.k = k, l.bias = bias;
+  return push(std::move(l));
+}
+int ModelBuilder::batchnorm(int in, std::string name) {
+  return push(layer(LayerKind::batchnorm, in, std::move(name)));
+}
+int ModelBuilder::relu(int in) { return push(layer(LayerKind::relu, in)); }
+int ModelBuilder::maxpool(int in) { return push(layer(LayerKind::maxpool, in)); }
+int ModelBuilder::add(int a, int b) {
+  Layer l = layer(LayerKind::add, a);
+  l.in2 = b;
+  return push(std::move(l));
+}
+int ModelBuilder::avgpool(int in) { return push(layer(LayerKind::avgpool, in)); }
+int ModelBuilder::flatten(int in) { return push(layer(LayerKind::flatten, in)); }
+void ModelBuilder::loss(int logits) { push(layer(LayerKind::loss, logits)); }
+
+ModelDesc ModelBuilder::build() {
+  if (m_.layers.empty() || m_.layers.back().kind != LayerKind::loss)
+    throw std::invalid_argument("model " + m_.name + " does not end in a loss");
+  if (m_.param_count == 0) throw std::invalid_argument("model " + m_.name + " has no parameters");
+  return m_;
+}
+
+// --- the models ---------------------------------------------------------------------------------
+
+namespace {
+
+// An MLP 784-1024-1024-10 with ReLU, on MNIST-shaped inputs.
+ModelDesc mlp() {
+  ModelBuilder b("mlp", {784, 1, 1});
+  int t = b.relu(b.linear(0, 1024, true, "fc1"));
+  t = b.relu(b.linear(t, 1024, true, "fc2"));
+  b.loss(b.linear(t, 10, true, "fc3"));
+  return b.build();
+}
+
+// A CNN on CIFAR-shaped inputs: conv 3->32 3x3 pad 1, ReLU, maxpool; conv 32->64 3x3 pad 1,
+// ReLU, maxpool; linear 4096->10.
+ModelDesc cnn() {
+  ModelBuilder b("cnn", {3, 32, 32});
+  int t = b.maxpool(b.relu(b.conv(0, 32, 3, 1, 1, true, "conv1")));
+  t = b.maxpool(b.relu(b.conv(t, 64, 3, 1, 1, true, "conv2")));
+  b.loss(b.linear(b.flatten(t), 10, true, "fc"));
+  return b.build();
+}
+
+// The ImageNet-sized model of the full suite: ResNet's stem and two bottleneck blocks without
+// batch norm on 3 x image x image inputs: conv 3->64 7x7 stride 2 pad 3, ReLU, maxpool; two
+// blocks at image/4 (1x1 64->32, ReLU, 3x3 32->32 pad 1, ReLU, 1x1 32->64, plus the block's
+// input, ReLU); global average pooling; linear 64->10. At 224, 0.20 GMAC per image forward, a
+// twentieth of ResNet-50's 4.1.
+ModelDesc resnet(std::int64_t image) {
+  ModelBuilder b("resnet", {3, image, image});
+  int a = b.maxpool(b.relu(b.conv(0, 64, 7, 2, 3, true, "stem")));
+  for (int blk = 1; blk <= 2; ++blk) {
+    const std::string n = "block" + std::to_string(blk) + ".conv";
+    int t = b.relu(b.conv(a, 32, 1, 1, 0, true, n + "1"));
+    t = b.relu(b.conv(t, 32, 3, 1, 1, true, n + "2"));
+    a = b.relu(b.add(b.conv(t, 64, 1, 1, 0, true, n + "3"), a));
+  }
+  b.loss(b.linear(b.avgpool(a), 10, true, "fc"));
+  return b.build();
+}
+
+}  // namespace
+
+const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> names = {"mlp", "cnn", "resnet"};
+  return names;
+}
+
+bool model_takes_image(const std::string& name) { return name == "resnet"; }
+
+ModelDesc describe_model(const std::string& name, std::int64_t image) {
+  if (name == "mlp") return mlp();
+  if (name == "cnn") return cnn();
+  if (name == "resnet") return resnet(image);
+  std::string known;
+  for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("model=" + name + " is not one of " + known);
+}
+
+namespace {
+std::vector<float> initial(const std::vector<ParamSlice>& slices, std::int64_t count) {
+  Rng rng(42);
+  std::vector<float> p(static_cast<std::size_t>(count));
+  for (const ParamSlice& sl : slices) {
+    const float bound = 1.0f / std::sqrt(static_cast<float>(sl.fan_in));
+    for (std::int64_t i = sl.offset; i < sl.offset + sl.size(); ++i)
+      p[i] = sl.init == ParamSlice::Init::fan_in ? bound * rng.uniform()
+             : sl.init == ParamSlice::Init::ones ? 1.0f
+                                                 : 0.0f;
+  }
+  return p;
+}
+}  // namespace
+
+std::vector<float> initial_params(const ModelDesc& m) { return initial(m.params, m.param_count); }
+std::vector<float> initial_state(const ModelDesc& m) { return initial(m.state, m.state_count); }
+
+std::vector<float> initial_velocity(const ModelDesc& m) {
+  Rng rng(43);
+  std::vector<float> v(static_cast<std::size_t>(m.param_count));
+  for (float& e : v) e = 1e-3f * rng.uniform();
+  return v;
+}
+
+}  // namespace pb
