@@ -87,13 +87,15 @@ class Walk {
     if (s.train) grads_.resize(tensors);
     aux_.resize(m.layers.size());
     args_.resize(m.layers.size());
+    share_gradients();
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
       const Layer& l = m.layers[i];
       const int t = static_cast<int>(i) + 1;
       if (m.storage(t) == t && l.kind != LayerKind::loss) {
         values_[t] = ops.template buffer<T>(B * l.out.size());
-        if (s.train) grads_[t] = ops.template buffer<T>(B * l.out.size());
+        if (s.train && grad_of_[t] == t && !in_value_[t])
+          grads_[t] = ops.template buffer<T>(B * l.out.size());
       }
       if (l.kind == LayerKind::maxpool)
         args_[i] = ops.template buffer<std::int32_t>(B * l.out.size());
@@ -173,7 +175,7 @@ class Walk {
       const Layer& l = m_.layers[i];
       const Dims in = m_.dims(l.in);
       const T* a = value(l.in);
-      const T* dout = grads_[m_.storage(static_cast<int>(i) + 1)].data();
+      const T* dout = gradient(m_.storage(static_cast<int>(i) + 1));
       switch (l.kind) {
         case LayerKind::conv:
           ops_.conv(m_.conv(l, B, ConvDir::bwd_filter), a, dout, nullptr, g + l.weight,
@@ -217,10 +219,12 @@ class Walk {
             const int st = m_.storage(operand);
             if (st == 0) continue;
             const std::int64_t n = B * in.size();
-            if (written_[st])
-              ops_.add(grads_[st].data(), dout, grads_[st].data(), n);
-            else
-              ops_.copy(dout, grads_[st].data(), n);
+            if (gradient(st) != dout) {  // else the planned buffer: the output's own
+              if (written_[st])
+                ops_.add(gradient(st), dout, gradient(st), n);
+              else
+                ops_.copy(dout, gradient(st), n);
+            }
             written_[st] = true;
           }
           break;
@@ -244,7 +248,10 @@ class Walk {
   const T* loss() const { return loss_.data(); }
 
  private:
-  const T* value(int t) const { return t == 0 ? x_ : values_[m_.storage(t)].data(); }
+  const T* value(int t) const {
+    const int st = m_.storage(t);
+    return st == 0 ? x_ : values_[st].data();
+  }
   const P* bias(const P* params, const Layer& l) const {
     return l.bias ? params + l.bias_at : zeros_.data();
   }
@@ -259,14 +266,56 @@ class Walk {
     const int st = m_.storage(t);
     if (st == 0) return false;
     if (!written_[st]) {
-      f(grads_[st].data());
+      f(gradient(st));
       written_[st] = true;
       return true;
     }
     f(scratch_.data());
     const std::int64_t n = s_.batch * m_.dims(st).size();
-    ops_.add(grads_[st].data(), scratch_.data(), grads_[st].data(), n);
+    ops_.add(gradient(st), scratch_.data(), gradient(st), n);
     return true;
+  }
+  T* gradient(int storage) {
+    const int owner = grad_of_[storage];
+    return in_value_[owner] ? values_[owner].data() : grads_[owner].data();
+  }
+  // Where the gradients live, planned once so that the backward pass touches little more memory
+  // than the forward pass did (as the hand-written steps did):
+  // - a ReLU or a batch norm that is its input's one reader writes the input's gradient over its
+  //   output's, elementwise (PyTorch's in-place layers), and an add's first operand's gradient,
+  //   which equals its output's, is its output's buffer (no copy): grad_of_ names whose buffer a
+  //   tensor's gradient uses;
+  // - a gradient may take its own tensor's value buffer (in_value_) when no reader but the last
+  //   (whose backward runs first and reads its input before it writes the input's gradient)
+  //   needs the value in its backward pass: a max pool, an add or an average pool needs none.
+  //   The logits stay: the loss's gradient is computed from them.
+  void share_gradients() {
+    const std::size_t tensors = m_.layers.size() + 1;
+    std::vector<std::vector<const Layer*>> readers(tensors);
+    for (const Layer& l : m_.layers) {
+      if (l.kind == LayerKind::flatten) continue;  // not a reader: its output is the memory
+      readers[m_.storage(l.in)].push_back(&l);
+      if (l.kind == LayerKind::add) readers[m_.storage(l.in2)].push_back(&l);
+    }
+    auto needs_value = [](const Layer* l) {
+      return l->kind != LayerKind::maxpool && l->kind != LayerKind::add &&
+             l->kind != LayerKind::avgpool;
+    };
+    grad_of_.resize(tensors);
+    in_value_.assign(tensors, false);
+    for (std::size_t t = 1; t < tensors; ++t) {
+      grad_of_[t] = static_cast<int>(t);
+      const auto& r = readers[t];
+      in_value_[t] = static_cast<int>(t) != m_.storage(m_.logits()) && !r.empty() &&
+                     std::none_of(r.begin(), r.end() - 1, needs_value);
+    }
+    for (std::size_t i = m_.layers.size(); i-- > 0;) {  // a later layer's choice first
+      const Layer& l = m_.layers[i];
+      const int in = m_.storage(l.in);
+      const bool elementwise = l.kind == LayerKind::relu || l.kind == LayerKind::batchnorm ||
+                               (l.kind == LayerKind::add && m_.storage(l.in2) != in);
+      if (elementwise && in != 0 && readers[in].size() == 1) grad_of_[in] = grad_of_[i + 1];
+    }
   }
 
   template <class E>
@@ -280,6 +329,8 @@ class Walk {
   std::vector<Buf<P>> aux_;              // per batch norm: the batch's mean and invstd
   std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
   std::vector<bool> written_;            // per tensor: its gradient has a first term
+  std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
+  std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's
   Buf<T> scratch_, losses_, loss_;
   Buf<P> param_grads_, zeros_, dbias_;
 };

@@ -77,33 +77,35 @@ __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int
 }
 
 // The sum of every thread's v over the block (blockDim.x kThreads, a power of two), to all.
-__device__ float block_sum(float v, float* part) {
+__device__ double block_sum(double v, double* part) {
   part[threadIdx.x] = v;
   __syncthreads();
   for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  const float total = part[0];
+  const double total = part[0];
   __syncthreads();  // before part is written again
   return total;
 }
 
 // Batch normalization's statistics, one block a channel: the mean, then the variance about it
-// (two passes over the channel's m values), invstd, and the running statistics moved.
+// (two passes over the channel's m values), invstd, and the running statistics moved. The sums
+// in double, as the CPU's (ResNet-50's channels hold up to 10^6 values).
 __global__ void bn_stats_kernel(BnShape s, const float* x, float* mean, float* invstd,
                                 float* running_mean, float* running_var) {
-  __shared__ float part[kThreads];
+  __shared__ double part[kThreads];
   const std::int64_t ch = blockIdx.x, m = s.count();
-  float sum = 0;
+  double sum = 0;
   for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += x[s.at(ch, i)];
-  const float mu = block_sum(sum, part) / static_cast<float>(m);
-  float sq = 0;
+  const double mu_d = block_sum(sum, part) / static_cast<double>(m);
+  double sq = 0;
   for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const float d = x[s.at(ch, i)] - mu;
+    const double d = x[s.at(ch, i)] - mu_d;
     sq += d * d;
   }
-  const float var = block_sum(sq, part) / static_cast<float>(m);
+  const auto var = static_cast<float>(block_sum(sq, part) / static_cast<double>(m));
+  const auto mu = static_cast<float>(mu_d);
   if (threadIdx.x != 0) return;
   mean[ch] = mu;
   invstd[ch] = 1.0f / sqrtf(var + s.eps);
@@ -123,13 +125,13 @@ __global__ void bn_forward_kernel(BnShape s, bool train, const float* x, const f
   }
 }
 
-// The weight's and bias's gradients, one block a channel.
+// The weight's and bias's gradients, one block a channel, summed in double.
 __global__ void bn_backward_sums_kernel(BnShape s, const float* x, const float* mean,
                                         const float* invstd, const float* dy, float* dweight,
                                         float* dbias) {
-  __shared__ float part[kThreads];
+  __shared__ double part[kThreads];
   const std::int64_t ch = blockIdx.x, m = s.count();
-  float db = 0, dw = 0;
+  double db = 0, dw = 0;
   for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
     const std::int64_t e = s.at(ch, i);
     db += dy[e];
@@ -137,7 +139,7 @@ __global__ void bn_backward_sums_kernel(BnShape s, const float* x, const float* 
   }
   db = block_sum(db, part);
   dw = block_sum(dw, part);
-  if (threadIdx.x == 0) dbias[ch] = db, dweight[ch] = dw;
+  if (threadIdx.x == 0) dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
 }
 
 __global__ void bn_backward_dx_kernel(BnShape s, const float* x, const float* weight,
@@ -224,7 +226,8 @@ class GpuOps {
   void relu(const float* z, const float* dy, float* out, std::int64_t n) {
     activation_vectorized(stream_, Act::relu, z, dy, out, n);
   }
-  // Rows of 10 logits: one thread a row (rows_naive) fits them; a block a row would idle.
+  // Rows of a few logits (10 classes): one thread a row (rows_naive) fits them; a block a row
+  // would idle. Correct for any count; a model of 1000 classes would want rows_vectorized.
   void rows(const RowShape& s, const float* x, const std::int32_t* labels, float* out) {
     rows_naive(stream_, s, x, labels, out);
   }

@@ -375,6 +375,27 @@ TEST(TrainModel, FlopsBytesAndShapes) {
     EXPECT_THROW(parse_train_shape(kv), std::invalid_argument);
 }
 
+// A layer may read the flattened input itself (its memory is the input's): a linear model of
+// images, on the CPU against the reference.
+TEST(TrainModel, ALinearLayerOnTheFlattenedInput) {
+  ModelBuilder b("linear_on_images", {3, 4, 4});
+  b.loss(b.linear(b.flatten(0), 10, true, "fc"));
+  auto m = std::make_shared<const ModelDesc>(b.build());
+  EXPECT_DOUBLE_EQ(m->first_layer_macs(), m->macs());
+  for (bool train : {true, false}) {
+    TrainShape s;
+    s.model = m->name, s.batch = 5, s.train = train;
+    const TrainWorkload w(s, m);
+    const Tensors in = w.make_inputs();
+    auto impl = testing::find_impl(cpu::train_impls(), "openblas").make(w, 2);
+    impl->activate();
+    impl->prepare(in);
+    impl->run();
+    const Check c = w.verify(in, impl->result());
+    EXPECT_TRUE(c.ok) << w.shape().to_string() << ": " << c.detail;
+  }
+}
+
 // A description whose shapes do not chain is one clear error, naming the model and the layer.
 TEST(TrainModel, BadDescriptionsAreOneClearError) {
   auto fails = [](const std::function<void(ModelBuilder&)>& f, const std::string& says) {
