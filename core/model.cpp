@@ -9,27 +9,9 @@
 namespace pb {
 
 const char* to_string(LayerKind k) {
-  switch (k) {
-    case LayerKind::conv:
-      return "conv";
-    case LayerKind::linear:
-      return "linear";
-    case LayerKind::batchnorm:
-      return "batchnorm";
-    case LayerKind::relu:
-      return "relu";
-    case LayerKind::maxpool:
-      return "maxpool";
-    case LayerKind::add:
-      return "add";
-    case LayerKind::avgpool:
-      return "avgpool";
-    case LayerKind::flatten:
-      return "flatten";
-    case LayerKind::loss:
-      return "loss";
-  }
-  return "?";
+  static const char* const names[] = {"conv", "linear",  "batchnorm", "relu", "maxpool",
+                                      "add",  "avgpool", "flatten",   "loss"};
+  return names[static_cast<int>(k)];
 }
 
 int ModelDesc::storage(int tensor) const {
