@@ -4,8 +4,10 @@
 // kernels (kernels/train.cu).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "core/hd.hpp"
 
@@ -83,6 +85,39 @@ void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight
 template <class T>
 void batchnorm_backward(const BnShape& s, const T* x, const T* weight, const T* mean,
                         const T* invstd, const T* dy, T* dx, T* dweight, T* dbias);
+
+// What every host backend of core/train_step.hpp shares (the CPU's, in float, and the
+// reference's, in double, derive from it): host vectors for buffers, copy and zero, and the four
+// above as op functions.
+template <class T>
+struct HostOps {
+  using ActType = T;
+  using ParamType = T;
+  template <class E>
+  using Buffer = std::vector<E>;
+  template <class E>
+  Buffer<E> buffer(std::int64_t n) {
+    return Buffer<E>(static_cast<std::size_t>(n));
+  }
+  void copy(const T* x, T* out, std::int64_t n) { std::copy(x, x + n, out); }
+  void zero(T* x, std::int64_t n) { std::fill(x, x + n, T(0)); }
+  void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
+                       std::int32_t* arg) {
+    maxpool2_forward(planes, h, w, x, out, arg);
+  }
+  void maxpool_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
+                        const std::int32_t* arg, T* dx) {
+    maxpool2_backward(planes, h, w, dout, arg, dx);
+  }
+  void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight, const T* bias,
+                         T* y, T* mean, T* invstd, T* running_mean, T* running_var) {
+    pb::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
+  }
+  void batchnorm_backward(const BnShape& s, const T* x, const T* weight, const T* mean,
+                          const T* invstd, const T* dy, T* dx, T* dweight, T* dbias) {
+    pb::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
+  }
+};
 
 // SGD with momentum and weight decay for one parameter, PyTorch's form:
 //   g += weight_decay p;  v = momentum v + g;  p -= lr v.

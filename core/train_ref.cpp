@@ -11,16 +11,8 @@ namespace pb {
 
 namespace {
 
-class ReferenceOps {
+class ReferenceOps : public HostOps<double> {
  public:
-  using ActType = double;
-  using ParamType = double;
-  template <class T>
-  using Buffer = std::vector<T>;
-  template <class T>
-  Buffer<T> buffer(std::int64_t n) {
-    return Buffer<T>(static_cast<std::size_t>(n));
-  }
   // c = op(a) op(b) + beta c, row-major.
   void gemm(const GemmShape& g, const double* a, const double* b, double* c) {
 #pragma omp parallel for schedule(static)
@@ -85,24 +77,6 @@ class ReferenceOps {
     for (std::int64_t i = 0; i < rows; ++i)
       for (std::int64_t j = 0; j < cols; ++j) out[j] += x[i * cols + j];
   }
-  void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const double* x,
-                       double* out, std::int32_t* arg) {
-    maxpool2_forward(planes, h, w, x, out, arg);
-  }
-  void maxpool_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const double* dout,
-                        const std::int32_t* arg, double* dx) {
-    maxpool2_backward(planes, h, w, dout, arg, dx);
-  }
-  void batchnorm_forward(const BnShape& s, bool train, const double* x, const double* weight,
-                         const double* bias, double* y, double* mean, double* invstd,
-                         double* running_mean, double* running_var) {
-    pb::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
-  }
-  void batchnorm_backward(const BnShape& s, const double* x, const double* weight,
-                          const double* mean, const double* invstd, const double* dy, double* dx,
-                          double* dweight, double* dbias) {
-    pb::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
-  }
   void sgd_momentum(double* p, double* v, const double* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {
     for (std::int64_t j = 0; j < n; ++j)
@@ -111,8 +85,6 @@ class ReferenceOps {
   void add(const double* a, const double* b, double* out, std::int64_t n) {
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
   }
-  void copy(const double* x, double* out, std::int64_t n) { std::copy(x, x + n, out); }
-  void zero(double* x, std::int64_t n) { std::fill(x, x + n, 0.0); }
   void plane_means(const double* x, std::int64_t planes, std::int64_t hw, double* out) {
     for (std::int64_t p = 0; p < planes; ++p) mean(x + p * hw, hw, out + p);
   }

@@ -66,21 +66,13 @@ class ConvRunner {
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
 // op functions, on `threads` threads.
-class CpuOps {
+class CpuOps : public HostOps<float> {
  public:
-  using ActType = float;
-  using ParamType = float;
-  template <class T>
-  using Buffer = std::vector<T>;
   CpuOps(TrainBackend backend, int threads)
       : gemm_(backend),
         conv_(backend, threads),
         threads_(threads),
         tmp_(static_cast<std::size_t>(10 * threads)) {}
-  template <class T>
-  Buffer<T> buffer(std::int64_t n) {
-    return Buffer<T>(static_cast<std::size_t>(n));
-  }
   void gemm(const GemmShape& g, const float* a, const float* b, float* c) { gemm_(g, a, b, c); }
   void conv(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
             float* db) {
@@ -110,24 +102,6 @@ class CpuOps {
       out[j] = sum;
     }
   }
-  void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* x,
-                       float* out, std::int32_t* arg) {
-    maxpool2_forward(planes, h, w, x, out, arg);
-  }
-  void maxpool_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* dout,
-                        const std::int32_t* arg, float* dx) {
-    maxpool2_backward(planes, h, w, dout, arg, dx);
-  }
-  void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
-                         const float* bias, float* y, float* mean, float* invstd,
-                         float* running_mean, float* running_var) {
-    pb::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
-  }
-  void batchnorm_backward(const BnShape& s, const float* x, const float* weight, const float* mean,
-                          const float* invstd, const float* dy, float* dx, float* dweight,
-                          float* dbias) {
-    pb::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
-  }
   void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
@@ -138,8 +112,6 @@ class CpuOps {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
   }
-  void copy(const float* x, float* out, std::int64_t n) { std::copy(x, x + n, out); }
-  void zero(float* x, std::int64_t n) { std::fill(x, x + n, 0.0f); }
   void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out) {
 #pragma omp parallel for num_threads(threads_) schedule(static)
     for (std::int64_t p = 0; p < planes; ++p) {
