@@ -46,8 +46,13 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
     }
   }
   if (!has_batch) throw std::invalid_argument("train shape needs batch=");
-  if (has_image && !model_takes_image(s.model))
-    throw std::invalid_argument("image= is not for model=" + s.model + " (its inputs are fixed)");
+  if (has_image && !model_takes_image(s.model)) {
+    std::string takers;
+    for (const auto& n : model_names())
+      if (model_takes_image(n)) takers += (takers.empty() ? "model=" : ", model=") + n;
+    throw std::invalid_argument("image= is for " + takers + " (model=" + s.model +
+                                " has fixed inputs)");
+  }
   return s;
 }
 
