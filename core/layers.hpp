@@ -13,38 +13,58 @@
 
 namespace pb {
 
-// 2x2 max pooling, stride 2, over `planes` maps of h x w (h, w even). Output o (of planes x h/2 x
-// w/2): the maximum of its window, and in *arg the maximum's index within its plane (the first
-// of equals, in window order). Backward routes each gradient to its window's maximum: input
-// element e gets its window's gradient where it is that maximum, zero elsewhere (windows do not
-// overlap, so each input has one). The GPU's backward gathers through maxpool2_grad_at, the
-// CPU's scatters through arg (the tests hold them equal).
-// The window at output row i, column j of a plane of h x w (x and arg: the plane's own).
+// Max pooling over `planes` maps of h x w: a k x k window every `stride`, the maps padded by
+// `pad` (which no window's maximum comes from), PyTorch's MaxPool2d (2x2 stride 2 in the small
+// models; 3x3 stride 2 pad 1 in ResNet-50's stem). Output o (of planes x oh x ow): the maximum of
+// its window, and in *arg the maximum's index within its plane (the first of equals, in window
+// order). Backward routes each output's gradient to its maximum: an input's gradient is the sum
+// of those of the windows whose maximum it is (windows overlap where stride < k). The GPU's
+// backward gathers through maxpool_grad_at, the CPU's scatters through arg (the tests hold them
+// equal).
+struct PoolShape {
+  std::int64_t planes = 1, h = 2, w = 2, k = 2, stride = 2, pad = 0;
+  HD std::int64_t oh() const { return (h + 2 * pad - k) / stride + 1; }
+  HD std::int64_t ow() const { return (w + 2 * pad - k) / stride + 1; }
+};
+// The window at output row i, column j of a plane (x and arg: the plane's own).
 template <class T>
-HD inline T maxpool2_at(std::int64_t w, const T* x, std::int64_t i, std::int64_t j,
-                        std::int32_t* arg) {
-  std::int64_t best = (2 * i) * w + 2 * j;
-  for (std::int64_t r = 0; r < 2; ++r)
-    for (std::int64_t s = 0; s < 2; ++s) {
-      const std::int64_t at = (2 * i + r) * w + 2 * j + s;
-      if (x[at] > x[best]) best = at;
+HD inline T maxpool_at(const PoolShape& s, const T* x, std::int64_t i, std::int64_t j,
+                       std::int32_t* arg) {
+  std::int64_t best = -1;
+  for (std::int64_t r = 0; r < s.k; ++r) {
+    const std::int64_t ih = i * s.stride - s.pad + r;
+    if (ih < 0 || ih >= s.h) continue;
+    for (std::int64_t c = 0; c < s.k; ++c) {
+      const std::int64_t iw = j * s.stride - s.pad + c;
+      if (iw < 0 || iw >= s.w) continue;
+      const std::int64_t at = ih * s.w + iw;
+      if (best < 0 || x[at] > x[best]) best = at;
     }
+  }
   *arg = static_cast<std::int32_t>(best);
   return x[best];
 }
-// The gradient of input row r, column c of a plane of h x w (dout and arg: the plane's own).
+// The gradient of input row r, column c of a plane (dout and arg: the plane's own): the windows
+// that hold it, in output order.
 template <class T>
-HD inline T maxpool2_grad_at(std::int64_t w, const T* dout, const std::int32_t* arg, std::int64_t r,
-                             std::int64_t c) {
-  const std::int64_t o = r / 2 * (w / 2) + c / 2;
-  return arg[o] == r * w + c ? dout[o] : T(0);
+HD inline T maxpool_grad_at(const PoolShape& s, const T* dout, const std::int32_t* arg,
+                            std::int64_t r, std::int64_t c) {
+  // Output rows i with i stride - pad <= r < i stride - pad + k, and likewise columns.
+  const std::int64_t nr = r + s.pad - s.k + 1, nc = c + s.pad - s.k + 1;
+  const std::int64_t i0 = nr <= 0 ? 0 : (nr + s.stride - 1) / s.stride;
+  const std::int64_t j0 = nc <= 0 ? 0 : (nc + s.stride - 1) / s.stride;
+  const std::int64_t i1 = (r + s.pad) / s.stride, j1 = (c + s.pad) / s.stride;
+  const std::int64_t oh = s.oh(), ow = s.ow(), at = r * s.w + c;
+  T sum = T(0);
+  for (std::int64_t i = i0; i <= i1 && i < oh; ++i)
+    for (std::int64_t j = j0; j <= j1 && j < ow; ++j)
+      if (arg[i * ow + j] == at) sum += dout[i * ow + j];
+  return sum;
 }
 template <class T>
-void maxpool2_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
-                      std::int32_t* arg);
+void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg);
 template <class T>
-void maxpool2_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
-                       const std::int32_t* arg, T* dx);
+void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx);
 
 // Batch normalization over the channels of n x c x hw maps (BatchNorm2d; BatchNorm1d with hw 1),
 // PyTorch's training mode: per channel the batch's mean and biased variance over its m = n hw
@@ -101,13 +121,11 @@ struct HostOps {
   }
   void copy(const T* x, T* out, std::int64_t n) { std::copy(x, x + n, out); }
   void zero(T* x, std::int64_t n) { std::fill(x, x + n, T(0)); }
-  void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* x, T* out,
-                       std::int32_t* arg) {
-    maxpool2_forward(planes, h, w, x, out, arg);
+  void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {
+    pb::maxpool_forward(s, x, out, arg);
   }
-  void maxpool_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const T* dout,
-                        const std::int32_t* arg, T* dx) {
-    maxpool2_backward(planes, h, w, dout, arg, dx);
+  void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx) {
+    pb::maxpool_backward(s, dout, arg, dx);
   }
   void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight, const T* bias,
                          T* y, T* mean, T* invstd, T* running_mean, T* running_var) {

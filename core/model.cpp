@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "core/layers.hpp"
 #include "core/rng.hpp"
 
 namespace pb {
@@ -127,12 +128,17 @@ int ModelBuilder::push(Layer l) {
     case LayerKind::relu:
       l.out = in;
       break;
-    case LayerKind::maxpool:
-      if (in.h % 2 || in.w % 2 || in.flat())
-        fail(l, "needs maps of even height and width, not " + std::to_string(in.h) + "x" +
-                    std::to_string(in.w));
-      l.out = {in.c, in.h / 2, in.w / 2};
+    case LayerKind::maxpool: {
+      if (l.r < 1 || l.stride < 1 || l.pad < 0 || 2 * l.pad > l.r)
+        fail(l, "needs a window and stride of at least 1 and padding from 0 to half the window");
+      const PoolShape s{1, in.h, in.w, l.r, l.stride, l.pad};
+      if (in.h + 2 * l.pad < l.r || in.w + 2 * l.pad < l.r)
+        fail(l, "its " + std::to_string(l.r) + "x" + std::to_string(l.r) +
+                    " window is larger than the padded " + std::to_string(in.h) + "x" +
+                    std::to_string(in.w) + " input");
+      l.out = {in.c, s.oh(), s.ow()};
       break;
+    }
     case LayerKind::add:
       if (!(m_.dims(l.in2) == in)) fail(l, "adds two tensors of different shapes");
       l.out = in;
@@ -176,7 +182,11 @@ int ModelBuilder::batchnorm(int in, std::string name) {
   return push(layer(LayerKind::batchnorm, in, std::move(name)));
 }
 int ModelBuilder::relu(int in) { return push(layer(LayerKind::relu, in)); }
-int ModelBuilder::maxpool(int in) { return push(layer(LayerKind::maxpool, in)); }
+int ModelBuilder::maxpool(int in, std::int64_t k, std::int64_t stride, std::int64_t pad) {
+  Layer l = layer(LayerKind::maxpool, in);
+  l.r = k, l.stride = stride, l.pad = pad;
+  return push(std::move(l));
+}
 int ModelBuilder::add(int a, int b) {
   Layer l = layer(LayerKind::add, a);
   l.in2 = b;
@@ -234,19 +244,51 @@ ModelDesc resnet(std::int64_t image) {
   return b.build();
 }
 
+// ResNet-50 v1.5 as torchvision builds it: conv 7x7 stride 2 pad 3, batch norm, ReLU, max pool
+// 3x3 stride 2 pad 1; four stages of 3, 4, 6 and 3 bottlenecks (1x1, 3x3 carrying the stage's
+// stride, 1x1 to four times the width, each convolution without bias and followed by batch
+// norm; the first block of a stage projects its input with a 1x1 convolution and batch norm);
+// global average pooling; linear 2048->1000. Its layers in torchvision's order and names, so its
+// parameters lie as its state_dict's do: 25,557,032 of them.
+ModelDesc resnet50(std::int64_t image) {
+  ModelBuilder b("resnet50", {3, image, image});
+  auto conv_bn = [&b](int in, std::int64_t k, std::int64_t r, std::int64_t stride,
+                      const std::string& conv, const std::string& bn) {
+    return b.batchnorm(b.conv(in, k, r, stride, r / 2, false, conv), bn);
+  };
+  int a = b.maxpool(b.relu(conv_bn(0, 64, 7, 2, "conv1", "bn1")), 3, 2, 1);
+  const int blocks[4] = {3, 4, 6, 3};
+  for (int stage = 0; stage < 4; ++stage) {
+    const std::int64_t width = 64 << stage;
+    for (int i = 0; i < blocks[stage]; ++i) {
+      const std::string n = "layer" + std::to_string(stage + 1) + "." + std::to_string(i) + ".";
+      const std::int64_t stride = stage > 0 && i == 0 ? 2 : 1;
+      int t = b.relu(conv_bn(a, width, 1, 1, n + "conv1", n + "bn1"));
+      t = b.relu(conv_bn(t, width, 3, stride, n + "conv2", n + "bn2"));
+      t = conv_bn(t, 4 * width, 1, 1, n + "conv3", n + "bn3");
+      const int shortcut =
+          i == 0 ? conv_bn(a, 4 * width, 1, stride, n + "downsample.0", n + "downsample.1") : a;
+      a = b.relu(b.add(t, shortcut));
+    }
+  }
+  b.loss(b.linear(b.avgpool(a), 1000, true, "fc"));
+  return b.build();
+}
+
 }  // namespace
 
 const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names = {"mlp", "cnn", "resnet"};
+  static const std::vector<std::string> names = {"mlp", "cnn", "resnet", "resnet50"};
   return names;
 }
 
-bool model_takes_image(const std::string& name) { return name == "resnet"; }
+bool model_takes_image(const std::string& name) { return name == "resnet" || name == "resnet50"; }
 
 ModelDesc describe_model(const std::string& name, std::int64_t image) {
   if (name == "mlp") return mlp();
   if (name == "cnn") return cnn();
   if (name == "resnet") return resnet(image);
+  if (name == "resnet50") return resnet50(image);
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument("model=" + name + " is not one of " + known);

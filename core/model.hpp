@@ -34,7 +34,8 @@ struct Layer {
   LayerKind kind = LayerKind::relu;
   std::string name;
   int in = 0, in2 = -1;  // the tensors it reads; in2: add's second operand
-  // conv: k filters of r x r, stride, pad; linear: k outputs; both: with a bias or not.
+  // conv: k filters of r x r, stride, pad; linear: k outputs; both: with a bias or not. maxpool:
+  // an r x r window, stride, pad.
   std::int64_t k = 0, r = 1, stride = 1, pad = 0;
   bool bias = true;
   float bn_momentum = 0.1f, bn_eps = 1e-5f;  // batch norm: PyTorch's defaults
@@ -91,7 +92,7 @@ class ModelBuilder {
   int linear(int in, std::int64_t k, bool bias = true, std::string name = "");
   int batchnorm(int in, std::string name = "");
   int relu(int in);
-  int maxpool(int in);  // 2x2, stride 2
+  int maxpool(int in, std::int64_t k = 2, std::int64_t stride = 2, std::int64_t pad = 0);
   int add(int a, int b);
   int avgpool(int in);  // global average pooling: c x h x w -> c
   int flatten(int in);

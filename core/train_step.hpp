@@ -14,7 +14,7 @@
 //   mean(x, n, out)                    *out = the mean of x[0..n)
 //   bias_rows(b, out, rows, cols)      every row of out set to b
 //   column_sums(x, rows, cols, out)    the bias gradient
-//   maxpool_forward(planes, h, w, x, out, arg) / maxpool_backward(planes, h, w, dout, arg, dx)
+//   maxpool_forward(PoolShape, x, out, arg) / maxpool_backward(PoolShape, dout, arg, dx)
 //   batchnorm_forward(BnShape, train, x, weight, bias, y, mean, invstd, running_mean,
 //                     running_var) / batchnorm_backward(BnShape, x, weight, mean, invstd, dy,
 //                     dx, dweight, dbias)   core/layers.hpp (dx may be null)
@@ -143,7 +143,7 @@ class Walk {
           ops_.relu(a, nullptr, out, n);
           break;
         case LayerKind::maxpool:
-          ops_.maxpool_forward(B * in.c, in.h, in.w, a, out, args_[i].data());
+          ops_.maxpool_forward(pool(l), a, out, args_[i].data());
           break;
         case LayerKind::add:
           ops_.add(a, value(l.in2), out, n);
@@ -210,9 +210,7 @@ class Walk {
           into(l.in, [&](T* d) { ops_.relu(a, dout, d, B * in.size()); });
           break;
         case LayerKind::maxpool:
-          into(l.in, [&](T* d) {
-            ops_.maxpool_backward(B * in.c, in.h, in.w, dout, args_[i].data(), d);
-          });
+          into(l.in, [&](T* d) { ops_.maxpool_backward(pool(l), dout, args_[i].data(), d); });
           break;
         case LayerKind::add:  // the same gradient to both operands
           for (int operand : {l.in, l.in2}) {
@@ -254,6 +252,10 @@ class Walk {
   }
   const P* bias(const P* params, const Layer& l) const {
     return l.bias ? params + l.bias_at : zeros_.data();
+  }
+  PoolShape pool(const Layer& l) const {
+    const Dims in = m_.dims(l.in);
+    return {s_.batch * in.c, in.h, in.w, l.r, l.stride, l.pad};
   }
   BnShape bn(const Layer& l) const {
     const Dims d = l.out;

@@ -45,20 +45,19 @@ __global__ void column_sums_kernel(const float* x, std::int64_t rows, std::int64
   }
 }
 
-__global__ void maxpool_forward_kernel(std::int64_t outputs, std::int64_t h, std::int64_t w,
-                                       const float* x, float* out, std::int32_t* arg) {
-  const std::int64_t oh = h / 2, ow = w / 2;
-  PB_GRID_STRIDE(o, outputs) {
-    out[o] = maxpool2_at(w, x + o / (oh * ow) * h * w, o / ow % oh, o % ow, arg + o);
+__global__ void maxpool_forward_kernel(PoolShape s, const float* x, float* out, std::int32_t* arg) {
+  const std::int64_t oh = s.oh(), ow = s.ow();
+  PB_GRID_STRIDE(o, s.planes * oh * ow) {
+    out[o] = maxpool_at(s, x + o / (oh * ow) * s.h * s.w, o / ow % oh, o % ow, arg + o);
   }
 }
 
-__global__ void maxpool_backward_kernel(std::int64_t inputs, std::int64_t h, std::int64_t w,
-                                        const float* dout, const std::int32_t* arg, float* dx) {
-  const std::int64_t per_out = (h / 2) * (w / 2);
-  PB_GRID_STRIDE(e, inputs) {
-    const std::int64_t p = e / (h * w);
-    dx[e] = maxpool2_grad_at(w, dout + p * per_out, arg + p * per_out, e / w % h, e % w);
+__global__ void maxpool_backward_kernel(PoolShape s, const float* dout, const std::int32_t* arg,
+                                        float* dx) {
+  const std::int64_t per_out = s.oh() * s.ow();
+  PB_GRID_STRIDE(e, s.planes * s.h * s.w) {
+    const std::int64_t p = e / (s.h * s.w);
+    dx[e] = maxpool_grad_at(s, dout + p * per_out, arg + p * per_out, e / s.w % s.h, e % s.w);
   }
 }
 
@@ -244,18 +243,16 @@ class GpuOps {
                                                                                        cols, out);
     PB_CUDA(cudaGetLastError());
   }
-  void maxpool_forward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* x,
-                       float* out, std::int32_t* arg) {
-    const std::int64_t n = planes * (h / 2) * (w / 2);
+  void maxpool_forward(const PoolShape& s, const float* x, float* out, std::int32_t* arg) {
+    const std::int64_t n = s.planes * s.oh() * s.ow();
     maxpool_forward_kernel<<<blocks_for(maxpool_forward_kernel, n), kThreads, 0, stream_>>>(
-        n, h, w, x, out, arg);
+        s, x, out, arg);
     PB_CUDA(cudaGetLastError());
   }
-  void maxpool_backward(std::int64_t planes, std::int64_t h, std::int64_t w, const float* dout,
-                        const std::int32_t* arg, float* dx) {
-    const std::int64_t n = planes * h * w;
+  void maxpool_backward(const PoolShape& s, const float* dout, const std::int32_t* arg, float* dx) {
+    const std::int64_t n = s.planes * s.h * s.w;
     maxpool_backward_kernel<<<blocks_for(maxpool_backward_kernel, n), kThreads, 0, stream_>>>(
-        n, h, w, dout, arg, dx);
+        s, dout, arg, dx);
     PB_CUDA(cudaGetLastError());
   }
   void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,

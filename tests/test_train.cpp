@@ -224,12 +224,13 @@ TEST(MaxPool, PicksTheFirstMaximumAndRoutesItsGradient) {
                        0, 0, 7, 9};
   float y[4];
   std::int32_t arg[4];
-  maxpool2_forward<float>(1, 4, 4, x, y, arg);
+  const PoolShape s{1, 4, 4, 2, 2, 0};
+  maxpool_forward<float>(s, x, y, arg);
   EXPECT_EQ(std::vector<float>(y, y + 4), (std::vector<float>{5, 2, 0, 9}));
   EXPECT_EQ(std::vector<std::int32_t>(arg, arg + 4), (std::vector<std::int32_t>{1, 2, 8, 10}));
   const float dy[4] = {1, 2, 3, 4};
   float dx[16];
-  maxpool2_backward<float>(1, 4, 4, dy, arg, dx);
+  maxpool_backward<float>(s, dy, arg, dx);
   EXPECT_EQ(dx[1], 1);
   EXPECT_EQ(dx[2], 2);
   EXPECT_EQ(dx[8], 3);
@@ -254,35 +255,44 @@ TEST_P(CpuTrain, TheLossFallsOverRepeatedStepsOnOneBatch) {
   EXPECT_LT(last, 0.25f * first) << "first " << first << ", last " << last;
 }
 
-// Several planes of odd size: each output is its window's maximum, and each input's gradient is
-// its window's where it is the maximum, else zero (the GPU's kernels run the same functions).
+// Several planes, each window shape the models use (2x2 stride 2; ResNet-50's 3x3 stride 2 pad
+// 1, whose windows overlap) and two more, on odd and even maps: each output is its window's
+// first maximum, and each input's gradient the sum of those of the windows whose maximum it is
+// (the GPU's kernels run the same functions; its gather equals the CPU's scatter).
 TEST(MaxPool, EveryPlaneAndWindowAgainstBruteForce) {
-  const std::int64_t planes = 3, h = 6, w = 10, hw = h * w;
-  std::vector<float> x(static_cast<std::size_t>(planes * hw)), y(x.size() / 4), dy(y.size()),
-      dx(x.size());
-  std::vector<std::int32_t> arg(y.size());
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 61);
-  for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<float>(i + 1);
-  maxpool2_forward(planes, h, w, x.data(), y.data(), arg.data());
-  maxpool2_backward(planes, h, w, dy.data(), arg.data(), dx.data());
-  std::vector<float> want_dx(x.size(), 0.0f);
-  for (std::int64_t p = 0; p < planes; ++p)
-    for (std::int64_t i = 0; i < h / 2; ++i)
-      for (std::int64_t j = 0; j < w / 2; ++j) {
-        const std::int64_t o = (p * (h / 2) + i) * (w / 2) + j;
-        std::int64_t best = p * hw + 2 * i * w + 2 * j;
-        for (std::int64_t at : {best, best + 1, best + w, best + w + 1})
-          if (x[at] > x[best]) best = at;
-        EXPECT_EQ(y[o], x[best]) << o;
-        EXPECT_EQ(arg[o], best - p * hw) << o;
-        want_dx[best] = dy[o];
-      }
-  EXPECT_EQ(dx, want_dx);
-  for (std::int64_t p = 0; p < planes; ++p)  // the GPU's gather, one input at a time
-    for (std::int64_t r = 0; r < h; ++r)
-      for (std::int64_t c = 0; c < w; ++c)
-        EXPECT_EQ(maxpool2_grad_at(w, dy.data() + p * hw / 4, arg.data() + p * hw / 4, r, c),
-                  want_dx[(p * h + r) * w + c]);
+  for (const PoolShape& s :
+       {PoolShape{3, 6, 10, 2, 2, 0}, PoolShape{3, 7, 10, 3, 2, 1}, PoolShape{2, 8, 8, 3, 2, 1},
+        PoolShape{2, 5, 6, 3, 1, 1}, PoolShape{2, 5, 7, 2, 1, 0}}) {
+    const std::int64_t hw = s.h * s.w, oh = s.oh(), ow = s.ow();
+    std::vector<float> x(static_cast<std::size_t>(s.planes * hw)), dx(x.size());
+    std::vector<float> y(static_cast<std::size_t>(s.planes * oh * ow)), dy(y.size());
+    std::vector<std::int32_t> arg(y.size());
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 61);
+    for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<float>(i + 1);
+    maxpool_forward(s, x.data(), y.data(), arg.data());
+    maxpool_backward(s, dy.data(), arg.data(), dx.data());
+    std::vector<float> want_dx(x.size(), 0.0f);
+    for (std::int64_t p = 0; p < s.planes; ++p)
+      for (std::int64_t i = 0; i < oh; ++i)
+        for (std::int64_t j = 0; j < ow; ++j) {
+          const std::int64_t o = (p * oh + i) * ow + j;
+          std::int64_t best = -1;
+          for (std::int64_t r = i * s.stride - s.pad; r < i * s.stride - s.pad + s.k; ++r)
+            for (std::int64_t c = j * s.stride - s.pad; c < j * s.stride - s.pad + s.k; ++c)
+              if (r >= 0 && r < s.h && c >= 0 && c < s.w &&
+                  (best < 0 || x[p * hw + r * s.w + c] > x[p * hw + best]))
+                best = r * s.w + c;
+          EXPECT_EQ(y[o], x[p * hw + best]) << o;
+          EXPECT_EQ(arg[o], best) << o;
+          want_dx[p * hw + best] += dy[o];
+        }
+    EXPECT_EQ(dx, want_dx) << s.k << "x" << s.k << " stride " << s.stride;
+    for (std::int64_t p = 0; p < s.planes; ++p)  // the GPU's gather, one input at a time
+      for (std::int64_t r = 0; r < s.h; ++r)
+        for (std::int64_t c = 0; c < s.w; ++c)
+          EXPECT_EQ(maxpool_grad_at(s, dy.data() + p * oh * ow, arg.data() + p * oh * ow, r, c),
+                    want_dx[p * hw + r * s.w + c]);
+  }
 }
 
 // What the GPU's test does with the GPU's step, done with two CPU steps: one step read back with
@@ -396,6 +406,56 @@ TEST(TrainModel, ALinearLayerOnTheFlattenedInput) {
   }
 }
 
+// ResNet-50 v1.5 as torchvision builds it: its parameters, state and work; one forward and
+// backward pass of the CPU's step on 8 images of 32x32 (the reference is a naive double walk)
+// against the reference's: the loss within 1e-5, every gradient tensor within 3% in norm; its
+// inference on each backend through the workload's check. Fifty
+// layers of batch norm at PyTorch's default initialisation are ill-conditioned: fp32 and double
+// differ by up to 1.0% in the first layers' gradients here (2.8% at batch 1 on 224x224), so the
+// workload's 1e-3 check of the update does not hold for this model yet.
+TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
+  const ModelDesc m = describe_model("resnet50", 224);
+  EXPECT_EQ(m.param_count, 25557032);  // sum(p.numel() for p in resnet50().parameters())
+  EXPECT_EQ(m.state_count, 53120);     // the running means and variances of 53 batch norms
+  EXPECT_EQ(m.classes, 1000);
+  EXPECT_DOUBLE_EQ(m.macs(), 4089184256.0);  // the convolutions' and the classifier's, per image
+  EXPECT_EQ(m.params[0].name, "conv1.w");
+  EXPECT_EQ(m.params.back().name, "fc.b");
+  TrainShape s;
+  s.model = "resnet50", s.batch = 8, s.image = 32;
+  const TrainWorkload w(s);
+  Tensors in = w.make_inputs();
+  std::vector<float> state = at(in, "state").f32();
+  const ReferenceStep ref =
+      reference_step(w.model(), s, at(in, "x").f32().data(), at(in, "labels").i32().data(),
+                     at(in, "params").f32().data(), at(in, "velocity").f32().data(), state.data());
+  auto step = cpu::make_model_step(w.model(), s, cpu::TrainBackend::openblas, 2);
+  step->forward_backward(at(in, "x").f32().data(), at(in, "labels").i32().data(),
+                         at(in, "params").f32().data(), state.data());
+  EXPECT_NEAR(*step->loss(), ref.loss, 1e-5 * ref.loss);
+  for (const ParamSlice& sl : w.model().params) {
+    double d = 0, r = 0;
+    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j) {
+      d += (step->grads()[j] - ref.grads[j]) * (step->grads()[j] - ref.grads[j]);
+      r += ref.grads[j] * ref.grads[j];
+    }
+    EXPECT_LT(std::sqrt(d / (r + 1e-300)), 0.03) << "the gradient of " << sl.name;
+  }
+  s.train = false, s.batch = 2;  // inference, through the workload's check, on each backend
+  const TrainWorkload infer(s);
+  const Tensors infer_in = infer.make_inputs();
+  for (const char* backend : {"openblas", "onednn"}) {
+    const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend);
+    if (spec.unavailable && !spec.unavailable(infer).empty()) continue;
+    auto impl = spec.make(infer, 2);
+    impl->activate();
+    impl->prepare(infer_in);
+    impl->run();
+    const Check c = infer.verify(infer_in, impl->result());
+    EXPECT_TRUE(c.ok) << backend << " " << infer.shape().to_string() << ": " << c.detail;
+  }
+}
+
 // A description whose shapes do not chain is one clear error, naming the model and the layer.
 TEST(TrainModel, BadDescriptionsAreOneClearError) {
   auto fails = [](const std::function<void(ModelBuilder&)>& f, const std::string& says) {
@@ -411,7 +471,8 @@ TEST(TrainModel, BadDescriptionsAreOneClearError) {
   };
   fails([](ModelBuilder& b) { b.loss(b.linear(0, 10)); }, "needs a flat input");
   fails([](ModelBuilder& b) { b.add(b.conv(0, 4, 3), 0); }, "different shapes");
-  fails([](ModelBuilder& b) { b.maxpool(b.conv(0, 4, 2)); }, "even height and width");
+  fails([](ModelBuilder& b) { b.maxpool(b.conv(0, 4, 7), 3); }, "window is larger");
+  fails([](ModelBuilder& b) { b.maxpool(0, 3, 2, 2); }, "padding from 0 to half the window");
   fails([](ModelBuilder& b) { b.conv(0, 4, 11); }, "filter");
   fails([](ModelBuilder& b) { b.relu(5); }, "reads tensor 5");
   fails([](ModelBuilder& b) { b.loss(b.conv(0, 10, 3)); }, "flat logits");

@@ -70,6 +70,23 @@ TEST_P(GpuTrain, TheLossFallsOverRepeatedSteps) {
   }
 }
 
+// ResNet-50's inference (2 images of 32x32: the reference is a naive double walk) against the
+// reference and the CPU's. Its training step is held to the reference on the CPU alone, within
+// the bounds its conditioning allows (test_train's ResNet50AsTorchvisionBuildsIt).
+TEST_P(GpuTrain, ResNet50InferenceEqualsTheReferenceAndTheCpus) {
+  const ImplSpec cpu = testing::find_impl(cpu::train_impls(), "openblas");
+  TrainShape s;
+  s.model = "resnet50", s.batch = 2, s.image = 32, s.train = false;
+  const TrainWorkload w(s);
+  const Tensors in = w.make_inputs();
+  const Tensors out = run_once(nullptr, GetParam(), w, in);
+  const std::string what = std::string(GetParam()) + " " + w.shape().to_string();
+  const Check ref = w.verify(in, out);
+  EXPECT_TRUE(ref.ok) << what << " against the reference: " << ref.detail;
+  const Check same = compare_step(w.model(), s, in, step_of(s, run_once(&cpu, "", w, in)), out);
+  EXPECT_TRUE(same.ok) << what << " against the CPU's: " << same.detail;
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, GpuTrain,
                          ::testing::Values("kernels", "cublas", "cudnn", "cublas_h2d",
                                            "cudnn_h2d"));

@@ -51,10 +51,11 @@ OpFamily train_family() {
     sp.workspace_bytes = 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
     sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
   }
-  return fp32_family<TrainWorkload>("train",
-                                    "model=mlp|cnn|resnet,batch=B[,pass=train|infer][,lr=L][,"
-                                    "momentum=M][,weight_decay=D][,image=S]",
-                                    suite, parse_train_shape, concat(cpu::train_impls(), gpu));
+  return fp32_family<TrainWorkload>(
+      "train",
+      "model=mlp|cnn|resnet|resnet50,batch=B[,pass=train|infer][,lr=L][,"
+      "momentum=M][,weight_decay=D][,image=S]",
+      suite, parse_train_shape, concat(cpu::train_impls(), gpu));
 }
 
 }  // namespace pb::ops
