@@ -1,6 +1,7 @@
 #include "bench/harness.hpp"
 
 #include <benchmark/benchmark.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <map>
 #include <numeric>
 
+#include "bench/progress.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "kernels/gpu.hpp"
 
@@ -35,6 +37,14 @@ void corrupt(Tensors& outputs) {
     t->f32()[t->f32().size() / 2] += 1.0f;
     return;
   }
+}
+
+// The terminal's columns on stderr (a progress line longer than that would wrap and not be
+// redrawn in place); 120 where it cannot be read.
+std::size_t terminal_width() {
+  winsize ws{};
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 10) return ws.ws_col;
+  return 120;
 }
 
 struct CaseRun {
@@ -244,13 +254,44 @@ class Runner {
     if (t - last_probe_s_ >= 5.0) probe("before " + op);
   }
 
+  // A case starts: the one before it finished (the estimate learns its time), and the progress
+  // line names this one, with what is left: the cases not started yet, this one included.
   void progress(const Case& c) {
     ++started_;
-    if (!isatty(STDERR_FILENO)) return;
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    std::fprintf(stderr, "[case %zu of %zu, %.0f s] %s\n", started_, total_, s, c.name.c_str());
+    const double now =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    if (!last_op_started_.empty()) estimate_.finished(last_op_started_, now - last_start_s_);
+    last_op_started_ = c.workload->op(), last_start_s_ = now;
+    if (cfg_.quiet) return;
+    std::vector<std::string> left;
+    for (const CaseRun& r : runs_)
+      if (!r.started && r.c->skip.empty()) left.push_back(r.c->workload->op());
+    line_ = progress_line(started_, total_, last_op_started_, now, estimate_.left(left), c.name);
+    draw_progress();
   }
 
+ public:
+  // On a terminal the line is redrawn in place: cleared before Google Benchmark prints a row to
+  // the same screen, drawn again after it. Elsewhere, one plain line per case.
+  void draw_progress() {
+    if (line_.empty()) return;
+    if (!tty_) {
+      std::fprintf(stderr, "%s\n", line_.c_str());
+      return;
+    }
+    std::fprintf(stderr, "\r\x1b[K%s", line_.substr(0, width_ - 1).c_str());
+    std::fflush(stderr);
+  }
+  void redraw_progress() {
+    if (tty_) draw_progress();
+  }
+  void clear_progress() {
+    if (!tty_ || line_.empty()) return;
+    std::fprintf(stderr, "\r\x1b[K");
+    std::fflush(stderr);
+  }
+
+ private:
   HarnessConfig cfg_;
   std::vector<CaseRun> runs_;
   CaseRun* current_ = nullptr;
@@ -262,6 +303,11 @@ class Runner {
   double last_probe_s_ = -1e9;
   double copy_gbs_[2] = {0, 0};  // the best STREAM copy measured so far, per device
   std::size_t started_ = 0, total_ = 0;
+  ProgressEstimate estimate_;
+  std::string last_op_started_, line_;
+  double last_start_s_ = 0;
+  bool tty_ = isatty(STDERR_FILENO) != 0;
+  std::size_t width_ = terminal_width();
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
@@ -358,7 +404,10 @@ class Recorder : public benchmark::ConsoleReporter {
   // Google Benchmark reports a case once all its repetitions ran: a call with their runs, then
   // (with repetitions) a call with the aggregates. The case's record comes with its runs.
   void ReportRuns(const std::vector<Run>& runs) override {
+    runner_.clear_progress();
     ConsoleReporter::ReportRuns(runs);
+    GetOutputStream().flush();
+    runner_.redraw_progress();
     std::vector<std::size_t> seen;
     std::map<std::size_t, std::size_t> repetitions;
     for (const Run& run : runs) {
@@ -421,6 +470,7 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
     Recorder recorder(runner, log, out, cfg.keep_error_entries);
     runner.probe("start");
     benchmark::RunSpecifiedBenchmarks(&recorder);
+    runner.clear_progress();
     runner.probe("end");
     for (const json& p : runner.probes()) log.append("probe", p);
     out.probes = runner.probes();

@@ -16,6 +16,7 @@ struct HarnessConfig {
   // Keep Google Benchmark's entries of failed cases (error_occurred, a zero time) in
   // `benchmarks`; by default they are left out, so no CI tool reads them as times.
   bool keep_error_entries = false;
+  bool quiet = false;  // no progress lines on stderr (bench/progress.hpp)
 };
 
 struct HarnessResult {

@@ -172,6 +172,7 @@ int run(int argc_in, char** argv_in) {
   pb::HarnessConfig cfg;
   cfg.cold = o.cold;
   cfg.keep_error_entries = o.keep_error_entries;
+  cfg.quiet = o.quiet;
   cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
   cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);

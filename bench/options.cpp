@@ -32,6 +32,9 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
                      time) in "benchmarks"; by default a failed case is only in
                      pairbench.cases, so no CI tool reads it as a time
   --cold             flush the CPU last-level cache / GPU L2 before every iteration
+  --quiet            no progress on stderr (by default a line per case as it starts: the
+                     count, elapsed time and an estimate of what is left; refreshed in place
+                     on a terminal)
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
   --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report
   --list             print the cases without running them
@@ -150,6 +153,9 @@ Options parse_options(int argc, char** argv) {
     } else if (flag == "--cold") {
       no_value();
       o.cold = true;
+    } else if (flag == "--quiet") {
+      no_value();
+      o.quiet = true;
     } else if (flag == "--help" || flag == "-h") {
       o.help = true;
     } else if (flag.rfind("--benchmark_", 0) == 0) {

@@ -176,6 +176,21 @@ def test_failed_verification_is_an_error_entry_and_exit_1(pairbench, tmp_path):
     assert not [b for b in doc["benchmarks"] if "/omp/" in b["name"]]
 
 
+def test_progress_is_a_plain_line_per_case_in_a_log_and_none_under_quiet(pairbench, tmp_path):
+    args = ["--ops=gemm", "--shape=m=64,n=64,k=64", "--devices=cpu", "--dtypes=fp32",
+            "--impls=openblas,omp", "--threads=1,2", "--benchmark_min_time=0.01"]
+    r = pairbench(*args, f"--report={tmp_path / 'r.json'}")
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("[")]
+    assert [l.split("]")[0] for l in lines] == ["[1/4", "[2/4", "[3/4", "[4/4"], r.stderr
+    assert all("] gemm, " in l and " elapsed" in l and ": gemm/cpu/" in l for l in lines)
+    assert "left" not in lines[0] and all(" left: " in l for l in lines[1:])  # once one finished
+    assert "\r" not in r.stderr and "\x1b" not in r.stderr  # a log gets plain lines
+    q = pairbench(*args, "--quiet", f"--report={tmp_path / 'q.json'}")
+    assert q.returncode == 0, q.stderr
+    assert not [l for l in q.stderr.splitlines() if l.startswith("[")], q.stderr
+
+
 def test_interrupted_run_is_recovered(pairbench, tmp_path):
     report = tmp_path / "r.json"
     log = tmp_path / "r.json.partial.jsonl"

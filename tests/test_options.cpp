@@ -3,6 +3,7 @@
 
 #include "bench/cases.hpp"
 #include "bench/options.hpp"
+#include "bench/progress.hpp"
 #include "core/gemm.hpp"
 #include "bench/ops/family.hpp"
 
@@ -131,6 +132,34 @@ TEST(Cases, RepeatedShapesRunOnce) {
                                         "--devices=cpu", "--impls=openblas"}),
                                  no_gpu());
   EXPECT_EQ(cases.size(), 1u);
+}
+
+// The progress line: the count, the op, the elapsed time and (once a case finished) what is
+// left, then the case; durations in a unit a person reads.
+TEST(Progress, TheLineSaysHowFarAndWhatIsLeft) {
+  EXPECT_EQ(duration_text(0.42), "0.4 s");
+  EXPECT_EQ(duration_text(45.7), "45 s");
+  EXPECT_EQ(duration_text(133), "2 min 13 s");
+  EXPECT_EQ(duration_text(3725), "1 h 02 min");
+  EXPECT_EQ(progress_line(137, 401, "conv", 133, 220, "conv/cpu/onednn/x"),
+            "[137/401] conv, 2 min 13 s elapsed, about 3 min 40 s left: conv/cpu/onednn/x");
+  EXPECT_EQ(progress_line(1, 5, "gemm", 0.3, -1, "g"), "[1/5] gemm, 0.3 s elapsed: g");
+  EXPECT_TRUE(parse({"--quiet"}).quiet);
+  EXPECT_FALSE(parse({}).quiet);
+}
+
+// The estimate: nothing before a case finished; then each case left at its family's mean, or
+// the mean of all finished cases where its family has none yet.
+TEST(Progress, TheEstimateLearnsPerOpFamily) {
+  ProgressEstimate e;
+  EXPECT_LT(e.left({"gemm"}), 0);
+  e.finished("gemm", 1.0);
+  e.finished("gemm", 3.0);
+  e.finished("conv", 8.0);
+  EXPECT_DOUBLE_EQ(e.left({}), 0);
+  EXPECT_DOUBLE_EQ(e.left({"gemm", "gemm"}), 4.0);  // 2 s each
+  EXPECT_DOUBLE_EQ(e.left({"conv"}), 8.0);          // its own family's
+  EXPECT_DOUBLE_EQ(e.left({"train"}), 4.0);         // all finished cases': 12 s / 3
 }
 
 }  // namespace

@@ -1,0 +1,38 @@
+// The run's progress on stderr, so that a long run says how far it is and what is left: one line
+// per case as it starts, "[137/401] conv, 2 min 13 s elapsed, about 3 min 40 s left: NAME",
+// refreshed in place on a terminal and written as plain lines elsewhere (a CI log); none under
+// --quiet. The report and stdout are not touched.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pb {
+
+// "0.4 s", "45 s", "2 min 13 s", "1 h 02 min".
+std::string duration_text(double seconds);
+
+// One progress line; left_s below 0: no estimate yet.
+std::string progress_line(std::size_t index, std::size_t total, const std::string& op,
+                          double elapsed_s, double left_s, const std::string& name);
+
+// What is left, from the cases that finished: each case still to run is expected to take the
+// mean time of the finished cases of its op family, or of all finished cases where its family
+// has none yet. A case's time is from its start to the next case's (its verification, warm-up
+// and timing together).
+class ProgressEstimate {
+ public:
+  void finished(const std::string& op, double seconds);
+  // Seconds for cases of these op families (one entry a case); below 0 before any case finished.
+  double left(const std::vector<std::string>& ops) const;
+
+ private:
+  std::map<std::string, std::pair<std::size_t, double>> by_op_;  // count, seconds
+  std::size_t count_ = 0;
+  double seconds_ = 0;
+};
+
+}  // namespace pb
