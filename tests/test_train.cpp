@@ -408,11 +408,12 @@ TEST(TrainModel, ALinearLayerOnTheFlattenedInput) {
 
 // ResNet-50 v1.5 as torchvision builds it: its parameters, state and work; one forward and
 // backward pass of the CPU's step on 8 images of 32x32 (the reference is a naive double walk)
-// against the reference's: the loss within 1e-5, every gradient tensor within 3% in norm; its
-// inference on each backend through the workload's check. Fifty
-// layers of batch norm at PyTorch's default initialisation are ill-conditioned: fp32 and double
-// differ by up to 1.0% in the first layers' gradients here (2.8% at batch 1 on 224x224), so the
-// workload's 1e-3 check of the update does not hold for this model yet.
+// against the reference's: the loss within 1e-5, every gradient tensor within 5% in norm; its
+// inference on each backend through the workload's check. Fifty layers of batch norm at
+// PyTorch's default initialisation are ill-conditioned: fp32 and double differ by up to 1.0%
+// in the first layers' gradients here on one machine (2.8% at batch 1 on 224x224), and another
+// CPU's summation order moves that, so the bound is five times it; a wiring error is off by
+// far more. The workload's 1e-3 check of the update does not hold for this model yet.
 TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
   const ModelDesc m = describe_model("resnet50", 224);
   EXPECT_EQ(m.param_count, 25557032);  // sum(p.numel() for p in resnet50().parameters())
@@ -439,7 +440,7 @@ TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
       d += (step->grads()[j] - ref.grads[j]) * (step->grads()[j] - ref.grads[j]);
       r += ref.grads[j] * ref.grads[j];
     }
-    EXPECT_LT(std::sqrt(d / (r + 1e-300)), 0.03) << "the gradient of " << sl.name;
+    EXPECT_LT(std::sqrt(d / (r + 1e-300)), 0.05) << "the gradient of " << sl.name;
   }
   s.train = false, s.batch = 2;  // inference, through the workload's check, on each backend
   const TrainWorkload infer(s);
