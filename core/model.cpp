@@ -61,12 +61,6 @@ double ModelDesc::activations() const {
   return sum;
 }
 
-std::int64_t ModelDesc::largest_tensor() const {
-  std::int64_t most = input.size();
-  for (const Layer& l : layers) most = std::max(most, l.out.size());
-  return most;
-}
-
 ModelBuilder::ModelBuilder(std::string name, Dims input) {
   m_.name = std::move(name);
   m_.input = input;

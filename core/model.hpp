@@ -73,10 +73,8 @@ struct ModelDesc {
   ConvShape conv(const Layer& l, std::int64_t batch, ConvDir dir) const;
   double macs() const;              // one sample's forward pass
   double first_layer_macs() const;  // of which those of layers reading the input (no dx)
-  // Per sample: the elements of every tensor a step keeps (each storage once), and of the
-  // largest one.
+  // Per sample: the elements of every tensor a step keeps (each storage once).
   double activations() const;
-  std::int64_t largest_tensor() const;
 };
 
 // Builds a description, layer by layer, each call returning the tensor it writes; build()

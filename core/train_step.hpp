@@ -109,7 +109,7 @@ class Walk {
     losses_ = ops.template buffer<T>(B);
     loss_ = ops.template buffer<T>(1);
     if (!s.train) return;
-    scratch_ = ops.template buffer<T>(B * m.largest_tensor());
+    scratch_ = ops.template buffer<T>(B * accumulated_);  // none where no tensor has two readers
     param_grads_ = ops.template buffer<P>(m.param_count);
   }
 
@@ -308,6 +308,7 @@ class Walk {
     for (std::size_t t = 1; t < tensors; ++t) {
       grad_of_[t] = static_cast<int>(t);
       const auto& r = readers[t];
+      if (r.size() > 1) accumulated_ = std::max(accumulated_, m_.dims(static_cast<int>(t)).size());
       in_value_[t] = static_cast<int>(t) != m_.storage(m_.logits()) && !r.empty() &&
                      std::none_of(r.begin(), r.end() - 1, needs_value);
     }
@@ -334,6 +335,7 @@ class Walk {
   std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
   std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's
   Buf<T> scratch_, losses_, loss_;
+  std::int64_t accumulated_ = 0;  // per sample: the largest tensor with more than one reader
   Buf<P> param_grads_, zeros_, dbias_;
 };
 
