@@ -15,22 +15,32 @@ namespace pb {
 
 // Max pooling over `planes` maps of h x w: a k x k window every `stride`, the maps padded by
 // `pad` (which no window's maximum comes from), PyTorch's MaxPool2d (2x2 stride 2 in the small
-// models; 3x3 stride 2 pad 1 in ResNet-50's stem). Output o (of planes x oh x ow): the maximum of
-// its window, and in *arg the maximum's index within its plane (the first of equals, in window
-// order). Backward routes each output's gradient to its maximum: an input's gradient is the sum
-// of those of the windows whose maximum it is (windows overlap where stride < k). The GPU's
-// backward gathers through maxpool_grad_at, the CPU's scatters through arg (the tests hold them
-// equal).
+// models; 3x3 stride 2 pad 1 in ResNet-50's stem). The planes are images x c channels, NCHW, or
+// NHWC where channels_last (a plane's pixels then lie c apart: step()). Output o (of planes x oh
+// x ow, in the input's layout): the maximum of its window, and in *arg the maximum's pixel within
+// its plane (the first of equals, in window order). Backward routes each output's gradient to its
+// maximum: an input's gradient is the sum of those of the windows whose maximum it is (windows
+// overlap where stride < k). The GPU's backward gathers through maxpool_grad_at, the CPU's
+// scatters through arg (the tests hold them equal).
 struct PoolShape {
   std::int64_t planes = 1, h = 2, w = 2, k = 2, stride = 2, pad = 0;
+  std::int64_t c = 1;  // channels a image (planes / c images)
+  bool channels_last = false;
   HD std::int64_t oh() const { return (h + 2 * pad - k) / stride + 1; }
   HD std::int64_t ow() const { return (w + 2 * pad - k) / stride + 1; }
+  HD std::int64_t step() const { return channels_last ? c : 1; }
+  // Where plane p's first pixel lies in a tensor of `pixels` a plane.
+  HD std::int64_t plane(std::int64_t p, std::int64_t pixels) const {
+    return channels_last ? p / c * pixels * c + p % c : p * pixels;
+  }
 };
-// The window at output row i, column j of a plane (x and arg: the plane's own).
+// The window at output row i, column j of a plane (x: the plane's first pixel; arg: where the
+// choice goes).
 template <class T>
 HD inline T maxpool_at(const PoolShape& s, const T* x, std::int64_t i, std::int64_t j,
                        std::int32_t* arg) {
   std::int64_t best = -1;
+  const std::int64_t step = s.step();
   for (std::int64_t r = 0; r < s.k; ++r) {
     const std::int64_t ih = i * s.stride - s.pad + r;
     if (ih < 0 || ih >= s.h) continue;
@@ -38,14 +48,14 @@ HD inline T maxpool_at(const PoolShape& s, const T* x, std::int64_t i, std::int6
       const std::int64_t iw = j * s.stride - s.pad + c;
       if (iw < 0 || iw >= s.w) continue;
       const std::int64_t at = ih * s.w + iw;
-      if (best < 0 || x[at] > x[best]) best = at;
+      if (best < 0 || x[at * step] > x[best * step]) best = at;
     }
   }
   *arg = static_cast<std::int32_t>(best);
-  return x[best];
+  return x[best * step];
 }
-// The gradient of input row r, column c of a plane (dout and arg: the plane's own): the windows
-// that hold it, in output order.
+// The gradient of input row r, column c of a plane (dout and arg: the plane's first output): the
+// windows that hold it, in output order.
 template <class T>
 HD inline T maxpool_grad_at(const PoolShape& s, const T* dout, const std::int32_t* arg,
                             std::int64_t r, std::int64_t c) {
@@ -54,11 +64,11 @@ HD inline T maxpool_grad_at(const PoolShape& s, const T* dout, const std::int32_
   const std::int64_t i0 = nr <= 0 ? 0 : (nr + s.stride - 1) / s.stride;
   const std::int64_t j0 = nc <= 0 ? 0 : (nc + s.stride - 1) / s.stride;
   const std::int64_t i1 = (r + s.pad) / s.stride, j1 = (c + s.pad) / s.stride;
-  const std::int64_t oh = s.oh(), ow = s.ow(), at = r * s.w + c;
+  const std::int64_t oh = s.oh(), ow = s.ow(), at = r * s.w + c, step = s.step();
   T sum = T(0);
   for (std::int64_t i = i0; i <= i1 && i < oh; ++i)
     for (std::int64_t j = j0; j <= j1 && j < ow; ++j)
-      if (arg[i * ow + j] == at) sum += dout[i * ow + j];
+      if (arg[(i * ow + j) * step] == at) sum += dout[(i * ow + j) * step];
   return sum;
 }
 template <class T>
@@ -66,21 +76,27 @@ void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg);
 template <class T>
 void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx);
 
+// n images of c maps of hw pixels each, NCHW or NHWC.
+//
 // Batch normalization over the channels of n x c x hw maps (BatchNorm2d; BatchNorm1d with hw 1),
 // PyTorch's training mode: per channel the batch's mean and biased variance over its m = n hw
 // values, y = weight (x - mean) invstd + bias with invstd = 1/sqrt(var + eps), and the running
 // statistics moved by `momentum` toward the mean and the unbiased variance (m/(m-1) var). In
 // inference the running statistics normalize. The backward pass, with xhat = (x - mean) invstd:
 //   dbias = sum dy,  dweight = sum dy xhat,  dx = weight invstd (dy - (dbias + xhat dweight)/m).
-struct BnShape {
+struct Maps {
   std::int64_t n = 1, c = 1, hw = 1;
-  float momentum = 0.1f, eps = 1e-5f;
-  HD std::int64_t channel(std::int64_t i) const { return i / hw % c; }
-  HD std::int64_t count() const { return n * hw; }  // m, the values of one channel
-  // The i-th value of channel ch (i < m).
+  bool channels_last = false;  // NHWC, else NCHW
+  HD std::int64_t size() const { return n * c * hw; }
+  HD std::int64_t channel(std::int64_t i) const { return channels_last ? i % c : i / hw % c; }
+  HD std::int64_t count() const { return n * hw; }  // the values of one channel
+  // The i-th value of channel ch (i < count()).
   HD std::int64_t at(std::int64_t ch, std::int64_t i) const {
-    return (i / hw * c + ch) * hw + i % hw;
+    return channels_last ? i * c + ch : (i / hw * c + ch) * hw + i % hw;
   }
+};
+struct BnShape : Maps {
+  float momentum = 0.1f, eps = 1e-5f;
 };
 template <class T>
 HD inline T bn_forward_at(T x, T mean, T invstd, T weight, T bias) {
@@ -97,7 +113,8 @@ HD inline void bn_running_at(const BnShape& s, T mean, T var, T* running_mean, T
   *running_mean = (1 - mom) * *running_mean + mom * mean;
   *running_var = (1 - mom) * *running_var + mom * (m > 1 ? var * m / (m - 1) : var);
 }
-// On the CPU's threads, one channel a thread. train: the batch's statistics into mean and invstd
+// On the CPU's threads (NCHW: one channel a thread; NHWC: the rows split, each thread's sums
+// added). train: the batch's statistics into mean and invstd
 // (c each, for the backward pass) and the running ones updated; else the running ones used.
 template <class T>
 void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight, const T* bias,
@@ -105,9 +122,18 @@ void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight
 template <class T>
 void batchnorm_backward(const BnShape& s, const T* x, const T* weight, const T* mean,
                         const T* invstd, const T* dy, T* dx, T* dweight, T* dbias);
+// Global average pooling on the CPU's threads: out (n x c) the mean of each map, and back: dx
+// each map's gradient spread evenly.
+template <class T>
+void plane_means(const Maps& s, const T* x, T* out);
+template <class T>
+void spread_means(const Maps& s, const T* dout, T* dx);
+// The maps in the other layout: NCHW to NHWC where s is NCHW, and back.
+template <class T>
+void relayout(const Maps& s, const T* x, T* out);
 
 // What every host backend of core/train_step.hpp shares (the CPU's, in float, and the
-// reference's, in double, derive from it): host vectors for buffers, copy and zero, and the four
+// reference's, in double, derive from it): host vectors for buffers, copy and zero, and the six
 // above as op functions.
 template <class T>
 struct HostOps {
@@ -135,6 +161,8 @@ struct HostOps {
                           const T* invstd, const T* dy, T* dx, T* dweight, T* dbias) {
     pb::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
   }
+  void plane_means(const Maps& s, const T* x, T* out) { pb::plane_means(s, x, out); }
+  void spread_means(const Maps& s, const T* dout, T* dx) { pb::spread_means(s, dout, dx); }
 };
 
 // SGD with momentum and weight decay for one parameter, PyTorch's form:

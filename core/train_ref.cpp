@@ -1,6 +1,14 @@
-// The reference step: core/train_step.hpp's walk over op functions in double on the CPU, plain
-// loops (OpenMP over the outputs), independent of the devices' libraries. The finite-difference
-// tests (tests/test_train.cpp) are its own check.
+// The reference step: core/train_step.hpp's walk over op functions in double on the CPU. Its
+// GEMMs, and its convolutions as im2col + GEMM, are OpenBLAS's dgemm (double: what no fp32 path
+// runs; it makes ResNet-50 at 224x224 a second an image, where one sum per output point took
+// twenty); the rest are plain loops here and in core/layers.cpp. The finite-difference tests
+// (tests/test_train.cpp) are its own check.
+//
+// With fp32_storage, every op's result is rounded to float, as an fp32 step stores it: how far
+// that walk lands from the exact one is how much the model amplifies fp32's rounding, which
+// sets the verification's bound (see compare_step).
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -13,36 +21,59 @@ namespace {
 
 class ReferenceOps : public HostOps<double> {
  public:
-  // c = op(a) op(b) + beta c, row-major.
+  explicit ReferenceOps(bool fp32_storage) : fp32_(fp32_storage) {}
+  // c = alpha op(a) op(b) + beta c, row-major.
   void gemm(const GemmShape& g, const double* a, const double* b, double* c) {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < g.m; ++i)
-      for (std::int64_t j = 0; j < g.n; ++j) {
-        double sum = 0;
-        for (std::int64_t k = 0; k < g.k; ++k)
-          sum +=
-              (g.ta ? a[k * g.m + i] : a[i * g.k + k]) * (g.tb ? b[j * g.k + k] : b[k * g.n + j]);
-        c[i * g.n + j] = sum + (g.beta != 0 ? static_cast<double>(g.beta) * c[i * g.n + j] : 0.0);
-      }
+    dgemm(g, a, b, c);
+    round(c, g.m * g.n);
   }
-  // Every output point through conv_terms; bwd_filter also gives the bias gradient.
+  // Per image: fwd y = W col + b; bwd_data col = W^T dy, dx = col2im(col); bwd_filter
+  // dW += dy col^T and db the sums of dy. col is the image itself for a 1x1 convolution of
+  // stride 1 without padding.
   void conv(const ConvShape& s, const double* in0, const double* in1, const double* b, double* out,
             double* db) {
+    const std::int64_t pq = s.pq(), crs = s.crs(), x_img = s.c * s.h * s.w, y_img = s.k * pq;
+    const bool identity =
+        s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+    col_.resize(identity ? 0 : static_cast<std::size_t>(crs * pq));
+    GemmShape g;
+    for (std::int64_t n = 0; n < s.n; ++n) {
+      switch (s.dir) {
+        case ConvDir::fwd: {
+          double* y = out + n * y_img;
+          for (std::int64_t k = 0; k < s.k; ++k) std::fill(y + k * pq, y + (k + 1) * pq, b[k]);
+          g.m = s.k, g.n = pq, g.k = crs, g.beta = 1;
+          dgemm(g, in1, identity ? in0 + n * x_img : im2col(s, in0 + n * x_img), y);
+          break;
+        }
+        case ConvDir::bwd_data:
+          g.m = crs, g.n = pq, g.k = s.k, g.ta = true;
+          if (identity) {
+            dgemm(g, in1, in0 + n * y_img, out + n * x_img);
+            break;
+          }
+          dgemm(g, in1, in0 + n * y_img, col_.data());
+          col2im(s, out + n * x_img);
+          break;
+        case ConvDir::bwd_filter:
+          g.m = s.k, g.n = crs, g.k = pq, g.tb = true, g.beta = n == 0 ? 0.0f : 1.0f;
+          dgemm(g, in1 + n * y_img, identity ? in0 + n * x_img : im2col(s, in0 + n * x_img), out);
+          break;
+      }
+    }
     const std::int64_t count = s.dir == ConvDir::fwd        ? s.y_size()
                                : s.dir == ConvDir::bwd_data ? s.x_size()
                                                             : s.w_size();
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < count; ++i) {
-      DoubleSum sum;
-      conv_terms(s, in0, in1, b, i, sum);
-      out[i] = sum.value;
-    }
+    round(out, count);
     if (s.dir != ConvDir::bwd_filter || !db) return;
+#pragma omp parallel for schedule(static)
     for (std::int64_t k = 0; k < s.k; ++k) {
-      DoubleSum sum;
-      conv_bias_grad_terms(s, in1, k, sum);
-      db[k] = sum.value;
+      double sum = 0;
+      for (std::int64_t n = 0; n < s.n; ++n)
+        for (std::int64_t i = 0; i < pq; ++i) sum += in1[n * y_img + k * pq + i];
+      db[k] = sum;
     }
+    round(db, s.k);
   }
   void relu(const double* z, const double* dy, double* out, std::int64_t n) {
     for (std::int64_t j = 0; j < n; ++j)
@@ -63,11 +94,13 @@ class ReferenceOps : public HostOps<double> {
         out[i * s.cols + j] =
             (std::exp(r[j] - m) / sum - (j == labels[i] ? 1.0 : 0.0)) / static_cast<double>(s.rows);
     }
+    round(out, s.kind == RowOp::loss_fwd ? s.rows : s.rows * s.cols);
   }
   void mean(const double* x, std::int64_t n, double* out) {
     double sum = 0;
     for (std::int64_t i = 0; i < n; ++i) sum += x[i];
     *out = sum / static_cast<double>(n);
+    round(out, 1);
   }
   void bias_rows(const double* b, double* out, std::int64_t rows, std::int64_t cols) {
     for (std::int64_t i = 0; i < rows; ++i) std::copy(b, b + cols, out + i * cols);
@@ -76,21 +109,95 @@ class ReferenceOps : public HostOps<double> {
     std::fill(out, out + cols, 0.0);
     for (std::int64_t i = 0; i < rows; ++i)
       for (std::int64_t j = 0; j < cols; ++j) out[j] += x[i * cols + j];
+    round(out, cols);
   }
   void sgd_momentum(double* p, double* v, const double* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {
     for (std::int64_t j = 0; j < n; ++j)
       sgd_momentum_at<double>(p[j], v[j], g[j], lr, momentum, weight_decay);
+    round(p, n);
+    round(v, n);
   }
   void add(const double* a, const double* b, double* out, std::int64_t n) {
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
+    round(out, n);
   }
-  void plane_means(const double* x, std::int64_t planes, std::int64_t hw, double* out) {
-    for (std::int64_t p = 0; p < planes; ++p) mean(x + p * hw, hw, out + p);
+  void batchnorm_forward(const BnShape& s, bool train, const double* x, const double* weight,
+                         const double* bias, double* y, double* mean, double* invstd,
+                         double* running_mean, double* running_var) {
+    HostOps::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean,
+                               running_var);
+    for (double* v : {mean, invstd, running_mean, running_var}) round(v, s.c);
+    round(y, s.size());
   }
-  void spread_means(const double* dout, std::int64_t planes, std::int64_t hw, double* dx) {
-    for (std::int64_t i = 0; i < planes * hw; ++i) dx[i] = dout[i / hw] / static_cast<double>(hw);
+  void batchnorm_backward(const BnShape& s, const double* x, const double* weight,
+                          const double* mean, const double* invstd, const double* dy, double* dx,
+                          double* dweight, double* dbias) {
+    HostOps::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
+    round(dweight, s.c);
+    round(dbias, s.c);
+    if (dx) round(dx, s.size());
   }
+  void plane_means(const Maps& s, const double* x, double* out) {
+    HostOps::plane_means(s, x, out);
+    round(out, s.n * s.c);
+  }
+  void spread_means(const Maps& s, const double* dout, double* dx) {
+    HostOps::spread_means(s, dout, dx);
+    round(dx, s.size());
+  }
+
+ private:
+  static void dgemm(const GemmShape& g, const double* a, const double* b, double* c) {
+    cblas_dgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans,
+                static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha, a,
+                static_cast<int>(g.ta ? g.m : g.k), b, static_cast<int>(g.tb ? g.k : g.n), g.beta,
+                c, static_cast<int>(g.n));
+  }
+  // Row (c, r, t) of one image's column matrix (crs x pq): the input pixel each output reads
+  // through tap (r, t) of channel c, 0 in the padding.
+  const double* im2col(const ConvShape& s, const double* x) {
+    const std::int64_t p = s.p(), q = s.q();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t row = 0; row < s.crs(); ++row) {
+      const std::int64_t c = row / (s.r * s.s), r = row / s.s % s.r, t = row % s.s;
+      for (std::int64_t i = 0; i < p; ++i)
+        for (std::int64_t j = 0; j < q; ++j) {
+          const std::int64_t ih = i * s.stride_h - s.pad_h + r, iw = j * s.stride_w - s.pad_w + t;
+          const bool inside = ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+          col_[static_cast<std::size_t>((row * p + i) * q + j)] =
+              inside ? x[(c * s.h + ih) * s.w + iw] : 0.0;
+        }
+    }
+    return col_.data();
+  }
+  // dx from col_: each pixel the sum of the column entries im2col read from it (the threads
+  // split the channels, whose planes are disjoint).
+  void col2im(const ConvShape& s, double* dx) const {
+    const std::int64_t p = s.p(), q = s.q();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t c = 0; c < s.c; ++c) {
+      std::fill(dx + c * s.h * s.w, dx + (c + 1) * s.h * s.w, 0.0);
+      for (std::int64_t r = 0; r < s.r; ++r)
+        for (std::int64_t t = 0; t < s.s; ++t)
+          for (std::int64_t i = 0; i < p; ++i)
+            for (std::int64_t j = 0; j < q; ++j) {
+              const std::int64_t ih = i * s.stride_h - s.pad_h + r,
+                                 iw = j * s.stride_w - s.pad_w + t;
+              if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
+                dx[(c * s.h + ih) * s.w + iw] +=
+                    col_[static_cast<std::size_t>((((c * s.r + r) * s.s + t) * p + i) * q + j)];
+            }
+    }
+  }
+  void round(double* x, std::int64_t n) const {
+    if (!fp32_) return;
+#pragma omp parallel for simd schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i]);
+  }
+
+  bool fp32_;
+  std::vector<double> col_;  // one image's column matrix
 };
 
 std::vector<double> doubles(const float* v, std::int64_t n) { return {v, v + n}; }
@@ -99,8 +206,8 @@ std::vector<double> doubles(const float* v, std::int64_t n) { return {v, v + n};
 
 ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const float* x,
                              const std::int32_t* labels, const float* params, const float* velocity,
-                             const float* state) {
-  ReferenceOps ops;
+                             const float* state, bool fp32_storage) {
+  ReferenceOps ops(fp32_storage);
   Walk<ReferenceOps> walk(m, s, ops);
   const std::vector<double> in = doubles(x, s.batch * m.input.size());
   ReferenceStep out;

@@ -20,9 +20,15 @@
 //                     dx, dweight, dbias)   core/layers.hpp (dx may be null)
 //   sgd_momentum(p, v, g, n, lr, momentum, weight_decay)
 //   add(a, b, out, n), copy(x, out, n), zero(x, n)
-//   plane_means(x, planes, hw, out)    out[p] = the mean of plane p (global average pooling)
-//   spread_means(dout, planes, hw, dx) dx = dout[p] / hw over plane p (its backward pass)
+//   plane_means(Maps, x, out)          out (n x c) the mean of each map (global average pooling)
+//   spread_means(Maps, dout, dx)       each map's dx its dout / hw (its backward pass)
 // Every pointer a step passes is the device's memory; so are the loss and the logits it leaves.
+//
+// Maps are NCHW unless the Ops keeps them channels-last between layers (NHWC, oneDNN's layout on
+// the CPU): such an Ops has channels_last() (true when it does) and relayout(Maps, x, out) (the
+// maps in the other layout). Its convolutions then take and give NHWC, and the walk hands it
+// every map shape (PoolShape, BnShape, Maps) marked so; the walk relayouts the model's input once
+// and the maps a linear layer reads flattened (PyTorch's order is NCHW's), nothing else.
 //
 // The step has three parts: forward and backward, every parameter's gradient into one flat
 // buffer; the gradients reduced (nothing on one device: the seam where an all-reduce across
@@ -34,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/activation.hpp"
@@ -70,6 +77,13 @@ class ModelStep {
   }
 };
 
+// Whether an Ops may keep maps channels-last (it has channels_last()).
+template <class Ops, class = void>
+struct HasLayouts : std::false_type {};
+template <class Ops>
+struct HasLayouts<Ops, std::void_t<decltype(std::declval<const Ops&>().channels_last())>>
+    : std::true_type {};
+
 // The walks of one model on one device's Ops.
 template <class Ops>
 class Walk {
@@ -87,6 +101,9 @@ class Walk {
     if (s.train) grads_.resize(tensors);
     aux_.resize(m.layers.size());
     args_.resize(m.layers.size());
+    flat_.resize(m.layers.size());
+    if constexpr (HasLayouts<Ops>::value) channels_last_ = ops.channels_last();
+    if (channels_last_ && !m.input.flat()) input_ = ops.template buffer<T>(B * m.input.size());
     share_gradients();
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
@@ -100,6 +117,8 @@ class Walk {
       if (l.kind == LayerKind::maxpool)
         args_[i] = ops.template buffer<std::int32_t>(B * l.out.size());
       if (l.kind == LayerKind::batchnorm) aux_[i] = ops.template buffer<P>(2 * l.out.c);
+      if (l.kind == LayerKind::linear && reads_maps(l))
+        flat_[i] = ops.template buffer<T>(B * m.dims(l.in).size());
       if ((l.kind == LayerKind::conv || l.kind == LayerKind::linear) && !l.bias)
         widest = std::max(widest, l.k);
     }
@@ -116,6 +135,10 @@ class Walk {
   void forward(const T* x, const P* params, P* state, bool train) {
     x_ = x;
     const std::int64_t B = s_.batch;
+    if (channels_last_ && !m_.input.flat()) {
+      relayout(maps(m_.input, false), x, input_.data());
+      x_ = input_.data();
+    }
     for (std::size_t i = 0; i < m_.layers.size(); ++i) {
       const Layer& l = m_.layers[i];
       const Dims in = m_.dims(l.in);
@@ -129,6 +152,10 @@ class Walk {
           break;
         case LayerKind::linear: {  // z = a W^T + b (a: B x fi, W: fo x fi)
           if (l.bias) ops_.bias_rows(params + l.bias_at, out, B, l.k);
+          if (reads_maps(l)) {  // channels-last maps, flattened: NCHW's order first
+            relayout(maps(m_.dims(m_.storage(l.in)), true), a, flat_[i].data());
+            a = flat_[i].data();
+          }
           GemmShape g;
           g.m = B, g.n = l.k, g.k = in.c, g.tb = true, g.beta = l.bias ? 1.0f : 0.0f;
           ops_.gemm(g, a, params + l.weight, out);
@@ -149,7 +176,7 @@ class Walk {
           ops_.add(a, value(l.in2), out, n);
           break;
         case LayerKind::avgpool:
-          ops_.plane_means(a, B * in.c, in.h * in.w, out);
+          ops_.plane_means(maps(in, channels_last_), a, out);
           break;
         case LayerKind::flatten:
           break;
@@ -186,14 +213,16 @@ class Walk {
           });
           break;
         case LayerKind::linear: {  // dW = dz^T a, db = the column sums of dz, da = dz W
+          T* flat = reads_maps(l) ? flat_[i].data() : nullptr;  // a in NCHW's order, then da
           GemmShape gw;
           gw.m = l.k, gw.n = in.c, gw.k = B, gw.ta = true;
-          ops_.gemm(gw, dout, a, g + l.weight);
+          ops_.gemm(gw, dout, flat ? flat : a, g + l.weight);
           if (l.bias) ops_.column_sums(dout, B, l.k, g + l.bias_at);
           into(l.in, [&](T* d) {
             GemmShape gd;
             gd.m = B, gd.n = in.c, gd.k = l.k;
-            ops_.gemm(gd, dout, params + l.weight, d);
+            ops_.gemm(gd, dout, params + l.weight, flat ? flat : d);
+            if (flat) relayout(maps(m_.dims(m_.storage(l.in)), false), flat, d);
           });
           break;
         }
@@ -227,7 +256,7 @@ class Walk {
           }
           break;
         case LayerKind::avgpool:
-          into(l.in, [&](T* d) { ops_.spread_means(dout, B * in.c, in.h * in.w, d); });
+          into(l.in, [&](T* d) { ops_.spread_means(maps(in, channels_last_), dout, d); });
           break;
         case LayerKind::flatten:  // its output's gradient is its input's: one buffer
         case LayerKind::loss:
@@ -255,11 +284,23 @@ class Walk {
   }
   PoolShape pool(const Layer& l) const {
     const Dims in = m_.dims(l.in);
-    return {s_.batch * in.c, in.h, in.w, l.r, l.stride, l.pad};
+    return {s_.batch * in.c, in.h, in.w, l.r, l.stride, l.pad, in.c, channels_last_};
   }
   BnShape bn(const Layer& l) const {
-    const Dims d = l.out;
-    return {s_.batch, d.c, d.h * d.w, l.bn_momentum, l.bn_eps};
+    BnShape s;
+    static_cast<Maps&>(s) = maps(l.out, channels_last_);
+    s.momentum = l.bn_momentum, s.eps = l.bn_eps;
+    return s;
+  }
+  Maps maps(const Dims& d, bool channels_last) const {
+    return {s_.batch, d.c, d.h * d.w, channels_last};
+  }
+  // A linear layer that reads channels-last maps flattened.
+  bool reads_maps(const Layer& l) const {
+    return channels_last_ && !m_.dims(m_.storage(l.in)).flat();
+  }
+  void relayout(const Maps& s, const T* x, T* out) {
+    if constexpr (HasLayouts<Ops>::value) ops_.relayout(s, x, out);
   }
   // Tensor t's gradient from one of its consumers: f writes it into the gradient's buffer the
   // first time, else into scratch, which is added. None for the model's input: false.
@@ -331,6 +372,9 @@ class Walk {
   std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
   std::vector<Buf<P>> aux_;              // per batch norm: the batch's mean and invstd
   std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
+  std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
+  bool channels_last_ = false;           // the Ops keeps maps NHWC
+  Buf<T> input_;                         // the model's input, NHWC
   std::vector<bool> written_;            // per tensor: its gradient has a first term
   std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
   std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's

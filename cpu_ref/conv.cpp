@@ -149,12 +149,19 @@ void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const f
 #ifdef PAIRBENCH_HAVE_DNNL
 struct OnednnConvolution::State {
   dnnl::primitive prim;
-  std::unordered_map<int, dnnl::memory> args;  // in the primitive's layouts, owned
-  std::vector<std::pair<int, dnnl::memory::desc>> inputs, outputs;  // argument, its NCHW desc
+  // In the primitive's layouts: owned, or (direct) the caller's buffers, bound by run().
+  std::unordered_map<int, dnnl::memory> args;
+  struct Arg {
+    int arg;
+    dnnl::memory::desc user;  // the caller's layout (NCHW or NHWC, OIHW, fp32)
+    bool direct;              // the primitive's layout too: no reorder
+  };
+  std::vector<Arg> inputs, outputs;
   std::string kernel;
 };
 
-OnednnConvolution::OnednnConvolution(const ConvShape& s) : st_(std::make_unique<State>()) {
+OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last)
+    : st_(std::make_unique<State>()) {
   using tag = dnnl::memory::format_tag;
   using dt = dnnl::memory::data_type;
   using md = dnnl::memory::desc;
@@ -168,21 +175,25 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s) : st_(std::make_unique<
   const dnnl::memory::dims pad_r = {(s.p() - 1) * s.stride_h + s.r - s.h - s.pad_h,
                                     (s.q() - 1) * s.stride_w + s.s - s.w - s.pad_w};
   const dt y_t = s.dir == ConvDir::fwd ? dt::f32 : t;  // dy is an input of the backward passes
-  const md x_any(x_dims, s.dir == ConvDir::bwd_data ? dt::f32 : t, tag::any),
-      w_any(w_dims, s.dir == ConvDir::bwd_filter ? dt::f32 : t, tag::any),
-      y_any(y_dims, y_t, tag::any), b_md(b_dims, dt::f32, tag::x);
-  const md x_user(x_dims, dt::f32, tag::nchw), w_user(w_dims, dt::f32, tag::oihw),
-      y_user(y_dims, dt::f32, tag::nchw);
+  // The maps in the layout oneDNN prefers (any), or NHWC where the caller keeps them so.
+  const tag maps = channels_last ? tag::nhwc : tag::any;
+  const md x_any(x_dims, s.dir == ConvDir::bwd_data ? dt::f32 : t, maps),
+      w_any(w_dims, s.dir == ConvDir::bwd_filter ? dt::f32 : t, tag::any), y_any(y_dims, y_t, maps),
+      b_md(b_dims, dt::f32, tag::x);
+  const tag user_maps = channels_last ? tag::nhwc : tag::nchw;
+  const md x_user(x_dims, dt::f32, user_maps), w_user(w_dims, dt::f32, tag::oihw),
+      y_user(y_dims, dt::f32, user_maps);
   const auto algo = dnnl::algorithm::convolution_direct;
-  auto arg = [&](std::vector<std::pair<int, md>>& list, int a, const md& want, const md& user) {
-    st_->args[a] = dnnl::memory(want, eng);
-    list.emplace_back(a, user);
+  auto arg = [&](std::vector<State::Arg>& list, int a, const md& want, const md& user) {
+    const bool direct = channels_last && want == user;
+    st_->args[a] = direct ? dnnl::memory(want, eng, DNNL_MEMORY_NONE) : dnnl::memory(want, eng);
+    list.push_back({a, user, direct});
   };
   try {
     // The forward description: the pass itself, or the backward passes' hint.
     const dnnl::convolution_forward::primitive_desc fwd(
-        eng, dnnl::prop_kind::forward_training, algo, md(x_dims, t, tag::any),
-        md(w_dims, t, tag::any), b_md, md(y_dims, y_t, tag::any), strides, pad_l, pad_r);
+        eng, dnnl::prop_kind::forward_training, algo, md(x_dims, t, maps), md(w_dims, t, tag::any),
+        b_md, md(y_dims, y_t, maps), strides, pad_l, pad_r);
     switch (s.dir) {
       case ConvDir::fwd:
         st_->prim = dnnl::convolution_forward(fwd);
@@ -232,9 +243,14 @@ OnednnConvolution::~OnednnConvolution() = default;
 void OnednnConvolution::load(const float* in0, const float* in1, const float* b) {
   const float* from[3] = {in0, in1, b};
   for (std::size_t j = 0; j < st_->inputs.size(); ++j) {
-    const auto& [a, user_md] = st_->inputs[j];
-    dnnl::memory user(user_md, onednn::engine(), const_cast<float*>(from[j]));
-    dnnl::reorder(user, st_->args[a]).execute(onednn::stream(), user, st_->args[a]);
+    const State::Arg& a = st_->inputs[j];
+    dnnl::memory& mem = st_->args[a.arg];
+    if (a.direct) {
+      mem.set_data_handle(const_cast<float*>(from[j]));
+      continue;
+    }
+    dnnl::memory user(a.user, onednn::engine(), const_cast<float*>(from[j]));
+    dnnl::reorder(user, mem).execute(onednn::stream(), user, mem);
   }
   onednn::stream().wait();
 }
@@ -247,29 +263,38 @@ void OnednnConvolution::execute() {
 void OnednnConvolution::store(float* out, float* db) {
   float* to[2] = {out, db};
   for (std::size_t j = 0; j < st_->outputs.size(); ++j) {
-    const auto& [a, user_md] = st_->outputs[j];
-    dnnl::memory user(user_md, onednn::engine(), to[j]);
-    dnnl::reorder(st_->args[a], user).execute(onednn::stream(), st_->args[a], user);
+    const State::Arg& a = st_->outputs[j];
+    if (a.direct) continue;  // written in place by execute()
+    dnnl::memory user(a.user, onednn::engine(), to[j]);
+    dnnl::reorder(st_->args[a.arg], user).execute(onednn::stream(), st_->args[a.arg], user);
   }
   onednn::stream().wait();
+}
+
+void OnednnConvolution::bind(float* out, float* db) {
+  float* to[2] = {out, db};
+  for (std::size_t j = 0; j < st_->outputs.size(); ++j)
+    if (st_->outputs[j].direct) st_->args[st_->outputs[j].arg].set_data_handle(to[j]);
 }
 
 std::string OnednnConvolution::kernel() const { return st_->kernel; }
 #else
 struct OnednnConvolution::State {};
-OnednnConvolution::OnednnConvolution(const ConvShape& s) {
+OnednnConvolution::OnednnConvolution(const ConvShape& s, bool) {
   throw Unavailable(onednn::unavailable(s.dtype));
 }
 OnednnConvolution::~OnednnConvolution() = default;
 void OnednnConvolution::load(const float*, const float*, const float*) {}
 void OnednnConvolution::execute() {}
 void OnednnConvolution::store(float*, float*) {}
+void OnednnConvolution::bind(float*, float*) {}
 std::string OnednnConvolution::kernel() const { return ""; }
 #endif
 
 void OnednnConvolution::run(const float* in0, const float* in1, const float* b, float* out,
                             float* db) {
   load(in0, in1, b);
+  bind(out, db);
   execute();
   store(out, db);
 }

@@ -104,9 +104,12 @@ void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const f
 // oneDNN has no kernel, or only its reference code): over the same NCHW fp32 buffers,
 // load() reorders the operands into the layouts the primitive chose (and converts them to
 // s.dtype), execute() runs it alone, store() reorders the outputs back; run() is the three.
+// channels_last: the maps (x, y and their gradients) are NHWC, the primitive's own layout, and
+// run() hands oneDNN the caller's buffers where no conversion is needed (load, execute and store
+// are then not for separate use: only run() binds the outputs).
 class OnednnConvolution {
  public:
-  explicit OnednnConvolution(const ConvShape& s);
+  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false);
   OnednnConvolution(const OnednnConvolution&) = delete;
   OnednnConvolution& operator=(const OnednnConvolution&) = delete;
   ~OnednnConvolution();
@@ -117,6 +120,8 @@ class OnednnConvolution {
   std::string kernel() const;  // what oneDNN chose, e.g. "jit:avx512_core"
 
  private:
+  void bind(float* out, float* db);  // the outputs oneDNN writes in place, at the caller's
+
   struct State;
   std::unique_ptr<State> st_;
 };

@@ -2,9 +2,9 @@
 // the single-op benchmarks time (no second copy of any op): GEMMs through OpenBLAS (`openblas`)
 // or oneDNN's matmul plans (`onednn`); convolutions through im2col + OpenBLAS (`openblas`) or
 // oneDNN's convolution plans (`onednn`); ReLU forward and backward and the softmax cross-entropy
-// loss through the OpenMP activation and row functions; max pooling and batch normalization
-// (core/layers.hpp); and the small ones here: the bias broadcast, the bias gradient (column
-// sums), SGD, the residual add, global average pooling.
+// loss through the OpenMP activation and row functions; max pooling, batch normalization and
+// global average pooling (core/layers.hpp); and the small ones here: the bias broadcast, the bias
+// gradient (column sums), SGD, the residual add.
 #include <algorithm>
 #include <array>
 #include <functional>
@@ -40,7 +40,8 @@ class GemmRunner {
       plans_;
 };
 
-// A convolution pass through im2col + OpenBLAS, or oneDNN's plan for it (NCHW in and out).
+// A convolution pass through im2col + OpenBLAS (NCHW in and out), or oneDNN's plan for it (NHWC
+// in and out: oneDNN's convolutions read and write NHWC maps where they lie, with no reorder).
 class ConvRunner {
  public:
   ConvRunner(TrainBackend b, int threads) : backend_(b), threads_(threads) {}
@@ -53,7 +54,7 @@ class ConvRunner {
     auto& plan =
         plans_[{s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
                 static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype)}];
-    if (!plan) plan = std::make_unique<OnednnConvolution>(s);
+    if (!plan) plan = std::make_unique<OnednnConvolution>(s, true);
     plan->run(in0, in1, bias, out, db);
   }
 
@@ -65,14 +66,17 @@ class ConvRunner {
 };
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
-// op functions, on `threads` threads.
+// op functions, on `threads` threads. With oneDNN the maps stay NHWC between layers.
 class CpuOps : public HostOps<float> {
  public:
   CpuOps(TrainBackend backend, int threads)
-      : gemm_(backend),
+      : channels_last_(backend == TrainBackend::onednn),
+        gemm_(backend),
         conv_(backend, threads),
         threads_(threads),
         tmp_(static_cast<std::size_t>(10 * threads)) {}
+  bool channels_last() const { return channels_last_; }
+  void relayout(const Maps& s, const float* x, float* out) { pb::relayout(s, x, out); }
   void gemm(const GemmShape& g, const float* a, const float* b, float* c) { gemm_(g, a, b, c); }
   void conv(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
             float* db) {
@@ -112,21 +116,9 @@ class CpuOps : public HostOps<float> {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
   }
-  void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out) {
-#pragma omp parallel for num_threads(threads_) schedule(static)
-    for (std::int64_t p = 0; p < planes; ++p) {
-      float sum = 0;
-      for (std::int64_t i = 0; i < hw; ++i) sum += x[p * hw + i];
-      out[p] = sum / static_cast<float>(hw);
-    }
-  }
-  void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx) {
-#pragma omp parallel for num_threads(threads_) schedule(static)
-    for (std::int64_t p = 0; p < planes; ++p)
-      std::fill(dx + p * hw, dx + (p + 1) * hw, dout[p] / static_cast<float>(hw));
-  }
 
  private:
+  bool channels_last_;
   GemmRunner gemm_;
   ConvRunner conv_;
   int threads_;

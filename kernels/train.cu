@@ -295,12 +295,13 @@ class GpuOps {
     add_kernel<<<blocks_for(add_kernel, n), kThreads, 0, stream_>>>(a, b, out, n);
     PB_CUDA(cudaGetLastError());
   }
-  void plane_means(const float* x, std::int64_t planes, std::int64_t hw, float* out) {
-    channel_sums(stream_, x, 1, planes, hw, out, 1.0f / static_cast<float>(hw));
+  // NCHW maps (the walk keeps every map NCHW on the GPU).
+  void plane_means(const Maps& s, const float* x, float* out) {
+    channel_sums(stream_, x, 1, s.n * s.c, s.hw, out, 1.0f / static_cast<float>(s.hw));
   }
-  void spread_means(const float* dout, std::int64_t planes, std::int64_t hw, float* dx) {
-    spread_means_kernel<<<blocks_for(spread_means_kernel, planes * hw), kThreads, 0, stream_>>>(
-        dout, planes, hw, dx);
+  void spread_means(const Maps& s, const float* dout, float* dx) {
+    spread_means_kernel<<<blocks_for(spread_means_kernel, s.size()), kThreads, 0, stream_>>>(
+        dout, s.n * s.c, s.hw, dx);
     PB_CUDA(cudaGetLastError());
   }
   // The cuDNN algorithms the step chose, one per convolution pass.

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch's CPU training step of pairbench's MLP (784-1024-1024-10, ReLU) or CNN (conv 3->32,
-ReLU, pool, conv 32->64, ReLU, pool, linear 4096->10), for
-scripts/vs_torch_train: forward, cross-entropy, backward, SGD with momentum (zero_grad each
-step), and inference (forward under no_grad), at each batch size given. Runs in a virtual
-environment of its own with torch from PyPI. Prints one JSON object: median ms per step."""
+"""PyTorch's CPU training step of pairbench's MLP (784-1024-1024-10, ReLU), CNN (conv 3->32,
+ReLU, pool, conv 32->64, ReLU, pool, linear 4096->10) or ResNet-50 (torchvision's, on
+--image x --image inputs, SGD with weight decay 1e-4), for scripts/vs_torch_train: forward,
+cross-entropy, backward, SGD with momentum (zero_grad(set_to_none=True) each step), and
+inference (forward under no_grad), at each batch size given. The maps NCHW, and for ResNet-50
+also channels_last (the faster of the two is torch's figure). Runs in a virtual environment of
+its own with torch from PyPI. Prints one JSON object: median ms per step."""
 import argparse
 import json
 
@@ -17,7 +19,8 @@ def main():
     ap.add_argument("--batches", type=int, nargs="+", required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--min-time", type=float, default=1.0)
-    ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    ap.add_argument("--model", choices=["mlp", "cnn", "resnet50"], default="mlp")
+    ap.add_argument("--image", type=int, default=224)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -26,32 +29,49 @@ def main():
                                     torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
                                     torch.nn.Linear(1024, 10))
         shape = (784,)
+    elif a.model == "resnet50":
+        import torchvision
+        model = torchvision.models.resnet50()
+        shape = (3, a.image, a.image)
     else:
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
                                     torch.nn.MaxPool2d(2), torch.nn.Conv2d(32, 64, 3, padding=1),
                                     torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
                                     torch.nn.Linear(4096, 10))
         shape = (3, 32, 32)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    big = a.model == "resnet50"
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                          weight_decay=1e-4 if big else 0)
     loss_fn = torch.nn.CrossEntropyLoss()
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "train_ms": {},
-           "infer_ms": {}}
+           "infer_ms": {}, "layouts": {}}
+    layouts = [torch.contiguous_format, torch.channels_last] if big else [torch.contiguous_format]
+    runs = {"warmup": 1, "min_runs": 3} if big else {}
     for b in a.batches:
-        x = torch.rand(b, *shape) * 2 - 1
-        y = torch.randint(0, 10, (b,))
+        for layout in layouts:
+            model.to(memory_format=layout)
+            x = (torch.rand(b, *shape) * 2 - 1).contiguous(memory_format=layout) if big else \
+                torch.rand(b, *shape) * 2 - 1
+            y = torch.randint(0, 1000 if big else 10, (b,))
 
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
+            def step():
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
 
-        def infer():
-            with torch.no_grad():
-                model(x)
+            def infer():
+                with torch.no_grad():
+                    model(x)
 
-        out["train_ms"][str(b)] = median_ms(step, a.min_time)
-        out["infer_ms"][str(b)] = median_ms(infer, a.min_time)
+            model.train()
+            train = median_ms(step, a.min_time, **runs)
+            model.eval()
+            infer_ms = median_ms(infer, a.min_time, **runs)
+            name = "channels_last" if layout == torch.channels_last else "nchw"
+            out["layouts"].setdefault(str(b), {})[name] = {"train_ms": train, "infer_ms": infer_ms}
+            out["train_ms"][str(b)] = min(train, out["train_ms"].get(str(b), train))
+            out["infer_ms"][str(b)] = min(infer_ms, out["infer_ms"].get(str(b), infer_ms))
     print(json.dumps(out))
 
 

@@ -295,6 +295,78 @@ TEST(MaxPool, EveryPlaneAndWindowAgainstBruteForce) {
   }
 }
 
+// The CPU's oneDNN step keeps maps NHWC (core/train_step.hpp): max pooling, batch norm and
+// global average pooling in NHWC give what they give in NCHW, relayouted (pooling and routing
+// exactly; batch norm's double sums, added in another order, within float rounding).
+TEST(Layouts, PoolingAndBatchNormAgreeInNchwAndNhwc) {
+  const std::int64_t n = 3, c = 5, h = 7, w = 6, hw = h * w;
+  const Maps first{n, c, hw, false}, last{n, c, hw, true};
+  std::vector<float> x(static_cast<std::size_t>(first.size())), x_last(x.size()), back(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 61) / 7 - 4;
+  relayout(first, x.data(), x_last.data());
+  relayout(last, x_last.data(), back.data());
+  EXPECT_EQ(back, x);
+  EXPECT_EQ(x_last[1], x[hw]);  // pixel 0 of channel 1 follows channel 0's
+  // The NHWC result, relayouted to NCHW.
+  auto nchw = [&](const std::vector<float>& v, std::int64_t pixels) {
+    std::vector<float> out(v.size());
+    relayout(Maps{n, c, pixels, true}, v.data(), out.data());
+    return out;
+  };
+  for (PoolShape s : {PoolShape{n * c, h, w, 3, 2, 1, c}, PoolShape{n * c, h, w, 2, 2, 0, c}}) {
+    const std::int64_t outs = s.planes * s.oh() * s.ow();
+    std::vector<float> y(static_cast<std::size_t>(outs)), y_last(y.size()), dx(x.size()),
+        dx_last(x.size()), dy(y.size()), dy_last(y.size());
+    std::vector<std::int32_t> arg(y.size()), arg_last(y.size());
+    for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<float>(i + 1);
+    relayout(Maps{n, c, s.oh() * s.ow(), false}, dy.data(), dy_last.data());
+    maxpool_forward(s, x.data(), y.data(), arg.data());
+    maxpool_backward(s, dy.data(), arg.data(), dx.data());
+    s.channels_last = true;
+    maxpool_forward(s, x_last.data(), y_last.data(), arg_last.data());
+    maxpool_backward(s, dy_last.data(), arg_last.data(), dx_last.data());
+    EXPECT_EQ(nchw(y_last, s.oh() * s.ow()), y) << s.k << "x" << s.k;
+    EXPECT_EQ(nchw(dx_last, hw), dx) << s.k << "x" << s.k;
+  }
+  std::vector<float> means(static_cast<std::size_t>(n * c)), means_last(means.size());
+  plane_means(first, x.data(), means.data());
+  plane_means(last, x_last.data(), means_last.data());
+  EXPECT_EQ(means_last, means);
+  std::vector<float> spread(x.size()), spread_last(x.size());
+  spread_means(first, means.data(), spread.data());
+  spread_means(last, means.data(), spread_last.data());
+  EXPECT_EQ(nchw(spread_last, hw), spread);
+
+  BnShape bn, bn_last;
+  static_cast<Maps&>(bn) = first, static_cast<Maps&>(bn_last) = last;
+  std::vector<float> weight(c), bias(c), running(2 * c, 1.0f), running_last(running);
+  for (std::int64_t ch = 0; ch < c; ++ch) weight[ch] = 0.5f + 0.1f * ch, bias[ch] = 0.2f * ch;
+  std::vector<float> y(x.size()), y_last(x.size()), stats(2 * c), stats_last(2 * c);
+  batchnorm_forward(bn, true, x.data(), weight.data(), bias.data(), y.data(), stats.data(),
+                    stats.data() + c, running.data(), running.data() + c);
+  batchnorm_forward(bn_last, true, x_last.data(), weight.data(), bias.data(), y_last.data(),
+                    stats_last.data(), stats_last.data() + c, running_last.data(),
+                    running_last.data() + c);
+  auto near = [](const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-6 * (1 + std::fabs(want[i]))) << what << "[" << i << "]";
+  };
+  near(stats_last, stats, "mean, invstd");
+  near(running_last, running, "running statistics");
+  near(nchw(y_last, hw), y, "y");
+  std::vector<float> dx(x.size()), dx_last(x.size()), dwb(2 * c), dwb_last(2 * c),
+      dy_last(x.size());
+  relayout(first, spread.data(), dy_last.data());  // any gradient: the spread means
+  batchnorm_backward(bn, x.data(), weight.data(), stats.data(), stats.data() + c, spread.data(),
+                     dx.data(), dwb.data(), dwb.data() + c);
+  batchnorm_backward(bn_last, x_last.data(), weight.data(), stats_last.data(),
+                     stats_last.data() + c, dy_last.data(), dx_last.data(), dwb_last.data(),
+                     dwb_last.data() + c);
+  near(dwb_last, dwb, "dweight, dbias");
+  near(nchw(dx_last, hw), dx, "dx");
+}
+
 // What the GPU's test does with the GPU's step, done with two CPU steps: one step read back with
 // step_of is the expected step of the other; a 1% wrong layer update and a wrong loss are not.
 TEST(TrainCompare, OneDevicesStepAgainstAnothers) {
@@ -422,39 +494,57 @@ TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
   EXPECT_DOUBLE_EQ(m.macs(), 4089184256.0);  // the convolutions' and the classifier's, per image
   EXPECT_EQ(m.params[0].name, "conv1.w");
   EXPECT_EQ(m.params.back().name, "fc.b");
+  // A training step at batch 8 and inference at batch 2, on 32x32, through the workload's check,
+  // on each backend (the training check's bound is ResNet-50's own: see the next test).
+  for (bool train : {true, false}) {
+    TrainShape s;
+    s.model = "resnet50", s.batch = train ? 8 : 2, s.image = 32, s.train = train;
+    const TrainWorkload w(s);
+    const Tensors in = w.make_inputs();
+    for (const char* backend : {"openblas", "onednn"}) {
+      const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend);
+      if (spec.unavailable && !spec.unavailable(w).empty()) continue;
+      auto impl = spec.make(w, 2);
+      impl->activate();
+      impl->prepare(in);
+      impl->run();
+      const Check c = w.verify(in, impl->result());
+      EXPECT_TRUE(c.ok) << backend << " " << w.shape().to_string() << ": " << c.detail;
+    }
+  }
+}
+
+// The training check's bound follows from the model: 1e-3 for a model that does not amplify
+// fp32's rounding (the cnn), ten times the distance fp32 storage alone moves an update for one
+// that does (ResNet-50: percents), and no check at all where that distance is beyond 2.5% (its
+// last batch norms see two values a channel at batch 2 on 32x32).
+TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
+  auto bound = [](const TrainWorkload& w) {
+    const Tensors in = w.make_inputs();
+    auto reference = [&](bool fp32_storage) {
+      return reference_step(
+          w.model(), w.train(), at(in, "x").f32().data(), at(in, "labels").i32().data(),
+          at(in, "params").f32().data(), at(in, "velocity").f32().data(),
+          w.model().state_count ? at(in, "state").f32().data() : nullptr, fp32_storage);
+    };
+    return rounding_bound(w.model(), in, reference(false), reference(true));
+  };
+  EXPECT_EQ(bound(testing::train_workload("cnn", 8)), kUpdateTolerance);
   TrainShape s;
   s.model = "resnet50", s.batch = 8, s.image = 32;
-  const TrainWorkload w(s);
-  Tensors in = w.make_inputs();
-  std::vector<float> state = at(in, "state").f32();
-  const ReferenceStep ref =
-      reference_step(w.model(), s, at(in, "x").f32().data(), at(in, "labels").i32().data(),
-                     at(in, "params").f32().data(), at(in, "velocity").f32().data(), state.data());
-  auto step = cpu::make_model_step(w.model(), s, cpu::TrainBackend::openblas, 2);
-  step->forward_backward(at(in, "x").f32().data(), at(in, "labels").i32().data(),
-                         at(in, "params").f32().data(), state.data());
-  EXPECT_NEAR(*step->loss(), ref.loss, 1e-5 * ref.loss);
-  for (const ParamSlice& sl : w.model().params) {
-    double d = 0, r = 0;
-    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j) {
-      d += (step->grads()[j] - ref.grads[j]) * (step->grads()[j] - ref.grads[j]);
-      r += ref.grads[j] * ref.grads[j];
-    }
-    EXPECT_LT(std::sqrt(d / (r + 1e-300)), 0.05) << "the gradient of " << sl.name;
-  }
-  s.train = false, s.batch = 2;  // inference, through the workload's check, on each backend
-  const TrainWorkload infer(s);
-  const Tensors infer_in = infer.make_inputs();
-  for (const char* backend : {"openblas", "onednn"}) {
-    const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend);
-    if (spec.unavailable && !spec.unavailable(infer).empty()) continue;
-    auto impl = spec.make(infer, 2);
-    impl->activate();
-    impl->prepare(infer_in);
-    impl->run();
-    const Check c = infer.verify(infer_in, impl->result());
-    EXPECT_TRUE(c.ok) << backend << " " << infer.shape().to_string() << ": " << c.detail;
-  }
+  const double resnet50 = bound(TrainWorkload(s));
+  EXPECT_GT(resnet50, 0.01);
+  EXPECT_LT(resnet50, kMostBound);
+  s.batch = 2;
+  const TrainWorkload tiny(s);
+  const Tensors in = tiny.make_inputs();
+  auto impl = testing::find_impl(cpu::train_impls(), "openblas").make(tiny, 2);
+  impl->activate();
+  impl->prepare(in);
+  impl->run();
+  const Check c = tiny.verify(in, impl->result());
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.detail.find("not verifiable in fp32 at this shape"), std::string::npos) << c.detail;
 }
 
 // A description whose shapes do not chain is one clear error, naming the model and the layer.
