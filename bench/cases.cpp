@@ -145,15 +145,20 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
               fam.name + "/" + to_string(spec.device) + "/" + spec.name + "/" + c.shape.to_string();
           if (!cpu && !r.gpu_available) c.skip = "no GPU: " + r.gpu_reason;
           if (c.skip.empty() && spec.unavailable) c.skip = spec.unavailable(*w);
-          const std::string what = "shape " + c.shape.to_string() + " of " + fam.name;
+          // Too little memory: an error for a shape asked for; a suite's case that does not fit
+          // this machine is skipped, saying so.
+          std::string too_big;
           if (w->host_bytes() > r.host_available_bytes)
-            throw UsageError(what + " needs " + gib(w->host_bytes()) + " of host memory; " +
-                             gib(r.host_available_bytes) + " is available");
+            too_big = "needs " + gib(w->host_bytes()) + " of host memory; " +
+                      gib(r.host_available_bytes) + " is available";
           const double gpu_bytes = cpu ? 0 : gpu_bytes_needed(*w, spec, r, o.cold);
-          if (!cpu && r.gpu_available && !fits_gpu(gpu_bytes, r))
-            throw UsageError(what + " needs " + gib(gpu_bytes) + " of GPU memory with " +
-                             spec.name + "'s workspace" + (o.cold ? ", the --cold flush" : "") +
-                             " and headroom; " + gib(r.gpu_free_bytes) + " is free");
+          if (too_big.empty() && !cpu && r.gpu_available && !fits_gpu(gpu_bytes, r))
+            too_big = "needs " + gib(gpu_bytes) + " of GPU memory with " + spec.name +
+                      "'s workspace" + (o.cold ? ", the --cold flush" : "") + " and headroom; " +
+                      gib(r.gpu_free_bytes) + " is free";
+          if (!too_big.empty() && !o.shapes.empty())
+            throw UsageError("shape " + c.shape.to_string() + " of " + fam.name + " " + too_big);
+          if (!too_big.empty() && c.skip.empty()) c.skip = "this machine is too small: " + too_big;
           cases.push_back(std::move(c));
         }
       }

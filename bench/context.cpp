@@ -82,6 +82,7 @@ report::json make_context(const char* argv0, const Options& o) {
   c["pairbench_git_revision"] = PAIRBENCH_GIT_REVISION;
   c["suite"] = o.suite;
   c["cold_cache"] = o.cold;
+  c["epochs"] = o.epochs;
   c["cpu_model"] = cpu.model;
   std::string isa;
   for (const auto& f : cpu.isa) isa += (isa.empty() ? "" : " ") + f;

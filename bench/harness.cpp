@@ -103,7 +103,8 @@ json time_stats(const CaseRun& r, std::size_t repetitions) {
 
 class Runner {
  public:
-  Runner(const std::vector<Case>& cases, const HarnessConfig& cfg) : cfg_(cfg) {
+  Runner(const std::vector<Case>& cases, const HarnessConfig& cfg)
+      : cfg_(cfg), estimate_(cfg.suite) {
     for (const Case& c : cases) {
       runs_.emplace_back();
       runs_.back().c = &c;
@@ -198,16 +199,20 @@ class Runner {
       r.impl->activate();
       r.impl->prepare(inputs);
       r.detail = r.impl->detail();
+      const auto first = std::chrono::steady_clock::now();
       r.impl->run();
       Tensors out = r.impl->result();
+      const double first_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
       r.detail = r.impl->detail();  // again: some choose their kernels in the first run
       if (inject_fault(r.c->name)) corrupt(out);
       r.check = r.c->workload->verify(inputs, out);
       r.transfer_s = r.impl->transfer_seconds();
       if (!r.check.ok) {
         r.error = "verification failed: " + r.check.detail;
-      } else {
-        // Warm up (clocks, caches, library heuristics): up to 3 more runs, at most ~50 ms.
+      } else if (first_s < 0.5) {
+        // Warm up (clocks, caches, library heuristics): up to 3 more runs, at most ~50 ms. A
+        // first run of half a second or more (a ResNet-50 step) has done all that already.
         auto timer = r.impl->make_timer();
         double spent = 0;
         for (int n = 0; n < 3 && spent < 0.05; ++n) {
@@ -233,6 +238,7 @@ class Runner {
     if (inputs_for_ != &w) {
       inputs_for_ = nullptr;
       inputs_ = w.make_inputs();
+      w.prepare_reference(inputs_);  // before an implementation takes its memory
       inputs_for_ = &w;
     }
     return inputs_;
@@ -466,6 +472,12 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
                                                        : benchmark::kMicrosecond);
   }
   runner.set_total(runnable);
+  if (!cfg.quiet && runnable > 0) {
+    std::vector<std::string> ops;
+    for (const Case& c : cases)
+      if (c.skip.empty()) ops.push_back(c.workload->op());
+    std::fprintf(stderr, "pairbench: %s\n", expected_line(ops, cfg.suite).c_str());
+  }
   if (runnable > 0) {
     Recorder recorder(runner, log, out, cfg.keep_error_entries);
     runner.probe("start");

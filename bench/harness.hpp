@@ -17,6 +17,7 @@ struct HarnessConfig {
   // `benchmarks`; by default they are left out, so no CI tool reads them as times.
   bool keep_error_entries = false;
   bool quiet = false;  // no progress lines on stderr (bench/progress.hpp)
+  std::string suite;   // for the expected time before any case has run
 };
 
 struct HarnessResult {

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <vector>
 
+#include "bench/progress.hpp"
 #include "bench/cases.hpp"
 #include "bench/context.hpp"
 #include "bench/harness.hpp"
@@ -125,8 +126,12 @@ int run(int argc_in, char** argv_in) {
   }
   const std::vector<pb::Case> cases = pb::build_cases(o, res);
   if (o.list) {
-    for (const auto& c : cases)
+    std::vector<std::string> ops;
+    for (const auto& c : cases) {
       std::cout << c.name << (c.skip.empty() ? "" : "  (skipped: " + c.skip + ")") << "\n";
+      if (c.skip.empty()) ops.push_back(c.workload->op());
+    }
+    std::cerr << "pairbench: " << pb::expected_line(ops, o.suite) << "\n";
     return 0;
   }
   if (cases.empty()) return fail_usage("no case matches the flags (see --list)");
@@ -173,6 +178,7 @@ int run(int argc_in, char** argv_in) {
   cfg.cold = o.cold;
   cfg.keep_error_entries = o.keep_error_entries;
   cfg.quiet = o.quiet;
+  cfg.suite = o.suite;
   cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
   cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);

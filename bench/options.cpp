@@ -1,6 +1,9 @@
 #include "bench/options.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+
+#include "core/parse.hpp"
 
 namespace pb {
 
@@ -35,6 +38,8 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
   --quiet            no progress on stderr (by default a line per case as it starts: the
                      count, elapsed time and an estimate of what is left; refreshed in place
                      on a terminal)
+  --epochs=N         the epochs of a whole training in the projection (default 90, as
+                     torchvision's reference recipe trains ResNet-50)
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
   --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report
   --list             print the cases without running them
@@ -153,6 +158,13 @@ Options parse_options(int argc, char** argv) {
     } else if (flag == "--cold") {
       no_value();
       o.cold = true;
+    } else if (flag == "--epochs") {
+      need_value();
+      try {
+        o.epochs = static_cast<int>(parse_count("--epochs", value, 10000));
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+      }
     } else if (flag == "--quiet") {
       no_value();
       o.quiet = true;

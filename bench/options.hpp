@@ -29,6 +29,7 @@ struct Options {
   std::string recover;             // --recover=LOG
   bool list = false, help = false, cold = false;
   bool quiet = false;               // --quiet: no progress lines on stderr
+  int epochs = 90;                  // --epochs: the whole training the projection gives
   bool openblas_asis = false;       // --openblas-core=asis: OpenBLAS's own choice of kernels
   bool keep_error_entries = false;  // --keep-error-entries: failed cases stay in `benchmarks`
 };

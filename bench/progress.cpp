@@ -36,15 +36,50 @@ void ProgressEstimate::finished(const std::string& op, double seconds) {
 }
 
 double ProgressEstimate::left(const std::vector<std::string>& ops) const {
-  if (count_ == 0) return -1;
-  const double overall = seconds_ / static_cast<double>(count_);
   double left = 0;
   for (const std::string& op : ops) {
     const auto it = by_op_.find(op);
-    left +=
-        it == by_op_.end() ? overall : it->second.second / static_cast<double>(it->second.first);
+    if (it != by_op_.end()) {
+      left += it->second.second / static_cast<double>(it->second.first);
+      continue;
+    }
+    const double expected = expected_case_seconds(op, suite_);
+    if (expected >= 0)
+      left += expected;
+    else if (count_ > 0)
+      left += seconds_ / static_cast<double>(count_);
+    else
+      return -1;
   }
   return left;
+}
+
+std::string expected_line(const std::vector<std::string>& ops, const std::string& suite) {
+  std::string line =
+      std::to_string(ops.size()) + (ops.size() == 1 ? " case" : " cases") + " to run";
+  const double s = ProgressEstimate(suite).left(ops);
+  if (s < 0 || ops.empty()) return line;
+  return line + ", about " + duration_text(s) + " expected (each at its op family's mean in the " +
+         suite + " suite on a 2-vCPU VM without a GPU; the progress lines follow the run)";
+}
+
+double expected_case_seconds(const std::string& op, const std::string& suite) {
+  // Seconds per case, by op family: each family's wall time over its cases in one run of the
+  // suite on this project's development VM of 2026-12-02 (2 vCPUs, Intel Xeon with AVX-512
+  // and AMX, no GPU; GPU cases listed as skipped, which take nothing).
+  struct Row {
+    const char* op;
+    double quick, standard;
+  };
+  static const Row table[] = {
+      {"gemm", -1, -1},       {"conv", -1, -1},    {"stream", -1, -1}, {"transfer", 0, 0},
+      {"activation", -1, -1}, {"softmax", -1, -1}, {"loss", -1, -1},   {"train", -1, -1},
+  };
+  const bool quick = suite == "quick";
+  if (!quick && suite != "standard" && suite != "full") return -1;
+  for (const Row& r : table)
+    if (op == r.op) return quick ? r.quick : r.standard;
+  return -1;
 }
 
 }  // namespace pb

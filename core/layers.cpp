@@ -56,6 +56,15 @@ void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg
 
 namespace {
 
+// f(e) for every element e of NCHW channel ch, image by image (each image's plane contiguous).
+template <class F>
+void for_each_in_channel(const Maps& s, std::int64_t ch, F f) {
+  for (std::int64_t n = 0; n < s.n; ++n) {
+    const std::int64_t plane = (n * s.c + ch) * s.hw;
+    for (std::int64_t i = plane; i < plane + s.hw; ++i) f(i);
+  }
+}
+
 // Per channel, the sums over a batch of NHWC maps of f(e, ch) for each element e: the rows split
 // over the threads, each thread's sums (in double) added. F adds its terms into sums[0..c) and
 // sums[c..2c).
@@ -91,17 +100,14 @@ void batchnorm_forward(const BnShape& s, bool train, const T* x, const T* weight
       T mu = running_mean[ch], is = static_cast<T>(1 / std::sqrt(running_var[ch] + double(s.eps)));
       if (train) {
         double sum = 0, sq = 0;
-        for (std::int64_t i = 0; i < m; ++i) sum += x[s.at(ch, i)];
+        for_each_in_channel(s, ch, [&](std::int64_t e) { sum += x[e]; });
         const double mu_d = sum / static_cast<double>(m);
-        for (std::int64_t i = 0; i < m; ++i)
-          sq += (x[s.at(ch, i)] - mu_d) * (x[s.at(ch, i)] - mu_d);
+        for_each_in_channel(s, ch, [&](std::int64_t e) { sq += (x[e] - mu_d) * (x[e] - mu_d); });
         statistics(ch, mu_d, sq);
         mu = mean[ch], is = invstd[ch];
       }
-      for (std::int64_t i = 0; i < m; ++i) {
-        const std::int64_t e = s.at(ch, i);
-        y[e] = bn_forward_at(x[e], mu, is, weight[ch], bias[ch]);
-      }
+      for_each_in_channel(
+          s, ch, [&](std::int64_t e) { y[e] = bn_forward_at(x[e], mu, is, weight[ch], bias[ch]); });
     }
     return;
   }
@@ -138,18 +144,16 @@ void batchnorm_backward(const BnShape& s, const T* x, const T* weight, const T* 
 #pragma omp parallel for schedule(static)
     for (std::int64_t ch = 0; ch < c; ++ch) {
       double db = 0, dw = 0;
-      for (std::int64_t i = 0; i < m; ++i) {
-        const std::int64_t e = s.at(ch, i);
+      for_each_in_channel(s, ch, [&](std::int64_t e) {
         db += dy[e];
         dw += dy[e] * (x[e] - mean[ch]) * invstd[ch];
-      }
+      });
       dbias[ch] = static_cast<T>(db), dweight[ch] = static_cast<T>(dw);
       if (!dx) continue;
-      for (std::int64_t i = 0; i < m; ++i) {
-        const std::int64_t e = s.at(ch, i);
+      for_each_in_channel(s, ch, [&](std::int64_t e) {
         dx[e] = bn_backward_at(dy[e], (x[e] - mean[ch]) * invstd[ch], weight[ch], invstd[ch],
                                dbias[ch], dweight[ch], static_cast<T>(m));
-      }
+      });
     }
     return;
   }

@@ -17,9 +17,11 @@ std::vector<std::int64_t> train_suite_batches(int level) {
   return {1, 8, 32, 128, 512};
 }
 
+float default_weight_decay(const std::string& model) { return model == "resnet50" ? 1e-4f : 0.0f; }
+
 TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
   TrainShape s;
-  bool has_batch = false, has_image = false;
+  bool has_batch = false, has_image = false, has_decay = false;
   for (const auto& [k, v] : kv) {
     if (k == "model") {
       describe_model(v, 8);  // throws for an unknown name, naming the known ones
@@ -39,13 +41,14 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
     } else if (k == "momentum") {
       s.momentum = parse_finite(k, v);
     } else if (k == "weight_decay") {
-      s.weight_decay = parse_finite(k, v);
+      s.weight_decay = parse_finite(k, v), has_decay = true;
     } else {
       throw std::invalid_argument("unknown train shape key '" + k +
                                   "' (model, batch, pass, lr, momentum, weight_decay, image)");
     }
   }
   if (!has_batch) throw std::invalid_argument("train shape needs batch=");
+  if (!has_decay) s.weight_decay = default_weight_decay(s.model);
   if (has_image && !model_takes_image(s.model)) {
     std::string takers;
     for (const auto& n : model_names())
@@ -102,10 +105,16 @@ double TrainWorkload::min_bytes() const {
 
 double TrainWorkload::host_bytes() const {
   const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
-  // Inputs, an implementation's copies and state (params, velocity, gradients; activations,
-  // their gradients and a scratch), outputs; the double-precision reference's activations,
-  // their gradients and its parameters.
-  return 4.0 * (8.0 * p + 12.0 * b * m_->activations()) + 8.0 * 4.0 * p;
+  const double a = b * m_->activations();
+  // The inputs (2 p floats and the batch), and the larger of the double-precision reference
+  // (which the harness runs before the implementation: prepare_reference) and an
+  // implementation. Training: the reference's parameters, velocity, gradients and results (4 p
+  // doubles) and its activations and their gradients (1.5 a: the walk shares gradient
+  // buffers); an implementation's copies, gradients and outputs (6 p floats), its activations
+  // and their gradients (2 a). Inference: parameters and activations.
+  const double inputs = 4.0 * (2.0 * p + b * static_cast<double>(m_->input.size()));
+  if (!s_.train) return inputs + std::max(8.0 * (p + a), 4.0 * (2.0 * p + a));
+  return inputs + std::max(8.0 * (4.0 * p + 1.5 * a), 4.0 * (6.0 * p + 2.0 * a));
 }
 
 double TrainWorkload::device_bytes() const {
@@ -161,8 +170,8 @@ double rounding_bound(const ModelDesc& m, const Tensors& in, const ReferenceStep
   return std::max(kUpdateTolerance, kRoundingMargin * spread);
 }
 
-Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
-  const ReferenceStep& ref = reference_.get(in, [&] {
+const ReferenceStep& TrainWorkload::reference(const Tensors& in) const {
+  return reference_.get(in, [&] {
     const Tensor* state = find(in, "state");
     auto reference = [&](bool fp32_storage) {
       return reference_step(*m_, s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
@@ -174,7 +183,10 @@ Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
     if (s_.train) r.bound = rounding_bound(*m_, in, r, reference(true));
     return r;
   });
-  return compare_step(*m_, s_, in, ref, outs);
+}
+
+Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
+  return compare_step(*m_, s_, in, reference(in), outs);
 }
 
 ReferenceStep step_of(const TrainShape& s, const Tensors& outs) {

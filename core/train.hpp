@@ -29,9 +29,13 @@ ModelDesc describe_model(const TrainShape& s);
 // Batches by suite: quick 32 and 128; standard 1, 8, 32, 128, 512; full the same.
 std::vector<std::int64_t> train_suite_batches(int level);
 
+// The weight decay a model trains with unless a shape says otherwise: ResNet-50's recipe's 1e-4
+// (torchvision's), 0 for the others.
+float default_weight_decay(const std::string& model);
+
 // --shape keys: model (a name of model_names()), batch, pass (train or infer; default train),
-// lr, momentum, weight_decay; image (the models that take one: a multiple of 4 from 8 to 1024,
-// default 224).
+// lr, momentum, weight_decay (default_weight_decay); image (the models that take one: a multiple of
+// 4 from 8 to 1024, default 224).
 TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv);
 
 // A deterministic, learnable synthetic dataset of `features` per sample: sample i has label
@@ -107,10 +111,12 @@ class TrainWorkload : public Workload {
   std::vector<std::string> outputs() const override;
   // compare_step against reference_step, which runs once per workload's inputs (ReferenceMemo).
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
+  void prepare_reference(const Tensors& inputs) const override { reference(inputs); }
 
  private:
   TrainShape s_;
   std::shared_ptr<const ModelDesc> m_;
+  const ReferenceStep& reference(const Tensors& inputs) const;
   ReferenceMemo<ReferenceStep> reference_;
 };
 

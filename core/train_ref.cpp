@@ -76,6 +76,7 @@ class ReferenceOps : public HostOps<double> {
     round(db, s.k);
   }
   void relu(const double* z, const double* dy, double* out, std::int64_t n) {
+#pragma omp parallel for simd schedule(static)
     for (std::int64_t j = 0; j < n; ++j)
       out[j] = dy ? (z[j] > 0 ? dy[j] : 0.0) : std::max(z[j], 0.0);
   }
@@ -113,12 +114,14 @@ class ReferenceOps : public HostOps<double> {
   }
   void sgd_momentum(double* p, double* v, const double* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {
+#pragma omp parallel for simd schedule(static)
     for (std::int64_t j = 0; j < n; ++j)
       sgd_momentum_at<double>(p[j], v[j], g[j], lr, momentum, weight_decay);
     round(p, n);
     round(v, n);
   }
   void add(const double* a, const double* b, double* out, std::int64_t n) {
+#pragma omp parallel for simd schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
     round(out, n);
   }

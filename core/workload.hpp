@@ -77,6 +77,10 @@ class Workload {
   virtual std::vector<std::string> outputs() const { return {"out"}; }
   // Checks the outputs, looked up by name, against a reference computed from the inputs.
   virtual Check verify(const Tensors& inputs, const Tensors& outputs) const = 0;
+  // Computes (and keeps) what verify() needs from the inputs alone, so that the harness can do
+  // it before any implementation allocates: a large reference and a large case then need the
+  // memory one after the other, not together. verify() computes it where this was not called.
+  virtual void prepare_reference(const Tensors& /*inputs*/) const {}
 };
 
 // The f32 output called `name` when it holds `count` elements; otherwise nullptr, with the

@@ -203,7 +203,11 @@ ImplSpec spec(const char* name, TrainBackend backend) {
 std::vector<ImplSpec> train_impls() {
   ImplSpec with_onednn = spec("onednn", TrainBackend::onednn);
   with_onednn.unavailable = [](const Workload&) { return onednn::unavailable(Dtype::fp32); };
-  return {spec("openblas", TrainBackend::openblas), with_onednn};
+  ImplSpec with_openblas = spec("openblas", TrainBackend::openblas);
+  // The suites leave out its steps above ResNet-50's at batch 8 on 224x224 (194 GFLOP): the
+  // im2col path's cost shows there, and at batch 32 its step is the suite's slowest case.
+  with_openblas.max_flops = 2.5e11;
+  return {with_openblas, with_onednn};
 }
 
 }  // namespace pb::cpu

@@ -53,7 +53,7 @@ json build(const json& context, const json& benchmarks, const json& cases, const
                         {"parallelism", parallelism(cases)},
                         {"batch", batch(cases)},
                         {"batch_size", batch_size(cases)},
-                        {"projection", projection(cases)},
+                        {"projection", projection(cases, context)},
                         {"roofline", roofline(cases, context)}}}};
   return doc;
 }
@@ -219,10 +219,12 @@ std::string summary(const json& report) {
   if (an.contains("projection") && !an["projection"]["devices"].empty()) {
     const json& pr = an["projection"];
     os << "\nProjection: one epoch of ImageNet-1k (" << static_cast<long long>(kImagenetImages)
-       << " images) at the best training throughput measured:";
+       << " images) and " << pr.value("epochs", 90)
+       << " epochs at the best training throughput measured:";
     for (const auto& [device, d] : pr["devices"].items()) {
-      std::snprintf(buf, sizeof buf, " %s %s (%s, %s, batch %lld, %.0f samples/s);", device.c_str(),
-                    fmt_duration(3600 * d["epoch_h"].get<double>()).c_str(),
+      std::snprintf(buf, sizeof buf, " %s %s, %d epochs %s (%s, %s, batch %lld, %.0f samples/s);",
+                    device.c_str(), fmt_duration(3600 * d["epoch_h"].get<double>()).c_str(),
+                    pr.value("epochs", 90), fmt_duration(3600 * d.value("training_h", 0.0)).c_str(),
                     d["model"].get<std::string>().c_str(), d["impl"].get<std::string>().c_str(),
                     static_cast<long long>(d["batch"].get<std::int64_t>()),
                     d["samples_per_s"].get<double>());

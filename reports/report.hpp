@@ -58,9 +58,10 @@ json batch_size(const json& cases);
 
 // projection: per device, the time one epoch of ImageNet-1k would take at the best training
 // throughput measured on the model closest to an image classifier (the most FLOPs per sample
-// among those run), naming the model and batch, beside the claim this project exists to
-// measure.
-json projection(const json& cases);
+// among those run), and a whole training of context.epochs epochs (90 without one), naming the
+// model and batch, beside the claim this project exists to measure. No figure is scaled: on a
+// model other than ResNet-50 the note says it is not the claim's model.
+json projection(const json& cases, const json& context = json::object());
 
 // roofline: per device, the measured ceilings (best GEMM GFLOP/s, best STREAM GB/s) and the
 // theoretical ones, and for every case its arithmetic intensity, GFLOP/s and whether it sits

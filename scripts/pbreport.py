@@ -66,11 +66,15 @@ def duration(hours):
 
 
 def projection_lines(doc):
-    """One line per device: the epoch time of the projection analysis (and end to end)."""
+    """One line per device: the epoch time of the projection analysis, the whole training's
+    where the report has it, and end to end."""
     out = []
-    for dev, d in doc["pairbench"]["analyses"].get("projection", {}).get("devices", {}).items():
-        line = (f"{dev}: {duration(d['epoch_h'])} ({d['model']}, {d['impl']}, batch {d['batch']}, "
-                f"{d['samples_per_s']:.0f} samples/s)")
+    pr = doc["pairbench"]["analyses"].get("projection", {})
+    for dev, d in pr.get("devices", {}).items():
+        training = (f", {pr['epochs']} epochs {duration(d['training_h'])}"
+                    if "training_h" in d and "epochs" in pr else "")
+        line = (f"{dev}: {duration(d['epoch_h'])}{training} ({d['model']}, {d['impl']}, "
+                f"batch {d['batch']}, {d['samples_per_s']:.0f} samples/s)")
         if "end_to_end" in d:
             e = d["end_to_end"]
             line += f"; end to end {duration(e['epoch_h'])} ({e['impl']})"

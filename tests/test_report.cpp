@@ -117,6 +117,21 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   EXPECT_EQ(p["devices"]["gpu"]["batch"], 128);
   EXPECT_EQ(p["devices"]["cpu"]["model"], "mlp");
   EXPECT_NE(p["claim"].get<std::string>().find("week"), std::string::npos);
+  // A whole training: 90 epochs, or --epochs (in the context); no figure scaled to ResNet-50.
+  EXPECT_EQ(p["epochs"], 90);
+  EXPECT_DOUBLE_EQ(p["devices"]["cpu"]["training_h"].get<double>(),
+                   90 * p["devices"]["cpu"]["epoch_h"].get<double>());
+  EXPECT_DOUBLE_EQ(
+      report::projection(cases, {{"epochs", 10}})["devices"]["gpu"]["training_h"].get<double>(),
+      10 * p["devices"]["gpu"]["epoch_h"].get<double>());
+  EXPECT_NE(p["note"].get<std::string>().find("(mlp), which is not the claim's model"),
+            std::string::npos)
+      << p["note"];
+  json resnet50 = cases;
+  for (json& c : resnet50) c["shape"]["model"] = "resnet50";
+  EXPECT_NE(report::projection(resnet50)["note"].get<std::string>().find(
+                "ResNet-50 v1.5, the claim's model; nothing is scaled"),
+            std::string::npos);
   EXPECT_FALSE(p["devices"]["gpu"].contains("end_to_end"));
   json with_copies = cases;  // the end-to-end step is reported beside, never as, the best
   with_copies.push_back(train_case("gpu", "cublas_h2d", 128, 30000));
@@ -149,8 +164,10 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   const std::string text = report::summary(report::build(json::object(), json::array(), cases));
   EXPECT_NE(text.find("Projection: one epoch of ImageNet-1k"), std::string::npos) << text;
   // In a unit that keeps it readable: 1281167 / 9000 s and / 40000 s, not "0.04 h", "0.01 h".
-  EXPECT_NE(text.find(" cpu 2.4 min (mlp, onednn, batch 128"), std::string::npos) << text;
-  EXPECT_NE(text.find(" gpu 32.0 s (mlp, cublas, batch 128"), std::string::npos) << text;
+  EXPECT_NE(text.find(" cpu 2.4 min, 90 epochs 3.56 h (mlp, onednn, batch 128"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(" gpu 32.0 s, 90 epochs 48.0 min (mlp, cublas, batch 128"), std::string::npos)
+      << text;
 }
 
 TEST(Speedup, SaysWhyThereIsNoGpuNumber) {
