@@ -50,6 +50,7 @@ std::size_t terminal_width() {
 struct CaseRun {
   const Case* c = nullptr;
   std::unique_ptr<Impl> impl;
+  bool selected = true;  // by --benchmark_filter
   bool started = false;
   // Not run: an earlier case left its device unusable, or the implementation found itself
   // unavailable (Unavailable); error says why.
@@ -271,7 +272,7 @@ class Runner {
     if (cfg_.quiet) return;
     std::vector<std::string> left;
     for (const CaseRun& r : runs_)
-      if (!r.started && r.c->skip.empty()) left.push_back(r.c->workload->op());
+      if (!r.started && r.selected && r.c->skip.empty()) left.push_back(r.c->workload->op());
     line_ = progress_line(started_, total_, last_op_started_, now, estimate_.left(left), c.name);
     draw_progress();
   }
@@ -457,27 +458,26 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
   HarnessResult out;
   Runner runner(cases, cfg);
   std::size_t runnable = 0;
+  std::vector<std::string> ops;  // of the cases that will run
+  const std::string filter = benchmark::GetBenchmarkFilter();
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
+    runner.runs()[i].selected = filter_selects(filter, c.name);
     if (!c.skip.empty()) {
       const json rec = case_record(runner.runs()[i], "skipped", c.skip, 0);
       log.append("case", rec);
       out.cases.push_back(rec);
       continue;
     }
-    ++runnable;
+    if (runner.runs()[i].selected) ++runnable, ops.push_back(c.workload->op());
     auto* b = benchmark::RegisterBenchmark(
         c.name.c_str(), [&runner, i](benchmark::State& st) { runner.body(st, i); });
     b->UseManualTime()->Unit(c.workload->flops() > 2e9 ? benchmark::kMillisecond
                                                        : benchmark::kMicrosecond);
   }
   runner.set_total(runnable);
-  if (!cfg.quiet && runnable > 0) {
-    std::vector<std::string> ops;
-    for (const Case& c : cases)
-      if (c.skip.empty()) ops.push_back(c.workload->op());
+  if (!cfg.quiet && runnable > 0)
     std::fprintf(stderr, "pairbench: %s\n", expected_line(ops, cfg.suite).c_str());
-  }
   if (runnable > 0) {
     Recorder recorder(runner, log, out, cfg.keep_error_entries);
     runner.probe("start");

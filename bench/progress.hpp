@@ -26,6 +26,11 @@ std::string progress_line(std::size_t index, std::size_t total, const std::strin
 // takes less, and --shape cases what their shapes take.
 double expected_case_seconds(const std::string& op, const std::string& suite);
 
+// Whether Google Benchmark's --benchmark_filter runs the case called `name`: an extended regular
+// expression searched in the name as Google Benchmark registers it (with "/manual_time"); empty
+// or "all" runs every case, and a leading '-' the cases the rest does not match.
+bool filter_selects(const std::string& filter, const std::string& name);
+
 // "437 cases to run, about 9 min 40 s expected (...)": the cases of these op families (one entry
 // a case) at their expected_case_seconds in `suite`; without an expected time for each, the
 // count alone.

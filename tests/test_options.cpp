@@ -99,7 +99,7 @@ TEST(Cases, RejectsUnknownNamesImpossibleShapesAndTooLittleMemory) {
 TEST(Cases, SuiteCasesTooBigForTheMachineAreSkipped) {
   Resources r = no_gpu();
   r.host_available_bytes = 8e9;  // ResNet-50 trains at batch 8 on 224x224 in it, not at 32
-  const auto cases = build_cases(parse({"--ops=train", "--devices=cpu"}), r);
+  const auto cases = build_cases(parse({"--suite=full", "--ops=train", "--devices=cpu"}), r);
   int big = 0, small = 0;
   for (const auto& c : cases) {
     if (c.name.find("model=resnet50,pass=train,batch=32,") != std::string::npos) {
@@ -169,6 +169,29 @@ TEST(Progress, TheLineSaysHowFarAndWhatIsLeft) {
   EXPECT_EQ(progress_line(1, 5, "gemm", 0.3, -1, "g"), "[1/5] gemm, 0.3 s elapsed: g");
   EXPECT_TRUE(parse({"--quiet"}).quiet);
   EXPECT_FALSE(parse({}).quiet);
+}
+
+// The count and the estimate are of the cases --benchmark_filter runs, matched as Google
+// Benchmark matches them; and before any case has run, the suite's expected time.
+TEST(Progress, CountsTheCasesTheFilterRunsAndExpectsTheirTime) {
+  const std::string name = "gemm/cpu/openblas/m=256,n=256,k=256,dtype=fp32,threads=2";
+  EXPECT_TRUE(filter_selects("", name));
+  EXPECT_TRUE(filter_selects("all", name));
+  EXPECT_TRUE(filter_selects("openblas", name));
+  EXPECT_TRUE(filter_selects("^gemm/.*threads=2/manual_time$", name));
+  EXPECT_FALSE(filter_selects("^conv", name));
+  EXPECT_FALSE(filter_selects("-openblas", name));
+  EXPECT_TRUE(filter_selects("-onednn|naive", name));
+  const std::vector<std::string> ops = {"gemm", "gemm", "train"};
+  EXPECT_DOUBLE_EQ(
+      ProgressEstimate("quick").left(ops),
+      2 * expected_case_seconds("gemm", "quick") + expected_case_seconds("train", "quick"));
+  EXPECT_GT(expected_case_seconds("conv", "standard"), 0);
+  EXPECT_EQ(expected_case_seconds("conv", "standard"), expected_case_seconds("conv", "full"));
+  EXPECT_LT(ProgressEstimate("").left(ops), 0);  // --shape runs: no table, nothing finished
+  EXPECT_EQ(expected_line(ops, "quick").rfind("3 cases to run, about ", 0), 0u)
+      << expected_line(ops, "quick");
+  EXPECT_EQ(expected_line(ops, ""), "3 cases to run");
 }
 
 // The estimate: nothing before a case finished; then each case left at its family's mean, or
