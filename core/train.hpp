@@ -53,18 +53,19 @@ void synthetic_batch(std::int64_t features, std::int64_t classes, std::int64_t b
 struct ReferenceStep {
   double loss = 0;
   std::vector<double> logits, params, velocity, grads, state;
-  // The relative error, in norm, the comparison allows each tensor's update (rounding_bound).
-  double bound = 1e-3;
+  // The relative error, in norm, the comparison allows each tensor's update (rounding_bound),
+  // and the loss's, relative to |loss| + 1 (rounding_loss_bound).
+  double bound = 1e-3, loss_bound = 1e-5;
 };
 ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const float* x,
                              const std::int32_t* labels, const float* params, const float* velocity,
                              const float* state, bool fp32_storage = false);
 
 // How far a step's outputs are from an expected step's, in the units verify() uses: the loss
-// within 1e-5 relative; each parameter tensor's update and velocity, and each state tensor's
-// change, within expected.bound relative, in norm; the logits within 1e-4 of their rms. The
-// expected step is the reference, or another device's step read back with step_of (the GPU's
-// step against the CPU's).
+// within expected.loss_bound relative (1e-5 where nothing says more); each parameter tensor's
+// update and velocity, and each state tensor's change, within expected.bound relative, in norm; the
+// logits within 1e-4 of their rms. The expected step is the reference, or another device's step
+// read back with step_of (the GPU's step against the CPU's).
 //
 // The bound follows from the model's conditioning (rounding_bound): 1e-3, or kRoundingMargin
 // times the largest distance of any tensor's update between the exact reference and the
@@ -76,11 +77,14 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // mlp, the cnn and the reduced resnet stay at 1e-3. Above kMostBound (25%) a shape is not
 // verifiable in fp32 and fails verification saying so (ResNet-50 at batch 2 on 32x32: its last
 // batch norms see two values a channel).
-constexpr double kUpdateTolerance = 1e-3;
+constexpr double kUpdateTolerance = 1e-3, kLossTolerance = 1e-5;
 constexpr double kRoundingMargin = 10;
 constexpr double kMostBound = 0.25;
 double rounding_bound(const ModelDesc& m, const Tensors& inputs, const ReferenceStep& exact,
                       const ReferenceStep& rounded);
+// The loss's the same way: 1e-5, or kRoundingMargin times the rounded reference's distance
+// from the exact one, relative to |loss| + 1.
+double rounding_loss_bound(const ReferenceStep& exact, const ReferenceStep& rounded);
 Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& inputs,
                    const ReferenceStep& expected, const Tensors& outputs);
 ReferenceStep step_of(const TrainShape& s, const Tensors& outputs);
