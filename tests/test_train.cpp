@@ -407,6 +407,16 @@ TEST(TrainCompare, OneDevicesStepAgainstAnothers) {
     }
 }
 
+// One step of a CPU backend on the workload's inputs, through the workload's check.
+Check step_checked(const TrainWorkload& w, const char* backend) {
+  const Tensors in = w.make_inputs();
+  auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
+  impl->activate();
+  impl->prepare(in);
+  impl->run();
+  return w.verify(in, impl->result());
+}
+
 TEST(TrainModel, FlopsBytesAndShapes) {
   TrainShape s;
   s.batch = 32;
@@ -468,12 +478,7 @@ TEST(TrainModel, ALinearLayerOnTheFlattenedInput) {
     TrainShape s;
     s.model = m->name, s.batch = 5, s.train = train;
     const TrainWorkload w(s, m);
-    const Tensors in = w.make_inputs();
-    auto impl = testing::find_impl(cpu::train_impls(), "openblas").make(w, 2);
-    impl->activate();
-    impl->prepare(in);
-    impl->run();
-    const Check c = w.verify(in, impl->result());
+    const Check c = step_checked(w, "openblas");
     EXPECT_TRUE(c.ok) << w.shape().to_string() << ": " << c.detail;
   }
 }
@@ -500,15 +505,10 @@ TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
     TrainShape s;
     s.model = "resnet50", s.batch = train ? 8 : 2, s.image = 32, s.train = train;
     const TrainWorkload w(s);
-    const Tensors in = w.make_inputs();
     for (const char* backend : {"openblas", "onednn"}) {
       const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend);
       if (spec.unavailable && !spec.unavailable(w).empty()) continue;
-      auto impl = spec.make(w, 2);
-      impl->activate();
-      impl->prepare(in);
-      impl->run();
-      const Check c = w.verify(in, impl->result());
+      const Check c = step_checked(w, backend);
       EXPECT_TRUE(c.ok) << backend << " " << w.shape().to_string() << ": " << c.detail;
     }
   }
@@ -540,13 +540,7 @@ TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
   EXPECT_GT(resnet50, 0.01);
   EXPECT_LT(resnet50, kMostBound);
   s.batch = 2;
-  const TrainWorkload tiny(s);
-  const Tensors in = tiny.make_inputs();
-  auto impl = testing::find_impl(cpu::train_impls(), "openblas").make(tiny, 2);
-  impl->activate();
-  impl->prepare(in);
-  impl->run();
-  const Check c = tiny.verify(in, impl->result());
+  const Check c = step_checked(TrainWorkload(s), "openblas");
   EXPECT_FALSE(c.ok);
   EXPECT_NE(c.detail.find("not verifiable in fp32 at this shape"), std::string::npos) << c.detail;
 }
