@@ -87,7 +87,7 @@ Shape TrainWorkload::shape() const {
   sh.add("pass", s_.train ? "train" : "infer");
   sh.add("batch", s_.batch);
   if (model_takes_image(s_.model)) sh.add("image", s_.image);
-  sh.add("dtype", "fp32");
+  sh.add("dtype", to_string(s_.dtype));
   return sh;
 }
 
@@ -153,6 +153,15 @@ double relative_change(const ParamSlice& sl, const G* got, const std::vector<dou
   return std::sqrt(d / (r + 1e-300));
 }
 
+// The norm of a tensor's change from `before` to `after`.
+template <class A>
+double change_norm(const ParamSlice& sl, const A* after, const float* before) {
+  double r = 0;
+  for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+    r += (after[j] - before[j]) * (after[j] - before[j]);
+  return std::sqrt(r) + 1e-300;
+}
+
 }  // namespace
 
 double rounding_bound(const ModelDesc& m, const Tensors& in, const ReferenceStep& exact,
@@ -170,6 +179,17 @@ double rounding_bound(const ModelDesc& m, const Tensors& in, const ReferenceStep
   return std::max(kUpdateTolerance, kRoundingMargin * spread);
 }
 
+std::vector<double> low_precision_state_bounds(const ModelDesc& m, const Tensors& in,
+                                               const ReferenceStep& exact,
+                                               const ReferenceStep& rounded) {
+  std::vector<double> bounds;
+  for (const ParamSlice& sl : m.state)
+    bounds.push_back(std::max(
+        kUpdateTolerance, kRoundingMargin * relative_change(sl, rounded.state.data(), exact.state,
+                                                            at(in, "state").f32().data())));
+  return bounds;
+}
+
 double rounding_loss_bound(const ReferenceStep& exact, const ReferenceStep& rounded) {
   return std::max(kLossTolerance, kRoundingMargin * std::fabs(rounded.loss - exact.loss) /
                                       (std::fabs(exact.loss) + 1.0));
@@ -178,17 +198,30 @@ double rounding_loss_bound(const ReferenceStep& exact, const ReferenceStep& roun
 const ReferenceStep& TrainWorkload::reference(const Tensors& in) const {
   return reference_.get(in, [&] {
     const Tensor* state = find(in, "state");
-    auto reference = [&](bool fp32_storage) {
+    auto reference = [&](bool rounded) {
       return reference_step(*m_, s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
                             at(in, "params").f32().data(), at(in, "velocity").f32().data(),
-                            state ? state->f32().data() : nullptr, fp32_storage);
+                            state ? state->f32().data() : nullptr, rounded);
     };
     ReferenceStep r = reference(false);
     r.grads = {};  // the comparison reads the update, not the gradients
+    if (!s_.train && s_.dtype != Dtype::fp32) {
+      // bf16 moves the logits by its rounding, amplified by the model: the bound the same way
+      const ReferenceStep rounded = reference(true);
+      double d = 0, rms = 0;
+      for (std::size_t i = 0; i < r.logits.size(); ++i) {
+        d += (rounded.logits[i] - r.logits[i]) * (rounded.logits[i] - r.logits[i]);
+        rms += r.logits[i] * r.logits[i];
+      }
+      r.logits_bound = std::max(r.logits_bound, kRoundingMargin * std::sqrt(d / rms) + 0.0);
+    }
     if (s_.train) {
       const ReferenceStep rounded = reference(true);
-      r.bound = rounding_bound(*m_, in, r, rounded);
       r.loss_bound = rounding_loss_bound(r, rounded);
+      if (s_.dtype == Dtype::fp32)
+        r.bound = rounding_bound(*m_, in, r, rounded);
+      else
+        r.state_bounds = low_precision_state_bounds(*m_, in, r, rounded);
     }
     return r;
   });
@@ -228,7 +261,7 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     }
   };
   if (!s.train) {
-    chk.tolerance = 1e-4;
+    chk.tolerance = ref.logits_bound;
     const float* logits = output_f32(outs, "logits", s.batch * m.classes, chk);
     if (!logits) return chk;
     double rms = 0;
@@ -244,27 +277,40 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     const float* velocity = output_f32(outs, "velocity", m.param_count, chk);
     const float* state = m.state_count ? output_f32(outs, "state", m.state_count, chk) : nullptr;
     if (!loss || !params || !velocity || (m.state_count && !state)) return chk;
-    if (ref.bound > kMostBound) {
+    const float* before = at(in, "params").f32().data();
+    const std::vector<float> no_velocity(static_cast<std::size_t>(m.param_count), 0.0f);
+    note(std::fabs(*loss - ref.loss) / (ref.loss_bound * (std::fabs(ref.loss) + 1.0)), "loss");
+    if (s.dtype != Dtype::fp32) {  // the statistics, and the updates in norm
+      for (std::size_t i = 0; i < m.state.size(); ++i)
+        note(relative_change(m.state[i], state, ref.state, at(in, "state").f32().data()) /
+                 ref.state_bounds.at(i),
+             m.state[i].name);
+      for (const ParamSlice& sl : m.params) {
+        const double ratio = change_norm(sl, params, before) / change_norm(sl, ref.params.data(), before);
+        // log(ratio) against log(kUpdateNormFactor): 1 at a factor of two either way
+        note(std::fabs(std::log(ratio)) / std::log(kUpdateNormFactor),
+             "the norm of the update of " + sl.name);
+      }
+    } else if (ref.bound > kMostBound) {
       std::ostringstream os;
       os << "not verifiable in fp32 at this shape: rounding to fp32 alone moves an update by "
          << ref.bound / kRoundingMargin
          << " relative, in norm (batch norm over this few values a channel is ill-conditioned)";
       chk.detail = os.str();
       return chk;
+    } else {
+      // Per tensor, the change in norm: a few of the thousands of ReLUs and pooling windows with
+      // inputs within rounding of their kink may decide otherwise in fp32 than in double, which
+      // moves single elements by a sample's term but the tensor by little.
+      for (const ParamSlice& sl : m.params)
+        note(std::max(relative_change(sl, params, ref.params, before),
+                      relative_change(sl, velocity, ref.velocity, no_velocity.data())) /
+                 ref.bound,
+             "the update of " + sl.name);
+      for (const ParamSlice& sl : m.state)
+        note(relative_change(sl, state, ref.state, at(in, "state").f32().data()) / ref.bound,
+             sl.name);
     }
-    note(std::fabs(*loss - ref.loss) / (ref.loss_bound * (std::fabs(ref.loss) + 1.0)), "loss");
-    // Per tensor, the change in norm: a few of the thousands of ReLUs and pooling windows with
-    // inputs within rounding of their kink may decide otherwise in fp32 than in double, which
-    // moves single elements by a sample's term but the tensor by little.
-    const std::vector<float> no_velocity(static_cast<std::size_t>(m.param_count), 0.0f);
-    for (const ParamSlice& sl : m.params)
-      note(std::max(relative_change(sl, params, ref.params, at(in, "params").f32().data()),
-                    relative_change(sl, velocity, ref.velocity, no_velocity.data())) /
-               ref.bound,
-           "the update of " + sl.name);
-    for (const ParamSlice& sl : m.state)
-      note(relative_change(sl, state, ref.state, at(in, "state").f32().data()) / ref.bound,
-           sl.name);
   }
   if (std::isnan(worst)) {
     chk.detail = "the result is not finite (" + why.str() + ")";
@@ -275,11 +321,16 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
   if (!chk.ok) {
     std::ostringstream os;
     os << why.str() << " is off by " << worst << " of its tolerance";
-    if (s.train)
+    if (s.train && s.dtype != Dtype::fp32)
+      os << " (the loss within " << ref.loss_bound
+         << "; each running statistic within " << kRoundingMargin
+         << " times what bf16 rounding moves it; each update's norm within a factor "
+         << kUpdateNormFactor << ")";
+    else if (s.train)
       os << " (an update within " << ref.bound << " relative, in norm; the loss within "
          << ref.loss_bound << ")";
     else
-      os << " (1e-4 of the logits' rms)";
+      os << " (" << ref.logits_bound << " of the logits' rms)";
     chk.detail = os.str();
   }
   return chk;

@@ -4,9 +4,10 @@
 // twenty); the rest are plain loops here and in core/layers.cpp. The finite-difference tests
 // (tests/test_train.cpp) are its own check.
 //
-// With fp32_storage, every op's result is rounded to float, as an fp32 step stores it: how far
-// that walk lands from the exact one is how much the model amplifies fp32's rounding, which
-// sets the verification's bound (see compare_step).
+// Rounded, every op's result is rounded to float, as an fp32 step stores it, and in a bf16 step
+// every convolution's and GEMM's inputs to bf16 first, as its oneDNN primitives read them: how
+// far that walk lands from the exact one is how much the model amplifies the step's rounding,
+// which sets the verification's bound (see compare_step).
 #include <cblas.h>
 
 #include <algorithm>
@@ -21,10 +22,11 @@ namespace {
 
 class ReferenceOps : public HostOps<double> {
  public:
-  explicit ReferenceOps(bool fp32_storage) : fp32_(fp32_storage) {}
+  // rounded: as a step of dtype t rounds (fp32 or bf16); else exact.
+  ReferenceOps(bool rounded, Dtype t) : fp32_(rounded), low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32) {}
   // c = alpha op(a) op(b) + beta c, row-major.
   void gemm(const GemmShape& g, const double* a, const double* b, double* c) {
-    dgemm(g, a, b, c);
+    dgemm(g, low(a, g.m * g.k, 0), low(b, g.k * g.n, 1), c);
     round(c, g.m * g.n);
   }
   // Per image: fwd y = W col + b; bwd_data col = W^T dy, dx = col2im(col); bwd_filter
@@ -32,6 +34,12 @@ class ReferenceOps : public HostOps<double> {
   // stride 1 without padding.
   void conv(const ConvShape& s, const double* in0, const double* in1, const double* b, double* out,
             double* db) {
+    const std::int64_t sizes[3][2] = {{s.x_size(), s.w_size()},   // fwd: x, w
+                                      {s.y_size(), s.w_size()},   // bwd_data: dy, w
+                                      {s.x_size(), s.y_size()}};  // bwd_filter: x, dy
+    const auto* size = sizes[static_cast<int>(s.dir)];
+    in0 = low(in0, size[0], 0);
+    in1 = low(in1, size[1], 1);
     const std::int64_t pq = s.pq(), crs = s.crs(), x_img = s.c * s.h * s.w, y_img = s.k * pq;
     const bool identity =
         s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
@@ -198,9 +206,22 @@ class ReferenceOps : public HostOps<double> {
 #pragma omp parallel for simd schedule(static)
     for (std::int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i]);
   }
+  // A GEMM's or convolution's input as the step's dtype reads it: x itself, or in bf16 x
+  // rounded into lows_[which].
+  const double* low(const double* x, std::int64_t n, int which) {
+    if (low_ == Dtype::fp32) return x;
+    std::vector<double>& v = lows_[which];
+    v.resize(static_cast<std::size_t>(n));
+    const Dtype t = low_;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) v[i] = round_to(t, static_cast<float>(x[i]));
+    return v.data();
+  }
 
   bool fp32_;
-  std::vector<double> col_;  // one image's column matrix
+  Dtype low_;                     // the convolutions' and GEMMs' input type
+  std::vector<double> lows_[2];   // their inputs in it
+  std::vector<double> col_;       // one image's column matrix
 };
 
 std::vector<double> doubles(const float* v, std::int64_t n) { return {v, v + n}; }
@@ -209,8 +230,8 @@ std::vector<double> doubles(const float* v, std::int64_t n) { return {v, v + n};
 
 ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const float* x,
                              const std::int32_t* labels, const float* params, const float* velocity,
-                             const float* state, bool fp32_storage) {
-  ReferenceOps ops(fp32_storage);
+                             const float* state, bool rounded) {
+  ReferenceOps ops(rounded, s.dtype);
   Walk<ReferenceOps> walk(m, s, ops);
   const std::vector<double> in = doubles(x, s.batch * m.input.size());
   ReferenceStep out;

@@ -69,6 +69,8 @@ class OnednnMatmul {
   std::string kernel() const;  // what oneDNN chose, e.g. "brg:avx512_core_amx"
   // A (first) or B converted to s.dtype's 16-bit storage; empty for fp32 (pass the floats).
   std::vector<std::uint16_t> storage(bool first, const std::vector<float>& x) const;
+  // The same into out (as many elements as the operand has; nothing for fp32).
+  void convert(bool first, const float* x, std::uint16_t* out) const;
 
  private:
   struct State;

@@ -172,14 +172,19 @@ std::string OnednnMatmul::kernel() const { return st_->kernel; }
 
 std::vector<std::uint16_t> OnednnMatmul::storage(bool first, const std::vector<float>& x) const {
   if (s_.dtype == Dtype::fp32) return {};
+  std::vector<std::uint16_t> out(x.size());
+  convert(first, x.data(), out.data());
+  return out;
+}
+
+void OnednnMatmul::convert(bool first, const float* x, std::uint16_t* out) const {
+  if (s_.dtype == Dtype::fp32) return;
   dnnl::memory& f32 = first ? st_->a_f32 : st_->b_f32;
   const dnnl::memory::desc md = (first ? st_->a : st_->b).get_desc();
-  std::vector<std::uint16_t> out(x.size());
-  f32.set_data_handle(const_cast<float*>(x.data()));
-  dnnl::memory dst(md, onednn::engine(), out.data());
+  f32.set_data_handle(const_cast<float*>(x));
+  dnnl::memory dst(md, onednn::engine(), out);
   dnnl::reorder(f32, dst).execute(onednn::stream(), f32, dst);
   onednn::stream().wait();
-  return out;
 }
 #else
 struct OnednnMatmul::State {};
@@ -192,6 +197,7 @@ std::string OnednnMatmul::kernel() const { return ""; }
 std::vector<std::uint16_t> OnednnMatmul::storage(bool, const std::vector<float>&) const {
   return {};
 }
+void OnednnMatmul::convert(bool, const float*, std::uint16_t*) const {}
 #endif
 
 // --- the implementations: thin adapters over the op functions ----------------------------------

@@ -22,31 +22,42 @@ namespace pb::cpu {
 namespace {
 
 // A GEMM through OpenBLAS, or through oneDNN's plan for its shape (built on first use: the
-// first step, which the harness runs before timing).
+// first step, which the harness runs before timing). In bf16 the operands are converted to it
+// first (the model's GEMMs are its small linear layers).
 class GemmRunner {
  public:
-  explicit GemmRunner(TrainBackend b) : backend_(b) {}
-  void operator()(const GemmShape& g, const float* a, const float* b, float* c) {
+  GemmRunner(TrainBackend b, Dtype t) : backend_(b), dtype_(t) {}
+  void operator()(GemmShape g, const float* a, const float* b, float* c) {
     if (backend_ == TrainBackend::openblas) return gemm_openblas(g, a, b, c);
+    g.dtype = dtype_;
     auto& plan = plans_[std::make_tuple(g.m, g.n, g.k, g.ta, g.tb, g.alpha, g.beta, g.dtype)];
     if (!plan) plan = std::make_unique<OnednnMatmul>(g);
-    plan->run(a, b, c);
+    if (g.dtype == Dtype::fp32) return plan->run(a, b, c);
+    low_a_.resize(std::max(low_a_.size(), static_cast<std::size_t>(g.m * g.k)));
+    low_b_.resize(std::max(low_b_.size(), static_cast<std::size_t>(g.k * g.n)));
+    plan->convert(true, a, low_a_.data());
+    plan->convert(false, b, low_b_.data());
+    plan->run(low_a_.data(), low_b_.data(), c);
   }
 
  private:
   TrainBackend backend_;
+  Dtype dtype_;
+  std::vector<std::uint16_t> low_a_, low_b_;  // the operands in bf16
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float, float, Dtype>,
            std::unique_ptr<OnednnMatmul>>
       plans_;
 };
 
 // A convolution pass through im2col + OpenBLAS (NCHW in and out), or oneDNN's plan for it (NHWC
-// in and out: oneDNN's convolutions read and write NHWC maps where they lie, with no reorder).
+// in and out: oneDNN's fp32 convolutions read and write NHWC maps where they lie, with no
+// reorder; in bf16 the plan converts its inputs and returns fp32).
 class ConvRunner {
  public:
-  ConvRunner(TrainBackend b, int threads) : backend_(b), threads_(threads) {}
-  void operator()(const ConvShape& s, const float* in0, const float* in1, const float* bias,
-                  float* out, float* db) {
+  ConvRunner(TrainBackend b, int threads, Dtype t) : backend_(b), threads_(threads), dtype_(t) {}
+  void operator()(ConvShape s, const float* in0, const float* in1, const float* bias, float* out,
+                  float* db) {
+    s.dtype = dtype_;
     if (backend_ == TrainBackend::openblas) {
       col_.resize(std::max(col_.size(), static_cast<std::size_t>(s.crs() * s.pq())));
       return conv_im2col(s, in0, in1, bias, out, db, col_.data(), threads_);
@@ -61,18 +72,20 @@ class ConvRunner {
  private:
   TrainBackend backend_;
   int threads_;
+  Dtype dtype_;
   std::vector<float> col_;
   std::map<std::array<std::int64_t, 13>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
 };
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
-// op functions, on `threads` threads. With oneDNN the maps stay NHWC between layers.
+// op functions, on `threads` threads. With oneDNN the maps stay NHWC between layers, and the
+// convolutions and GEMMs compute in the step's dtype (fp32 or bf16).
 class CpuOps : public HostOps<float> {
  public:
-  CpuOps(TrainBackend backend, int threads)
+  CpuOps(TrainBackend backend, int threads, Dtype t)
       : channels_last_(backend == TrainBackend::onednn),
-        gemm_(backend),
-        conv_(backend, threads),
+        gemm_(backend, t),
+        conv_(backend, threads, t),
         threads_(threads),
         tmp_(static_cast<std::size_t>(10 * threads)) {}
   bool channels_last() const { return channels_last_; }
@@ -132,13 +145,16 @@ struct OwnsCpuOps {
 class CpuModelStep : private OwnsCpuOps, public WalkStep<CpuOps> {
  public:
   CpuModelStep(const ModelDesc& m, const TrainShape& s, TrainBackend backend, int threads)
-      : OwnsCpuOps{CpuOps(backend, threads)}, WalkStep<CpuOps>(m, s, ops) {}
+      : OwnsCpuOps{CpuOps(backend, threads, s.dtype)}, WalkStep<CpuOps>(m, s, ops) {}
 };
 
 }  // namespace
 
 std::unique_ptr<ModelStep> make_model_step(const ModelDesc& m, const TrainShape& s,
                                            TrainBackend backend, int threads) {
+  if (backend == TrainBackend::openblas && s.dtype != Dtype::fp32)
+    throw std::invalid_argument(std::string("the OpenBLAS step runs fp32 only, not ") +
+                                to_string(s.dtype));
   return std::make_unique<CpuModelStep>(m, s, backend, threads);
 }
 
@@ -191,7 +207,7 @@ ImplSpec spec(const char* name, TrainBackend backend) {
   sp.device = Device::cpu;
   sp.threaded = true;  // on the cores (--threads); no model is a sweep shape
   sp.library = name;
-  sp.supports = [](const Workload&) { return true; };
+  sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
   sp.make = [backend](const Workload& w, int threads) -> std::unique_ptr<Impl> {
     return std::make_unique<TrainCpu>(static_cast<const TrainWorkload&>(w), backend, threads);
   };
@@ -202,7 +218,10 @@ ImplSpec spec(const char* name, TrainBackend backend) {
 
 std::vector<ImplSpec> train_impls() {
   ImplSpec with_onednn = spec("onednn", TrainBackend::onednn);
-  with_onednn.unavailable = [](const Workload&) { return onednn::unavailable(Dtype::fp32); };
+  with_onednn.supports = [](const Workload& w) {
+    return w.dtype() == Dtype::fp32 || w.dtype() == Dtype::bf16;
+  };
+  with_onednn.unavailable = [](const Workload& w) { return onednn::unavailable(w.dtype()); };
   ImplSpec with_openblas = spec("openblas", TrainBackend::openblas);
   // The suites leave out its steps above ResNet-50's at batch 8 on 224x224 (194 GFLOP): the
   // im2col path's cost shows there, and at batch 32 its step is the suite's slowest case.

@@ -1,6 +1,7 @@
 // The full training step (and inference) of the models (core/model.hpp), across batch sizes:
-// the MLP, the CNN and ResNet-50 (the reduced resnet by --shape only); the CPU's step with
-// OpenBLAS (and im2col) or oneDNN; the GPU's with the project's kernels, cuBLAS (and
+// the MLP, the CNN and ResNet-50 (the reduced resnet by --shape only), in fp32, and ResNet-50
+// in bf16 too (mixed precision: --dtypes); the CPU's step with OpenBLAS (and im2col) or oneDNN
+// (bf16 on oneDNN alone); the GPU's with the project's kernels, cuBLAS (and
 // im2col) or cuBLAS and cuDNN, and end to end with each batch copied from pinned host memory
 // inside the step (kernels/train.cu).
 #include <algorithm>
@@ -12,19 +13,22 @@
 namespace pb::ops {
 
 OpFamily train_family() {
-  auto suite = [](int level) {
+  auto suite = [](int level, Dtype t) {
     std::vector<SuiteEntry> out;
-    for (const char* m : {"mlp", "cnn"})
-      for (bool train : {true, false})
-        for (std::int64_t b : train_suite_batches(level)) {
-          TrainShape s;
-          s.model = m, s.batch = b, s.train = train;
-          out.push_back(entry<TrainWorkload>(s));
-        }
-    // ResNet-50, the claim's model: on 64x64 images at batch 8 in the quick suite, on 224x224
-    // at batch 8 and 32 in the others. The training step at batch 32 is the standard suite's
-    // longest case: its verification, two double-precision reference steps, took 70 s on two
-    // cores. At batch 1 its training step is not verifiable in fp32.
+    if (t != Dtype::fp32 && t != Dtype::bf16) return out;
+    if (t == Dtype::fp32)
+      for (const char* m : {"mlp", "cnn"})
+        for (bool train : {true, false})
+          for (std::int64_t b : train_suite_batches(level)) {
+            TrainShape s;
+            s.model = m, s.batch = b, s.train = train;
+            out.push_back(entry<TrainWorkload>(s));
+          }
+    // ResNet-50, the claim's model, in fp32 and in bf16 (mixed precision): on 64x64 images at
+    // batch 8 in the quick suite, on 224x224 at batch 8 and 32 in the others. The fp32 training
+    // step at batch 32 is the standard suite's longest case: its verification, two
+    // double-precision reference steps, took 70 s on two cores. At batch 1 its training step
+    // is not verifiable in fp32.
     const std::vector<std::int64_t> batches =
         level == 0 ? std::vector<std::int64_t>{8} : std::vector<std::int64_t>{8, 32};
     for (bool train : {true, false})
@@ -32,6 +36,7 @@ OpFamily train_family() {
         TrainShape s;
         s.model = "resnet50", s.batch = b, s.train = train, s.image = level == 0 ? 64 : 224;
         s.weight_decay = default_weight_decay(s.model);
+        s.dtype = t;
         out.push_back(entry<TrainWorkload>(s));
       }
     return out;
@@ -42,12 +47,15 @@ OpFamily train_family() {
                        [](const Layer& l) { return l.kind == LayerKind::conv; });
   };
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
+  // The GPU's steps run fp32 for now (its bf16, fp16 and tf32 steps are still to come).
+  auto fp32_conv = [has_conv](const Workload& w) { return fp32_only(w) && has_conv(w); };
+  auto fp32_no_conv = [no_conv](const Workload& w) { return fp32_only(w) && no_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
   // cuDNN for the models with convolutions.
   std::vector<ImplSpec> gpu = {
-      gpu::spec("train", "kernels", any), gpu::spec("train", "cublas", any),
-      gpu::spec("train", "cudnn", has_conv), gpu::spec("train", "cublas_h2d", no_conv),
-      gpu::spec("train", "cudnn_h2d", has_conv)};
+      gpu::spec("train", "kernels", fp32_only), gpu::spec("train", "cublas", fp32_only),
+      gpu::spec("train", "cudnn", fp32_conv), gpu::spec("train", "cublas_h2d", fp32_no_conv),
+      gpu::spec("train", "cudnn_h2d", fp32_conv)};
   for (ImplSpec& sp : gpu) {
     if (sp.name == "kernels") continue;  // no library
     sp.library = sp.name.substr(0, sp.name.find('_'));
@@ -55,11 +63,20 @@ OpFamily train_family() {
     sp.workspace_bytes = 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
     sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
   }
-  return fp32_family<TrainWorkload>(
-      "train",
-      "model=mlp|cnn|resnet|resnet50,batch=B[,pass=train|infer][,lr=L][,"
-      "momentum=M][,weight_decay=D][,image=S]",
-      suite, parse_train_shape, concat(cpu::train_impls(), gpu));
+  OpFamily f;
+  f.name = "train";
+  f.shape_keys =
+      "model=mlp|cnn|resnet|resnet50,batch=B[,pass=train|infer][,lr=L][,momentum=M][,"
+      "weight_decay=D][,image=S]";
+  f.suite = suite;
+  f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
+    if (t != Dtype::fp32 && t != Dtype::bf16) return nullptr;
+    TrainShape s = parse_train_shape(kv);
+    s.dtype = t;
+    return std::make_shared<TrainWorkload>(s);
+  };
+  f.impls = concat(cpu::train_impls(), gpu);
+  return f;
 }
 
 }  // namespace pb::ops
