@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 
@@ -195,16 +197,45 @@ double rounding_loss_bound(const ReferenceStep& exact, const ReferenceStep& roun
                                       (std::fabs(exact.loss) + 1.0));
 }
 
-const ReferenceStep& TrainWorkload::reference(const Tensors& in) const {
-  return reference_.get(in, [&] {
+namespace {
+
+// The exact reference step of `key` (the step and its inputs, whatever the dtype of the step it
+// checks): the one a live workload holds, else made.
+template <class Make>
+std::shared_ptr<const ReferenceStep> shared_exact(const std::string& key, Make make) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const ReferenceStep>> held;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto r = held[key].lock()) return r;
+  }
+  auto r = std::make_shared<const ReferenceStep>(make());
+  std::lock_guard<std::mutex> lock(mu);
+  held[key] = r;
+  return r;
+}
+
+}  // namespace
+
+const StepBounds& TrainWorkload::reference(const Tensors& in) const {
+  return bounds_.get(in, [&] {
     const Tensor* state = find(in, "state");
     auto reference = [&](bool rounded) {
       return reference_step(*m_, s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
                             at(in, "params").f32().data(), at(in, "velocity").f32().data(),
                             state ? state->f32().data() : nullptr, rounded);
     };
-    ReferenceStep r = reference(false);
-    r.grads = {};  // the comparison reads the update, not the gradients
+    std::ostringstream key;
+    key << m_->name << '/' << m_->param_count << '/' << s_.train << '/' << s_.batch << '/'
+        << s_.image << '/' << s_.lr << '/' << s_.momentum << '/' << s_.weight_decay << '/'
+        << fingerprint(in);
+    exact_ = shared_exact(key.str(), [&] {
+      ReferenceStep r = reference(false);
+      r.grads = {};  // the comparison reads the update, not the gradients
+      return r;
+    });
+    const ReferenceStep& r = *exact_;
+    StepBounds b;
     if (!s_.train && s_.dtype != Dtype::fp32) {
       // bf16 moves the logits by its rounding, amplified by the model: the bound the same way
       const ReferenceStep rounded = reference(true);
@@ -213,22 +244,23 @@ const ReferenceStep& TrainWorkload::reference(const Tensors& in) const {
         d += (rounded.logits[i] - r.logits[i]) * (rounded.logits[i] - r.logits[i]);
         rms += r.logits[i] * r.logits[i];
       }
-      r.logits_bound = std::max(r.logits_bound, kRoundingMargin * std::sqrt(d / rms) + 0.0);
+      b.logits_bound = std::max(b.logits_bound, kRoundingMargin * std::sqrt(d / rms));
     }
     if (s_.train) {
       const ReferenceStep rounded = reference(true);
-      r.loss_bound = rounding_loss_bound(r, rounded);
+      b.loss_bound = rounding_loss_bound(r, rounded);
       if (s_.dtype == Dtype::fp32)
-        r.bound = rounding_bound(*m_, in, r, rounded);
+        b.bound = rounding_bound(*m_, in, r, rounded);
       else
-        r.state_bounds = low_precision_state_bounds(*m_, in, r, rounded);
+        b.state_bounds = low_precision_state_bounds(*m_, in, r, rounded);
     }
-    return r;
+    return b;
   });
 }
 
 Check TrainWorkload::verify(const Tensors& in, const Tensors& outs) const {
-  return compare_step(*m_, s_, in, reference(in), outs);
+  const StepBounds& bounds = reference(in);
+  return compare_step(*m_, s_, in, *exact_, bounds, outs);
 }
 
 ReferenceStep step_of(const TrainShape& s, const Tensors& outs) {
@@ -250,6 +282,11 @@ ReferenceStep step_of(const TrainShape& s, const Tensors& outs) {
 
 Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
                    const ReferenceStep& ref, const Tensors& outs) {
+  return compare_step(m, s, in, ref, ref.bounds, outs);
+}
+
+Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
+                   const ReferenceStep& ref, const StepBounds& b, const Tensors& outs) {
   Check chk;
   std::ostringstream why;
   double worst = 0;
@@ -261,7 +298,7 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     }
   };
   if (!s.train) {
-    chk.tolerance = ref.logits_bound;
+    chk.tolerance = b.logits_bound;
     const float* logits = output_f32(outs, "logits", s.batch * m.classes, chk);
     if (!logits) return chk;
     double rms = 0;
@@ -279,11 +316,11 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     if (!loss || !params || !velocity || (m.state_count && !state)) return chk;
     const float* before = at(in, "params").f32().data();
     const std::vector<float> no_velocity(static_cast<std::size_t>(m.param_count), 0.0f);
-    note(std::fabs(*loss - ref.loss) / (ref.loss_bound * (std::fabs(ref.loss) + 1.0)), "loss");
+    note(std::fabs(*loss - ref.loss) / (b.loss_bound * (std::fabs(ref.loss) + 1.0)), "loss");
     if (s.dtype != Dtype::fp32) {  // the statistics, and the updates in norm
       for (std::size_t i = 0; i < m.state.size(); ++i)
         note(relative_change(m.state[i], state, ref.state, at(in, "state").f32().data()) /
-                 ref.state_bounds.at(i),
+                 b.state_bounds.at(i),
              m.state[i].name);
       for (const ParamSlice& sl : m.params) {
         const double ratio = change_norm(sl, params, before) / change_norm(sl, ref.params.data(), before);
@@ -291,10 +328,10 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
         note(std::fabs(std::log(ratio)) / std::log(kUpdateNormFactor),
              "the norm of the update of " + sl.name);
       }
-    } else if (ref.bound > kMostBound) {
+    } else if (b.bound > kMostBound) {
       std::ostringstream os;
       os << "not verifiable in fp32 at this shape: rounding to fp32 alone moves an update by "
-         << ref.bound / kRoundingMargin
+         << b.bound / kRoundingMargin
          << " relative, in norm (batch norm over this few values a channel is ill-conditioned)";
       chk.detail = os.str();
       return chk;
@@ -305,10 +342,10 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
       for (const ParamSlice& sl : m.params)
         note(std::max(relative_change(sl, params, ref.params, before),
                       relative_change(sl, velocity, ref.velocity, no_velocity.data())) /
-                 ref.bound,
+                 b.bound,
              "the update of " + sl.name);
       for (const ParamSlice& sl : m.state)
-        note(relative_change(sl, state, ref.state, at(in, "state").f32().data()) / ref.bound,
+        note(relative_change(sl, state, ref.state, at(in, "state").f32().data()) / b.bound,
              sl.name);
     }
   }
@@ -322,15 +359,15 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     std::ostringstream os;
     os << why.str() << " is off by " << worst << " of its tolerance";
     if (s.train && s.dtype != Dtype::fp32)
-      os << " (the loss within " << ref.loss_bound
+      os << " (the loss within " << b.loss_bound
          << "; each running statistic within " << kRoundingMargin
          << " times what bf16 rounding moves it; each update's norm within a factor "
          << kUpdateNormFactor << ")";
     else if (s.train)
-      os << " (an update within " << ref.bound << " relative, in norm; the loss within "
-         << ref.loss_bound << ")";
+      os << " (an update within " << b.bound << " relative, in norm; the loss within "
+         << b.loss_bound << ")";
     else
-      os << " (" << ref.logits_bound << " of the logits' rms)";
+      os << " (" << b.logits_bound << " of the logits' rms)";
     chk.detail = os.str();
   }
   return chk;

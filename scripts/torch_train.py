@@ -5,7 +5,9 @@ ReLU, pool, conv 32->64, ReLU, pool, linear 4096->10) or ResNet-50 (torchvision'
 cross-entropy, backward, SGD with momentum (zero_grad(set_to_none=True) each step), and
 inference (forward under no_grad), at each batch size given. The maps NCHW, and for ResNet-50
 also channels_last (the faster of the two is torch's figure). Runs in a virtual environment of
-its own with torch from PyPI. Prints one JSON object: median ms per step."""
+its own with torch from PyPI. --dtype bf16: mixed precision as torch.autocast(dtype=bfloat16)
+runs it on the CPU (the forward pass and the loss under autocast; fp32 weights and update).
+Prints one JSON object: median ms per step."""
 import argparse
 import json
 
@@ -21,6 +23,7 @@ def main():
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--model", choices=["mlp", "cnn", "resnet50"], default="mlp")
     ap.add_argument("--image", type=int, default=224)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -43,7 +46,9 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                           weight_decay=1e-4 if big else 0)
     loss_fn = torch.nn.CrossEntropyLoss()
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "train_ms": {},
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16")
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": a.dtype,
+           "train_ms": {},
            "infer_ms": {}, "layouts": {}}
     layouts = [torch.contiguous_format, torch.channels_last] if big else [torch.contiguous_format]
     runs = {"warmup": 1, "min_runs": 3} if big else {}
@@ -56,12 +61,13 @@ def main():
 
             def step():
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                with autocast:
+                    loss = loss_fn(model(x), y)
                 loss.backward()
                 opt.step()
 
             def infer():
-                with torch.no_grad():
+                with torch.no_grad(), autocast:
                     model(x)
 
             model.train()
