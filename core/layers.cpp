@@ -199,14 +199,7 @@ void spread_means(const Maps& s, const T* dout, T* dx) {
 
 template <class T>
 void relayout(const Maps& s, const T* x, T* out) {
-  Maps other = s;
-  other.channels_last = !s.channels_last;
-#pragma omp parallel for schedule(static)
-  for (std::int64_t p = 0; p < s.n * s.c; ++p) {
-    const std::int64_t image = p / s.c, ch = p % s.c;
-    for (std::int64_t i = image * s.hw; i < (image + 1) * s.hw; ++i)
-      out[other.at(ch, i)] = x[s.at(ch, i)];
-  }
+  relayout_as(s, x, out, [](T v) { return v; });
 }
 
 #define PB_LAYERS(T)                                                                             \

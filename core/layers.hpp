@@ -131,6 +131,20 @@ void spread_means(const Maps& s, const T* dout, T* dx);
 // The maps in the other layout: NCHW to NHWC where s is NCHW, and back.
 template <class T>
 void relayout(const Maps& s, const T* x, T* out);
+// The same with each value converted on the way (on the CPU's threads).
+template <class X, class T, class Convert>
+void relayout_as(const Maps& s, const X* x, T* out, Convert convert) {
+  Maps other = s;
+  other.channels_last = !s.channels_last;
+#ifdef _OPENMP  // a header: some includers build without OpenMP
+#pragma omp parallel for schedule(static)
+#endif
+  for (std::int64_t p = 0; p < s.n * s.c; ++p) {
+    const std::int64_t image = p / s.c, ch = p % s.c;
+    for (std::int64_t i = image * s.hw; i < (image + 1) * s.hw; ++i)
+      out[other.at(ch, i)] = convert(x[s.at(ch, i)]);
+  }
+}
 
 // What every host backend of core/train_step.hpp shares (the CPU's, in float, and the
 // reference's, in double, derive from it): host vectors for buffers, copy and zero, and the six

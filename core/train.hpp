@@ -60,8 +60,9 @@ struct StepBounds {
   // The relative error, in norm, each tensor's update may have (rounding_bound), and the loss's,
   // relative to |loss| + 1 (rounding_loss_bound).
   double bound = 1e-3, loss_bound = 1e-5;
-  // The logits' error allowed, relative to their rms (inference): 1e-4; in bf16 kRoundingMargin
-  // times the rms distance of the reference rounded as bf16 rounds.
+  // The logits' error allowed, relative to their rms (inference): each logit's within 1e-4; in
+  // bf16 their rms error within kRoundingMargin times the rms distance of the reference rounded
+  // as bf16 rounds.
   double logits_bound = 1e-4;
   // A low-precision step's: per state tensor, the relative error its change may have
   // (low_precision_state_bounds); its updates are then checked in norm alone.

@@ -4,8 +4,9 @@
 // twenty); the rest are plain loops here and in core/layers.cpp. The finite-difference tests
 // (tests/test_train.cpp) are its own check.
 //
-// Rounded, every op's result is rounded to float, as an fp32 step stores it, and in a bf16 step
-// every convolution's and GEMM's inputs to bf16 first, as its oneDNN primitives read them: how
+// Rounded, every op's result is rounded to float, as an fp32 step stores it; in a bf16 step every
+// map (activation or its gradient) to bf16, and every convolution's and GEMM's inputs to bf16
+// first, as its oneDNN primitives read them: how
 // far that walk lands from the exact one is how much the model amplifies the step's rounding,
 // which sets the verification's bound (see compare_step).
 #include <cblas.h>
@@ -27,7 +28,10 @@ class ReferenceOps : public HostOps<double> {
   // c = alpha op(a) op(b) + beta c, row-major.
   void gemm(const GemmShape& g, const double* a, const double* b, double* c) {
     dgemm(g, low(a, g.m * g.k, 0), low(b, g.k * g.n, 1), c);
-    round(c, g.m * g.n);
+    if (g.ta)  // the walk's weight gradients are its only GEMMs with A transposed
+      round(c, g.m * g.n);
+    else
+      round_maps(c, g.m * g.n);
   }
   // Per image: fwd y = W col + b; bwd_data col = W^T dy, dx = col2im(col); bwd_filter
   // dW += dy col^T and db the sums of dy. col is the image itself for a 1x1 convolution of
@@ -72,7 +76,10 @@ class ReferenceOps : public HostOps<double> {
     const std::int64_t count = s.dir == ConvDir::fwd        ? s.y_size()
                                : s.dir == ConvDir::bwd_data ? s.x_size()
                                                             : s.w_size();
-    round(out, count);
+    if (s.dir == ConvDir::bwd_filter)
+      round(out, count);
+    else
+      round_maps(out, count);
     if (s.dir != ConvDir::bwd_filter || !db) return;
 #pragma omp parallel for schedule(static)
     for (std::int64_t k = 0; k < s.k; ++k) {
@@ -103,7 +110,10 @@ class ReferenceOps : public HostOps<double> {
         out[i * s.cols + j] =
             (std::exp(r[j] - m) / sum - (j == labels[i] ? 1.0 : 0.0)) / static_cast<double>(s.rows);
     }
-    round(out, s.kind == RowOp::loss_fwd ? s.rows : s.rows * s.cols);
+    if (s.kind == RowOp::loss_fwd)
+      round(out, s.rows);
+    else
+      round_maps(out, s.rows * s.cols);
   }
   void mean(const double* x, std::int64_t n, double* out) {
     double sum = 0;
@@ -131,7 +141,7 @@ class ReferenceOps : public HostOps<double> {
   void add(const double* a, const double* b, double* out, std::int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
-    round(out, n);
+    round_maps(out, n);
   }
   void batchnorm_forward(const BnShape& s, bool train, const double* x, const double* weight,
                          const double* bias, double* y, double* mean, double* invstd,
@@ -139,7 +149,7 @@ class ReferenceOps : public HostOps<double> {
     HostOps::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean,
                                running_var);
     for (double* v : {mean, invstd, running_mean, running_var}) round(v, s.c);
-    round(y, s.size());
+    round_maps(y, s.size());
   }
   void batchnorm_backward(const BnShape& s, const double* x, const double* weight,
                           const double* mean, const double* invstd, const double* dy, double* dx,
@@ -147,15 +157,15 @@ class ReferenceOps : public HostOps<double> {
     HostOps::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
     round(dweight, s.c);
     round(dbias, s.c);
-    if (dx) round(dx, s.size());
+    if (dx) round_maps(dx, s.size());
   }
   void plane_means(const Maps& s, const double* x, double* out) {
     HostOps::plane_means(s, x, out);
-    round(out, s.n * s.c);
+    round_maps(out, s.n * s.c);
   }
   void spread_means(const Maps& s, const double* dout, double* dx) {
     HostOps::spread_means(s, dout, dx);
-    round(dx, s.size());
+    round_maps(dx, s.size());
   }
 
  private:
@@ -205,6 +215,13 @@ class ReferenceOps : public HostOps<double> {
     if (!fp32_) return;
 #pragma omp parallel for simd schedule(static)
     for (std::int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i]);
+  }
+  // A map (an activation or its gradient) as the step stores it: in bf16 in a bf16 step.
+  void round_maps(double* x, std::int64_t n) const {
+    if (low_ == Dtype::fp32) return round(x, n);
+    const Dtype t = low_;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) x[i] = round_to(t, static_cast<float>(x[i]));
   }
   // A GEMM's or convolution's input as the step's dtype reads it: x itself, or in bf16 x
   // rounded into lows_[which].

@@ -5,7 +5,10 @@
 // (double). So the reference cannot drift from the steps it checks, and the CPU's tests run the
 // very sequence of calls the GPU runs; each op function is tested against its reference on its
 // own. An Ops provides:
-//   ActType, ParamType                 the element types of activations and of parameters
+//   ActType, ParamType                 the element types of activations and of parameters (one
+//                                      type, or a bf16 step's 16-bit maps and float parameters:
+//                                      then the op functions take each operand in its own type,
+//                                      and to_float(x, out, n) converts the logits)
 //   Buffer<T>, buffer<T>(n)            n elements of the device's memory (data() gives them)
 //   gemm(GemmShape, a, b, c)           c = op(a) op(b) (+ beta c), row-major (core/gemm.hpp)
 //   conv(ConvShape, in0, in1, b, out, db)  the pass s.dir names, as cpu::conv_naive takes it
@@ -90,9 +93,9 @@ class Walk {
  public:
   using T = typename Ops::ActType;
   using P = typename Ops::ParamType;
-  // fp32 master weights with bf16 and fp16 activations come with ResNet-50; until then both are
-  // the device's one type.
-  static_assert(std::is_same_v<T, P>, "activations and parameters of one type, for now");
+  // Activations in a 16-bit storage type (a bf16 step's maps, with fp32 parameters): the
+  // caller's float batch is converted on the way in, the logits on the way out.
+  static constexpr bool kLowMaps = !std::is_floating_point_v<T>;
 
   Walk(const ModelDesc& m, const TrainShape& s, Ops& ops) : m_(m), s_(s), ops_(ops) {
     const std::size_t tensors = m.layers.size() + 1;
@@ -103,7 +106,8 @@ class Walk {
     args_.resize(m.layers.size());
     flat_.resize(m.layers.size());
     if constexpr (HasLayouts<Ops>::value) channels_last_ = ops.channels_last();
-    if (channels_last_ && !m.input.flat()) input_ = ops.template buffer<T>(B * m.input.size());
+    if (kLowMaps || (channels_last_ && !m.input.flat()))
+      input_ = ops.template buffer<T>(B * m.input.size());
     share_gradients();
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
@@ -125,18 +129,20 @@ class Walk {
     zeros_ = ops.template buffer<P>(widest);  // the bias of a layer without one
     ops.zero(zeros_.data(), widest);
     dbias_ = ops.template buffer<P>(widest);  // and its gradient, dropped
-    losses_ = ops.template buffer<T>(B);
-    loss_ = ops.template buffer<T>(1);
+    losses_ = ops.template buffer<P>(B);
+    loss_ = ops.template buffer<P>(1);
     if (!s.train) return;
     scratch_ = ops.template buffer<T>(B * accumulated_);  // none where no tensor has two readers
     param_grads_ = ops.template buffer<P>(m.param_count);
   }
 
-  void forward(const T* x, const P* params, P* state, bool train) {
-    x_ = x;
+  // x: the batch, NCHW, in T or (kLowMaps) in float.
+  template <class X>
+  void forward(const X* x, const P* params, P* state, bool train) {
     const std::int64_t B = s_.batch;
-    if (channels_last_ && !m_.input.flat()) {
-      relayout(maps(m_.input, false), x, input_.data());
+    if constexpr (std::is_same_v<X, T>) x_ = x;
+    if (kLowMaps || (channels_last_ && !m_.input.flat())) {
+      relayout(maps(m_.input, false), x, input_.data());  // converted too where X is not T
       x_ = input_.data();
     }
     for (std::size_t i = 0; i < m_.layers.size(); ++i) {
@@ -189,7 +195,8 @@ class Walk {
     }
   }
 
-  void forward_backward(const T* x, const std::int32_t* labels, const P* params, P* state) {
+  template <class X>
+  void forward_backward(const X* x, const std::int32_t* labels, const P* params, P* state) {
     labels_ = labels;
     forward(x, params, state, true);
     const std::int64_t B = s_.batch;
@@ -272,7 +279,17 @@ class Walk {
 
   P* grads() { return param_grads_.data(); }
   const T* logits() const { return value(m_.logits()); }
-  const T* loss() const { return loss_.data(); }
+  const P* loss() const { return loss_.data(); }
+  // The logits in float (kLowMaps: converted).
+  const float* logits_f32() {
+    if constexpr (kLowMaps) {
+      logits_f32_.resize(static_cast<std::size_t>(s_.batch * m_.classes));
+      ops_.to_float(logits(), logits_f32_.data(), s_.batch * m_.classes);
+      return logits_f32_.data();
+    } else {
+      return logits();
+    }
+  }
 
  private:
   const T* value(int t) const {
@@ -299,7 +316,8 @@ class Walk {
   bool reads_maps(const Layer& l) const {
     return channels_last_ && !m_.dims(m_.storage(l.in)).flat();
   }
-  void relayout(const Maps& s, const T* x, T* out) {
+  template <class X>
+  void relayout(const Maps& s, const X* x, T* out) {
     if constexpr (HasLayouts<Ops>::value) ops_.relayout(s, x, out);
   }
   // Tensor t's gradient from one of its consumers: f writes it into the gradient's buffer the
@@ -378,7 +396,9 @@ class Walk {
   std::vector<bool> written_;            // per tensor: its gradient has a first term
   std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
   std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's
-  Buf<T> scratch_, losses_, loss_;
+  Buf<T> scratch_;
+  Buf<P> losses_, loss_;
+  std::vector<float> logits_f32_;  // kLowMaps: the logits converted
   std::int64_t accumulated_ = 0;  // per sample: the largest tensor with more than one reader
   Buf<P> param_grads_, zeros_, dbias_;
 };
@@ -397,11 +417,11 @@ class WalkStep : public ModelStep {
   }
   void update(float* params, float* velocity) override { walk_.update(params, velocity); }
   float* grads() override { return walk_.grads(); }
-  const float* logits() const override { return walk_.logits(); }
+  const float* logits() const override { return walk_.logits_f32(); }
   const float* loss() const override { return walk_.loss(); }
 
  private:
-  Walk<Ops> walk_;
+  mutable Walk<Ops> walk_;  // logits() may convert
 };
 
 template <class Ops>

@@ -160,7 +160,7 @@ struct OnednnConvolution::State {
   std::string kernel;
 };
 
-OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last)
+OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, bool low_maps)
     : st_(std::make_unique<State>()) {
   using tag = dnnl::memory::format_tag;
   using dt = dnnl::memory::data_type;
@@ -174,15 +174,17 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last)
   // the stride leaves the last input rows unread).
   const dnnl::memory::dims pad_r = {(s.p() - 1) * s.stride_h + s.r - s.h - s.pad_h,
                                     (s.q() - 1) * s.stride_w + s.s - s.w - s.pad_w};
-  const dt y_t = s.dir == ConvDir::fwd ? dt::f32 : t;  // dy is an input of the backward passes
+  // The maps' storage: fp32, or the caller's low-precision maps.
+  const dt maps_t = low_maps ? t : dt::f32;
+  const dt y_t = s.dir == ConvDir::fwd ? maps_t : t;  // dy is an input of the backward passes
   // The maps in the layout oneDNN prefers (any), or NHWC where the caller keeps them so.
   const tag maps = channels_last ? tag::nhwc : tag::any;
-  const md x_any(x_dims, s.dir == ConvDir::bwd_data ? dt::f32 : t, maps),
+  const md x_any(x_dims, s.dir == ConvDir::bwd_data ? maps_t : t, maps),
       w_any(w_dims, s.dir == ConvDir::bwd_filter ? dt::f32 : t, tag::any), y_any(y_dims, y_t, maps),
       b_md(b_dims, dt::f32, tag::x);
   const tag user_maps = channels_last ? tag::nhwc : tag::nchw;
-  const md x_user(x_dims, dt::f32, user_maps), w_user(w_dims, dt::f32, tag::oihw),
-      y_user(y_dims, dt::f32, user_maps);
+  const md x_user(x_dims, maps_t, user_maps), w_user(w_dims, dt::f32, tag::oihw),
+      y_user(y_dims, maps_t, user_maps);
   const auto algo = dnnl::algorithm::convolution_direct;
   auto arg = [&](std::vector<State::Arg>& list, int a, const md& want, const md& user) {
     const bool direct = channels_last && want == user;
@@ -240,16 +242,16 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last)
 
 OnednnConvolution::~OnednnConvolution() = default;
 
-void OnednnConvolution::load(const float* in0, const float* in1, const float* b) {
-  const float* from[3] = {in0, in1, b};
+void OnednnConvolution::load(const void* in0, const void* in1, const float* b) {
+  const void* from[3] = {in0, in1, b};
   for (std::size_t j = 0; j < st_->inputs.size(); ++j) {
     const State::Arg& a = st_->inputs[j];
     dnnl::memory& mem = st_->args[a.arg];
     if (a.direct) {
-      mem.set_data_handle(const_cast<float*>(from[j]));
+      mem.set_data_handle(const_cast<void*>(from[j]));
       continue;
     }
-    dnnl::memory user(a.user, onednn::engine(), const_cast<float*>(from[j]));
+    dnnl::memory user(a.user, onednn::engine(), const_cast<void*>(from[j]));
     dnnl::reorder(user, mem).execute(onednn::stream(), user, mem);
   }
   onednn::stream().wait();
@@ -260,8 +262,8 @@ void OnednnConvolution::execute() {
   onednn::stream().wait();
 }
 
-void OnednnConvolution::store(float* out, float* db) {
-  float* to[2] = {out, db};
+void OnednnConvolution::store(void* out, float* db) {
+  void* to[2] = {out, db};
   for (std::size_t j = 0; j < st_->outputs.size(); ++j) {
     const State::Arg& a = st_->outputs[j];
     if (a.direct) continue;  // written in place by execute()
@@ -271,8 +273,8 @@ void OnednnConvolution::store(float* out, float* db) {
   onednn::stream().wait();
 }
 
-void OnednnConvolution::bind(float* out, float* db) {
-  float* to[2] = {out, db};
+void OnednnConvolution::bind(void* out, float* db) {
+  void* to[2] = {out, db};
   for (std::size_t j = 0; j < st_->outputs.size(); ++j)
     if (st_->outputs[j].direct) st_->args[st_->outputs[j].arg].set_data_handle(to[j]);
 }
@@ -280,18 +282,18 @@ void OnednnConvolution::bind(float* out, float* db) {
 std::string OnednnConvolution::kernel() const { return st_->kernel; }
 #else
 struct OnednnConvolution::State {};
-OnednnConvolution::OnednnConvolution(const ConvShape& s, bool) {
+OnednnConvolution::OnednnConvolution(const ConvShape& s, bool, bool) {
   throw Unavailable(onednn::unavailable(s.dtype));
 }
 OnednnConvolution::~OnednnConvolution() = default;
-void OnednnConvolution::load(const float*, const float*, const float*) {}
+void OnednnConvolution::load(const void*, const void*, const float*) {}
 void OnednnConvolution::execute() {}
-void OnednnConvolution::store(float*, float*) {}
-void OnednnConvolution::bind(float*, float*) {}
+void OnednnConvolution::store(void*, float*) {}
+void OnednnConvolution::bind(void*, float*) {}
 std::string OnednnConvolution::kernel() const { return ""; }
 #endif
 
-void OnednnConvolution::run(const float* in0, const float* in1, const float* b, float* out,
+void OnednnConvolution::run(const void* in0, const void* in1, const float* b, void* out,
                             float* db) {
   load(in0, in1, b);
   bind(out, db);

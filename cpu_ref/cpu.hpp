@@ -111,18 +111,22 @@ void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const f
 // are then not for separate use: only run() binds the outputs).
 class OnednnConvolution {
  public:
-  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false);
+  // low_maps: the caller's maps (x, y and their gradients) are stored in s.dtype (bf16 or fp16),
+  // not fp32; weights, their gradient and the bias stay fp32.
+  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false,
+                             bool low_maps = false);
   OnednnConvolution(const OnednnConvolution&) = delete;
   OnednnConvolution& operator=(const OnednnConvolution&) = delete;
   ~OnednnConvolution();
-  void load(const float* in0, const float* in1, const float* b);
+  // The maps as the constructor says (fp32, or s.dtype's 16 bits); weights fp32.
+  void load(const void* in0, const void* in1, const float* b);
   void execute();
-  void store(float* out, float* db);
-  void run(const float* in0, const float* in1, const float* b, float* out, float* db);
+  void store(void* out, float* db);
+  void run(const void* in0, const void* in1, const float* b, void* out, float* db);
   std::string kernel() const;  // what oneDNN chose, e.g. "jit:avx512_core"
 
  private:
-  void bind(float* out, float* db);  // the outputs oneDNN writes in place, at the caller's
+  void bind(void* out, float* db);  // the outputs oneDNN writes in place, at the caller's
 
   struct State;
   std::unique_ptr<State> st_;

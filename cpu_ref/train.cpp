@@ -8,8 +8,12 @@
 #include <algorithm>
 #include <array>
 #include <functional>
+#include <cstring>
 #include <map>
 #include <stdexcept>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
 
 #include "core/activation.hpp"
 #include "core/train.hpp"
@@ -21,51 +25,101 @@ namespace pb::cpu {
 
 namespace {
 
+// bf16 storage: the upper half of an fp32 (to_bf16 rounds to nearest even).
+using Bf16 = std::uint16_t;
+inline Bf16 to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<Bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+inline float from_bf16(Bf16 b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+template <class X, class Y, class F>
+void convert(const X* x, Y* out, std::int64_t n, int threads, F f) {
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
+}
+
 // A GEMM through OpenBLAS, or through oneDNN's plan for its shape (built on first use: the
-// first step, which the harness runs before timing). In bf16 the operands are converted to it
-// first (the model's GEMMs are its small linear layers).
+// first step, which the harness runs before timing). In bf16, operands given in float are
+// converted to it first, and a bf16 output comes from oneDNN's fp32 one (the model's GEMMs are
+// its small linear layers).
 class GemmRunner {
  public:
-  GemmRunner(TrainBackend b, Dtype t) : backend_(b), dtype_(t) {}
-  void operator()(GemmShape g, const float* a, const float* b, float* c) {
-    if (backend_ == TrainBackend::openblas) return gemm_openblas(g, a, b, c);
+  GemmRunner(TrainBackend b, Dtype t, int threads) : backend_(b), dtype_(t), threads_(threads) {}
+  template <class A, class B, class C>
+  void operator()(GemmShape g, const A* a, const B* b, C* c) {
+    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> &&
+                  std::is_same_v<C, float>)
+      if (backend_ == TrainBackend::openblas) return gemm_openblas(g, a, b, c);
     g.dtype = dtype_;
     auto& plan = plans_[std::make_tuple(g.m, g.n, g.k, g.ta, g.tb, g.alpha, g.beta, g.dtype)];
     if (!plan) plan = std::make_unique<OnednnMatmul>(g);
-    if (g.dtype == Dtype::fp32) return plan->run(a, b, c);
-    low_a_.resize(std::max(low_a_.size(), static_cast<std::size_t>(g.m * g.k)));
-    low_b_.resize(std::max(low_b_.size(), static_cast<std::size_t>(g.k * g.n)));
-    plan->convert(true, a, low_a_.data());
-    plan->convert(false, b, low_b_.data());
-    plan->run(low_a_.data(), low_b_.data(), c);
+    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> &&
+                  std::is_same_v<C, float>)
+      if (g.dtype == Dtype::fp32) return plan->run(a, b, c);
+    const void* a16 = low(*plan, true, a, g.m * g.k, low_a_);
+    const void* b16 = low(*plan, false, b, g.k * g.n, low_b_);
+    if constexpr (std::is_same_v<C, float>) {
+      plan->run(a16, b16, c);
+    } else {
+      const std::int64_t n = g.m * g.n;
+      out_.resize(std::max(out_.size(), static_cast<std::size_t>(n)));
+      if (g.beta != 0.0f) convert(c, out_.data(), n, threads_, from_bf16);
+      plan->run(a16, b16, out_.data());
+      convert(out_.data(), c, n, threads_, to_bf16);
+    }
   }
 
  private:
+  // An operand in bf16: itself, or converted into `into`.
+  template <class X>
+  static const void* low(const OnednnMatmul& plan, bool first, const X* x, std::int64_t n,
+                         std::vector<Bf16>& into) {
+    if constexpr (std::is_same_v<X, float>) {
+      into.resize(std::max(into.size(), static_cast<std::size_t>(n)));
+      plan.convert(first, x, into.data());
+      return into.data();
+    } else {
+      return x;
+    }
+  }
   TrainBackend backend_;
   Dtype dtype_;
-  std::vector<std::uint16_t> low_a_, low_b_;  // the operands in bf16
+  int threads_;
+  std::vector<Bf16> low_a_, low_b_;  // float operands in bf16
+  std::vector<float> out_;           // a bf16 output in fp32
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, float, float, Dtype>,
            std::unique_ptr<OnednnMatmul>>
       plans_;
 };
 
 // A convolution pass through im2col + OpenBLAS (NCHW in and out), or oneDNN's plan for it (NHWC
-// in and out: oneDNN's fp32 convolutions read and write NHWC maps where they lie, with no
-// reorder; in bf16 the plan converts its inputs and returns fp32).
+// in and out: oneDNN's convolutions read and write NHWC maps where they lie, with no reorder;
+// low_maps: the maps are stored in the step's dtype, bf16).
 class ConvRunner {
  public:
-  ConvRunner(TrainBackend b, int threads, Dtype t) : backend_(b), threads_(threads), dtype_(t) {}
-  void operator()(ConvShape s, const float* in0, const float* in1, const float* bias, float* out,
+  ConvRunner(TrainBackend b, int threads, Dtype t, bool low_maps)
+      : backend_(b), threads_(threads), dtype_(t), low_maps_(low_maps) {}
+  template <class A, class B, class C>
+  void operator()(ConvShape s, const A* in0, const B* in1, const float* bias, C* out,
                   float* db) {
     s.dtype = dtype_;
-    if (backend_ == TrainBackend::openblas) {
-      col_.resize(std::max(col_.size(), static_cast<std::size_t>(s.crs() * s.pq())));
-      return conv_im2col(s, in0, in1, bias, out, db, col_.data(), threads_);
+    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> &&
+                  std::is_same_v<C, float>) {
+      if (backend_ == TrainBackend::openblas) {
+        col_.resize(std::max(col_.size(), static_cast<std::size_t>(s.crs() * s.pq())));
+        return conv_im2col(s, in0, in1, bias, out, db, col_.data(), threads_);
+      }
     }
     auto& plan =
         plans_[{s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
                 static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype)}];
-    if (!plan) plan = std::make_unique<OnednnConvolution>(s, true);
+    if (!plan) plan = std::make_unique<OnednnConvolution>(s, true, low_maps_);
     plan->run(in0, in1, bias, out, db);
   }
 
@@ -73,19 +127,19 @@ class ConvRunner {
   TrainBackend backend_;
   int threads_;
   Dtype dtype_;
+  bool low_maps_;
   std::vector<float> col_;
   std::map<std::array<std::int64_t, 13>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
 };
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
-// op functions, on `threads` threads. With oneDNN the maps stay NHWC between layers, and the
-// convolutions and GEMMs compute in the step's dtype (fp32 or bf16).
+// op functions, on `threads` threads, in fp32. With oneDNN the maps stay NHWC between layers.
 class CpuOps : public HostOps<float> {
  public:
-  CpuOps(TrainBackend backend, int threads, Dtype t)
+  CpuOps(TrainBackend backend, int threads)
       : channels_last_(backend == TrainBackend::onednn),
-        gemm_(backend, t),
-        conv_(backend, threads, t),
+        gemm_(backend, Dtype::fp32, threads),
+        conv_(backend, threads, Dtype::fp32, false),
         threads_(threads),
         tmp_(static_cast<std::size_t>(10 * threads)) {}
   bool channels_last() const { return channels_last_; }
@@ -138,24 +192,237 @@ class CpuOps : public HostOps<float> {
   std::vector<float> tmp_;  // the row functions' scratch: a row's floats a thread
 };
 
-// A step that owns its backend (made before the step, which allocates through it).
-struct OwnsCpuOps {
-  CpuOps ops;
-};
-class CpuModelStep : private OwnsCpuOps, public WalkStep<CpuOps> {
+#ifdef PAIRBENCH_HAVE_DNNL
+// oneDNN's batch normalization over a bf16 step's NHWC maps (fp32 scale, shift and statistics):
+// forward with the batch's mean and variance (training; the running statistics then moved here)
+// or the running ones (inference), and backward; one primitive per shape and pass, built on
+// first use.
+class BnRunner {
  public:
-  CpuModelStep(const ModelDesc& m, const TrainShape& s, TrainBackend backend, int threads)
-      : OwnsCpuOps{CpuOps(backend, threads, s.dtype)}, WalkStep<CpuOps>(m, s, ops) {}
+  void forward(const BnShape& s, bool train, const Bf16* x, const float* w, const float* b,
+               Bf16* y, float* mean, float* var, float* running_mean, float* running_var) {
+    Plan& p = plan(s, train);
+    execute(p.fwd, {{DNNL_ARG_SRC, {p.maps, x}},
+                    {DNNL_ARG_DST, {p.maps, y}},
+                    {DNNL_ARG_SCALE, {p.stats, w}},
+                    {DNNL_ARG_SHIFT, {p.stats, b}},
+                    {DNNL_ARG_MEAN, {p.stats, train ? mean : running_mean}},
+                    {DNNL_ARG_VARIANCE, {p.stats, train ? var : running_var}}});
+    if (train)
+      for (std::int64_t c = 0; c < s.c; ++c)
+        bn_running_at(s, mean[c], var[c], running_mean + c, running_var + c);
+  }
+  void backward(const BnShape& s, const Bf16* x, const float* w, const float* mean,
+                const float* var, const Bf16* dy, Bf16* dx, float* dw, float* db) {
+    Plan& p = plan(s, true);
+    if (!dx) {  // the model's input needs no gradient; oneDNN writes one anyway
+      unused_.resize(std::max(unused_.size(), static_cast<std::size_t>(s.size())));
+      dx = unused_.data();
+    }
+    execute(p.bwd, {{DNNL_ARG_SRC, {p.maps, x}},
+                    {DNNL_ARG_MEAN, {p.stats, mean}},
+                    {DNNL_ARG_VARIANCE, {p.stats, var}},
+                    {DNNL_ARG_DIFF_DST, {p.maps, dy}},
+                    {DNNL_ARG_SCALE, {p.stats, w}},
+                    {DNNL_ARG_DIFF_SRC, {p.maps, dx}},
+                    {DNNL_ARG_DIFF_SCALE, {p.stats, dw}},
+                    {DNNL_ARG_DIFF_SHIFT, {p.stats, db}}});
+  }
+
+ private:
+  struct Plan {
+    dnnl::memory::desc maps, stats;
+    dnnl::primitive fwd, bwd;
+  };
+  Plan& plan(const BnShape& s, bool train) {
+    Plan& p = plans_[{s.n, s.c, s.hw, train}];
+    if (p.fwd) return p;
+    using md = dnnl::memory::desc;
+    using dt = dnnl::memory::data_type;
+    using flags = dnnl::normalization_flags;
+    auto& eng = onednn::engine();
+    p.maps = md({s.n, s.c, s.hw, 1}, dt::bf16, dnnl::memory::format_tag::nhwc);
+    p.stats = md({s.c}, dt::f32, dnnl::memory::format_tag::x);
+    const flags f = train ? flags::use_scale | flags::use_shift
+                          : flags::use_scale | flags::use_shift | flags::use_global_stats;
+    const dnnl::batch_normalization_forward::primitive_desc fwd(
+        eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
+        p.maps, p.maps, s.eps, f);
+    p.fwd = dnnl::batch_normalization_forward(fwd);
+    if (train)
+      p.bwd = dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
+          eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
+    return p;
+  }
+  static void execute(dnnl::primitive& prim,
+                      std::initializer_list<std::pair<int, std::pair<dnnl::memory::desc,
+                                                                     const void*>>> args) {
+    std::unordered_map<int, dnnl::memory> mem;
+    for (const auto& [arg, buf] : args)
+      mem[arg] = dnnl::memory(buf.first, onednn::engine(), const_cast<void*>(buf.second));
+    prim.execute(onednn::stream(), mem);
+    onednn::stream().wait();
+  }
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, Plan> plans_;
+  std::vector<Bf16> unused_;
+};
+
+// The backend of a bf16 step (mixed precision, as PyTorch's autocast trains on a CPU with
+// bf16): the maps and their gradients stored in bf16 between layers, NHWC; the parameters,
+// their gradients, the momentum and the update fp32. Convolutions and GEMMs in bf16 through
+// oneDNN (fp32 accumulation), batch norm through oneDNN's primitive (fp32 statistics), ReLU,
+// the residual add, the bias and the conversions here; the loss, max pooling and global
+// average pooling through CpuOps's fp32 op functions on converted copies (of the logits, the
+// stem's maps, the last maps).
+class Bf16Ops {
+ public:
+  using ActType = Bf16;
+  using ParamType = float;
+  template <class E>
+  using Buffer = std::vector<E>;
+  template <class E>
+  Buffer<E> buffer(std::int64_t n) {
+    return Buffer<E>(static_cast<std::size_t>(n));
+  }
+  explicit Bf16Ops(int threads)
+      : f32_(TrainBackend::onednn, threads),
+        gemm_(TrainBackend::onednn, Dtype::bf16, threads),
+        conv_(TrainBackend::onednn, threads, Dtype::bf16, true),
+        threads_(threads) {}
+  bool channels_last() const { return true; }
+  void relayout(const Maps& s, const float* x, Bf16* out) { relayout_as(s, x, out, to_bf16); }
+  void relayout(const Maps& s, const Bf16* x, Bf16* out) {
+    relayout_as(s, x, out, [](Bf16 v) { return v; });
+  }
+  void to_float(const Bf16* x, float* out, std::int64_t n) {
+    convert(x, out, n, threads_, from_bf16);
+  }
+  template <class A, class B, class C>
+  void gemm(const GemmShape& g, const A* a, const B* b, C* c) {
+    gemm_(g, a, b, c);
+  }
+  template <class A, class B, class C>
+  void conv(const ConvShape& s, const A* in0, const B* in1, const float* b, C* out, float* db) {
+    conv_(s, in0, in1, b, out, db);
+  }
+  // On the bits: z > 0 where the sign is clear and z is not zero.
+  void relu(const Bf16* z, const Bf16* dy, Bf16* out, std::int64_t n) {
+    if (dy) {
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+      for (std::int64_t j = 0; j < n; ++j) out[j] = (z[j] & 0x8000u) || z[j] == 0 ? 0 : dy[j];
+      return;
+    }
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < n; ++j) out[j] = (z[j] & 0x8000u) ? 0 : z[j];
+  }
+  void rows(const RowShape& s, const Bf16* x, const std::int32_t* labels, float* out) {
+    f32_.rows(s, floats(x, s.rows * s.cols, a_), labels, out);  // the loss
+  }
+  void rows(const RowShape& s, const Bf16* x, const std::int32_t* labels, Bf16* out) {
+    const std::int64_t n = s.rows * s.cols;  // its gradient
+    f32_.rows(s, floats(x, n, a_), labels, room(b_, n));
+    convert(b_.data(), out, n, threads_, to_bf16);
+  }
+  void mean(const float* x, std::int64_t n, float* out) { f32_.mean(x, n, out); }
+  void bias_rows(const float* b, Bf16* out, std::int64_t rows, std::int64_t cols) {
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j) out[i * cols + j] = to_bf16(b[j]);
+  }
+  void column_sums(const Bf16* x, std::int64_t rows, std::int64_t cols, float* out) {
+#pragma omp parallel for num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      float sum = 0;
+      for (std::int64_t i = 0; i < rows; ++i) sum += from_bf16(x[i * cols + j]);
+      out[j] = sum;
+    }
+  }
+  void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
+                    float weight_decay) {
+    f32_.sgd_momentum(p, v, g, n, lr, momentum, weight_decay);
+  }
+  void add(const Bf16* a, const Bf16* b, Bf16* out, std::int64_t n) {
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < n; ++j) out[j] = to_bf16(from_bf16(a[j]) + from_bf16(b[j]));
+  }
+  void copy(const Bf16* x, Bf16* out, std::int64_t n) { std::copy(x, x + n, out); }
+  void zero(float* x, std::int64_t n) { std::fill(x, x + n, 0.0f); }
+  void maxpool_forward(const PoolShape& s, const Bf16* x, Bf16* out, std::int32_t* arg) {
+    const std::int64_t in = s.planes * s.h * s.w, n = s.planes * s.oh() * s.ow();
+    f32_.maxpool_forward(s, floats(x, in, a_), room(b_, n), arg);
+    convert(b_.data(), out, n, threads_, to_bf16);
+  }
+  void maxpool_backward(const PoolShape& s, const Bf16* dout, const std::int32_t* arg,
+                        Bf16* dx) {
+    const std::int64_t in = s.planes * s.h * s.w, n = s.planes * s.oh() * s.ow();
+    f32_.maxpool_backward(s, floats(dout, n, a_), arg, room(b_, in));
+    convert(b_.data(), dx, in, threads_, to_bf16);
+  }
+  void plane_means(const Maps& s, const Bf16* x, Bf16* out) {
+    f32_.plane_means(s, floats(x, s.size(), a_), room(b_, s.n * s.c));
+    convert(b_.data(), out, s.n * s.c, threads_, to_bf16);
+  }
+  void spread_means(const Maps& s, const Bf16* dout, Bf16* dx) {
+    f32_.spread_means(s, floats(dout, s.n * s.c, a_), room(b_, s.size()));
+    convert(b_.data(), dx, s.size(), threads_, to_bf16);
+  }
+  // The statistics kept for the backward pass are the mean and the (biased) variance.
+  void batchnorm_forward(const BnShape& s, bool train, const Bf16* x, const float* weight,
+                         const float* bias, Bf16* y, float* mean, float* var, float* running_mean,
+                         float* running_var) {
+    bn_.forward(s, train, x, weight, bias, y, mean, var, running_mean, running_var);
+  }
+  void batchnorm_backward(const BnShape& s, const Bf16* x, const float* weight,
+                          const float* mean, const float* var, const Bf16* dy, Bf16* dx,
+                          float* dweight, float* dbias) {
+    bn_.backward(s, x, weight, mean, var, dy, dx, dweight, dbias);
+  }
+
+ private:
+  float* room(std::vector<float>& v, std::int64_t n) {
+    v.resize(std::max(v.size(), static_cast<std::size_t>(n)));
+    return v.data();
+  }
+  const float* floats(const Bf16* x, std::int64_t n, std::vector<float>& into) {
+    convert(x, room(into, n), n, threads_, from_bf16);
+    return into.data();
+  }
+  CpuOps f32_;
+  GemmRunner gemm_;
+  ConvRunner conv_;
+  BnRunner bn_;
+  int threads_;
+  std::vector<float> a_, b_;  // fp32 copies for the fp32 op functions
+};
+#endif
+
+// A step that owns its backend (made before the step, which allocates through it).
+template <class Ops>
+struct OwnsOps {
+  Ops ops;
+};
+template <class Ops>
+class CpuModelStep : private OwnsOps<Ops>, public WalkStep<Ops> {
+ public:
+  CpuModelStep(const ModelDesc& m, const TrainShape& s, Ops ops)
+      : OwnsOps<Ops>{std::move(ops)}, WalkStep<Ops>(m, s, this->ops) {}
 };
 
 }  // namespace
 
 std::unique_ptr<ModelStep> make_model_step(const ModelDesc& m, const TrainShape& s,
                                            TrainBackend backend, int threads) {
-  if (backend == TrainBackend::openblas && s.dtype != Dtype::fp32)
-    throw std::invalid_argument(std::string("the OpenBLAS step runs fp32 only, not ") +
-                                to_string(s.dtype));
-  return std::make_unique<CpuModelStep>(m, s, backend, threads);
+  if (s.dtype == Dtype::fp32)
+    return std::make_unique<CpuModelStep<CpuOps>>(m, s, CpuOps(backend, threads));
+  if (backend == TrainBackend::openblas || s.dtype != Dtype::bf16)
+    throw std::invalid_argument(std::string("the CPU's ") +
+                                (backend == TrainBackend::openblas ? "OpenBLAS" : "oneDNN") +
+                                " step runs no " + to_string(s.dtype));
+#ifdef PAIRBENCH_HAVE_DNNL
+  return std::make_unique<CpuModelStep<Bf16Ops>>(m, s, Bf16Ops(threads));
+#else
+  throw Unavailable(onednn::unavailable(s.dtype));
+#endif
 }
 
 // --- the implementations ---
