@@ -329,7 +329,8 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
                  b.state_bounds.at(i),
              m.state[i].name);
       for (const ParamSlice& sl : m.params) {
-        const double ratio = change_norm(sl, params, before) / change_norm(sl, ref.params.data(), before);
+        const double ratio =
+            change_norm(sl, params, before) / change_norm(sl, ref.params.data(), before);
         // log(ratio) against log(kUpdateNormFactor): 1 at a factor of two either way
         note(std::fabs(std::log(ratio)) / std::log(kUpdateNormFactor),
              "the norm of the update of " + sl.name);
@@ -365,16 +366,16 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     std::ostringstream os;
     os << why.str() << " is off by " << worst << " of its tolerance";
     if (s.train && s.dtype != Dtype::fp32)
-      os << " (the loss within " << b.loss_bound
-         << "; each running statistic within " << kRoundingMargin
+      os << " (the loss within " << b.loss_bound << "; each running statistic within "
+         << kRoundingMargin
          << " times what bf16 rounding moves it; each update's norm within a factor "
          << kUpdateNormFactor << ")";
     else if (s.train)
       os << " (an update within " << b.bound << " relative, in norm; the loss within "
          << b.loss_bound << ")";
     else
-      os << " (" << b.logits_bound << " of the logits' rms" << (s.dtype == Dtype::fp32 ? "" : ", in norm")
-         << ")";
+      os << " (" << b.logits_bound << " of the logits' rms"
+         << (s.dtype == Dtype::fp32 ? "" : ", in norm") << ")";
     chk.detail = os.str();
   }
   return chk;

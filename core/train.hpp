@@ -22,8 +22,8 @@ struct TrainShape {
   std::int64_t image = 224;  // the models that take an image: its side (a multiple of 4)
   float lr = 0.01f, momentum = 0.9f, weight_decay = 0.0f;
   // fp32; bf16: mixed precision as PyTorch's autocast trains (fp32 master weights, momentum,
-  // update, batch norm, loss; the convolutions and GEMMs take their inputs rounded to bf16 and
-  // accumulate and return fp32). Maps and gradients between layers stay fp32 in memory.
+  // update, batch norm statistics, loss; the maps and their gradients stored in bf16, the
+  // convolutions and GEMMs on bf16 inputs, accumulating in fp32).
   Dtype dtype = Dtype::fp32;
 };
 
@@ -86,9 +86,9 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // The bound follows from the model's conditioning (rounding_bound): 1e-3, or kRoundingMargin
 // times the largest distance of any tensor's update between the exact reference and the
 // reference rounded as the step's dtype rounds (every result stored in fp32; in bf16 the
-// convolutions' and GEMMs' inputs rounded to bf16 too), whichever is larger. Fifty layers of batch norm,
-// each followed by ReLUs whose kinks single rounding errors cross, move ResNet-50's gradients at
-// PyTorch's initialisation by percents between fp32 and double (PyTorch's own differ by up to
+// convolutions' and GEMMs' inputs rounded to bf16 too), whichever is larger. Fifty layers of batch
+// norm, each followed by ReLUs whose kinks single rounding errors cross, move ResNet-50's gradients
+// at PyTorch's initialisation by percents between fp32 and double (PyTorch's own differ by up to
 // 3.4% at batch 8 on 32x32): no fp32 step can do better, and which elements a run's rounding
 // flips is chance, so one rounded run's distance is a scale, not a ceiling (the margin). The
 // mlp, the cnn and the reduced resnet stay at 1e-3. Above kMostBound (25%) a shape is not
@@ -120,8 +120,7 @@ double rounding_loss_bound(const ReferenceStep& exact, const ReferenceStep& roun
 Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& inputs,
                    const ReferenceStep& expected, const Tensors& outputs);
 Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& inputs,
-                   const ReferenceStep& expected, const StepBounds& bounds,
-                   const Tensors& outputs);
+                   const ReferenceStep& expected, const StepBounds& bounds, const Tensors& outputs);
 ReferenceStep step_of(const TrainShape& s, const Tensors& outputs);
 
 class TrainWorkload : public Workload {

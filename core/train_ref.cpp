@@ -24,7 +24,8 @@ namespace {
 class ReferenceOps : public HostOps<double> {
  public:
   // rounded: as a step of dtype t rounds (fp32 or bf16); else exact.
-  ReferenceOps(bool rounded, Dtype t) : fp32_(rounded), low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32) {}
+  ReferenceOps(bool rounded, Dtype t)
+      : fp32_(rounded), low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32) {}
   // c = alpha op(a) op(b) + beta c, row-major.
   void gemm(const GemmShape& g, const double* a, const double* b, double* c) {
     dgemm(g, low(a, g.m * g.k, 0), low(b, g.k * g.n, 1), c);
@@ -236,9 +237,9 @@ class ReferenceOps : public HostOps<double> {
   }
 
   bool fp32_;
-  Dtype low_;                     // the convolutions' and GEMMs' input type
-  std::vector<double> lows_[2];   // their inputs in it
-  std::vector<double> col_;       // one image's column matrix
+  Dtype low_;                    // the convolutions' and GEMMs' input type
+  std::vector<double> lows_[2];  // their inputs in it
+  std::vector<double> col_;      // one image's column matrix
 };
 
 std::vector<double> doubles(const float* v, std::int64_t n) { return {v, v + n}; }

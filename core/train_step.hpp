@@ -20,7 +20,8 @@
 //   maxpool_forward(PoolShape, x, out, arg) / maxpool_backward(PoolShape, dout, arg, dx)
 //   batchnorm_forward(BnShape, train, x, weight, bias, y, mean, invstd, running_mean,
 //                     running_var) / batchnorm_backward(BnShape, x, weight, mean, invstd, dy,
-//                     dx, dweight, dbias)   core/layers.hpp (dx may be null)
+//                     dx, dweight, dbias)   core/layers.hpp (dx may be null; an Ops may keep
+//                                      another statistic than invstd: its backward reads it)
 //   sgd_momentum(p, v, g, n, lr, momentum, weight_decay)
 //   add(a, b, out, n), copy(x, out, n), zero(x, n)
 //   plane_means(Maps, x, out)          out (n x c) the mean of each map (global average pooling)
@@ -388,7 +389,7 @@ class Walk {
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
   std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
-  std::vector<Buf<P>> aux_;              // per batch norm: the batch's mean and invstd
+  std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
   std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
   std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
   bool channels_last_ = false;           // the Ops keeps maps NHWC
@@ -399,7 +400,7 @@ class Walk {
   Buf<T> scratch_;
   Buf<P> losses_, loss_;
   std::vector<float> logits_f32_;  // kLowMaps: the logits converted
-  std::int64_t accumulated_ = 0;  // per sample: the largest tensor with more than one reader
+  std::int64_t accumulated_ = 0;   // per sample: the largest tensor with more than one reader
   Buf<P> param_grads_, zeros_, dbias_;
 };
 

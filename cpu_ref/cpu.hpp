@@ -113,8 +113,7 @@ class OnednnConvolution {
  public:
   // low_maps: the caller's maps (x, y and their gradients) are stored in s.dtype (bf16 or fp16),
   // not fp32; weights, their gradient and the bias stay fp32.
-  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false,
-                             bool low_maps = false);
+  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false, bool low_maps = false);
   OnednnConvolution(const OnednnConvolution&) = delete;
   OnednnConvolution& operator=(const OnednnConvolution&) = delete;
   ~OnednnConvolution();

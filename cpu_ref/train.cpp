@@ -53,14 +53,12 @@ class GemmRunner {
   GemmRunner(TrainBackend b, Dtype t, int threads) : backend_(b), dtype_(t), threads_(threads) {}
   template <class A, class B, class C>
   void operator()(GemmShape g, const A* a, const B* b, C* c) {
-    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> &&
-                  std::is_same_v<C, float>)
+    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> && std::is_same_v<C, float>)
       if (backend_ == TrainBackend::openblas) return gemm_openblas(g, a, b, c);
     g.dtype = dtype_;
     auto& plan = plans_[std::make_tuple(g.m, g.n, g.k, g.ta, g.tb, g.alpha, g.beta, g.dtype)];
     if (!plan) plan = std::make_unique<OnednnMatmul>(g);
-    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> &&
-                  std::is_same_v<C, float>)
+    if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> && std::is_same_v<C, float>)
       if (g.dtype == Dtype::fp32) return plan->run(a, b, c);
     const void* a16 = low(*plan, true, a, g.m * g.k, low_a_);
     const void* b16 = low(*plan, false, b, g.k * g.n, low_b_);
@@ -106,8 +104,7 @@ class ConvRunner {
   ConvRunner(TrainBackend b, int threads, Dtype t, bool low_maps)
       : backend_(b), threads_(threads), dtype_(t), low_maps_(low_maps) {}
   template <class A, class B, class C>
-  void operator()(ConvShape s, const A* in0, const B* in1, const float* bias, C* out,
-                  float* db) {
+  void operator()(ConvShape s, const A* in0, const B* in1, const float* bias, C* out, float* db) {
     s.dtype = dtype_;
     if constexpr (std::is_same_v<A, float> && std::is_same_v<B, float> &&
                   std::is_same_v<C, float>) {
@@ -199,8 +196,8 @@ class CpuOps : public HostOps<float> {
 // first use.
 class BnRunner {
  public:
-  void forward(const BnShape& s, bool train, const Bf16* x, const float* w, const float* b,
-               Bf16* y, float* mean, float* var, float* running_mean, float* running_var) {
+  void forward(const BnShape& s, bool train, const Bf16* x, const float* w, const float* b, Bf16* y,
+               float* mean, float* var, float* running_mean, float* running_var) {
     Plan& p = plan(s, train);
     execute(p.fwd, {{DNNL_ARG_SRC, {p.maps, x}},
                     {DNNL_ARG_DST, {p.maps, y}},
@@ -246,17 +243,17 @@ class BnRunner {
     const flags f = train ? flags::use_scale | flags::use_shift
                           : flags::use_scale | flags::use_shift | flags::use_global_stats;
     const dnnl::batch_normalization_forward::primitive_desc fwd(
-        eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
-        p.maps, p.maps, s.eps, f);
+        eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference, p.maps,
+        p.maps, s.eps, f);
     p.fwd = dnnl::batch_normalization_forward(fwd);
     if (train)
       p.bwd = dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
           eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
     return p;
   }
-  static void execute(dnnl::primitive& prim,
-                      std::initializer_list<std::pair<int, std::pair<dnnl::memory::desc,
-                                                                     const void*>>> args) {
+  static void execute(
+      dnnl::primitive& prim,
+      std::initializer_list<std::pair<int, std::pair<dnnl::memory::desc, const void*>>> args) {
     std::unordered_map<int, dnnl::memory> mem;
     for (const auto& [arg, buf] : args)
       mem[arg] = dnnl::memory(buf.first, onednn::engine(), const_cast<void*>(buf.second));
@@ -352,8 +349,7 @@ class Bf16Ops {
     f32_.maxpool_forward(s, floats(x, in, a_), room(b_, n), arg);
     convert(b_.data(), out, n, threads_, to_bf16);
   }
-  void maxpool_backward(const PoolShape& s, const Bf16* dout, const std::int32_t* arg,
-                        Bf16* dx) {
+  void maxpool_backward(const PoolShape& s, const Bf16* dout, const std::int32_t* arg, Bf16* dx) {
     const std::int64_t in = s.planes * s.h * s.w, n = s.planes * s.oh() * s.ow();
     f32_.maxpool_backward(s, floats(dout, n, a_), arg, room(b_, in));
     convert(b_.data(), dx, in, threads_, to_bf16);
@@ -372,9 +368,9 @@ class Bf16Ops {
                          float* running_var) {
     bn_.forward(s, train, x, weight, bias, y, mean, var, running_mean, running_var);
   }
-  void batchnorm_backward(const BnShape& s, const Bf16* x, const float* weight,
-                          const float* mean, const float* var, const Bf16* dy, Bf16* dx,
-                          float* dweight, float* dbias) {
+  void batchnorm_backward(const BnShape& s, const Bf16* x, const float* weight, const float* mean,
+                          const float* var, const Bf16* dy, Bf16* dx, float* dweight,
+                          float* dbias) {
     bn_.backward(s, x, weight, mean, var, dy, dx, dweight, dbias);
   }
 

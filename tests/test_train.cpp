@@ -590,8 +590,8 @@ TEST(TrainModel, ABf16StepIsCheckedByItsLossStatisticsAndUpdateNorms) {
 }
 
 // ResNet-50 learns in each precision this CPU has: 50 steps of oneDNN's step on fresh synthetic
-// batches at batch 8 on 32x32 (lr 0.001) take the loss from about ln(1000) to under half of it; the first
-// step passes the workload's check. bf16 where the CPU has it (skipped with the reason
+// batches at batch 8 on 32x32 (lr 0.001) take the loss from about ln(1000) to under half of it; the
+// first step passes the workload's check. bf16 where the CPU has it (skipped with the reason
 // elsewhere).
 TEST(TrainModel, ResNet50LearnsInEachPrecision) {
   for (Dtype t : {Dtype::fp32, Dtype::bf16}) {
