@@ -361,6 +361,7 @@ json projection(const json& cases, const json& context) {
     const double epoch_s = kImagenetImages / sps;
     best[device] = {{"model", model_of(c)},
                     {"impl", impl},
+                    {"dtype", c.value("dtype", "fp32")},
                     {"batch", std::stoll(c["shape"]["batch"].get<std::string>())},
                     {"samples_per_s", sps},
                     {"epoch_s", epoch_s},

@@ -222,12 +222,13 @@ std::string summary(const json& report) {
        << " images) and " << pr.value("epochs", 90)
        << " epochs at the best training throughput measured:";
     for (const auto& [device, d] : pr["devices"].items()) {
-      std::snprintf(buf, sizeof buf, " %s %s, %d epochs %s (%s, %s, batch %lld, %.0f samples/s);",
-                    device.c_str(), fmt_duration(3600 * d["epoch_h"].get<double>()).c_str(),
-                    pr.value("epochs", 90), fmt_duration(3600 * d.value("training_h", 0.0)).c_str(),
-                    d["model"].get<std::string>().c_str(), d["impl"].get<std::string>().c_str(),
-                    static_cast<long long>(d["batch"].get<std::int64_t>()),
-                    d["samples_per_s"].get<double>());
+      std::snprintf(
+          buf, sizeof buf, " %s %s, %d epochs %s (%s, %s %s, batch %lld, %.0f samples/s);",
+          device.c_str(), fmt_duration(3600 * d["epoch_h"].get<double>()).c_str(),
+          pr.value("epochs", 90), fmt_duration(3600 * d.value("training_h", 0.0)).c_str(),
+          d["model"].get<std::string>().c_str(), d["impl"].get<std::string>().c_str(),
+          d.value("dtype", "fp32").c_str(), static_cast<long long>(d["batch"].get<std::int64_t>()),
+          d["samples_per_s"].get<double>());
       os << buf;
       if (d.contains("end_to_end")) {
         const json& e = d["end_to_end"];

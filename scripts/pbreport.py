@@ -73,7 +73,8 @@ def projection_lines(doc):
     for dev, d in pr.get("devices", {}).items():
         training = (f", {pr['epochs']} epochs {duration(d['training_h'])}"
                     if "training_h" in d and "epochs" in pr else "")
-        line = (f"{dev}: {duration(d['epoch_h'])}{training} ({d['model']}, {d['impl']}, "
+        line = (f"{dev}: {duration(d['epoch_h'])}{training} ({d['model']}, {d['impl']} "
+                f"{d.get('dtype', 'fp32')}, "
                 f"batch {d['batch']}, {d['samples_per_s']:.0f} samples/s)")
         if "end_to_end" in d:
             e = d["end_to_end"]

@@ -116,6 +116,7 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   EXPECT_DOUBLE_EQ(p["devices"]["cpu"]["epoch_s"].get<double>(), report::kImagenetImages / 9000);
   EXPECT_EQ(p["devices"]["gpu"]["batch"], 128);
   EXPECT_EQ(p["devices"]["cpu"]["model"], "mlp");
+  EXPECT_EQ(p["devices"]["cpu"]["dtype"], "fp32");  // the precision of the step it came from
   EXPECT_NE(p["claim"].get<std::string>().find("week"), std::string::npos);
   // A whole training: 90 epochs, or --epochs (in the context); no figure scaled to ResNet-50.
   EXPECT_EQ(p["epochs"], 90);
@@ -164,9 +165,9 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   const std::string text = report::summary(report::build(json::object(), json::array(), cases));
   EXPECT_NE(text.find("Projection: one epoch of ImageNet-1k"), std::string::npos) << text;
   // In a unit that keeps it readable: 1281167 / 9000 s and / 40000 s, not "0.04 h", "0.01 h".
-  EXPECT_NE(text.find(" cpu 2.4 min, 90 epochs 3.56 h (mlp, onednn, batch 128"), std::string::npos)
+  EXPECT_NE(text.find(" cpu 2.4 min, 90 epochs 3.56 h (mlp, onednn fp32, batch 128"), std::string::npos)
       << text;
-  EXPECT_NE(text.find(" gpu 32.0 s, 90 epochs 48.0 min (mlp, cublas, batch 128"), std::string::npos)
+  EXPECT_NE(text.find(" gpu 32.0 s, 90 epochs 48.0 min (mlp, cublas fp32, batch 128"), std::string::npos)
       << text;
 }
 

@@ -65,7 +65,7 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     doc = json.loads(quick_reports[0].read_text())
     devices = doc["pairbench"]["analyses"]["projection"]["devices"]
     assert "cpu" in devices  # the quick suite trains its models on the CPU
-    devices["gpu"] = dict(devices["cpu"], impl="cudnn", epoch_h=0.25, training_h=22.5,
+    devices["gpu"] = dict(devices["cpu"], impl="cudnn", dtype="fp32", epoch_h=0.25, training_h=22.5,
                           end_to_end=dict(devices["cpu"], impl="cudnn_h2d", epoch_h=0.5))
     doc["context"]["machine_drift"] = {  # its CPU's speed moved under the run: said
         "threshold": 0.2, "probes": 8, "changed": True,
@@ -76,7 +76,7 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "One epoch of ImageNet-1k (1281167 images)" in summary
     # ResNet-50 (the quick suite's heaviest model), its epoch and a whole training, unscaled.
-    assert "- gpu: 15.0 min, 90 epochs 22.50 h (resnet50, cudnn, batch" in summary
+    assert "- gpu: 15.0 min, 90 epochs 22.50 h (resnet50, cudnn fp32, batch" in summary
     assert "ResNet-50 v1.5, the claim's model; nothing is scaled" in summary
     assert "end to end 30.0 min (cudnn_h2d)" in summary
     assert "**warning:** the machine changed speed under the run (STREAM copy 19.2-113.5" in summary
