@@ -165,9 +165,11 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   const std::string text = report::summary(report::build(json::object(), json::array(), cases));
   EXPECT_NE(text.find("Projection: one epoch of ImageNet-1k"), std::string::npos) << text;
   // In a unit that keeps it readable: 1281167 / 9000 s and / 40000 s, not "0.04 h", "0.01 h".
-  EXPECT_NE(text.find(" cpu 2.4 min, 90 epochs 3.56 h (mlp, onednn fp32, batch 128"), std::string::npos)
+  EXPECT_NE(text.find(" cpu 2.4 min, 90 epochs 3.56 h (mlp, onednn fp32, batch 128"),
+            std::string::npos)
       << text;
-  EXPECT_NE(text.find(" gpu 32.0 s, 90 epochs 48.0 min (mlp, cublas fp32, batch 128"), std::string::npos)
+  EXPECT_NE(text.find(" gpu 32.0 s, 90 epochs 48.0 min (mlp, cublas fp32, batch 128"),
+            std::string::npos)
       << text;
 }
 
