@@ -242,13 +242,21 @@ class BnRunner {
     p.stats = md({s.c}, dt::f32, dnnl::memory::format_tag::x);
     const flags f = train ? flags::use_scale | flags::use_shift
                           : flags::use_scale | flags::use_shift | flags::use_global_stats;
-    const dnnl::batch_normalization_forward::primitive_desc fwd(
-        eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference, p.maps,
-        p.maps, s.eps, f);
-    p.fwd = dnnl::batch_normalization_forward(fwd);
-    if (train)
-      p.bwd = dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
-          eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
+    try {
+      const dnnl::batch_normalization_forward::primitive_desc fwd(
+          eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
+          p.maps, p.maps, s.eps, f);
+      p.fwd = dnnl::batch_normalization_forward(fwd);
+      if (train)
+        p.bwd =
+            dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
+                eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
+    } catch (const dnnl::error& e) {
+      plans_.erase({s.n, s.c, s.hw, train});
+      if (e.status != dnnl_unimplemented) throw;
+      throw Unavailable("oneDNN has no bf16 batch normalization on this CPU (ISA " +
+                        onednn::effective_isa() + ")");
+    }
     return p;
   }
   static void execute(
