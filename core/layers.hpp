@@ -149,16 +149,19 @@ void relayout_as(const Maps& s, const X* x, T* out, Convert convert) {
 // What every host backend of core/train_step.hpp shares (the CPU's, in float, and the
 // reference's, in double, derive from it): host vectors for buffers, copy and zero, and the six
 // above as op functions.
-template <class T>
-struct HostOps {
-  using ActType = T;
-  using ParamType = T;
+// Host vectors as a backend's buffers.
+struct HostBuffers {
   template <class E>
   using Buffer = std::vector<E>;
   template <class E>
   Buffer<E> buffer(std::int64_t n) {
     return Buffer<E>(static_cast<std::size_t>(n));
   }
+};
+template <class T>
+struct HostOps : HostBuffers {
+  using ActType = T;
+  using ParamType = T;
   void copy(const T* x, T* out, std::int64_t n) { std::copy(x, x + n, out); }
   void zero(T* x, std::int64_t n) { std::fill(x, x + n, T(0)); }
   void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {

@@ -279,16 +279,10 @@ class BnRunner {
 // the residual add, the bias and the conversions here; the loss, max pooling and global
 // average pooling through CpuOps's fp32 op functions on converted copies (of the logits, the
 // stem's maps, the last maps).
-class Bf16Ops {
+class Bf16Ops : public HostBuffers {
  public:
   using ActType = Bf16;
   using ParamType = float;
-  template <class E>
-  using Buffer = std::vector<E>;
-  template <class E>
-  Buffer<E> buffer(std::int64_t n) {
-    return Buffer<E>(static_cast<std::size_t>(n));
-  }
   explicit Bf16Ops(int threads)
       : f32_(TrainBackend::onednn, threads),
         gemm_(TrainBackend::onednn, Dtype::bf16, threads),
