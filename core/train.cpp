@@ -321,7 +321,6 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     const float* state = m.state_count ? output_f32(outs, "state", m.state_count, chk) : nullptr;
     if (!loss || !params || !velocity || (m.state_count && !state)) return chk;
     const float* before = at(in, "params").f32().data();
-    const std::vector<float> no_velocity(static_cast<std::size_t>(m.param_count), 0.0f);
     note(std::fabs(*loss - ref.loss) / (b.loss_bound * (std::fabs(ref.loss) + 1.0)), "loss");
     if (s.dtype != Dtype::fp32) {  // the statistics, and the updates in norm
       for (std::size_t i = 0; i < m.state.size(); ++i)
@@ -346,6 +345,7 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
       // Per tensor, the change in norm: a few of the thousands of ReLUs and pooling windows with
       // inputs within rounding of their kink may decide otherwise in fp32 than in double, which
       // moves single elements by a sample's term but the tensor by little.
+      const std::vector<float> no_velocity(static_cast<std::size_t>(m.param_count), 0.0f);
       for (const ParamSlice& sl : m.params)
         note(std::max(relative_change(sl, params, ref.params, before),
                       relative_change(sl, velocity, ref.velocity, no_velocity.data())) /
