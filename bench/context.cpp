@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <regex>
 
+#include "bench/ceilings.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "cpu_ref/onednn.hpp"
 #include "kernels/gpu.hpp"
@@ -23,11 +25,6 @@ namespace pb {
 
 namespace {
 
-bool has_isa(const char* f) {
-  const auto& isa = cpu::cpu_info().isa;
-  return std::find(isa.begin(), isa.end(), f) != isa.end();
-}
-
 // The nominal clock in GHz: from the model name ("@ 2.50GHz") when it has one, else as
 // Google Benchmark measured it.
 double cpu_ghz() {
@@ -37,17 +34,18 @@ double cpu_ghz() {
   return benchmark::CPUInfo::Get().cycles_per_second / 1e9;
 }
 
-int flops_per_cycle() {
-  if (has_isa("avx512f")) return 64;                 // 2 FMA units x 16 lanes x 2
-  if (has_isa("avx2") && has_isa("fma")) return 32;  // 2 x 8 x 2
-  if (has_isa("avx")) return 16;
-  return 8;
+// The maximum clock in GHz as cpufreq gives it; 0 where it is not visible (a VM).
+double cpu_max_ghz() {
+  std::ifstream f("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");
+  double khz = 0;
+  return f >> khz ? khz / 1e6 : 0.0;
 }
 
 }  // namespace
 
 double cpu_peak_fp32_gflops() {
-  return cpu::cpu_info().logical_cpus * cpu_ghz() * flops_per_cycle();
+  return cpu::cpu_info().logical_cpus * cpu_ghz() *
+         cpu_flop_per_cycle(cpu::cpu_info().isa, Dtype::fp32).flop_per_cycle;
 }
 
 report::json make_context(const char* argv0, const Options& o) {
@@ -91,8 +89,11 @@ report::json make_context(const char* argv0, const Options& o) {
   c["cpu_l2_bytes"] = cpu.l2_bytes;
   c["cpu_l3_bytes"] = cpu.l3_bytes;
   c["cpu_peak_fp32_gflops"] = cpu_peak_fp32_gflops();
-  c["cpu_peak_note"] = "cores x nominal GHz x " + std::to_string(flops_per_cycle()) +
+  c["cpu_peak_note"] = "cores x nominal GHz x " +
+                       std::to_string(cpu_flop_per_cycle(cpu.isa, Dtype::fp32).flop_per_cycle) +
                        " FLOP/cycle (widest FMA, two FMA units assumed)";
+  c["cpu_nominal_ghz"] = cpu_ghz();
+  if (cpu_max_ghz() > 0) c["cpu_max_ghz"] = cpu_max_ghz();
   c["openblas_config"] = cpu.openblas_config;
   c["openblas_core"] = cpu.openblas_core;
   c["openblas_core_detected"] = cpu.openblas_core_detected.empty()

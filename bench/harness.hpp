@@ -27,6 +27,28 @@ struct HarnessResult {
   int failed = 0;                                   // cases that errored or failed verification
 };
 
+// A case's implementation, prepared, run once and verified against the workload's reference; when
+// the check passed, also warmed up (up to 3 more runs, ~50 ms). corrupt_result: the test hook
+// (PAIRBENCH_INJECT_FAULT). Throws what the implementation throws (Unavailable among them).
+struct FirstRun {
+  std::unique_ptr<Impl> impl;
+  Check check;
+  std::string detail;  // Impl::detail() after the first run
+  double transfer_s = 0;
+};
+FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result);
+
+// Outside Google Benchmark (the ceiling probes): the shortest of `runs` timed runs of a verified
+// case; seconds 0 and the reason in error when it could not run or failed its check.
+struct BestTime {
+  double seconds = 0;
+  std::string error;
+};
+BestTime measure_best(const Case& c, int runs);
+
+// Whether --benchmark_filter selects the case of this name.
+bool selected_by_filter(const std::string& name);
+
 HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg, report::Log& log);
 
 }  // namespace pb

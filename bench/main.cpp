@@ -15,6 +15,7 @@
 
 #include "bench/progress.hpp"
 #include "bench/cases.hpp"
+#include "bench/ceilings.hpp"
 #include "bench/context.hpp"
 #include "bench/harness.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -179,7 +180,8 @@ int run(int argc_in, char** argv_in) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 
-  const pb::report::json context = pb::make_context(argv[0], o);
+  pb::report::json context = pb::make_context(argv[0], o);
+  context["ceilings"] = pb::ceilings(context, pb::measure_ceilings(cases, res, o.quiet));
   log->append("context", context);
   pb::HarnessConfig cfg;
   cfg.cold = o.cold;
@@ -198,10 +200,15 @@ int run(int argc_in, char** argv_in) {
   pb::report::write_atomic(path, doc.dump(2) + "\n");
   std::remove(log->path().c_str());
   std::cout << "\n" << pb::report::summary(doc);
-  if (result.failed > 0)
-    std::cout << result.failed << " case(s) failed; their entries in the report say why\n";
+  const int impossible = pb::report::impossible_count(doc);
+  const int failed = result.failed + impossible;
+  if (impossible > 0)
+    std::cout << impossible
+              << " case(s) measured a figure above what the hardware can do (above_ceiling in "
+                 "their records): a wrong measurement or count, not a result\n";
+  if (failed > 0) std::cout << failed << " case(s) failed; their entries in the report say why\n";
   std::cout << "report: " << path << "\n";
-  return result.failed > 0 ? 1 : 0;
+  return failed > 0 ? 1 : 0;
 }
 
 }  // namespace

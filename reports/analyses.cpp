@@ -2,6 +2,7 @@
 // that a recovered report gets them too.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -57,7 +58,49 @@ constexpr PrecisionPair kPrecisions[] = {{"speedup_fp32", "fp32", "fp32"},
 
 double median_s(const json& c) { return c["time"]["median_s"].get<double>(); }
 
-json speedup(const json& cases) {
+namespace {
+
+// The labels of a speedup's two cases that make it mean less than it seems (checked_cases): a
+// latency-bound case; a cache-resident one where the work is read in GB/s (its figure is the
+// cache's, not the memory's; a GEMM is meant to run from cache).
+json apart_labels(const json* cpu, const json* gpu) {
+  json out = json::array();
+  for (const char* label : {"latency_bound", "cache_resident"})
+    for (const json* c : {cpu, gpu}) {
+      if (!c || !c->value(label, false)) continue;
+      if (std::string(label) == "cache_resident" && c->value("metric", "") != "GB/s") continue;
+      out.push_back(label);
+      break;
+    }
+  return out;
+}
+
+// The compute probe taken just before an op family, against the run's best: where it read under
+// kThrottledFraction of it, the family's speedups were divided by a slowed host.
+json host_throttled(const std::string& op, const json& probes) {
+  double best = 0;
+  const json* before = nullptr;
+  for (const json& p : probes) {
+    best = std::max(best, p.value("compute_gflops", 0.0));
+    if (p.value("when", "") == "before " + op) before = &p;
+  }
+  if (!before || best <= 0) return nullptr;
+  const double f = before->value("compute_gflops", 0.0) / best;
+  if (f >= kThrottledFraction) return nullptr;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "the CPU probe before %s read %.0f GFLOP/s, %.0f%% of the run's best %.0f: its "
+                "speedups were divided by a slowed host",
+                op.c_str(), before->value("compute_gflops", 0.0), 100 * f, best);
+  return {{"probe_gflops", before->value("compute_gflops", 0.0)},
+          {"best_probe_gflops", best},
+          {"fraction", f},
+          {"note", buf}};
+}
+
+}  // namespace
+
+json speedup(const json& cases, const json& probes) {
   struct Group {
     std::string op, shape;
     const json *cpu = nullptr, *gpu = nullptr;          // the fastest of each, whatever its dtype
@@ -117,6 +160,10 @@ json speedup(const json& cases) {
     if (!same.empty()) e["same_algorithm"] = same;
     if (!g.gpu)
       e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
+    const json apart = apart_labels(g.cpu, g.gpu);
+    if (!apart.empty()) e["apart"] = apart;
+    const json throttled = g.cpu ? host_throttled(g.op, probes) : json(nullptr);
+    if (!throttled.is_null()) e["host_throttled"] = throttled;
     out.push_back(e);
   }
   return out;
@@ -168,13 +215,16 @@ json memory_bandwidth(const json& cases, const json& context) {
     for (const char* k : {"copy", "scale", "add", "triad", "dot"}) {
       if (!best.count(k)) continue;
       const json& c = *best[k];
+      // A GPU's L2 does not read a line before writing it whole: no write-allocate traffic
+      // (reports older than the harness's rule recorded some for GPU cases).
+      const double wa = gpu ? 0.0 : num(c, "write_allocate_bytes");
       json e = {{"kernel", k},
                 {"gbs", c["gbs"]},
                 {"name", c["name"]},
                 {"pct_of_best", 100.0 * num(c, "gbs") / ceiling},
-                {"write_allocate_bytes", c.value("write_allocate_bytes", 0.0)},
-                {"gbs_with_write_allocate", (num(c, "min_bytes") + num(c, "write_allocate_bytes")) /
-                                                num(c["time"], "median_s") / 1e9}};
+                {"write_allocate_bytes", wa},
+                {"gbs_with_write_allocate",
+                 (num(c, "min_bytes") + wa) / num(c["time"], "median_s") / 1e9}};
       if (c["device"] == "cpu") e["threads"] = c["threads"];
       if (!theoretical.is_null())
         e["pct_of_theoretical"] = 100.0 * num(c, "gbs") / theoretical.get<double>();
@@ -183,9 +233,11 @@ json memory_bandwidth(const json& cases, const json& context) {
     json d = {
         {"stream", kernels}, {"measured_ceiling_gbs", ceiling}, {"theoretical_gbs", theoretical}};
     d["bytes_counted"] =
-        "as STREAM counts them: each array read or written once per element; a cache that "
-        "allocates on write also reads every written array (write_allocate_bytes), which "
-        "gbs_with_write_allocate includes";
+        gpu ? "as STREAM counts them: each array read or written once per element (a GPU's L2 "
+              "writes whole lines without reading them first)"
+            : "as STREAM counts them: each array read or written once per element; a cache that "
+              "allocates on write also reads every written array (write_allocate_bytes), which "
+              "gbs_with_write_allocate includes";
     if (theoretical.is_null())
       d["theoretical_note"] = gpu ? "the GPU's memory clock and bus width were not reported"
                                   : "not knowable from inside the machine (the number and speed "
@@ -391,58 +443,78 @@ json projection(const json& cases, const json& context) {
 
 json roofline(const json& cases, const json& context) {
   json out = json::object();
+  const json ceilings = context.value("ceilings", json::object());
   for (const char* device : {"cpu", "gpu"}) {
     const bool gpu = std::string(device) == "gpu";
-    // The measured ceilings: the best STREAM kernel, and the best GEMM of each dtype (an fp32
-    // point is judged against fp32 GEMM, never against the tensor cores' bf16).
-    double best_bytes = 0;
-    std::map<std::string, double> best_flops;
-    json points = json::array();
-    for (const json& c : cases) {
-      if (!ok(c) || c["device"] != device) continue;
-      if (bandwidth_kernel(c)) best_bytes = std::max(best_bytes, num(c, "gbs"));
-      if (has_role(c, {"compute_reference"})) {
-        double& f = best_flops[c["dtype"].get<std::string>()];
-        f = std::max(f, num(c, "gflops"));
+    const json dev = ceilings.value(device, json::object());
+    // The ceilings come from context.ceilings: the probes made for them (bench/ceilings.hpp),
+    // never a suite case; the peak where a probe did not run; for a report without them, the
+    // context's fp32 and bandwidth peaks.
+    auto ceiling = [&](const std::string& key, const char* legacy_peak) {
+      if (dev.contains(key)) {
+        const double m = num(dev[key], "measured");
+        return m > 0 ? m : num(dev[key], "peak");
       }
-    }
-    const char* peak_f_key = gpu ? "gpu_peak_fp32_gflops" : "cpu_peak_fp32_gflops";
-    const char* peak_b_key = gpu ? "gpu_peak_bandwidth_gbs" : "cpu_peak_bandwidth_gbs";
-    const double ceil_b = best_bytes > 0 ? best_bytes : num(context, peak_b_key);
-    // A dtype's compute ceiling: its best GEMM here; for fp32 without one, the theoretical peak.
-    auto ceiling = [&](const std::string& dtype) {
-      const auto it = best_flops.find(dtype);
-      return it != best_flops.end() ? it->second : dtype == "fp32" ? num(context, peak_f_key) : 0;
+      return legacy_peak ? num(context, legacy_peak) : 0.0;
     };
-    auto ridge = [&](double ceil_f) {
-      return ceil_f > 0 && ceil_b > 0 ? json(ceil_f / ceil_b) : json(nullptr);
+    const double ceil_b =
+        ceiling("memory", gpu ? "gpu_peak_bandwidth_gbs" : "cpu_peak_bandwidth_gbs");
+    auto ceil_f = [&](const std::string& dtype) {
+      return ceiling(dtype, dtype == "fp32"
+                                ? (gpu ? "gpu_peak_fp32_gflops" : "cpu_peak_fp32_gflops")
+                                : nullptr);
     };
+    auto ridge = [&](double f) { return f > 0 && ceil_b > 0 ? json(f / ceil_b) : json(nullptr); };
+    json points = json::array();
+    std::set<std::string> dtypes;
     for (const json& c : cases) {
       if (!ok(c) || c["device"] != device || num(c, "flops") <= 0) continue;
       const std::string dtype = c["dtype"];
-      const double ceil_f = ceiling(dtype);
+      dtypes.insert(dtype);
+      const double f = ceil_f(dtype);
       const double intensity = num(c, "flops") / num(c, "min_bytes");
-      const json r = ridge(ceil_f);
+      const json r = ridge(f);
       json p = {{"name", c["name"]},
                 {"dtype", dtype},
                 {"intensity", intensity},
                 {"gflops", c["gflops"]},
-                {"ceiling_gflops", ceil_f > 0 ? json(ceil_f) : json(nullptr)}};
+                {"ceiling_gflops", f > 0 ? json(f) : json(nullptr)}};
       p["memory_bound"] = r.is_null() ? json(nullptr) : json(intensity < r.get<double>());
-      if (!r.is_null())
-        p["pct_of_attainable"] = 100.0 * num(c, "gflops") / std::min(ceil_f, intensity * ceil_b);
+      // A working set inside the last-level cache is not held to the memory's roof.
+      const bool resident = c.value("cache_resident", false);
+      if (resident) p["cache_resident"] = true;
+      if (c.value("latency_bound", false)) p["latency_bound"] = true;
+      if (f > 0) {
+        const double attainable = resident || ceil_b <= 0 ? f : std::min(f, intensity * ceil_b);
+        const double pct = 100.0 * num(c, "gflops") / attainable;
+        p["pct_of_attainable"] = std::min(pct, 100.0);
+        // A case faster than the probe made for its ceiling (the machine was slower while
+        // the probe ran): at the ceiling, and by how much it beat it.
+        if (pct > 100) p["beat_measured_ceiling_by"] = pct / 100 - 1;
+      }
       points.push_back(p);
     }
     if (points.empty()) continue;
-    json by_dtype = json::object();
-    for (const auto& [dtype, f] : best_flops) by_dtype[dtype] = f;
+    json by_dtype = json::object(), peaks = json::object();
+    for (const std::string& t : dtypes) {
+      by_dtype[t] = dev.contains(t) ? dev[t]["measured"] : json(nullptr);
+      peaks[t] = dev.contains(t) ? dev[t]["peak"] : json(nullptr);
+    }
+    const char* peak_f_key = gpu ? "gpu_peak_fp32_gflops" : "cpu_peak_fp32_gflops";
+    const char* peak_b_key = gpu ? "gpu_peak_bandwidth_gbs" : "cpu_peak_bandwidth_gbs";
     out[device] = {
-        {"measured_gflops", best_flops.count("fp32") ? json(best_flops["fp32"]) : json(nullptr)},
+        {"measured_gflops", ceil_f("fp32") > 0 ? json(ceil_f("fp32")) : json(nullptr)},
         {"measured_gflops_by_dtype", by_dtype},
-        {"measured_gbs", best_bytes > 0 ? json(best_bytes) : json(nullptr)},
-        {"theoretical_gflops", peak_or_null(context, peak_f_key)},
-        {"theoretical_gbs", peak_or_null(context, peak_b_key)},
-        {"ridge_intensity", ridge(ceiling("fp32"))},
+        {"measured_gbs", ceil_b > 0 ? json(ceil_b) : json(nullptr)},
+        {"theoretical_gflops",
+         dev.contains("fp32") ? dev["fp32"]["peak"] : peak_or_null(context, peak_f_key)},
+        {"theoretical_gflops_by_dtype", peaks},
+        {"theoretical_gbs",
+         dev.contains("memory") ? dev["memory"]["peak"] : peak_or_null(context, peak_b_key)},
+        {"ridge_intensity", ridge(ceil_f("fp32"))},
+        {"ceilings_from", dev.empty() ? "the context's peaks (this report has no ceilings)"
+                                      : "context.ceilings: probes made for them, never a suite "
+                                        "case; the peak where a probe did not run"},
         {"points", points}};
   }
   return out;

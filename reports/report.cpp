@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -36,7 +38,8 @@ std::string drift_warning(const json& drift) {
   return buf;
 }
 
-json build(const json& context, const json& benchmarks, const json& cases, const json& probes) {
+json build(const json& context, const json& benchmarks, const json& measured, const json& probes) {
+  const json cases = checked_cases(measured, context);
   json doc;
   doc["context"] = context;
   doc["context"]["noisy_cv_threshold"] = kNoisyCv;
@@ -44,11 +47,21 @@ json build(const json& context, const json& benchmarks, const json& cases, const
     doc["context"]["machine_probes"] = probes;
     doc["context"]["machine_drift"] = machine_drift(probes);
   }
-  doc["benchmarks"] = benchmarks;
+  // A case whose figure is impossible has no time for CI tools to read.
+  std::set<std::string> impossible;
+  for (const json& c : cases)
+    if (c.contains("above_ceiling")) impossible.insert(c["name"].get<std::string>());
+  doc["benchmarks"] = json::array();
+  for (const json& b : benchmarks) {
+    std::string run = b.value("run_name", "");
+    if (run.size() > 12 && run.compare(run.size() - 12, 12, "/manual_time") == 0)
+      run.resize(run.size() - 12);
+    if (!impossible.count(run)) doc["benchmarks"].push_back(b);
+  }
   doc["pairbench"] = {{"schema_version", kSchemaVersion},
                       {"cases", cases},
                       {"analyses",
-                       {{"speedup", speedup(cases)},
+                       {{"speedup", speedup(cases, probes)},
                         {"memory_bandwidth", memory_bandwidth(cases, context)},
                         {"parallelism", parallelism(cases)},
                         {"batch", batch(cases)},
@@ -110,10 +123,22 @@ std::string summary(const json& report) {
     shared = why;
   }
   if (!shared.empty()) os << "No GPU numbers: " << shared << "\n";
-  char buf[512];
+  char buf[1024];
   std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", "op / shape", "best CPU", "best GPU",
                 "GPU speedup");
   os << buf;
+  // A row whose figures mean less than they seem (checked_cases's labels, a throttled host) is
+  // shown apart, below the others, with why.
+  auto why_apart = [](const json& r) {
+    std::string why;
+    for (const json& l : r.value("apart", json::array()))
+      why += (why.empty() ? "" : ", ") +
+             std::string(l == "latency_bound" ? "latency-bound" : "cache-resident");
+    if (r.contains("host_throttled"))
+      why += (why.empty() ? "" : ", ") + r["host_throttled"]["note"].get<std::string>();
+    return why;
+  };
+  std::string apart;
   for (const json& r : rows) {
     std::string speed;
     if (r.contains("speedup")) {
@@ -129,8 +154,18 @@ std::string summary(const json& report) {
     const std::string what = r["op"].get<std::string>() + " " + r["shape"].get<std::string>();
     std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", what.c_str(),
                   describe(r["cpu"]).c_str(), describe(r["gpu"]).c_str(), speed.c_str());
-    os << buf;
+    const std::string why = why_apart(r);
+    if (why.empty())
+      os << buf;
+    else
+      apart += std::string(buf, std::strlen(buf) - 1) + "  [" + why + "]\n";
   }
+  if (!apart.empty())
+    os << "Apart: figures that mean less than they seem (latency-bound: under "
+       << static_cast<int>(kLatencyBoundS * 1e6)
+       << " us, launch or fork-join latency as much as work; cache-resident: work read in GB/s "
+          "whose working set fits the last-level cache; a throttled host):\n"
+       << apart;
   // Like precision against like: the speedup per dtype where both devices ran it.
   std::string like;
   for (const json& r : rows) {
@@ -152,9 +187,10 @@ std::string summary(const json& report) {
       line += buf;
     }
     if (line.empty()) continue;
-    std::snprintf(buf, sizeof buf, "%-44s %s\n",
+    const std::string why = why_apart(r);
+    std::snprintf(buf, sizeof buf, "%-44s %s%s\n",
                   (r["op"].get<std::string>() + " " + r["shape"].get<std::string>()).c_str(),
-                  line.c_str());
+                  line.c_str(), why.empty() ? "" : ("  [" + why + "]").c_str());
     like += buf;
   }
   if (!like.empty())

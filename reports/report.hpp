@@ -22,13 +22,32 @@ inline constexpr double kNoisyCv = 0.05;
 // STREAM copy or compute) mean the machine itself changed speed under the run.
 inline constexpr double kDriftThreshold = 0.20;
 
+// A case whose median iteration is shorter than this measures launch or call latency as much as
+// work (`latency_bound`): GPU cases, and CPU cases on more than one thread (a parallel region's
+// fork and join).
+inline constexpr double kLatencyBoundS = 20e-6;
+// Where the CPU's compute probe before an op family read under this fraction of the run's best,
+// the family's speedups are marked `host_throttled`.
+inline constexpr double kThrottledFraction = 0.5;
+
+// The case records as a report keeps them: each measured case labelled `latency_bound` and
+// `cache_resident` (its compulsory bytes fit the device's last-level cache, without --cold), and
+// its GFLOP/s (or GB/s, for work read in GB/s) checked against its device's bound in
+// context.ceilings: above it, the case is an error whose `above_ceiling` names the figure, the
+// bound and its source.
+json checked_cases(const json& cases, const json& context);
+// The cases of a built report whose figure was above its ceiling.
+int impossible_count(const json& doc);
+
 // machine_drift: the spread of the machine probes over the run, per metric, and whether it
 // crossed kDriftThreshold.
 json machine_drift(const json& probes);
 
 // speedup: per op and shape (dtype and threads aside), the best CPU and best GPU case, GPU over
-// CPU kernel-only and with host<->device transfers, and the same comparison at equal dtype.
-json speedup(const json& cases);
+// CPU kernel-only and with host<->device transfers, and the same comparison at equal dtype;
+// `apart` lists the labels of its cases that make it mean less (latency_bound, cache_resident),
+// `host_throttled` says when the machine probe before its op family read a slowed CPU.
+json speedup(const json& cases, const json& probes = json::array());
 
 // memory_bandwidth: per device, the best GB/s of each STREAM kernel, as % of the best and of the
 // theoretical peak where one is known; the host<->device copy curves with latency and peak.
@@ -63,9 +82,10 @@ json batch_size(const json& cases);
 // model other than ResNet-50 the note says it is not the claim's model.
 json projection(const json& cases, const json& context = json::object());
 
-// roofline: per device, the measured ceilings (best GEMM GFLOP/s, best STREAM GB/s) and the
-// theoretical ones, and for every case its arithmetic intensity, GFLOP/s and whether it sits
-// left of the ridge (memory-bound).
+// roofline: per device, the ceilings of context.ceilings (the probes' GEMM per dtype and STREAM
+// triad; the peaks beside them), and for every case its arithmetic intensity, GFLOP/s, whether
+// it sits left of the ridge (memory-bound) and its % of the attainable (at most 100: a case that
+// beat its probe says by how much).
 json roofline(const json& cases, const json& context);
 
 // The whole document from the context, Google Benchmark's run entries, the case records and the

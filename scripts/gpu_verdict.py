@@ -2,7 +2,7 @@
 """The one-screen verdict of scripts/gpu-check: gpu_verdict.py REPORT [--tests-failed N]
 
 Prints the GPU as the probe saw it, how many GPU cases verified, each GPU case that did not
-(with its message), what the cuBLAS cases actually ran (math notes), the GPU's speedups over
+(with its message), each figure above the GPU's ceilings (context.ceilings), what the cuBLAS cases actually ran (math notes), the GPU's speedups over
 the CPU at like precision, the epoch projection per device, a warning when the machine changed
 speed under the run (the speedups move with it), and a last line `verdict: OK` or
 `verdict: FAILED (...)`.
@@ -43,7 +43,13 @@ def verdict(doc, tests_failed=0):
         lines.append(f"  one ImageNet-1k epoch, {line}")
     if pbreport.drift_line(doc):  # a shared or throttled host: right answers, unsteady times
         lines.append(f"warning: {pbreport.drift_line(doc)}")
+    impossible = [c for c in gpu if "above_ceiling" in c]
+    for c in impossible:
+        lines.append(f"  impossible: {c['name']}: {c['above_ceiling']['value']:.1f} above the "
+                     f"{c['above_ceiling']['ceiling']} ceiling {c['above_ceiling']['bound']:.1f}")
     problems = []
+    if impossible:
+        problems.append(f"{len(impossible)} GPU figure(s) above the GPU's ceilings")
     if bad:
         problems.append(f"{len(bad)} GPU case(s) failed")
     if skipped:

@@ -81,3 +81,13 @@ def projection_lines(doc):
             line += f"; end to end {duration(e['epoch_h'])} ({e['impl']})"
         out.append(line)
     return out
+
+
+def apart_reason(row):
+    """Why a speedup row means less than it seems (latency-bound, cache-resident, a throttled
+    host), or "" when it stands as a headline figure."""
+    why = [{"latency_bound": "latency-bound", "cache_resident": "cache-resident"}[x]
+           for x in row.get("apart", [])]
+    if "host_throttled" in row:
+        why.append(row["host_throttled"]["note"])
+    return "; ".join(why)

@@ -226,20 +226,31 @@ def summary(reports, written):
                      + ("" if c.get("gpu_available") else f"; no GPU: {c.get('gpu_reason', '?')}"))
         if pbreport.drift_line(doc):
             lines.append(f"   - **warning:** {pbreport.drift_line(doc)}")
-    lines += ["", "| machine | op | shape | best CPU | best GPU | GPU speedup | like precision |",
-              "|---|---|---|---|---|---|---|"]
+    def side(s):
+        if not s:
+            return "-"
+        if s["gflops"] >= s.get("gbs", 0):
+            return f"{s['impl']} {s['dtype']} {s['gflops']:.1f} GFLOP/s"
+        return f"{s['impl']} {s['dtype']} {s['gbs']:.1f} GB/s"
+
+    # Rows whose figures mean less than they seem go to a table of their own, with why.
+    head = "| machine | op | shape | best CPU | best GPU | GPU speedup | like precision |"
+    tables = {False: [], True: []}
     for i, (_, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
-            def side(s):
-                if not s:
-                    return "-"
-                if s["gflops"] >= s.get("gbs", 0):
-                    return f"{s['impl']} {s['dtype']} {s['gflops']:.1f} GFLOP/s"
-                return f"{s['impl']} {s['dtype']} {s['gbs']:.1f} GB/s"
             speed = (f"{row['speedup']:.1f}x ({row['speedup_with_transfer']:.1f}x with copies)"
                      if "speedup" in row else "-")
-            lines.append(f"| {i + 1} | {row['op']} | {row['shape']} | {side(row['cpu'])} | "
-                         f"{side(row['gpu'])} | {speed} | {like_precision(row)} |")
+            why = pbreport.apart_reason(row)
+            tables[bool(why)].append(
+                f"| {i + 1} | {row['op']} | {row['shape']} | {side(row['cpu'])} | "
+                f"{side(row['gpu'])} | {speed} | {like_precision(row)} |"
+                + (f" {why} |" if why else ""))
+    lines += ["", head, "|---|---|---|---|---|---|---|"] + tables[False]
+    if tables[True]:
+        lines += ["", "Apart: figures that mean less than they seem (latency-bound: under 20 us, "
+                  "launch or fork-join latency as much as work; cache-resident: work read in GB/s "
+                  "whose working set fits the last-level cache; a throttled host):", "",
+                  head + " why |", "|---|---|---|---|---|---|---|---|"] + tables[True]
     for i, (_, doc) in enumerate(reports):
         epochs = pbreport.projection_lines(doc)
         if epochs:

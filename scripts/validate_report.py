@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Checks a pairbench report: strict JSON (no NaN or Infinity), the schema, and the rules the
-schema cannot say. Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
+"""Checks a pairbench report: strict JSON (no NaN or Infinity), the schema, the rules the
+schema cannot say, and every figure against its device's ceiling (context.ceilings; the peaks of
+older reports). Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import json
 import pathlib
 import sys
@@ -44,6 +45,66 @@ def ci_tool_problems(doc):
     return out
 
 
+def bound(context, device, key):
+    """The check's bound for a device's ceiling `key` (a dtype, "memory" or "host_link") and
+    where it comes from: context.ceilings (reports since the ceilings came in), else the peaks
+    older reports carry (the CPU's fp32 at twice its nominal clock, for turbo)."""
+    ceil = context.get("ceilings", {}).get(device, {}).get(key)
+    if ceil is not None:
+        return ceil.get("bound"), ceil.get("bound_source", "context.ceilings")
+    legacy = {("cpu", "fp32"): ("cpu_peak_fp32_gflops", 2.0, "twice the fp32 peak (turbo)"),
+              ("gpu", "fp32"): ("gpu_peak_fp32_gflops", 1.0, "the fp32 peak"),
+              ("gpu", "memory"): ("gpu_peak_bandwidth_gbs", 1.0, "the memory's peak")}
+    if (device, key) in legacy and "ceilings" not in context:
+        name, factor, why = legacy[(device, key)]
+        peak = context.get(name)
+        if isinstance(peak, (int, float)) and peak > 0:
+            return factor * peak, f"{why}, context.{name}"
+    return None, None
+
+
+def impossible_figures(doc):
+    """Every figure of the report above what its device can do, as one line each: measured
+    cases (not those the report itself marked above_ceiling: they are errors with no time), the
+    STREAM figures of memory_bandwidth (write-allocate traffic included), and any roofline point
+    above 100% of its attainable."""
+    ctx, out = doc["context"], []
+    for c in doc["pairbench"]["cases"]:
+        if c.get("status") != "ok":
+            continue
+        if c.get("metric") == "GB/s":
+            if c.get("cache_resident"):
+                continue
+            key = ("host_link" if c.get("role") == "transfer" and c["shape"].get("dir") != "d2d"
+                   else "memory")
+            figure, unit = c.get("gbs", 0), "GB/s"
+        elif c.get("flops", 0) > 0:
+            key, figure, unit = c["dtype"], c.get("gflops", 0), "GFLOP/s"
+        else:
+            continue
+        limit, why = bound(ctx, c["device"], key)
+        if limit and figure > limit:
+            out.append(f"{c['name']}: {figure:.1f} {unit} is above the {c['device']}'s {key} "
+                       f"ceiling {limit:.1f} ({why})")
+    analyses = doc["pairbench"]["analyses"]
+    for dev, d in analyses.get("memory_bandwidth", {}).items():
+        if dev not in ("cpu", "gpu"):
+            continue
+        limit, why = bound(ctx, dev, "memory")
+        for k in d.get("stream", []) if limit else []:
+            for field, label in (("gbs", "STREAM"), ("gbs_with_write_allocate",
+                                                     "STREAM with write-allocate traffic")):
+                if k.get(field, 0) > limit:
+                    out.append(f"memory_bandwidth/{dev}/{k['kernel']}: {label} {k[field]:.1f} "
+                               f"GB/s is above the {dev}'s memory ceiling {limit:.1f} ({why})")
+    for dev, r in analyses.get("roofline", {}).items():
+        for p in r.get("points", []):
+            if p.get("pct_of_attainable", 0) > 100:
+                out.append(f"roofline/{dev}: {p['name']} at {p['pct_of_attainable']:.0f}% of its "
+                           f"attainable: no figure may stand above its ceiling")
+    return out
+
+
 def problems(doc):
     """Every way doc fails to be a pairbench report, as one line each."""
     schema = json.loads(SCHEMA.read_text())
@@ -58,7 +119,7 @@ def problems(doc):
             out.append(f"benchmark {b['name']} has no case record")
         if b.get("error_occurred") and b.get("real_time", 0) != 0:
             out.append(f"errored benchmark {b['name']} carries a time")
-    return out
+    return out + impossible_figures(doc)
 
 
 def main(argv):

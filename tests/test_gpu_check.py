@@ -86,3 +86,17 @@ def test_no_gpu_in_the_report_is_not_checked(quick_reports):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_verdict.py"), "/nonexistent"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_figure_above_the_gpus_ceiling_fails_the_check(quick_reports):
+    doc = gpu_report(quick_reports[0])
+    doc["pairbench"]["cases"] = [c for c in doc["pairbench"]["cases"]
+                                 if c["device"] == "cpu" or c["op"] == "gemm"]
+    case = next(c for c in doc["pairbench"]["cases"] if c["device"] == "gpu")
+    case.update(status="error", message="impossible: ...",
+                above_ceiling={"ceiling": "fp32", "figure": "gflops", "value": 70000.0,
+                               "bound": 66900.0, "bound_source": "the peak"})
+    lines, code = gpu_verdict.verdict(doc)
+    assert code == 1 and "1 GPU figure(s) above the GPU's ceilings" in lines[-1], lines
+    assert any(l.startswith(f"  impossible: {case['name']}: 70000.0 above the fp32 ceiling 66900.0")
+               for l in lines)

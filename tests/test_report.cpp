@@ -279,6 +279,10 @@ TEST(MemoryBandwidth, BestPerKernelAgainstMeasuredAndTheoreticalPeaks) {
   // Triad moves 12 bytes per element; write-allocate adds 4 more.
   EXPECT_NEAR(m["cpu"]["stream"][1]["gbs_with_write_allocate"].get<double>(), 20.0 * 16 / 12, 1e-9);
   EXPECT_DOUBLE_EQ(m["gpu"]["stream"][0]["pct_of_theoretical"].get<double>(), 75.0);
+  // A GPU's L2 writes whole lines without reading them: no write-allocate traffic, even where
+  // an older record carries some.
+  EXPECT_EQ(m["gpu"]["stream"][0]["write_allocate_bytes"], 0.0);
+  EXPECT_DOUBLE_EQ(m["gpu"]["stream"][0]["gbs_with_write_allocate"].get<double>(), 1500.0);
 }
 
 TEST(MemoryBandwidth, TransferCurvesWithLatencyAndPeak) {
@@ -318,35 +322,59 @@ TEST(Parallelism, SpeedupAndEfficiencyPerSweep) {
   EXPECT_EQ(p["gpu"][0]["full_occupancy"]["throughput"], 1000.0);
 }
 
-TEST(Roofline, RidgeFromMeasuredCeilingsSplitsMemoryAndComputeBound) {
+// context.ceilings as bench/ceilings.cpp writes it, reduced to what the report reads.
+json ceiling(double measured, double bound, double peak = 0) {
+  return {{"unit", "GFLOP/s"},
+          {"peak", peak > 0 ? json(peak) : json(nullptr)},
+          {"peak_source", "test"},
+          {"measured", measured > 0 ? json(measured) : json(nullptr)},
+          {"measured_source", "test probe"},
+          {"bound", bound > 0 ? json(bound) : json(nullptr)},
+          {"bound_source", "test bound"}};
+}
+
+TEST(Roofline, CeilingsComeFromTheProbesNeverFromASuiteCase) {
   json gemm = make_case("cpu", "openblas", "fp32", 1e-3);
   gemm["flops"] = 2e8;      // 200 GFLOP/s
   gemm["min_bytes"] = 1e6;  // intensity 200
   gemm["gflops"] = 200.0;
   const json cases = {gemm, stream_case("cpu", "triad", 20)};
-  const json r = report::roofline(cases, {{"cpu_peak_fp32_gflops", 400.0}});
+  const json context = {
+      {"ceilings", {{"cpu", {{"fp32", ceiling(250, 500, 400)}, {"memory", ceiling(25, 50)}}}}}};
+  const json r = report::roofline(cases, context);
   const json& cpu = r["cpu"];
-  EXPECT_EQ(cpu["measured_gflops"], 200.0);
-  EXPECT_EQ(cpu["measured_gbs"], 20.0);
+  EXPECT_EQ(cpu["measured_gflops"], 250.0);  // the probe's, not the suite GEMM's 200
+  EXPECT_EQ(cpu["measured_gbs"], 25.0);
+  EXPECT_EQ(cpu["theoretical_gflops"], 400.0);
   EXPECT_DOUBLE_EQ(cpu["ridge_intensity"].get<double>(), 10.0);
   ASSERT_EQ(cpu["points"].size(), 2u);
   EXPECT_FALSE(cpu["points"][0]["memory_bound"].get<bool>());  // GEMM, intensity 200
-  EXPECT_TRUE(cpu["points"][1]["memory_bound"].get<bool>());   // triad, 1/6 FLOP per byte
-  EXPECT_NEAR(cpu["points"][1]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
+  EXPECT_NEAR(cpu["points"][0]["pct_of_attainable"].get<double>(), 80.0, 1e-9);
+  EXPECT_TRUE(cpu["points"][1]["memory_bound"].get<bool>());  // triad, 1/6 FLOP per byte
+  EXPECT_NEAR(cpu["points"][1]["pct_of_attainable"].get<double>(), 80.0, 1e-9);
   EXPECT_FALSE(r.contains("gpu"));
+  // A report without ceilings falls back to the context's peaks, never to a suite case.
+  const json old = report::roofline(cases, {{"cpu_peak_fp32_gflops", 400.0}});
+  EXPECT_EQ(old["cpu"]["measured_gflops"], 400.0);
+  EXPECT_NEAR(old["cpu"]["points"][0]["pct_of_attainable"].get<double>(), 50.0, 1e-9);
 }
 
 TEST(Roofline, EachPointMeetsTheCeilingOfItsOwnDtype) {
   // The GPU's bf16 GEMM runs on tensor cores at 8x its fp32: an fp32 point is judged against
-  // fp32 GEMM, a bf16 point against bf16 GEMM.
+  // the fp32 probe, a bf16 point against the bf16 probe.
   json fp32 = make_case("gpu", "cublas", "fp32", 1e-3),
        bf16 = make_case("gpu", "cublas", "bf16", 1e-3);
   fp32["flops"] = bf16["flops"] = 1e10;
   fp32["min_bytes"] = bf16["min_bytes"] = 1e7;  // intensity 1000
   fp32["gflops"] = 40000.0;
-  bf16["gflops"] = 320000.0;
-  json act = stream_case("gpu", "triad", 2000);  // a bandwidth ceiling
-  const json r = report::roofline({fp32, bf16, act}, json::object());
+  bf16["gflops"] = 160000.0;
+  const json context = {{"ceilings",
+                         {{"cpu", json::object()},
+                          {"gpu",
+                           {{"fp32", ceiling(40000, 60000)},
+                            {"bf16", ceiling(320000, 900000)},
+                            {"memory", ceiling(2000, 3000)}}}}}};
+  const json r = report::roofline({fp32, bf16}, context);
   const json& gpu = r["gpu"];
   EXPECT_EQ(gpu["measured_gflops"], 40000.0);
   EXPECT_EQ(gpu["measured_gflops_by_dtype"]["bf16"], 320000.0);
@@ -354,7 +382,95 @@ TEST(Roofline, EachPointMeetsTheCeilingOfItsOwnDtype) {
   EXPECT_EQ(points[0]["ceiling_gflops"], 40000.0);
   EXPECT_NEAR(points[0]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
   EXPECT_EQ(points[1]["ceiling_gflops"], 320000.0);
-  EXPECT_NEAR(points[1]["pct_of_attainable"].get<double>(), 100.0, 1e-9);
+  EXPECT_NEAR(points[1]["pct_of_attainable"].get<double>(), 50.0, 1e-9);
+}
+
+TEST(Roofline, APointFasterThanItsProbeStaysAtTheCeilingAndSaysByHowMuch) {
+  json gemm = make_case("cpu", "onednn", "fp32", 1e-3);
+  gemm["flops"] = 3e8;
+  gemm["min_bytes"] = 1e6;
+  gemm["gflops"] = 300.0;
+  // A memory-bound activation whose working set is in the cache: not held to the memory roof.
+  json act = stream_case("cpu", "triad", 60);
+  act["cache_resident"] = true;
+  const json context = {
+      {"ceilings", {{"cpu", {{"fp32", ceiling(250, 500)}, {"memory", ceiling(25, 50)}}}}}};
+  const json r = report::roofline({gemm, act}, context);
+  const json& pts = r["cpu"]["points"];
+  EXPECT_EQ(pts[0]["pct_of_attainable"], 100.0);
+  EXPECT_NEAR(pts[0]["beat_measured_ceiling_by"].get<double>(), 0.2, 1e-9);
+  EXPECT_TRUE(pts[1]["cache_resident"].get<bool>());
+  EXPECT_LT(pts[1]["pct_of_attainable"].get<double>(), 100.0);  // against 250 GFLOP/s alone
+  EXPECT_FALSE(pts[1].contains("beat_measured_ceiling_by"));
+}
+
+TEST(Checks, AFigureAboveItsCeilingMakesTheCaseAnErrorWithoutATime) {
+  json fast = make_case("gpu", "cublas", "fp32", 1e-3), fine = make_case("gpu", "naive", "fp32", 1);
+  fast["gflops"] = 70000.0;  // above the bound
+  fast["min_bytes"] = 1e9;   // not in the cache
+  json copy = stream_case("gpu", "copy", 4000);
+  copy["min_bytes"] = 1e9;
+  const json context = {
+      {"gpu_l2_bytes", 5e7},
+      {"ceilings",
+       {{"cpu", json::object()},
+        {"gpu", {{"fp32", ceiling(50000, 66900)}, {"memory", ceiling(3000, 3352)}}}}}};
+  const json benchmarks = {{{"name", fast["name"].get<std::string>() + "/manual_time"},
+                            {"run_name", fast["name"].get<std::string>() + "/manual_time"}},
+                           {{"name", fine["name"].get<std::string>() + "/manual_time"},
+                            {"run_name", fine["name"].get<std::string>() + "/manual_time"}}};
+  const json doc = report::build(context, benchmarks, {fast, fine, copy});
+  const json& cases = doc["pairbench"]["cases"];
+  EXPECT_EQ(cases[0]["status"], "error");
+  EXPECT_EQ(cases[0]["above_ceiling"]["ceiling"], "fp32");
+  EXPECT_EQ(cases[0]["above_ceiling"]["bound"], 66900.0);
+  EXPECT_NE(cases[0]["message"].get<std::string>().find("impossible: 70000.0 GFLOP/s"),
+            std::string::npos);
+  EXPECT_EQ(cases[1]["status"], "ok");
+  EXPECT_EQ(cases[2]["above_ceiling"]["ceiling"], "memory");
+  EXPECT_EQ(report::impossible_count(doc), 2);
+  ASSERT_EQ(doc["benchmarks"].size(), 1u);  // no time is left for CI tools to read
+  EXPECT_EQ(doc["benchmarks"][0]["run_name"], fine["name"].get<std::string>() + "/manual_time");
+}
+
+TEST(Checks, LabelsLatencyBoundAndCacheResidentCases) {
+  json tiny = make_case("gpu", "cublas", "fp32", 5e-6),
+       big = make_case("gpu", "cublas", "fp32", 1e-3);
+  big["min_bytes"] = 1e9;
+  json one_thread = make_case("cpu", "naive", "fp32", 5e-6);
+  one_thread["threads"] = 1;
+  const json context = {{"gpu_l2_bytes", 5e7}, {"cpu_l3_bytes", 1e8}};
+  const json c = report::checked_cases({tiny, big, one_thread}, context);
+  EXPECT_TRUE(c[0]["latency_bound"].get<bool>());
+  EXPECT_TRUE(c[0]["cache_resident"].get<bool>());  // 768 bytes
+  EXPECT_FALSE(c[1]["latency_bound"].get<bool>());
+  EXPECT_FALSE(c[1]["cache_resident"].get<bool>());
+  EXPECT_FALSE(c[2]["latency_bound"].get<bool>());  // no launch, no fork-join on one thread
+  // --cold flushes the cache before each iteration: nothing is resident.
+  json cold = context;
+  cold["cold_cache"] = true;
+  EXPECT_FALSE(report::checked_cases(json::array({tiny}), cold)[0]["cache_resident"].get<bool>());
+}
+
+TEST(Speedup, SetsApartWhatMeansLessAndMarksAThrottledHost) {
+  json cpu = stream_case("cpu", "copy", 10, "threads", 2), gpu = stream_case("gpu", "copy", 1000);
+  gpu["cache_resident"] = true;
+  json act = make_case("cpu", "openblas", "fp32", 1e-3),
+       act_gpu = make_case("gpu", "cublas", "fp32", 1e-4);
+  act["op"] = act_gpu["op"] = "conv";
+  const json probes = {{{"when", "start"}, {"compute_gflops", 100.0}},
+                       {{"when", "before stream"}, {"compute_gflops", 90.0}},
+                       {{"when", "before conv"}, {"compute_gflops", 30.0}}};
+  const json rows = report::speedup({cpu, gpu, act, act_gpu}, probes);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["apart"], json::array({"cache_resident"}));
+  EXPECT_FALSE(rows[0].contains("host_throttled"));
+  EXPECT_FALSE(rows[1].contains("apart"));
+  EXPECT_DOUBLE_EQ(rows[1]["host_throttled"]["fraction"].get<double>(), 0.3);
+  const std::string text = report::summary(report::build(
+      {{"ceilings", {{"cpu", json::object()}}}}, json::array(), {cpu, gpu, act, act_gpu}, probes));
+  EXPECT_NE(text.find("Apart: figures that mean less"), std::string::npos) << text;
+  EXPECT_NE(text.find("30% of the run's best 100"), std::string::npos) << text;
 }
 
 TEST(Sweeps, AnyAxisInTheCasesOwnMetric) {

@@ -1,0 +1,55 @@
+// The ceilings every figure of a report is held against (context.ceilings), per device and
+// metric: each dtype's GFLOP/s, the memory's GB/s and, on a GPU, the host link's GB/s. Each
+// ceiling has three figures, each with its source:
+//   peak      what the hardware can do: a GPU's datasheet (the table in ceilings.cpp, found by
+//             the CUDA device name); the CPU's logical CPUs x clock x FLOP per cycle of its
+//             widest unit for the dtype. Null where it is not known (a GPU outside the table for
+//             tf32/bf16/fp16; the CPU's memory, whose channels a program cannot see).
+//   measured  what probes made for it reached, run before the cases (measure_ceilings): the
+//             largest GEMM per dtype that time allows, STREAM triad far beyond the last-level
+//             cache, pinned copies of 256 MiB. The roofline's attainable comes from these.
+//   bound     what the report's self-check allows a case (reports/checks.cpp): the peak (a CPU's
+//             at twice its clock where the maximum clock is not visible: turbo), else 2x the
+//             measured ceiling; null when neither exists.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "bench/cases.hpp"
+#include "reports/report.hpp"
+
+namespace pb {
+
+// One GPU as its datasheet gives it: dense figures (no sparsity), per direction for the link.
+struct GpuDatasheet {
+  const char* name;     // e.g. "H100 SXM5 80 GB"
+  const char* pattern;  // ECMAScript regex, case-insensitive, on the CUDA device name
+  double boost_mhz;     // the clock the figures are quoted at; 0 when the datasheet gives none
+  double fp32, tf32, bf16, fp16;  // TFLOP/s; 0: no tensor-core path (runs at the fp32 rate)
+  double memory_gbs;
+  const char* host_link;
+  double host_link_gbs;
+  const char* source;
+};
+const std::vector<GpuDatasheet>& gpu_datasheets();
+// The first entry whose pattern matches the CUDA device name; nullptr when none does.
+const GpuDatasheet* find_gpu_datasheet(const std::string& device_name);
+
+// FLOP per cycle of one logical CPU in a dtype, from the ISA flags, and what gives it.
+struct CpuRate {
+  int flop_per_cycle;
+  const char* unit;
+};
+CpuRate cpu_flop_per_cycle(const std::vector<std::string>& isa, Dtype t);
+
+// context.ceilings from the context (cpu_isa, cpu_logical_cores, cpu_nominal_ghz, cpu_max_ghz
+// where visible, gpu_* as make_context writes them) and what measure_ceilings measured.
+report::json ceilings(const report::json& context, const report::json& measured);
+
+// Runs the probes the run's cases need (only the devices, dtypes and metrics they have): per
+// device {"fp32": {"value": GFLOP/s, "case": name}, ..., "memory": {"value": GB/s, ...},
+// "host_link": ...}; a probe that could not run has {"error": why}.
+report::json measure_ceilings(const std::vector<Case>& run, const Resources& res, bool quiet);
+
+}  // namespace pb
