@@ -7,10 +7,12 @@
 //   cudnn  - cuDNN's convolution API: the fastest algorithm as cuDNN times them on this GPU
 //            (cudnnFind*, as PyTorch's cudnn.benchmark) among those whose workspace fits
 //            (kConvWorkspaceCap, counted by the memory check), true fp32
-//            (FMA math) for fp32 and tensor cores for tf32; the algorithm is the case's detail.
+//            (FMA math) for fp32 and tensor cores for tf32; the case's detail names the
+//            algorithm, Find's time for it, the runner-up and each faster one left out (why).
 #include <cublas_v2.h>
 
 #include <climits>
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -281,23 +283,48 @@ struct CudnnConvolution::State {
   std::size_t workspace_bytes = 0;
   std::string detail;
 
+  // Find's ranking as the case's detail gives it: the runner-up among the algorithms allowed,
+  // and each faster one that was left out, with why.
+  std::string search;
+
   // The fastest algorithm (cuDNN's Find ranks them by the time it measured) that ran, fits
   // the workspace cap and, for fp32, uses no tensor cores. With the heuristics' first choice, the
   // resnet step at batch 1 on an H100 was 3.7x slower than with im2col + cuBLAS (2.4x slower
   // than with Find's).
   template <class Perf>
-  const Perf* pick(const Perf* perf, int returned, cudnnMathType_t math) {
-    for (int i = 0; i < returned; ++i) {
+  const Perf* pick(const Perf* perf, int returned, cudnnMathType_t math, const char* (*name)(int)) {
+    auto timed = [&](const Perf& a) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%s %.3f ms", name(static_cast<int>(a.algo)),
+                    static_cast<double>(a.time));
+      return std::string(buf);
+    };
+    const Perf *chosen = nullptr, *runner_up = nullptr;
+    std::string left_out;
+    for (int i = 0; i < returned && !runner_up; ++i) {
       const Perf& a = perf[i];
-      if (a.status != CUDNN_STATUS_SUCCESS || a.memory > kConvWorkspaceCap) continue;
+      if (a.status != CUDNN_STATUS_SUCCESS) continue;
+      std::string why;
+      if (a.memory > kConvWorkspaceCap)
+        why = "workspace " + std::to_string(a.memory >> 20) + " MiB over the cap";
       // DEFAULT math would let cuDNN use TF32 tensor cores again: fp32 takes FMA entries only.
-      if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH) continue;
-      PB_CUDNN(cudnnSetConvolutionMathType(conv.get(), a.mathType));
-      workspace_bytes = a.memory;
-      return &a;
+      else if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH)
+        why = "tensor-op math, not fp32";
+      if (!why.empty()) {
+        if (!chosen) left_out += (left_out.empty() ? "" : ", ") + timed(a) + " (" + why + ")";
+        continue;
+      }
+      (chosen ? runner_up : chosen) = &a;
     }
-    throw std::runtime_error("cuDNN offers no algorithm for this convolution within " +
-                             std::to_string(kConvWorkspaceCap >> 20) + " MiB of workspace");
+    if (!chosen)
+      throw std::runtime_error("cuDNN offers no algorithm for this convolution within " +
+                               std::to_string(kConvWorkspaceCap >> 20) + " MiB of workspace");
+    PB_CUDNN(cudnnSetConvolutionMathType(conv.get(), chosen->mathType));
+    workspace_bytes = chosen->memory;
+    search = "Find: " + timed(*chosen) +
+             (runner_up ? ", runner-up " + timed(*runner_up) : ", no runner-up") +
+             (left_out.empty() ? "" : "; faster but left out: " + left_out);
+    return chosen;
   }
   void choose_algorithm(cudnnMathType_t math) {
     int returned = 0;
@@ -308,7 +335,7 @@ struct CudnnConvolution::State {
         PB_CUDNN(cudnnFindConvolutionForwardAlgorithm(handle.get(), x.get(), w.get(), conv.get(),
                                                       y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                       &returned, perf));
-        fwd = pick(perf, returned, math)->algo;
+        fwd = pick(perf, returned, math, fwd_algo_name)->algo;
         name = fwd_algo_name(fwd);
       } break;
       case ConvDir::bwd_data: {
@@ -316,7 +343,7 @@ struct CudnnConvolution::State {
         PB_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(
             handle.get(), w.get(), y.get(), conv.get(), x.get(),
             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
-        bwd_data = pick(perf, returned, math)->algo;
+        bwd_data = pick(perf, returned, math, bwd_data_algo_name)->algo;
         name = bwd_data_algo_name(bwd_data);
       } break;
       case ConvDir::bwd_filter: {
@@ -324,7 +351,7 @@ struct CudnnConvolution::State {
         PB_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(
             handle.get(), x.get(), y.get(), conv.get(), w.get(),
             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-        bwd_filter = pick(perf, returned, math)->algo;
+        bwd_filter = pick(perf, returned, math, bwd_filter_algo_name)->algo;
         name = bwd_filter_algo_name(bwd_filter);
       } break;
     }
@@ -332,7 +359,7 @@ struct CudnnConvolution::State {
     PB_CUDNN(cudnnGetConvolutionMathType(conv.get(), &used));
     detail = "cudnn " + std::to_string(cudnnGetVersion()) + ": " + name +
              (used == CUDNN_FMA_MATH ? ", fma math" : ", tensor-op math allowed") + ", workspace " +
-             std::to_string(workspace_bytes) + " B";
+             std::to_string(workspace_bytes) + " B; " + search;
     const std::string note = math_note(s.dtype);
     if (!note.empty()) detail += "; " + note;
   }
