@@ -41,7 +41,8 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
   --epochs=N         the epochs of a whole training in the projection (default 90, as
                      torchvision's reference recipe trains ResNet-50)
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
-  --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report
+  --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report;
+                     given a report, rebuild it through this version's checks and analyses
   --list             print the cases without running them
   --help             this text
 

@@ -117,7 +117,9 @@ class Log {
 
 std::string log_path_for(const std::string& report_path);
 
-// Rebuilds the report from a log; a torn last line is ignored. Throws std::runtime_error.
+// Rebuilds the report from a log (a torn last line is ignored), or from a whole report (its
+// records and probes through this version's checks and analyses; context.rebuilt_from names
+// it). Throws std::runtime_error.
 json recover(const std::string& log_path);
 
 }  // namespace pb::report

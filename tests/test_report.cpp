@@ -230,6 +230,27 @@ TEST(Recover, RebuildsTheReportFromALogWithATornLastLine) {
   EXPECT_EQ(doc["pairbench"]["analyses"]["speedup"][0]["cpu"]["impl"], "openblas");
 }
 
+TEST(Recover, RebuildsAWholeReportThroughThisVersionsChecks) {
+  // A report written before the ceilings: the rebuild labels and checks its records.
+  json fast = make_case("gpu", "cublas", "fp32", 1e-6);
+  fast["gflops"] = 1e6;
+  const json old = report::build({{"host_name", "x"}, {"gpu_l2_bytes", 5e7}}, json::array(),
+                                 {make_case("cpu", "openblas", "fp32", 0.1), fast},
+                                 {{{"when", "start"}, {"compute_gflops", 100.0}}});
+  const std::string p = temp_path("pb_old_report.json");
+  json ctx = old["context"];
+  ctx["ceilings"] = {{"cpu", json::object()}, {"gpu", {{"fp32", {{"bound", 66900.0}}}}}};
+  json with_ceilings = old;
+  with_ceilings["context"] = ctx;
+  std::ofstream(p) << with_ceilings.dump(2);
+  const json doc = report::recover(p);
+  EXPECT_EQ(doc["context"]["rebuilt_from"], p);
+  EXPECT_EQ(doc["context"]["machine_probes"].size(), 1u);
+  EXPECT_TRUE(doc["pairbench"]["cases"][1]["latency_bound"].get<bool>());
+  EXPECT_EQ(doc["pairbench"]["cases"][1]["status"], "error");  // 1 PFLOP/s on a 66.9 TFLOP/s part
+  EXPECT_EQ(report::impossible_count(doc), 1);
+}
+
 TEST(Recover, RejectsWhatIsNotALog) {
   const std::string p = temp_path("pb_notalog.jsonl");
   std::ofstream(p) << "hello\nworld\n";
