@@ -74,6 +74,25 @@ json checked_cases(const json& cases, const json& context) {
   return out;
 }
 
+void widen_cpu_memory_bound(json& context) {
+  if (!context.contains("ceilings") || !context["ceilings"].contains("cpu") ||
+      !context["ceilings"]["cpu"].contains("memory"))
+    return;
+  json& m = context["ceilings"]["cpu"]["memory"];
+  if (m["peak"].is_number()) return;
+  double best = 0;
+  for (const json& p : context.value("machine_probes", json::array()))
+    best = std::max(best, num(p, "copy_gbs"));
+  if (2 * best <= num(m, "bound")) return;
+  m["bound"] = 2 * best;
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "2x the best STREAM copy of the machine probes over the run (%.1f GB/s), above "
+                "the ceiling probe's",
+                best);
+  m["bound_source"] = buf;
+}
+
 int impossible_count(const json& doc) {
   const json& cases = doc["pairbench"]["cases"];
   return static_cast<int>(std::count_if(cases.begin(), cases.end(),

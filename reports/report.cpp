@@ -39,14 +39,15 @@ std::string drift_warning(const json& drift) {
 }
 
 json build(const json& context, const json& benchmarks, const json& measured, const json& probes) {
-  const json cases = checked_cases(measured, context);
   json doc;
   doc["context"] = context;
   doc["context"]["noisy_cv_threshold"] = kNoisyCv;
   if (!probes.empty()) {
     doc["context"]["machine_probes"] = probes;
     doc["context"]["machine_drift"] = machine_drift(probes);
+    widen_cpu_memory_bound(doc["context"]);
   }
+  const json cases = checked_cases(measured, doc["context"]);
   // A case whose figure is impossible has no time for CI tools to read.
   std::set<std::string> impossible;
   for (const json& c : cases)

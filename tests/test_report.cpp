@@ -454,6 +454,23 @@ TEST(Checks, AFigureAboveItsCeilingMakesTheCaseAnErrorWithoutATime) {
   EXPECT_EQ(doc["benchmarks"][0]["run_name"], fine["name"].get<std::string>() + "/manual_time");
 }
 
+TEST(Checks, TheCpuMemoryBoundRestsOnTheBestProbeOfTheRun) {
+  // The ceiling probe ran while the memory was slow (20 GB/s bound); the machine probes saw 15
+  // GB/s of copy later, and a STREAM case 25 GB/s: a fast moment, not an impossible figure.
+  json triad = stream_case("cpu", "triad", 25, "threads", 2);
+  triad["min_bytes"] = 1e9;
+  json mem = ceiling(10, 20);
+  mem["unit"] = "GB/s";
+  const json context = {{"cpu_l3_bytes", 1e8}, {"ceilings", {{"cpu", {{"memory", mem}}}}}};
+  const json probes = {{{"when", "start"}, {"copy_gbs", 15.0}, {"compute_gflops", 100.0}}};
+  const json doc = report::build(context, json::array(), json::array({triad}), probes);
+  EXPECT_EQ(doc["pairbench"]["cases"][0]["status"], "ok");
+  EXPECT_EQ(doc["context"]["ceilings"]["cpu"]["memory"]["bound"], 30.0);
+  // Without the probes, the same figure is above the bound.
+  EXPECT_EQ(report::impossible_count(report::build(context, json::array(), json::array({triad}))),
+            1);
+}
+
 TEST(Checks, LabelsLatencyBoundAndCacheResidentCases) {
   json tiny = make_case("gpu", "cublas", "fp32", 5e-6),
        big = make_case("gpu", "cublas", "fp32", 1e-3);
