@@ -20,6 +20,7 @@ enum class Act;  // core/activation.hpp
 struct RowShape;
 enum class StreamKernel;  // core/stream.hpp
 struct ConvShape;         // core/conv.hpp
+struct BnShape;           // core/layers.hpp
 }  // namespace pb
 
 namespace pb::cpu {
@@ -130,6 +131,32 @@ class OnednnConvolution {
   struct State;
   std::unique_ptr<State> st_;
 };
+// oneDNN's batch normalization with core/layers.hpp's semantics, over maps stored in `maps`
+// (fp32 or bf16), NCHW or NHWC, with fp32 scale, shift and statistics: forward with the batch's
+// mean and biased variance (training: mean and var out, the running statistics then moved here)
+// or the running ones (inference), and backward; one primitive per shape and pass, built on
+// first use. Throws Unavailable where oneDNN has no implementation for it here.
+class OnednnBatchNorm {
+ public:
+  OnednnBatchNorm(Dtype maps, bool channels_last);
+  OnednnBatchNorm(const OnednnBatchNorm&) = delete;
+  OnednnBatchNorm& operator=(const OnednnBatchNorm&) = delete;
+  OnednnBatchNorm(OnednnBatchNorm&&) noexcept;
+  OnednnBatchNorm& operator=(OnednnBatchNorm&&) noexcept;
+  ~OnednnBatchNorm();
+  void forward(const BnShape& s, bool train, const void* x, const float* w, const float* b, void* y,
+               float* mean, float* var, float* running_mean, float* running_var);
+  // dx may be null (a model's input needs no gradient).
+  void backward(const BnShape& s, const void* x, const float* w, const float* mean,
+                const float* var, const void* dy, void* dx, float* dw, float* db);
+  std::string kernel() const;  // what oneDNN chose for the last pass built
+
+ private:
+  struct State;
+  std::unique_ptr<State> st_;
+};
+std::vector<ImplSpec> batchnorm_impls();
+
 // One image's column matrix (crs x pq) from x (c x h x w), and back, summing (col2im).
 void im2col_omp(const ConvShape& s, const float* x, float* col, int threads);
 void col2im_omp(const ConvShape& s, const float* col, float* x, int threads);

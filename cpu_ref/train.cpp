@@ -190,88 +190,6 @@ class CpuOps : public HostOps<float> {
 };
 
 #ifdef PAIRBENCH_HAVE_DNNL
-// oneDNN's batch normalization over a bf16 step's NHWC maps (fp32 scale, shift and statistics):
-// forward with the batch's mean and variance (training; the running statistics then moved here)
-// or the running ones (inference), and backward; one primitive per shape and pass, built on
-// first use.
-class BnRunner {
- public:
-  void forward(const BnShape& s, bool train, const Bf16* x, const float* w, const float* b, Bf16* y,
-               float* mean, float* var, float* running_mean, float* running_var) {
-    Plan& p = plan(s, train);
-    execute(p.fwd, {{DNNL_ARG_SRC, {p.maps, x}},
-                    {DNNL_ARG_DST, {p.maps, y}},
-                    {DNNL_ARG_SCALE, {p.stats, w}},
-                    {DNNL_ARG_SHIFT, {p.stats, b}},
-                    {DNNL_ARG_MEAN, {p.stats, train ? mean : running_mean}},
-                    {DNNL_ARG_VARIANCE, {p.stats, train ? var : running_var}}});
-    if (train)
-      for (std::int64_t c = 0; c < s.c; ++c)
-        bn_running_at(s, mean[c], var[c], running_mean + c, running_var + c);
-  }
-  void backward(const BnShape& s, const Bf16* x, const float* w, const float* mean,
-                const float* var, const Bf16* dy, Bf16* dx, float* dw, float* db) {
-    Plan& p = plan(s, true);
-    if (!dx) {  // the model's input needs no gradient; oneDNN writes one anyway
-      unused_.resize(std::max(unused_.size(), static_cast<std::size_t>(s.size())));
-      dx = unused_.data();
-    }
-    execute(p.bwd, {{DNNL_ARG_SRC, {p.maps, x}},
-                    {DNNL_ARG_MEAN, {p.stats, mean}},
-                    {DNNL_ARG_VARIANCE, {p.stats, var}},
-                    {DNNL_ARG_DIFF_DST, {p.maps, dy}},
-                    {DNNL_ARG_SCALE, {p.stats, w}},
-                    {DNNL_ARG_DIFF_SRC, {p.maps, dx}},
-                    {DNNL_ARG_DIFF_SCALE, {p.stats, dw}},
-                    {DNNL_ARG_DIFF_SHIFT, {p.stats, db}}});
-  }
-
- private:
-  struct Plan {
-    dnnl::memory::desc maps, stats;
-    dnnl::primitive fwd, bwd;
-  };
-  Plan& plan(const BnShape& s, bool train) {
-    Plan& p = plans_[{s.n, s.c, s.hw, train}];
-    if (p.fwd) return p;
-    using md = dnnl::memory::desc;
-    using dt = dnnl::memory::data_type;
-    using flags = dnnl::normalization_flags;
-    auto& eng = onednn::engine();
-    p.maps = md({s.n, s.c, s.hw, 1}, dt::bf16, dnnl::memory::format_tag::nhwc);
-    p.stats = md({s.c}, dt::f32, dnnl::memory::format_tag::x);
-    const flags f = train ? flags::use_scale | flags::use_shift
-                          : flags::use_scale | flags::use_shift | flags::use_global_stats;
-    try {
-      const dnnl::batch_normalization_forward::primitive_desc fwd(
-          eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
-          p.maps, p.maps, s.eps, f);
-      p.fwd = dnnl::batch_normalization_forward(fwd);
-      if (train)
-        p.bwd =
-            dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
-                eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
-    } catch (const dnnl::error& e) {
-      plans_.erase({s.n, s.c, s.hw, train});
-      if (e.status != dnnl_unimplemented) throw;
-      throw Unavailable("oneDNN has no bf16 batch normalization on this CPU (ISA " +
-                        onednn::effective_isa() + ")");
-    }
-    return p;
-  }
-  static void execute(
-      dnnl::primitive& prim,
-      std::initializer_list<std::pair<int, std::pair<dnnl::memory::desc, const void*>>> args) {
-    std::unordered_map<int, dnnl::memory> mem;
-    for (const auto& [arg, buf] : args)
-      mem[arg] = dnnl::memory(buf.first, onednn::engine(), const_cast<void*>(buf.second));
-    prim.execute(onednn::stream(), mem);
-    onednn::stream().wait();
-  }
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, Plan> plans_;
-  std::vector<Bf16> unused_;
-};
-
 // The backend of a bf16 step (mixed precision, as PyTorch's autocast trains on a CPU with
 // bf16): the maps and their gradients stored in bf16 between layers, NHWC; the parameters,
 // their gradients, the momentum and the update fp32. Convolutions and GEMMs in bf16 through
@@ -388,7 +306,7 @@ class Bf16Ops : public HostBuffers {
   CpuOps f32_;
   GemmRunner gemm_;
   ConvRunner conv_;
-  BnRunner bn_;
+  OnednnBatchNorm bn_{Dtype::bf16, true};  // NHWC bf16 maps, fp32 statistics
   int threads_;
   std::vector<float> a_, b_;  // fp32 copies for the fp32 op functions
 };

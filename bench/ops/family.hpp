@@ -57,5 +57,6 @@ OpFamily transfer_family();
 OpFamily activation_family();
 OpFamily softmax_family();
 OpFamily loss_family();
+OpFamily batchnorm_family();
 
 }  // namespace pb::ops

@@ -1,0 +1,20 @@
+// Batch normalization: training forward, backward and inference on ResNet-50's maps; the CPU's
+// OpenMP loops and oneDNN's primitive.
+#include "bench/ops/family.hpp"
+#include "core/batchnorm.hpp"
+#include "cpu_ref/cpu.hpp"
+
+namespace pb::ops {
+
+OpFamily batchnorm_family() {
+  auto suite = [](int level) {
+    std::vector<SuiteEntry> out;
+    for (const BatchNormShape& s : batchnorm_suite(level))
+      out.push_back(entry<BatchNormWorkload>(s));
+    return out;
+  };
+  return fp32_family<BatchNormWorkload>("batchnorm", "dir=fwd|bwd|infer,batch=N,c=C,h=H,w=W", suite,
+                                        parse_batchnorm_shape, cpu::batchnorm_impls());
+}
+
+}  // namespace pb::ops

@@ -1,0 +1,206 @@
+// Batch normalization (core/batchnorm.hpp) on the CPU:
+//   omp    - core/layers.hpp's batchnorm_forward/backward on the case's threads: a channel a
+//            thread, two passes over it for the statistics, the sums in double
+//   onednn - oneDNN's batch normalization primitive (OnednnBatchNorm, which the bf16 training
+//            step uses too), fp32 NCHW
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+#include "core/batchnorm.hpp"
+#include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
+
+namespace pb::cpu {
+
+#ifdef PAIRBENCH_HAVE_DNNL
+struct OnednnBatchNorm::State {
+  struct Plan {
+    dnnl::memory::desc maps, stats;
+    dnnl::primitive fwd, bwd;
+    std::string kernel;
+  };
+  Dtype dtype = Dtype::fp32;
+  bool channels_last = false;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, Plan> plans;
+  std::vector<std::uint8_t> unused;  // the dx oneDNN writes when the caller needs none
+  std::string kernel;
+
+  Plan& plan(const BnShape& s, bool train) {
+    const auto key = std::make_tuple(s.n, s.c, s.hw, train);
+    Plan& p = plans[key];
+    if (p.fwd) return p;
+    using md = dnnl::memory::desc;
+    using flags = dnnl::normalization_flags;
+    auto& eng = onednn::engine();
+    p.maps = md({s.n, s.c, s.hw, 1}, onednn::data_type(dtype),
+                channels_last ? dnnl::memory::format_tag::nhwc : dnnl::memory::format_tag::nchw);
+    p.stats = md({s.c}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::x);
+    const flags f = train ? flags::use_scale | flags::use_shift
+                          : flags::use_scale | flags::use_shift | flags::use_global_stats;
+    try {
+      const dnnl::batch_normalization_forward::primitive_desc fwd(
+          eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
+          p.maps, p.maps, s.eps, f);
+      p.fwd = dnnl::batch_normalization_forward(fwd);
+      p.kernel = fwd.impl_info_str();
+      if (train)
+        p.bwd =
+            dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
+                eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
+    } catch (const dnnl::error& e) {
+      plans.erase(key);
+      if (e.status != dnnl_unimplemented) throw;
+      throw Unavailable("oneDNN has no " + std::string(to_string(dtype)) +
+                        " batch normalization on this CPU (ISA " + onednn::effective_isa() + ")");
+    }
+    kernel = p.kernel;
+    return p;
+  }
+  static void execute(
+      dnnl::primitive& prim,
+      std::initializer_list<std::pair<int, std::pair<dnnl::memory::desc, const void*>>> args) {
+    std::unordered_map<int, dnnl::memory> mem;
+    for (const auto& [arg, buf] : args)
+      mem[arg] = dnnl::memory(buf.first, onednn::engine(), const_cast<void*>(buf.second));
+    prim.execute(onednn::stream(), mem);
+    onednn::stream().wait();
+  }
+};
+
+OnednnBatchNorm::OnednnBatchNorm(Dtype maps, bool channels_last) : st_(std::make_unique<State>()) {
+  const std::string why = onednn::unavailable(maps);
+  if (!why.empty()) throw Unavailable(why);
+  st_->dtype = maps;
+  st_->channels_last = channels_last;
+}
+
+void OnednnBatchNorm::forward(const BnShape& s, bool train, const void* x, const float* w,
+                              const float* b, void* y, float* mean, float* var, float* running_mean,
+                              float* running_var) {
+  State::Plan& p = st_->plan(s, train);
+  State::execute(p.fwd, {{DNNL_ARG_SRC, {p.maps, x}},
+                         {DNNL_ARG_DST, {p.maps, y}},
+                         {DNNL_ARG_SCALE, {p.stats, w}},
+                         {DNNL_ARG_SHIFT, {p.stats, b}},
+                         {DNNL_ARG_MEAN, {p.stats, train ? mean : running_mean}},
+                         {DNNL_ARG_VARIANCE, {p.stats, train ? var : running_var}}});
+  if (train)
+    for (std::int64_t c = 0; c < s.c; ++c)
+      bn_running_at(s, mean[c], var[c], running_mean + c, running_var + c);
+}
+
+void OnednnBatchNorm::backward(const BnShape& s, const void* x, const float* w, const float* mean,
+                               const float* var, const void* dy, void* dx, float* dw, float* db) {
+  State::Plan& p = st_->plan(s, true);
+  if (!dx) {
+    st_->unused.resize(std::max(st_->unused.size(), p.maps.get_size()));
+    dx = st_->unused.data();
+  }
+  State::execute(p.bwd, {{DNNL_ARG_SRC, {p.maps, x}},
+                         {DNNL_ARG_MEAN, {p.stats, mean}},
+                         {DNNL_ARG_VARIANCE, {p.stats, var}},
+                         {DNNL_ARG_DIFF_DST, {p.maps, dy}},
+                         {DNNL_ARG_SCALE, {p.stats, w}},
+                         {DNNL_ARG_DIFF_SRC, {p.maps, dx}},
+                         {DNNL_ARG_DIFF_SCALE, {p.stats, dw}},
+                         {DNNL_ARG_DIFF_SHIFT, {p.stats, db}}});
+}
+
+std::string OnednnBatchNorm::kernel() const { return st_->kernel; }
+#else
+struct OnednnBatchNorm::State {};
+OnednnBatchNorm::OnednnBatchNorm(Dtype maps, bool) { throw Unavailable(onednn::unavailable(maps)); }
+void OnednnBatchNorm::forward(const BnShape&, bool, const void*, const float*, const float*, void*,
+                              float*, float*, float*, float*) {}
+void OnednnBatchNorm::backward(const BnShape&, const void*, const float*, const float*,
+                               const float*, const void*, void*, float*, float*) {}
+std::string OnednnBatchNorm::kernel() const { return ""; }
+#endif
+
+OnednnBatchNorm::OnednnBatchNorm(OnednnBatchNorm&&) noexcept = default;
+OnednnBatchNorm& OnednnBatchNorm::operator=(OnednnBatchNorm&&) noexcept = default;
+OnednnBatchNorm::~OnednnBatchNorm() = default;
+
+namespace {
+
+// The case's inputs as both implementations take them, and its outputs.
+class BatchNormCase : public CpuImpl {
+ public:
+  BatchNormCase(const BatchNormWorkload& w, int threads)
+      : CpuImpl(threads), s_(w.bn()), m_(w.bn().maps()) {}
+
+  void prepare(const Tensors& in) override {
+    auto take = [&](const char* name) { return at(in, name).f32(); };
+    x_ = take("x"), w_ = take("weight"), b_ = take("bias");
+    rm_ = take("running_mean"), rv_ = take("running_var");
+    const auto c = static_cast<std::size_t>(m_.c), size = static_cast<std::size_t>(m_.size());
+    mean_.assign(c, 0), var_.assign(c, 0), out_.assign(size, 0), dw_.assign(c, 0), db_.assign(c, 0);
+    if (s_.dir == BnDir::bwd) dy_ = take("dy"), mean_ = take("mean"), var_ = take("var");
+  }
+
+  Tensors result() override {
+    if (s_.dir == BnDir::bwd)
+      return {Tensor::of("dx", out_), Tensor::of("dweight", dw_), Tensor::of("dbias", db_)};
+    if (s_.dir == BnDir::infer) return {Tensor::of("y", out_)};
+    return {Tensor::of("y", out_), Tensor::of("running_mean", rm_), Tensor::of("running_var", rv_)};
+  }
+
+ protected:
+  BatchNormShape s_;
+  BnShape m_;
+  std::vector<float> x_, w_, b_, rm_, rv_, dy_, mean_, var_, out_, dw_, db_;
+};
+
+class OmpBatchNorm : public BatchNormCase {
+ public:
+  using BatchNormCase::BatchNormCase;
+  void prepare(const Tensors& in) override {
+    BatchNormCase::prepare(in);
+    invstd_.resize(var_.size());
+    if (s_.dir == BnDir::bwd)
+      for (std::size_t c = 0; c < var_.size(); ++c) invstd_[c] = 1.0f / std::sqrt(var_[c] + m_.eps);
+  }
+  void run() override {
+    if (s_.dir == BnDir::bwd)
+      batchnorm_backward(m_, x_.data(), w_.data(), mean_.data(), invstd_.data(), dy_.data(),
+                         out_.data(), dw_.data(), db_.data());
+    else
+      batchnorm_forward(m_, s_.dir == BnDir::fwd, x_.data(), w_.data(), b_.data(), out_.data(),
+                        mean_.data(), invstd_.data(), rm_.data(), rv_.data());
+  }
+
+ private:
+  std::vector<float> invstd_;
+};
+
+class OnednnBatchNormCase : public BatchNormCase {
+ public:
+  OnednnBatchNormCase(const BatchNormWorkload& w, int threads)
+      : BatchNormCase(w, threads), bn_(Dtype::fp32, false) {}
+  void run() override {
+    if (s_.dir == BnDir::bwd)
+      bn_.backward(m_, x_.data(), w_.data(), mean_.data(), var_.data(), dy_.data(), out_.data(),
+                   dw_.data(), db_.data());
+    else
+      bn_.forward(m_, s_.dir == BnDir::fwd, x_.data(), w_.data(), b_.data(), out_.data(),
+                  mean_.data(), var_.data(), rm_.data(), rv_.data());
+  }
+  std::string detail() const override { return bn_.kernel(); }
+
+ private:
+  OnednnBatchNorm bn_;
+};
+
+}  // namespace
+
+std::vector<ImplSpec> batchnorm_impls() {
+  ImplSpec onednn =
+      cpu_spec<OnednnBatchNormCase, BatchNormWorkload>("batchnorm", "onednn", true, 0, "onednn");
+  onednn.unavailable = [](const Workload& w) { return onednn::unavailable(w.dtype()); };
+  return {cpu_spec<OmpBatchNorm, BatchNormWorkload>("batchnorm", "omp", true, 0), onednn};
+}
+
+}  // namespace pb::cpu

@@ -1,0 +1,123 @@
+// Batch normalization as an op (core/batchnorm.hpp): the double reference's backward pass
+// against central differences of its forward pass, each CPU implementation in each direction
+// through the workload's check on awkward shapes, a wrong output caught, bad shapes refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/batchnorm.hpp"
+#include "core/rng.hpp"
+#include "cpu_ref/cpu.hpp"
+#include "cpu_ref/onednn.hpp"
+#include "tests/gemm_testing.hpp"
+
+namespace pb {
+namespace {
+
+// The loss L = sum(g * y) of the training-mode forward pass, in double.
+double loss(const BnShape& s, std::vector<double> x, const std::vector<double>& w,
+            const std::vector<double>& b, const std::vector<double>& g) {
+  const auto c = static_cast<std::size_t>(s.c);
+  std::vector<double> y(x.size()), mean(c), invstd(c), rm(c, 0.0), rv(c, 1.0);
+  batchnorm_forward(s, true, x.data(), w.data(), b.data(), y.data(), mean.data(), invstd.data(),
+                    rm.data(), rv.data());
+  double l = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) l += g[i] * y[i];
+  return l;
+}
+
+TEST(BatchNorm, TheReferenceBackwardPassIsTheForwardPassesDerivative) {
+  for (bool nhwc : {false, true}) {
+    BnShape s;
+    s.n = 3, s.c = 2, s.hw = 5, s.channels_last = nhwc;
+    const auto size = static_cast<std::size_t>(s.size()), c = static_cast<std::size_t>(s.c);
+    Rng rng(11);
+    std::vector<double> x(size), g(size), w(c), b(c);
+    for (double& v : x) v = 1.5 + rng.uniform();
+    for (double& v : g) v = rng.uniform();
+    for (double& v : w) v = 1 + 0.5 * rng.uniform();
+    for (double& v : b) v = rng.uniform();
+    std::vector<double> y(size), mean(c), invstd(c), rm(c, 0.0), rv(c, 1.0), dx(size), dw(c), db(c);
+    batchnorm_forward(s, true, x.data(), w.data(), b.data(), y.data(), mean.data(), invstd.data(),
+                      rm.data(), rv.data());
+    batchnorm_backward(s, x.data(), w.data(), mean.data(), invstd.data(), g.data(), dx.data(),
+                       dw.data(), db.data());
+    const double h = 1e-6;
+    auto central = [&](std::vector<double>& v, std::size_t i) {
+      const double keep = v[i];
+      v[i] = keep + h;
+      const double up = loss(s, x, w, b, g);
+      v[i] = keep - h;
+      const double down = loss(s, x, w, b, g);
+      v[i] = keep;
+      return (up - down) / (2 * h);
+    };
+    for (std::size_t i = 0; i < size; ++i) EXPECT_NEAR(dx[i], central(x, i), 1e-7) << i;
+    for (std::size_t ch = 0; ch < c; ++ch) {
+      EXPECT_NEAR(dw[ch], central(w, ch), 1e-7) << ch;
+      EXPECT_NEAR(db[ch], central(b, ch), 1e-7) << ch;
+    }
+  }
+}
+
+// Every output of an implementation's one run, checked by the workload.
+Check run_and_check(const std::string& impl, const BatchNormShape& s, int threads,
+                    bool corrupt = false) {
+  const BatchNormWorkload w(s);
+  const Tensors in = w.make_inputs();
+  auto i = testing::find_impl(cpu::batchnorm_impls(), impl).make(w, threads);
+  i->activate();
+  i->prepare(in);
+  i->run();
+  Tensors out = i->result();
+  if (corrupt) out.back().f32()[0] += 0.01f;  // the last output: running_var, dbias or y
+  return w.verify(in, out);
+}
+
+TEST(BatchNorm, EachCpuImplementationPassesTheCheckInEachDirection) {
+  const BatchNormShape shapes[] = {{BnDir::fwd, 1, 3, 7, 5},   // one image, odd sizes
+                                   {BnDir::fwd, 4, 17, 1, 1},  // BatchNorm1d-like: hw 1
+                                   {BnDir::fwd, 2, 64, 14, 14}};
+  for (const char* impl : {"omp", "onednn"}) {
+    if (impl == std::string("onednn") && !cpu::onednn::built()) continue;
+    for (BatchNormShape s : shapes)
+      for (BnDir d : {BnDir::fwd, BnDir::bwd, BnDir::infer}) {
+        s.dir = d;
+        for (int threads : {1, 3}) {
+          const Check chk = run_and_check(impl, s, threads);
+          EXPECT_TRUE(chk.ok) << impl << " " << BatchNormWorkload(s).shape().to_string() << " "
+                              << chk.detail;
+        }
+      }
+  }
+}
+
+TEST(BatchNorm, AWrongOutputIsCaughtInEachDirection) {
+  for (BnDir d : {BnDir::fwd, BnDir::bwd, BnDir::infer}) {
+    const Check chk = run_and_check("omp", {d, 2, 8, 6, 6}, 2, true);
+    EXPECT_FALSE(chk.ok) << to_string(d);
+    EXPECT_FALSE(chk.detail.empty());
+  }
+}
+
+TEST(BatchNorm, BadShapesAreOneLineErrors) {
+  using KV = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "1"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
+               std::invalid_argument);  // one value per channel: no variance
+  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "2"}, {"c", "4"}, {"h", "1"}}),
+               std::invalid_argument);
+  EXPECT_THROW(
+      parse_batchnorm_shape(KV{{"dir", "up"}, {"batch", "2"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
+      std::invalid_argument);
+  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "0"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
+               std::invalid_argument);
+  EXPECT_THROW(
+      parse_batchnorm_shape(KV{{"batch", "2"}, {"c", "4"}, {"h", "1"}, {"w", "1"}, {"k", "3"}}),
+      std::invalid_argument);
+  const BatchNormShape s =
+      parse_batchnorm_shape(KV{{"dir", "bwd"}, {"batch", "2"}, {"c", "4"}, {"h", "3"}, {"w", "5"}});
+  EXPECT_EQ(BatchNormWorkload(s).shape().to_string(), "dir=bwd,batch=2,c=4,h=3,w=5,dtype=fp32");
+}
+
+}  // namespace
+}  // namespace pb
