@@ -7,18 +7,42 @@ With --fail-above PCT it exits 1 when a case is more than PCT percent slower tha
 the slowdown is larger than the noise: with 3 or more repetitions on both sides
 (--benchmark_repetitions), a two-sided Mann-Whitney U test at p < 0.05, as Google Benchmark's
 compare.py does; otherwise the difference of the means must exceed three standard errors of
-the timed iterations. A difference is also inside the noise, and said so in the table, when it
-is within twice the larger robust cv of a case marked noisy, or within the drift of the machine
-probes of a report whose machine changed speed under its run (context.machine_drift). Exit
-codes: 0 no regression; 1 a regression; 2 bad input."""
+the timed iterations.
+
+Two things excuse a slowdown, and the table says which ("inside the noise: ..."):
+- a case marked noisy: the difference is within twice the larger robust cv of the two records;
+- a slower machine, from the machine probes (context.machine_probes: a STREAM copy and an FMA
+  loop on all cores, at the start, before each op family and at the end). For a CPU case, each
+  run's probes bracketing it are found (the one in effect when the case ran, from the order of
+  the `benchmarks` entries, and the next one; else the run's "before <op>" probes; else the
+  run's median probe), the copy probe for a bandwidth-bound case (GB/s) and the compute probe
+  otherwise, and the two runs' probes are compared point by point: before with before, after
+  with after. Only when both show NEW's machine more than 5% slower than BASE's (what
+  repeated probes of one steady machine scatter by) does the machine explain anything, and then
+  up to the larger of the two ratios. The case's NEW times are divided by that ratio and judged
+  again, threshold and noise test alike: the slowdown is excused when what is left is not a
+  regression. Without --fail-above the mark is given when what is left is no slowdown, or not a
+  significant one.
+A run whose probes moved under it (context.machine_drift) is said so above the table, but that
+excuses nothing by itself: when the two runs' probes agree, a slowdown is the code's, however
+much each machine drifted within its run. GPU cases are never excused by the machine: the
+probes measure the host CPU and its memory only. Exit codes: 0 no regression; 1 a regression;
+2 bad input."""
 import argparse
 import json
 import math
+import statistics
 import sys
 
 from scipy.stats import mannwhitneyu
 
 import pbreport
+
+# Two runs' probes closer than this measure the same machine speed: a steady 2-vCPU VM's probes
+# scatter by a few percent from one to the next (reports/samples/quick-cpu-only.json), and both
+# probes around a case must show the slower machine, so one outlying probe excuses nothing.
+PROBE_AGREEMENT = 0.05
+PROBES = {"copy_gbs": "STREAM copy", "compute_gflops": "compute"}
 
 
 def repetitions(doc, case_name):
@@ -29,31 +53,119 @@ def repetitions(doc, case_name):
             and b["run_name"].removesuffix("/manual_time") == case_name]
 
 
-def inside_noise(base_doc, base, new_doc, new):
-    """Why the difference between two records of a case is inside the noise, or None."""
+def probe_metric(case):
+    """The probe a case's speed follows: the STREAM copy for a bandwidth-bound case, else the
+    FMA loop."""
+    if case.get("metric") == "GB/s" or str(case.get("role") or "").startswith("bandwidth"):
+        return "copy_gbs"
+    return "compute_gflops"
+
+
+def probe_windows(doc):
+    """{case name: indices of the probes in effect when its entries ran}, following the order
+    of the `benchmarks` entries as the harness probes: at an op change, when a few seconds have
+    passed since the last probe ("before <op>"). A probe "before" a family that left no entry
+    (all its cases skipped) was taken before the next family that did."""
+    probes = doc["context"].get("machine_probes") or []
+    ops = {c["name"]: c["op"] for c in doc["pairbench"]["cases"]}
+    names = [b.get("run_name", b["name"]).removesuffix("/manual_time") for b in doc["benchmarks"]]
+    seen = {ops[n] for n in names if n in ops}
+    windows, k, last = {}, 0, None
+    for name in names:
+        op = ops.get(name)
+        if op is None:
+            continue
+        if op != last:
+            last, j = op, k + 1
+            while (j < len(probes) and probes[j]["when"].startswith("before ")
+                   and probes[j]["when"].removeprefix("before ") not in seen):
+                j += 1
+            k = j if j < len(probes) and probes[j]["when"] == f"before {op}" else j - 1
+        windows.setdefault(name, set()).add(k)
+    return windows
+
+
+def machine_speeds(doc):
+    """{case name: {probe metric: (speed before the case, speed after it)}} from the run's
+    probes, for every verified case; {} when the report has no probes."""
+    probes = doc["context"].get("machine_probes") or []
+    if not probes:
+        return {}
+    windows, last = probe_windows(doc), len(probes) - 1
+    out = {}
+    for c in pbreport.ok_cases(doc):
+        ks = sorted(windows.get(c["name"], ()))
+        if not ks:
+            ks = [j for j, p in enumerate(probes) if p["when"] == f"before {c['op']}"]
+        speeds = {}
+        for m in PROBES:
+            if ks:
+                speeds[m] = (statistics.median(probes[k][m] for k in ks),
+                             statistics.median(probes[min(k + 1, last)][m] for k in ks))
+            else:
+                mid = statistics.median(p[m] for p in probes)
+                speeds[m] = (mid, mid)
+        out[c["name"]] = speeds
+    return out
+
+
+def machine_ratio(base, new, base_speeds, new_speeds):
+    """How much slower NEW's machine was than BASE's around a case, as (metric, smaller, larger)
+    of the two ratios BASE speed / NEW speed (before the case, after it); None when the probes
+    cannot tell (a GPU case, a report without probes)."""
+    if base.get("device") != "cpu" or new.get("device") != "cpu":
+        return None
+    b, n = base_speeds.get(base["name"]), new_speeds.get(new["name"])
+    if not b or not n:
+        return None
+    m = probe_metric(base)
+    if min(*n[m], *b[m]) <= 0:
+        return None
+    ratios = [b[m][0] / n[m][0], b[m][1] / n[m][1]]
+    return m, min(ratios), max(ratios)
+
+
+def machine_slower(machine):
+    return bool(machine) and machine[1] > 1.0 + PROBE_AGREEMENT
+
+
+def probes_text(machine):
+    m, lo, hi = machine
+    seen = f"{1 / hi:.2f}x" if f"{1 / hi:.2f}" == f"{1 / lo:.2f}" else f"{1 / hi:.2f}-{1 / lo:.2f}x"
+    return f"probes {seen} ({PROBES[m]})"
+
+
+def inside_noise(base_doc, base, new_doc, new, machine, pct):
+    """Why the difference between two records of a case is inside the noise, or None. pct: the
+    threshold of the gate (0 without one)."""
     change = abs(new["time"]["median_s"] / base["time"]["median_s"] - 1.0)
     noisy = [c["time"].get("robust_cv", 0.0) for c in (base, new) if c.get("noisy")]
     if noisy and change <= 2 * max(noisy):
         return f"noisy case (robust cv {100 * max(noisy):.0f}%)"
-    drift = max(pbreport.drift_spread(base_doc), pbreport.drift_spread(new_doc))
-    if drift and change <= drift:
-        return f"machine drift ({100 * drift:.0f}% under a run)"
+    if new["time"]["median_s"] > base["time"]["median_s"] and machine_slower(machine):
+        left, how = regression(base_doc, base, new_doc, new, pct, scale=machine[2])
+        if not left:
+            rest = "" if how == "within threshold" else f", the rest not significant: {how}"
+            return f"machine slower: {probes_text(machine)}{rest}"
     return None
 
 
-def regression(base_doc, base, new_doc, new, pct):
-    """(slower by more than pct and by more than the noise, how the noise was judged)."""
-    change = 100.0 * (new["time"]["median_s"] / base["time"]["median_s"] - 1.0)
+def regression(base_doc, base, new_doc, new, pct, scale=1.0):
+    """(slower by more than pct and by more than the noise, how the noise was judged). scale:
+    what NEW's times are divided by first (how much slower its machine was)."""
+    change = 100.0 * (new["time"]["median_s"] / scale / base["time"]["median_s"] - 1.0)
     if change <= pct:
         return False, "within threshold"
-    a, b = repetitions(base_doc, base["name"]), repetitions(new_doc, new["name"])
+    a = repetitions(base_doc, base["name"])
+    b = [t / scale for t in repetitions(new_doc, new["name"])]
     if len(a) >= 3 and len(b) >= 3:
         p = mannwhitneyu(a, b, alternative="two-sided").pvalue
         return p < 0.05, f"Mann-Whitney U p={p:.3g}"
     ta, tb = base["time"], new["time"]
-    se = math.sqrt(ta["stddev_s"] ** 2 / ta["iterations"] + tb["stddev_s"] ** 2 / tb["iterations"])
-    diff = tb["mean_s"] - ta["mean_s"]
-    return diff > 3 * se, f"mean +{diff:.3g} s vs 3 standard errors {3 * se:.3g} s"
+    se = math.sqrt(ta["stddev_s"] ** 2 / ta["iterations"]
+                   + (tb["stddev_s"] / scale) ** 2 / tb["iterations"])
+    diff = tb["mean_s"] / scale - ta["mean_s"]
+    return diff > 3 * se, f"mean {diff:+.3g} s vs 3 standard errors {3 * se:.3g} s"
 
 
 def rate(case):
@@ -64,17 +176,23 @@ def rate(case):
 
 def compare(paths, docs, fail_above):
     cases = [{c["name"]: c for c in pbreport.ok_cases(d)} for d in docs]
+    speeds = [machine_speeds(d) for d in docs]
     common = [n for n in cases[0] if all(n in other for other in cases[1:])]
     rows = []
     for name in common:
         base = cases[0][name]
         row = {"case": name, "base": {"report": paths[0], "median_s": base["time"]["median_s"],
                                       "rate": rate(base)}, "others": []}
-        for path, doc, by in zip(paths[1:], docs[1:], cases[1:]):
+        for path, doc, by, sp in zip(paths[1:], docs[1:], cases[1:], speeds[1:]):
             new = by[name]
             entry = {"report": path, "median_s": new["time"]["median_s"], "rate": rate(new),
                      "time_ratio": new["time"]["median_s"] / base["time"]["median_s"]}
-            entry["inside_noise"] = inside_noise(docs[0], base, doc, new)
+            machine = machine_ratio(base, new, speeds[0], sp)
+            if machine:  # NEW's probe speed over BASE's, before and after the case
+                entry["probes"] = {"metric": machine[0], "speed_ratio": [1 / machine[2],
+                                                                         1 / machine[1]]}
+            entry["inside_noise"] = inside_noise(docs[0], base, doc, new, machine,
+                                                 fail_above or 0.0)
             if fail_above is not None:
                 entry["regressed"], entry["noise"] = regression(docs[0], base, doc, new, fail_above)
                 if entry["regressed"] and entry["inside_noise"]:
@@ -82,6 +200,21 @@ def compare(paths, docs, fail_above):
             row["others"].append(entry)
         rows.append(row)
     return rows
+
+
+def probe_lines(docs):
+    """One line per report on how fast its machine probed against BASE's (medians over each
+    run), when both have probes."""
+    def median(d, m):
+        return statistics.median(p[m] for p in d["context"].get("machine_probes") or [{m: 0}])
+    out = []
+    for i, d in enumerate(docs[1:], 1):
+        seen = [f"{PROBES[m]} {median(d, m) / median(docs[0], m):.2f}x" for m in PROBES
+                if median(d, m) > 0 and median(docs[0], m) > 0]
+        if len(seen) == len(PROBES):
+            out.append(f"[{i}]: its machine probes ran at {', '.join(seen)} of [0]'s (medians "
+                       "over the runs; each case is weighed against the probes around it)")
+    return out
 
 
 def fmt_time(s):
@@ -95,7 +228,7 @@ def markdown(paths, docs, rows):
         if pbreport.drift_spread(d):
             lines.append(f"[{i}]: the machine changed speed under this run: its probes were "
                          f"{100 * pbreport.drift_spread(d):.0f}% apart (context.machine_drift)")
-    lines.append("")
+    lines += probe_lines(docs) + [""]
     head = "| case | [0] base |" + "".join(f" [{i}] | ratio [{i}]/[0] |" for i in range(1, len(paths)))
     lines += [head, "|" + "---|" * (2 + 2 * (len(paths) - 1))]
     for r in rows:
@@ -139,7 +272,7 @@ def main(argv=None):
     excused = [r["case"] for r in rows for o in r["others"] if o.get("excused")]
     if excused:
         print(f"compare.py: {len(excused)} case(s) slower by more than {a.fail_above}% but inside "
-              "the noise (noisy cases or a machine that changed speed): " + ", ".join(excused),
+              "the noise (noisy cases, or a machine its probes show slower): " + ", ".join(excused),
               file=sys.stderr)
     if regressed:
         print(f"compare.py: {len(regressed)} case(s) regressed by more than {a.fail_above}%: "
