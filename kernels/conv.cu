@@ -36,11 +36,6 @@ struct FloatSum {
   __device__ void add(float a, float b) { value = fmaf(a, b, value); }
 };
 
-// Grid-stride loops over `count` outputs: the grid fills the device once (full_grid).
-#define PB_GRID_STRIDE(i, count)                                                          \
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; \
-       i < (count); i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-
 __global__ void conv_direct_kernel(ConvShape s, const float* in0, const float* in1, const float* b,
                                    float* out, std::int64_t count) {
   PB_GRID_STRIDE(i, count) {

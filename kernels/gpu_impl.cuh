@@ -5,6 +5,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "core/activation.hpp"
 #include "core/conv.hpp"
 #include "core/gemm.hpp"
+#include "core/layers.hpp"
 #include "core/stream.hpp"
 #include "core/workload.hpp"
 #include "kernels/gpu.hpp"
@@ -106,6 +109,20 @@ int full_grid(Kernel kernel, int threads) {
   return known[key];
 }
 
+// Grid-stride loops over `count` items: the grid fills the device once (grid_blocks).
+#define PB_GRID_STRIDE(i, count)                                                          \
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; \
+       i < (count); i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+
+// Blocks of `threads` for a grid-stride kernel over `items`: one per `threads` items, at most
+// one full wave.
+template <class Kernel>
+unsigned grid_blocks(Kernel kernel, std::int64_t items, int threads) {
+  const std::int64_t most = full_grid(kernel, threads);
+  const std::int64_t need = (items + threads - 1) / threads;
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(need, most)));
+}
+
 // --- Op functions: enqueued on the caller's stream over the caller's device buffers, owning
 // nothing; the implementations adapt them, and a training step composes them (kernels/<op>.cu).
 // GEMM (core/gemm.hpp), fp32: one thread per element of C; 64x64 shared-memory tiles.
@@ -164,6 +181,16 @@ void rows_naive(cudaStream_t stream, const RowShape& s, const float* x, const st
                 float* out);
 void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
                      const std::int32_t* labels, float* out);
+
+// Batch normalization (core/layers.hpp's semantics, as cpu batchnorm_forward/backward take
+// its buffers), fp32 maps NCHW or NHWC: the statistics and the parameters' gradients one block
+// a channel, summed in double; y and dx grid-stride. dx may be null (no input gradient).
+void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const float* x,
+                       const float* weight, const float* bias, float* y, float* mean, float* invstd,
+                       float* running_mean, float* running_var);
+void batchnorm_backward(cudaStream_t stream, const BnShape& s, const float* x, const float* weight,
+                        const float* mean, const float* invstd, const float* dy, float* dx,
+                        float* dweight, float* dbias);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.

@@ -7,8 +7,9 @@
 //   cublas_h2d, cudnn_h2d - the same, with each batch (images and labels) copied from pinned
 //                host memory inside the step: the end-to-end step, the copy in the time.
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
-// kernels/conv.cu; max pooling, batch normalization, the bias broadcast, the column sums (the
-// bias gradient) and SGD are here, their per-element math from core/layers.hpp.
+// kernels/conv.cu, batch normalization kernels/batchnorm.cu's; max pooling, the bias broadcast,
+// the column sums (the bias gradient) and SGD are here, their per-element math from
+// core/layers.hpp.
 #include <algorithm>
 #include <array>
 #include <map>
@@ -26,10 +27,6 @@ namespace pb::gpu {
 namespace {
 
 constexpr int kThreads = 256;
-
-#define PB_GRID_STRIDE(i, count)                                                          \
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; \
-       i < (count); i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
 __global__ void bias_rows_kernel(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
   PB_GRID_STRIDE(i, rows * cols) { out[i] = b[i % cols]; }
@@ -75,88 +72,9 @@ __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int
   PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum, weight_decay); }
 }
 
-// The sum of every thread's v over the block (blockDim.x kThreads, a power of two), to all.
-__device__ double block_sum(double v, double* part) {
-  part[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  const double total = part[0];
-  __syncthreads();  // before part is written again
-  return total;
-}
-
-// Batch normalization's statistics, one block a channel: the mean, then the variance about it
-// (two passes over the channel's m values), invstd, and the running statistics moved. The sums
-// in double, as the CPU's (ResNet-50's channels hold up to 10^6 values).
-__global__ void bn_stats_kernel(BnShape s, const float* x, float* mean, float* invstd,
-                                float* running_mean, float* running_var) {
-  __shared__ double part[kThreads];
-  const std::int64_t ch = blockIdx.x, m = s.count();
-  double sum = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += x[s.at(ch, i)];
-  const double mu_d = block_sum(sum, part) / static_cast<double>(m);
-  double sq = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const double d = x[s.at(ch, i)] - mu_d;
-    sq += d * d;
-  }
-  const auto var = static_cast<float>(block_sum(sq, part) / static_cast<double>(m));
-  const auto mu = static_cast<float>(mu_d);
-  if (threadIdx.x != 0) return;
-  mean[ch] = mu;
-  invstd[ch] = 1.0f / sqrtf(var + s.eps);
-  bn_running_at(s, mu, var, running_mean + ch, running_var + ch);
-}
-
-// y over every element: with the batch's statistics (train) or the running ones.
-__global__ void bn_forward_kernel(BnShape s, bool train, const float* x, const float* weight,
-                                  const float* bias, float* y, const float* mean,
-                                  const float* invstd, const float* running_mean,
-                                  const float* running_var) {
-  PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
-    const std::int64_t ch = s.channel(e);
-    const float mu = train ? mean[ch] : running_mean[ch];
-    const float is = train ? invstd[ch] : 1.0f / sqrtf(running_var[ch] + s.eps);
-    y[e] = bn_forward_at(x[e], mu, is, weight[ch], bias[ch]);
-  }
-}
-
-// The weight's and bias's gradients, one block a channel, summed in double.
-__global__ void bn_backward_sums_kernel(BnShape s, const float* x, const float* mean,
-                                        const float* invstd, const float* dy, float* dweight,
-                                        float* dbias) {
-  __shared__ double part[kThreads];
-  const std::int64_t ch = blockIdx.x, m = s.count();
-  double db = 0, dw = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const std::int64_t e = s.at(ch, i);
-    db += dy[e];
-    dw += dy[e] * (x[e] - mean[ch]) * invstd[ch];
-  }
-  db = block_sum(db, part);
-  dw = block_sum(dw, part);
-  if (threadIdx.x == 0) dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
-}
-
-__global__ void bn_backward_dx_kernel(BnShape s, const float* x, const float* weight,
-                                      const float* mean, const float* invstd, const float* dy,
-                                      const float* dweight, const float* dbias, float* dx) {
-  PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
-    const std::int64_t ch = s.channel(e);
-    dx[e] = bn_backward_at(dy[e], (x[e] - mean[ch]) * invstd[ch], weight[ch], invstd[ch], dbias[ch],
-                           dweight[ch], static_cast<float>(s.count()));
-  }
-}
-
-// Blocks for a grid-stride kernel over `items`: one per kThreads items, at most one full wave.
 template <class Kernel>
 unsigned blocks_for(Kernel kernel, std::int64_t items) {
-  const std::int64_t most = full_grid(kernel, kThreads);
-  const std::int64_t need = (items + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(need, most)));
+  return grid_blocks(kernel, items, kThreads);
 }
 
 enum class Backend { kernels, cublas, cudnn };
@@ -258,25 +176,13 @@ class GpuOps {
   void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
                          const float* bias, float* y, float* mean, float* invstd,
                          float* running_mean, float* running_var) {
-    if (train) {
-      bn_stats_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream_>>>(
-          s, x, mean, invstd, running_mean, running_var);
-      PB_CUDA(cudaGetLastError());
-    }
-    bn_forward_kernel<<<blocks_for(bn_forward_kernel, s.n * s.c * s.hw), kThreads, 0, stream_>>>(
-        s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
-    PB_CUDA(cudaGetLastError());
+    gpu::batchnorm_forward(stream_, s, train, x, weight, bias, y, mean, invstd, running_mean,
+                           running_var);
   }
   void batchnorm_backward(const BnShape& s, const float* x, const float* weight, const float* mean,
                           const float* invstd, const float* dy, float* dx, float* dweight,
                           float* dbias) {
-    bn_backward_sums_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream_>>>(
-        s, x, mean, invstd, dy, dweight, dbias);
-    PB_CUDA(cudaGetLastError());
-    if (!dx) return;
-    bn_backward_dx_kernel<<<blocks_for(bn_backward_dx_kernel, s.n * s.c * s.hw), kThreads, 0,
-                            stream_>>>(s, x, weight, mean, invstd, dy, dweight, dbias, dx);
-    PB_CUDA(cudaGetLastError());
+    gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias);
   }
   void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {

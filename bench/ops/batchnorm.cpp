@@ -1,5 +1,5 @@
 // Batch normalization: training forward, backward and inference on ResNet-50's maps; the CPU's
-// OpenMP loops and oneDNN's primitive.
+// OpenMP loops and oneDNN's primitive, the GPU's kernels (kernels/batchnorm.cu).
 #include "bench/ops/family.hpp"
 #include "core/batchnorm.hpp"
 #include "cpu_ref/cpu.hpp"

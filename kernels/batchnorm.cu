@@ -1,0 +1,186 @@
+// Batch normalization on the GPU (core/batchnorm.hpp), the op functions the training step
+// composes too (kernels/train.cu):
+//   cuda - the statistics and the parameters' gradients one block a channel (two passes over
+//          the channel for the variance, the sums in double, as the CPU's), y and dx grid-stride;
+//          the per-element math of core/layers.hpp.
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/batchnorm.hpp"
+#include "core/layers.hpp"
+#include "kernels/gpu.hpp"
+#include "kernels/gpu_impl.cuh"
+
+namespace pb::gpu {
+
+namespace {
+
+constexpr int kThreads = 256;  // a power of two: block_sum halves it
+
+// The sum of every thread's v over the block (blockDim.x kThreads, a power of two), to all.
+__device__ double block_sum(double v, double* part) {
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+  const double total = part[0];
+  __syncthreads();  // before part is written again
+  return total;
+}
+
+// Batch normalization's statistics, one block a channel: the mean, then the variance about it
+// (two passes over the channel's m values), invstd, and the running statistics moved. The sums
+// in double, as the CPU's (ResNet-50's channels hold up to 10^6 values).
+__global__ void bn_stats_kernel(BnShape s, const float* x, float* mean, float* invstd,
+                                float* running_mean, float* running_var) {
+  __shared__ double part[kThreads];
+  const std::int64_t ch = blockIdx.x, m = s.count();
+  double sum = 0;
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += x[s.at(ch, i)];
+  const double mu_d = block_sum(sum, part) / static_cast<double>(m);
+  double sq = 0;
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const double d = x[s.at(ch, i)] - mu_d;
+    sq += d * d;
+  }
+  const auto var = static_cast<float>(block_sum(sq, part) / static_cast<double>(m));
+  const auto mu = static_cast<float>(mu_d);
+  if (threadIdx.x != 0) return;
+  mean[ch] = mu;
+  invstd[ch] = 1.0f / sqrtf(var + s.eps);
+  bn_running_at(s, mu, var, running_mean + ch, running_var + ch);
+}
+
+// y over every element: with the batch's statistics (train) or the running ones.
+__global__ void bn_forward_kernel(BnShape s, bool train, const float* x, const float* weight,
+                                  const float* bias, float* y, const float* mean,
+                                  const float* invstd, const float* running_mean,
+                                  const float* running_var) {
+  PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
+    const std::int64_t ch = s.channel(e);
+    const float mu = train ? mean[ch] : running_mean[ch];
+    const float is = train ? invstd[ch] : 1.0f / sqrtf(running_var[ch] + s.eps);
+    y[e] = bn_forward_at(x[e], mu, is, weight[ch], bias[ch]);
+  }
+}
+
+// The weight's and bias's gradients, one block a channel, summed in double.
+__global__ void bn_backward_sums_kernel(BnShape s, const float* x, const float* mean,
+                                        const float* invstd, const float* dy, float* dweight,
+                                        float* dbias) {
+  __shared__ double part[kThreads];
+  const std::int64_t ch = blockIdx.x, m = s.count();
+  double db = 0, dw = 0;
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const std::int64_t e = s.at(ch, i);
+    db += dy[e];
+    dw += dy[e] * (x[e] - mean[ch]) * invstd[ch];
+  }
+  db = block_sum(db, part);
+  dw = block_sum(dw, part);
+  if (threadIdx.x == 0) dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
+}
+
+__global__ void bn_backward_dx_kernel(BnShape s, const float* x, const float* weight,
+                                      const float* mean, const float* invstd, const float* dy,
+                                      const float* dweight, const float* dbias, float* dx) {
+  PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
+    const std::int64_t ch = s.channel(e);
+    dx[e] = bn_backward_at(dy[e], (x[e] - mean[ch]) * invstd[ch], weight[ch], invstd[ch], dbias[ch],
+                           dweight[ch], static_cast<float>(s.count()));
+  }
+}
+
+}  // namespace
+
+void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const float* x,
+                       const float* weight, const float* bias, float* y, float* mean, float* invstd,
+                       float* running_mean, float* running_var) {
+  if (train) {
+    bn_stats_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(s, x, mean, invstd,
+                                                                         running_mean, running_var);
+    PB_CUDA(cudaGetLastError());
+  }
+  bn_forward_kernel<<<grid_blocks(bn_forward_kernel, s.size(), kThreads), kThreads, 0, stream>>>(
+      s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
+  PB_CUDA(cudaGetLastError());
+}
+
+void batchnorm_backward(cudaStream_t stream, const BnShape& s, const float* x, const float* weight,
+                        const float* mean, const float* invstd, const float* dy, float* dx,
+                        float* dweight, float* dbias) {
+  bn_backward_sums_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(s, x, mean, invstd,
+                                                                               dy, dweight, dbias);
+  PB_CUDA(cudaGetLastError());
+  if (!dx) return;
+  bn_backward_dx_kernel<<<grid_blocks(bn_backward_dx_kernel, s.size(), kThreads), kThreads, 0,
+                          stream>>>(s, x, weight, mean, invstd, dy, dweight, dbias, dx);
+  PB_CUDA(cudaGetLastError());
+}
+
+namespace {
+
+class GpuBatchNorm : public GpuImpl {
+ public:
+  explicit GpuBatchNorm(const BatchNormShape& s) : s_(s), m_(s.maps()) {
+    const auto maps = static_cast<std::size_t>(m_.size()) * sizeof(float),
+               c = static_cast<std::size_t>(m_.c) * sizeof(float);
+    x_ = DeviceMem(maps), out_ = DeviceMem(maps);
+    if (s_.dir == BnDir::bwd) dy_ = DeviceMem(maps);
+    for (DeviceMem* v : {&w_, &b_, &rm_, &rv_, &mean_, &invstd_, &dw_, &db_}) *v = DeviceMem(c);
+  }
+  void prepare(const Tensors& in) override {
+    upload(x_.as<void>(), at(in, "x"));
+    upload(w_.as<void>(), at(in, "weight"));
+    upload(b_.as<void>(), at(in, "bias"));
+    upload(rm_.as<void>(), at(in, "running_mean"));
+    upload(rv_.as<void>(), at(in, "running_var"));
+    if (s_.dir != BnDir::bwd) return;
+    upload(dy_.as<void>(), at(in, "dy"));
+    upload(mean_.as<void>(), at(in, "mean"));
+    // The forward pass keeps invstd, as the training step's does; the case is given var.
+    std::vector<float> invstd = at(in, "var").f32();
+    for (float& v : invstd) v = 1.0f / std::sqrt(v + m_.eps);
+    upload(invstd_.as<void>(), Tensor::of("invstd", invstd));
+  }
+  void run() override {
+    if (s_.dir == BnDir::bwd)
+      batchnorm_backward(stream_, m_, x_.as<float>(), w_.as<float>(), mean_.as<float>(),
+                         invstd_.as<float>(), dy_.as<float>(), out_.as<float>(), dw_.as<float>(),
+                         db_.as<float>());
+    else
+      batchnorm_forward(stream_, m_, s_.dir == BnDir::fwd, x_.as<float>(), w_.as<float>(),
+                        b_.as<float>(), out_.as<float>(), mean_.as<float>(), invstd_.as<float>(),
+                        rm_.as<float>(), rv_.as<float>());
+  }
+  Tensors result() override {
+    const std::vector<std::int64_t> maps = {s_.batch, s_.c, s_.h, s_.w}, c = {s_.c};
+    if (s_.dir == BnDir::bwd)
+      return {download("dx", maps, out_.as<void>()), download("dweight", c, dw_.as<void>()),
+              download("dbias", c, db_.as<void>())};
+    if (s_.dir == BnDir::infer) return {download("y", maps, out_.as<void>())};
+    return {download("y", maps, out_.as<void>()), download("running_mean", c, rm_.as<void>()),
+            download("running_var", c, rv_.as<void>())};
+  }
+
+ private:
+  BatchNormShape s_;
+  BnShape m_;
+  DeviceMem x_, dy_, out_, w_, b_, rm_, rv_, mean_, invstd_, dw_, db_;
+};
+
+std::unique_ptr<Impl> make_batchnorm(const std::string& op, const std::string& name,
+                                     const Workload& w, int) {
+  if (name != "cuda") throw std::runtime_error("unknown GPU " + op + " implementation: " + name);
+  return std::make_unique<GpuBatchNorm>(static_cast<const BatchNormWorkload&>(w).bn());
+}
+
+[[maybe_unused]] const bool registered = register_factory("batchnorm", make_batchnorm);
+
+}  // namespace
+
+}  // namespace pb::gpu
