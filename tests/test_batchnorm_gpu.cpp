@@ -1,0 +1,30 @@
+// The GPU's batch normalization against its workload's check, in each direction and on the
+// awkward shapes the CPU's are tested on. Skips, with the reason, where there is no GPU; the
+// per-element math it shares with the CPU and the reference are tested in test_batchnorm.
+#include <gtest/gtest.h>
+
+#include "core/batchnorm.hpp"
+#include "kernels/gpu.hpp"
+
+namespace pb {
+namespace {
+
+TEST(GpuBatchNorm, EachDirectionPassesTheCheck) {
+  if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+  const BatchNormShape shapes[] = {
+      {BnDir::fwd, 1, 3, 7, 5}, {BnDir::fwd, 4, 17, 1, 1}, {BnDir::fwd, 8, 64, 56, 56}};
+  for (BatchNormShape s : shapes)
+    for (BnDir d : {BnDir::fwd, BnDir::bwd, BnDir::infer}) {
+      s.dir = d;
+      const BatchNormWorkload w(s);
+      auto impl = gpu::make_impl("batchnorm", "cuda", w, 0);
+      const Tensors in = w.make_inputs();
+      impl->prepare(in);
+      impl->run();
+      const Check c = w.verify(in, impl->result());
+      EXPECT_TRUE(c.ok) << w.shape().to_string() << ": " << c.detail;
+    }
+}
+
+}  // namespace
+}  // namespace pb
