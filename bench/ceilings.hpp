@@ -6,8 +6,9 @@
 //             widest unit for the dtype. Null where it is not known (a GPU outside the table for
 //             tf32/bf16/fp16; the CPU's memory, whose channels a program cannot see).
 //   measured  what probes made for it reached, run before the cases (measure_ceilings): the
-//             largest GEMM per dtype that time allows, STREAM triad far beyond the last-level
-//             cache, pinned copies of 256 MiB. The roofline's attainable comes from these.
+//             fastest of the square GEMMs per dtype that time allows, STREAM triad over 3x the
+//             last-level cache, pinned copies of 256 MiB. The roofline's attainable comes from
+//             these.
 //   bound     what the report's self-check allows a case (reports/checks.cpp): the peak (a CPU's
 //             at twice its clock where the maximum clock is not visible: turbo), else 2x the
 //             measured ceiling; null when neither exists.
