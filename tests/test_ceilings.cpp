@@ -142,8 +142,7 @@ TEST(Ceilings, TheProbesMeasureWhatTheRunsCasesNeed) {
   const json m = measure_ceilings(run, res, true);
   ASSERT_TRUE(m.contains("cpu"));
   EXPECT_GT(m["cpu"]["fp32"].value("value", 0.0), 0.0) << m.dump();
-  EXPECT_NE(m["cpu"]["fp32"]["case"].get<std::string>().find("gemm/cpu/"),
-            std::string::npos);
+  EXPECT_NE(m["cpu"]["fp32"]["case"].get<std::string>().find("gemm/cpu/"), std::string::npos);
   EXPECT_GT(m["cpu"]["memory"].value("value", 0.0), 0.0) << m.dump();
   EXPECT_FALSE(m["cpu"].contains("bf16"));  // no bf16 case in the run
   EXPECT_FALSE(m.contains("gpu"));          // no GPU case in the run
