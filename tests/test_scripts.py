@@ -227,7 +227,7 @@ def test_compare_excuses_a_slowdown_its_probes_show(quick_reports, tmp_path):
         assert o["probes"]["speed_ratio"] == pytest.approx([0.8, 0.8])
         assert o["inside_noise"].startswith(("noisy case", "machine slower: probes 0.80x"))
         assert o["probes"]["metric"] == ("copy_gbs" if c["case"].startswith(
-            ("stream", "activation", "softmax", "loss")) else "compute_gflops")
+            ("stream", "activation", "softmax", "loss", "batchnorm")) else "compute_gflops")
     # One probe alone does not make a slower machine: the cases it brackets are regressions.
     new = all_slowed(base, 1.25)
     new["context"]["machine_probes"][1]["compute_gflops"] /= 1.25  # "before conv", mostly
