@@ -63,6 +63,14 @@ struct CaseRun {
   // (while it finds the iteration count), then one per repetition.
   std::vector<std::vector<double>> batches;
   double pct_copy_bw = 0;  // GB/s as % of this run's STREAM copy on the device, if known
+  // The energy meter's readings around each batch, beside `batches`; the error of a failed read.
+  struct Metered {
+    energy::Mark before, after;
+    long iterations = 0;
+  };
+  std::vector<Metered> metered;
+  std::string meter_error;
+  report::json energy;  // the record's `energy`, made when the case is reported
 };
 
 double median(std::vector<double> v) {
@@ -190,6 +198,9 @@ class Runner {
       auto timer = r.impl->make_timer();
       r.batches.emplace_back();
       std::vector<double>& batch = r.batches.back();
+      const energy::Calibrated* meter = meter_for(*r.c);
+      energy::Mark before;
+      if (meter) before = read_meter(r, *meter);
       for (auto _ : st) {
         if (cfg_.cold) r.impl->flush_cache();
         timer->start();
@@ -199,6 +210,8 @@ class Runner {
         st.SetIterationTime(t);
         batch.push_back(t);
       }
+      if (meter && r.meter_error.empty())
+        r.metered.push_back({before, read_meter(r, *meter), static_cast<long>(batch.size())});
     } catch (const std::exception& e) {
       r.error = e.what();
       r.impl.reset();
@@ -235,6 +248,50 @@ class Runner {
     last_probe_s_ = t;
   }
   const json& probes() const { return probes_; }
+  bool metering() const { return cfg_.cpu_energy || cfg_.gpu_energy; }
+
+  // The case's `energy`: from the meter's readings around its last `repetitions` batches (the
+  // timed ones); where those lasted less than the meter's shortest region, from a further run of
+  // the case, iteration after iteration as timed, lasting that long.
+  report::json energy_of(CaseRun& r, std::size_t repetitions) {
+    const energy::Calibrated* meter = meter_for(*r.c);
+    if (!meter) {
+      const energy::Calibrated* m =
+          r.c->impl.device == Device::cpu ? cfg_.cpu_energy : cfg_.gpu_energy;
+      return energy::unavailable(m ? m->context().value("reason", "") : "no meter");
+    }
+    const Workload& w = *r.c->workload;
+    energy::CaseEnergy e;
+    const std::size_t n = r.metered.size(), first = n - std::min(repetitions, n);
+    for (std::size_t b = first; b < n; ++b)
+      e.add(r.metered[b].before, r.metered[b].after, r.metered[b].iterations);
+    bool lengthened = false;
+    if (e.seconds() < meter->min_region_s() && r.impl && r.meter_error.empty()) {
+      e.clear();
+      lengthened = true;
+      try {
+        r.impl->activate();
+        auto timer = r.impl->make_timer();
+        const energy::Mark before = energy::mark(*meter->meter);
+        long iterations = 0;
+        energy::Mark after;
+        do {
+          if (cfg_.cold) r.impl->flush_cache();
+          timer->start();
+          r.impl->run();
+          timer->stop();
+          ++iterations;
+          after = energy::mark(*meter->meter);
+        } while (after.t_s - before.t_s < meter->min_region_s());
+        e.add(before, after, iterations);
+      } catch (const std::exception& ex) {
+        r.meter_error = ex.what();
+      }
+    }
+    if (!r.meter_error.empty()) return energy::unavailable(r.meter_error);
+    return e.record(*meter, w.flops(), w.min_bytes(), w.items(), w.metric() == Metric::gbs,
+                    lengthened);
+  }
 
   double peak_gflops(const Case& c) const {
     if (c.workload->dtype() != Dtype::fp32) return 0;
@@ -289,6 +346,21 @@ class Runner {
   void note_if_device_unusable(const Case& c) {
     if (c.impl.device != Device::gpu || !gpu_unusable_.empty()) return;
     gpu_unusable_ = gpu::sticky_error();
+  }
+
+  // The case's device's meter where it can be read; null where it cannot (or energy is off).
+  const energy::Calibrated* meter_for(const Case& c) const {
+    const energy::Calibrated* m = c.impl.device == Device::cpu ? cfg_.cpu_energy : cfg_.gpu_energy;
+    return m && m->usable() ? m : nullptr;
+  }
+
+  energy::Mark read_meter(CaseRun& r, const energy::Calibrated& m) {
+    try {
+      return energy::mark(*m.meter);
+    } catch (const std::exception& e) {
+      r.meter_error = e.what();
+      return {};
+    }
   }
 
   // Between op families, at most every few seconds (random interleaving alternates them).
@@ -403,6 +475,7 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
   if (peak > 0) j["pct_peak"] = 100.0 * w.flops() / median / 1e9 / peak;
   if (w.items() > 0) j["samples_per_s"] = w.items() / median;
   if (r.pct_copy_bw > 0) j["pct_copy_bw"] = r.pct_copy_bw;
+  if (!r.energy.is_null()) j["energy"] = r.energy;
   return j;
 }
 
@@ -475,12 +548,15 @@ class Recorder : public benchmark::ConsoleReporter {
       const CaseRun& r = runner_.runs()[i];
       const bool ok = r.error.empty() && repetitions[i] > 0 && !r.batches.empty();
       const char* status = ok ? "ok" : r.skipped ? "skipped" : "error";
+      if (ok && runner_.metering())
+        runner_.runs()[i].energy = runner_.energy_of(runner_.runs()[i], repetitions[i]);
       const json rec =
           case_record(r, status, ok ? "" : r.error, runner_.peak_gflops(*r.c), repetitions[i]);
       if (!ok && !r.skipped) ++out_.failed;
       log_.append("case", rec);
       out_.cases.push_back(rec);
       runner_.runs()[i].batches = {};  // recorded: a tiny case keeps 10^5 samples or more
+      runner_.runs()[i].metered = {};
     }
   }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bench/cases.hpp"
+#include "bench/energy.hpp"
 #include "reports/report.hpp"
 
 namespace pb {
@@ -18,6 +19,10 @@ struct HarnessConfig {
   bool keep_error_entries = false;
   bool quiet = false;  // no progress lines on stderr (bench/progress.hpp)
   std::string suite;   // for the expected time before any case has run
+  // The energy meters, calibrated (bench/energy.hpp): every measured case's record gets an
+  // `energy` from its device's meter, or the reason it has none. Null: energy is not measured.
+  const energy::Calibrated* cpu_energy = nullptr;
+  const energy::Calibrated* gpu_energy = nullptr;
 };
 
 struct HarnessResult {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <future>
 #include <iostream>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "bench/cases.hpp"
 #include "bench/ceilings.hpp"
 #include "bench/context.hpp"
+#include "bench/energy.hpp"
 #include "bench/harness.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "kernels/gpu.hpp"
@@ -180,7 +182,34 @@ int run(int argc_in, char** argv_in) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 
+  // The energy meters, each calibrated at idle (its idle power, how often its counter moves)
+  // before anything runs; both at once.
+  const bool cpu_cases = std::any_of(cases.begin(), cases.end(), [](const pb::Case& c) {
+    return c.skip.empty() && c.impl.device == pb::Device::cpu;
+  });
+  const bool gpu_cases = std::any_of(cases.begin(), cases.end(), [](const pb::Case& c) {
+    return c.skip.empty() && c.impl.device == pb::Device::gpu;
+  });
+  auto gpu_calibration = std::async(std::launch::async, [&] {
+    return pb::energy::calibrate(
+        gpu_cases ? pb::energy::open_gpu_meter(pb::gpu::probe().pci_bus_id)
+                  : pb::energy::unavailable_meter(want_gpu && !pb::gpu::probe().available
+                                                      ? "no GPU: " + pb::gpu::probe().reason
+                                                      : std::string("no GPU case runs")),
+        1.0);
+  });
+  const pb::energy::Calibrated cpu_energy = pb::energy::calibrate(
+      cpu_cases ? pb::energy::open_cpu_meter() : pb::energy::unavailable_meter("no CPU case runs"),
+      1.0);
+  const pb::energy::Calibrated gpu_energy = gpu_calibration.get();
+
   pb::report::json context = pb::make_context(argv[0], o);
+  context["energy"] = {{"cpu", cpu_energy.context()}, {"gpu", gpu_energy.context()}};
+  if (o.price_cpu >= 0 || o.price_gpu >= 0) {
+    context["price_usd_per_hour"] = pb::report::json::object();
+    if (o.price_cpu >= 0) context["price_usd_per_hour"]["cpu"] = o.price_cpu;
+    if (o.price_gpu >= 0) context["price_usd_per_hour"]["gpu"] = o.price_gpu;
+  }
   context["ceilings"] = pb::ceilings(context, pb::measure_ceilings(cases, res, o.quiet));
   log->append("context", context);
   pb::HarnessConfig cfg;
@@ -190,6 +219,8 @@ int run(int argc_in, char** argv_in) {
   cfg.suite = o.shapes.empty() ? o.suite : "";  // --shape runs have no expected time
   cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
   cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
+  cfg.cpu_energy = &cpu_energy;
+  cfg.gpu_energy = &gpu_energy;
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);
 
   const pb::report::json doc =

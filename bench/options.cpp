@@ -1,6 +1,7 @@
 #include "bench/options.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "core/parse.hpp"
@@ -40,6 +41,10 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
                      on a terminal)
   --epochs=N         the epochs of a whole training in the projection (default 90, as
                      torchvision's reference recipe trains ResNet-50)
+  --price=cpu=USD,gpu=USD
+                     the hourly price of the machine each device is in (a cloud instance's,
+                     say): the projection then gives dollars per epoch and per training
+                     beside the hours and the energy (no prices are built in)
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
   --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report;
                      given a report, rebuild it through this version's checks and analyses
@@ -98,6 +103,27 @@ KeyValues parse_shape(const std::string& value) {
     kv.emplace_back(item.substr(0, eq), item.substr(eq + 1));
   }
   return kv;
+}
+
+// "cpu=0.5,gpu=3.2": USD per hour by device.
+void parse_prices(const std::string& value, Options* o) {
+  for (const std::string& item : split_list("--price", value)) {
+    const std::size_t eq = item.find('=');
+    const std::string device = item.substr(0, eq);
+    if (eq == std::string::npos || (device != "cpu" && device != "gpu"))
+      throw UsageError("--price: '" + item + "' is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR");
+    const std::string number = item.substr(eq + 1);
+    double usd = 0;
+    std::size_t used = 0;
+    try {
+      usd = std::stod(number, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (number.empty() || used != number.size() || !std::isfinite(usd) || usd < 0)
+      throw UsageError("--price: '" + number + "' is not a price in USD per hour (a number >= 0)");
+    (device == "cpu" ? o->price_cpu : o->price_gpu) = usd;
+  }
 }
 
 }  // namespace
@@ -166,6 +192,9 @@ Options parse_options(int argc, char** argv) {
       } catch (const std::invalid_argument& e) {
         throw UsageError(e.what());
       }
+    } else if (flag == "--price") {
+      need_value();
+      parse_prices(value, &o);
     } else if (flag == "--quiet") {
       no_value();
       o.quiet = true;

@@ -28,8 +28,11 @@ struct Options {
   std::string report;              // empty: results/<host>-<UTC timestamp>.json
   std::string recover;             // --recover=LOG
   bool list = false, help = false, cold = false;
-  bool quiet = false;               // --quiet: no progress lines on stderr
-  int epochs = 90;                  // --epochs: the whole training the projection gives
+  bool quiet = false;  // --quiet: no progress lines on stderr
+  int epochs = 90;     // --epochs: the whole training the projection gives
+  // --price: the machine's hourly price per device in USD (e.g. a cloud instance's); negative
+  // where none was given. The projection's dollars come from these alone.
+  double price_cpu = -1, price_gpu = -1;
   bool openblas_asis = false;       // --openblas-core=asis: OpenBLAS's own choice of kernels
   bool keep_error_entries = false;  // --keep-error-entries: failed cases stay in `benchmarks`
 };

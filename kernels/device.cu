@@ -109,6 +109,11 @@ const DeviceInfo& device_info() {
       return d;
     }
     d.name = p.name;
+    char bus[32] = {};
+    if (cudaDeviceGetPCIBusId(bus, sizeof bus, 0) == cudaSuccess)
+      d.pci_bus_id = bus;
+    else
+      cudaGetLastError();
     d.cc_major = attr(cudaDevAttrComputeCapabilityMajor);
     d.cc_minor = attr(cudaDevAttrComputeCapabilityMinor);
     d.sms = attr(cudaDevAttrMultiProcessorCount);

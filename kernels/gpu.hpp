@@ -23,6 +23,7 @@ struct DeviceInfo {
   double clock_khz = 0, mem_clock_khz = 0, bus_width_bits = 0;
   double peak_fp32_gflops = 0, peak_bandwidth_gbs = 0;  // theoretical, from device attributes
   int driver_version = 0, runtime_version = 0, cublas_version = 0;
+  std::string pci_bus_id;  // "0000:65:00.0", how NVML finds the same GPU (bench/energy.hpp)
   // Built without CUDA on a machine whose NVIDIA GPU is visible: an error, not a skip.
   bool gpu_visible_but_not_built = false;
 };
