@@ -241,10 +241,13 @@ class Runner {
   void probe(const std::string& when) {
     const cpu::MachineProbe p = cpu::probe_machine();
     const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    probes_.push_back({{"when", when},
-                       {"t_s", t},
-                       {"copy_gbs", p.copy_gbs},
-                       {"compute_gflops", p.compute_gflops}});
+    json entry = {
+        {"when", when}, {"t_s", t}, {"copy_gbs", p.copy_gbs}, {"compute_gflops", p.compute_gflops}};
+    if (p.effective_ghz > 0)
+      entry["effective_ghz"] = p.effective_ghz;
+    else if (probes_.empty())  // said once, on the first
+      entry["effective_ghz_unavailable"] = cpu::clock_unavailable();
+    probes_.push_back(entry);
     last_probe_s_ = t;
   }
   const json& probes() const { return probes_; }

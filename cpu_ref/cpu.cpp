@@ -3,11 +3,16 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#include <linux/perf_event.h>
 #include <omp.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <numeric>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -200,11 +205,40 @@ namespace {
 constexpr int kChains = 64;
 constexpr std::int64_t kProbeSteps = 1 << 18;
 
-double compute_probe_gflops(int threads) {
+// The calling thread's cycle counter (user-space cycles only, as perf_event_paranoid 2 allows);
+// -1 with the reason in clock_reason() where it cannot be opened.
+std::string& clock_reason() {
+  static std::string reason;
+  return reason;
+}
+int open_cycle_counter() {
+  perf_event_attr a{};
+  a.type = PERF_TYPE_HARDWARE;
+  a.size = sizeof a;
+  a.config = PERF_COUNT_HW_CPU_CYCLES;
+  a.exclude_kernel = 1;
+  a.exclude_hv = 1;
+  const int fd = static_cast<int>(syscall(SYS_perf_event_open, &a, 0, -1, -1, 0));
+  if (fd < 0) {
+    const int err = errno;
+#pragma omp critical(clock_reason)
+    clock_reason() = std::string("perf_event_open(cycles) failed: ") + std::strerror(err) +
+                     (err == ENOENT || err == EOPNOTSUPP
+                          ? " (no hardware cycle counter: a VM without a virtual PMU)"
+                      : err == EACCES || err == EPERM ? " (kernel.perf_event_paranoid forbids it)"
+                                                      : "");
+  }
+  return fd;
+}
+
+double compute_probe_gflops(int threads, double* effective_ghz) {
   std::vector<float> sink(static_cast<std::size_t>(threads));
+  std::vector<double> ghz(static_cast<std::size_t>(threads), 0.0);
   const auto t0 = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads)
   {
+    const int fd = open_cycle_counter();
+    const auto start = std::chrono::steady_clock::now();
     float x[kChains];
     for (int j = 0; j < kChains; ++j) x[j] = 1.0f + 1e-3f * static_cast<float>(j);
     const float a = 0.999999f, b = 1e-7f;
@@ -215,10 +249,21 @@ double compute_probe_gflops(int threads) {
     float sum = 0;
     for (float v : x) sum += v;
     sink[static_cast<std::size_t>(omp_get_thread_num())] = sum;  // keeps the loop alive
+    long long cycles = 0;
+    if (fd >= 0) {
+      if (read(fd, &cycles, sizeof cycles) == static_cast<ssize_t>(sizeof cycles))
+        ghz[static_cast<std::size_t>(omp_get_thread_num())] =
+            static_cast<double>(cycles) /
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 1e9;
+      close(fd);
+    }
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   volatile float keep = sink[0];
   (void)keep;
+  *effective_ghz = std::all_of(ghz.begin(), ghz.end(), [](double g) { return g > 0; })
+                       ? std::accumulate(ghz.begin(), ghz.end(), 0.0) / threads
+                       : 0.0;
   return 2.0 * kChains * static_cast<double>(kProbeSteps) * threads / s / 1e9;
 }
 
@@ -245,8 +290,15 @@ MachineProbe probe_machine() {
   }
   MachineProbe p;
   p.copy_gbs = copy.min_bytes() / best / 1e9;
-  p.compute_gflops = compute_probe_gflops(threads);
+  p.compute_gflops = compute_probe_gflops(threads, &p.effective_ghz);
   return p;
+}
+
+std::string clock_unavailable() {
+  std::string reason;
+#pragma omp critical(clock_reason)
+  reason = clock_reason();
+  return reason;
 }
 
 const CpuInfo& cpu_info() {

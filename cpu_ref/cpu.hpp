@@ -224,8 +224,14 @@ const CpuInfo& cpu_info();
 // changed speed under the run (shared VMs do: memory bandwidth halves for minutes at a time).
 struct MachineProbe {
   double copy_gbs = 0, compute_gflops = 0;
+  // The cores' clock while the compute probe ran (cycles counted by perf_event_open over each
+  // thread's time, averaged); 0 where the cycle counter cannot be read (clock_unavailable()).
+  double effective_ghz = 0;
 };
 MachineProbe probe_machine();
+// Why the machine probe has no effective clock ("" where it has one): a VM without a virtual
+// PMU, or perf_event_paranoid.
+std::string clock_unavailable();
 
 // --- OpenBLAS's kernels: the core for the CPU's ISA ---------------------------------------------
 // Environment variables between pairbench and its re-executed self (never set by the user):

@@ -399,6 +399,33 @@ json batch_size(const json& cases) {
   return out;
 }
 
+namespace {
+// A device's projection gains the energy of an epoch and of the whole training (the case's
+// joules per sample times the images), and with a price for the device its dollars; where the
+// case has no energy, the reason.
+void add_energy_and_cost(json& d, const json& c, const json& context, int epochs) {
+  const json e = c.value("energy", json::object());
+  if (e.value("status", "") == "ok" && e.contains("joules_per_sample")) {
+    const double kwh = num(e, "joules_per_sample") * kImagenetImages / 3.6e6;
+    d["mean_power_w"] = e["mean_power_w"];
+    d["epoch_kwh"] = kwh;
+    d["training_kwh"] = kwh * epochs;
+    d["epoch_above_idle_kwh"] = num(e, "above_idle_joules_per_sample") * kImagenetImages / 3.6e6;
+  } else {
+    d["energy"] = {{"status", "unavailable"},
+                   {"reason", e.value("reason", "the case was not metered")}};
+  }
+  const json prices = context.value("price_usd_per_hour", json::object());
+  const std::string device = c["device"];
+  if (prices.contains(device)) {
+    const double usd = prices[device];
+    d["usd_per_hour"] = usd;
+    d["epoch_usd"] = usd * d["epoch_h"].get<double>();
+    d["training_usd"] = usd * d["training_h"].get<double>();
+  }
+}
+}  // namespace
+
 json projection(const json& cases, const json& context) {
   const std::string model = heaviest_model(cases);
   const int epochs = context.value("epochs", 90);
@@ -419,6 +446,7 @@ json projection(const json& cases, const json& context) {
                     {"epoch_s", epoch_s},
                     {"epoch_h", epoch_s / 3600.0},
                     {"training_h", epochs * epoch_s / 3600.0}};
+    add_energy_and_cost(best[device], c, context, epochs);
   }
   for (const auto& [device, e] : end_to_end.items())
     if (devices.contains(device)) devices[device]["end_to_end"] = e;
@@ -431,14 +459,73 @@ json projection(const json& cases, const json& context) {
     note += " (" + (model.empty() ? std::string("none") : model) +
             "), which is not the claim's model: ResNet-50 did not run, and no figure is scaled to "
             "it";
-  return {{"images", kImagenetImages},
-          {"dataset", "ImageNet-1k, one epoch"},
-          {"epochs", epochs},
-          {"devices", devices},
-          {"claim",
-           "about a week on a CPU and 5-10 hours on a GPU to train an image classifier on 1 "
-           "million images (the seed documents)"},
-          {"note", note}};
+  json out = {{"images", kImagenetImages},
+              {"dataset", "ImageNet-1k, one epoch"},
+              {"epochs", epochs},
+              {"devices", devices}};
+  // The claim's other half: is the GPU cheaper per unit of work (and in energy)?
+  if (devices.contains("cpu") && devices.contains("gpu")) {
+    const json &cpu = devices["cpu"], &gpu = devices["gpu"];
+    if (cpu.contains("epoch_usd") && gpu.contains("epoch_usd") && gpu["epoch_usd"] > 0)
+      out["cost_cpu_over_gpu"] = cpu["epoch_usd"].get<double>() / gpu["epoch_usd"].get<double>();
+    if (cpu.contains("epoch_kwh") && gpu.contains("epoch_kwh") && gpu["epoch_kwh"] > 0)
+      out["energy_cpu_over_gpu"] = cpu["epoch_kwh"].get<double>() / gpu["epoch_kwh"].get<double>();
+  }
+  out.update(
+      json{{"claim",
+            "about a week on a CPU and 5-10 hours on a GPU to train an image classifier on 1 "
+            "million images (the seed documents)"},
+           {"note", note}});
+  return out;
+}
+
+json energy(const json& cases, const json& context) {
+  json out = {{"devices", json::object()}};
+  const json meters = context.value("energy", json::object());
+  for (const char* device : {"cpu", "gpu"}) {
+    if (!meters.contains(device)) continue;
+    json d = meters[device];
+    std::vector<double> power;
+    json throttled = json::array(), missing = json::object();
+    for (const json& c : cases) {
+      if (!ok(c) || c["device"] != device || !c.contains("energy")) continue;
+      const json& e = c["energy"];
+      if (e.value("status", "") != "ok") {
+        missing[e.value("reason", "")] = missing.value(e.value("reason", ""), 0) + 1;
+        continue;
+      }
+      power.push_back(num(e, "mean_power_w"));
+      if (e.value("throttled", false))
+        throttled.push_back(
+            {{"name", c["name"]},
+             {"clock_event_reasons", e.value("clock_event_reasons", json::array())},
+             {"held_below_clocks_s", e.value("held_below_clocks_s", json::object())},
+             {"region_s", e["region_s"]}});
+    }
+    d["cases_metered"] = power.size();
+    if (!missing.empty()) d["cases_unmetered"] = missing;  // by reason
+    if (!power.empty()) {
+      std::sort(power.begin(), power.end());
+      d["power_w"] = {
+          {"min", power.front()}, {"median", power[power.size() / 2]}, {"max", power.back()}};
+    }
+    if (std::string(device) == "gpu" && !power.empty()) d["throttled_cases"] = throttled;
+    out["devices"][device] = d;
+  }
+  // The CPU's clock under load before each op family, where the cycle counter can be read.
+  json clocks = json::array();
+  std::string why;
+  for (const json& p : context.value("machine_probes", json::array())) {
+    if (p.contains("effective_ghz"))
+      clocks.push_back({{"when", p["when"]}, {"effective_ghz", p["effective_ghz"]}});
+    else if (p.contains("effective_ghz_unavailable"))
+      why = p["effective_ghz_unavailable"];
+  }
+  if (!clocks.empty())
+    out["cpu_effective_clock"] = clocks;
+  else if (!why.empty())
+    out["cpu_effective_clock"] = {{"status", "unavailable"}, {"reason", why}};
+  return out;
 }
 
 json roofline(const json& cases, const json& context) {

@@ -67,7 +67,8 @@ json build(const json& context, const json& benchmarks, const json& measured, co
                         {"parallelism", parallelism(cases)},
                         {"batch", batch(cases)},
                         {"batch_size", batch_size(cases)},
-                        {"projection", projection(cases, context)},
+                        {"projection", projection(cases, doc["context"])},
+                        {"energy", energy(cases, doc["context"])},
                         {"roofline", roofline(cases, context)}}}};
   return doc;
 }
@@ -277,6 +278,59 @@ std::string summary(const json& report) {
     }
     os << "\n  the claim: " << pr["claim"].get<std::string>() << "; "
        << pr["note"].get<std::string>() << "\n";
+    // Energy and cost of the same epoch and training, where metered and priced.
+    for (const auto& [device, d] : pr["devices"].items()) {
+      os << "  " << device << ": ";
+      if (d.contains("epoch_kwh"))
+        std::snprintf(buf, sizeof buf, "%.3g kWh an epoch, %.3g kWh the training (%.0f W)",
+                      d["epoch_kwh"].get<double>(), d["training_kwh"].get<double>(),
+                      d["mean_power_w"].get<double>());
+      else
+        std::snprintf(buf, sizeof buf, "energy unavailable (%s)",
+                      d["energy"].value("reason", "").c_str());
+      os << buf;
+      if (d.contains("epoch_usd")) {
+        std::snprintf(buf, sizeof buf, "; $%.2f an epoch, $%.2f the training at $%.2f/h",
+                      d["epoch_usd"].get<double>(), d["training_usd"].get<double>(),
+                      d["usd_per_hour"].get<double>());
+        os << buf;
+      }
+      os << "\n";
+    }
+    if (pr.contains("cost_cpu_over_gpu"))
+      std::snprintf(buf, sizeof buf, "  an epoch costs %.2fx as much on the CPU as on the GPU\n",
+                    pr["cost_cpu_over_gpu"].get<double>()),
+          os << buf;
+    if (pr.contains("energy_cpu_over_gpu"))
+      std::snprintf(buf, sizeof buf, "  an epoch takes %.2fx the energy on the CPU\n",
+                    pr["energy_cpu_over_gpu"].get<double>()),
+          os << buf;
+  }
+  // The meters, and when the GPU was throttled.
+  if (an.contains("energy")) {
+    for (const auto& [device, d] : an["energy"]["devices"].items()) {
+      if (d.value("status", "") != "ok") {
+        os << "Energy, " << device << ": unavailable (" << d.value("reason", "") << ")\n";
+        continue;
+      }
+      std::snprintf(buf, sizeof buf, "Energy, %s: idle %.1f W; %d cases metered", device.c_str(),
+                    d["idle_power_w"].get<double>(), d.value("cases_metered", 0));
+      os << buf;
+      if (d.contains("power_w"))
+        std::snprintf(buf, sizeof buf, ", %.1f-%.1f W (median %.1f W)",
+                      d["power_w"]["min"].get<double>(), d["power_w"]["max"].get<double>(),
+                      d["power_w"]["median"].get<double>()),
+            os << buf;
+      os << "; " << d["source"].get<std::string>() << "\n";
+      if (d.contains("throttled_cases") && !d["throttled_cases"].empty()) {
+        std::map<std::string, int> why;
+        for (const json& t : d["throttled_cases"])
+          for (const json& r : t["clock_event_reasons"]) ++why[r.get<std::string>()];
+        os << "  the GPU was throttled during " << d["throttled_cases"].size() << " case(s):";
+        for (const auto& [r, n] : why) os << " " << r << " (" << n << ")";
+        os << "; their records say how long\n";
+      }
+    }
   }
   return os.str();
 }

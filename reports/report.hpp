@@ -83,8 +83,18 @@ json batch_size(const json& cases);
 // throughput measured on the model closest to an image classifier (the most FLOPs per sample
 // among those run), and a whole training of context.epochs epochs (90 without one), naming the
 // model and batch, beside the claim this project exists to measure. No figure is scaled: on a
-// model other than ResNet-50 the note says it is not the claim's model.
+// model other than ResNet-50 the note says it is not the claim's model. Where the case was
+// metered, the energy of an epoch and of the training in kWh; with context.price_usd_per_hour
+// for the device, their dollars; with both devices, the CPU's cost and energy over the GPU's.
 json projection(const json& cases, const json& context = json::object());
+
+// energy: per device, its meter (context.energy: the source, idle power and update period, or
+// why there is none), how many cases were metered (the others by reason), their power (min,
+// median, max), and on the GPU the cases during which it was throttled (a clock-event reason
+// that lowers clocks under load, or held below its clocks for over 1% of the region) with the
+// reasons and seconds; and the CPU's effective clock before each op family, or why it is
+// unknown.
+json energy(const json& cases, const json& context);
 
 // roofline: per device, the ceilings of context.ceilings (the probes' GEMM per dtype and STREAM
 // triad; the peaks beside them), and for every case its arithmetic intensity, GFLOP/s, whether
