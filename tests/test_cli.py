@@ -52,6 +52,14 @@ BAD_INPUTS = [
     (["--recover=/nonexistent.partial.jsonl"], "cannot read"),
     (["--openblas-core=prescott"], "--openblas-core: unknown value"),
     (["--openblas-core"], "--openblas-core needs a value"),
+    (["--price=cpu=-1"], "not a price in USD per hour"),
+    (["--price=cpu=cheap"], "not a price in USD per hour"),
+    (["--price=cpu=nan"], "not a price in USD per hour"),
+    (["--price=cpu=1e999"], "not a price in USD per hour"),
+    (["--price=tpu=2"], "is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR"),
+    (["--price=2.5"], "is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR"),
+    (["--price=cpu=1,,gpu=2"], "--price: empty item"),
+    (["--price"], "--price needs a value"),
 ]
 
 # Bad input on a machine where OpenBLAS picked a fallback core (made here with the test hook,

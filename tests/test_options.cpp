@@ -36,13 +36,28 @@ TEST(Options, ParsesLists) {
   EXPECT_TRUE(o.cold);
   EXPECT_EQ(o.epochs, 90);  // torchvision's recipe, without --epochs
   EXPECT_EQ(parse({"--epochs=30"}).epochs, 30);
+  EXPECT_LT(o.price_cpu, 0);  // no price unless given: the report then has no dollars
+  EXPECT_LT(o.price_gpu, 0);
+  const Options priced = parse({"--price=cpu=0.85,gpu=3.2"});
+  EXPECT_DOUBLE_EQ(priced.price_cpu, 0.85);
+  EXPECT_DOUBLE_EQ(priced.price_gpu, 3.2);
+  EXPECT_DOUBLE_EQ(parse({"--price=gpu=0"}).price_gpu, 0.0);
+  EXPECT_LT(parse({"--price=gpu=0"}).price_cpu, 0);
 }
 
 TEST(Options, RejectsBadInput) {
-  for (const char* bad : {"--frobnicate", "--suite=huge", "--suite", "--devices=tpu", "--threads=0",
-                          "--threads=-1", "--threads=two", "--threads=1,,2", "--dtypes=fp64",
-                          "--list=yes", "--shape=m", "--shape=", "positional",
-                          "--benchmark_nonsense=1", "--epochs=0", "--epochs=ten", "--epochs"}) {
+  for (const char* bad : {"--frobnicate",  "--suite=huge",
+                          "--suite",       "--devices=tpu",
+                          "--threads=0",   "--threads=-1",
+                          "--threads=two", "--threads=1,,2",
+                          "--dtypes=fp64", "--list=yes",
+                          "--shape=m",     "--shape=",
+                          "positional",    "--benchmark_nonsense=1",
+                          "--epochs=0",    "--epochs=ten",
+                          "--epochs",      "--price=cpu=-1",
+                          "--price=cpu=x", "--price=cpu=inf",
+                          "--price=cpu=",  "--price=tpu=1",
+                          "--price=1",     "--price=cpu=1.5.2"}) {
     EXPECT_THROW(parse({bad}), UsageError) << bad;
   }
 }

@@ -100,6 +100,102 @@ json train_case(const std::string& device, const std::string& impl, int batch, d
   return c;
 }
 
+// The projection's energy and dollars: joules per sample times the images; the hours times the
+// price; the CPU over the GPU where both have them; the reason where a device was not metered.
+TEST(Projection, EnergyAndCostOfAnEpochAndOfTheTraining) {
+  json cpu = train_case("cpu", "onednn", 32, 1000);
+  json gpu = train_case("gpu", "cublas", 256, 20000);
+  cpu["energy"] = {{"status", "ok"},
+                   {"joules_per_iter", 3.2},
+                   {"mean_power_w", 100.0},
+                   {"region_s", 1.0},
+                   {"iterations", 31},
+                   {"joules_per_sample", 0.1},
+                   {"above_idle_joules_per_sample", 0.06}};
+  gpu["energy"] = {{"status", "ok"},
+                   {"joules_per_iter", 12.8},
+                   {"mean_power_w", 500.0},
+                   {"region_s", 1.0},
+                   {"iterations", 78},
+                   {"joules_per_sample", 0.025},
+                   {"above_idle_joules_per_sample", 0.02}};
+  const json context = {{"epochs", 90}, {"price_usd_per_hour", {{"cpu", 1.0}, {"gpu", 4.0}}}};
+  const json p = report::projection(json::array({cpu, gpu}), context);
+  const json &pc = p["devices"]["cpu"], &pg = p["devices"]["gpu"];
+  const double images = report::kImagenetImages;
+  EXPECT_NEAR(pc["epoch_kwh"].get<double>(), 0.1 * images / 3.6e6, 1e-12);
+  EXPECT_NEAR(pc["training_kwh"].get<double>(), 90 * 0.1 * images / 3.6e6, 1e-9);
+  EXPECT_NEAR(pc["epoch_above_idle_kwh"].get<double>(), 0.06 * images / 3.6e6, 1e-12);
+  EXPECT_NEAR(pg["epoch_kwh"].get<double>(), 0.025 * images / 3.6e6, 1e-12);
+  EXPECT_NEAR(pc["epoch_usd"].get<double>(), 1.0 * images / 1000 / 3600, 1e-9);
+  EXPECT_NEAR(pg["training_usd"].get<double>(), 90 * 4.0 * images / 20000 / 3600, 1e-9);
+  // 1000 vs 20000 images/s at $1 vs $4 an hour: the CPU's epoch costs 5x the GPU's.
+  EXPECT_NEAR(p["cost_cpu_over_gpu"].get<double>(), 5.0, 1e-9);
+  EXPECT_NEAR(p["energy_cpu_over_gpu"].get<double>(), 4.0, 1e-9);
+  const std::string text = report::summary(report::build(context, json::array(), {cpu, gpu}));
+  EXPECT_NE(text.find("cpu: 0.0356 kWh an epoch, 3.2 kWh the training (100 W); $0.36 an epoch, "
+                      "$32.03 the training at $1.00/h"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("an epoch costs 5.00x as much on the CPU as on the GPU"), std::string::npos)
+      << text;
+
+  // No meter, no price: no energy, no dollars, and the reason.
+  cpu["energy"] = {{"status", "unavailable"}, {"reason", "no RAPL counters"}};
+  const json q = report::projection(json::array({cpu, gpu}));
+  EXPECT_FALSE(q["devices"]["cpu"].contains("epoch_kwh"));
+  EXPECT_EQ(q["devices"]["cpu"]["energy"]["reason"], "no RAPL counters");
+  EXPECT_FALSE(q["devices"]["gpu"].contains("epoch_usd"));
+  EXPECT_FALSE(q.contains("cost_cpu_over_gpu"));
+  EXPECT_FALSE(q.contains("energy_cpu_over_gpu"));
+}
+
+// The energy analysis: each meter, the cases metered and their power, the GPU's throttled
+// cases, and the CPU's effective clock (or why it is unknown).
+TEST(EnergyAnalysis, MetersPowerThrottlingAndClock) {
+  json a = make_case("gpu", "cublas", "fp32", 0.01), b = make_case("gpu", "cudnn", "fp32", 0.01),
+       c = make_case("cpu", "onednn", "fp32", 0.1);
+  a["energy"] = {{"status", "ok"},    {"mean_power_w", 650.0},
+                 {"region_s", 0.5},   {"clock_event_reasons", {"sw_power_cap"}},
+                 {"throttled", true}, {"held_below_clocks_s", {{"power", 0.2}, {"any", 0.2}}}};
+  b["energy"] = {{"status", "ok"},
+                 {"mean_power_w", 300.0},
+                 {"region_s", 0.5},
+                 {"clock_event_reasons", json::array()},
+                 {"throttled", false}};
+  c["energy"] = {{"status", "unavailable"}, {"reason", "no RAPL counters"}};
+  const json context = {
+      {"energy",
+       {{"cpu", {{"status", "unavailable"}, {"reason", "no RAPL counters"}}},
+        {"gpu", {{"status", "ok"}, {"source", "NVML"}, {"idle_power_w", 90.0}}}}},
+      {"machine_probes",
+       {{{"when", "start"}, {"effective_ghz_unavailable", "perf_event_open(cycles) failed"}}}}};
+  const json e = report::energy(json::array({a, b, c}), context);
+  const json& g = e["devices"]["gpu"];
+  EXPECT_EQ(g["cases_metered"], 2);
+  EXPECT_EQ(g["power_w"]["max"], 650.0);
+  EXPECT_EQ(g["power_w"]["min"], 300.0);
+  ASSERT_EQ(g["throttled_cases"].size(), 1u);
+  EXPECT_EQ(g["throttled_cases"][0]["name"], a["name"]);
+  EXPECT_EQ(e["devices"]["cpu"]["cases_unmetered"]["no RAPL counters"], 1);
+  EXPECT_EQ(e["cpu_effective_clock"]["status"], "unavailable");
+  const std::string text = report::summary(report::build(context, json::array(), {a, b, c}));
+  EXPECT_NE(text.find("Energy, gpu: idle 90.0 W; 2 cases metered, 300.0-650.0 W"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("the GPU was throttled during 1 case(s): sw_power_cap (1)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("Energy, cpu: unavailable (no RAPL counters)"), std::string::npos) << text;
+  // Where the cycle counter could be read: the clock before each op family.
+  const json clocks =
+      report::energy(json::array(), {{"machine_probes",
+                                      {{{"when", "start"}, {"effective_ghz", 3.1}},
+                                       {{"when", "before gemm"}, {"effective_ghz", 2.7}}}}});
+  ASSERT_EQ(clocks["cpu_effective_clock"].size(), 2u);
+  EXPECT_EQ(clocks["cpu_effective_clock"][1]["effective_ghz"], 2.7);
+}
+
 TEST(BatchSize, BestBatchCrossoverAndProjection) {
   const json cases = {
       train_case("cpu", "openblas", 1, 900),  train_case("cpu", "onednn", 1, 1000),
