@@ -17,8 +17,8 @@ OpFamily conv_family() {
     if (t == Dtype::tf32) return out;  // no CPU has it; cuDNN's fp32 cases say what ran
     for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter})
       for (ConvShape s : conv_suite(d, level)) {
-        // The standard suite's batch sweep is fp32's; bf16 and fp16 run at batch 8.
-        if (level == 1 && t != Dtype::fp32 && s.n != 8) continue;
+        // The quick and standard suites' batch sweep is fp32's; bf16 and fp16 run at batch 8.
+        if (level <= 1 && t != Dtype::fp32 && s.n != 8) continue;
         s.dtype = t;
         // The thread sweep: ResNet-50's 3x3 layer on 56x56 at batch 8, forward.
         const bool sweep =
