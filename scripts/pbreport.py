@@ -1,5 +1,7 @@
 """Reading pairbench reports for scripts/plot.py and scripts/compare.py: one clear error per bad
 input (a missing file, a file that is not JSON, JSON that is not a pairbench report)."""
+import collections
+
 import validate_report
 
 
@@ -65,9 +67,36 @@ def duration(hours):
     return f"{hours * 3600:.1f} s"
 
 
-def projection_lines(doc):
+def kwh(x):
+    """Energy to three significant figures, or whole kWh from 100 up: 0.01 kWh, 1,234 kWh."""
+    return f"{x:,.0f} kWh" if x >= 100 else f"{x:.3g} kWh"
+
+
+def usd(x):
+    """Dollars in cents, or to two significant figures under 10 cents: $10.17, $0.0056."""
+    return f"${x:,.2f}" if x >= 0.1 or x == 0 else f"${x:.2g}"
+
+
+def energy_and_cost(d):
+    """What an epoch and the training take in energy and (with a price) dollars on a device of
+    the projection: 'energy 0.01 kWh an epoch, 0.902 kWh the training (67 W); $0.11 an
+    epoch, $10.17 the training at $0.80/h', 'energy: unavailable (why)', or "" for a report
+    from before energy was metered."""
+    out = []
+    if "epoch_kwh" in d:
+        out.append(f"energy {kwh(d['epoch_kwh'])} an epoch, {kwh(d['training_kwh'])} the "
+                   f"training ({d['mean_power_w']:.0f} W)")
+    elif "energy" in d:
+        out.append(f"energy: unavailable ({d['energy']['reason']})")
+    if "epoch_usd" in d:
+        out.append(f"{usd(d['epoch_usd'])} an epoch, {usd(d['training_usd'])} the training at "
+                   f"{usd(d['usd_per_hour'])}/h")
+    return "; ".join(out)
+
+
+def projection_lines(doc, energy=True):
     """One line per device: the epoch time of the projection analysis, the whole training's
-    where the report has it, and end to end."""
+    where the report has it, end to end, and (energy) the energy and dollars of both."""
     out = []
     pr = doc["pairbench"]["analyses"].get("projection", {})
     for dev, d in pr.get("devices", {}).items():
@@ -79,8 +108,57 @@ def projection_lines(doc):
         if "end_to_end" in d:
             e = d["end_to_end"]
             line += f"; end to end {duration(e['epoch_h'])} ({e['impl']})"
+        if energy and energy_and_cost(d):
+            line += f"; {energy_and_cost(d)}"
         out.append(line)
     return out
+
+
+def ratio_line(doc):
+    """How many times the CPU's epoch costs the GPU's, in dollars and energy, or None."""
+    pr = doc["pairbench"]["analyses"].get("projection", {})
+    said = [f"{pr[key]:.2f}x the {what}" for key, what in (("cost_cpu_over_gpu", "dollars"),
+                                                           ("energy_cpu_over_gpu", "energy"))
+            if key in pr]
+    return f"An epoch on the CPU takes {' and '.join(said)} of one on the GPU." if said else None
+
+
+def energy_lines(doc):
+    """The report's energy analysis, one line per device: the meter (source, idle power, cases
+    metered and their power range) or why there is none, and the GPU's throttled cases; then
+    the CPU's effective clock. [] for a report from before energy was metered."""
+    en = doc["pairbench"]["analyses"].get("energy", {})
+    out = []
+    for dev, d in en.get("devices", {}).items():
+        if d["status"] != "ok":
+            out.append(f"{dev}: unavailable ({d['reason']})")
+            continue
+        line = (f"{dev}: {d['source']}; idle {d['idle_power_w']:.1f} W; "
+                f"{d['cases_metered']} cases metered")
+        if "power_w" in d:
+            p = d["power_w"]
+            line += f", {p['min']:.1f}-{p['max']:.1f} W (median {p['median']:.1f} W)"
+        if d.get("cases_unmetered"):
+            line += "; not metered: " + ", ".join(f"{n} ({why})"
+                                                  for why, n in d["cases_unmetered"].items())
+        out.append(line)
+        if d.get("throttled_cases"):
+            reasons = collections.Counter(r for t in d["throttled_cases"]
+                                          for r in t["clock_event_reasons"])
+            out.append(f"{dev} throttled in {len(d['throttled_cases'])} case(s): "
+                       + ", ".join(f"{r} ({n})" for r, n in sorted(reasons.items())))
+    clock = en.get("cpu_effective_clock")
+    if isinstance(clock, list):
+        out.append("CPU effective clock: " + ", ".join(f"{c['when']} {c['effective_ghz']:.2f} GHz"
+                                                       for c in clock))
+    elif clock:
+        out.append(f"CPU effective clock: unavailable ({clock['reason']})")
+    return out
+
+
+def sentence(text):
+    """text as a sentence: its first letter capital, a full stop at the end."""
+    return f"{text[:1].upper()}{text[1:]}."
 
 
 def apart_reason(row):

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Charts from pairbench reports: scripts/plot.py REPORT... -o DIR
 
-Writes PNG and SVG charts and a one-page Markdown summary (summary.md) into DIR: speedup per op
+Writes PNG and SVG charts and a one-page Markdown summary (summary.md) into DIR: the projection
+first (per device, the time, energy and dollars of one ImageNet-1k epoch and of a whole training,
+beside the claim), speedup per op
 (GPU over CPU: best of each device, kernel-only and with transfers, and like precision), parallelism (throughput against threads or SMs,
 with ideal scaling), memory bandwidth (per device, % of peak; host<->device curves), batch size
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
@@ -15,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms as transforms  # noqa: E402
 
 import pbreport  # noqa: E402
 
@@ -28,8 +31,8 @@ def save(fig, outdir, name, written):
     written.append(name)
 
 
-def note(ax, text):
-    text = "\n".join(textwrap.fill(line, 70) for line in text.split("\n"))
+def note(ax, text, width=70):
+    text = "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -51,6 +54,105 @@ LIKE_PRECISION = [("speedup_fp32", "fp32"), ("speedup_bf16", "bf16"), ("speedup_
 def like_precision(row):
     """'fp32 3.1x, bf16 5.0x' for a speedup row, or '-'."""
     return ", ".join(f"{label} {row[key]:.1f}x" for key, label in LIKE_PRECISION if key in row) or "-"
+
+
+# The projection chart's panels: what is shown, its unit, the keys of one epoch and of the whole
+# training in a device's projection, and how a bar's value is written.
+PROJECTION_PANELS = [("Time", "hours", "epoch_h", "training_h", pbreport.duration),
+                     ("Energy", "kWh", "epoch_kwh", "training_kwh", pbreport.kwh),
+                     ("Cost", "USD", "epoch_usd", "training_usd", pbreport.usd)]
+
+
+def missing_bar(d, title):
+    """Why a device's projection has no bar in a panel."""
+    if title == "Energy":
+        return (f"energy unavailable: {d['energy']['reason']}" if "energy" in d
+                else "energy not in this report")
+    return "no price given (--price)"
+
+
+# The claim the projection answers, in hours of a whole training: about a week on a CPU, 5-10
+# hours on a GPU.
+CLAIM_H = {"cpu": (168, 168, "claim: a week (168 h)"), "gpu": (5, 10, "claim: 5-10 h")}
+
+
+def claim_beside(ax, x, dev):
+    """The claim's hours for a device across its bar group at x: a line, or a band; labelled
+    above the epoch's bar (far shorter than the training's)."""
+    lo, hi, label = CLAIM_H[dev]
+    if lo == hi:
+        ax.hlines(lo, x - 0.45, x + 0.45, color="C3", linestyle="--", zorder=3)
+    else:
+        ax.fill_between([x - 0.45, x + 0.45], lo, hi, color="C3", alpha=0.25, zorder=3)
+    ax.annotate(label, (x - 0.43, hi), xytext=(0, 3), textcoords="offset points", ha="left",
+                va="bottom", fontsize=7, color="C3")
+
+
+def chart_projection(reports, outdir, written):
+    """The headline: per device, the time, energy (where metered) and dollars (with --price) of
+    one ImageNet-1k epoch and of a whole training, the claim beside the hours."""
+    analyses = [doc["pairbench"]["analyses"] for _, doc in reports]
+    projections = [(i, a["projection"]) for i, a in enumerate(analyses) if "projection" in a]
+    groups = []  # (tick label, device, the device's projection)
+    for i, pr in projections:
+        for dev, d in pr["devices"].items():
+            groups.append((f"{dev}" + (f" [{i + 1}]" if len(reports) > 1 else "")
+                           + f"\n{d['model']}, {d['impl']} {d.get('dtype', 'fp32')}\n"
+                           f"batch {d['batch']}", dev, d))
+    # Time always; energy where any device has its figure or the reason it has none; dollars
+    # where any device has a price.
+    panels = [p for p in PROJECTION_PANELS if p[0] == "Time" or any(
+        p[2] in d or (p[0] == "Energy" and "energy" in d) for _, _, d in groups)]
+    width = max(7, max(5, 1.6 * len(groups)) * len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 5.5), squeeze=False)
+    epochs = sorted({str(pr.get("epochs", "?")) for _, pr in projections})
+    for ax, (title, unit, epoch_key, training_key, fmt) in zip(axes[0], panels):
+        ax.set_title(f"{title} ({unit}, log scale)", fontsize=9)
+        if not groups:
+            note(ax, "No training step in these reports: nothing to project", width=45)
+            continue
+        if not any(epoch_key in d for _, _, d in groups):
+            note(ax, "\n".join(f"{label.split(chr(10))[0]}: {missing_bar(d, title)}"
+                               for label, _, d in groups), width=45)
+            continue
+        ax.set_yscale("log")
+        values = []
+        for offset, key, label in ((-0.2, epoch_key, "one epoch"), (0.2, training_key,
+                                   f"whole training ({', '.join(epochs)} epochs)")):
+            # Only figures above 0 have a bar on a log scale (a price of 0 is written instead).
+            xs = [x + offset for x, (_, _, d) in enumerate(groups) if d.get(key, 0) > 0]
+            ys = [d[key] for _, _, d in groups if d.get(key, 0) > 0]
+            bars = ax.bar(xs, ys, 0.4, label=label, color="C0" if key == epoch_key else "C1")
+            ax.bar_label(bars, [fmt(y) for y in ys], fontsize=7)
+            values += ys
+        beside = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+        for x, (_, dev, d) in enumerate(groups):
+            if d.get(epoch_key, 0) <= 0:
+                why = fmt(0) if epoch_key in d else missing_bar(d, title)
+                ax.text(x, 0.03, textwrap.fill(why, 24), transform=beside,
+                        ha="center", va="bottom", fontsize=7, color="dimgray")
+            if title == "Time":  # the claim, beside each device's whole training
+                claim_beside(ax, x, dev)
+        lo, hi = min(values, default=1), max(values, default=1)
+        if title == "Time":
+            lo, hi = min(lo, CLAIM_H["gpu"][0]), max(hi, CLAIM_H["cpu"][1])
+        ax.set_ylim(lo / 4, hi * 10)
+        ax.set_xticks(list(range(len(groups))))
+        ax.set_xticklabels([label for label, _, _ in groups], fontsize=8)
+        ax.set_xlim(-0.7, len(groups) - 0.3)
+        ax.set_ylabel(unit)
+        if values:
+            ax.legend(fontsize=7, loc="upper left")
+    if projections:
+        notes = [f"{f'[{i + 1}] ' if len(reports) > 1 else ''}{pbreport.sentence(pr['note'])}"
+                 for i, pr in projections]
+        fig.text(0.5, -0.02, textwrap.fill(f"The claim: {projections[0][1]['claim']}. "
+                                           + " ".join(notes), 16 * width),
+                 ha="center", va="top", fontsize=8)
+    fig.suptitle("One ImageNet-1k epoch and a whole training, per device\n"
+                 + "; ".join(n for n, _ in reports), fontsize=9)
+    fig.tight_layout()
+    save(fig, outdir, "projection", written)
 
 
 def chart_speedup(reports, outdir, written):
@@ -169,7 +271,7 @@ def chart_batch(reports, outdir, written):
         if cross:
             ax.axvline(cross, linestyle="--", color="gray",
                        label=f"crossover: the GPU ahead from batch {cross}")
-    epochs = [line for _, doc in reports for line in pbreport.projection_lines(doc)]
+    epochs = [line for _, doc in reports for line in pbreport.projection_lines(doc, energy=False)]
     if any_data and epochs:
         ax.text(0.02, 0.98, "One ImageNet-1k epoch:\n" + "\n".join(epochs), transform=ax.transAxes,
                 va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.8})
@@ -257,7 +359,15 @@ def summary(reports, written):
             pr = doc["pairbench"]["analyses"]["projection"]
             lines += ["", f"One epoch of ImageNet-1k ({int(pr['images'])} images), machine {i + 1}:", ""]
             lines += [f"- {e}" for e in epochs]
-            lines += ["", f"The claim: {pr['claim']}. {pr['note']}."]
+            if pbreport.ratio_line(doc):
+                lines += ["", pbreport.ratio_line(doc)]
+            lines += ["", f"The claim: {pr['claim']}. {pbreport.sentence(pr['note'])}"]
+    energy = [(i, e) for i, (_, doc) in enumerate(reports) if (e := pbreport.energy_lines(doc))]
+    if energy:
+        lines += ["", "**Energy**: the meters, and the mean power of the cases they metered "
+                  "(each over its metered region)."]
+        for i, e in energy:
+            lines += ["", f"Machine {i + 1}:", ""] + [f"- {line}" for line in e]
     lines.append("")
     for name in written:
         lines += [f"![{name}]({name}.png)", ""]
@@ -281,7 +391,8 @@ def main(argv=None):
         return 2
     reports = [(pbreport.machine(d), d) for d in docs]
     written = []
-    for chart in (chart_speedup, chart_parallelism, chart_bandwidth, chart_batch, chart_roofline):
+    for chart in (chart_projection, chart_speedup, chart_parallelism, chart_bandwidth,
+                  chart_batch, chart_roofline):
         chart(reports, a.outdir, written)
     with open(os.path.join(a.outdir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(summary(reports, written))

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Checks a pairbench report: strict JSON (no NaN or Infinity), the schema, the rules the
-schema cannot say, and every figure against its device's ceiling (context.ceilings; the peaks of
-older reports). Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
+schema cannot say, every figure against its device's ceiling (context.ceilings; the peaks of
+older reports), and metered energy and projected dollars against the figures they come from.
+Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import json
+import math
 import pathlib
 import sys
 
@@ -119,7 +121,37 @@ def problems(doc):
             out.append(f"benchmark {b['name']} has no case record")
         if b.get("error_occurred") and b.get("real_time", 0) != 0:
             out.append(f"errored benchmark {b['name']} carries a time")
-    return out + impossible_figures(doc)
+    return out + impossible_figures(doc) + energy_problems(doc)
+
+
+def energy_problems(doc):
+    """Energy and dollars that cannot be, as one line each: a case's metered mean power that is
+    not a positive finite figure, joules per iteration more than 1% from mean power x metered
+    time / iterations, and a projection's epoch_usd or training_usd other than usd_per_hour x
+    the hours (within 1e-6)."""
+    out = []
+    for c in doc["pairbench"]["cases"]:
+        e = c.get("energy", {})
+        if e.get("status") != "ok":
+            continue
+        power = e["mean_power_w"]
+        if not (math.isfinite(power) and power > 0):
+            out.append(f"{c['name']}: energy: mean power {power} W is not a positive finite figure")
+            continue
+        expected = power * e["region_s"] / e["iterations"]
+        if not math.isclose(e["joules_per_iter"], expected, rel_tol=0.01):
+            out.append(f"{c['name']}: energy: {e['joules_per_iter']:.4g} J per iteration is not "
+                       f"mean power x metered time / iterations ({power:.4g} W x "
+                       f"{e['region_s']:.4g} s / {e['iterations']} = {expected:.4g} J)")
+    for dev, d in doc["pairbench"]["analyses"].get("projection", {}).get("devices", {}).items():
+        for where, p in ((dev, d), (f"{dev}/end_to_end", d.get("end_to_end", {}))):
+            for usd, hours in (("epoch_usd", "epoch_h"), ("training_usd", "training_h")):
+                if usd in p and not math.isclose(p[usd], p["usd_per_hour"] * p[hours],
+                                                 rel_tol=1e-6):
+                    out.append(f"projection/{where}: {usd} {p[usd]:.6g} is not usd_per_hour x "
+                               f"{hours} ({p['usd_per_hour']:.6g} x {p[hours]:.6g} = "
+                               f"{p['usd_per_hour'] * p[hours]:.6g})")
+    return out
 
 
 def main(argv):

@@ -1,5 +1,8 @@
 """A real quick-suite report: strict JSON, valid against the schema, readable by Google
-Benchmark's own compare.py (Debian's libbenchmark-tools)."""
+Benchmark's own compare.py (Debian's libbenchmark-tools); the committed samples valid as they
+are; metered energy and projected dollars held to the figures they come from, and malformed
+energy records refused by the schema."""
+import copy
 import json
 import pathlib
 import subprocess
@@ -8,6 +11,7 @@ import sys
 import pytest
 
 import validate_report
+from conftest import H100_SAMPLE, ROOT, with_energy
 
 COMPARE = "/usr/share/benchmark/compare.py"
 
@@ -80,3 +84,68 @@ def test_a_figure_above_its_ceiling_is_named_by_the_validator(quick_reports):
     case["gflops"] = 10 * doc["context"]["ceilings"]["cpu"]["fp32"]["bound"]
     found = validate_report.impossible_figures(doc)
     assert len(found) == 1 and found[0].startswith(case["name"] + ": ") and "fp32 ceiling" in found[0]
+
+
+def test_committed_samples_are_valid_reports():
+    # Reports from before the energy meters and --price: every new field is optional.
+    samples = sorted((ROOT / "reports" / "samples").glob("*.json"))
+    assert samples
+    for path in samples:
+        assert validate_report.problems(validate_report.load_strict(path)) == [], path
+
+
+@pytest.fixture
+def metered():
+    """The H100 sample with meters and prices written in, every figure consistent."""
+    doc = with_energy(json.loads(H100_SAMPLE.read_text()))
+    assert validate_report.problems(doc) == []
+    return doc
+
+
+def first_metered(doc):
+    return next(c for c in doc["pairbench"]["cases"] if "energy" in c)
+
+
+def test_validator_holds_energy_to_power_times_time(metered):
+    case = first_metered(metered)
+    e = case["energy"]
+    e["joules_per_iter"] *= 2
+    assert validate_report.problems(metered) == [
+        f"{case['name']}: energy: 10 J per iteration is not mean power x metered time / "
+        f"iterations (100 W x 0.5 s / 10 = 5 J)"]
+    e["joules_per_iter"] = 5.04  # within 1%
+    assert validate_report.problems(metered) == []
+    e["mean_power_w"] = float("inf")  # what json reads 1e400 as
+    assert validate_report.energy_problems(metered) == [
+        f"{case['name']}: energy: mean power inf W is not a positive finite figure"]
+
+
+def test_validator_holds_dollars_to_price_times_hours(metered):
+    gpu = metered["pairbench"]["analyses"]["projection"]["devices"]["gpu"]
+    right = gpu["epoch_usd"]
+    gpu["epoch_usd"] = 2 * right
+    assert validate_report.problems(metered) == [
+        "projection/gpu: epoch_usd 0.0137128 is not usd_per_hour x epoch_h (4 x 0.00171409 = "
+        "0.00685638)"]
+    gpu["epoch_usd"] = right * (1 + 1e-7)  # within 1e-6
+    assert validate_report.problems(metered) == []
+
+
+@pytest.mark.parametrize("where, change, message", [
+    ("case", lambda e: e.pop("mean_power_w"), "'mean_power_w' is a required property"),
+    ("case", lambda e: e.update(joules_per_gb=1.0), "is valid under each of"),
+    ("case", lambda e: e.update(status="unavailable"), "'reason' is a required property"),
+    ("case", lambda e: e.update(iterations=0), "0 is less than the minimum of 1"),
+    ("case", lambda e: e.update(sm_clock_mhz=1980), "'memory_clock_mhz' is a dependency of"),
+    ("meter", lambda m: m.pop("idle_power_w"), "'idle_power_w' is a required property"),
+    ("projection", lambda d: d.pop("usd_per_hour"), "'usd_per_hour' is a dependency of"),
+    ("price", lambda p: p.update(cpu=-1), "-1 is less than the minimum of 0"),
+])
+def test_malformed_energy_is_a_schema_error(metered, where, change, message):
+    doc = copy.deepcopy(metered)
+    change({"case": lambda: first_metered(doc)["energy"],
+            "meter": lambda: doc["context"]["energy"]["cpu"],
+            "projection": lambda: doc["pairbench"]["analyses"]["projection"]["devices"]["cpu"],
+            "price": lambda: doc["context"]["price_usd_per_hour"]}[where]())
+    found = validate_report.problems(doc)
+    assert any(message in p for p in found), found

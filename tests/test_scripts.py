@@ -1,5 +1,7 @@
 """scripts/plot.py and scripts/compare.py on real quick-suite reports: the charts render for
-one machine and for two; compare.py flags an injected 20% regression, passes an unchanged
+one machine and for two; the projection chart comes first, with energy and dollars where a
+report has them (the H100 sample with meters and prices written in) and time alone where not;
+compare.py flags an injected 20% regression, passes an unchanged
 report, fails a uniform 25% slowdown whose machine probes agree however much each run drifted,
 excuses one whose machine probes are as much slower, and rejects each bad input with one line
 and exit code 2."""
@@ -8,13 +10,14 @@ import json
 import subprocess
 import sys
 
+import matplotlib
 import pytest
 
-from conftest import ROOT
+from conftest import H100_SAMPLE, ROOT, with_energy
 
 PLOT = ROOT / "scripts" / "plot.py"
 COMPARE = ROOT / "scripts" / "compare.py"
-CHARTS = ["speedup", "parallelism", "memory_bandwidth", "batch_size", "roofline"]
+CHARTS = ["projection", "speedup", "parallelism", "memory_bandwidth", "batch_size", "roofline"]
 
 
 def run(script, *args):
@@ -83,6 +86,70 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     assert "end to end 30.0 min (cudnn_h2d)" in summary
     assert "**warning:** the machine changed speed under the run (STREAM copy 19.2-113.5" in summary
     assert (tmp_path / "out" / "batch_size.png").stat().st_size > 1000
+
+
+def plotted(doc, outdir):
+    """plot.py run here on doc, its SVGs with their text as text: (summary.md, {chart: SVG})."""
+    import plot
+    path = write(outdir.parent / f"{outdir.name}.json", doc)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        assert plot.main([str(path), "-o", str(outdir)]) == 0
+    return ((outdir / "summary.md").read_text(),
+            {p.stem: p.read_text() for p in outdir.glob("*.svg")})
+
+
+def test_projection_chart_comes_first_with_energy_and_dollars(tmp_path):
+    import pbreport
+    doc = with_energy(json.loads(H100_SAMPLE.read_text()))
+    summary, svgs = plotted(doc, tmp_path / "out")
+    assert (tmp_path / "out" / "projection.png").stat().st_size > 1000
+    # The first chart of the summary; its three panels, the claim beside the hours.
+    assert summary.index("![projection](projection.png)") < summary.index("![speedup]")
+    for text in ("Time (hours, log scale)", "Energy (kWh, log scale)", "Cost (USD, log scale)",
+                 "whole training (90 epochs)", "claim: a week (168 h)", "claim: 5-10 h"):
+        assert text in svgs["projection"], text
+    # kWh and dollars of an epoch and of the training, per device; the CPU over the GPU.
+    gpu = doc["pairbench"]["analyses"]["projection"]["devices"]["gpu"]
+    assert (f"; energy {pbreport.kwh(gpu['epoch_kwh'])} an epoch, "
+            f"{pbreport.kwh(gpu['training_kwh'])} the training (400 W); "
+            f"{pbreport.usd(gpu['epoch_usd'])} an epoch, {pbreport.usd(gpu['training_usd'])} "
+            "the training at $4.00/h") in summary
+    assert ("An epoch on the CPU takes 2.32x the dollars and 2.90x the energy of one on the "
+            "GPU.") in summary
+    # The meters, and the GPU's throttled case.
+    assert "- cpu: cpu meter (a test); idle 50.0 W; 8 cases metered, 100.0-100.0 W" in summary
+    assert "- gpu throttled in 1 case(s): sw_power_cap (1)" in summary
+    assert "- CPU effective clock: start 3.10 GHz, end 2.40 GHz" in summary
+
+
+def test_projection_chart_says_why_energy_is_unavailable(tmp_path):
+    doc = with_energy(json.loads(H100_SAMPLE.read_text()))
+    why = {"status": "unavailable", "reason": "no RAPL counters (a test)"}
+    doc["context"]["energy"]["cpu"] = why
+    doc["pairbench"]["analyses"]["energy"]["devices"]["cpu"] = dict(why, cases_metered=0)
+    cpu = doc["pairbench"]["analyses"]["projection"]["devices"]["cpu"]
+    for key in ("mean_power_w", "epoch_kwh", "training_kwh", "epoch_above_idle_kwh"):
+        del cpu[key]
+    cpu["energy"] = why
+    del doc["pairbench"]["analyses"]["projection"]["energy_cpu_over_gpu"]
+    summary, svgs = plotted(doc, tmp_path / "out")
+    assert ("batch 32, 17892 samples/s); energy: unavailable (no RAPL counters (a test)); "
+            "$0.016 an epoch") in summary
+    assert "- cpu: unavailable (no RAPL counters (a test))" in summary
+    assert "An epoch on the CPU takes 2.32x the dollars of one on the GPU." in summary
+    assert "energy unavailable: no" in svgs["projection"]  # beside the GPU's bars
+
+
+def test_projection_chart_of_a_report_without_energy_shows_time(tmp_path):
+    # The H100 sample predates the meters and --price: the hours alone, and no energy words.
+    summary, svgs = plotted(json.loads(H100_SAMPLE.read_text()), tmp_path / "out")
+    assert (tmp_path / "out" / "projection.png").stat().st_size > 1000
+    assert summary.index("![projection](projection.png)") < summary.index("![speedup]")
+    assert "Time (hours, log scale)" in svgs["projection"]
+    assert "kWh" not in svgs["projection"] and "USD" not in svgs["projection"]
+    assert "- gpu: 6.2 s, 90 epochs 9.3 min (cnn, cudnn fp32, batch 128, 207620 samples/s); " \
+           "end to end 8.6 s (cudnn_h2d)\n" in summary
+    assert "kWh" not in summary and "**Energy**" not in summary
 
 
 def test_epoch_times_are_written_in_a_readable_unit():
