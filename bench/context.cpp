@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "bench/ceilings.hpp"
+#include "bench/ranks.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "cpu_ref/onednn.hpp"
 #include "kernels/gpu.hpp"
@@ -147,6 +148,22 @@ report::json make_context(const char* argv0, const Options& o) {
       "the host<->device copies of what the work reads (not an output it overwrites) and of its "
       "result, from pinned host memory";
   return c;
+}
+
+std::string build_identity() {
+  return std::string(PAIRBENCH_VERSION) + " " + PAIRBENCH_GIT_REVISION;
+}
+
+report::json ranks_context(const report::json& context) {
+  const ranks::World& w = ranks::world();
+  report::json mine = {{"host_name", context["host_name"]}, {"local_rank", w.local_rank}};
+  for (const char* key : {"cpu_model", "cpu_logical_cores", "openblas_config", "onednn_version",
+                          "gpu_name", "cuda_driver_version", "cublas_version"})
+    if (context.contains(key)) mine[key] = context[key];
+  report::json per_rank = report::json::array();
+  for (const std::string& s : ranks::gather(mine.dump()))
+    per_rank.push_back(report::json::parse(s));
+  return {{"size", w.size}, {"launcher", w.launcher}, {"per_rank", per_rank}};
 }
 
 }  // namespace pb

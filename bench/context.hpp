@@ -11,4 +11,11 @@ double cpu_peak_fp32_gflops();
 
 report::json make_context(const char* argv0, const Options& o);
 
+// pairbench's version and git revision: what every rank of a run must share.
+std::string build_identity();
+
+// context.ranks over several ranks: the size, the launcher, and every rank's host, local rank,
+// CPU, GPU and library versions (from each rank's own context). Called on every rank.
+report::json ranks_context(const report::json& context);
+
 }  // namespace pb

@@ -9,10 +9,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <numeric>
 
 #include "bench/progress.hpp"
+#include "bench/ranks.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "kernels/gpu.hpp"
 
@@ -205,8 +207,9 @@ class Runner {
         if (cfg_.cold) r.impl->flush_cache();
         timer->start();
         r.impl->run();
-        // Google Benchmark rejects a zero time; a timer tick is the shortest we can tell.
-        const double t = std::max(timer->stop(), 1e-9);
+        // Google Benchmark rejects a zero time; a timer tick is the shortest we can tell. Over
+        // several ranks, the slowest rank's time, so that every rank decides alike.
+        const double t = ranks::max_over(std::max(timer->stop(), 1e-9));
         st.SetIterationTime(t);
         batch.push_back(t);
       }
@@ -269,7 +272,10 @@ class Runner {
     for (std::size_t b = first; b < n; ++b)
       e.add(r.metered[b].before, r.metered[b].after, r.metered[b].iterations);
     bool lengthened = false;
-    if (e.seconds() < meter->min_region_s() && r.impl && r.meter_error.empty()) {
+    // (Not across ranks: each rank's meter is its own, and a rank that ran on alone would wait
+    // in its collectives.)
+    if (e.seconds() < meter->min_region_s() && r.impl && r.meter_error.empty() &&
+        ranks::world().size == 1) {
       e.clear();
       lengthened = true;
       try {
@@ -328,6 +334,10 @@ class Runner {
       r.error = e.what();
       note_if_device_unusable(*r.c);
     }
+    // Every rank goes on only if every rank's first run passed (a rank that timed alone would
+    // wait forever in its collectives).
+    if (!ranks::all(r.error.empty()) && r.error.empty())
+      r.error = "verification or the first run failed on another rank (its messages say why)";
     if (!r.error.empty()) r.impl.reset();
   }
 
@@ -549,13 +559,29 @@ class Recorder : public benchmark::ConsoleReporter {
     }
     for (std::size_t i : seen) {
       const CaseRun& r = runner_.runs()[i];
-      const bool ok = r.error.empty() && repetitions[i] > 0 && !r.batches.empty();
+      bool ok = r.error.empty() && repetitions[i] > 0 && !r.batches.empty();
+      // Over several ranks: each rank's timed iterations, which must be the same.
+      json by_rank = json::array();
+      if (ranks::world().size > 1) {
+        std::size_t n = 0;
+        for (std::size_t b = r.batches.size() - std::min(repetitions[i], r.batches.size());
+             b < r.batches.size(); ++b)
+          n += r.batches[b].size();
+        for (const std::string& v : ranks::gather(std::to_string(ok ? n : 0)))
+          by_rank.push_back(std::stoll(v));
+        if (ok && std::adjacent_find(by_rank.begin(), by_rank.end(), std::not_equal_to<>()) !=
+                      by_rank.end()) {
+          ok = false;
+          runner_.runs()[i].error = "the ranks timed different iterations: " + by_rank.dump();
+        }
+      }
       const char* status = ok ? "ok" : r.skipped ? "skipped" : "error";
       if (ok && runner_.metering())
         runner_.runs()[i].energy = runner_.energy_of(runner_.runs()[i], repetitions[i]);
-      const json rec =
+      json rec =
           case_record(r, status, ok ? "" : r.error, runner_.peak_gflops(*r.c), repetitions[i]);
       if (!ok && !r.skipped) ++out_.failed;
+      if (!by_rank.empty()) rec["iterations_by_rank"] = by_rank;
       log_.append("case", rec);
       out_.cases.push_back(rec);
       runner_.runs()[i].batches = {};  // recorded: a tiny case keeps 10^5 samples or more

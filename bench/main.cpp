@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "bench/context.hpp"
 #include "bench/energy.hpp"
 #include "bench/harness.hpp"
+#include "bench/ranks.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "kernels/gpu.hpp"
 
@@ -88,7 +90,17 @@ void reexec_with_openblas_core(const std::string& core, const std::string& detec
             << std::strerror(err) << "): cpu/openblas runs OpenBLAS's " << detected << " kernels\n";
 }
 
+// A hash of the strings, the same on every rank that has the same ones.
+std::string fingerprint(const std::vector<std::string>& items) {
+  std::size_t h = 0;
+  for (const std::string& s : items) h = h * 1000003u ^ std::hash<std::string>()(s);
+  return std::to_string(h);
+}
+
 int run(int argc_in, char** argv_in) {
+  const pb::ranks::World& world = pb::ranks::init(&argc_in, &argv_in);
+  // Rank 0 alone speaks on stdout and writes the report; the others only say what went wrong.
+  if (world.rank > 0) std::cout.setstate(std::ios::badbit);
   std::vector<char*> original(argv_in, argv_in + argc_in + 1);  // ends with argv's nullptr
   std::vector<char*> args = with_default_min_time(argc_in, argv_in);
   int argc = static_cast<int>(args.size()) - 1;
@@ -128,8 +140,10 @@ int run(int argc_in, char** argv_in) {
     const auto& g = pb::gpu::probe();
     // A CPU-only build on a machine with an NVIDIA GPU is a mistake to fix, not a skip.
     if (g.gpu_visible_but_not_built) return fail_usage(g.reason);
-    res.gpu_available = g.available;
-    res.gpu_reason = g.reason;
+    res.gpu_available = g.available && world.size == 1;
+    res.gpu_reason = world.size == 1 ? g.reason
+                                     : "a run of several ranks: one GPU per rank (by local rank) "
+                                       "and NCCL are not built yet; run the GPU cases as one rank";
     res.gpu_free_bytes = g.free_bytes;
     res.gpu_l2_bytes = g.l2_bytes;
     res.gpu_sms = g.sms;
@@ -146,15 +160,32 @@ int run(int argc_in, char** argv_in) {
   }
   if (cases.empty()) return fail_usage("no case matches the flags (see --list)");
 
-  const std::string path = o.report.empty() ? default_report_path() : o.report;
-  if (is_dir(path)) return fail_usage("--report=" + path + " is a directory");
-
-  try {
-    pb::report::write_atomic(path + ".probe", "");  // the report's folder takes a file and a rename
-    std::remove((path + ".probe").c_str());
-  } catch (const std::exception& e) {
-    return fail_usage("cannot write the report: " + std::string(e.what()));
+  // Several ranks must run one build on the same cases, or their collectives would not match:
+  // a launch where they differ is one error on every rank.
+  if (world.size > 1) {
+    std::vector<std::string> names = {pb::build_identity()};
+    for (const pb::Case& c : cases) names.push_back(c.name + (c.skip.empty() ? "" : " skipped"));
+    const std::vector<std::string> all = pb::ranks::gather(fingerprint(names));
+    for (std::size_t r = 1; r < all.size(); ++r)
+      if (all[r] != all[0])
+        return fail_usage("rank " + std::to_string(r) +
+                          " has another build or other cases than rank 0 (different flags, or "
+                          "hosts whose CPUs or libraries differ): every rank must run the same");
   }
+
+  const std::string path = o.report.empty() ? default_report_path() : o.report;
+  std::string bad_path;
+  if (world.rank == 0) {
+    if (is_dir(path)) bad_path = "--report=" + path + " is a directory";
+    try {  // the report's folder takes a file and a rename
+      if (bad_path.empty()) pb::report::write_atomic(path + ".probe", "");
+      std::remove((path + ".probe").c_str());
+    } catch (const std::exception& e) {
+      bad_path = "cannot write the report: " + std::string(e.what());
+    }
+  }
+  if (!pb::ranks::all(bad_path.empty()))
+    return fail_usage(bad_path.empty() ? "rank 0 cannot write the report" : bad_path);
 
   // The arguments are valid. If an OpenBLAS case will run, make sure it runs the right kernels.
   if (std::any_of(cases.begin(), cases.end(), [](const pb::Case& c) {
@@ -164,14 +195,19 @@ int run(int argc_in, char** argv_in) {
     const auto plan =
         pb::cpu::openblas_core_plan(cpu.openblas_core_detected, cpu.openblas_core,
                                     cpu.openblas_core_source, cpu.isa, o.openblas_asis);
-    if (plan.reexec)
+    if (plan.reexec && world.size == 1)
       reexec_with_openblas_core(plan.target, cpu.openblas_core_detected, original.data());
-    if (!plan.note.empty()) std::cerr << "pairbench: " << plan.note << "\n";
+    else if (plan.reexec && world.rank == 0)
+      std::cerr << "pairbench: warning: OpenBLAS runs its " << cpu.openblas_core_detected
+                << " kernels; a rank cannot restart itself under MPI: launch with "
+                << "OPENBLAS_CORETYPE=" << plan.target << " exported (mpirun -x)\n";
+    if (!plan.note.empty() && world.rank == 0) std::cerr << "pairbench: " << plan.note << "\n";
   }
 
   std::unique_ptr<pb::report::Log> log;
   try {
-    log = std::make_unique<pb::report::Log>(pb::report::log_path_for(path));
+    log = std::make_unique<pb::report::Log>(world.rank == 0 ? pb::report::log_path_for(path)
+                                                            : std::string("/dev/null"));
   } catch (const std::exception& e) {
     return fail_usage("cannot write the report: " + std::string(e.what()));
   }
@@ -204,6 +240,7 @@ int run(int argc_in, char** argv_in) {
   const pb::energy::Calibrated gpu_energy = gpu_calibration.get();
 
   pb::report::json context = pb::make_context(argv[0], o);
+  if (world.size > 1) context["ranks"] = pb::ranks_context(context);
   context["energy"] = {{"cpu", cpu_energy.context()}, {"gpu", gpu_energy.context()}};
   if (o.price_cpu >= 0 || o.price_gpu >= 0) {
     context["price_usd_per_hour"] = pb::report::json::object();
@@ -215,13 +252,19 @@ int run(int argc_in, char** argv_in) {
   pb::HarnessConfig cfg;
   cfg.cold = o.cold;
   cfg.keep_error_entries = o.keep_error_entries;
-  cfg.quiet = o.quiet;
+  cfg.quiet = o.quiet || world.rank > 0;
   cfg.suite = o.shapes.empty() ? o.suite : "";  // --shape runs have no expected time
   cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
   cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
   cfg.cpu_energy = &cpu_energy;
   cfg.gpu_energy = &gpu_energy;
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);
+  // Every rank's failures count, in every rank's exit code.
+  const int rank_failed = static_cast<int>(pb::ranks::max_over(result.failed));
+  if (world.rank > 0) {
+    std::remove(log->path().c_str());
+    return rank_failed > 0 ? 1 : 0;
+  }
 
   const pb::report::json doc =
       pb::report::build(context, result.benchmarks, result.cases, result.probes);
@@ -232,7 +275,7 @@ int run(int argc_in, char** argv_in) {
   std::remove(log->path().c_str());
   std::cout << "\n" << pb::report::summary(doc);
   const int impossible = pb::report::impossible_count(doc);
-  const int failed = result.failed + impossible;
+  const int failed = std::max(result.failed, rank_failed) + impossible;
   if (impossible > 0)
     std::cout << impossible
               << " case(s) measured a figure above what the hardware can do (above_ceiling in "
@@ -245,12 +288,15 @@ int run(int argc_in, char** argv_in) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  int rc = 1;
   try {
-    return run(argc, argv);
+    rc = run(argc, argv);
   } catch (const pb::UsageError& e) {
-    return fail_usage(e.what());
+    rc = fail_usage(e.what());
   } catch (const std::exception& e) {
     std::cerr << "pairbench: error: " << e.what() << "\n";
-    return 1;
+    rc = pb::ranks::world().launcher.empty() || !pb::ranks::built_with_mpi() ? 1 : 2;
   }
+  pb::ranks::finalize();
+  return rc;
 }

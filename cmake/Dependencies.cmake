@@ -30,3 +30,17 @@ if(dnnl_FOUND)
 else()
   message(STATUS "pairbench: oneDNN not found (run scripts/setup): its cases will be skipped")
 endif()
+
+# MPI (Debian's OpenMPI: openmpi-bin and libopenmpi-dev, installed by scripts/setup), for runs of
+# several ranks (bench/ranks.hpp) and the CPU's collectives. Optional: without it pairbench runs
+# as one rank and the collectives are listed as skipped with the reason.
+# MPI's C API, from C++ (the project enables no C compiler), without the C++ bindings.
+if(PAIRBENCH_MPI)
+  set(MPI_CXX_SKIP_MPICXX ON)
+  find_package(MPI COMPONENTS CXX QUIET)
+endif()
+if(MPI_CXX_FOUND)
+  message(STATUS "pairbench: MPI ${MPI_CXX_VERSION} (${MPI_CXX_LIBRARY_VERSION_STRING})")
+else()
+  message(STATUS "pairbench: MPI not found (run scripts/setup): one rank only")
+endif()

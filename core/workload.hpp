@@ -25,8 +25,16 @@ inline const char* to_string(Metric m) {
 // the STREAM kernels (memory_bandwidth, the roofline's bandwidth ceiling), the STREAM copy among
 // them (the bandwidth other cases are compared with), GEMM (the roofline's compute ceiling, per
 // dtype), host<->device copies, a model's training step (the batch-size analysis and the epoch
-// projection).
-enum class Role { none, bandwidth, bandwidth_reference, compute_reference, transfer, training };
+// projection), a collective across ranks (algbw and busbw).
+enum class Role {
+  none,
+  bandwidth,
+  bandwidth_reference,
+  compute_reference,
+  transfer,
+  training,
+  collective
+};
 inline const char* to_string(Role r) {
   switch (r) {
     case Role::bandwidth:
@@ -39,6 +47,8 @@ inline const char* to_string(Role r) {
       return "transfer";
     case Role::training:
       return "training";
+    case Role::collective:
+      return "collective";
     default:
       return "none";
   }

@@ -5,6 +5,7 @@
 #include <map>
 #include <tuple>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,20 @@ class SteadyTimer : public Timer {
 };
 
 // Shared by every CPU implementation: steady-clock timing, last-level-cache flush, threads.
+// bf16 storage: the upper half of an fp32 (to_bf16 rounds to nearest even).
+using Bf16 = std::uint16_t;
+inline Bf16 to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<Bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+inline float from_bf16(Bf16 b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 class CpuImpl : public Impl {
  public:
   explicit CpuImpl(int threads) : threads_(threads) {}
@@ -191,6 +206,9 @@ std::vector<ImplSpec> gemm_impls();
 std::vector<ImplSpec> train_impls();
 std::vector<ImplSpec> conv_impls();
 std::vector<ImplSpec> stream_impls();
+// collective: MPI's, over MPI_COMM_WORLD (cpu_ref/collective.cpp); unavailable on one rank or
+// without MPI.
+std::vector<ImplSpec> collective_impls();
 std::vector<ImplSpec> activation_impls();
 std::vector<ImplSpec> row_impls(const std::string& op);
 

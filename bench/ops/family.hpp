@@ -58,5 +58,6 @@ OpFamily activation_family();
 OpFamily softmax_family();
 OpFamily loss_family();
 OpFamily batchnorm_family();
+OpFamily collective_family();
 
 }  // namespace pb::ops

@@ -9,9 +9,10 @@ namespace {
 
 std::vector<OpFamily>& registry() {
   static std::vector<OpFamily> families = {
-      ops::gemm_family(),     ops::conv_family(),       ops::stream_family(),
-      ops::transfer_family(), ops::activation_family(), ops::softmax_family(),
-      ops::loss_family(),     ops::batchnorm_family(),  ops::train_family(),
+      ops::gemm_family(),       ops::conv_family(),       ops::stream_family(),
+      ops::transfer_family(),   ops::activation_family(), ops::softmax_family(),
+      ops::loss_family(),       ops::batchnorm_family(),  ops::train_family(),
+      ops::collective_family(),
   };
   return families;
 }
