@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <map>
 #include <numeric>
@@ -26,6 +27,9 @@ using report::json;
 
 // Testing hook: PAIRBENCH_INJECT_FAULT=TEXT corrupts one element of the result of every case
 // whose name contains TEXT, so tests can watch a verification failure go through the harness.
+// What a rank whose first run failed tells the others, in place of its time.
+constexpr double kFailedOnARank = 1e300;
+
 bool inject_fault(const std::string& name) {
   const char* pattern = std::getenv("PAIRBENCH_INJECT_FAULT");
   return pattern && *pattern && name.find(pattern) != std::string::npos;
@@ -116,20 +120,35 @@ json time_stats(const CaseRun& r, std::size_t repetitions) {
 
 FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result) {
   FirstRun f;
-  f.impl = c.impl.make(*c.workload, c.units);
-  f.impl->activate();
-  f.impl->prepare(inputs);
-  f.detail = f.impl->detail();
-  const auto first = std::chrono::steady_clock::now();
-  f.impl->run();
-  Tensors out = f.impl->result();
-  const double first_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
-  f.detail = f.impl->detail();  // again: some choose their kernels in the first run
-  if (corrupt_result) corrupt(out);
-  f.check = c.workload->verify(inputs, out);
-  f.transfer_s = f.impl->transfer_seconds();
-  if (f.check.ok && first_s < 0.5) {
+  std::exception_ptr failure;
+  double first_s = 0;
+  try {
+    f.impl = c.impl.make(*c.workload, c.units);
+    f.impl->activate();
+    f.impl->prepare(inputs);
+    f.detail = f.impl->detail();
+    const auto first = std::chrono::steady_clock::now();
+    f.impl->run();
+    Tensors out = f.impl->result();
+    first_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
+    f.detail = f.impl->detail();  // again: some choose their kernels in the first run
+    if (corrupt_result) corrupt(out);
+    f.check = c.workload->verify(inputs, out);
+    f.transfer_s = f.impl->transfer_seconds();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  // Over several ranks, one agreement: whether every rank's first run passed, and the slowest
+  // one's time. Every time that decides how often run() is called is the slowest rank's: run()
+  // may be a collective, which every rank must call alike.
+  const bool passed = !failure && f.check.ok;
+  const double slowest = ranks::max_over(passed ? first_s : kFailedOnARank);
+  if (failure) std::rethrow_exception(failure);
+  if (passed && slowest >= kFailedOnARank) {
+    f.check.ok = false;
+    f.check.detail = "the first run failed on another rank (its messages say why)";
+  }
+  if (f.check.ok && slowest < 0.5) {
     // Warm up (clocks, caches, library heuristics): up to 3 more runs, at most ~50 ms. A first
     // run of half a second or more (a ResNet-50 step) has done all that already.
     auto timer = f.impl->make_timer();
@@ -137,7 +156,7 @@ FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result) {
     for (int n = 0; n < 3 && spent < 0.05; ++n) {
       timer->start();
       f.impl->run();
-      spent += timer->stop();
+      spent += ranks::max_over(timer->stop());
     }
   }
   return f;
@@ -334,10 +353,6 @@ class Runner {
       r.error = e.what();
       note_if_device_unusable(*r.c);
     }
-    // Every rank goes on only if every rank's first run passed (a rank that timed alone would
-    // wait forever in its collectives).
-    if (!ranks::all(r.error.empty()) && r.error.empty())
-      r.error = "verification or the first run failed on another rank (its messages say why)";
     if (!r.error.empty()) r.impl.reset();
   }
 

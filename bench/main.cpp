@@ -51,7 +51,9 @@ std::string default_report_path() {
 }
 
 int fail_usage(const std::string& msg) {
-  std::cerr << "pairbench: error: " << msg << "\n";
+  // One write: the lines of several ranks on one terminal do not interleave.
+  const std::string line = "pairbench: error: " + msg + "\n";
+  std::fputs(line.c_str(), stderr);
   return 2;
 }
 
@@ -109,12 +111,20 @@ int run(int argc_in, char** argv_in) {
     std::cout << pb::usage_from_registry() << "\nGoogle Benchmark's flags:\n";
     benchmark::PrintDefaultHelp();
   });
-  const pb::Options o = pb::parse_options(argc, argv);
-  if (o.help) {
+  // Bad input is found on every rank alike (the same flags), and said on every rank together
+  // once the ranks have compared notes (below), so that none is killed before it said it.
+  std::string usage_error;
+  pb::Options o;
+  try {
+    o = pb::parse_options(argc, argv);
+  } catch (const pb::UsageError& e) {
+    usage_error = e.what();
+  }
+  if (usage_error.empty() && o.help) {
     std::cout << pb::usage_from_registry();
     return 0;
   }
-  if (!o.recover.empty()) {
+  if (usage_error.empty() && !o.recover.empty()) {
     const std::string out =
         !o.report.empty() ? o.report
         : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14
@@ -136,7 +146,7 @@ int run(int argc_in, char** argv_in) {
   res.host_available_bytes = pb::host_available_bytes();
   const bool want_gpu = o.devices.empty() || std::find(o.devices.begin(), o.devices.end(),
                                                        pb::Device::gpu) != o.devices.end();
-  if (want_gpu) {
+  if (want_gpu && usage_error.empty()) {
     const auto& g = pb::gpu::probe();
     // A CPU-only build on a machine with an NVIDIA GPU is a mistake to fix, not a skip.
     if (g.gpu_visible_but_not_built) return fail_usage(g.reason);
@@ -148,8 +158,15 @@ int run(int argc_in, char** argv_in) {
     res.gpu_l2_bytes = g.l2_bytes;
     res.gpu_sms = g.sms;
   }
-  const std::vector<pb::Case> cases = pb::build_cases(o, res);
-  if (o.list) {
+  std::vector<pb::Case> cases;
+  try {
+    if (usage_error.empty()) cases = pb::build_cases(o, res);
+    if (usage_error.empty() && cases.empty() && !o.list)
+      usage_error = "no case matches the flags (see --list)";
+  } catch (const pb::UsageError& e) {
+    usage_error = e.what();
+  }
+  if (usage_error.empty() && o.list) {
     std::vector<std::string> ops;
     for (const auto& c : cases) {
       std::cout << c.name << (c.skip.empty() ? "" : "  (skipped: " + c.skip + ")") << "\n";
@@ -158,20 +175,23 @@ int run(int argc_in, char** argv_in) {
     std::cerr << "pairbench: " << pb::expected_line(ops, o.shapes.empty() ? o.suite : "") << "\n";
     return 0;
   }
-  if (cases.empty()) return fail_usage("no case matches the flags (see --list)");
-
   // Several ranks must run one build on the same cases, or their collectives would not match:
-  // a launch where they differ is one error on every rank.
+  // a launch where they differ, or where any rank had bad input, is one error on every rank.
   if (world.size > 1) {
     std::vector<std::string> names = {pb::build_identity()};
     for (const pb::Case& c : cases) names.push_back(c.name + (c.skip.empty() ? "" : " skipped"));
-    const std::vector<std::string> all = pb::ranks::gather(fingerprint(names));
-    for (std::size_t r = 1; r < all.size(); ++r)
+    const std::vector<std::string> all =
+        pb::ranks::gather(usage_error.empty() ? fingerprint(names) : "error: " + usage_error);
+    for (std::size_t r = 0; r < all.size() && usage_error.empty(); ++r)
+      if (all[r].rfind("error: ", 0) == 0)
+        usage_error = "rank " + std::to_string(r) + ": " + all[r].substr(7);
+    for (std::size_t r = 1; r < all.size() && usage_error.empty(); ++r)
       if (all[r] != all[0])
-        return fail_usage("rank " + std::to_string(r) +
-                          " has another build or other cases than rank 0 (different flags, or "
-                          "hosts whose CPUs or libraries differ): every rank must run the same");
+        usage_error = "rank " + std::to_string(r) +
+                      " has another build or other cases than rank 0 (different flags, or hosts "
+                      "whose CPUs or libraries differ): every rank must run the same";
   }
+  if (!usage_error.empty()) return fail_usage(usage_error);
 
   const std::string path = o.report.empty() ? default_report_path() : o.report;
   std::string bad_path;
@@ -207,7 +227,7 @@ int run(int argc_in, char** argv_in) {
   std::unique_ptr<pb::report::Log> log;
   try {
     log = std::make_unique<pb::report::Log>(world.rank == 0 ? pb::report::log_path_for(path)
-                                                            : std::string("/dev/null"));
+                                                            : std::string());
   } catch (const std::exception& e) {
     return fail_usage("cannot write the report: " + std::string(e.what()));
   }
@@ -261,10 +281,7 @@ int run(int argc_in, char** argv_in) {
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);
   // Every rank's failures count, in every rank's exit code.
   const int rank_failed = static_cast<int>(pb::ranks::max_over(result.failed));
-  if (world.rank > 0) {
-    std::remove(log->path().c_str());
-    return rank_failed > 0 ? 1 : 0;
-  }
+  if (world.rank > 0) return rank_failed > 0 ? 1 : 0;  // it kept no log
 
   const pb::report::json doc =
       pb::report::build(context, result.benchmarks, result.cases, result.probes);

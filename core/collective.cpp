@@ -45,7 +45,7 @@ std::vector<std::int64_t> collective_suite_bytes(int level) {
   if (level == 0) return {4 << 10, 1 << 20, 16 << 20};
   std::vector<std::int64_t> out;
   const std::int64_t last = level == 1 ? std::int64_t{256} << 20 : std::int64_t{1} << 30;
-  for (std::int64_t b = 4; b <= last; b *= level == 1 ? 16 : 4) out.push_back(b);
+  for (std::int64_t b = 4; b <= last; b *= level == 1 ? 4 : 2) out.push_back(b);
   return out;
 }
 

@@ -37,7 +37,7 @@ inline float collective_input(int rank, std::int64_t i) {
 }
 
 // Sizes by suite (0 quick, 1 standard, 2 full): quick 4 KiB, 1 MiB and 16 MiB; standard 4 B to
-// 256 MiB by 16x; full 4 B to 1 GiB by 4x.
+// 256 MiB by 4x; full 4 B to 1 GiB by 2x, as nccl-tests sweeps.
 std::vector<std::int64_t> collective_suite_bytes(int level);
 
 // coll=allreduce|allgather|reduce_scatter|broadcast,bytes=B[,ranks=N] (ranks, where given, must be

@@ -120,7 +120,9 @@ void write_atomic(const std::string& path, const std::string& text);
 // {"benchmark": ...} and {"case": ...} as they are measured, then {"probe": ...}, flushed at once.
 class Log {
  public:
-  explicit Log(const std::string& path);  // throws std::runtime_error if it cannot be written
+  // Throws std::runtime_error if it cannot be written; an empty path keeps no log (the ranks
+  // other than 0).
+  explicit Log(const std::string& path);
   void append(const char* kind, const json& value);
   const std::string& path() const { return path_; }
 

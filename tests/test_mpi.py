@@ -1,0 +1,85 @@
+"""Several ranks under mpirun on this machine (2 ranks sharing its cores; oversubscription and
+running as root allowed for these tests only): the collectives verified, the same iterations
+timed on every rank, one report written by rank 0, and bad launches as one error on every rank."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+MPIRUN = shutil.which("mpirun")
+pytestmark = pytest.mark.skipif(not MPIRUN, reason="no mpirun: scripts/setup installs OpenMPI")
+
+# What OpenMPI needs in a container, as root, with more ranks than it counts cores.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_btl_vader_single_copy_mechanism": "none", "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+
+def mpirun(*args, timeout=300):
+    return subprocess.run([MPIRUN, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **MPI_ENV})
+
+
+def test_two_ranks_verify_each_collective_and_write_one_report(pairbench, tmp_path):
+    report = tmp_path / "r.json"
+    r = mpirun("-np", "2", str(pairbench.exe), "--ops=collective", "--suite=quick",
+               f"--report={report}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # rank 0's alone, no log left
+    assert r.stdout.count("report: ") == 1  # rank 1 says nothing on stdout
+    doc = json.loads(report.read_text())
+    assert doc["context"]["ranks"]["size"] == 2
+    assert [p["local_rank"] for p in doc["context"]["ranks"]["per_rank"]] == [0, 1]
+    cases = doc["pairbench"]["cases"]
+    kinds = {c["shape"]["coll"] for c in cases}
+    assert kinds == {"allreduce", "allgather", "reduce_scatter", "broadcast"}
+    assert {c["dtype"] for c in cases} == {"fp32", "bf16"}
+    for c in cases:
+        assert c["status"] == "ok" and c["verified"], c
+        assert c["shape"]["ranks"] == "2"
+        by_rank = c["iterations_by_rank"]
+        assert len(by_rank) == 2 and by_rank[0] == by_rank[1] == c["time"]["iterations"], c
+
+
+def test_one_rank_lists_collectives_as_skipped_saying_how_to_launch(pairbench):
+    r = pairbench("--ops=collective", "--suite=quick", "--list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines and all("skipped: one rank: a collective needs several (mpirun -np N" in l
+                         for l in lines)
+
+
+def test_ranks_running_other_cases_is_one_error_on_every_rank(pairbench, tmp_path):
+    # An MPMD launch whose two ranks were given different ops: their collectives would not match.
+    r = mpirun("-np", "1", str(pairbench.exe), "--ops=collective", "--suite=quick",
+               f"--report={tmp_path / 'a.json'}", ":", "-np", "1", str(pairbench.exe),
+               "--ops=stream", "--suite=quick", f"--report={tmp_path / 'a.json'}", timeout=120)
+    assert r.returncode != 0
+    errors = [l for l in r.stderr.splitlines() if l.startswith("pairbench: error:")]
+    assert len(errors) == 2, r.stderr  # one line from each rank
+    assert all("other cases than rank 0" in l for l in errors)
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_a_shape_for_another_number_of_ranks_is_bad_input_on_every_rank(pairbench, tmp_path):
+    r = mpirun("-np", "2", str(pairbench.exe), "--ops=collective",
+               "--shape=coll=allreduce,bytes=4096,ranks=3", f"--report={tmp_path / 'b.json'}",
+               timeout=120)
+    assert r.returncode == 2
+    errors = [l for l in r.stderr.splitlines() if l.startswith("pairbench: error:")]
+    assert len(errors) == 2 and all("ranks=3 but this run has 2" in l for l in errors), r.stderr
+
+
+def test_a_check_failing_on_one_rank_fails_the_case_on_both_without_a_hang(pairbench, tmp_path):
+    # The fault hook on rank 1 only: its all-reduce fails its check; rank 0's passes alone.
+    report = tmp_path / "f.json"
+    common = ["--ops=collective", "--shape=coll=allreduce,bytes=4096", f"--report={report}",
+              "--quiet"]
+    r = mpirun("-np", "1", str(pairbench.exe), *common, ":",
+               "-np", "1", "-x", "PAIRBENCH_INJECT_FAULT=coll=allreduce", str(pairbench.exe),
+               *common, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    case = json.loads(report.read_text())["pairbench"]["cases"][0]
+    assert case["status"] == "error" and "time" not in case
+    assert "failed on another rank" in case["message"], case
