@@ -479,6 +479,40 @@ json projection(const json& cases, const json& context) {
   return out;
 }
 
+json collectives(const json& cases) {
+  json out = json::array();
+  std::map<std::string, std::size_t> series;  // device/impl/coll/dtype/ranks -> index in out
+  for (const json& c : cases) {
+    if (!ok(c) || c.value("role", "") != "collective") continue;
+    const json& sh = c["shape"];
+    const std::string coll = sh.value("coll", ""), ranks = sh.value("ranks", "1");
+    const std::string key = c["device"].get<std::string>() + "/" + c["impl"].get<std::string>() +
+                            "/" + coll + "/" + c["dtype"].get<std::string>() + "/" + ranks;
+    if (!series.count(key)) {
+      series[key] = out.size();
+      out.push_back({{"device", c["device"]},
+                     {"impl", c["impl"]},
+                     {"coll", coll},
+                     {"dtype", c["dtype"]},
+                     {"ranks", std::stoi(ranks)},
+                     {"points", json::array()}});
+    }
+    const int n = std::stoi(ranks);
+    const double factor = coll == "allreduce"   ? 2.0 * (n - 1) / n
+                          : coll == "broadcast" ? 1.0
+                                                : static_cast<double>(n - 1) / n;
+    const double algbw = num(c, "gbs");
+    out[series[key]]["points"].push_back({{"bytes", std::stoll(sh.value("bytes", "0"))},
+                                          {"time_s", c["time"]["median_s"]},
+                                          {"algbw_gbs", algbw},
+                                          {"busbw_gbs", algbw * factor}});
+  }
+  for (json& s : out)
+    std::sort(s["points"].begin(), s["points"].end(),
+              [](const json& a, const json& b) { return a["bytes"] < b["bytes"]; });
+  return out;
+}
+
 json energy(const json& cases, const json& context) {
   json out = {{"devices", json::object()}};
   const json meters = context.value("energy", json::object());

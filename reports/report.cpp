@@ -69,6 +69,7 @@ json build(const json& context, const json& benchmarks, const json& measured, co
                         {"batch_size", batch_size(cases)},
                         {"projection", projection(cases, doc["context"])},
                         {"energy", energy(cases, doc["context"])},
+                        {"collectives", collectives(cases)},
                         {"roofline", roofline(cases, context)}}}};
   return doc;
 }
@@ -306,6 +307,20 @@ std::string summary(const json& report) {
                     pr["energy_cpu_over_gpu"].get<double>()),
           os << buf;
   }
+  // The collectives' bus bandwidth by size, as nccl-tests prints it.
+  if (an.contains("collectives"))
+    for (const json& sr : an["collectives"]) {
+      os << "Collective, " << sr["device"].get<std::string>() << " "
+         << sr["impl"].get<std::string>() << " " << sr["coll"].get<std::string>() << " "
+         << sr["dtype"].get<std::string>() << ", " << sr["ranks"].get<int>() << " ranks (busbw):";
+      for (const json& p : sr["points"]) {
+        std::snprintf(buf, sizeof buf, " %lld B %.2f GB/s;",
+                      static_cast<long long>(p["bytes"].get<std::int64_t>()),
+                      p["busbw_gbs"].get<double>());
+        os << buf;
+      }
+      os << "\n";
+    }
   // The meters, and when the GPU was throttled.
   if (an.contains("energy")) {
     for (const auto& [device, d] : an["energy"]["devices"].items()) {

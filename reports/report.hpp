@@ -88,6 +88,11 @@ json batch_size(const json& cases);
 // for the device, their dollars; with both devices, the CPU's cost and energy over the GPU's.
 json projection(const json& cases, const json& context = json::object());
 
+// collectives: per device, implementation, collective, dtype and number of ranks, each size's
+// time, algbw (bytes / time) and busbw (algbw x 2(n-1)/n for all-reduce, (n-1)/n for all-gather
+// and reduce-scatter, 1 for broadcast), as nccl-tests defines them.
+json collectives(const json& cases);
+
 // energy: per device, its meter (context.energy: the source, idle power and update period, or
 // why there is none), how many cases were metered (the others by reason), their power (min,
 // median, max), and on the GPU the cases during which it was throttled (a clock-event reason

@@ -196,6 +196,36 @@ TEST(EnergyAnalysis, MetersPowerThrottlingAndClock) {
   EXPECT_EQ(clocks["cpu_effective_clock"][1]["effective_ghz"], 2.7);
 }
 
+// The collectives' algbw and busbw by size, as nccl-tests defines them, and their console line.
+TEST(Collectives, AlgbwAndBusbwBySize) {
+  auto coll = [](const std::string& kind, std::int64_t bytes, double seconds) {
+    json c = make_case("cpu", "mpi", "fp32", seconds);
+    c["op"] = "collective";
+    c["role"] = "collective";
+    c["metric"] = "GB/s";
+    c["shape"] = {{"coll", kind}, {"bytes", std::to_string(bytes)}, {"ranks", "4"}};
+    c["gbs"] = bytes / seconds / 1e9;
+    return c;
+  };
+  const json cases = {coll("allreduce", 1 << 20, 1e-3), coll("allreduce", 4096, 1e-5),
+                      coll("allgather", 1 << 20, 1e-3), coll("broadcast", 1 << 20, 1e-3)};
+  const json a = report::collectives(cases);
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a[0]["coll"], "allreduce");
+  ASSERT_EQ(a[0]["points"].size(), 2u);
+  EXPECT_EQ(a[0]["points"][0]["bytes"], 4096);  // sorted by size
+  const json& mib = a[0]["points"][1];
+  EXPECT_NEAR(mib["algbw_gbs"].get<double>(), 1.048576, 1e-9);
+  EXPECT_NEAR(mib["busbw_gbs"].get<double>(), 1.048576 * 2 * 3 / 4, 1e-9);            // 2(n-1)/n
+  EXPECT_NEAR(a[1]["points"][0]["busbw_gbs"].get<double>(), 1.048576 * 3 / 4, 1e-9);  // (n-1)/n
+  EXPECT_NEAR(a[2]["points"][0]["busbw_gbs"].get<double>(), 1.048576, 1e-9);          // 1
+  const std::string text = report::summary(report::build(json::object(), json::array(), cases));
+  EXPECT_NE(text.find("Collective, cpu mpi allreduce fp32, 4 ranks (busbw): 4096 B 0.61 GB/s; "
+                      "1048576 B 1.57 GB/s;"),
+            std::string::npos)
+      << text;
+}
+
 TEST(BatchSize, BestBatchCrossoverAndProjection) {
   const json cases = {
       train_case("cpu", "openblas", 1, 900),  train_case("cpu", "onednn", 1, 1000),
