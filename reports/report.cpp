@@ -262,11 +262,15 @@ std::string summary(const json& report) {
        << " epochs at the best training throughput measured:";
     for (const auto& [device, d] : pr["devices"].items()) {
       std::snprintf(
-          buf, sizeof buf, " %s %s, %d epochs %s (%s, %s %s, batch %lld, %.0f samples/s);",
+          buf, sizeof buf, " %s %s, %d epochs %s (%s, %s %s, batch %lld%s, %.0f samples/s);",
           device.c_str(), fmt_duration(3600 * d["epoch_h"].get<double>()).c_str(),
           pr.value("epochs", 90), fmt_duration(3600 * d.value("training_h", 0.0)).c_str(),
           d["model"].get<std::string>().c_str(), d["impl"].get<std::string>().c_str(),
           d.value("dtype", "fp32").c_str(), static_cast<long long>(d["batch"].get<std::int64_t>()),
+          d.contains("image") ? (", " + std::to_string(d["image"].get<int>()) + "x" +
+                                 std::to_string(d["image"].get<int>()) + " images")
+                                    .c_str()
+                              : "",
           d["samples_per_s"].get<double>());
       os << buf;
       if (d.contains("end_to_end")) {

@@ -104,7 +104,9 @@ def projection_lines(doc, energy=True):
                     if "training_h" in d and "epochs" in pr else "")
         line = (f"{dev}: {duration(d['epoch_h'])}{training} ({d['model']}, {d['impl']} "
                 f"{d.get('dtype', 'fp32')}, "
-                f"batch {d['batch']}, {d['samples_per_s']:.0f} samples/s)")
+                f"batch {d['batch']}"
+                + (f", {d['image']}x{d['image']} images" if "image" in d else "")
+                + f", {d['samples_per_s']:.0f} samples/s)")
         if "end_to_end" in d:
             e = d["end_to_end"]
             line += f"; end to end {duration(e['epoch_h'])} ({e['impl']})"

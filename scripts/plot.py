@@ -98,7 +98,8 @@ def chart_projection(reports, outdir, written):
         for dev, d in pr["devices"].items():
             groups.append((f"{dev}" + (f" [{i + 1}]" if len(reports) > 1 else "")
                            + f"\n{d['model']}, {d['impl']} {d.get('dtype', 'fp32')}\n"
-                           f"batch {d['batch']}", dev, d))
+                           f"batch {d['batch']}"
+                           + (f", {d['image']}x{d['image']} images" if "image" in d else ""), dev, d))
     # Time always; energy where any device has its figure or the reason it has none; dollars
     # where any device has a price.
     panels = [p for p in PROJECTION_PANELS if p[0] == "Time" or any(

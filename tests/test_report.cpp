@@ -255,10 +255,24 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
             std::string::npos)
       << p["note"];
   json resnet50 = cases;
-  for (json& c : resnet50) c["shape"]["model"] = "resnet50";
+  for (json& c : resnet50) c["shape"]["model"] = "resnet50", c["shape"]["image"] = "224";
   EXPECT_NE(report::projection(resnet50)["note"].get<std::string>().find(
                 "ResNet-50 v1.5, the claim's model; nothing is scaled"),
             std::string::npos);
+  // Smaller images beside: the projection keeps to the 224x224 cases, however fast the others.
+  json small = train_case("gpu", "cublas", 128, 1e6);
+  small["shape"]["model"] = "resnet50", small["shape"]["image"] = "64";
+  resnet50.push_back(small);
+  EXPECT_EQ(report::projection(resnet50)["devices"]["gpu"]["samples_per_s"], 40000);
+  EXPECT_EQ(report::projection(resnet50)["devices"]["gpu"]["image"], 224);
+  // Only smaller images: said so, nothing scaled.
+  const json only_small = report::projection(json::array({small}));
+  EXPECT_EQ(only_small["devices"]["gpu"]["image"], 64);
+  EXPECT_NE(only_small["note"].get<std::string>().find(
+                "but on 64x64 images, not ImageNet's 224x224: an epoch of these is not the "
+                "claim's epoch"),
+            std::string::npos)
+      << only_small["note"];
   EXPECT_FALSE(p["devices"]["gpu"].contains("end_to_end"));
   json with_copies = cases;  // the end-to-end step is reported beside, never as, the best
   with_copies.push_back(train_case("gpu", "cublas_h2d", 128, 30000));
