@@ -118,7 +118,8 @@ json time_stats(const CaseRun& r, std::size_t repetitions) {
 
 }  // namespace
 
-FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result) {
+FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result, bool across_ranks) {
+  auto slowest_rank = [across_ranks](double t) { return across_ranks ? ranks::max_over(t) : t; };
   FirstRun f;
   std::exception_ptr failure;
   double first_s = 0;
@@ -142,7 +143,7 @@ FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result) {
   // one's time. Every time that decides how often run() is called is the slowest rank's: run()
   // may be a collective, which every rank must call alike.
   const bool passed = !failure && f.check.ok;
-  const double slowest = ranks::max_over(passed ? first_s : kFailedOnARank);
+  const double slowest = slowest_rank(passed ? first_s : kFailedOnARank);
   if (failure) std::rethrow_exception(failure);
   if (passed && slowest >= kFailedOnARank) {
     f.check.ok = false;
@@ -156,7 +157,7 @@ FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result) {
     for (int n = 0; n < 3 && spent < 0.05; ++n) {
       timer->start();
       f.impl->run();
-      spent += ranks::max_over(timer->stop());
+      spent += slowest_rank(timer->stop());
     }
   }
   return f;
@@ -166,7 +167,7 @@ BestTime measure_best(const Case& c, int runs) {
   BestTime b;
   try {
     const Tensors inputs = c.workload->make_inputs();
-    FirstRun f = first_run(c, inputs, false);
+    FirstRun f = first_run(c, inputs, false, false);  // this rank's own probe
     if (!f.check.ok) {
       b.error = "verification failed: " + f.check.detail;
       return b;

@@ -41,7 +41,10 @@ struct FirstRun {
   std::string detail;  // Impl::detail() after the first run
   double transfer_s = 0;
 };
-FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result);
+// across_ranks: over several ranks, the ranks agree on the check and the warm-up (a case's
+// run() may be a collective); a rank's own probes (measure_best) do not.
+FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result,
+                   bool across_ranks = true);
 
 // Outside Google Benchmark (the ceiling probes): the shortest of `runs` timed runs of a verified
 // case; seconds 0 and the reason in error when it could not run or failed its check.

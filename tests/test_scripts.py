@@ -80,9 +80,11 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     assert r.returncode == 0, r.stderr
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "One epoch of ImageNet-1k (1281167 images)" in summary
-    # ResNet-50 (the quick suite's heaviest model), its epoch and a whole training, unscaled.
+    # ResNet-50 (the quick suite's heaviest model), its epoch and a whole training, unscaled;
+    # on the quick suite's 64x64 images, which the note says are not ImageNet's.
     assert "- gpu: 15.0 min, 90 epochs 22.50 h (resnet50, cudnn fp32, batch" in summary
-    assert "ResNet-50 v1.5, the claim's model; nothing is scaled" in summary
+    assert ("ResNet-50 v1.5, the claim's model, but on 64x64 images, not ImageNet's 224x224: an "
+            "epoch of these is not the claim's epoch, and nothing is scaled to it") in summary
     assert "end to end 30.0 min (cudnn_h2d)" in summary
     assert "**warning:** the machine changed speed under the run (STREAM copy 19.2-113.5" in summary
     assert (tmp_path / "out" / "batch_size.png").stat().st_size > 1000
