@@ -128,23 +128,35 @@ FirstRun first_run(const Case& c, const Tensors& inputs, bool corrupt_result, bo
     f.impl->activate();
     f.impl->prepare(inputs);
     f.detail = f.impl->detail();
-    const auto first = std::chrono::steady_clock::now();
-    f.impl->run();
-    Tensors out = f.impl->result();
-    first_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
-    f.detail = f.impl->detail();  // again: some choose their kernels in the first run
-    if (corrupt_result) corrupt(out);
-    f.check = c.workload->verify(inputs, out);
-    f.transfer_s = f.impl->transfer_seconds();
   } catch (...) {
     failure = std::current_exception();
   }
+  // Over several ranks, every rank ready before any runs: run() may be a collective, which a
+  // rank that failed to prepare would never call.
+  const bool all_ready = across_ranks ? ranks::all(!failure) : !failure;
+  if (all_ready) try {
+      const auto first = std::chrono::steady_clock::now();
+      f.impl->run();
+      Tensors out = f.impl->result();
+      first_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
+      f.detail = f.impl->detail();  // again: some choose their kernels in the first run
+      if (corrupt_result) corrupt(out);
+      f.check = c.workload->verify(inputs, out);
+      f.transfer_s = f.impl->transfer_seconds();
+    } catch (...) {
+      failure = std::current_exception();
+    }
   // Over several ranks, one agreement: whether every rank's first run passed, and the slowest
   // one's time. Every time that decides how often run() is called is the slowest rank's: run()
   // may be a collective, which every rank must call alike.
-  const bool passed = !failure && f.check.ok;
+  const bool passed = all_ready && !failure && f.check.ok;
   const double slowest = slowest_rank(passed ? first_s : kFailedOnARank);
   if (failure) std::rethrow_exception(failure);
+  if (!all_ready) {
+    f.check.ok = false;
+    f.check.detail = "another rank failed before the first run (its messages say why)";
+    return f;
+  }
   if (passed && slowest >= kFailedOnARank) {
     f.check.ok = false;
     f.check.detail = "the first run failed on another rank (its messages say why)";

@@ -1,5 +1,6 @@
 #include "core/collective.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "core/parse.hpp"
@@ -81,10 +82,7 @@ CollectiveShape parse_collective_shape(const std::vector<std::pair<std::string, 
       s.bytes = parse_count(k, v, std::int64_t{1} << 40);
       bytes = true;
     } else if (k == "ranks") {
-      if (parse_count(k, v, 1 << 20) != ranks)
-        throw std::invalid_argument("collective: ranks=" + v + " but this run has " +
-                                    std::to_string(ranks) +
-                                    " (ranks come from the launch: mpirun -np N or srun)");
+      check_ranks("collective", v, ranks);
     } else if (k != "dtype") {
       throw std::invalid_argument("collective: unknown key '" + k + "' (coll=, bytes=)");
     }
@@ -164,6 +162,15 @@ Check CollectiveWorkload::verify(const Tensors&, const Tensors& outputs) const {
   }
   c.ok = true;
   return c;
+}
+
+std::vector<std::pair<std::int64_t, std::int64_t>> gradient_buckets(std::int64_t n,
+                                                                    std::int64_t cap) {
+  if (cap < 1) throw std::invalid_argument("a gradient bucket holds at least one element");
+  std::vector<std::pair<std::int64_t, std::int64_t>> out;
+  for (std::int64_t end = n; end > 0; end -= cap)
+    out.emplace_back(std::max<std::int64_t>(0, end - cap), end);
+  return out;
 }
 
 }  // namespace pb

@@ -71,4 +71,11 @@ class CollectiveWorkload : public Workload {
   CollectiveShape s_;
 };
 
+// A data-parallel step's gradient buckets: [begin, end) element ranges of a flat buffer of n,
+// at most `cap` elements each, from the end of the buffer down (the backward pass finishes the
+// last layers' gradients first), as PyTorch's DDP buckets them (25 MiB each by default).
+constexpr std::int64_t kBucketBytes = 25 << 20;
+std::vector<std::pair<std::int64_t, std::int64_t>> gradient_buckets(std::int64_t n,
+                                                                    std::int64_t cap);
+
 }  // namespace pb

@@ -39,4 +39,10 @@ bool parse_bool(const std::string& key, const std::string& v) {
   throw std::invalid_argument(key + "=" + v + " must be 0 or 1");
 }
 
+void check_ranks(const std::string& op, const std::string& v, int ranks) {
+  if (parse_count("ranks", v, 1 << 20) != ranks)
+    throw std::invalid_argument(op + ": ranks=" + v + " but this run has " + std::to_string(ranks) +
+                                " (ranks come from the launch: mpirun -np N or srun)");
+}
+
 }  // namespace pb

@@ -11,5 +11,7 @@ std::int64_t parse_count(const std::string& key, const std::string& v,
                          std::int64_t max = 2147483647);
 float parse_finite(const std::string& key, const std::string& v);
 bool parse_bool(const std::string& key, const std::string& v);  // 0/1/false/true
+// ranks=v of an op's shape, which must be the run's `ranks` (they come from the launch).
+void check_ranks(const std::string& op, const std::string& v, int ranks);
 
 }  // namespace pb

@@ -21,8 +21,10 @@ std::vector<std::int64_t> train_suite_batches(int level) {
 
 float default_weight_decay(const std::string& model) { return model == "resnet50" ? 1e-4f : 0.0f; }
 
-TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
+TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv,
+                             int ranks) {
   TrainShape s;
+  s.ranks = ranks;
   bool has_batch = false, has_image = false, has_decay = false;
   for (const auto& [k, v] : kv) {
     if (k == "model") {
@@ -44,12 +46,22 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
       s.momentum = parse_finite(k, v);
     } else if (k == "weight_decay") {
       s.weight_decay = parse_finite(k, v), has_decay = true;
+    } else if (k == "ranks") {
+      check_ranks("train", v, ranks);
+    } else if (k == "grads") {
+      if (v != "allreduce" && v != "local")
+        throw std::invalid_argument("grads=" + v + " is not one of allreduce, local");
+      s.local = v == "local";
     } else {
-      throw std::invalid_argument("unknown train shape key '" + k +
-                                  "' (model, batch, pass, lr, momentum, weight_decay, image)");
+      throw std::invalid_argument(
+          "unknown train shape key '" + k +
+          "' (model, batch, pass, lr, momentum, weight_decay, image, ranks, grads)");
     }
   }
   if (!has_batch) throw std::invalid_argument("train shape needs batch=");
+  if (s.local && s.ranks < 2)
+    throw std::invalid_argument(
+        "grads=local is for a run of several ranks (one rank's gradients are its own)");
   if (!has_decay) s.weight_decay = default_weight_decay(s.model);
   if (has_image && !model_takes_image(s.model)) {
     std::string takers;
@@ -90,11 +102,13 @@ Shape TrainWorkload::shape() const {
   sh.add("batch", s_.batch);
   if (model_takes_image(s_.model)) sh.add("image", s_.image);
   sh.add("dtype", to_string(s_.dtype));
+  if (s_.ranks > 1) sh.add("ranks", s_.ranks);
+  if (s_.local) sh.add("grads", "local");
   return sh;
 }
 
 double TrainWorkload::flops() const {
-  const double b = static_cast<double>(s_.batch);
+  const double b = static_cast<double>(s_.batch * s_.ranks);
   if (!s_.train) return 2.0 * b * m_->macs();
   return 2.0 * b * (3.0 * m_->macs() - m_->first_layer_macs());  // no gradient of the input
 }
@@ -102,7 +116,8 @@ double TrainWorkload::flops() const {
 double TrainWorkload::min_bytes() const {
   const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
   const double batch_bytes = 4.0 * b * static_cast<double>(m_->input.size() + 1);
-  return s_.train ? 4.0 * 5.0 * p + batch_bytes : 4.0 * p + batch_bytes;  // p, v, g
+  // p, v, g; on every rank
+  return s_.ranks * (s_.train ? 4.0 * 5.0 * p + batch_bytes : 4.0 * p + batch_bytes);
 }
 
 double TrainWorkload::host_bytes() const {
@@ -114,7 +129,7 @@ double TrainWorkload::host_bytes() const {
   // doubles) and its activations and their gradients (1.5 a: the walk shares gradient
   // buffers); an implementation's copies, gradients and outputs (6 p floats), its activations
   // and their gradients (2 a). Inference: parameters and activations.
-  const double inputs = 4.0 * (2.0 * p + b * static_cast<double>(m_->input.size()));
+  const double inputs = 4.0 * (2.0 * p + b * s_.ranks * static_cast<double>(m_->input.size()));
   if (!s_.train) return inputs + std::max(8.0 * (p + a), 4.0 * (2.0 * p + a));
   return inputs + std::max(8.0 * (4.0 * p + 1.5 * a), 4.0 * (6.0 * p + 2.0 * a));
 }
@@ -125,9 +140,9 @@ double TrainWorkload::device_bytes() const {
 }
 
 Tensors TrainWorkload::make_inputs() const {
-  const std::int64_t f = m_->input.size();
-  Tensor x("x", {s_.batch, f}), labels("labels", {s_.batch}, Elem::i32);
-  synthetic_batch(f, m_->classes, s_.batch, 0, x.f32().data(), labels.i32().data());
+  const std::int64_t f = m_->input.size(), global = s_.batch * s_.ranks;
+  Tensor x("x", {global, f}), labels("labels", {global}, Elem::i32);
+  synthetic_batch(f, m_->classes, global, 0, x.f32().data(), labels.i32().data());
   Tensors in = {x, labels, Tensor::of("params", initial_params(*m_)),
                 Tensor::of("velocity", initial_velocity(*m_))};
   if (m_->state_count > 0) in.push_back(Tensor::of("state", initial_state(*m_)));
@@ -228,7 +243,7 @@ const StepBounds& TrainWorkload::reference(const Tensors& in) const {
     std::ostringstream key;
     key << m_->name << '/' << m_->param_count << '/' << s_.train << '/' << s_.batch << '/'
         << s_.image << '/' << s_.lr << '/' << s_.momentum << '/' << s_.weight_decay << '/'
-        << fingerprint(in);
+        << s_.ranks << '/' << s_.rank << '/' << s_.local << '/' << fingerprint(in);
     exact_ = shared_exact(key.str(), [&] {
       ReferenceStep r = reference(false);
       r.grads = {};  // the comparison reads the update, not the gradients

@@ -25,6 +25,14 @@ struct TrainShape {
   // update, batch norm statistics, loss; the maps and their gradients stored in bf16, the
   // convolutions and GEMMs on bf16 inputs, accumulating in fp32).
   Dtype dtype = Dtype::fp32;
+  // Data parallel over `ranks` processes (PyTorch's DDP): `batch` is each rank's, the inputs
+  // hold the global batch (ranks x batch samples) and rank r steps on samples [r batch, (r+1)
+  // batch). After the backward pass the ranks' gradients are averaged (an all-reduce), so every
+  // rank applies the same update; batch norm's statistics stay each rank's own (DDP's default).
+  // local: no all-reduce, each rank steps on its own gradients (what N independent devices do:
+  // the baseline the data-parallel step's scaling efficiency is measured against).
+  int ranks = 1, rank = 0;
+  bool local = false;
 };
 
 // The description of s.model at s.image.
@@ -39,8 +47,10 @@ float default_weight_decay(const std::string& model);
 
 // --shape keys: model (a name of model_names()), batch, pass (train or infer; default train),
 // lr, momentum, weight_decay (default_weight_decay); image (the models that take one: a multiple of
-// 4 from 8 to 1024, default 224).
-TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv);
+// 4 from 8 to 1024, default 224); ranks (the run's: `ranks`, which the shape takes) and
+// grads=allreduce (the default) or local (several ranks only).
+TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::string>>& kv,
+                             int ranks = 1);
 
 // A deterministic, learnable synthetic dataset of `features` per sample: sample i has label
 // i's class (a fixed permutation of 0..9 repeating, modulo `classes`) and features 0.5
@@ -52,6 +62,9 @@ void synthetic_batch(std::int64_t features, std::int64_t classes, std::int64_t b
 // The reference step in double precision on the CPU: the same walk as every device's step
 // (core/train_step.hpp) over double op functions. The mean loss, the logits, the gradients, and
 // the parameters, velocity and state after the update (train); the logits alone (infer).
+// Over several ranks (s.ranks > 1; x and labels the global batch) it runs every rank's shard in
+// turn, the gradients averaged over the shards (none with s.local), and returns rank s.rank's
+// loss, logits, gradients and state; without batch norm that is one step on the global batch.
 // rounded: every op's result rounded to float, as an fp32 step stores it, and with s.dtype bf16
 // every convolution's and GEMM's inputs rounded to bf16, as a bf16 step computes them (the exact
 // walk's distance from it is the model's own amplification of that rounding).
@@ -134,15 +147,17 @@ class TrainWorkload : public Workload {
   Dtype dtype() const override { return s_.dtype; }
   // train: the forward GEMMs and convolutions, the weight gradients and the input gradients
   // of every layer but those reading the input: 2 batch (3 macs - first-layer macs); infer:
-  // 2 batch macs.
+  // 2 batch macs. Over several ranks the work, the bytes and the samples are every rank's
+  // together (the global batch's); the all-reduce is not counted.
   double flops() const override;
   double min_bytes() const override;  // parameters, velocity, gradients and the batch, once
-  double items() const override { return static_cast<double>(s_.batch); }
+  double items() const override { return static_cast<double>(s_.batch * s_.ranks); }
   Metric metric() const override { return Metric::samples; }
   Role role() const override { return s_.train ? Role::training : Role::none; }
   double host_bytes() const override;
   double device_bytes() const override;
-  // x (batch x features), labels (int32), params, velocity; state where the model has one.
+  // x (ranks x batch rows of features: the global batch), labels (int32), params, velocity;
+  // state where the model has one.
   Tensors make_inputs() const override;
   // train: loss (1), params and velocity after the step, and state where there is one; infer:
   // logits (batch x classes).

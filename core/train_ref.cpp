@@ -251,21 +251,33 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
                              const float* state, bool rounded) {
   ReferenceOps ops(rounded, s.dtype);
   Walk<ReferenceOps> walk(m, s, ops);
-  const std::vector<double> in = doubles(x, s.batch * m.input.size());
+  const std::int64_t f = m.input.size();
   ReferenceStep out;
   out.params = doubles(params, m.param_count);
-  out.state = state ? doubles(state, m.state_count) : std::vector<double>();
+  const std::vector<double> state0 = state ? doubles(state, m.state_count) : std::vector<double>();
   auto logits = [&] {
     return std::vector<double>(walk.logits(), walk.logits() + s.batch * m.classes);
   };
-  if (!s.train) {
-    walk.forward(in.data(), out.params.data(), out.state.data(), false);
+  // The shards this rank's step depends on: every rank's when the gradients are averaged.
+  const bool averaged = s.train && s.ranks > 1 && !s.local;
+  std::vector<double> sum(averaged ? static_cast<std::size_t>(m.param_count) : 0);
+  for (int r = averaged ? 0 : s.rank; r < (averaged ? s.ranks : s.rank + 1); ++r) {
+    const std::vector<double> in = doubles(x + r * s.batch * f, s.batch * f);
+    std::vector<double> st = state0;
+    if (!s.train) {
+      walk.forward(in.data(), out.params.data(), st.data(), false);
+    } else {
+      walk.forward_backward(in.data(), labels + r * s.batch, out.params.data(), st.data());
+      for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += walk.grads()[i];
+    }
+    if (r != s.rank) continue;
     out.logits = logits();
-    return out;
+    out.state = st;
+    if (s.train) out.loss = *walk.loss();
   }
-  walk.forward_backward(in.data(), labels, out.params.data(), out.state.data());
-  out.logits = logits();
-  out.loss = *walk.loss();
+  if (!s.train) return out;
+  if (averaged)
+    for (std::size_t i = 0; i < sum.size(); ++i) walk.grads()[i] = sum[i] / s.ranks;
   out.grads.assign(walk.grads(), walk.grads() + m.param_count);
   out.velocity = doubles(velocity, m.param_count);
   walk.update(out.params.data(), out.velocity.data());

@@ -70,8 +70,13 @@ class ModelStep {
   virtual float* grads() = 0;
   virtual const float* logits() const = 0;
   virtual const float* loss() const = 0;
-  // What a step does between the two: sum the gradients over the ranks (none on one device).
+  // What a step does between the two: average the gradients over the ranks (none on one
+  // device).
   std::function<void(float* grads, std::int64_t n)> reduce;
+  // Called during the backward pass as the gradients from an offset to the end become final
+  // (the parameters lie in layer order, and the backward pass walks the layers from the last):
+  // where a reduce overlapped with the backward pass starts on them.
+  std::function<void(float* grads, std::int64_t from)> on_ready;
   // The step: the three parts in order.
   void step(const float* x, const std::int32_t* labels, float* params, float* velocity,
             float* state, std::int64_t param_count) {
@@ -126,6 +131,13 @@ class Walk {
         flat_[i] = ops.template buffer<T>(B * m.dims(l.in).size());
       if ((l.kind == LayerKind::conv || l.kind == LayerKind::linear) && !l.bias)
         widest = std::max(widest, l.k);
+    }
+    params_from_.assign(m.layers.size() + 1, m.param_count);
+    for (std::size_t i = m.layers.size(); i-- > 0;) {
+      const Layer& l = m.layers[i];
+      const bool has_params = l.kind == LayerKind::conv || l.kind == LayerKind::linear ||
+                              l.kind == LayerKind::batchnorm;
+      params_from_[i] = has_params ? std::min(params_from_[i + 1], l.weight) : params_from_[i + 1];
     }
     zeros_ = ops.template buffer<P>(widest);  // the bias of a layer without one
     ops.zero(zeros_.data(), widest);
@@ -203,7 +215,8 @@ class Walk {
     const std::int64_t B = s_.batch;
     written_.assign(m_.layers.size() + 1, false);
     P* g = param_grads_.data();
-    into(m_.logits(), [&](T* d) {  // (softmax - onehot) / B
+    std::int64_t told = m_.param_count;  // on_ready was told the gradients from here are final
+    into(m_.logits(), [&](T* d) {        // (softmax - onehot) / B
       ops_.rows({RowOp::loss_bwd, B, m_.classes}, value(m_.logits()), labels, d);
     });
     for (std::size_t i = m_.layers.size() - 1; i-- > 0;) {
@@ -211,6 +224,8 @@ class Walk {
       const Dims in = m_.dims(l.in);
       const T* a = value(l.in);
       const T* dout = gradient(m_.storage(static_cast<int>(i) + 1));
+      if (on_ready && params_from_[i + 1] < told)  // the layers after this one are done
+        on_ready(g, told = params_from_[i + 1]);
       switch (l.kind) {
         case LayerKind::conv:
           ops_.conv(m_.conv(l, B, ConvDir::bwd_filter), a, dout, nullptr, g + l.weight,
@@ -271,7 +286,12 @@ class Walk {
           break;
       }
     }
+    if (on_ready) on_ready(g, 0);
   }
+
+  // During forward_backward: told each offset from which the gradients are final, from the
+  // end down to 0 (see ModelStep::on_ready).
+  std::function<void(P* grads, std::int64_t from)> on_ready;
 
   void update(P* params, P* velocity) {
     ops_.sgd_momentum(params, velocity, param_grads_.data(), m_.param_count, s_.lr, s_.momentum,
@@ -401,6 +421,7 @@ class Walk {
   Buf<P> losses_, loss_;
   std::vector<float> logits_f32_;  // kLowMaps: the logits converted
   std::int64_t accumulated_ = 0;   // per sample: the largest tensor with more than one reader
+  std::vector<std::int64_t> params_from_;  // per layer: the lowest parameter offset from it on
   Buf<P> param_grads_, zeros_, dbias_;
 };
 
@@ -414,6 +435,7 @@ class WalkStep : public ModelStep {
   }
   void forward_backward(const float* x, const std::int32_t* labels, const float* params,
                         float* state) override {
+    walk_.on_ready = on_ready;
     walk_.forward_backward(x, labels, params, state);
   }
   void update(float* params, float* velocity) override { walk_.update(params, velocity); }

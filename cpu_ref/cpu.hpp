@@ -209,6 +209,28 @@ std::vector<ImplSpec> stream_impls();
 // collective: MPI's, over MPI_COMM_WORLD (cpu_ref/collective.cpp); unavailable on one rank or
 // without MPI.
 std::vector<ImplSpec> collective_impls();
+
+// A data-parallel step's gradients averaged over the ranks by MPI (cpu_ref/collective.cpp):
+// in one all-reduce after the backward pass, or (overlap) in buckets (gradient_buckets, of
+// kBucketBytes), each all-reduced by a thread of the reducer's own as soon as the backward pass
+// has finished it, while the backward pass goes on. Needs MPI_THREAD_SERIALIZED for the overlap
+// (overlap_unavailable says why not, or ""); without MPI, making one throws.
+class GradientReducer {
+ public:
+  GradientReducer(std::int64_t n, bool overlap);
+  ~GradientReducer();
+  // The gradients from `from` to the end are final: the buckets wholly in them start (overlap).
+  void ready(float* grads, std::int64_t from);
+  // The rest, and every bucket waited for: then every gradient is the ranks' mean.
+  void finish(float* grads);
+
+ private:
+  struct State;
+  std::unique_ptr<State> st_;
+};
+std::string overlap_unavailable();
+// Whether every rank holds the same bits (one rank: true).
+bool same_on_every_rank(const std::vector<float>& v);
 std::vector<ImplSpec> activation_impls();
 std::vector<ImplSpec> row_impls(const std::string& op);
 

@@ -332,13 +332,26 @@ std::unique_ptr<ModelStep> make_model_step(const ModelDesc& m, const TrainShape&
 
 namespace {
 
+// One rank's step: on its shard of the global batch, its gradients averaged over the ranks
+// (after the backward pass, or overlapped with it) unless the shape says local.
 class TrainCpu : public CpuImpl {
  public:
-  TrainCpu(const TrainWorkload& w, TrainBackend backend, int threads)
-      : CpuImpl(threads), w_(w), step_(make_model_step(w.model(), w.train(), backend, threads)) {}
+  TrainCpu(const TrainWorkload& w, TrainBackend backend, int threads, bool overlap)
+      : CpuImpl(threads), w_(w), step_(make_model_step(w.model(), w.train(), backend, threads)) {
+    const TrainShape& s = w.train();
+    if (s.ranks < 2 || s.local || !s.train) return;
+    reducer_ = std::make_unique<GradientReducer>(w.model().param_count, overlap);
+    step_->reduce = [r = reducer_.get()](float* g, std::int64_t) { r->finish(g); };
+    if (overlap)
+      step_->on_ready = [r = reducer_.get()](float* g, std::int64_t from) { r->ready(g, from); };
+  }
   void prepare(const Tensors& in) override {
-    x_ = at(in, "x").f32();
-    labels_ = at(in, "labels").i32();
+    const TrainShape& s = w_.train();
+    const std::int64_t f = w_.model().input.size(), first = s.rank * s.batch;
+    const std::vector<float>& x = at(in, "x").f32();
+    const std::vector<std::int32_t>& labels = at(in, "labels").i32();
+    x_.assign(x.begin() + first * f, x.begin() + (first + s.batch) * f);  // this rank's shard
+    labels_.assign(labels.begin() + first, labels.begin() + first + s.batch);
     params_ = at(in, "params").f32();
     velocity_ = at(in, "velocity").f32();
     if (const Tensor* state = find(in, "state")) state_ = state->f32();
@@ -357,6 +370,8 @@ class TrainCpu : public CpuImpl {
       std::copy(step_->logits(), step_->logits() + logits.f32().size(), logits.f32().begin());
       return {logits};
     }
+    if (reducer_ && !same_on_every_rank(params_))
+      throw std::runtime_error("the ranks hold different parameters after the step");
     Tensors out = {Tensor::of("loss", std::vector<float>{*step_->loss()}),
                    Tensor::of("params", params_), Tensor::of("velocity", velocity_)};
     if (!state_.empty()) out.push_back(Tensor::of("state", state_));
@@ -366,20 +381,22 @@ class TrainCpu : public CpuImpl {
  private:
   const TrainWorkload& w_;
   std::unique_ptr<ModelStep> step_;
+  std::unique_ptr<GradientReducer> reducer_;
   std::vector<float> x_, params_, velocity_, state_;
   std::vector<std::int32_t> labels_;
 };
 
-ImplSpec spec(const char* name, TrainBackend backend) {
+ImplSpec spec(const char* name, TrainBackend backend, bool overlap = false) {
   ImplSpec sp;
   sp.op = "train";
   sp.name = name;
   sp.device = Device::cpu;
   sp.threaded = true;  // on the cores (--threads); no model is a sweep shape
-  sp.library = name;
+  sp.library = backend == TrainBackend::onednn ? "onednn" : "openblas";
   sp.supports = [](const Workload& w) { return w.dtype() == Dtype::fp32; };
-  sp.make = [backend](const Workload& w, int threads) -> std::unique_ptr<Impl> {
-    return std::make_unique<TrainCpu>(static_cast<const TrainWorkload&>(w), backend, threads);
+  sp.make = [backend, overlap](const Workload& w, int threads) -> std::unique_ptr<Impl> {
+    return std::make_unique<TrainCpu>(static_cast<const TrainWorkload&>(w), backend, threads,
+                                      overlap);
   };
   return sp;
 }
@@ -396,7 +413,18 @@ std::vector<ImplSpec> train_impls() {
   // The suites leave out its steps above ResNet-50's at batch 8 on 224x224 (194 GFLOP): the
   // im2col path's cost shows there, and at batch 32 its step is the suite's slowest case.
   with_openblas.max_flops = 2.5e11;
-  return {with_openblas, with_onednn};
+  // Over several ranks, oneDNN's step with its all-reduce in buckets overlapped with the
+  // backward pass (the other two reduce after it).
+  ImplSpec overlapped = spec("onednn_overlap", TrainBackend::onednn, true);
+  overlapped.supports = [supports = with_onednn.supports](const Workload& w) {
+    const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
+    return s.train && s.ranks > 1 && !s.local && supports(w);
+  };
+  overlapped.unavailable = [unavailable = with_onednn.unavailable](const Workload& w) {
+    const std::string why = unavailable(w);
+    return why.empty() ? overlap_unavailable() : why;
+  };
+  return {with_openblas, with_onednn, overlapped};
 }
 
 }  // namespace pb::cpu

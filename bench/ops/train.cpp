@@ -7,14 +7,34 @@
 #include <algorithm>
 
 #include "bench/ops/family.hpp"
+#include "bench/ranks.hpp"
 #include "core/train.hpp"
 #include "cpu_ref/cpu.hpp"
 
 namespace pb::ops {
 
+namespace {
+
+// The shape on this run's ranks: data parallel over them where there are several.
+TrainShape on_ranks(TrainShape s) {
+  s.ranks = ranks::world().size, s.rank = ranks::world().rank;
+  return s;
+}
+
+}  // namespace
+
 OpFamily train_family() {
   auto suite = [](int level, Dtype t) {
     std::vector<SuiteEntry> out;
+    // Over several ranks each training step also runs with grads=local (no all-reduce): the
+    // data-parallel step's scaling baseline.
+    auto add = [&out](TrainShape s) {
+      s = on_ranks(s);
+      out.push_back(entry<TrainWorkload>(s));
+      if (s.ranks < 2 || !s.train) return;
+      s.local = true;
+      out.push_back(entry<TrainWorkload>(s));
+    };
     if (t != Dtype::fp32 && t != Dtype::bf16) return out;
     if (t == Dtype::fp32)
       for (const char* m : {"mlp", "cnn"})
@@ -22,7 +42,7 @@ OpFamily train_family() {
           for (std::int64_t b : train_suite_batches(level)) {
             TrainShape s;
             s.model = m, s.batch = b, s.train = train;
-            out.push_back(entry<TrainWorkload>(s));
+            add(s);
           }
     // ResNet-50, the claim's model, in fp32 and in bf16 (mixed precision): on 64x64 images at
     // batch 8 in the quick suite, on 224x224 at batch 8 and 32 in the others (bf16 at batch 8
@@ -40,7 +60,7 @@ OpFamily train_family() {
         s.model = "resnet50", s.batch = b, s.train = train, s.image = level == 0 ? 64 : 224;
         s.weight_decay = default_weight_decay(s.model);
         s.dtype = t;
-        out.push_back(entry<TrainWorkload>(s));
+        add(s);
       }
     return out;
   };
@@ -70,11 +90,12 @@ OpFamily train_family() {
   f.name = "train";
   f.shape_keys =
       "model=mlp|cnn|resnet|resnet50,batch=B[,pass=train|infer][,lr=L][,momentum=M][,"
-      "weight_decay=D][,image=S]";
+      "weight_decay=D][,image=S][,grads=allreduce|local] (ranks: the launch's)";
   f.suite = suite;
   f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
     if (t != Dtype::fp32 && t != Dtype::bf16) return nullptr;
-    TrainShape s = parse_train_shape(kv);
+    TrainShape s = parse_train_shape(kv, ranks::world().size);
+    s.rank = ranks::world().rank;
     s.dtype = t;
     return std::make_shared<TrainWorkload>(s);
   };
