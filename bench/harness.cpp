@@ -497,6 +497,7 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
             {"metric", to_string(w.metric())}};
   if (w.role() != Role::none) j["role"] = to_string(w.role());
   if (w.items() > 0) j["items"] = w.items();
+  if (w.gradient_bytes() > 0) j["gradient_bytes"] = w.gradient_bytes();
   if (c.impl.device == Device::gpu && c.units > 0) j["sms"] = c.units;
   if (!c.impl.library.empty()) j["library"] = c.impl.library;
   if (!r.detail.empty()) j["impl_detail"] = r.detail;

@@ -262,11 +262,15 @@ int run(int argc_in, char** argv_in) {
   pb::report::json context = pb::make_context(argv[0], o);
   if (world.size > 1) context["ranks"] = pb::ranks_context(context);
   context["energy"] = {{"cpu", cpu_energy.context()}, {"gpu", gpu_energy.context()}};
-  if (o.price_cpu >= 0 || o.price_gpu >= 0) {
-    context["price_usd_per_hour"] = pb::report::json::object();
-    if (o.price_cpu >= 0) context["price_usd_per_hour"]["cpu"] = o.price_cpu;
-    if (o.price_gpu >= 0) context["price_usd_per_hour"]["gpu"] = o.price_gpu;
-  }
+  // The per-device figures the user gave (negative: not given).
+  auto per_device = [&context](const char* key, double cpu, double gpu) {
+    if (cpu < 0 && gpu < 0) return;
+    context[key] = pb::report::json::object();
+    if (cpu >= 0) context[key]["cpu"] = cpu;
+    if (gpu >= 0) context[key]["gpu"] = gpu;
+  };
+  per_device("price_usd_per_hour", o.price_cpu, o.price_gpu);
+  per_device("cluster_busbw_gbs", o.busbw_cpu, o.busbw_gpu);
   context["ceilings"] = pb::ceilings(context, pb::measure_ceilings(cases, res, o.quiet));
   log->append("context", context);
   pb::HarnessConfig cfg;

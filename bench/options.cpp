@@ -45,6 +45,10 @@ and writes a Google Benchmark JSON report with a "pairbench" section of analyses
                      the hourly price of the machine each device is in (a cloud instance's,
                      say): the projection then gives dollars per epoch and per training
                      beside the hours and the energy (no prices are built in)
+  --busbw=cpu=GBPS,gpu=GBPS
+                     the all-reduce bus bandwidth between the devices of a cluster (GB/s, as
+                     nccl-tests reports it): the scaling analysis projects the training step to
+                     cluster sizes with it (default: the run's own all-reduce, where it ran)
   --report=PATH      where to write the report (default results/<host>-<UTC time>.json)
   --recover=LOG      turn the log of an interrupted run (PATH.partial.jsonl) into its report;
                      given a report, rebuild it through this version's checks and analyses
@@ -105,24 +109,28 @@ KeyValues parse_shape(const std::string& value) {
   return kv;
 }
 
-// "cpu=0.5,gpu=3.2": USD per hour by device.
-void parse_prices(const std::string& value, Options* o) {
-  for (const std::string& item : split_list("--price", value)) {
+// "cpu=0.5,gpu=3.2": a number by device (`unit` names it in the message, `what` says what it
+// is), >= 0, or > 0 where `positive`.
+void parse_per_device(const std::string& flag, const std::string& value, const char* unit,
+                      const char* what, bool positive, double* cpu, double* gpu) {
+  for (const std::string& item : split_list(flag, value)) {
     const std::size_t eq = item.find('=');
     const std::string device = item.substr(0, eq);
     if (eq == std::string::npos || (device != "cpu" && device != "gpu"))
-      throw UsageError("--price: '" + item + "' is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR");
+      throw UsageError(flag + ": '" + item + "' is not cpu=" + unit + " or gpu=" + unit);
     const std::string number = item.substr(eq + 1);
-    double usd = 0;
+    double v = 0;
     std::size_t used = 0;
     try {
-      usd = std::stod(number, &used);
+      v = std::stod(number, &used);
     } catch (const std::exception&) {
       used = 0;
     }
-    if (number.empty() || used != number.size() || !std::isfinite(usd) || usd < 0)
-      throw UsageError("--price: '" + number + "' is not a price in USD per hour (a number >= 0)");
-    (device == "cpu" ? o->price_cpu : o->price_gpu) = usd;
+    if (number.empty() || used != number.size() || !std::isfinite(v) || v < 0 ||
+        (positive && v == 0))
+      throw UsageError(flag + ": '" + number + "' is not " + what + " (a number " +
+                       (positive ? "> 0" : ">= 0") + ")");
+    *(device == "cpu" ? cpu : gpu) = v;
   }
 }
 
@@ -194,7 +202,12 @@ Options parse_options(int argc, char** argv) {
       }
     } else if (flag == "--price") {
       need_value();
-      parse_prices(value, &o);
+      parse_per_device(flag, value, "USD_PER_HOUR", "a price in USD per hour", false, &o.price_cpu,
+                       &o.price_gpu);
+    } else if (flag == "--busbw") {
+      need_value();
+      parse_per_device(flag, value, "GBPS", "a bus bandwidth in GB/s", true, &o.busbw_cpu,
+                       &o.busbw_gpu);
     } else if (flag == "--quiet") {
       no_value();
       o.quiet = true;

@@ -33,6 +33,9 @@ struct Options {
   // --price: the machine's hourly price per device in USD (e.g. a cloud instance's); negative
   // where none was given. The projection's dollars come from these alone.
   double price_cpu = -1, price_gpu = -1;
+  // --busbw: the all-reduce bus bandwidth (GB/s, as nccl-tests gives it) between the devices of
+  // a cluster, for the scaling analysis's projection to cluster sizes; negative where not given.
+  double busbw_cpu = -1, busbw_gpu = -1;
   bool openblas_asis = false;       // --openblas-core=asis: OpenBLAS's own choice of kernels
   bool keep_error_entries = false;  // --keep-error-entries: failed cases stay in `benchmarks`
 };

@@ -153,6 +153,9 @@ class TrainWorkload : public Workload {
   double min_bytes() const override;  // parameters, velocity, gradients and the batch, once
   double items() const override { return static_cast<double>(s_.batch * s_.ranks); }
   Metric metric() const override { return Metric::samples; }
+  double gradient_bytes() const override {
+    return s_.train ? 4.0 * static_cast<double>(m_->param_count) : 0.0;
+  }
   Role role() const override { return s_.train ? Role::training : Role::none; }
   double host_bytes() const override;
   double device_bytes() const override;

@@ -76,6 +76,8 @@ class Workload {
   virtual Role role() const { return Role::none; }
   // Samples one run processes (the images of a batch); 0 for work that has no batch.
   virtual double items() const { return 0; }
+  // The bytes of a training step's gradients: what a data-parallel step all-reduces (0: none).
+  virtual double gradient_bytes() const { return 0; }
   virtual Metric metric() const {
     return items() > 0 ? Metric::samples : bandwidth_bound() ? Metric::gbs : Metric::gflops;
   }

@@ -172,6 +172,7 @@ json speedup(const json& cases, const json& probes) {
 namespace {
 
 bool ok(const json& c) { return c.value("status", "") == "ok"; }
+int ranks_of(const json& c) { return std::stoi(c["shape"].value("ranks", "1")); }
 double num(const json& j, const char* key) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0;
 }
@@ -332,6 +333,12 @@ namespace {
 // model (from the shape), for the training cases
 std::string model_of(const json& c) { return c["shape"].value("model", std::string("?")); }
 
+// A training step on one device: a data-parallel step over several ranks is the scaling
+// analysis's.
+bool one_device_step(const json& c) {
+  return ok(c) && has_role(c, {"training"}) && ranks_of(c) == 1;
+}
+
 // The model closest to an image classifier: the most FLOPs per sample among those measured.
 std::string heaviest_model(const json& cases) {
   auto per_sample = [](const json& c) {
@@ -340,7 +347,7 @@ std::string heaviest_model(const json& cases) {
   std::string model;
   double heaviest = 0;
   for (const json& c : cases)
-    if (ok(c) && has_role(c, {"training"}) && per_sample(c) > heaviest)
+    if (one_device_step(c) && per_sample(c) > heaviest)
       heaviest = per_sample(c), model = model_of(c);
   return model;
 }
@@ -350,9 +357,7 @@ std::string heaviest_model(const json& cases) {
 json batch_series(const json& cases, const std::string& model) {
   std::map<std::string, std::map<std::int64_t, const json*>> best;  // device -> batch -> case
   for (const json& c : cases) {
-    if (!ok(c) || !has_role(c, {"training"}) || !c["shape"].contains("batch") ||
-        model_of(c) != model)
-      continue;
+    if (!one_device_step(c) || !c["shape"].contains("batch") || model_of(c) != model) continue;
     const std::int64_t b = std::stoll(c["shape"]["batch"].get<std::string>());
     const json*& slot = best[c["device"].get<std::string>()][b];
     if (!slot || num(c, "samples_per_s") > num(*slot, "samples_per_s")) slot = &c;
@@ -394,7 +399,7 @@ json batch_size(const json& cases) {
   out["model"] = heaviest.empty() ? json(nullptr) : json(heaviest);
   out["models"] = json::object();
   for (const json& c : cases)
-    if (ok(c) && has_role(c, {"training"}) && !out["models"].contains(model_of(c)))
+    if (one_device_step(c) && !out["models"].contains(model_of(c)))
       out["models"][model_of(c)] = batch_series(cases, model_of(c));
   return out;
 }
@@ -434,12 +439,10 @@ json projection(const json& cases, const json& context) {
   auto image_of = [](const json& c) { return std::stoi(c["shape"].value("image", "0")); };
   int image = 0;
   for (const json& c : cases)
-    if (ok(c) && has_role(c, {"training"}) && model_of(c) == model)
-      image = std::max(image, image_of(c));
+    if (one_device_step(c) && model_of(c) == model) image = std::max(image, image_of(c));
   json devices = json::object(), end_to_end = json::object();
   for (const json& c : cases) {
-    if (!ok(c) || !has_role(c, {"training"}) || model_of(c) != model || image_of(c) != image)
-      continue;
+    if (!one_device_step(c) || model_of(c) != model || image_of(c) != image) continue;
     const std::string device = c["device"], impl = c["impl"];
     const bool h2d = impl.size() > 4 && impl.compare(impl.size() - 4, 4, "_h2d") == 0;
     json& best = h2d ? end_to_end : devices;
@@ -525,6 +528,168 @@ json collectives(const json& cases) {
     std::sort(s["points"].begin(), s["points"].end(),
               [](const json& a, const json& b) { return a["bytes"] < b["bytes"]; });
   return out;
+}
+
+namespace {
+
+// The all-reduce's time for `bytes` over n ranks at bus bandwidth busbw (GB/s): a ring's
+// 2(n-1)/n x bytes / busbw (its latency is in the busbw measured at that size).
+double ring_allreduce_s(double bytes, int n, double busbw_gbs) {
+  return 2.0 * (n - 1) / n * bytes / (busbw_gbs * 1e9);
+}
+
+// This run's fp32 all-reduce on `device` over n ranks at the size nearest `bytes` (in ratio):
+// its busbw and size; null where none ran.
+json measured_busbw(const json& colls, const std::string& device, int n, double bytes) {
+  json best = nullptr;
+  double nearest = 1e300;
+  for (const json& sr : colls) {
+    if (sr["device"] != device || sr["coll"] != "allreduce" || sr["dtype"] != "fp32" ||
+        sr["ranks"] != n)
+      continue;
+    for (const json& p : sr["points"]) {
+      const double d = std::fabs(std::log(num(p, "bytes") / bytes));
+      if (d < nearest) nearest = d, best = {{"busbw_gbs", p["busbw_gbs"]}, {"bytes", p["bytes"]}};
+    }
+  }
+  return best;
+}
+
+// Where a name's grads=local twin is: the same case without the all-reduce (the overlapped
+// step's twin is its backend's).
+std::string local_twin(const json& c) {
+  std::string impl = c["impl"];
+  if (const std::size_t o = impl.find("_overlap"); o != std::string::npos) impl.erase(o);
+  json sh = c["shape"];
+  sh.erase("grads");
+  return impl + "|" + sh.dump() + "|" + std::to_string(c.value("threads", 0));
+}
+
+// Epoch time and efficiency on each cluster size from one device's step time t_local (s) at
+// per-rank `batch`, with `bytes` of gradients all-reduced at busbw.
+json cluster_sizes(double t_local, double batch, double bytes, double busbw_gbs, int epochs) {
+  json out = json::array();
+  for (int n = 1; n <= 1024; n *= 2) {
+    const double t = t_local + (n > 1 ? ring_allreduce_s(bytes, n, busbw_gbs) : 0.0);
+    const double sps = n * batch / t, epoch_s = kImagenetImages / sps;
+    out.push_back({{"ranks", n},
+                   {"step_s", t},
+                   {"samples_per_s", sps},
+                   {"efficiency", t_local / t},
+                   {"epoch_h", epoch_s / 3600.0},
+                   {"training_h", epochs * epoch_s / 3600.0}});
+  }
+  return out;
+}
+
+}  // namespace
+
+json scaling(const json& cases, const json& context) {
+  const json colls = collectives(cases);
+  const json given = context.value("cluster_busbw_gbs", json::object());
+  const int epochs = context.value("epochs", 90);
+  std::map<std::string, const json*> local;
+  for (const json& c : cases)
+    if (ok(c) && has_role(c, {"training"}) && c["shape"].value("grads", "") == "local")
+      local[local_twin(c)] = &c;
+  json steps = json::array(), cluster = json::array();
+  for (const json& c : cases) {
+    const int n = ranks_of(c);
+    if (!ok(c) || !has_role(c, {"training"}) || n < 2 || c["shape"].value("grads", "") == "local")
+      continue;
+    const std::string device = c["device"];
+    const double t = c["time"]["median_s"], bytes = num(c, "gradient_bytes");
+    const double batch = std::stod(c["shape"].value("batch", "1"));
+    json e = {{"name", c["name"]},
+              {"device", device},
+              {"impl", c["impl"]},
+              {"model", model_of(c)},
+              {"dtype", c["dtype"]},
+              {"ranks", n},
+              {"batch", batch},
+              {"global_batch", batch * n},
+              {"step_s", t},
+              {"samples_per_s", num(c, "samples_per_s")},
+              {"gradient_bytes", bytes},
+              {"overlapped", c["impl"].get<std::string>().find("_overlap") != std::string::npos}};
+    if (c["shape"].contains("image"))
+      e["image"] = std::stoi(c["shape"]["image"].get<std::string>());
+    const auto twin = local.find(local_twin(c));
+    json bw = measured_busbw(colls, device, n, bytes);
+    if (!bw.is_null()) e["allreduce"] = bw;
+    if (twin == local.end()) {
+      e["reason"] = "no grads=local twin ran (the suites run one beside each step)";
+      steps.push_back(e);
+      continue;
+    }
+    const double t_local = (*twin->second)["time"]["median_s"];
+    e["local_step_s"] = t_local;
+    e["local_samples_per_s"] = num(*twin->second, "samples_per_s");
+    e["efficiency"] = t_local / t;
+    e["reduce_s"] = t - t_local;
+    if (!bw.is_null()) {
+      const double ar = ring_allreduce_s(bytes, n, num(bw, "busbw_gbs"));
+      e["predicted_step_s"] = t_local + ar;
+      e["predicted_overlapped_step_s"] = std::max(t_local, ar);
+      e["measured_over_predicted"] = t / (e["overlapped"] ? std::max(t_local, ar) : t_local + ar);
+    } else {
+      e["prediction"] = "no fp32 all-reduce of this run to predict from (add --ops=collective)";
+    }
+    steps.push_back(e);
+  }
+  // The projection to cluster sizes: each device's single-device step (the projection's model
+  // and best case; over several ranks, each measured grads=local step) with the given busbw, or
+  // the run's own all-reduce's.
+  auto project = [&](const json& c, const std::string& source_name) {
+    const std::string device = c["device"];
+    const double bytes = num(c, "gradient_bytes");
+    double busbw = 0;
+    std::string source;
+    if (given.contains(device)) {
+      busbw = given[device], source = "--busbw";
+    } else {
+      const json bw = measured_busbw(colls, device, std::max(2, ranks_of(c)), bytes);
+      if (bw.is_null()) return;
+      busbw = bw["busbw_gbs"], source = "this run's all-reduce of " +
+                                        std::to_string(static_cast<long long>(num(bw, "bytes"))) +
+                                        " bytes";
+    }
+    if (bytes <= 0 || busbw <= 0) return;
+    const double batch = std::stod(c["shape"].value("batch", "1"));
+    // One per device and model: its fastest single-device step.
+    const double sps = batch / c["time"]["median_s"].get<double>();
+    for (auto it = cluster.begin(); it != cluster.end(); ++it) {
+      if ((*it)["device"] != device || (*it)["model"] != model_of(c)) continue;
+      if (num((*it)["sizes"][0], "samples_per_s") >= sps) return;
+      cluster.erase(it);
+      break;
+    }
+    cluster.push_back(
+        {{"device", device},
+         {"from", source_name},
+         {"model", model_of(c)},
+         {"batch", batch},
+         {"gradient_bytes", bytes},
+         {"busbw_gbs", busbw},
+         {"busbw_source", source},
+         {"sizes", cluster_sizes(c["time"]["median_s"], batch, bytes, busbw, epochs)}});
+  };
+  const json pr = projection(cases, context);
+  for (const auto& [device, d] : pr["devices"].items())
+    for (const json& c : cases)
+      if (one_device_step(c) && c["device"] == device && c["impl"] == d["impl"] &&
+          c["dtype"] == d["dtype"] && model_of(c) == d["model"] &&
+          std::stoll(c["shape"].value("batch", "0")) == d["batch"].get<std::int64_t>()) {
+        project(c, c["name"]);
+        break;
+      }
+  for (const auto& [key, c] : local) project(*c, (*c)["name"]);
+  return {{"model",
+           "t_step(N) = t_local + 2(N-1)/N x gradient_bytes / busbw: the step on one device "
+           "plus a ring all-reduce of its gradients, not overlapped (overlapped, at best "
+           "max(t_local, the all-reduce)); busbw taken as the same at every N"},
+          {"steps", steps},
+          {"cluster", cluster}};
 }
 
 json energy(const json& cases, const json& context) {

@@ -70,6 +70,7 @@ json build(const json& context, const json& benchmarks, const json& measured, co
                         {"projection", projection(cases, doc["context"])},
                         {"energy", energy(cases, doc["context"])},
                         {"collectives", collectives(cases)},
+                        {"scaling", scaling(cases, doc["context"])},
                         {"roofline", roofline(cases, context)}}}};
   return doc;
 }
@@ -325,6 +326,47 @@ std::string summary(const json& report) {
       }
       os << "\n";
     }
+  // Data parallelism: each step over several ranks against its local twin, and the cluster sizes.
+  if (an.contains("scaling")) {
+    for (const json& e : an["scaling"]["steps"]) {
+      std::snprintf(buf, sizeof buf, "Scaling, %s %s %s %s, %d ranks x batch %.0f: %.0f samples/s",
+                    e["device"].get<std::string>().c_str(), e["impl"].get<std::string>().c_str(),
+                    e["model"].get<std::string>().c_str(), e["dtype"].get<std::string>().c_str(),
+                    e["ranks"].get<int>(), e["batch"].get<double>(),
+                    e["samples_per_s"].get<double>());
+      os << buf;
+      if (e.contains("efficiency"))
+        std::snprintf(buf, sizeof buf,
+                      ", %.0f%% of the same step without the all-reduce (%.0f samples/s; the "
+                      "all-reduce adds %.2f ms)",
+                      100 * e["efficiency"].get<double>(), e["local_samples_per_s"].get<double>(),
+                      1e3 * e["reduce_s"].get<double>()),
+            os << buf;
+      if (e.contains("measured_over_predicted"))
+        std::snprintf(buf, sizeof buf, "; measured %.2fx the ring model's %.2f ms",
+                      e["measured_over_predicted"].get<double>(),
+                      1e3 * (e["overlapped"].get<bool>() ? e["predicted_overlapped_step_s"]
+                                                         : e["predicted_step_s"])
+                                .get<double>()),
+            os << buf;
+      os << "\n";
+    }
+    for (const json& c : an["scaling"]["cluster"]) {
+      os << "Cluster, " << c["device"].get<std::string>() << " " << c["model"].get<std::string>();
+      std::snprintf(buf, sizeof buf, " (busbw %.1f GB/s, %s): epoch", c["busbw_gbs"].get<double>(),
+                    c["busbw_source"].get<std::string>().c_str());
+      os << buf;
+      for (const json& z : c["sizes"]) {
+        const int n = z["ranks"];
+        if (n != 1 && n != 8 && n != 64 && n != 1024) continue;
+        std::snprintf(buf, sizeof buf, " %d: %s (%.0f%%);", n,
+                      fmt_time(3600 * z["epoch_h"].get<double>()).c_str(),
+                      100 * z["efficiency"].get<double>());
+        os << buf;
+      }
+      os << "\n";
+    }
+  }
   // The meters, and when the GPU was throttled.
   if (an.contains("energy")) {
     for (const auto& [device, d] : an["energy"]["devices"].items()) {

@@ -93,6 +93,15 @@ json projection(const json& cases, const json& context = json::object());
 // and reduce-scatter, 1 for broadcast), as nccl-tests defines them.
 json collectives(const json& cases);
 
+// scaling: the data-parallel training steps over several ranks (shape ranks=N): each one's
+// samples/s beside its grads=local twin's (the same step with no all-reduce, on every rank at
+// once), the efficiency (local step time / step time), and the time the model predicts from the
+// local step and this run's fp32 all-reduce at the gradients' size (ring: 2(N-1)/N x
+// gradient_bytes / busbw), with measured / predicted. And `cluster`: per device, the epoch time,
+// samples/s and efficiency on 1 to 1024 devices from a single-device step (the projection's,
+// and each grads=local step) and a bus bandwidth (--busbw, else this run's all-reduce).
+json scaling(const json& cases, const json& context = json::object());
+
 // energy: per device, its meter (context.energy: the source, idle power and update period, or
 // why there is none), how many cases were metered (the others by reason), their power (min,
 // median, max), and on the GPU the cases during which it was throttled (a clock-event reason
