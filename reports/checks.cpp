@@ -27,11 +27,14 @@ json ceiling_for(const json& c, const json& ceilings) {
   const std::string device = c["device"];
   if (!ceilings.contains(device)) return nullptr;
   const json& dev = ceilings[device];
+  // Over several ranks a figure is every rank's together, each on a device of its own at most:
+  // one rank's share is what one device is held to.
+  const double ranks = std::stod(c["shape"].value("ranks", "1"));
   auto with = [&](const char* key, const char* figure) -> json {
     if (!dev.contains(key) || !dev[key]["bound"].is_number()) return nullptr;
     return {{"ceiling", key},
             {"figure", figure},
-            {"value", num(c, figure)},
+            {"value", num(c, figure) / ranks},
             {"bound", dev[key]["bound"]},
             {"bound_source", dev[key].value("bound_source", "")}};
   };
@@ -57,7 +60,8 @@ json checked_cases(const json& cases, const json& context) {
     const double t = c["time"]["median_s"];
     c["latency_bound"] = t < kLatencyBoundS && (device == "gpu" || c.value("threads", 1) > 1);
     const double llc = llc_bytes(context, device);
-    c["cache_resident"] = !cold && llc > 0 && num(c, "min_bytes") <= llc;
+    const double ranks = std::stod(c["shape"].value("ranks", "1"));
+    c["cache_resident"] = !cold && llc > 0 && num(c, "min_bytes") / ranks <= llc;
     const json ceil = ceiling_for(c, ceilings);
     if (ceil.is_null() || num(ceil, "value") <= num(ceil, "bound")) continue;
     char buf[512];
