@@ -83,3 +83,45 @@ def test_a_check_failing_on_one_rank_fails_the_case_on_both_without_a_hang(pairb
     case = json.loads(report.read_text())["pairbench"]["cases"][0]
     assert case["status"] == "error" and "time" not in case
     assert "failed on another rank" in case["message"], case
+
+
+def test_two_ranks_train_data_parallel_each_step_verified_and_scaled(pairbench, tmp_path):
+    # Each rank steps on its shard of the global batch; the averaged step is verified on every rank
+    # against the reference that runs every shard (without batch norm: one step on the global
+    # batch, tests/test_train.cpp), and every rank must hold the same parameters after it.
+    report = tmp_path / "t.json"
+    r = mpirun("-np", "2", str(pairbench.exe), "--ops=train", "--devices=cpu", "--dtypes=fp32",
+               "--shape=model=mlp,batch=32", "--shape=model=mlp,batch=32,grads=local",
+               "--shape=model=cnn,batch=8", "--shape=model=cnn,batch=8,grads=local",
+               "--busbw=cpu=2", f"--report={report}", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(report.read_text())
+    cases = doc["pairbench"]["cases"]
+    assert {c["shape"]["model"] for c in cases} == {"mlp", "cnn"}
+    for c in cases:
+        assert c["status"] == "ok" and c["verified"], c
+        assert c["shape"]["ranks"] == "2" and c["threads"] >= 1
+        by_rank = c["iterations_by_rank"]
+        assert len(by_rank) == 2 and by_rank[0] == by_rank[1] == c["time"]["iterations"], c
+        assert c["samples_per_s"] == pytest.approx(64 / c["time"]["median_s"] if c["shape"]["model"] == "mlp"
+                                                   else 16 / c["time"]["median_s"], rel=1e-6)
+    scaling = doc["pairbench"]["analyses"]["scaling"]
+    steps = scaling["steps"]
+    assert {s["model"] for s in steps} == {"mlp", "cnn"}
+    assert all("grads" not in s["name"] for s in steps)  # the local twins are the baseline
+    for s in steps:
+        assert s["ranks"] == 2 and s["global_batch"] == 2 * s["batch"]
+        assert s["efficiency"] == pytest.approx(s["local_step_s"] / s["step_s"])
+        assert "prediction" in s  # no all-reduce ran in this run: no prediction, and why
+    assert any(s["overlapped"] for s in steps) == ("onednn_overlap" in {c["impl"] for c in cases})
+    cluster = {c["model"]: c for c in scaling["cluster"]}
+    assert set(cluster) == {"mlp", "cnn"}
+    for c in cluster.values():
+        assert c["busbw_source"] == "--busbw" and c["busbw_gbs"] == 2
+        sizes = c["sizes"]
+        assert [z["ranks"] for z in sizes] == [2 ** i for i in range(11)]
+        assert sizes[0]["efficiency"] == 1
+        assert all(a["efficiency"] >= b["efficiency"] for a, b in zip(sizes, sizes[1:]))
+    # The single-device analyses leave the multi-rank steps out.
+    assert doc["pairbench"]["analyses"]["projection"]["devices"] == {}
+    assert "Scaling, cpu" in r.stdout and "Cluster, cpu" in r.stdout

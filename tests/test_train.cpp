@@ -12,6 +12,7 @@
 #include <iostream>
 #include <tuple>
 
+#include "core/collective.hpp"
 #include "core/train.hpp"
 #include "core/train_step.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -653,6 +654,108 @@ TEST(TrainModel, BadDescriptionsAreOneClearError) {
         b.relu(t);
       },
       "comes after the loss");
+}
+
+// Data parallel over ranks (DDP): each rank's shard of the global batch, the gradients averaged.
+// Without batch norm that is one step on the global batch, which the sharded reference (what a
+// multi-rank case is verified against) must equal; with grads=local each rank's own step is not.
+TEST(DataParallel, TheShardedReferenceIsOneStepOnTheGlobalBatch) {
+  for (const char* name : {"mlp", "cnn"}) {
+    TrainShape global;
+    global.model = name, global.batch = 12, global.image = 16;
+    const TrainWorkload gw(global);
+    const Tensors in = gw.make_inputs();
+    const float* state = find(in, "state") ? at(in, "state").f32().data() : nullptr;
+    auto reference = [&](const TrainShape& s) {
+      return reference_step(gw.model(), s, at(in, "x").f32().data(), at(in, "labels").i32().data(),
+                            at(in, "params").f32().data(), at(in, "velocity").f32().data(), state);
+    };
+    const ReferenceStep whole = reference(global);
+    for (int rank = 0; rank < 3; ++rank) {
+      TrainShape s = global;
+      s.batch = 4, s.ranks = 3, s.rank = rank;
+      // The workload of a rank holds the same global batch.
+      EXPECT_EQ(TrainWorkload(s).make_inputs()[0].f32(), at(in, "x").f32()) << name;
+      const ReferenceStep r = reference(s);
+      double worst = 0;
+      for (std::size_t j = 0; j < r.params.size(); ++j)
+        worst =
+            std::max(worst, std::fabs(r.params[j] - whole.params[j]) /
+                                (std::fabs(whole.params[j] - at(in, "params").f32()[j]) + 1e-6));
+      EXPECT_LT(worst, 1e-9) << name << " rank " << rank;
+      s.local = true;
+      const ReferenceStep own = reference(s);
+      double moved = 0;
+      for (std::size_t j = 0; j < own.params.size(); ++j)
+        moved = std::max(moved, std::fabs(own.params[j] - whole.params[j]));
+      EXPECT_GT(moved, 1e-6) << name << " rank " << rank << ": a local step is its shard's alone";
+      EXPECT_DOUBLE_EQ(own.loss, r.loss) << "each rank's loss is its own shard's";
+    }
+  }
+}
+
+TEST(DataParallel, EveryGradientIsFinalWhenTheBackwardPassSaysSo) {
+  for (const char* name : {"mlp", "cnn", "small"}) {  // small: convolutions and batch norm
+    const TrainWorkload w = testing::train_workload(name, 2);
+    const TrainShape& s = w.train();
+    const Tensors in = w.make_inputs();
+    auto step = cpu::make_model_step(w.model(), s, cpu::TrainBackend::openblas, 1);
+    std::vector<std::int64_t> told;
+    std::vector<std::vector<float>> seen;  // the gradients from each offset on, as told
+    step->on_ready = [&](float* g, std::int64_t from) {
+      told.push_back(from);
+      seen.emplace_back(g + from, g + w.model().param_count);
+    };
+    std::vector<float> params = at(in, "params").f32();
+    std::vector<float> state = find(in, "state") ? at(in, "state").f32() : std::vector<float>();
+    step->forward_backward(at(in, "x").f32().data(), at(in, "labels").i32().data(), params.data(),
+                           state.data());
+    ASSERT_FALSE(told.empty()) << name;
+    EXPECT_EQ(told.back(), 0) << name;
+    EXPECT_TRUE(std::is_sorted(told.rbegin(), told.rend())) << name;
+    EXPECT_GT(told.size(), 2u) << name << ": told layer by layer, not once at the end";
+    const float* g = step->grads();
+    for (std::size_t i = 0; i < told.size(); ++i)
+      EXPECT_TRUE(std::equal(seen[i].begin(), seen[i].end(), g + told[i]))
+          << name << ": the gradients from " << told[i] << " changed after they were final";
+  }
+}
+
+TEST(DataParallel, BucketsCoverTheGradientsFromTheEnd) {
+  const auto b = gradient_buckets(10, 4);
+  const std::vector<std::pair<std::int64_t, std::int64_t>> want = {{6, 10}, {2, 6}, {0, 2}};
+  EXPECT_EQ(b, want);
+  EXPECT_EQ(gradient_buckets(4, 4).size(), 1u);
+  EXPECT_TRUE(gradient_buckets(0, 4).empty());
+  EXPECT_THROW(gradient_buckets(4, 0), std::invalid_argument);
+}
+
+TEST(DataParallel, ShapesOnRanks) {
+  const TrainShape s =
+      parse_train_shape({{"model", "mlp"}, {"batch", "8"}, {"ranks", "2"}, {"grads", "local"}}, 2);
+  EXPECT_EQ(s.ranks, 2);
+  EXPECT_TRUE(s.local);
+  TrainShape on2 = s;
+  on2.local = false;
+  const TrainWorkload w(on2), one(parse_train_shape({{"model", "mlp"}, {"batch", "8"}}));
+  EXPECT_EQ(w.shape().to_string(), "model=mlp,pass=train,batch=8,dtype=fp32,ranks=2");
+  EXPECT_DOUBLE_EQ(w.items(), 16);
+  EXPECT_DOUBLE_EQ(w.flops(), 2 * one.flops());
+  EXPECT_DOUBLE_EQ(w.gradient_bytes(), 4.0 * w.model().param_count);
+  EXPECT_EQ(TrainWorkload(s).shape().to_string(),
+            "model=mlp,pass=train,batch=8,dtype=fp32,ranks=2,grads=local");
+  auto says = [](const std::vector<std::pair<std::string, std::string>>& kv, int ranks,
+                 const std::string& what) {
+    try {
+      parse_train_shape(kv, ranks);
+      ADD_FAILURE() << "no error; expected " << what;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  says({{"model", "mlp"}, {"batch", "8"}, {"ranks", "3"}}, 2, "ranks=3 but this run has 2");
+  says({{"model", "mlp"}, {"batch", "8"}, {"grads", "local"}}, 1, "grads=local is for a run of");
+  says({{"model", "mlp"}, {"batch", "8"}, {"grads", "some"}}, 2, "not one of allreduce, local");
 }
 
 }  // namespace
