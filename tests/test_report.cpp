@@ -226,6 +226,50 @@ TEST(Collectives, AlgbwAndBusbwBySize) {
       << text;
 }
 
+TEST(Scaling, EfficiencyAgainstTheLocalTwinAndTheRingModel) {
+  auto step = [](const std::string& impl, bool local, double seconds) {
+    json c = make_case("cpu", impl, "fp32", seconds);
+    c["op"] = "train";
+    c["role"] = "training";
+    c["metric"] = "samples/s";
+    c["shape"] = {{"model", "mlp"}, {"batch", "32"}, {"ranks", "2"}};
+    if (local) c["shape"]["grads"] = "local";
+    c["samples_per_s"] = 64 / seconds;
+    c["gradient_bytes"] = 8e6;
+    return c;
+  };
+  json ar = make_case("cpu", "mpi", "fp32", 4e-3);  // 8 MB at 2 GB/s algbw: busbw 2 GB/s
+  ar["role"] = "collective";
+  ar["metric"] = "GB/s";
+  ar["shape"] = {{"coll", "allreduce"}, {"bytes", "8000000"}, {"ranks", "2"}};
+  ar["gbs"] = 2.0;
+  const json cases = {step("onednn", false, 0.014), step("onednn", true, 0.010),
+                      step("onednn_overlap", false, 0.011), ar};
+  const json a = report::scaling(cases);
+  ASSERT_EQ(a["steps"].size(), 2u);
+  const json& plain = a["steps"][0];
+  EXPECT_NEAR(plain["efficiency"].get<double>(), 0.010 / 0.014, 1e-12);
+  EXPECT_NEAR(plain["reduce_s"].get<double>(), 0.004, 1e-12);
+  // ring: 2(n-1)/n x 8 MB / 2 GB/s = 4 ms on top of the local 10 ms
+  EXPECT_NEAR(plain["predicted_step_s"].get<double>(), 0.014, 1e-12);
+  EXPECT_NEAR(plain["measured_over_predicted"].get<double>(), 1.0, 1e-12);
+  const json& overlapped = a["steps"][1];
+  EXPECT_TRUE(overlapped["overlapped"].get<bool>());
+  EXPECT_NEAR(overlapped["predicted_overlapped_step_s"].get<double>(), 0.010, 1e-12);
+  EXPECT_NEAR(overlapped["measured_over_predicted"].get<double>(), 1.1, 1e-12);
+  ASSERT_EQ(a["cluster"].size(), 1u);  // one per device and model
+  const json& sizes = a["cluster"][0]["sizes"];
+  EXPECT_EQ(sizes[3]["ranks"], 8);
+  EXPECT_NEAR(sizes[3]["step_s"].get<double>(), 0.010 + 2.0 * 7 / 8 * 8e6 / 2e9, 1e-12);
+  EXPECT_NEAR(sizes[3]["samples_per_s"].get<double>(), 8 * 32 / sizes[3]["step_s"].get<double>(),
+              1e-9);
+  // A user's bus bandwidth replaces the run's own.
+  const json given = report::scaling(cases, {{"cluster_busbw_gbs", {{"cpu", 100.0}}}});
+  EXPECT_EQ(given["cluster"][0]["busbw_source"], "--busbw");
+  // Multi-rank steps stay out of the single-device projection.
+  EXPECT_TRUE(report::projection(cases)["devices"].empty());
+}
+
 TEST(BatchSize, BestBatchCrossoverAndProjection) {
   const json cases = {
       train_case("cpu", "openblas", 1, 900),  train_case("cpu", "onednn", 1, 1000),
