@@ -46,6 +46,8 @@ BAD_INPUTS = [
     (["--ops=train", "--shape=model=resnet,batch=1,image=30"], "multiple of 4"),
     (["--ops=train", "--shape=model=cnn,batch=1,image=64"], "image= is for model=resnet"),
     (["--ops=train", "--shape=model=vgg,batch=1"], "model=vgg"),
+    (["--ops=train", "--shape=model=mlp,batch=8,grads=local"], "grads=local is for a run of several"),
+    (["--ops=train", "--shape=model=mlp,batch=8,ranks=2"], "ranks=2 but this run has 1"),
     (["--ops=train", "--shape=model=resnet,batch=100000"], "host memory"),
     (["--report=/nonexistent-dir/r.json", "--suite=quick"], "cannot write the report"),
     (["--report=/tmp", "--suite=quick"], "is a directory"),
@@ -58,6 +60,9 @@ BAD_INPUTS = [
     (["--price=cpu=1e999"], "not a price in USD per hour"),
     (["--price=tpu=2"], "is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR"),
     (["--price=2.5"], "is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR"),
+    (["--busbw=cpu=0"], "is not a bus bandwidth in GB/s (a number > 0)"),
+    (["--busbw=gpu=fast"], "is not a bus bandwidth in GB/s"),
+    (["--busbw=100"], "is not cpu=GBPS or gpu=GBPS"),
     (["--price=cpu=1,,gpu=2"], "--price: empty item"),
     (["--price"], "--price needs a value"),
 ]
