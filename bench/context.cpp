@@ -24,6 +24,12 @@
 
 namespace pb {
 
+std::string host_name() {
+  char host[256] = "unknown";
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
 namespace {
 
 // The nominal clock in GHz: from the model name ("@ 2.50GHz") when it has one, else as
@@ -57,9 +63,7 @@ report::json make_context(const char* argv0, const Options& o) {
   const std::time_t now = std::time(nullptr);
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S%z", std::localtime(&now));
   c["date"] = buf;
-  char host[256] = "unknown";
-  gethostname(host, sizeof host - 1);
-  c["host_name"] = host;
+  c["host_name"] = host_name();
   c["executable"] = argv0;
   c["num_cpus"] = gb.num_cpus;
   c["mhz_per_cpu"] = static_cast<int>(gb.cycles_per_second / 1e6);

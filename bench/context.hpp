@@ -6,6 +6,9 @@
 
 namespace pb {
 
+// This machine's host name ("unknown" when it has none).
+std::string host_name();
+
 // Theoretical fp32 peak of the CPU: cores x clock x FLOP per cycle of its widest FMA.
 double cpu_peak_fp32_gflops();
 

@@ -21,6 +21,7 @@
 #include "bench/context.hpp"
 #include "bench/energy.hpp"
 #include "bench/harness.hpp"
+#include "bench/ops/family.hpp"
 #include "bench/ranks.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "kernels/gpu.hpp"
@@ -41,13 +42,11 @@ bool is_dir(const std::string& p) {
 }
 
 std::string default_report_path() {
-  char host[256] = "host";
-  gethostname(host, sizeof host - 1);
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
   mkdir("results", 0755);
-  return std::string("results/") + host + "-" + stamp + ".json";
+  return "results/" + pb::host_name() + "-" + stamp + ".json";
 }
 
 int fail_usage(const std::string& msg) {
@@ -146,17 +145,35 @@ int run(int argc_in, char** argv_in) {
   res.host_available_bytes = pb::host_available_bytes();
   const bool want_gpu = o.devices.empty() || std::find(o.devices.begin(), o.devices.end(),
                                                        pb::Device::gpu) != o.devices.end();
+  std::string gpu_key;  // this rank's GPU: its host and PCI bus id
   if (want_gpu && usage_error.empty()) {
+    // One GPU per rank: its local rank's, of the GPUs it sees (modulo their number: a launcher
+    // that gives each rank one GPU makes every rank see one).
+    if (world.size > 1) pb::gpu::select_device(world.local_rank);
     const auto& g = pb::gpu::probe();
     // A CPU-only build on a machine with an NVIDIA GPU is a mistake to fix, not a skip.
-    if (g.gpu_visible_but_not_built) return fail_usage(g.reason);
-    res.gpu_available = g.available && world.size == 1;
-    res.gpu_reason = world.size == 1 ? g.reason
-                                     : "a run of several ranks: one GPU per rank (by local rank) "
-                                       "and NCCL are not built yet; run the GPU cases as one rank";
+    if (g.gpu_visible_but_not_built) usage_error = g.reason;
+    res.gpu_available = g.available;
+    res.gpu_reason = g.reason;
     res.gpu_free_bytes = g.free_bytes;
     res.gpu_l2_bytes = g.l2_bytes;
     res.gpu_sms = g.sms;
+    if (g.available) gpu_key = pb::host_name() + " " + g.pci_bus_id;
+  }
+  if (world.size > 1) {  // two ranks on one GPU: NCCL may hang
+    const std::string shared = pb::ranks::shared_gpu(pb::ranks::gather(gpu_key));
+    if (usage_error.empty()) usage_error = shared;
+  }
+  // NCCL over the ranks where a GPU collective may run, bootstrapped over MPI (rank 0's unique
+  // id to every rank, then each rank's communicator); the ranks agree at each step, this one
+  // included, so none waits in a call another never makes.
+  const bool want_collectives =
+      o.ops.empty() || std::find(o.ops.begin(), o.ops.end(), "collective") != o.ops.end();
+  if (pb::ranks::all(res.gpu_available && want_collectives && usage_error.empty())) {
+    const std::string why = pb::ranks::bootstrap(
+        "NCCL", pb::gpu::nccl_load, pb::gpu::nccl_unique_id,
+        [&world](const std::string& id) { return pb::gpu::nccl_init(id, world.size, world.rank); });
+    pb::ops::set_nccl_reason(why);
   }
   std::vector<pb::Case> cases;
   try {

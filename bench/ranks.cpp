@@ -109,4 +109,27 @@ std::vector<std::string> gather(const std::string& s) {
   return {s};
 }
 
+std::string bootstrap(const std::string& name, const std::function<std::string()>& load,
+                      const std::function<std::string()>& make_id,
+                      const std::function<std::string(const std::string&)>& init) {
+  std::string why = load();
+  if (!all(why.empty())) return why.empty() ? name + " cannot be loaded on another rank" : why;
+  const std::string id = gather(g_world.rank == 0 ? make_id() : std::string())[0];
+  why = init(id);
+  if (!all(why.empty()) && why.empty())
+    return name + " failed on another rank (its messages say why)";
+  return why;
+}
+
+std::string shared_gpu(const std::vector<std::string>& gpus) {
+  for (std::size_t i = 0; i < gpus.size(); ++i)
+    for (std::size_t j = i + 1; j < gpus.size(); ++j)
+      if (!gpus[i].empty() && gpus[i] == gpus[j])
+        return "ranks " + std::to_string(i) + " and " + std::to_string(j) + " share the GPU " +
+               gpus[i] +
+               ": one GPU per rank (launch at most as many ranks per host as it has GPUs, or "
+               "pass --devices=cpu)";
+  return "";
+}
+
 }  // namespace pb::ranks

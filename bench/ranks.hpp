@@ -5,6 +5,7 @@
 // ranks), so their collectives always match; rank 0 alone writes the report.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,5 +30,17 @@ double max_over(double v);
 bool all(bool v);
 // Every rank's string, in rank order, on every rank.
 std::vector<std::string> gather(const std::string& s);
+
+// Every rank's GPU ("host bus-id"; "" for none), in rank order: "" when no two ranks share one,
+// else the one-line error that says which do.
+std::string shared_gpu(const std::vector<std::string>& gpus);
+
+// A communicator of another library bootstrapped over the ranks, as NCCL's is: load() on every
+// rank ("" or why not), agreed; rank 0's make_id() given to every rank; init(id) on every rank,
+// agreed. "" when every rank's is up, else this rank's reason (or that `name` failed on another):
+// no rank is ever left in a collective call that another never makes.
+std::string bootstrap(const std::string& name, const std::function<std::string()>& load,
+                      const std::function<std::string()>& make_id,
+                      const std::function<std::string(const std::string&)>& init);
 
 }  // namespace pb::ranks

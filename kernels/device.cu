@@ -84,9 +84,26 @@ class EventTimer : public Timer {
 
 }  // namespace
 
+namespace {
+int g_ordinal = 0;
+}  // namespace
+
+int device_ordinal() { return g_ordinal; }
+void device_select(int ordinal) { g_ordinal = ordinal; }
+
+#ifndef PAIRBENCH_HAVE_NCCL
+std::string device_nccl_load() {
+  return "pairbench was built without NCCL (CMake found no nccl.h beside the CUDA toolkit or in "
+         ".venv)";
+}
+std::string device_nccl_unique_id() { return ""; }
+std::string device_nccl_init(const std::string&, int, int) { return device_nccl_load(); }
+#endif
+
 const DeviceInfo& device_info() {
   static const DeviceInfo info = [] {
     DeviceInfo d;
+    int dev = g_ordinal;
     cudaRuntimeGetVersion(&d.runtime_version);
     cudaDriverGetVersion(&d.driver_version);
     int count = 0;
@@ -97,20 +114,29 @@ const DeviceInfo& device_info() {
       cudaGetLastError();  // clear the sticky error
       return d;
     }
-    auto attr = [](cudaDeviceAttr a) {
+    d.device_count = count;
+    dev %= count;  // of the GPUs this process sees (one, where the launcher gives each rank one)
+    d.ordinal = dev;
+    g_ordinal = dev;
+    if (const cudaError_t s = cudaSetDevice(dev); s != cudaSuccess) {
+      d.reason = "cudaSetDevice(" + std::to_string(dev) + ") failed: " + cudaGetErrorString(s);
+      cudaGetLastError();
+      return d;
+    }
+    auto attr = [dev](cudaDeviceAttr a) {
       int v = 0;
-      if (cudaDeviceGetAttribute(&v, a, 0) != cudaSuccess) cudaGetLastError();
+      if (cudaDeviceGetAttribute(&v, a, dev) != cudaSuccess) cudaGetLastError();
       return v;
     };
     cudaDeviceProp p{};
-    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+    if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
       d.reason = "cudaGetDeviceProperties failed";
       cudaGetLastError();
       return d;
     }
     d.name = p.name;
     char bus[32] = {};
-    if (cudaDeviceGetPCIBusId(bus, sizeof bus, 0) == cudaSuccess)
+    if (cudaDeviceGetPCIBusId(bus, sizeof bus, dev) == cudaSuccess)
       d.pci_bus_id = bus;
     else
       cudaGetLastError();
@@ -222,7 +248,9 @@ void GpuImpl::download(void* dst, const void* src, std::size_t bytes) {
 
 // The library's one entry point, looked up by kernels/loader.cpp.
 extern "C" __attribute__((visibility("default"))) const pb::gpu::GpuModule* pairbench_gpu_module() {
-  static const pb::gpu::GpuModule module{&pb::gpu::device_info, &pb::gpu::make_device_impl,
-                                         &pb::gpu::device_sticky_error};
+  static const pb::gpu::GpuModule module{
+      &pb::gpu::device_info,     &pb::gpu::make_device_impl, &pb::gpu::device_sticky_error,
+      &pb::gpu::device_select,   &pb::gpu::device_nccl_load, &pb::gpu::device_nccl_unique_id,
+      &pb::gpu::device_nccl_init};
   return &module;
 }

@@ -24,6 +24,7 @@ struct DeviceInfo {
   double peak_fp32_gflops = 0, peak_bandwidth_gbs = 0;  // theoretical, from device attributes
   int driver_version = 0, runtime_version = 0, cublas_version = 0;
   std::string pci_bus_id;  // "0000:65:00.0", how NVML finds the same GPU (bench/energy.hpp)
+  int ordinal = 0, device_count = 0;  // which of the host's GPUs this process uses, of how many
   // Built without CUDA on a machine whose NVIDIA GPU is visible: an error, not a skip.
   bool gpu_visible_but_not_built = false;
 };
@@ -31,6 +32,17 @@ struct DeviceInfo {
 // Probes once; any CUDA error, or a GPU library that cannot be loaded, means "no GPU", with
 // the error as the reason.
 const DeviceInfo& probe();
+
+// The host's GPU this process uses (several ranks on a host: its local rank's), before the
+// first probe(); GPU 0 otherwise.
+void select_device(int ordinal);
+
+// NCCL, loaded on first use (libnccl.so.2; never linked). nccl_load: "" or why it cannot be.
+// nccl_unique_id: rank 0's id for the communicator (bytes; "" on failure). nccl_init: this
+// rank's communicator from rank 0's id, a collective call on every rank ("" or why not).
+std::string nccl_load();
+std::string nccl_unique_id();
+std::string nccl_init(const std::string& id, int ranks, int rank);
 
 // A GPU implementation as an op's family lists it (bench/ops/<op>.cpp): listed even without a
 // GPU, so that runs can show it as skipped; make() builds it through the GPU library.
@@ -56,6 +68,10 @@ struct GpuModule {
   std::unique_ptr<Impl> (*make_impl)(const std::string& op, const std::string& name,
                                      const Workload& w, int units);
   std::string (*sticky_error)();
+  void (*select_device)(int ordinal);
+  std::string (*nccl_load)();
+  std::string (*nccl_unique_id)();
+  std::string (*nccl_init)(const std::string& id, int ranks, int rank);
 };
 constexpr const char* kGpuModuleFile = "libpairbench_gpu.so";
 constexpr const char* kGpuModuleEntry = "pairbench_gpu_module";

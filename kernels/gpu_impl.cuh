@@ -31,6 +31,13 @@ const DeviceInfo& device_info();
 std::unique_ptr<Impl> make_device_impl(const std::string& op, const std::string& name,
                                        const Workload& w, int units);
 std::string device_sticky_error();
+// The GPU this process uses (select_device before the first probe; 0 by default).
+int device_ordinal();
+void device_select(int ordinal);
+// NCCL (kernels/collective.cu): as gpu.hpp's nccl_load, nccl_unique_id and nccl_init.
+std::string device_nccl_load();
+std::string device_nccl_unique_id();
+std::string device_nccl_init(const std::string& id, int ranks, int rank);
 
 #define PB_CUDA(call)                                                                          \
   do {                                                                                         \

@@ -116,4 +116,25 @@ std::string sticky_error() {
   return m ? m->sticky_error() : "";
 }
 
+void select_device(int ordinal) {
+  if (const GpuModule* m = module(nullptr)) m->select_device(ordinal);
+}
+
+std::string nccl_load() {
+  std::string why;
+  const GpuModule* m = module(&why);
+  return m ? m->nccl_load() : why;
+}
+
+std::string nccl_unique_id() {
+  const GpuModule* m = module(nullptr);
+  return m ? m->nccl_unique_id() : "";
+}
+
+std::string nccl_init(const std::string& id, int ranks, int rank) {
+  std::string why;
+  const GpuModule* m = module(&why);
+  return m ? m->nccl_init(id, ranks, rank) : why;
+}
+
 }  // namespace pb::gpu

@@ -23,7 +23,7 @@ def mpirun(*args, timeout=300):
 
 def test_two_ranks_verify_each_collective_and_write_one_report(pairbench, tmp_path):
     report = tmp_path / "r.json"
-    r = mpirun("-np", "2", str(pairbench.exe), "--ops=collective", "--suite=quick",
+    r = mpirun("-np", "2", str(pairbench.exe), "--ops=collective", "--devices=cpu", "--suite=quick",
                f"--report={report}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # rank 0's alone, no log left
@@ -43,7 +43,7 @@ def test_two_ranks_verify_each_collective_and_write_one_report(pairbench, tmp_pa
 
 
 def test_one_rank_lists_collectives_as_skipped_saying_how_to_launch(pairbench):
-    r = pairbench("--ops=collective", "--suite=quick", "--list")
+    r = pairbench("--ops=collective", "--devices=cpu", "--suite=quick", "--list")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines and all("skipped: one rank: a collective needs several (mpirun -np N" in l
@@ -74,7 +74,7 @@ def test_a_shape_for_another_number_of_ranks_is_bad_input_on_every_rank(pairbenc
 def test_a_check_failing_on_one_rank_fails_the_case_on_both_without_a_hang(pairbench, tmp_path):
     # The fault hook on rank 1 only: its all-reduce fails its check; rank 0's passes alone.
     report = tmp_path / "f.json"
-    common = ["--ops=collective", "--shape=coll=allreduce,bytes=4096", f"--report={report}",
+    common = ["--ops=collective", "--devices=cpu", "--shape=coll=allreduce,bytes=4096", f"--report={report}",
               "--quiet"]
     r = mpirun("-np", "1", str(pairbench.exe), *common, ":",
                "-np", "1", "-x", "PAIRBENCH_INJECT_FAULT=coll=allreduce", str(pairbench.exe),

@@ -4,6 +4,7 @@
 #include "bench/cases.hpp"
 #include "bench/options.hpp"
 #include "bench/progress.hpp"
+#include "bench/ranks.hpp"
 #include "core/gemm.hpp"
 #include "bench/ops/family.hpp"
 
@@ -224,4 +225,36 @@ TEST(Progress, TheEstimateLearnsPerOpFamily) {
 }
 
 }  // namespace
+// NCCL's bootstrap over the ranks (bench/main.cpp): on one rank, its own id reaches init, and
+// a library that cannot load or a communicator that fails is the reason, with init never called
+// after a failed load.
+TEST(Ranks, BootstrapGivesRankZerosIdToInitAndSaysWhyNot) {
+  std::string got;
+  auto init = [&got](const std::string& id) {
+    got = id;
+    return std::string();
+  };
+  EXPECT_EQ(ranks::bootstrap(
+                "NCCL", [] { return std::string(); }, [] { return std::string("\0id", 3); }, init),
+            "");
+  EXPECT_EQ(got, std::string("\0id", 3));  // bytes, NULs included
+  got = "untouched";
+  EXPECT_EQ(ranks::bootstrap(
+                "NCCL", [] { return std::string("no libnccl.so.2"); },
+                [] { return std::string("id"); }, init),
+            "no libnccl.so.2");
+  EXPECT_EQ(got, "untouched");
+  EXPECT_EQ(ranks::bootstrap(
+                "NCCL", [] { return std::string(); }, [] { return std::string("id"); },
+                [](const std::string&) { return std::string("ncclCommInitRank failed"); }),
+            "ncclCommInitRank failed");
+}
+
+TEST(Ranks, TwoRanksOnOneGpuIsOneErrorNamingThem) {
+  EXPECT_EQ(ranks::shared_gpu({"a 0000:01:00.0", "a 0000:02:00.0", "b 0000:01:00.0"}), "");
+  EXPECT_EQ(ranks::shared_gpu({"", ""}), "");  // no GPU on either
+  const std::string e = ranks::shared_gpu({"a 0000:01:00.0", "a 0000:02:00.0", "a 0000:01:00.0"});
+  EXPECT_EQ(e.rfind("ranks 0 and 2 share the GPU a 0000:01:00.0: one GPU per rank", 0), 0u) << e;
+}
+
 }  // namespace pb

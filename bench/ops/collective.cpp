@@ -1,6 +1,6 @@
 // Collectives across the run's ranks: all-reduce, all-gather, reduce-scatter and broadcast in
-// fp32 and bf16, from 4 B to 1 GiB by suite; MPI on the CPU. On one rank the cases are listed
-// as skipped, with how to launch several.
+// fp32 and bf16, from 4 B to 1 GiB by suite; MPI on the CPU (listed as skipped on one rank,
+// with how to launch several), NCCL on the GPU (one GPU per rank; one rank is enough).
 #include "bench/ops/family.hpp"
 #include "bench/ranks.hpp"
 #include "core/collective.hpp"
@@ -10,12 +10,17 @@ namespace pb::ops {
 
 namespace {
 
+// Why NCCL cannot run: set by bench/main.cpp once the ranks have set it up (or failed to).
+std::string g_nccl_reason = "NCCL was not set up: no GPU, or the collective op was not selected";
+
 CollectiveShape with_world(CollectiveShape s) {
   s.ranks = ranks::world().size, s.rank = ranks::world().rank;
   return s;
 }
 
 }  // namespace
+
+void set_nccl_reason(const std::string& why) { g_nccl_reason = why; }
 
 OpFamily collective_family() {
   OpFamily f;
@@ -42,7 +47,10 @@ OpFamily collective_family() {
     return std::make_shared<CollectiveWorkload>(
         parse_collective_shape(kv, t, ranks::world().size, ranks::world().rank));
   };
-  f.impls = cpu::collective_impls();
+  ImplSpec nccl = gpu::spec("collective", "nccl", [](const Workload&) { return true; });
+  nccl.library = "nccl";
+  nccl.unavailable = [](const Workload&) { return g_nccl_reason; };
+  f.impls = concat(cpu::collective_impls(), {nccl});
   return f;
 }
 

@@ -59,5 +59,8 @@ OpFamily softmax_family();
 OpFamily loss_family();
 OpFamily batchnorm_family();
 OpFamily collective_family();
+// What the GPU's collectives (NCCL) say when they cannot run ("" once every rank's communicator
+// is up): bench/main.cpp sets it.
+void set_nccl_reason(const std::string& why);
 
 }  // namespace pb::ops

@@ -1,0 +1,179 @@
+// GPU collectives through NCCL, in place on the case's stream, as nccl-tests calls them: one
+// communicator over the run's ranks (one GPU each), bootstrapped over MPI by bench/main.cpp
+// (rank 0's ncclGetUniqueId given to every rank, then ncclCommInitRank on each). NCCL is
+// loaded with dlopen (libnccl.so.2) on first use, never linked: a machine without it runs every
+// other GPU case, and the collective cases say why they are skipped.
+#include <cuda_bf16.h>
+#include <dlfcn.h>
+#include <nccl.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/collective.hpp"
+#include "kernels/gpu_impl.cuh"
+
+namespace pb::gpu {
+
+namespace {
+
+// The NCCL functions pairbench calls, from the library found at run time.
+struct Nccl {
+  decltype(&::ncclGetUniqueId) get_unique_id = nullptr;
+  decltype(&::ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&::ncclGetErrorString) error_string = nullptr;
+  decltype(&::ncclAllReduce) all_reduce = nullptr;
+  decltype(&::ncclAllGather) all_gather = nullptr;
+  decltype(&::ncclReduceScatter) reduce_scatter = nullptr;
+  decltype(&::ncclBroadcast) broadcast = nullptr;
+  std::string reason;  // why it could not be loaded ("" when it was)
+};
+
+const Nccl& nccl() {
+  static const Nccl n = [] {
+    Nccl x;
+    void* h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char* e = dlerror();
+      x.reason = std::string("NCCL could not be loaded: ") + (e ? e : "libnccl.so.2") +
+                 " (the CUDA toolkit's NCCL, or PyPI's nvidia-nccl-cu13)";
+      return x;
+    }
+    auto sym = [&](const char* name) {
+      void* p = dlsym(h, name);
+      if (!p && x.reason.empty()) x.reason = std::string("NCCL has no ") + name;
+      return p;
+    };
+    x.get_unique_id = reinterpret_cast<decltype(x.get_unique_id)>(sym("ncclGetUniqueId"));
+    x.comm_init_rank = reinterpret_cast<decltype(x.comm_init_rank)>(sym("ncclCommInitRank"));
+    x.error_string = reinterpret_cast<decltype(x.error_string)>(sym("ncclGetErrorString"));
+    x.all_reduce = reinterpret_cast<decltype(x.all_reduce)>(sym("ncclAllReduce"));
+    x.all_gather = reinterpret_cast<decltype(x.all_gather)>(sym("ncclAllGather"));
+    x.reduce_scatter = reinterpret_cast<decltype(x.reduce_scatter)>(sym("ncclReduceScatter"));
+    x.broadcast = reinterpret_cast<decltype(x.broadcast)>(sym("ncclBroadcast"));
+    return x;
+  }();
+  return n;
+}
+
+// The run's communicator (made once by nccl_init; kept for the process's life).
+ncclComm_t g_comm = nullptr;
+int g_ranks = 0, g_rank = 0;
+
+std::string nccl_error(const char* call, ncclResult_t r) {
+  return std::string(call) + " failed: " +
+         (nccl().error_string ? nccl().error_string(r) : std::to_string(static_cast<int>(r)));
+}
+
+class NcclCollective : public GpuImpl {
+ public:
+  explicit NcclCollective(const CollectiveShape& s) : s_(s) {
+    if (!g_comm) throw std::runtime_error("NCCL's communicator is not up");
+    if (g_ranks != s.ranks || g_rank != s.rank)
+      throw std::runtime_error("NCCL's communicator has another rank or size than the case");
+  }
+  void prepare(const Tensors& in) override {
+    const std::vector<float>& v = at(in, "buf").f32();
+    buf_ = DeviceMem(v.size() * elem());
+    if (bf16()) {
+      std::vector<__nv_bfloat16> h(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16(v[i]);
+      upload(buf_.as<void>(), h.data(), h.size() * elem());
+    } else {
+      upload(buf_.as<void>(), v.data(), v.size() * elem());
+    }
+  }
+  void run() override {
+    const Nccl& n = nccl();
+    const std::size_t count = static_cast<std::size_t>(s_.elements());
+    const std::size_t chunk = count / static_cast<std::size_t>(s_.ranks);
+    char* base = buf_.as<char>();
+    // In place as NCCL defines it: all-gather's and reduce-scatter's own chunk sits at
+    // rank x chunk of the whole buffer.
+    char* own = base + static_cast<std::size_t>(s_.rank) * chunk * elem();
+    const ncclDataType_t t = bf16() ? ncclBfloat16 : ncclFloat32;
+    ncclResult_t r = ncclSuccess;
+    const char* call = "";
+    switch (s_.kind) {
+      case CollectiveKind::allreduce:
+        call = "ncclAllReduce";
+        r = n.all_reduce(base, base, count, t, ncclSum, g_comm, stream_);
+        break;
+      case CollectiveKind::allgather:
+        call = "ncclAllGather";
+        r = n.all_gather(own, base, chunk, t, g_comm, stream_);
+        break;
+      case CollectiveKind::reduce_scatter:
+        call = "ncclReduceScatter";
+        r = n.reduce_scatter(base, own, chunk, t, ncclSum, g_comm, stream_);
+        break;
+      case CollectiveKind::broadcast:
+        call = "ncclBroadcast";
+        r = n.broadcast(base, base, count, t, 0, g_comm, stream_);
+        break;
+    }
+    if (r != ncclSuccess) throw std::runtime_error(nccl_error(call, r));
+  }
+  Tensors result() override {
+    const std::int64_t n = s_.elements(), chunk = n / s_.ranks;
+    const bool scattered = s_.kind == CollectiveKind::reduce_scatter;
+    const std::int64_t first = scattered ? s_.rank * chunk : 0, keep = scattered ? chunk : n;
+    std::vector<float> out(static_cast<std::size_t>(keep));
+    const char* from = buf_.as<char>() + first * elem();
+    if (bf16()) {
+      std::vector<__nv_bfloat16> h(out.size());
+      download(h.data(), from, h.size() * elem());
+      for (std::size_t i = 0; i < h.size(); ++i) out[i] = __bfloat162float(h[i]);
+    } else {
+      download(out.data(), from, out.size() * elem());
+    }
+    return {Tensor::of("out", out)};
+  }
+  std::string detail() const override { return "NCCL, in place"; }
+
+ private:
+  bool bf16() const { return s_.dtype == Dtype::bf16; }
+  std::size_t elem() const { return bf16() ? 2 : 4; }
+  CollectiveShape s_;
+  DeviceMem buf_;
+};
+
+std::unique_ptr<Impl> make_collective(const std::string&, const std::string& name,
+                                      const Workload& w, int) {
+  if (name != "nccl") throw std::runtime_error("unknown GPU collective implementation: " + name);
+  return std::make_unique<NcclCollective>(static_cast<const CollectiveWorkload&>(w).collective());
+}
+
+[[maybe_unused]] const bool registered = register_factory("collective", make_collective);
+
+}  // namespace
+
+std::string device_nccl_load() { return nccl().reason; }
+
+std::string device_nccl_unique_id() {
+  if (!nccl().reason.empty()) return "";
+  ncclUniqueId id;
+  if (nccl().get_unique_id(&id) != ncclSuccess) return "";
+  return std::string(id.internal, sizeof id.internal);
+}
+
+std::string device_nccl_init(const std::string& id, int ranks, int rank) {
+  if (!nccl().reason.empty()) return nccl().reason;
+  if (g_comm) return g_ranks == ranks && g_rank == rank ? "" : "NCCL is up with another size";
+  ncclUniqueId u;
+  if (id.size() != sizeof u.internal)
+    return "no NCCL unique id came from rank 0 (" + std::to_string(id.size()) + " bytes)";
+  std::memcpy(u.internal, id.data(), sizeof u.internal);
+  if (const cudaError_t e = cudaSetDevice(device_ordinal()); e != cudaSuccess)
+    return std::string("cudaSetDevice failed: ") + cudaGetErrorString(e);
+  const ncclResult_t r = nccl().comm_init_rank(&g_comm, ranks, u, rank);
+  if (r != ncclSuccess) {
+    g_comm = nullptr;
+    return nccl_error("ncclCommInitRank", r);
+  }
+  g_ranks = ranks, g_rank = rank;
+  return "";
+}
+
+}  // namespace pb::gpu
