@@ -53,7 +53,9 @@ class CollectiveWorkload : public Workload {
   Shape shape() const override;
   Dtype dtype() const override { return s_.dtype; }
   double flops() const override { return 0; }
-  double min_bytes() const override { return static_cast<double>(s_.bytes); }
+  // The bytes as nccl-tests counts them; none on one rank, where nothing moves between ranks
+  // (NCCL's collectives then run and are checked, but measure a call, not a bandwidth).
+  double min_bytes() const override { return s_.ranks > 1 ? static_cast<double>(s_.bytes) : 0.0; }
   bool bandwidth_bound() const override { return true; }
   Role role() const override { return Role::collective; }
   double host_bytes() const override { return 3.0 * static_cast<double>(s_.bytes); }

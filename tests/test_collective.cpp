@@ -23,6 +23,17 @@ TEST(Collective, BusFactorsAreNcclTests) {
   EXPECT_DOUBLE_EQ(bus_factor(CollectiveKind::broadcast, 8), 1.0);
 }
 
+// On one rank (NCCL's collectives run there) nothing moves between ranks: no bytes, so no
+// bandwidth that a ceiling or a chart could take for one.
+TEST(Collective, OneRankMovesNoBytes) {
+  const auto one =
+      parse_collective_shape({{"coll", "allreduce"}, {"bytes", "4096"}}, Dtype::fp32, 1, 0);
+  const auto two =
+      parse_collective_shape({{"coll", "allreduce"}, {"bytes", "4096"}}, Dtype::fp32, 2, 0);
+  EXPECT_DOUBLE_EQ(CollectiveWorkload(one).min_bytes(), 0.0);
+  EXPECT_DOUBLE_EQ(CollectiveWorkload(two).min_bytes(), 4096.0);
+}
+
 TEST(Collective, SuiteSizes) {
   EXPECT_EQ(collective_suite_bytes(0), (std::vector<std::int64_t>{4096, 1 << 20, 16 << 20}));
   EXPECT_EQ(collective_suite_bytes(1).front(), 4);
