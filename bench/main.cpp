@@ -164,12 +164,14 @@ int run(int argc_in, char** argv_in) {
     const std::string shared = pb::ranks::shared_gpu(pb::ranks::gather(gpu_key));
     if (usage_error.empty()) usage_error = shared;
   }
-  // NCCL over the ranks where a GPU collective may run, bootstrapped over MPI (rank 0's unique
-  // id to every rank, then each rank's communicator); the ranks agree at each step, this one
-  // included, so none waits in a call another never makes.
-  const bool want_collectives =
-      o.ops.empty() || std::find(o.ops.begin(), o.ops.end(), "collective") != o.ops.end();
-  if (pb::ranks::all(res.gpu_available && want_collectives && usage_error.empty())) {
+  // NCCL over the ranks where a GPU collective or data-parallel step may run, bootstrapped over MPI
+  // (rank 0's unique id to every rank, then each rank's communicator); the ranks agree at each
+  // step, this one included, so none waits in a call another never makes.
+  auto selected = [&o](const char* op) {
+    return o.ops.empty() || std::find(o.ops.begin(), o.ops.end(), op) != o.ops.end();
+  };
+  const bool want_nccl = selected("collective") || (world.size > 1 && selected("train"));
+  if (pb::ranks::all(res.gpu_available && want_nccl && usage_error.empty())) {
     const std::string why = pb::ranks::bootstrap(
         "NCCL", pb::gpu::nccl_load, pb::gpu::nccl_unique_id,
         [&world](const std::string& id) { return pb::gpu::nccl_init(id, world.size, world.rank); });

@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <nccl.h>
 
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -52,6 +53,12 @@ const Nccl& nccl() {
     x.all_gather = reinterpret_cast<decltype(x.all_gather)>(sym("ncclAllGather"));
     x.reduce_scatter = reinterpret_cast<decltype(x.reduce_scatter)>(sym("ncclReduceScatter"));
     x.broadcast = reinterpret_cast<decltype(x.broadcast)>(sym("ncclBroadcast"));
+    auto version = reinterpret_cast<decltype(&::ncclGetVersion)>(sym("ncclGetVersion"));
+    int v = 0;
+    if (x.reason.empty() && (version(&v) != ncclSuccess || v < 21000))
+      x.reason = "NCCL " + std::to_string(v) +
+                 " is older than 2.10 (21000), which bf16 and "
+                 "ncclAvg need";
     return x;
   }();
   return n;
@@ -150,6 +157,30 @@ std::unique_ptr<Impl> make_collective(const std::string&, const std::string& nam
 }  // namespace
 
 std::string device_nccl_load() { return nccl().reason; }
+
+void nccl_average(float* g, std::int64_t n, cudaStream_t stream) {
+  if (!g_comm) throw std::runtime_error("NCCL's communicator is not up");
+  const ncclResult_t r =
+      nccl().all_reduce(g, g, static_cast<std::size_t>(n), ncclFloat32, ncclAvg, g_comm, stream);
+  if (r != ncclSuccess) throw std::runtime_error(nccl_error("ncclAllReduce (ncclAvg)", r));
+}
+
+bool nccl_same_on_every_rank(const std::vector<float>& v, cudaStream_t stream) {
+  if (!g_comm) throw std::runtime_error("NCCL's communicator is not up");
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes
+  const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+  for (std::size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  const std::uint64_t mine[2] = {h, ~h};  // the largest of each is every rank's only if all agree
+  std::uint64_t most[2] = {0, 0};
+  DeviceMem d(sizeof mine);
+  PB_CUDA(cudaMemcpyAsync(d.as<void>(), mine, sizeof mine, cudaMemcpyHostToDevice, stream));
+  const ncclResult_t r =
+      nccl().all_reduce(d.as<void>(), d.as<void>(), 2, ncclUint64, ncclMax, g_comm, stream);
+  if (r != ncclSuccess) throw std::runtime_error(nccl_error("ncclAllReduce (ncclMax)", r));
+  PB_CUDA(cudaMemcpyAsync(most, d.as<void>(), sizeof most, cudaMemcpyDeviceToHost, stream));
+  PB_CUDA(cudaStreamSynchronize(stream));
+  return most[0] == mine[0] && most[1] == mine[1];
+}
 
 std::string device_nccl_unique_id() {
   if (!nccl().reason.empty()) return "";

@@ -98,6 +98,12 @@ std::string device_nccl_load() {
 }
 std::string device_nccl_unique_id() { return ""; }
 std::string device_nccl_init(const std::string&, int, int) { return device_nccl_load(); }
+void nccl_average(float*, std::int64_t, cudaStream_t) {
+  throw std::runtime_error(device_nccl_load());
+}
+bool nccl_same_on_every_rank(const std::vector<float>&, cudaStream_t) {
+  throw std::runtime_error(device_nccl_load());
+}
 #endif
 
 const DeviceInfo& device_info() {

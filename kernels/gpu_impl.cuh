@@ -38,6 +38,11 @@ void device_select(int ordinal);
 std::string device_nccl_load();
 std::string device_nccl_unique_id();
 std::string device_nccl_init(const std::string& id, int ranks, int rank);
+// Over the run's NCCL communicator, on `stream`: g[0..n) averaged over the ranks, in place (a
+// data-parallel step's gradients); and whether every rank holds the same bits of v (a hash's
+// maximum over the ranks, compared with its own). Both throw without a communicator.
+void nccl_average(float* g, std::int64_t n, cudaStream_t stream);
+bool nccl_same_on_every_rank(const std::vector<float>& v, cudaStream_t stream);
 
 #define PB_CUDA(call)                                                                          \
   do {                                                                                         \

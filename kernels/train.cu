@@ -259,22 +259,39 @@ class GpuTrain : public GpuImpl {
         labels_(s_.batch),
         params_(m_.param_count),
         velocity_(m_.param_count),
-        state_(m_.state_count) {}
+        state_(m_.state_count) {
+    // Over several ranks (data parallel, core/train.hpp): the gradients averaged by NCCL on
+    // the step's stream, between the backward pass and the update.
+    if (s_.train && s_.ranks > 1 && !s_.local)
+      step_->reduce = [this](float* g, std::int64_t n) { nccl_average(g, n, stream_); };
+  }
   void prepare(const Tensors& in) override {
-    const Tensor& x = at(in, "x");
-    const Tensor& labels = at(in, "labels");
+    // This rank's shard of the global batch (all of it on one rank).
+    const std::int64_t f = m_.input.size(), first = s_.rank * s_.batch;
+    if (at(in, "x").f32().size() < static_cast<std::size_t>((first + s_.batch) * f))
+      throw std::runtime_error("the batch holds no shard for rank " + std::to_string(s_.rank));
+    const float* x = at(in, "x").f32().data() + first * f;
+    const std::int32_t* labels = at(in, "labels").i32().data() + first;
+    const std::size_t x_bytes = static_cast<std::size_t>(s_.batch * f) * sizeof(float);
+    const std::size_t label_bytes = static_cast<std::size_t>(s_.batch) * sizeof(std::int32_t);
     upload(params_.data(), at(in, "params"));
     upload(velocity_.data(), at(in, "velocity"));
     if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
-    if (!h2d_) {
-      upload(x_.data(), x);
-      upload(labels_.data(), labels);
-      return;
+    upload(x_.data(), x, x_bytes);
+    upload(labels_.data(), labels, label_bytes);
+    if (step_->reduce) {
+      // Over several ranks, what may fail in a first step (cuDNN's plans, its workspace, memory)
+      // fails here, before the ranks agree that every one is ready: a rank that failed in run()
+      // would leave the others in the gradients' all-reduce. The state it moved is restored.
+      step_->forward_backward(x_.data(), labels_.data(), params_.data(), state_.data());
+      PB_CUDA(cudaStreamSynchronize(stream_));
+      if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
     }
-    pinned_x_ = std::make_unique<PinnedMem>(x.bytes());
-    pinned_labels_ = std::make_unique<PinnedMem>(labels.bytes());
-    std::copy(x.f32().begin(), x.f32().end(), pinned_x_->as<float>());
-    std::copy(labels.i32().begin(), labels.i32().end(), pinned_labels_->as<std::int32_t>());
+    if (!h2d_) return;
+    pinned_x_ = std::make_unique<PinnedMem>(x_bytes);
+    pinned_labels_ = std::make_unique<PinnedMem>(label_bytes);
+    std::copy(x, x + s_.batch * f, pinned_x_->as<float>());
+    std::copy(labels, labels + s_.batch, pinned_labels_->as<std::int32_t>());
   }
   void run() override {
     if (h2d_) {
@@ -298,6 +315,8 @@ class GpuTrain : public GpuImpl {
     const std::int64_t n = m_.param_count;
     Tensors out = {download("loss", {1}, step_->loss()), download("params", {n}, params_.data()),
                    download("velocity", {n}, velocity_.data())};
+    if (step_->reduce && !nccl_same_on_every_rank(out[1].f32(), stream_))
+      throw std::runtime_error("the ranks hold different parameters after the step");
     if (m_.state_count > 0) out.push_back(download("state", {m_.state_count}, state_.data()));
     return out;
   }

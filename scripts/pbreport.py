@@ -158,6 +158,30 @@ def energy_lines(doc):
     return out
 
 
+def scaling_lines(doc):
+    """The report's scaling analysis: one line per data-parallel step (samples/s, efficiency
+    against its grads=local twin, measured over the ring model's prediction) and one per
+    device and model projected to cluster sizes. [] where none ran."""
+    sc = doc["pairbench"]["analyses"].get("scaling", {})
+    out = []
+    for s in sc.get("steps", []):
+        line = (f"{s['device']} {s['impl']} {s['model']} {s.get('dtype', 'fp32')}, {s['ranks']} ranks "
+                f"x batch {s['batch']:.0f}: {s['samples_per_s']:.0f} samples/s")
+        if "efficiency" in s:
+            line += (f", {100 * s['efficiency']:.0f}% of the step without the all-reduce "
+                     f"({s['local_samples_per_s']:.0f} samples/s)")
+        if "measured_over_predicted" in s:
+            line += f"; {s['measured_over_predicted']:.2f}x the ring model"
+        out.append(line)
+    for c in sc.get("cluster", []):
+        sizes = {z["ranks"]: z for z in c["sizes"]}
+        shown = "; ".join(f"{n}: {duration(sizes[n]['epoch_h'])} ({100 * sizes[n]['efficiency']:.0f}%)"
+                          for n in (1, 8, 64, 1024) if n in sizes)
+        out.append(f"{c['device']} {c['model']} on N devices at {c['busbw_gbs']:.1f} GB/s busbw "
+                   f"({c['busbw_source']}), an epoch: {shown}")
+    return out
+
+
 def sentence(text):
     """text as a sentence: its first letter capital, a full stop at the end."""
     return f"{text[:1].upper()}{text[1:]}."

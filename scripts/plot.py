@@ -363,6 +363,13 @@ def summary(reports, written):
             if pbreport.ratio_line(doc):
                 lines += ["", pbreport.ratio_line(doc)]
             lines += ["", f"The claim: {pr['claim']}. {pbreport.sentence(pr['note'])}"]
+    scaling = [(i, e) for i, (_, doc) in enumerate(reports) if (e := pbreport.scaling_lines(doc))]
+    if scaling:
+        lines += ["", "**Data parallelism**: each training step over several ranks against the "
+                  "same step without the all-reduce, and the epoch on N devices by the ring "
+                  "model (t_local + 2(N-1)/N x gradient bytes / busbw)."]
+        for i, e in scaling:
+            lines += ["", f"Machine {i + 1}:", ""] + [f"- {line}" for line in e]
     energy = [(i, e) for i, (_, doc) in enumerate(reports) if (e := pbreport.energy_lines(doc))]
     if energy:
         lines += ["", "**Energy**: the meters, and the mean power of the cases they metered "

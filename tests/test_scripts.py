@@ -412,3 +412,26 @@ def test_compare_rejects_reports_with_no_case_in_common(quick_reports, tmp_path)
     r = run(COMPARE, quick_reports[0], write(tmp_path / "o.json", other))
     assert r.returncode == 2
     assert "no verified case in common" in r.stderr
+
+
+def test_summary_says_the_data_parallel_steps_and_cluster_sizes(tmp_path):
+    doc = json.loads(H100_SAMPLE.read_text())
+    doc["pairbench"]["analyses"]["scaling"] = {
+        "model": "ring", "steps": [
+            {"name": "train/cpu/onednn/model=mlp,pass=train,batch=32,dtype=fp32,ranks=2",
+             "device": "cpu", "impl": "onednn", "model": "mlp", "dtype": "fp32", "ranks": 2,
+             "batch": 32, "global_batch": 64, "step_s": 0.02, "samples_per_s": 3200,
+             "gradient_bytes": 7.4e6, "overlapped": False, "local_step_s": 0.014,
+             "local_samples_per_s": 4571, "efficiency": 0.7, "reduce_s": 0.006,
+             "predicted_step_s": 0.019, "measured_over_predicted": 1.05}],
+        "cluster": [{"device": "cpu", "from": "x", "model": "mlp", "batch": 32,
+                     "gradient_bytes": 7.4e6, "busbw_gbs": 2.0, "busbw_source": "--busbw",
+                     "sizes": [{"ranks": n, "step_s": 0.01, "samples_per_s": 1.0,
+                                "efficiency": 1.0 if n == 1 else 0.6, "epoch_h": 1.0 / n,
+                                "training_h": 90.0 / n} for n in (1, 2, 4, 8, 16, 32, 64, 128,
+                                                                  256, 512, 1024)]}]}
+    summary, _ = plotted(doc, tmp_path / "out")
+    assert ("- cpu onednn mlp fp32, 2 ranks x batch 32: 3200 samples/s, 70% of the step without "
+            "the all-reduce (4571 samples/s); 1.05x the ring model") in summary
+    assert "- cpu mlp on N devices at 2.0 GB/s busbw (--busbw), an epoch: 1: " in summary
+    assert "1024: " in summary and "(60%)" in summary

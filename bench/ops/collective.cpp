@@ -11,7 +11,8 @@ namespace pb::ops {
 namespace {
 
 // Why NCCL cannot run: set by bench/main.cpp once the ranks have set it up (or failed to).
-std::string g_nccl_reason = "NCCL was not set up: no GPU, or the collective op was not selected";
+std::string g_nccl_reason =
+    "NCCL was not set up: no GPU, or neither the collective nor the train op was selected";
 
 CollectiveShape with_world(CollectiveShape s) {
   s.ranks = ranks::world().size, s.rank = ranks::world().rank;
@@ -21,6 +22,7 @@ CollectiveShape with_world(CollectiveShape s) {
 }  // namespace
 
 void set_nccl_reason(const std::string& why) { g_nccl_reason = why; }
+const std::string& nccl_reason() { return g_nccl_reason; }
 
 OpFamily collective_family() {
   OpFamily f;

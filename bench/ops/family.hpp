@@ -59,8 +59,9 @@ OpFamily softmax_family();
 OpFamily loss_family();
 OpFamily batchnorm_family();
 OpFamily collective_family();
-// What the GPU's collectives (NCCL) say when they cannot run ("" once every rank's communicator
-// is up): bench/main.cpp sets it.
+// What the GPU's collectives and data-parallel steps (NCCL) say when they cannot run ("" once
+// every rank's communicator is up): bench/main.cpp sets it.
 void set_nccl_reason(const std::string& why);
+const std::string& nccl_reason();
 
 }  // namespace pb::ops

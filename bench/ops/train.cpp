@@ -86,11 +86,10 @@ OpFamily train_family() {
     sp.workspace_bytes = 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
     sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
   }
-  for (ImplSpec& sp : gpu) {  // over several ranks: NCCL's all-reduce of the gradients is to come
+  for (ImplSpec& sp : gpu) {  // over several ranks the gradients are averaged by NCCL
     sp.unavailable = [library = sp.unavailable](const Workload& w) -> std::string {
-      if (static_cast<const TrainWorkload&>(w).train().ranks > 1)
-        return "the GPU's data-parallel step (its gradients all-reduced by NCCL) is not built "
-               "yet: run the GPU's steps as one rank";
+      const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
+      if (s.ranks > 1 && s.train && !s.local && !nccl_reason().empty()) return nccl_reason();
       return library ? library(w) : "";
     };
   }
