@@ -96,21 +96,23 @@ const Tensor& at(const Tensors& ts, const std::string& name) {
                               " (there are: " + (there.empty() ? "none" : there) + ")");
 }
 
+std::uint64_t fingerprint(const void* data, std::size_t bytes, std::uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::size_t i = 0;
+  for (std::uint64_t word; i + 8 <= bytes; i += 8) {  // 8 bytes a step, then the rest
+    std::memcpy(&word, p + i, 8);
+    h = (h ^ word) * 0x100000001b3u;
+  }
+  for (; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3u;
+  return h;
+}
+
 std::uint64_t fingerprint(const Tensors& ts) {
-  std::uint64_t h = 0xcbf29ce484222325u;
-  auto mix = [&h](const void* data, std::size_t bytes) {  // 8 bytes a step, then the rest
-    const auto* p = static_cast<const unsigned char*>(data);
-    std::size_t i = 0;
-    for (std::uint64_t word; i + 8 <= bytes; i += 8) {
-      std::memcpy(&word, p + i, 8);
-      h = (h ^ word) * 0x100000001b3u;
-    }
-    for (; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3u;
-  };
+  std::uint64_t h = kFingerprintSeed;
   for (const Tensor& t : ts) {
-    mix(t.name().data(), t.name().size());
-    mix(t.dims().data(), t.dims().size() * sizeof(std::int64_t));
-    mix(t.data(), t.bytes());
+    h = fingerprint(t.name().data(), t.name().size(), h);
+    h = fingerprint(t.dims().data(), t.dims().size() * sizeof(std::int64_t), h);
+    h = fingerprint(t.data(), t.bytes(), h);
   }
   return h;
 }

@@ -77,5 +77,8 @@ const Tensor& at(const Tensors& ts, const std::string& name);
 // A 64-bit hash (FNV-1a over 8-byte words) of the tensors' names, shapes and elements: equal
 // tensors, equal fingerprints; unequal ones differ but by chance (2^-64).
 std::uint64_t fingerprint(const Tensors& ts);
+// The same hash (FNV-1a, 8 bytes a step) of `bytes` bytes, continuing from h.
+constexpr std::uint64_t kFingerprintSeed = 0xcbf29ce484222325u;
+std::uint64_t fingerprint(const void* data, std::size_t bytes, std::uint64_t h = kFingerprintSeed);
 
 }  // namespace pb

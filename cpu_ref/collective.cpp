@@ -4,7 +4,6 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -229,10 +228,7 @@ bool same_on_every_rank(const std::vector<float>& v) {
   int up = 0;
   MPI_Initialized(&up);
   if (!up) return true;
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes
-  for (unsigned char c :
-       std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)))
-    h = (h ^ c) * 1099511628211ull;
+  const std::uint64_t h = fingerprint(v.data(), v.size() * sizeof(float));
   std::uint64_t both[2] = {h, ~h};  // the largest of each is every rank's only where all agree
   MPI_Allreduce(MPI_IN_PLACE, both, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
   return both[0] == h && both[1] == ~h;

@@ -167,9 +167,7 @@ void nccl_average(float* g, std::int64_t n, cudaStream_t stream) {
 
 bool nccl_same_on_every_rank(const std::vector<float>& v, cudaStream_t stream) {
   if (!g_comm) throw std::runtime_error("NCCL's communicator is not up");
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes
-  const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
-  for (std::size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  const std::uint64_t h = fingerprint(v.data(), v.size() * sizeof(float));
   const std::uint64_t mine[2] = {h, ~h};  // the largest of each is every rank's only if all agree
   std::uint64_t most[2] = {0, 0};
   DeviceMem d(sizeof mine);
