@@ -3,6 +3,8 @@
 // come out at that power times its time, and every meter that cannot be read must say why.
 #include <benchmark/benchmark.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -108,7 +110,9 @@ TEST(Energy, CalibrationFindsTheIdlePowerAndHowOftenTheCounterMoves) {
   EXPECT_NEAR(c.idle_power_w, 100.0, 5.0);
   EXPECT_GT(c.update_period_s, 0.0005);
   EXPECT_LT(c.update_period_s, 0.02);
-  EXPECT_DOUBLE_EQ(c.min_region_s(), 0.02);  // five periods of ~1 ms are less than 20 ms
+  // Five update periods, at least 20 ms (a loaded machine's thread may move the fake counter
+  // less often than each millisecond).
+  EXPECT_DOUBLE_EQ(c.min_region_s(), std::max(5 * c.update_period_s, 0.02));
   const json ctx = c.context();
   EXPECT_EQ(ctx["status"], "ok");
   EXPECT_NEAR(ctx["idle_power_w"].get<double>(), 100.0, 5.0);
