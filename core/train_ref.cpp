@@ -9,10 +9,23 @@
 // first, as its oneDNN primitives read them: how
 // far that walk lands from the exact one is how much the model amplifies the step's rounding,
 // which sets the verification's bound (see compare_step).
+//
+// Kinks (the exact walk of a model without batch norm): a ReLU whose input lies within fp32's
+// summation error of 0 may pass its gradient in an fp32 step where the exact walk does not, or
+// the other way. The forward pass records, for each GEMM's, convolution's and add's output, its
+// dot length k and the sum of its terms' magnitudes S; a ReLU input z with |z| <= kKinkSigmas
+// sqrt(k) u S (u = 2^-24; the probabilistic bound of Higham and Mary, SIAM J. Sci. Comput. 41(5),
+// 2019, exceeded with probability below 2k exp(-kKinkSigmas^2 / 2)) is one fp32 may decide
+// otherwise, and its gradient there is a seed. Slack: the backward pass again in absolute values
+// from those seeds alone (|W|, |x|, nothing from the loss), so that each parameter's gradient
+// bounds how far flipping any set of them moves it, to first order (a flip moves the forward
+// pass by |z|, below rounding). Max-pooling windows whose two largest inputs are that close are
+// not counted.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "core/train.hpp"
 #include "core/train_step.hpp"
@@ -26,8 +39,33 @@ class ReferenceOps : public HostOps<double> {
   // rounded: as a step of dtype t rounds (fp32 or bf16); else exact.
   ReferenceOps(bool rounded, Dtype t)
       : fp32_(rounded), low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32) {}
+  // The walk's next forward and backward pass: plain; kinks (exact, recording the terms and the
+  // seeds); slack (after a kinks pass on the same batch: the seeds' reach in absolute values).
+  enum class Pass { plain, kinks, slack };
+  void start(Pass p) {
+    pass_ = p, backward_ = false, relu_ = 0;
+    if (p == Pass::slack) return;
+    terms_.clear();
+    seeds_.clear();
+    kinks_ = 0;
+  }
+  std::int64_t kinks() const { return kinks_; }  // the seeds of the last kinks pass
+
   // c = alpha op(a) op(b) + beta c, row-major.
   void gemm(const GemmShape& g, const double* a, const double* b, double* c) {
+    if (pass_ == Pass::kinks && !backward_) {  // S = |a| |b| + |beta c|
+      Terms& t = terms_[c];
+      t.k = g.k;
+      t.s.resize(static_cast<std::size_t>(g.m * g.n));
+      for (std::size_t i = 0; i < t.s.size(); ++i) t.s[i] = std::fabs(g.beta * c[i]);
+      GemmShape ga = g;
+      ga.alpha = std::fabs(g.alpha), ga.beta = 1;
+      dgemm(ga, absolute(a, g.m * g.k, 0), absolute(b, g.k * g.n, 1), t.s.data());
+    }
+    if (pass_ == Pass::slack && backward_) {
+      dgemm(g, absolute(a, g.m * g.k, 0), absolute(b, g.k * g.n, 1), c);
+      return;
+    }
     dgemm(g, low(a, g.m * g.k, 0), low(b, g.k * g.n, 1), c);
     if (g.ta)  // the walk's weight gradients are its only GEMMs with A transposed
       round(c, g.m * g.n);
@@ -43,8 +81,17 @@ class ReferenceOps : public HostOps<double> {
                                       {s.y_size(), s.w_size()},   // bwd_data: dy, w
                                       {s.x_size(), s.y_size()}};  // bwd_filter: x, dy
     const auto* size = sizes[static_cast<int>(s.dir)];
-    in0 = low(in0, size[0], 0);
-    in1 = low(in1, size[1], 1);
+    const bool slack = pass_ == Pass::slack && backward_;
+    in0 = slack ? absolute(in0, size[0], 0) : low(in0, size[0], 0);
+    in1 = slack ? absolute(in1, size[1], 1) : low(in1, size[1], 1);
+    Terms* terms = pass_ == Pass::kinks && s.dir == ConvDir::fwd ? &terms_[out] : nullptr;
+    std::vector<double> abs_w, abs_col;
+    if (terms) {
+      terms->k = s.crs();
+      terms->s.resize(static_cast<std::size_t>(s.y_size()));
+      abs_w.assign(in1, in1 + s.w_size());
+      for (double& v : abs_w) v = std::fabs(v);
+    }
     const std::int64_t pq = s.pq(), crs = s.crs(), x_img = s.c * s.h * s.w, y_img = s.k * pq;
     const bool identity =
         s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
@@ -56,7 +103,15 @@ class ReferenceOps : public HostOps<double> {
           double* y = out + n * y_img;
           for (std::int64_t k = 0; k < s.k; ++k) std::fill(y + k * pq, y + (k + 1) * pq, b[k]);
           g.m = s.k, g.n = pq, g.k = crs, g.beta = 1;
-          dgemm(g, in1, identity ? in0 + n * x_img : im2col(s, in0 + n * x_img), y);
+          const double* col = identity ? in0 + n * x_img : im2col(s, in0 + n * x_img);
+          dgemm(g, in1, col, y);
+          if (!terms) break;
+          double* t = terms->s.data() + n * y_img;
+          for (std::int64_t k = 0; k < s.k; ++k)
+            std::fill(t + k * pq, t + (k + 1) * pq, std::fabs(b[k]));
+          abs_col.assign(col, col + crs * pq);
+          for (double& v : abs_col) v = std::fabs(v);
+          dgemm(g, abs_w.data(), abs_col.data(), t);
           break;
         }
         case ConvDir::bwd_data:
@@ -92,12 +147,26 @@ class ReferenceOps : public HostOps<double> {
     round(db, s.k);
   }
   void relu(const double* z, const double* dy, double* out, std::int64_t n) {
+    if (!dy && pass_ == Pass::kinks) {  // its output has its input's terms, for a pooling or add
+      auto t = terms_.find(z);
+      if (t != terms_.end()) terms_[out] = t->second;
+    }
+    const std::vector<double>* seed = nullptr;
+    if (dy && pass_ == Pass::kinks) seeds_.push_back(kink_seeds(z, dy, n));
+    if (dy && pass_ == Pass::slack && relu_ < seeds_.size()) seed = &seeds_[relu_++];
 #pragma omp parallel for simd schedule(static)
     for (std::int64_t j = 0; j < n; ++j)
       out[j] = dy ? (z[j] > 0 ? dy[j] : 0.0) : std::max(z[j], 0.0);
+    if (!seed || seed->empty()) return;
+    for (std::int64_t j = 0; j < n; ++j) out[j] += (*seed)[static_cast<std::size_t>(j)];
   }
   // The loss per row, or its gradient (softmax - onehot) / rows.
   void rows(const RowShape& s, const double* x, const std::int32_t* labels, double* out) {
+    if (s.kind != RowOp::loss_fwd) backward_ = true;
+    if (s.kind != RowOp::loss_fwd && pass_ == Pass::slack) {  // no seed at the logits
+      std::fill(out, out + s.rows * s.cols, 0.0);
+      return;
+    }
     for (std::int64_t i = 0; i < s.rows; ++i) {
       const double* r = x + i * s.cols;
       const double m = *std::max_element(r, r + s.cols);
@@ -140,6 +209,19 @@ class ReferenceOps : public HostOps<double> {
     round(v, n);
   }
   void add(const double* a, const double* b, double* out, std::int64_t n) {
+    if (pass_ == Pass::kinks && !backward_) {  // the operands' terms, or the operands
+      Terms t;
+      t.s.resize(static_cast<std::size_t>(n));
+      for (const double* x : {a, b}) {
+        auto it = terms_.find(x);
+        const bool has = it != terms_.end() && it->second.s.size() == t.s.size();
+        if (has) t.k = std::max(t.k, it->second.k);
+        for (std::int64_t j = 0; j < n; ++j)
+          t.s[static_cast<std::size_t>(j)] +=
+              has ? it->second.s[static_cast<std::size_t>(j)] : std::fabs(x[j]);
+      }
+      terms_[out] = std::move(t);
+    }
 #pragma omp parallel for simd schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
     round_maps(out, n);
@@ -170,6 +252,31 @@ class ReferenceOps : public HostOps<double> {
   }
 
  private:
+  struct Terms {
+    std::int64_t k = 1;     // the dot length
+    std::vector<double> s;  // per output, the sum of its terms' magnitudes
+  };
+  // Per ReLU input, |dy| where z is within kKinkSigmas sqrt(k) u S of 0, else 0; none where
+  // the input's terms are not known (after a batch norm).
+  std::vector<double> kink_seeds(const double* z, const double* dy, std::int64_t n) {
+    auto t = terms_.find(z);
+    if (t == terms_.end() || t->second.s.size() != static_cast<std::size_t>(n)) return {};
+    const double width = kKinkSigmas * std::sqrt(static_cast<double>(t->second.k)) * 0x1p-24;
+    std::vector<double> seed(static_cast<std::size_t>(n), 0.0);
+    for (std::int64_t j = 0; j < n; ++j)
+      if (std::fabs(z[j]) <= width * t->second.s[static_cast<std::size_t>(j)]) {
+        seed[static_cast<std::size_t>(j)] = std::fabs(dy[j]);
+        ++kinks_;
+      }
+    return seed;
+  }
+  // x's magnitudes, in lows_[which].
+  const double* absolute(const double* x, std::int64_t n, int which) {
+    std::vector<double>& v = lows_[which];
+    v.resize(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = std::fabs(x[i]);
+    return v.data();
+  }
   static void dgemm(const GemmShape& g, const double* a, const double* b, double* c) {
     cblas_dgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans,
                 static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha, a,
@@ -237,6 +344,12 @@ class ReferenceOps : public HostOps<double> {
   }
 
   bool fp32_;
+  Pass pass_ = Pass::plain;
+  bool backward_ = false;                   // past the loss
+  std::map<const double*, Terms> terms_;    // per forward output
+  std::vector<std::vector<double>> seeds_;  // per ReLU backward, in the walk's order
+  std::size_t relu_ = 0;                    // the slack pass's next ReLU
+  std::int64_t kinks_ = 0;
   Dtype low_;                    // the convolutions' and GEMMs' input type
   std::vector<double> lows_[2];  // their inputs in it
   std::vector<double> col_;      // one image's column matrix
@@ -260,25 +373,41 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
   };
   // The shards this rank's step depends on: every rank's when the gradients are averaged.
   const bool averaged = s.train && s.ranks > 1 && !s.local;
-  std::vector<double> sum(averaged ? static_cast<std::size_t>(m.param_count) : 0);
+  // The kinks' slack of an exact step of a model without batch norm (see the top of this file)
+  const bool kinks = s.train && !rounded && m.state_count == 0;
+  std::vector<double> grads(s.train ? static_cast<std::size_t>(m.param_count) : 0);
+  if (kinks) out.slack.assign(grads.size(), 0.0);
+  auto accumulate = [&](std::vector<double>& sum) {
+    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += walk.grads()[i];
+  };
   for (int r = averaged ? 0 : s.rank; r < (averaged ? s.ranks : s.rank + 1); ++r) {
     const std::vector<double> in = doubles(x + r * s.batch * f, s.batch * f);
     std::vector<double> st = state0;
     if (!s.train) {
       walk.forward(in.data(), out.params.data(), st.data(), false);
     } else {
+      ops.start(kinks ? ReferenceOps::Pass::kinks : ReferenceOps::Pass::plain);
       walk.forward_backward(in.data(), labels + r * s.batch, out.params.data(), st.data());
-      for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += walk.grads()[i];
+      accumulate(grads);
+      out.kinks += ops.kinks();
     }
-    if (r != s.rank) continue;
-    out.logits = logits();
-    out.state = st;
-    if (s.train) out.loss = *walk.loss();
+    if (r == s.rank) {
+      out.logits = logits();
+      out.state = st;
+      if (s.train) out.loss = *walk.loss();
+    }
+    if (!kinks) continue;
+    ops.start(ReferenceOps::Pass::slack);
+    std::vector<double> unused = state0;
+    walk.forward_backward(in.data(), labels + r * s.batch, out.params.data(), unused.data());
+    accumulate(out.slack);
   }
   if (!s.train) return out;
-  if (averaged)
-    for (std::size_t i = 0; i < sum.size(); ++i) walk.grads()[i] = sum[i] / s.ranks;
-  out.grads.assign(walk.grads(), walk.grads() + m.param_count);
+  const double shards = averaged ? s.ranks : 1;
+  for (double& g : grads) g /= shards;
+  for (double& g : out.slack) g /= shards;
+  std::copy(grads.begin(), grads.end(), walk.grads());
+  out.grads = std::move(grads);
   out.velocity = doubles(velocity, m.param_count);
   walk.update(out.params.data(), out.velocity.data());
   return out;

@@ -533,7 +533,7 @@ TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
     if (w.model().name == "cnn") {
       EXPECT_EQ(rounding_loss_bound(exact, rounded), kLossTolerance);
     }
-    return rounding_bound(w.model(), in, exact, rounded);
+    return rounding_bound(w.model(), w.train(), in, exact, rounded);
   };
   EXPECT_EQ(bound(testing::train_workload("cnn", 8)), kUpdateTolerance);
   TrainShape s;
@@ -654,6 +654,63 @@ TEST(TrainModel, BadDescriptionsAreOneClearError) {
         b.relu(t);
       },
       "comes after the loss");
+}
+
+// A ReLU input within fp32's summation error of its kink: fp32 may pass the gradient there where
+// double does not. Here fc1's unit 0 gets a bias that cancels its input for the one sample, and a
+// step that decides that kink the other way (the reference on a bias one ulp away) passes the
+// check through the exact reference's slack, which only that unit's row of fc1 has; without the
+// slack it fails, and with it a step 1% off elsewhere still fails.
+TEST(TrainModel, AFlipAtAKinkWithinRoundingIsTheStepsToDecide) {
+  ModelBuilder b("kink", {8, 1, 1});
+  b.loss(b.linear(b.relu(b.linear(0, 4, true, "fc1")), 3, true, "fc2"));
+  const ModelDesc m = b.build();
+  TrainShape s;
+  s.model = m.name, s.batch = 1;
+  std::vector<float> x(8), params = initial_params(m), velocity = initial_velocity(m);
+  std::vector<std::int32_t> label = {1};
+  synthetic_batch(8, 3, 1, 0, x.data(), label.data());
+  const Layer& fc1 = m.layers[0];
+  double z = 0;
+  for (int k = 0; k < 8; ++k) z += static_cast<double>(params[fc1.weight + k]) * x[k];
+  float& bias = params[fc1.bias_at];
+  bias = static_cast<float>(-z);
+  auto step = [&](const std::vector<float>& p) {
+    return reference_step(m, s, x.data(), label.data(), p.data(), velocity.data(), nullptr);
+  };
+  const ReferenceStep exact = step(params);
+  ASSERT_EQ(exact.kinks, 1);
+  // The same step with unit 0 decided the other way: the bias stepped an ulp at a time until
+  // the ReLU's input changes sign.
+  std::vector<float> other = params;
+  const double sign = z + bias > 0 ? -1.0 : 1.0;
+  auto input = [&] { return z + other[fc1.bias_at]; };
+  while ((input() > 0) == (z + bias > 0))
+    other[fc1.bias_at] = std::nextafter(other[fc1.bias_at], static_cast<float>(sign));
+  const ReferenceStep flipped = step(other);
+  const Tensors in = {Tensor::of("params", params)};
+  auto outputs = [&](const ReferenceStep& r, double scale_fc2) {
+    std::vector<float> p(r.params.begin(), r.params.end()), v(r.velocity.begin(), r.velocity.end());
+    const ParamSlice& w2 = m.params[2];
+    for (std::int64_t j = w2.offset; j < w2.offset + w2.size(); ++j)
+      p[j] = static_cast<float>(params[j] + scale_fc2 * (r.params[j] - params[j]));
+    return Tensors{Tensor::of("loss", std::vector<float>{static_cast<float>(r.loss)}),
+                   Tensor::of("params", p), Tensor::of("velocity", v)};
+  };
+  for (const ParamSlice& sl : m.params)
+    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j) {
+      const bool row0 = sl.name.rfind("fc1", 0) == 0 && (j - sl.offset) / sl.cols == 0;
+      EXPECT_EQ(exact.slack[j] > 0, row0) << sl.name << " " << j - sl.offset;
+    }
+  const Check c = compare_step(m, s, in, exact, outputs(flipped, 1.0));
+  EXPECT_TRUE(c.ok) << c.detail;
+  ReferenceStep no_slack = exact;
+  no_slack.slack.clear();
+  EXPECT_FALSE(compare_step(m, s, in, no_slack, outputs(flipped, 1.0)).ok);
+  const Check off = compare_step(m, s, in, exact, outputs(flipped, 1.01));
+  EXPECT_FALSE(off.ok);
+  EXPECT_NE(off.detail.find("1 ReLU inputs within fp32's error of their kink"), std::string::npos)
+      << off.detail;
 }
 
 // Data parallel over ranks (DDP): each rank's shard of the global batch, the gradients averaged.
