@@ -392,9 +392,8 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     os << why.str() << " is off by " << worst << " of its tolerance";
     if (s.train && s.dtype != Dtype::fp32)
       os << " (the loss within " << b.loss_bound << "; each running statistic within "
-         << kRoundingMargin
-         << " times what bf16 rounding moves it; each update's norm within a factor "
-         << kUpdateNormFactor << ")";
+         << kRoundingMargin << " times what " << to_string(s.dtype)
+         << " rounding moves it; each update's norm within a factor " << kUpdateNormFactor << ")";
     else if (s.train)
       os << " (an update within " << b.bound << " relative, in norm"
          << (ref.slack.empty() ? std::string()

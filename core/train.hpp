@@ -125,7 +125,9 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // kRoundingMargin times its own distance in the rounded reference (low_precision_state_bounds);
 // and each tensor's update in norm, within a factor kUpdateNormFactor of the exact update's
 // (a lost, doubled or misplaced gradient fails it). The convolutions and GEMMs the step runs are
-// verified one by one in bf16 as the conv and gemm cases.
+// verified one by one in bf16 as the conv and gemm cases. A tf32 step (the GPU's tensor cores on
+// fp32 maps: products of inputs rounded to 10-bit mantissas, 2^13 times fp32's rounding) is
+// checked the same way, against the reference rounded as tf32 rounds.
 constexpr double kUpdateTolerance = 1e-3, kLossTolerance = 1e-5;
 constexpr double kKinkSigmas = 8;  // the kinks' width, in probabilistic error bounds
 constexpr double kRoundingMargin = 10;

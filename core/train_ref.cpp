@@ -6,7 +6,8 @@
 //
 // Rounded, every op's result is rounded to float, as an fp32 step stores it; in a bf16 step every
 // map (activation or its gradient) to bf16, and every convolution's and GEMM's inputs to bf16
-// first, as its oneDNN primitives read them: how
+// first, as its oneDNN primitives read them; in a tf32 step (the GPU's tensor cores on fp32
+// maps) the convolutions' and GEMMs' inputs to tf32, the maps stored in fp32: how
 // far that walk lands from the exact one is how much the model amplifies the step's rounding,
 // which sets the verification's bound (see compare_step).
 //
@@ -38,7 +39,9 @@ class ReferenceOps : public HostOps<double> {
  public:
   // rounded: as a step of dtype t rounds (fp32 or bf16); else exact.
   ReferenceOps(bool rounded, Dtype t)
-      : fp32_(rounded), low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32) {}
+      : fp32_(rounded),
+        low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32),
+        maps_(t == Dtype::bf16 || t == Dtype::fp16 ? low_ : Dtype::fp32) {}
   // The walk's next forward and backward pass: plain; kinks (exact, recording the terms and the
   // seeds); slack (after a kinks pass on the same batch: the seeds' reach in absolute values).
   enum class Pass { plain, kinks, slack };
@@ -326,8 +329,8 @@ class ReferenceOps : public HostOps<double> {
   }
   // A map (an activation or its gradient) as the step stores it: in bf16 in a bf16 step.
   void round_maps(double* x, std::int64_t n) const {
-    if (low_ == Dtype::fp32) return round(x, n);
-    const Dtype t = low_;
+    if (maps_ == Dtype::fp32) return round(x, n);
+    const Dtype t = maps_;
 #pragma omp parallel for schedule(static)
     for (std::int64_t i = 0; i < n; ++i) x[i] = round_to(t, static_cast<float>(x[i]));
   }
@@ -351,6 +354,7 @@ class ReferenceOps : public HostOps<double> {
   std::size_t relu_ = 0;                    // the slack pass's next ReLU
   std::int64_t kinks_ = 0;
   Dtype low_;                    // the convolutions' and GEMMs' input type
+  Dtype maps_;                   // the maps' (tf32's are fp32)
   std::vector<double> lows_[2];  // their inputs in it
   std::vector<double> col_;      // one image's column matrix
 };

@@ -113,6 +113,7 @@ void conv_im2col(cudaStream_t stream, cublasHandle_t handle, const ConvShape& s,
   const std::int64_t pq = s.pq(), crs = s.crs(), x_img = s.c * s.h * s.w, y_img = s.k * pq;
   const bool identity = im2col_is_identity(s);  // then the image is its own column matrix
   GemmShape g;
+  g.dtype = s.dtype == Dtype::tf32 ? Dtype::tf32 : Dtype::fp32;  // fp32 maps either way
   switch (s.dir) {
     case ConvDir::fwd:  // y_n = b + W (k x crs) col_n (crs x pq)
       g.m = s.k, g.n = pq, g.k = crs, g.beta = 1;

@@ -6,6 +6,9 @@
 //   cudnn      - cuBLAS GEMMs; cuDNN's convolutions (true fp32, kernels/conv.cu's plan).
 //   cublas_h2d, cudnn_h2d - the same, with each batch (images and labels) copied from pinned
 //                host memory inside the step: the end-to-end step, the copy in the time.
+// In tf32 (cublas and cudnn) the maps, parameters and update stay fp32 and the GEMMs and
+// convolutions run on tensor cores: cuBLAS's FAST_TF32 compute, cuDNN's default math (PyTorch's
+// default for cuDNN's convolutions).
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
 // kernels/conv.cu, batch normalization kernels/batchnorm.cu's; max pooling, the bias broadcast,
 // the column sums (the bias gradient) and SGD are here, their per-element math from
@@ -98,18 +101,23 @@ class GpuOps {
   using ParamType = float;
   template <class T>
   using Buffer = DeviceBuffer<T>;
-  GpuOps(cudaStream_t stream, Backend backend)
-      : stream_(stream), backend_(backend), cublas_(stream) {}
+  // math: fp32, or tf32 (tensor cores) for cuBLAS's and cuDNN's GEMMs and convolutions.
+  GpuOps(cudaStream_t stream, Backend backend, Dtype math)
+      : stream_(stream), backend_(backend), math_(math), cublas_(stream) {}
   template <class T>
   Buffer<T> buffer(std::int64_t n) {
     return Buffer<T>(n);
   }
-  void gemm(const GemmShape& g, const float* a, const float* b, float* c) {
-    if (backend_ == Backend::kernels) return gemm_tiled(stream_, g, a, b, c);
+  void gemm(const GemmShape& shape, const float* a, const float* b, float* c) {
+    if (backend_ == Backend::kernels) return gemm_tiled(stream_, shape, a, b, c);
+    GemmShape g = shape;
+    g.dtype = math_;
     gemm_cublas(cublas_.get(), g, a, b, c);
   }
-  void conv(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
+  void conv(const ConvShape& shape, const float* in0, const float* in1, const float* b, float* out,
             float* db) {
+    ConvShape s = shape;
+    s.dtype = math_;
     switch (backend_) {
       case Backend::kernels:
         return conv_direct(stream_, s, in0, in1, b, out, db);
@@ -237,6 +245,7 @@ class GpuOps {
 
   cudaStream_t stream_;
   Backend backend_;
+  Dtype math_;
   CublasHandle cublas_;
   DeviceBuffer<float> col_;
   std::int64_t col_floats_ = 0;
@@ -253,7 +262,7 @@ class GpuTrain : public GpuImpl {
       : s_(w.train()),
         m_(w.model()),
         h2d_(h2d),
-        ops_(stream_, backend),
+        ops_(stream_, backend, s_.dtype),
         step_(make_step(m_, s_, ops_)),
         x_(s_.batch * m_.input.size()),
         labels_(s_.batch),

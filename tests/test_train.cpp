@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <map>
 #include <tuple>
 
 #include "core/collective.hpp"
@@ -547,47 +548,66 @@ TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
   EXPECT_NE(c.detail.find("not verifiable in fp32 at this shape"), std::string::npos) << c.detail;
 }
 
-// A bf16 step's check (compare_step): the loss, every running statistic and every update's norm,
-// each against the reference rounded as bf16 rounds. Its own rounded reference passes; a loss
-// 50% off, one tensor's statistics moved twice as far, one tensor's update three times as long
-// each fail. Runs on any CPU (no bf16 arithmetic: the reference rounds in software).
-TEST(TrainModel, ABf16StepIsCheckedByItsLossStatisticsAndUpdateNorms) {
-  TrainShape s;
-  s.model = "resnet50", s.batch = 8, s.image = 32, s.dtype = Dtype::bf16;
-  const TrainWorkload w(s);
-  const ModelDesc& m = w.model();
-  const Tensors in = w.make_inputs();
-  const ReferenceStep rounded = reference_step(
-      m, s, at(in, "x").f32().data(), at(in, "labels").i32().data(), at(in, "params").f32().data(),
-      at(in, "velocity").f32().data(), at(in, "state").f32().data(), true);
-  auto floats = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
-  const Tensors out = {Tensor::of("loss", std::vector<float>{static_cast<float>(rounded.loss)}),
-                       Tensor::of("params", floats(rounded.params)),
-                       Tensor::of("velocity", floats(rounded.velocity)),
-                       Tensor::of("state", floats(rounded.state))};
-  const Check ok = w.verify(in, out);
-  EXPECT_TRUE(ok.ok) << ok.detail;
-  Tensors bad = out;
-  bad[0].f32()[0] *= 1.5f;
-  EXPECT_FALSE(w.verify(in, bad).ok);
-  bad = out;
-  const ParamSlice st = m.state[3];
-  for (std::int64_t j = st.offset; j < st.offset + st.size(); ++j) {
-    const float before = at(in, "state").f32()[j];
-    bad[3].f32()[j] = before + 2.0f * (out[3].f32()[j] - before);
+// A bf16 or tf32 step's check (compare_step): the loss, every running statistic and every
+// update's norm, each against the reference rounded as the dtype rounds. Its own rounded
+// reference passes; a loss 50% off, one tensor's statistics moved twice as far, one tensor's
+// update three times as long each fail. Runs on any CPU (no bf16 or tf32 arithmetic: the
+// reference rounds in software).
+TEST(TrainModel, ALowPrecisionStepIsCheckedByItsLossStatisticsAndUpdateNorms) {
+  std::map<Dtype, double> loss_moved;  // the rounded reference's loss from the exact one
+  for (Dtype t : {Dtype::fp32, Dtype::tf32, Dtype::bf16}) {
+    SCOPED_TRACE(to_string(t));
+    TrainShape s;
+    s.model = "resnet50", s.batch = 8, s.image = 32, s.dtype = t;
+    const TrainWorkload w(s);
+    const ModelDesc& m = w.model();
+    const Tensors in = w.make_inputs();
+    auto reference = [&](bool rounded) {
+      return reference_step(m, s, at(in, "x").f32().data(), at(in, "labels").i32().data(),
+                            at(in, "params").f32().data(), at(in, "velocity").f32().data(),
+                            at(in, "state").f32().data(), rounded);
+    };
+    const ReferenceStep rounded = reference(true);
+    loss_moved[t] = std::fabs(rounded.loss - reference(false).loss);
+    if (t == Dtype::fp32) continue;
+    auto floats = [](const std::vector<double>& v) {
+      return std::vector<float>(v.begin(), v.end());
+    };
+    const Tensors out = {Tensor::of("loss", std::vector<float>{static_cast<float>(rounded.loss)}),
+                         Tensor::of("params", floats(rounded.params)),
+                         Tensor::of("velocity", floats(rounded.velocity)),
+                         Tensor::of("state", floats(rounded.state))};
+    const Check ok = w.verify(in, out);
+    EXPECT_TRUE(ok.ok) << ok.detail;
+    Tensors bad = out;
+    bad[0].f32()[0] *= 1.5f;
+    EXPECT_FALSE(w.verify(in, bad).ok);
+    bad = out;
+    const ParamSlice st = m.state[3];
+    for (std::int64_t j = st.offset; j < st.offset + st.size(); ++j) {
+      const float before = at(in, "state").f32()[j];
+      bad[3].f32()[j] = before + 2.0f * (out[3].f32()[j] - before);
+    }
+    Check c = w.verify(in, bad);
+    EXPECT_FALSE(c.ok);
+    EXPECT_NE(c.detail.find(st.name), std::string::npos) << c.detail;
+    EXPECT_NE(c.detail.find(std::string("what ") + to_string(t) + " rounding moves it"),
+              std::string::npos)
+        << c.detail;
+    bad = out;
+    const ParamSlice p = m.params[5];
+    for (std::int64_t j = p.offset; j < p.offset + p.size(); ++j) {
+      const float before = at(in, "params").f32()[j];
+      bad[1].f32()[j] = before + 3.0f * (out[1].f32()[j] - before);
+    }
+    c = w.verify(in, bad);
+    EXPECT_FALSE(c.ok);
+    EXPECT_NE(c.detail.find("the norm of the update of " + p.name), std::string::npos) << c.detail;
   }
-  Check c = w.verify(in, bad);
-  EXPECT_FALSE(c.ok);
-  EXPECT_NE(c.detail.find(st.name), std::string::npos) << c.detail;
-  bad = out;
-  const ParamSlice p = m.params[5];
-  for (std::int64_t j = p.offset; j < p.offset + p.size(); ++j) {
-    const float before = at(in, "params").f32()[j];
-    bad[1].f32()[j] = before + 3.0f * (out[1].f32()[j] - before);
-  }
-  c = w.verify(in, bad);
-  EXPECT_FALSE(c.ok);
-  EXPECT_NE(c.detail.find("the norm of the update of " + p.name), std::string::npos) << c.detail;
+  // tf32 rounds the convolutions' and GEMMs' inputs (10-bit mantissas) but stores fp32 maps:
+  // its rounding lies between fp32's and bf16's (8-bit mantissas on every map too).
+  EXPECT_LT(loss_moved[Dtype::fp32], loss_moved[Dtype::tf32]);
+  EXPECT_LT(loss_moved[Dtype::tf32], loss_moved[Dtype::bf16]);
 }
 
 // ResNet-50 learns in each precision this CPU has: 50 steps of oneDNN's step on fresh synthetic

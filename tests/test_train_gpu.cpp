@@ -2,9 +2,9 @@
 // workload's check) and against the CPU's step on the same inputs (compare_step, the tolerances
 // of the check), all three models (resnet on 16x16 images) and a small model this file defines
 // (batch norm and its state, a convolution without bias, a residual add), train and infer; the
-// loss falling over repeated steps. Skips, with the reason, where there is no GPU. What the GPU's
-// step shares with the CPU's is tested on the CPU in test_train: the walk (core/train_step.hpp),
-// the pooling, batch norm and SGD math, and compare_step itself.
+// loss falling over repeated steps; ResNet-50 in tf32. Skips, with the reason, where there is no
+// GPU. What the GPU's step shares with the CPU's is tested on the CPU in test_train: the walk
+// (core/train_step.hpp), the pooling, batch norm and SGD math, and compare_step itself.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -85,6 +85,59 @@ TEST_P(GpuTrain, ResNet50InferenceEqualsTheReferenceAndTheCpus) {
   EXPECT_TRUE(ref.ok) << what << " against the reference: " << ref.detail;
   const Check same = compare_step(w.model(), s, in, step_of(s, run_once(&cpu, "", w, in)), out);
   EXPECT_TRUE(same.ok) << what << " against the CPU's: " << same.detail;
+}
+
+// ResNet-50 in tf32 (tensor cores on fp32 maps) on the library backends: the step and inference
+// at batch 8 on 32x32 pass the workload's check (against the reference rounded as tf32
+// rounds), cuDNN says it allowed tensor-op math, and the loss falls over 50 steps on fresh
+// batches as test_train's ResNet50LearnsInEachPrecision has it fall on the CPU.
+TEST(GpuTrainTf32, ResNet50StepsAndInferencePassTheirChecksAndLearn) {
+  if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+  for (const char* name : {"cublas", "cudnn"}) {
+    if (std::string(name) == "cudnn" && !gpu::cudnn_unavailable().empty()) continue;
+    for (bool train : {true, false}) {
+      TrainShape s;
+      s.model = "resnet50", s.batch = 8, s.image = 32, s.train = train, s.dtype = Dtype::tf32;
+      s.weight_decay = default_weight_decay(s.model);
+      const TrainWorkload w(s);
+      const Tensors in = w.make_inputs();
+      auto impl = gpu::make_impl("train", name, w, 0);
+      impl->activate();
+      impl->prepare(in);
+      impl->run();
+      const Check c = w.verify(in, impl->result());
+      EXPECT_TRUE(c.ok) << name << " " << w.shape().to_string() << ": " << c.detail;
+      if (std::string(name) == "cudnn") {
+        EXPECT_NE(impl->detail().find("tensor-op math allowed"), std::string::npos)
+            << impl->detail();
+      }
+    }
+    TrainShape s;
+    s.model = "resnet50", s.batch = 8, s.image = 32, s.lr = 0.001f, s.dtype = Dtype::tf32;
+    s.weight_decay = default_weight_decay(s.model);
+    const TrainWorkload w(s);
+    Tensors in = w.make_inputs();
+    auto impl = gpu::make_impl("train", name, w, 0);
+    impl->activate();
+    impl->prepare(in);
+    impl->run();
+    const float first = at(impl->result(), "loss").f32()[0];
+    float last = first;
+    for (int i = 1; i < 50; ++i) {  // fresh batches, the parameters carried over
+      const Tensors out = impl->result();
+      // make_inputs' order: x, labels, params, velocity, state
+      synthetic_batch(w.model().input.size(), w.model().classes, s.batch, i, in[0].f32().data(),
+                      in[1].i32().data());
+      in[2].f32() = at(out, "params").f32();
+      in[3].f32() = at(out, "velocity").f32();
+      in[4].f32() = at(out, "state").f32();
+      impl->prepare(in);
+      impl->run();
+      last = at(impl->result(), "loss").f32()[0];
+      ASSERT_TRUE(std::isfinite(last)) << name << " step " << i;
+    }
+    EXPECT_LT(last, 0.5f * first) << name << ": " << first << " -> " << last;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, GpuTrain,

@@ -14,10 +14,10 @@ OpFamily conv_family() {
       "batch=N,c=C,h=H,w=W,k=K,r=R[,s=S][,stride=U][,pad=P][,dir=fwd|bwd_data|bwd_filter]";
   f.suite = [](int level, Dtype t) {
     std::vector<SuiteEntry> out;
-    if (t == Dtype::tf32) return out;  // no CPU has it; cuDNN's fp32 cases say what ran
     for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter})
       for (ConvShape s : conv_suite(d, level)) {
-        // The quick and standard suites' batch sweep is fp32's; bf16 and fp16 run at batch 8.
+        // The quick and standard suites' batch sweep is fp32's; tf32 (the GPU's alone), bf16
+        // and fp16 run at batch 8.
         if (level <= 1 && t != Dtype::fp32 && s.n != 8) continue;
         s.dtype = t;
         // The thread sweep: ResNet-50's 3x3 layer on 56x56 at batch 8, forward.
@@ -32,14 +32,13 @@ OpFamily conv_family() {
     s.dtype = t;
     return std::make_shared<ConvWorkload>(s);
   };
-  ImplSpec cudnn = gpu::spec("conv", "cudnn", [](const Workload& w) {
-    return w.dtype() == Dtype::fp32 || w.dtype() == Dtype::tf32;
-  });
+  ImplSpec cudnn = gpu::spec("conv", "cudnn", fp32_or_tf32);
   cudnn.library = "cudnn";
   cudnn.workspace_bytes = 256.0 * (1 << 20);  // the most an algorithm may take (kernels/conv.cu)
   cudnn.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+  // im2col's GEMMs run cuBLAS's tf32 tensor cores in tf32; direct is FMA alone.
   f.impls = concat(cpu::conv_impls(), {gpu::spec("conv", "direct", fp32_only),
-                                       gpu::spec("conv", "im2col", fp32_only), cudnn});
+                                       gpu::spec("conv", "im2col", fp32_or_tf32), cudnn});
   return f;
 }
 

@@ -47,6 +47,10 @@ OpFamily fp32_family(const std::string& name, const std::string& shape_keys,
 // Every supported workload.
 inline bool any(const Workload&) { return true; }
 inline bool fp32_only(const Workload& w) { return w.dtype() == Dtype::fp32; }
+// fp32 maps, with tf32 tensor cores allowed (cuBLAS's and cuDNN's GPU paths)
+inline bool fp32_or_tf32(const Workload& w) {
+  return w.dtype() == Dtype::fp32 || w.dtype() == Dtype::tf32;
+}
 
 // The built-in families, one file each.
 OpFamily gemm_family();

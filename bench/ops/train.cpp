@@ -1,7 +1,7 @@
 // The full training step (and inference) of the models (core/model.hpp), across batch sizes:
 // the MLP, the CNN and ResNet-50 (the reduced resnet by --shape only), in fp32, and ResNet-50
-// in bf16 too (mixed precision: --dtypes); the CPU's step with OpenBLAS (and im2col) or oneDNN
-// (bf16 on oneDNN alone); the GPU's with the project's kernels, cuBLAS (and
+// in bf16 (mixed precision) and tf32 (the GPU's) too (--dtypes); the CPU's step with OpenBLAS (and
+// im2col) or oneDNN (bf16 on oneDNN alone); the GPU's with the project's kernels, cuBLAS (and
 // im2col) or cuBLAS and cuDNN, and end to end with each batch copied from pinned host memory
 // inside the step (kernels/train.cu).
 #include <algorithm>
@@ -35,7 +35,7 @@ OpFamily train_family() {
       s.local = true;
       out.push_back(entry<TrainWorkload>(s));
     };
-    if (t != Dtype::fp32 && t != Dtype::bf16) return out;
+    if (t == Dtype::fp16) return out;
     if (t == Dtype::fp32)
       for (const char* m : {"mlp", "cnn"})
         for (bool train : {true, false})
@@ -44,14 +44,14 @@ OpFamily train_family() {
             s.model = m, s.batch = b, s.train = train;
             add(s);
           }
-    // ResNet-50, the claim's model, in fp32 and in bf16 (mixed precision): on 64x64 images at
-    // batch 8 in the quick suite, on 224x224 at batch 8 and 32 in the others (bf16 at batch 8
-    // alone in the standard suite). The fp32 training step at batch 32 is the standard suite's
-    // longest case: its verification, two double-precision reference steps, took 70 s on two
-    // cores; bf16's at batch 32 would add 50 s more (the exact reference is shared, its rounded
-    // one is not) and 22 s its inference. At batch 1 its training step is not verifiable in
-    // fp32.
-    const std::vector<std::int64_t> batches = level == 0 || (level == 1 && t == Dtype::bf16)
+    // ResNet-50, the claim's model, in fp32, in bf16 (mixed precision) and in tf32 (the GPU's
+    // tensor cores on fp32 maps): on 64x64 images at batch 8 in the quick suite, on 224x224 at
+    // batch 8 and 32 in the others (bf16 and tf32 at batch 8 alone in the standard suite). The fp32
+    // training step at batch 32 is the standard suite's longest case: its verification, two
+    // double-precision reference steps, took 70 s on two cores; bf16's at batch 32 would add 50 s
+    // more (the exact reference is shared, its rounded one is not) and 22 s its inference. At batch
+    // 1 its training step is not verifiable in fp32.
+    const std::vector<std::int64_t> batches = level == 0 || (level == 1 && t != Dtype::fp32)
                                                   ? std::vector<std::int64_t>{8}
                                                   : std::vector<std::int64_t>{8, 32};
     for (bool train : {true, false})
@@ -70,14 +70,16 @@ OpFamily train_family() {
                        [](const Layer& l) { return l.kind == LayerKind::conv; });
   };
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
-  // The GPU's steps run fp32 for now (its bf16, fp16 and tf32 steps are still to come).
+  // The GPU's steps run fp32, and tf32 on cuBLAS and cuDNN (its bf16 and fp16 steps are still
+  // to come); the end-to-end steps fp32 only.
+  auto tf32_conv = [has_conv](const Workload& w) { return fp32_or_tf32(w) && has_conv(w); };
   auto fp32_conv = [has_conv](const Workload& w) { return fp32_only(w) && has_conv(w); };
   auto fp32_no_conv = [no_conv](const Workload& w) { return fp32_only(w) && no_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
   // cuDNN for the models with convolutions.
   std::vector<ImplSpec> gpu = {
-      gpu::spec("train", "kernels", fp32_only), gpu::spec("train", "cublas", fp32_only),
-      gpu::spec("train", "cudnn", fp32_conv), gpu::spec("train", "cublas_h2d", fp32_no_conv),
+      gpu::spec("train", "kernels", fp32_only), gpu::spec("train", "cublas", fp32_or_tf32),
+      gpu::spec("train", "cudnn", tf32_conv), gpu::spec("train", "cublas_h2d", fp32_no_conv),
       gpu::spec("train", "cudnn_h2d", fp32_conv)};
   for (ImplSpec& sp : gpu) {
     if (sp.name == "kernels") continue;  // no library
@@ -100,7 +102,7 @@ OpFamily train_family() {
       "weight_decay=D][,image=S][,grads=allreduce|local] (ranks: the launch's)";
   f.suite = suite;
   f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t != Dtype::fp32 && t != Dtype::bf16) return nullptr;
+    if (t == Dtype::fp16) return nullptr;
     TrainShape s = parse_train_shape(kv, ranks::world().size);
     s.rank = ranks::world().rank;
     s.dtype = t;
