@@ -150,6 +150,10 @@ CublasHandle::CublasHandle(cudaStream_t stream) {
 
 CublasHandle::~CublasHandle() { cublasDestroy(h_); }
 
+void CublasHandle::set_workspace(void* p, std::size_t bytes) {
+  PB_CUBLAS(cublasSetWorkspace(h_, p, bytes));
+}
+
 // --- the implementations: thin adapters over the op functions ---------------------------------
 
 namespace {

@@ -224,6 +224,8 @@ class CublasHandle {
   CublasHandle& operator=(const CublasHandle&) = delete;
   ~CublasHandle();
   cublasHandle_t get() const { return h_; }
+  // cuBLAS's workspace in the caller's device memory (cublasSetWorkspace), not its own pool.
+  void set_workspace(void* p, std::size_t bytes);
 
  private:
   cublasHandle_t h_ = nullptr;

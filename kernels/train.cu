@@ -6,6 +6,9 @@
 //   cudnn      - cuBLAS GEMMs; cuDNN's convolutions (true fp32, kernels/conv.cu's plan).
 //   cublas_h2d, cudnn_h2d - the same, with each batch (images and labels) copied from pinned
 //                host memory inside the step: the end-to-end step, the copy in the time.
+//   cublas_graph, cudnn_graph - the same step captured once as a CUDA graph (after a first
+//                step outside the capture, which plans cuDNN and sizes the buffers) and
+//                replayed with one cudaGraphLaunch: the step without its launches' host cost.
 // In tf32 (cublas and cudnn) the maps, parameters and update stay fp32 and the GEMMs and
 // convolutions run on tensor cores: cuBLAS's FAST_TF32 compute, cuDNN's default math (PyTorch's
 // default for cuDNN's convolutions).
@@ -107,6 +110,13 @@ class GpuOps {
   template <class T>
   Buffer<T> buffer(std::int64_t n) {
     return Buffer<T>(n);
+  }
+  // cuBLAS's workspace fixed to memory of our own (32 MiB, what cuBLAS asks for on Hopper), so
+  // that a captured step allocates nothing and every replay uses the same memory.
+  void fix_cublas_workspace() {
+    constexpr std::size_t kBytes = 32u << 20;
+    if (!cublas_workspace_.as<void>()) cublas_workspace_ = DeviceMem(kBytes);
+    cublas_.set_workspace(cublas_workspace_.as<void>(), kBytes);
   }
   void gemm(const GemmShape& shape, const float* a, const float* b, float* c) {
     if (backend_ == Backend::kernels) return gemm_tiled(stream_, shape, a, b, c);
@@ -247,6 +257,7 @@ class GpuOps {
   Backend backend_;
   Dtype math_;
   CublasHandle cublas_;
+  DeviceMem cublas_workspace_;  // fix_cublas_workspace's
   DeviceBuffer<float> col_;
   std::int64_t col_floats_ = 0;
   std::map<PlanKey, std::unique_ptr<CudnnConvolution>> plans_;
@@ -254,14 +265,17 @@ class GpuOps {
   std::size_t workspace_bytes_ = 0;
 };
 
-// train/gpu/<backend>[_h2d]: the step over the case's device buffers. With h2d, the batch waits
-// in pinned host memory and each step copies it to the device first, on the same stream.
+// train/gpu/<backend>[_h2d|_graph]: the step over the case's device buffers. With h2d, the batch
+// waits in pinned host memory and each step copies it to the device first, on the same stream;
+// with graph, run() replays the step captured in prepare().
+enum class Variant { plain, h2d, graph };
 class GpuTrain : public GpuImpl {
  public:
-  GpuTrain(const TrainWorkload& w, Backend backend, bool h2d)
+  GpuTrain(const TrainWorkload& w, Backend backend, Variant v)
       : s_(w.train()),
         m_(w.model()),
-        h2d_(h2d),
+        h2d_(v == Variant::h2d),
+        graph_(v == Variant::graph),
         ops_(stream_, backend, s_.dtype),
         step_(make_step(m_, s_, ops_)),
         x_(s_.batch * m_.input.size()),
@@ -296,6 +310,7 @@ class GpuTrain : public GpuImpl {
       PB_CUDA(cudaStreamSynchronize(stream_));
       if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
     }
+    if (graph_) capture(in);
     if (!h2d_) return;
     pinned_x_ = std::make_unique<PinnedMem>(x_bytes);
     pinned_labels_ = std::make_unique<PinnedMem>(label_bytes);
@@ -303,6 +318,10 @@ class GpuTrain : public GpuImpl {
     std::copy(labels, labels + s_.batch, pinned_labels_->as<std::int32_t>());
   }
   void run() override {
+    if (graph_exec_) {
+      PB_CUDA(cudaGraphLaunch(graph_exec_, stream_));
+      return;
+    }
     if (h2d_) {
       const auto n = static_cast<std::size_t>(s_.batch);
       PB_CUDA(cudaMemcpyAsync(x_.data(), pinned_x_->as<void>(),
@@ -311,14 +330,13 @@ class GpuTrain : public GpuImpl {
       PB_CUDA(cudaMemcpyAsync(labels_.data(), pinned_labels_->as<void>(), n * 4,
                               cudaMemcpyHostToDevice, stream_));
     }
-    if (s_.train)
-      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
-                  m_.param_count);
-    else
-      step_->forward(x_.data(), params_.data(), state_.data());
+    step();
   }
   // Nothing of the step may still be queued when its buffers and handles go.
-  ~GpuTrain() override { cudaStreamSynchronize(stream_); }
+  ~GpuTrain() override {
+    cudaStreamSynchronize(stream_);
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+  }
   Tensors result() override {
     if (!s_.train) return {download("logits", {s_.batch, m_.classes}, step_->logits())};
     const std::int64_t n = m_.param_count;
@@ -331,15 +349,55 @@ class GpuTrain : public GpuImpl {
   }
   std::string detail() const override {
     const std::string algos = ops_.detail();
-    return h2d_ ? "batch copied from pinned host memory in each step" +
-                      (algos.empty() ? "" : "; " + algos)
-                : algos;
+    const std::string how =
+        h2d_     ? "batch copied from pinned host memory in each step"
+        : graph_ ? "replayed as one CUDA graph of " + std::to_string(graph_nodes_) + " nodes"
+                 : "";
+    return how.empty() ? algos : algos.empty() ? how : how + "; " + algos;
   }
 
  private:
+  void step() {
+    if (s_.train)
+      step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
+                  m_.param_count);
+    else
+      step_->forward(x_.data(), params_.data(), state_.data());
+  }
+  // One step outside the capture (cuDNN's plans and the column buffer are made in a first step,
+  // and both synchronize, which a capturing stream may not), its parameters, velocity and state
+  // restored; then the step captured and instantiated.
+  void capture(const Tensors& in) {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    graph_exec_ = nullptr;
+    ops_.fix_cublas_workspace();
+    step();
+    PB_CUDA(cudaStreamSynchronize(stream_));
+    upload(params_.data(), at(in, "params"));
+    upload(velocity_.data(), at(in, "velocity"));
+    if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
+    cudaGraph_t graph = nullptr;
+    PB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      step();
+    } catch (...) {  // end the capture, whatever it holds, before the error goes up
+      if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    PB_CUDA(cudaStreamEndCapture(stream_, &graph));
+    std::size_t nodes = 0;
+    cudaError_t st = cudaGraphGetNodes(graph, nullptr, &nodes);
+    if (st == cudaSuccess) st = cudaGraphInstantiate(&graph_exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    PB_CUDA(st);
+    graph_nodes_ = nodes;
+  }
+
   TrainShape s_;
   ModelDesc m_;
-  bool h2d_;
+  bool h2d_, graph_;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  std::size_t graph_nodes_ = 0;
   GpuOps ops_;
   std::unique_ptr<ModelStep> step_;
   DeviceBuffer<float> x_;
@@ -351,11 +409,17 @@ class GpuTrain : public GpuImpl {
 std::unique_ptr<Impl> make_train(const std::string&, const std::string& name, const Workload& w,
                                  int) {
   const auto& s = static_cast<const TrainWorkload&>(w);
-  const bool h2d = name.size() > 4 && name.compare(name.size() - 4, 4, "_h2d") == 0;
-  const std::string base = h2d ? name.substr(0, name.size() - 4) : name;
-  if (base == "kernels" && !h2d) return std::make_unique<GpuTrain>(s, Backend::kernels, false);
-  if (base == "cublas") return std::make_unique<GpuTrain>(s, Backend::cublas, h2d);
-  if (base == "cudnn") return std::make_unique<GpuTrain>(s, Backend::cudnn, h2d);
+  const std::size_t cut = name.find('_');
+  const std::string base = name.substr(0, cut), suffix = cut == name.npos ? "" : name.substr(cut);
+  const Variant v = suffix == "_h2d"     ? Variant::h2d
+                    : suffix == "_graph" ? Variant::graph
+                                         : Variant::plain;
+  if (suffix.empty() || v != Variant::plain) {
+    if (base == "kernels" && v == Variant::plain)
+      return std::make_unique<GpuTrain>(s, Backend::kernels, v);
+    if (base == "cublas") return std::make_unique<GpuTrain>(s, Backend::cublas, v);
+    if (base == "cudnn") return std::make_unique<GpuTrain>(s, Backend::cudnn, v);
+  }
   throw std::runtime_error("unknown GPU train implementation: " + name);
 }
 

@@ -2,9 +2,10 @@
 // workload's check) and against the CPU's step on the same inputs (compare_step, the tolerances
 // of the check), all three models (resnet on 16x16 images) and a small model this file defines
 // (batch norm and its state, a convolution without bias, a residual add), train and infer; the
-// loss falling over repeated steps; ResNet-50 in tf32. Skips, with the reason, where there is no
-// GPU. What the GPU's step shares with the CPU's is tested on the CPU in test_train: the walk
-// (core/train_step.hpp), the pooling, batch norm and SGD math, and compare_step itself.
+// loss falling over repeated steps; ResNet-50 in tf32; the step replayed as a CUDA graph. Skips,
+// with the reason, where there is no GPU. What the GPU's step shares with the CPU's is tested on
+// the CPU in test_train: the walk (core/train_step.hpp), the pooling, batch norm and SGD math, and
+// compare_step itself.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -140,9 +141,32 @@ TEST(GpuTrainTf32, ResNet50StepsAndInferencePassTheirChecksAndLearn) {
   }
 }
 
+// The step replayed as a CUDA graph: three replays equal three plain steps (each replay starts
+// from the last one's parameters), and the case says it ran as a graph.
+TEST(GpuTrainGraph, ReplaysChainAsPlainStepsDo) {
+  if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+  for (const char* base : {"cublas", "cudnn"}) {
+    if (std::string(base) == "cudnn" && !gpu::cudnn_unavailable().empty()) continue;
+    const TrainWorkload w = testing::train_workload("small", 8);
+    const Tensors in = w.make_inputs();
+    auto three_steps = [&](const std::string& name) {
+      auto impl = gpu::make_impl("train", name, w, 0);
+      impl->activate();
+      impl->prepare(in);
+      for (int i = 0; i < 3; ++i) impl->run();
+      return std::make_pair(impl->result(), impl->detail());
+    };
+    const auto [plain, plain_detail] = three_steps(base);
+    const auto [graph, detail] = three_steps(std::string(base) + "_graph");
+    EXPECT_NE(detail.find("replayed as one CUDA graph of"), std::string::npos) << detail;
+    const Check same = compare_step(w.model(), w.train(), in, step_of(w.train(), plain), graph);
+    EXPECT_TRUE(same.ok) << base << "_graph against " << base << ": " << same.detail;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, GpuTrain,
-                         ::testing::Values("kernels", "cublas", "cudnn", "cublas_h2d",
-                                           "cudnn_h2d"));
+                         ::testing::Values("kernels", "cublas", "cudnn", "cublas_h2d", "cudnn_h2d",
+                                           "cublas_graph", "cudnn_graph"));
 
 }  // namespace
 }  // namespace pb

@@ -2,8 +2,8 @@
 // the MLP, the CNN and ResNet-50 (the reduced resnet by --shape only), in fp32, and ResNet-50
 // in bf16 (mixed precision) and tf32 (the GPU's) too (--dtypes); the CPU's step with OpenBLAS (and
 // im2col) or oneDNN (bf16 on oneDNN alone); the GPU's with the project's kernels, cuBLAS (and
-// im2col) or cuBLAS and cuDNN, and end to end with each batch copied from pinned host memory
-// inside the step (kernels/train.cu).
+// im2col) or cuBLAS and cuDNN, end to end with each batch copied from pinned host memory inside
+// the step, and replayed as a CUDA graph (kernels/train.cu).
 #include <algorithm>
 
 #include "bench/ops/family.hpp"
@@ -77,10 +77,25 @@ OpFamily train_family() {
   auto fp32_no_conv = [no_conv](const Workload& w) { return fp32_only(w) && no_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
   // cuDNN for the models with convolutions.
-  std::vector<ImplSpec> gpu = {
-      gpu::spec("train", "kernels", fp32_only), gpu::spec("train", "cublas", fp32_or_tf32),
-      gpu::spec("train", "cudnn", tf32_conv), gpu::spec("train", "cublas_h2d", fp32_no_conv),
-      gpu::spec("train", "cudnn_h2d", fp32_conv)};
+  // The step replayed as a CUDA graph goes with the same backends, on one rank (or the local
+  // step): NCCL's all-reduce is not captured.
+  auto one_rank = [](const Workload& w) {
+    const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
+    return s.ranks == 1 || s.local || !s.train;
+  };
+  auto graph_no_conv = [no_conv, one_rank](const Workload& w) {
+    return fp32_or_tf32(w) && no_conv(w) && one_rank(w);
+  };
+  auto graph_conv = [tf32_conv, one_rank](const Workload& w) {
+    return tf32_conv(w) && one_rank(w);
+  };
+  std::vector<ImplSpec> gpu = {gpu::spec("train", "kernels", fp32_only),
+                               gpu::spec("train", "cublas", fp32_or_tf32),
+                               gpu::spec("train", "cudnn", tf32_conv),
+                               gpu::spec("train", "cublas_h2d", fp32_no_conv),
+                               gpu::spec("train", "cudnn_h2d", fp32_conv),
+                               gpu::spec("train", "cublas_graph", graph_no_conv),
+                               gpu::spec("train", "cudnn_graph", graph_conv)};
   for (ImplSpec& sp : gpu) {
     if (sp.name == "kernels") continue;  // no library
     sp.library = sp.name.substr(0, sp.name.find('_'));
