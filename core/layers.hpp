@@ -97,6 +97,10 @@ struct Maps {
 };
 struct BnShape : Maps {
   float momentum = 0.1f, eps = 1e-5f;
+  // y = relu(batch norm(x)) in one pass: the inference walk's fusion of a ReLU that is the batch
+  // norm's only reader, for an Ops that says it fuses (core/train_step.hpp's FusesRelu); the
+  // CPU's loops (batchnorm_forward) honour it.
+  bool relu = false;
 };
 template <class T>
 HD inline T bn_forward_at(T x, T mean, T invstd, T weight, T bias) {

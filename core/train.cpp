@@ -389,7 +389,7 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
   chk.ok = worst <= chk.tolerance;
   if (!chk.ok) {
     std::ostringstream os;
-    os << why.str() << " is off by " << worst << " of its tolerance";
+    os << why.str() << " is off by " << worst << (s.train ? " of its tolerance" : " of their rms");
     if (s.train && s.dtype != Dtype::fp32)
       os << " (the loss within " << b.loss_bound << "; each running statistic within "
          << kRoundingMargin << " times what " << to_string(s.dtype)
@@ -401,8 +401,7 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
                                      " ReLU inputs within fp32's error of their kink may move")
          << "; the loss within " << b.loss_bound << ")";
     else
-      os << " (" << b.logits_bound << " of the logits' rms"
-         << (s.dtype == Dtype::fp32 ? "" : ", in norm") << ")";
+      os << " (tolerance " << b.logits_bound << (s.dtype == Dtype::fp32 ? "" : ", in norm") << ")";
     chk.detail = os.str();
   }
   return chk;

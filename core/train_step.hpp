@@ -93,6 +93,17 @@ template <class Ops>
 struct HasLayouts<Ops, std::void_t<decltype(std::declval<const Ops&>().channels_last())>>
     : std::true_type {};
 
+// Whether an Ops fuses a ReLU into the op before it in inference (it has add_relu(a, b, out, n),
+// and its batchnorm_forward honours BnShape::relu).
+template <class Ops, class = void>
+struct FusesRelu : std::false_type {};
+template <class Ops>
+struct FusesRelu<Ops, std::void_t<decltype(std::declval<Ops&>().add_relu(
+                          std::declval<const typename Ops::ActType*>(),
+                          std::declval<const typename Ops::ActType*>(),
+                          std::declval<typename Ops::ActType*>(), std::int64_t{}))>>
+    : std::true_type {};
+
 // The walks of one model on one device's Ops.
 template <class Ops>
 class Walk {
@@ -180,11 +191,16 @@ class Walk {
           ops_.gemm(g, a, params + l.weight, out);
           break;
         }
-        case LayerKind::batchnorm:
-          ops_.batchnorm_forward(bn(l), train, a, params + l.weight, params + l.bias_at, out,
+        case LayerKind::batchnorm: {
+          BnShape b = bn(l);
+          const bool fuse = !train && relu_follows(i);
+          if (fuse) b.relu = true, out = values_[i + 2].data();  // the ReLU's output
+          ops_.batchnorm_forward(b, train, a, params + l.weight, params + l.bias_at, out,
                                  aux_[i].data(), aux_[i].data() + in.c, state + l.state,
                                  state + l.state + in.c);
+          if (fuse) ++i;  // the ReLU is done
           break;
+        }
         case LayerKind::relu:
           ops_.relu(a, nullptr, out, n);
           break;
@@ -192,6 +208,13 @@ class Walk {
           ops_.maxpool_forward(pool(l), a, out, args_[i].data());
           break;
         case LayerKind::add:
+          if constexpr (FusesRelu<Ops>::value) {
+            if (!train && relu_follows(i)) {
+              ops_.add_relu(a, value(l.in2), values_[i + 2].data(), n);
+              ++i;  // the ReLU is done
+              break;
+            }
+          }
           ops_.add(a, value(l.in2), out, n);
           break;
         case LayerKind::avgpool:
@@ -383,6 +406,8 @@ class Walk {
       return l->kind != LayerKind::maxpool && l->kind != LayerKind::add &&
              l->kind != LayerKind::avgpool;
     };
+    reader_count_.resize(tensors);
+    for (std::size_t t = 0; t < tensors; ++t) reader_count_[t] = readers[t].size();
     grad_of_.resize(tensors);
     in_value_.assign(tensors, false);
     for (std::size_t t = 1; t < tensors; ++t) {
@@ -401,6 +426,16 @@ class Walk {
     }
   }
 
+  // In inference, whether layer i + 1 is a ReLU reading layer i's output alone, which an Ops that
+  // fuses computes with layer i (a batch norm or an add) in one pass: no map written and read back.
+  bool relu_follows(std::size_t i) const {
+    if (!FusesRelu<Ops>::value || i + 1 >= m_.layers.size()) return false;
+    const Layer& next = m_.layers[i + 1];
+    const auto t = i + 1;
+    return next.kind == LayerKind::relu && next.in == static_cast<int>(t) &&
+           m_.storage(static_cast<int>(t)) == static_cast<int>(t) && reader_count_[t] == 1;
+  }
+
   template <class E>
   using Buf = typename Ops::template Buffer<E>;
   ModelDesc m_;
@@ -408,15 +443,16 @@ class Walk {
   Ops& ops_;
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
-  std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
-  std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
-  std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
-  std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
-  bool channels_last_ = false;           // the Ops keeps maps NHWC
-  Buf<T> input_;                         // the model's input, NHWC
-  std::vector<bool> written_;            // per tensor: its gradient has a first term
-  std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
-  std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's
+  std::vector<Buf<T>> values_, grads_;     // per tensor, where it owns its memory
+  std::vector<Buf<P>> aux_;                // per batch norm: mean, invstd (or the Ops' own pair)
+  std::vector<Buf<std::int32_t>> args_;    // per max pool: each window's choice
+  std::vector<Buf<T>> flat_;               // per linear layer reading channels-last maps: NCHW's
+  bool channels_last_ = false;             // the Ops keeps maps NHWC
+  Buf<T> input_;                           // the model's input, NHWC
+  std::vector<bool> written_;              // per tensor: its gradient has a first term
+  std::vector<int> grad_of_;               // per tensor: whose gradient buffer it uses
+  std::vector<bool> in_value_;             // per tensor: its gradient buffer is its value's
+  std::vector<std::size_t> reader_count_;  // per tensor: the layers that read it
   Buf<T> scratch_;
   Buf<P> losses_, loss_;
   std::vector<float> logits_f32_;  // kLowMaps: the logits converted

@@ -167,6 +167,12 @@ class CpuOps : public HostOps<float> {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
   }
+  // Inference's fusions (core/train_step.hpp's FusesRelu): relu(a + b) here, relu(batch norm)
+  // in core/layers.cpp's loops (BnShape::relu): one pass over the maps where there were two.
+  void add_relu(const float* a, const float* b, float* out, std::int64_t n) {
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < n; ++j) out[j] = std::max(a[j] + b[j], 0.0f);
+  }
 
  private:
   bool channels_last_;

@@ -306,6 +306,9 @@ struct CudnnConvolution::State {
       // DEFAULT math would let cuDNN use TF32 tensor cores again: fp32 takes FMA entries only.
       else if (math == CUDNN_FMA_MATH && a.mathType != CUDNN_FMA_MATH)
         why = "tensor-op math, not fp32";
+      // tf32 allows tensor cores, not fp32 data converted down to fp16
+      else if (a.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+        why = "converts fp32 data to fp16";
       if (!why.empty()) {
         if (!chosen) left_out += (left_out.empty() ? "" : ", ") + timed(a) + " (" + why + ")";
         continue;

@@ -349,10 +349,12 @@ class GpuTrain : public GpuImpl {
   }
   std::string detail() const override {
     const std::string algos = ops_.detail();
-    const std::string how =
+    std::string how =
         h2d_     ? "batch copied from pinned host memory in each step"
         : graph_ ? "replayed as one CUDA graph of " + std::to_string(graph_nodes_) + " nodes"
                  : "";
+    const std::string note = math_note(s_.dtype);  // tf32 where the GPU or the override says no
+    if (!note.empty()) how += (how.empty() ? "" : "; ") + note;
     return how.empty() ? algos : algos.empty() ? how : how + "; " + algos;
   }
 
@@ -414,6 +416,10 @@ std::unique_ptr<Impl> make_train(const std::string&, const std::string& name, co
   const Variant v = suffix == "_h2d"     ? Variant::h2d
                     : suffix == "_graph" ? Variant::graph
                                          : Variant::plain;
+  // fp32 buffers throughout: fp32, or tf32 on the libraries' tensor cores
+  const Dtype t = s.train().dtype;
+  if (t != Dtype::fp32 && !(t == Dtype::tf32 && base != "kernels"))
+    throw std::runtime_error("train/gpu/" + name + " runs no " + to_string(t) + " step");
   if (suffix.empty() || v != Variant::plain) {
     if (base == "kernels" && v == Variant::plain)
       return std::make_unique<GpuTrain>(s, Backend::kernels, v);
