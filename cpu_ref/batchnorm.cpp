@@ -24,12 +24,13 @@ struct OnednnBatchNorm::State {
   };
   Dtype dtype = Dtype::fp32;
   bool channels_last = false;
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, Plan> plans;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool>, Plan> plans;
   std::vector<std::uint8_t> unused;  // the dx oneDNN writes when the caller needs none
   std::string kernel;
 
   Plan& plan(const BnShape& s, bool train) {
-    const auto key = std::make_tuple(s.n, s.c, s.hw, train);
+    const bool relu = s.relu && !train;  // inference's fused ReLU (no workspace)
+    const auto key = std::make_tuple(s.n, s.c, s.hw, train, relu);
     Plan& p = plans[key];
     if (p.fwd) return p;
     using md = dnnl::memory::desc;
@@ -38,8 +39,10 @@ struct OnednnBatchNorm::State {
     p.maps = md({s.n, s.c, s.hw, 1}, onednn::data_type(dtype),
                 channels_last ? dnnl::memory::format_tag::nhwc : dnnl::memory::format_tag::nchw);
     p.stats = md({s.c}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::x);
-    const flags f = train ? flags::use_scale | flags::use_shift
-                          : flags::use_scale | flags::use_shift | flags::use_global_stats;
+    const flags f = train  ? flags::use_scale | flags::use_shift
+                    : relu ? flags::use_scale | flags::use_shift | flags::use_global_stats |
+                                 flags::fuse_norm_relu
+                           : flags::use_scale | flags::use_shift | flags::use_global_stats;
     try {
       const dnnl::batch_normalization_forward::primitive_desc fwd(
           eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,

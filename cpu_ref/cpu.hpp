@@ -149,8 +149,9 @@ class OnednnConvolution {
 // oneDNN's batch normalization with core/layers.hpp's semantics, over maps stored in `maps`
 // (fp32 or bf16), NCHW or NHWC, with fp32 scale, shift and statistics: forward with the batch's
 // mean and biased variance (training: mean and var out, the running statistics then moved here)
-// or the running ones (inference), and backward; one primitive per shape and pass, built on
-// first use. Throws Unavailable where oneDNN has no implementation for it here.
+// or the running ones (inference; with BnShape::relu, the ReLU fused: fuse_norm_relu), and
+// backward; one primitive per shape and pass, built on first use. Throws Unavailable where oneDNN
+// has no implementation for it here.
 class OnednnBatchNorm {
  public:
   OnednnBatchNorm(Dtype maps, bool channels_last);

@@ -255,6 +255,15 @@ class Bf16Ops : public HostBuffers {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = to_bf16(from_bf16(a[j]) + from_bf16(b[j]));
   }
+  // Inference's fusions, as CpuOps's: relu(a + b) here (relu's bits, as relu() takes them),
+  // relu(batch norm) through oneDNN's fused primitive (BnShape::relu).
+  void add_relu(const Bf16* a, const Bf16* b, Bf16* out, std::int64_t n) {
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
+    for (std::int64_t j = 0; j < n; ++j) {
+      const Bf16 sum = to_bf16(from_bf16(a[j]) + from_bf16(b[j]));
+      out[j] = (sum & 0x8000u) ? 0 : sum;
+    }
+  }
   void copy(const Bf16* x, Bf16* out, std::int64_t n) { std::copy(x, x + n, out); }
   void zero(float* x, std::int64_t n) { std::fill(x, x + n, 0.0f); }
   void maxpool_forward(const PoolShape& s, const Bf16* x, Bf16* out, std::int32_t* arg) {
