@@ -207,6 +207,7 @@ class Im2colConv : public GpuConv {
     conv_im2col(stream_, handle_.get(), s_, in0_.as<float>(), in1_.as<float>(), b_.as<float>(),
                 out_.as<float>(), db_.as<float>(), col_.as<float>());
   }
+  std::string detail() const override { return math_note(s_.dtype); }  // tf32 where it is not
 
  private:
   CublasHandle handle_;

@@ -41,21 +41,26 @@ TEST_P(GpuConv, EveryPassOnAwkwardShapes) {
     }
 }
 
-// cuDNN's tf32 convolution (the one GPU implementation the registry gives tf32 cases; the
-// registry's choice is tested on the CPU in test_registry).
-TEST(GpuConvTf32, CudnnVerifiesWithTheDtypesTolerance) {
+// The tf32 convolutions (cuDNN, and im2col's cuBLAS GEMMs on tensor cores: the GPU
+// implementations the registry gives tf32 cases; its choice is tested on the CPU in
+// test_registry), each pass.
+TEST(GpuConvTf32, TheLibrariesVerifyWithTheDtypesTolerance) {
   if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
-  if (!gpu::cudnn_unavailable().empty()) GTEST_SKIP() << gpu::cudnn_unavailable();
-  ConvShape s;
-  s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 32, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
-  s.dtype = Dtype::tf32;
-  const ConvWorkload w(s);
-  auto impl = gpu::make_impl("conv", "cudnn", w, 0);
-  const Tensors in = w.make_inputs();
-  impl->prepare(in);
-  impl->run();
-  const Check c = w.verify(in, impl->result());
-  EXPECT_TRUE(c.ok) << c.detail << " (" << impl->detail() << ")";
+  for (const char* name : {"cudnn", "im2col"})
+    for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter}) {
+      if (std::string(name) == "cudnn" && !gpu::cudnn_unavailable().empty()) continue;
+      ConvShape s;
+      s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 32, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+      s.dtype = Dtype::tf32, s.dir = d;
+      const ConvWorkload w(s);
+      auto impl = gpu::make_impl("conv", name, w, 0);
+      const Tensors in = w.make_inputs();
+      impl->prepare(in);
+      impl->run();
+      const Check c = w.verify(in, impl->result());
+      EXPECT_TRUE(c.ok) << name << " " << w.shape().to_string() << ": " << c.detail << " ("
+                        << impl->detail() << ")";
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Impls, GpuConv, ::testing::Values("direct", "im2col", "cudnn"));
