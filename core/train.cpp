@@ -396,9 +396,10 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
          << " rounding moves it; each update's norm within a factor " << kUpdateNormFactor << ")";
     else if (s.train)
       os << " (an update within " << b.bound << " relative, in norm"
-         << (ref.slack.empty() ? std::string()
-                               : ", beyond what the " + std::to_string(ref.kinks) +
-                                     " ReLU inputs within fp32's error of their kink may move")
+         << (ref.slack.empty()
+                 ? std::string()
+                 : ", beyond what fp32 deciding otherwise at the " + std::to_string(ref.kinks) +
+                       " ReLU inputs and pooling choices within its error may move")
          << "; the loss within " << b.loss_bound << ")";
     else
       os << " (tolerance " << b.logits_bound << (s.dtype == Dtype::fp32 ? "" : ", in norm") << ")";

@@ -85,8 +85,9 @@ struct ReferenceStep {
   double loss = 0;
   std::vector<double> logits, params, velocity, grads, state;
   // An exact training step of a model without batch norm: per parameter, how far its gradient
-  // may move when fp32 decides otherwise at the ReLU inputs within its summation error of their
-  // kink (kinks of them; core/train_ref.cpp); the update may move lr times as far.
+  // may move when fp32 decides otherwise at the ReLU inputs and max-pooling choices within its
+  // summation error of their kink (kinks of them; core/train_ref.cpp); the update may move lr
+  // times as far.
   std::vector<double> slack;
   std::int64_t kinks = 0;
   StepBounds bounds;
@@ -111,8 +112,9 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // flips is chance, so one rounded run's distance is a scale, not a ceiling (the margin). The
 // mlp, the cnn and the reduced resnet stay at 1e-3, beyond their kinks' slack: an element of
 // an update may move, on top of the bound, as far as fp32 deciding otherwise at the ReLU inputs
-// within its summation error of 0 can move it (ReferenceStep::slack; one such flip moved the
-// mlp's fc2 bias 1.5x the bound at batch 256). Above kMostBound (25%) a shape is not
+// within its summation error of 0, and at the max-pooling choices as close, can move it
+// (ReferenceStep::slack; one such flip moved the mlp's fc2 bias 1.5x the bound at batch 256).
+// Above kMostBound (25%) a shape is not
 // verifiable in its dtype and fails verification saying so (ResNet-50 at batch 2 on 32x32: its last
 // batch norms see two values a channel).
 //

@@ -20,8 +20,9 @@
 // otherwise, and its gradient there is a seed. Slack: the backward pass again in absolute values
 // from those seeds alone (|W|, |x|, nothing from the loss), so that each parameter's gradient
 // bounds how far flipping any set of them moves it, to first order (a flip moves the forward
-// pass by |z|, below rounding). Max-pooling windows whose two largest inputs are that close are
-// not counted.
+// pass by |z|, below rounding). Max pooling likewise: a window whose chosen input and another
+// lie within their two widths of each other may choose the other in fp32, and the window's
+// gradient is a seed at both.
 #include <cblas.h>
 
 #include <algorithm>
@@ -50,6 +51,7 @@ class ReferenceOps : public HostOps<double> {
     if (p == Pass::slack) return;
     terms_.clear();
     seeds_.clear();
+    ties_.clear();
     kinks_ = 0;
   }
   std::int64_t kinks() const { return kinks_; }  // the seeds of the last kinks pass
@@ -163,6 +165,24 @@ class ReferenceOps : public HostOps<double> {
     if (!seed || seed->empty()) return;
     for (std::int64_t j = 0; j < n; ++j) out[j] += (*seed)[static_cast<std::size_t>(j)];
   }
+  void maxpool_forward(const PoolShape& s, const double* x, double* out, std::int32_t* arg) {
+    HostOps::maxpool_forward(s, x, out, arg);
+    if (pass_ == Pass::kinks) ties_[arg] = near_ties(s, x, arg);
+  }
+  void maxpool_backward(const PoolShape& s, const double* dout, const std::int32_t* arg,
+                        double* dx) {
+    HostOps::maxpool_backward(s, dout, arg, dx);
+    auto t = ties_.find(arg);
+    if (t == ties_.end()) return;
+    const std::int64_t hw = s.h * s.w, per_out = s.oh() * s.ow();
+    for (Tie& tie : t->second) {
+      if (pass_ == Pass::kinks) tie.seed = std::fabs(dout[tie.out]);
+      if (pass_ != Pass::slack) continue;
+      double* plane = dx + tie.out / per_out * hw;
+      plane[arg[tie.out]] += tie.seed;
+      plane[tie.other] += tie.seed;
+    }
+  }
   // The loss per row, or its gradient (softmax - onehot) / rows.
   void rows(const RowShape& s, const double* x, const std::int32_t* labels, double* out) {
     if (s.kind != RowOp::loss_fwd) backward_ = true;
@@ -273,6 +293,41 @@ class ReferenceOps : public HostOps<double> {
       }
     return seed;
   }
+  // A max-pooling window that fp32 may decide otherwise: its output, the other input (within
+  // the plane) and, from the kinks pass's backward, the window's gradient's magnitude.
+  struct Tie {
+    std::int64_t out;
+    std::int32_t other;
+    double seed = 0;
+  };
+  // The windows (NCHW, as the reference walks) whose chosen input and another lie within their
+  // widths (as kink_seeds') of each other; none where the inputs' terms are not known.
+  std::vector<Tie> near_ties(const PoolShape& s, const double* x, const std::int32_t* arg) {
+    auto t = terms_.find(x);
+    const std::int64_t hw = s.h * s.w, oh = s.oh(), ow = s.ow();
+    if (t == terms_.end() || s.channels_last ||
+        t->second.s.size() != static_cast<std::size_t>(s.planes * hw))
+      return {};
+    const double unit = kKinkSigmas * std::sqrt(static_cast<double>(t->second.k)) * 0x1p-24;
+    const std::vector<double>& sum = t->second.s;
+    std::vector<Tie> ties;
+    for (std::int64_t p = 0; p < s.planes; ++p)
+      for (std::int64_t i = 0; i < oh; ++i)
+        for (std::int64_t j = 0; j < ow; ++j) {
+          const std::int64_t o = (p * oh + i) * ow + j, best = p * hw + arg[o];
+          for (std::int64_t r = 0; r < s.k; ++r)
+            for (std::int64_t c = 0; c < s.k; ++c) {
+              const std::int64_t ih = i * s.stride - s.pad + r, iw = j * s.stride - s.pad + c;
+              if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+              const std::int64_t e = p * hw + ih * s.w + iw;
+              if (e != best && x[best] - x[e] <= unit * (sum[static_cast<std::size_t>(best)] +
+                                                         sum[static_cast<std::size_t>(e)]))
+                ties.push_back({o, static_cast<std::int32_t>(ih * s.w + iw)});
+            }
+        }
+    kinks_ += static_cast<std::int64_t>(ties.size());
+    return ties;
+  }
   // x's magnitudes, in lows_[which].
   const double* absolute(const double* x, std::int64_t n, int which) {
     std::vector<double>& v = lows_[which];
@@ -348,10 +403,11 @@ class ReferenceOps : public HostOps<double> {
 
   bool fp32_;
   Pass pass_ = Pass::plain;
-  bool backward_ = false;                   // past the loss
-  std::map<const double*, Terms> terms_;    // per forward output
-  std::vector<std::vector<double>> seeds_;  // per ReLU backward, in the walk's order
-  std::size_t relu_ = 0;                    // the slack pass's next ReLU
+  bool backward_ = false;                                 // past the loss
+  std::map<const double*, Terms> terms_;                  // per forward output
+  std::vector<std::vector<double>> seeds_;                // per ReLU backward, in the walk's order
+  std::map<const std::int32_t*, std::vector<Tie>> ties_;  // per max pool (by its choices)
+  std::size_t relu_ = 0;                                  // the slack pass's next ReLU
   std::int64_t kinks_ = 0;
   Dtype low_;                    // the convolutions' and GEMMs' input type
   Dtype maps_;                   // the maps' (tf32's are fp32)

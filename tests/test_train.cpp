@@ -759,8 +759,50 @@ TEST(TrainModel, AFlipAtAKinkWithinRoundingIsTheStepsToDecide) {
   EXPECT_FALSE(compare_step(m, s, in, no_slack, outputs(flipped, 1.0)).ok);
   const Check off = compare_step(m, s, in, exact, outputs(flipped, 1.01));
   EXPECT_FALSE(off.ok);
-  EXPECT_NE(off.detail.find("1 ReLU inputs within fp32's error of their kink"), std::string::npos)
+  EXPECT_NE(off.detail.find("at the 1 ReLU inputs and pooling choices within its error"),
+            std::string::npos)
       << off.detail;
+}
+
+// A max-pooling window whose two inputs tie exactly (a 1x1 convolution of weights 1, 1 gives 1.0
+// at two pixels of different inputs, (0.5, 0.5) and (1, 0)): fp32 may choose either, which moves
+// the convolution's gradients by the window's term. A step that chose the second (the reference on
+// an input one ulp larger there) passes through the slack, which only the convolution has, and
+// fails without it.
+TEST(TrainModel, AMaxPoolingTieWithinRoundingIsTheStepsToDecide) {
+  ModelBuilder b("pool_tie", {2, 2, 2});
+  b.loss(b.linear(b.flatten(b.maxpool(b.relu(b.conv(0, 1, 1, 1, 0, true, "conv")), 2)), 3, true,
+                  "fc"));
+  const ModelDesc m = b.build();
+  TrainShape s;
+  s.model = m.name, s.batch = 1;
+  std::vector<float> params = initial_params(m), velocity = initial_velocity(m);
+  const Layer& conv = m.layers[0];
+  params[conv.weight] = params[conv.weight + 1] = 1.0f, params[conv.bias_at] = 0.0f;
+  std::vector<float> x = {0.5f, 1.0f, -1.0f, -1.0f,   // channel 0: pixels A, B, C, D
+                          0.5f, 0.0f, -1.0f, -1.0f};  // channel 1
+  const std::vector<std::int32_t> label = {2};
+  auto step = [&](const std::vector<float>& in) {
+    return reference_step(m, s, in.data(), label.data(), params.data(), velocity.data(), nullptr);
+  };
+  const ReferenceStep exact = step(x);
+  ASSERT_EQ(exact.kinks, 1);
+  for (const ParamSlice& sl : m.params)
+    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+      EXPECT_EQ(exact.slack[j] > 0, sl.name.rfind("conv", 0) == 0) << sl.name;
+  std::vector<float> other = x;
+  other[1] = std::nextafter(1.0f, 2.0f);  // B wins
+  const ReferenceStep flipped = step(other);
+  auto floats = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  const Tensors in = {Tensor::of("params", params)};
+  const Tensors out = {Tensor::of("loss", std::vector<float>{static_cast<float>(flipped.loss)}),
+                       Tensor::of("params", floats(flipped.params)),
+                       Tensor::of("velocity", floats(flipped.velocity))};
+  const Check c = compare_step(m, s, in, exact, out);
+  EXPECT_TRUE(c.ok) << c.detail;
+  ReferenceStep no_slack = exact;
+  no_slack.slack.clear();
+  EXPECT_FALSE(compare_step(m, s, in, no_slack, out).ok);
 }
 
 // Data parallel over ranks (DDP): each rank's shard of the global batch, the gradients averaged.
