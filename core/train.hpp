@@ -114,9 +114,8 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // an update may move, on top of the bound, as far as fp32 deciding otherwise at the ReLU inputs
 // within its summation error of 0, and at the max-pooling choices as close, can move it
 // (ReferenceStep::slack; one such flip moved the mlp's fc2 bias 1.5x the bound at batch 256).
-// Above kMostBound (25%) a shape is not
-// verifiable in its dtype and fails verification saying so (ResNet-50 at batch 2 on 32x32: its last
-// batch norms see two values a channel).
+// Above kMostBound (25%) a shape is not verifiable in its dtype and fails verification saying
+// so (ResNet-50 at batch 2 on 32x32: its last batch norms see two values a channel).
 //
 // A bf16 step's update cannot be checked so: its rounding, 2^16 times fp32's, crosses so many
 // kinks that ResNet-50's gradients at initialisation are chaotic in bf16 (PyTorch's own autocast
