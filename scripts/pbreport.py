@@ -1,6 +1,7 @@
 """Reading pairbench reports for scripts/plot.py and scripts/compare.py: one clear error per bad
 input (a missing file, a file that is not JSON, JSON that is not a pairbench report)."""
 import collections
+import statistics
 
 import validate_report
 
@@ -9,15 +10,20 @@ class ReportError(Exception):
     """A report that cannot be used; str() is the one-line message."""
 
 
-def load(path):
+def load_json(path):
+    """The JSON in path, strictly (no NaN), or ReportError saying why not."""
     try:
-        doc = validate_report.load_strict(path)
+        return validate_report.load_strict(path)
     except FileNotFoundError:
         raise ReportError(f"{path}: no such file") from None
     except OSError as e:
         raise ReportError(f"{path}: cannot read: {e.strerror}") from None
     except ValueError as e:
         raise ReportError(f"{path}: not JSON ({e})") from None
+
+
+def load(path):
+    doc = load_json(path)
     if not isinstance(doc, dict) or "pairbench" not in doc:
         raise ReportError(f"{path}: not a pairbench report (no 'pairbench' key)")
     found = validate_report.problems(doc)
@@ -195,3 +201,15 @@ def apart_reason(row):
     if "host_throttled" in row:
         why.append(row["host_throttled"]["note"])
     return "; ".join(why)
+
+
+def reference_medians(doc, framework="torch"):
+    """Per op and device, the median and range of pairbench's best time over the framework's
+    (pairbench.references): [(op, device, median, low, high, workloads)], [] without one."""
+    ref = doc["pairbench"].get("references", {}).get(framework)
+    by_op = collections.defaultdict(list)
+    for c in ref["cases"] if ref else []:
+        if c["status"] == "ok":
+            by_op[(c["op"], c["device"])].append(c["ratio"])
+    return [(op, dev, statistics.median(v), min(v), max(v), len(v))
+            for (op, dev), v in sorted(by_op.items())]

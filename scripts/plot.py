@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Charts from pairbench reports: scripts/plot.py REPORT... -o DIR
 
-Writes PNG and SVG charts and a one-page Markdown summary (summary.md) into DIR: the projection
+Writes PNG and SVG charts and a one-page Markdown summary (summary.md, opening with the answer:
+each op family's like-precision speedup and each device's epoch) into DIR: the projection
 first (per device, the time, energy and dollars of one ImageNet-1k epoch and of a whole training,
-beside the claim), speedup per op
-(GPU over CPU: best of each device, kernel-only and with transfers, and like precision), parallelism (throughput against threads or SMs,
+beside the claim), speedup (GPU over CPU, one panel per op family: best of each device,
+kernel-only and with transfers, and like precision), parallelism (throughput against threads or SMs,
 with ideal scaling), memory bandwidth (per device, % of peak; host<->device curves), batch size
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
 where that reads well. Exit codes: 0 written; 2 bad input."""
 import argparse
 import os
+import statistics
 import sys
 import textwrap
 
@@ -18,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.transforms as transforms  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 import pbreport  # noqa: E402
 
@@ -156,34 +160,95 @@ def chart_projection(reports, outdir, written):
     save(fig, outdir, "projection", written)
 
 
+def power_of_two(v):
+    """'2^20' for 1048576 and the like (from 2^10 up), else v as it is."""
+    n = int(v) if v.isdigit() else 0
+    return f"2^{n.bit_length() - 1}" if n >= 1024 and n & (n - 1) == 0 else v
+
+
+def short_label(op, shape, varying):
+    """A case's label in its op's panel: the shape in a few characters ('fwd b8 64x56x56>64
+    3x3', '1760x32x1760 ta', 'resnet50 train b8 64px'), or the values of the keys that vary
+    within the panel ('gelu_erf bwd 2^20')."""
+    kv = dict(p.split("=", 1) for p in shape.split(",") if "=" in p)
+    try:
+        if op == "conv":
+            stride = f"/{kv['stride']}" if kv.get("stride", "1") != "1" else ""
+            return (f"{kv['dir']} b{kv['batch']} {kv['c']}x{kv['h']}x{kv['w']}>{kv['k']} "
+                    f"{kv['r']}x{kv.get('s', kv['r'])}{stride}")
+        if op == "gemm":
+            return f"{kv['m']}x{kv['n']}x{kv['k']}" + "".join(
+                f" {t}" for t in ("ta", "tb") if kv.get(t) == "1")
+        if op == "train":
+            return (f"{kv['model']} {kv['pass']} b{kv['batch']}"
+                    + (f" {kv['image']}px" if "image" in kv else ""))
+    except KeyError:
+        pass
+    return " ".join(f"{k}={power_of_two(kv[k])}" if kv[k].isdigit() else kv[k]
+                    for k in varying if k in kv) or shape
+
+
+# The markers of the like-precision series and of the copies on the speedup chart.
+SPEEDUP_MARKERS = {"speedup_with_transfer": ("x", "dimgray"), "speedup_fp32": ("o", "C1"),
+                   "speedup_bf16": ("s", "C2"), "speedup_fp16": ("D", "C4"),
+                   "speedup_gpu_tf32_vs_cpu_fp32": ("^", "C5")}
+
+
 def chart_speedup(reports, outdir, written):
-    rows, labels, reasons = [], [], []
+    """GPU over CPU, one panel per op family, its cases sorted: a bar for the best of each
+    device, markers for the same with copies and for each like-precision pair; cases whose
+    figures mean less than they seem (latency-bound, cache-resident) pale and starred."""
+    by_op, reasons = {}, []
     for i, (name, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
             if "speedup" in row:
-                rows.append(row)
-                labels.append(f"{row['op']} {row['shape']}" + (f" [{i + 1}]" if len(reports) > 1 else ""))
+                by_op.setdefault(row["op"], []).append((i, row))
             elif row.get("gpu_missing"):
                 reasons.append(f"{name}: {row['gpu_missing']}")
-    series = [(k, label) for k, label in SPEEDUP_SERIES if any(k in r for r in rows)]
-    # Wide enough for every case's bars (a GPU run has about 80), the legend beside the plot.
-    fig, ax = plt.subplots(figsize=(max(11, 0.2 * len(rows) + 3), 5.5))
-    if rows:
-        width = 0.8 / len(series)
-        for j, (key, label) in enumerate(series):
-            ax.bar([x - 0.4 + width * (j + 0.5) for x in range(len(rows))],
-                   [r.get(key, float("nan")) for r in rows], width, label=label)
-        ax.set_yscale("log")
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(list(range(len(rows))))
-        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("GPU speedup over the CPU (x, log)")
-        ax.set_xlim(-0.6, len(rows) - 0.4)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    else:
+    title = ("Speedup, GPU over CPU per op family: the best of each device (bars) and like "
+             "precision (markers), log scale\n"
+             + "; ".join(n for n, _ in reports))
+    if not by_op:
+        fig, ax = plt.subplots(figsize=(9, 4))
         note(ax, "No GPU speedup to show:\n" + "\n".join(sorted(set(reasons)) or ["no paired cases"]))
-    ax.set_title("Speedup, GPU over CPU per op and shape: best of each device, and like precision\n"
-                 + "; ".join(n for n, _ in reports), fontsize=9)
+        ax.set_title(title, fontsize=9)
+        save(fig, outdir, "speedup", written)
+        return
+    heights = [len(rows) + 1.5 for rows in by_op.values()]
+    fig, axes = plt.subplots(len(by_op), 1, figsize=(9, 0.24 * sum(heights) + 1.5), sharex=True,
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    pale = "#b8cfe6"
+    shown = {"best of each device": Patch(color="C0"),
+             "the same, latency-bound or cache-resident (*)": Patch(color=pale)}
+    for ax, (op, rows) in zip(axes[:, 0], by_op.items()):
+        rows = sorted(rows, key=lambda ir: ir[1]["speedup"])
+        keys = [dict(p.split("=", 1) for p in r["shape"].split(",") if "=" in p) for _, r in rows]
+        varying = [k for k in keys[0] if len({kv.get(k) for kv in keys}) > 1]
+        labels = [short_label(op, r["shape"], varying) + ("*" if r.get("apart") else "")
+                  + (f" [{i + 1}]" if len(reports) > 1 else "") for i, r in rows]
+        ys = list(range(len(rows)))
+        bars = ax.barh(ys, [r["speedup"] for _, r in rows], 0.7,
+                       color=[pale if r.get("apart") else "C0" for _, r in rows])
+        ax.bar_label(bars, [f"{r['speedup']:.1f}x" for _, r in rows], fontsize=6, padding=2)
+        for key, label in SPEEDUP_SERIES[1:]:
+            pts = [(r[key], y) for y, (_, r) in zip(ys, rows) if key in r]
+            if pts:
+                marker, color = SPEEDUP_MARKERS[key]
+                shown.setdefault(label, ax.scatter(*zip(*pts), marker=marker, color=color, s=14,
+                                                   zorder=3))
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_title(op, fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=7, labelbottom=True)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[-1, 0].set_xlabel("GPU speedup over the CPU (x, log)")
+    fig.legend(list(shown.values()), list(shown), fontsize=7, loc="upper right", ncol=3,
+               bbox_to_anchor=(1.0, 1.0 - 0.9 / fig.get_figheight()))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 1.3 / fig.get_figheight()))
     save(fig, outdir, "speedup", written)
 
 
@@ -318,6 +383,34 @@ def chart_roofline(reports, outdir, written):
     save(fig, outdir, "roofline", written)
 
 
+def family_speedup_lines(reports):
+    """Per machine and op family, the like-precision GPU speedups as a median and range over
+    the cases that stand as headline figures; an op whose every case is set apart
+    (latency-bound, cache-resident, a throttled host) shows those, said so. Or why a machine has
+    none."""
+    out = []
+    for i, (_, doc) in enumerate(reports):
+        who = f"machine {i + 1}, " if len(reports) > 1 else ""
+        by = {}  # op -> apart? -> precision -> speedups
+        for row in doc["pairbench"]["analyses"]["speedup"]:
+            for key, label in LIKE_PRECISION:
+                if key in row:
+                    by.setdefault(row["op"], {}).setdefault(bool(pbreport.apart_reason(row)), {}) \
+                        .setdefault(label, []).append(row[key])
+        for op, sides in by.items():
+            series = sides.get(False) or sides[True]
+            said = "; ".join(f"{label} {statistics.median(v):.1f}x ({min(v):.1f}-{max(v):.1f}x, "
+                             f"{len(v)} case{'s' if len(v) > 1 else ''})" for label, v in series.items())
+            apart = (" (every case set apart: latency-bound, cache-resident or a throttled host; "
+                     "see each case below)" if False not in sides else "")
+            out.append(f"{who}{op}, GPU over CPU at like precision: {said}{apart}")
+        if not by:
+            out.append(f"{who}no like-precision GPU speedup"
+                       + ("" if doc["context"].get("gpu_available") else
+                          f" (no GPU: {doc['context'].get('gpu_reason', '?')})"))
+    return out
+
+
 def summary(reports, written):
     lines = ["# pairbench summary", ""]
     for i, (name, doc) in enumerate(reports):
@@ -329,6 +422,20 @@ def summary(reports, written):
                      + ("" if c.get("gpu_available") else f"; no GPU: {c.get('gpu_reason', '?')}"))
         if pbreport.drift_line(doc):
             lines.append(f"   - **warning:** {pbreport.drift_line(doc)}")
+    lines += ["", "## The answer", ""]
+    lines += [f"- {line}" for line in family_speedup_lines(reports)]
+    for i, (_, doc) in enumerate(reports):
+        epochs = pbreport.projection_lines(doc)
+        if epochs:
+            pr = doc["pairbench"]["analyses"]["projection"]
+            lines += ["", f"One epoch of ImageNet-1k ({int(pr['images'])} images), machine {i + 1}:", ""]
+            lines += [f"- {e}" for e in epochs]
+            if pbreport.ratio_line(doc):
+                lines += ["", pbreport.ratio_line(doc)]
+            lines += ["", f"The claim: {pr['claim']}. {pbreport.sentence(pr['note'])}"]
+    if "projection" in written:
+        lines += ["", "![projection](projection.png)"]
+    lines += ["", "## Each case"]
     def side(s):
         if not s:
             return "-"
@@ -354,15 +461,7 @@ def summary(reports, written):
                   "launch or fork-join latency as much as work; cache-resident: work read in GB/s "
                   "whose working set fits the last-level cache; a throttled host):", "",
                   head + " why |", "|---|---|---|---|---|---|---|---|"] + tables[True]
-    for i, (_, doc) in enumerate(reports):
-        epochs = pbreport.projection_lines(doc)
-        if epochs:
-            pr = doc["pairbench"]["analyses"]["projection"]
-            lines += ["", f"One epoch of ImageNet-1k ({int(pr['images'])} images), machine {i + 1}:", ""]
-            lines += [f"- {e}" for e in epochs]
-            if pbreport.ratio_line(doc):
-                lines += ["", pbreport.ratio_line(doc)]
-            lines += ["", f"The claim: {pr['claim']}. {pbreport.sentence(pr['note'])}"]
+    lines += reference_table(reports)
     scaling = [(i, e) for i, (_, doc) in enumerate(reports) if (e := pbreport.scaling_lines(doc))]
     if scaling:
         lines += ["", "**Data parallelism**: each training step over several ranks against the "
@@ -378,8 +477,35 @@ def summary(reports, written):
             lines += ["", f"Machine {i + 1}:", ""] + [f"- {line}" for line in e]
     lines.append("")
     for name in written:
-        lines += [f"![{name}]({name}.png)", ""]
+        if name != "projection":  # shown with the answer above
+            lines += [f"![{name}]({name}.png)", ""]
     return "\n".join(lines)
+
+
+def reference_table(reports):
+    """summary.md's PyTorch section (reports with pairbench.references.torch): each op family's
+    median and range of pairbench's best time over torch's, then one row per workload."""
+    out = []
+    for i, (_, doc) in enumerate(reports):
+        ref = doc["pairbench"].get("references", {}).get("torch")
+        if not ref:
+            continue
+        out += ["", f"**PyTorch {ref['version']} beside pairbench**, machine {i + 1}: pairbench's "
+                "best time over torch's on the same workload (below 1, pairbench is faster), "
+                "torch checked against float64 before it was timed.", "",
+                "| op | device | median | range | workloads |", "|---|---|---|---|---|"]
+        out += [f"| {op} | {dev} | {med:.2f} | {lo:.2f}-{hi:.2f} | {n} |"
+                for op, dev, med, lo, hi, n in pbreport.reference_medians(doc)]
+        out += ["", "| workload | pairbench best | torch | pairbench / torch |", "|---|---|---|---|"]
+        for c in ref["cases"]:
+            pb = f"{c['pairbench']['impl']} {1e3 * c['pairbench']['median_s']:.3f} ms"
+            if c["status"] == "ok":
+                layout = f" ({c['layout']})" if c.get("layout") else ""
+                out.append(f"| {c['name']} | {pb} | {1e3 * c['time']['median_s']:.3f} ms{layout} "
+                           f"| {c['ratio']:.2f} |")
+            else:
+                out.append(f"| {c['name']} | {pb} | {c['status']}: {c.get('message', '')} | - |")
+    return out
 
 
 def main(argv=None):

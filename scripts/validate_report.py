@@ -116,6 +116,8 @@ def problems(doc):
         return out
     out += ci_tool_problems(doc)
     names = {c["name"] for c in doc["pairbench"]["cases"]}
+    for ref in doc["pairbench"].get("references", {}).values():
+        names |= {c["name"] for c in ref["cases"]}
     for b in doc["benchmarks"]:
         if b["run_name"].removesuffix("/manual_time") not in names:
             out.append(f"benchmark {b['name']} has no case record")

@@ -62,6 +62,7 @@ def test_speedup_chart_and_summary_show_like_precision(quick_reports, tmp_path):
     assert r.returncode == 0, r.stderr
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| 40.0x (12.5x with copies) | fp32 9.0x, bf16 20.0x, GPU tf32 vs CPU fp32 18.0x |" in summary
+    assert "gemm, GPU over CPU at like precision: fp32 9.0x (9.0-9.0x, 1 case); bf16 20.0x" in summary
     assert (tmp_path / "out" / "speedup.png").stat().st_size > 1000
 
 
@@ -435,3 +436,36 @@ def test_summary_says_the_data_parallel_steps_and_cluster_sizes(tmp_path):
             "the all-reduce (4571 samples/s); 1.05x the ring model") in summary
     assert "- cpu mlp on N devices at 2.0 GB/s busbw (--busbw), an epoch: 1: " in summary
     assert "1024: " in summary and "(60%)" in summary
+
+
+@pytest.mark.parametrize("sample", ["quick-cpu-only.json", "quick-h100.json"])
+def test_the_summary_opens_with_the_answer_and_the_charts_render(sample, tmp_path):
+    r = run(PLOT, ROOT / "reports" / "samples" / sample, "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in CHARTS:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    summary = (tmp_path / "summary.md").read_text()
+    answer, projection = summary.index("## The answer"), summary.index("![projection]")
+    cases = summary.index("## Each case")
+    assert answer < summary.index("One epoch of ImageNet-1k") < projection < cases
+    assert summary.index("| machine | op | shape |") > cases
+    if sample == "quick-h100.json":
+        # Every training case of that run is set apart (its CPU probe read a throttled host):
+        # the answer still gives the family's figure, and says so.
+        assert ("- train, GPU over CPU at like precision: fp32 7.2x (3.5-16.6x, 8 cases) "
+                "(every case set apart") in summary
+        assert "- stream, GPU over CPU at like precision: fp32 22.2x (19.9-24.5x, 2 cases)\n" in summary
+    else:
+        assert "- no like-precision GPU speedup (no GPU:" in summary
+
+
+def test_speedup_labels_are_short():
+    import plot
+    conv = "dir=bwd_data,batch=8,c=64,h=56,w=56,k=64,r=3,stride=2,pad=1"
+    assert plot.short_label("conv", conv, []) == "bwd_data b8 64x56x56>64 3x3/2"
+    assert plot.short_label("gemm", "m=1760,n=32,k=1760,ta=1", []) == "1760x32x1760 ta"
+    assert plot.short_label("train", "model=resnet50,pass=train,batch=8,image=64", []) == \
+        "resnet50 train b8 64px"
+    assert plot.short_label("activation", "fn=relu,dir=fwd,n=1048576", ["fn", "n"]) == \
+        "relu n=2^20"
+    assert plot.short_label("softmax", "rows=64,cols=1024", ["rows"]) == "rows=64"

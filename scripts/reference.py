@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""PyTorch beside every case of a pairbench report: scripts/reference.py REPORT [-o OUT]
+
+For each workload of the report that pairbench ran and verified (one op, device and shape, the
+dtype and thread count included), runs the same work in PyTorch (scripts/torch_reference.py,
+in the python given by --torch-python, a virtual environment of its own: scripts/reference
+installs it), checked against a float64 torch computation on the same inputs before it is
+timed, and writes into the report:
+
+- pairbench.references.torch: torch's version and build, and per workload a case named
+  <op>/<device>/torch/<shape> with its status, time, check, figure (GFLOP/s, GB/s or
+  samples/s, from the workload's own work) and `ratio`: pairbench's best time over torch's
+  (below 1, pairbench is faster);
+- one Google Benchmark entry per torch case in `benchmarks`, as pairbench's own are written.
+
+A torch result that fails its check, or whose figure stands above its device's ceiling, keeps
+no time and no ratio. Prints the ratio column, one line per workload, then each op family's
+median. Exit codes: 0 written; 1 written, with torch cases that failed their check; 2 bad input
+(a report that is not one, a python without torch)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pbreport
+import validate_report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Ops the reference leaves out, and why (said once in the references record).
+NOT_COVERED = {"collective": "collectives need ranks; the reference runs in one process"}
+
+
+class ReferenceError(Exception):
+    """One line saying why no reference can be written."""
+
+
+def workloads(doc):
+    """The report's verified workloads, one per op, device and shape (what follows the impl in a
+    case's name), each with pairbench's best implementation and time there."""
+    out = {}
+    for c in pbreport.ok_cases(doc):
+        if c["op"] in NOT_COVERED or "ranks" in c["shape"]:
+            continue
+        op, device, _, shape = c["name"].split("/", 3)
+        name = f"{op}/{device}/torch/{shape}"
+        w = out.get(name)
+        if w is None:
+            out[name] = w = {"name": name, "op": op, "device": device, "shape": c["shape"],
+                             "dtype": c["dtype"], "threads": c["threads"],
+                             "metric": c.get("metric", ""), "flops": c.get("flops", 0.0),
+                             "min_bytes": c.get("min_bytes", 0.0), "items": c.get("items", 0.0),
+                             "cache_resident": c.get("cache_resident", False),
+                             "latency_bound": c.get("latency_bound", False)}
+        t = c["time"]["median_s"]
+        if "pairbench" not in w or t < w["pairbench"]["median_s"]:
+            w["pairbench"] = {"impl": c["impl"], "median_s": t}
+    # Where pairbench ran only its plain reference loop (naive: one thread, for checking and
+    # teaching), torch has nothing of pairbench's best to stand beside.
+    return [w for w in out.values() if w["pairbench"]["impl"] != "naive"]
+
+
+def figure(w, seconds):
+    """The workload's figure at `seconds` a call, in its metric: {"gflops": ..} and the like."""
+    out = {}
+    if w["flops"]:
+        out["gflops"] = w["flops"] / seconds / 1e9
+    if w["min_bytes"]:
+        out["gbs"] = w["min_bytes"] / seconds / 1e9
+    if w["items"]:
+        out["samples_per_s"] = w["items"] / seconds
+    return out
+
+
+def above_ceiling(context, w, fig):
+    """Why the torch figure cannot be true (above its device's ceiling), or None."""
+    if w["metric"] == "GB/s":
+        if w["cache_resident"]:
+            return None
+        key, value, unit = "memory", fig.get("gbs", 0.0), "GB/s"
+    elif w["flops"]:
+        key, value, unit = w["dtype"], fig.get("gflops", 0.0), "GFLOP/s"
+    else:
+        return None
+    limit, why = validate_report.bound(context, w["device"], key)
+    if limit and value > limit:
+        return (f"{value:.1f} {unit} is above the {w['device']}'s {key} ceiling {limit:.1f} "
+                f"({why}): the time cannot be true")
+    return None
+
+
+def merge(doc, torch_out, wl=None):
+    """doc with torch's results (scripts/torch_reference.py's output) written in: the
+    references record and the Google Benchmark entries. Returns the number of failed cases."""
+    wl = workloads(doc) if wl is None else wl
+    results = torch_out.get("cases", {})
+    cases, failed = [], 0
+    for w in wl:
+        r = results.get(w["name"], {"status": "skipped",
+                                    "message": "torch_reference.py returned nothing for it"})
+        case = {k: w[k] for k in ("name", "op", "device", "shape", "dtype", "threads", "metric")}
+        case.update({"impl": "torch", "status": r["status"], "pairbench": w["pairbench"]})
+        for k in ("layout", "check", "max_error", "tolerance", "message"):
+            if k in r:
+                case[k] = r[k]
+        if r["status"] == "ok":
+            fig = figure(w, r["median_s"])
+            why = above_ceiling(doc["context"], w, fig)
+            if why:
+                case.update(status="error", message=why)
+            else:
+                case["time"] = {"median_s": r["median_s"], "min_s": r["min_s"],
+                                "runs": r["runs"]}
+                case.update(fig)
+                case["ratio"] = w["pairbench"]["median_s"] / r["median_s"]
+                for k in ("cache_resident", "latency_bound"):
+                    case[k] = w[k]
+        failed += case["status"] == "error"
+        cases.append(case)
+    doc["pairbench"]["references"] = {"torch": {
+        "version": torch_out.get("torch", "?"), "build": torch_out.get("build", {}),
+        "ratio": "pairbench's best time over torch's on the same workload: below 1, pairbench is "
+                 "faster",
+        "not_covered": NOT_COVERED, "cases": cases}}
+    names = {c["name"] for c in cases}
+    doc["benchmarks"] = [b for b in doc["benchmarks"]
+                         if b["run_name"].removesuffix("/manual_time") not in names]
+    doc["benchmarks"] += [benchmark_entry(c) for c in cases if c["status"] != "skipped"]
+    return failed
+
+
+def benchmark_entry(c):
+    """A torch case as Google Benchmark writes a manually timed entry (times in us)."""
+    name = f"{c['name']}/manual_time"
+    e = {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
+         "repetition_index": 0, "threads": 1, "time_unit": "us", "label": "torch"}
+    if c["status"] == "ok":
+        us = 1e6 * c["time"]["median_s"]
+        e.update(iterations=c["time"]["runs"], real_time=us, cpu_time=us)
+        for key, counter in (("gflops", "GFLOP/s"), ("gbs", "GB/s"),
+                             ("samples_per_s", "samples/s")):
+            if key in c:
+                e[counter] = c[key]
+    else:
+        e.update(iterations=0, real_time=0, cpu_time=0, error_occurred=True,
+                 error_message=c.get("message", c["status"]))
+    return e
+
+
+def ms(s):
+    return f"{1e3 * s:.3f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def console_lines(doc):
+    """The ratio column: one line per torch case, then each op family's median and range."""
+    ref = doc["pairbench"]["references"]["torch"]
+    out = [f"PyTorch {ref['version']} beside pairbench: pairbench's best time / torch's "
+           f"(below 1, pairbench is faster)"]
+    for c in ref["cases"]:
+        pb = f"{c['pairbench']['impl']} {ms(c['pairbench']['median_s'])}"
+        if c["status"] == "ok":
+            out.append(f"  {c['name']}: {c['ratio']:.2f}  ({pb}; torch {ms(c['time']['median_s'])}"
+                       f"{', ' + c['layout'] if c.get('layout') else ''})")
+        else:
+            out.append(f"  {c['name']}: {c['status'].upper()}: {c.get('message', '')}")
+    out += [f"  {op} on the {dev}: median {med:.2f}, {lo:.2f}-{hi:.2f} over {n} workloads"
+            for op, dev, med, lo, hi, n in pbreport.reference_medians(doc)]
+    return out
+
+
+def run_torch(python, jobs, min_time, env=None):
+    """scripts/torch_reference.py's results for jobs, run by python (stderr passes through)."""
+    try:
+        subprocess.run([python, "-c", "import torch"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        raise ReferenceError(f"{python} cannot import torch: scripts/reference installs it "
+                             f"(scripts/torch_venv)") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        job = os.path.join(tmp, "jobs.json")
+        with open(job, "w", encoding="utf-8") as f:
+            json.dump({"min_time": min_time, "cases": jobs}, f)
+        p = subprocess.run([python, os.path.join(HERE, "torch_reference.py"), job],
+                           stdout=subprocess.PIPE, text=True, env=env)
+    if p.returncode != 0:
+        raise ReferenceError(f"torch_reference.py stopped with exit code {p.returncode}")
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        raise ReferenceError("torch_reference.py wrote no JSON result") from None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("report")
+    p.add_argument("-o", "--out", help="write here (default: the report itself)")
+    p.add_argument("--torch-python", default=os.path.join(HERE, "..", "build", "venv-torch",
+                                                          "bin", "python"))
+    p.add_argument("--min-time", type=float, default=0.5,
+                   help="seconds each torch case is timed for (default 0.5)")
+    p.add_argument("--results", help="merge this torch_reference.py output instead of running "
+                                     "torch")
+    a = p.parse_args(argv)
+    if not a.min_time > 0:
+        p.error("--min-time must be above 0")
+    try:
+        doc = pbreport.load(a.report)
+        wl = workloads(doc)
+        if a.results:
+            torch_out = pbreport.load_json(a.results)
+        else:
+            jobs = [{k: w[k] for k in ("name", "op", "device", "shape", "dtype", "threads")}
+                    for w in wl]
+            env = dict(os.environ)
+            if doc["context"].get("cpu_amx") == "broken":
+                # The AMX trap (DESIGN.md): torch's oneDNN dies on its first bf16 matmul.
+                env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_FP16"
+            torch_out = run_torch(a.torch_python, jobs, a.min_time, env)
+    except (pbreport.ReportError, ReferenceError) as e:
+        print(f"reference.py: error: {e}", file=sys.stderr)
+        return 2
+    failed = merge(doc, torch_out, wl)
+    out = a.out or a.report
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+    print("\n".join(console_lines(doc)))
+    print(out)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
