@@ -171,21 +171,28 @@ def short_label(op, shape, varying):
     3x3', '1760x32x1760 ta', 'resnet50 train b8 64px'), or the values of the keys that vary
     within the panel ('gelu_erf bwd 2^20')."""
     kv = dict(p.split("=", 1) for p in shape.split(",") if "=" in p)
+    extra = "".join(f" {kv[k]}" if k == "dtype" else f" {kv[k]}t"
+                    for k in ("dtype", "threads") if k in varying and k in kv)
     try:
-        if op == "conv":
-            stride = f"/{kv['stride']}" if kv.get("stride", "1") != "1" else ""
-            return (f"{kv['dir']} b{kv['batch']} {kv['c']}x{kv['h']}x{kv['w']}>{kv['k']} "
-                    f"{kv['r']}x{kv.get('s', kv['r'])}{stride}")
-        if op == "gemm":
-            return f"{kv['m']}x{kv['n']}x{kv['k']}" + "".join(
-                f" {t}" for t in ("ta", "tb") if kv.get(t) == "1")
-        if op == "train":
-            return (f"{kv['model']} {kv['pass']} b{kv['batch']}"
-                    + (f" {kv['image']}px" if "image" in kv else ""))
+        return special_label(op, kv) + extra
     except KeyError:
-        pass
-    return " ".join(f"{k}={power_of_two(kv[k])}" if kv[k].isdigit() else kv[k]
-                    for k in varying if k in kv) or shape
+        return " ".join(f"{k}={power_of_two(kv[k])}" if kv[k].isdigit() else kv[k]
+                        for k in varying if k in kv) or shape
+
+
+def special_label(op, kv):
+    """The few characters that name a conv, GEMM or training case; KeyError for the others."""
+    if op == "conv":
+        stride = f"/{kv['stride']}" if kv.get("stride", "1") != "1" else ""
+        return (f"{kv['dir']} b{kv['batch']} {kv['c']}x{kv['h']}x{kv['w']}>{kv['k']} "
+                f"{kv['r']}x{kv.get('s', kv['r'])}{stride}")
+    if op == "gemm":
+        return f"{kv['m']}x{kv['n']}x{kv['k']}" + "".join(
+            f" {t}" for t in ("ta", "tb") if kv.get(t) == "1")
+    if op == "train":
+        return (f"{kv['model']} {kv['pass']} b{kv['batch']}"
+                + (f" {kv['image']}px" if "image" in kv else ""))
+    raise KeyError(op)
 
 
 # The markers of the like-precision series and of the copies on the speedup chart.
@@ -194,62 +201,107 @@ SPEEDUP_MARKERS = {"speedup_with_transfer": ("x", "dimgray"), "speedup_fp32": ("
                    "speedup_gpu_tf32_vs_cpu_fp32": ("^", "C5")}
 
 
+def family_panels(by_op, xlabel, title, n_reports):
+    """A figure of horizontal-bar panels, one per op family, each family's items sorted by
+    value: by_op maps a panel's title (the op first) to [(machine index, shape string, value,
+    pale)]. Returns the figure
+    and, per panel, (axes, its items in drawing order, their y positions)."""
+    heights = [len(items) + 1.5 for items in by_op.values()]
+    fig, axes = plt.subplots(len(by_op), 1, figsize=(9, 0.24 * sum(heights) + 1.5), sharex=True,
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    panels = []
+    for ax, (op, items) in zip(axes[:, 0], by_op.items()):
+        items = sorted(items, key=lambda it: it[2])
+        keys = [dict(p.split("=", 1) for p in it[1].split(",") if "=" in p) for it in items]
+        varying = [k for k in keys[0] if len({kv.get(k) for kv in keys}) > 1]
+        labels = [short_label(op.split(" ")[0], shape, varying) + ("*" if pale else "")
+                  + (f" [{i + 1}]" if n_reports > 1 else "") for i, shape, _, pale in items]
+        ys = list(range(len(items)))
+        bars = ax.barh(ys, [it[2] for it in items], 0.7,
+                       color=[PALE if it[3] else "C0" for it in items])
+        ax.bar_label(bars, [f"{it[2]:.2g}" if it[2] < 10 else f"{it[2]:.0f}" for it in items],
+                     fontsize=6, padding=2)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_ylim(-0.7, len(items) - 0.3)
+        ax.set_title(op, fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=7, labelbottom=True)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        panels.append((ax, items, ys))
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.suptitle(title, fontsize=9)
+    return fig, panels
+
+
+def finish_panels(fig, handles, outdir, name, written):
+    """The legend above the panels, the layout, the files."""
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="upper right", ncol=3,
+               bbox_to_anchor=(1.0, 1.0 - 0.9 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 1.3 / fig.get_figheight()))
+    save(fig, outdir, name, written)
+
+
+PALE = "#b8cfe6"  # a bar whose figure means less than it seems
+
+
 def chart_speedup(reports, outdir, written):
     """GPU over CPU, one panel per op family, its cases sorted: a bar for the best of each
     device, markers for the same with copies and for each like-precision pair; cases whose
     figures mean less than they seem (latency-bound, cache-resident) pale and starred."""
-    by_op, reasons = {}, []
+    by_op, rows_of, reasons = {}, {}, []
     for i, (name, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
             if "speedup" in row:
-                by_op.setdefault(row["op"], []).append((i, row))
+                item = (i, row["shape"], row["speedup"], bool(row.get("apart")))
+                by_op.setdefault(row["op"], []).append(item)
+                rows_of[id(item)] = row
             elif row.get("gpu_missing"):
                 reasons.append(f"{name}: {row['gpu_missing']}")
     title = ("Speedup, GPU over CPU per op family: the best of each device (bars) and like "
-             "precision (markers), log scale\n"
-             + "; ".join(n for n, _ in reports))
+             "precision (markers), log scale\n" + "; ".join(n for n, _ in reports))
     if not by_op:
         fig, ax = plt.subplots(figsize=(9, 4))
         note(ax, "No GPU speedup to show:\n" + "\n".join(sorted(set(reasons)) or ["no paired cases"]))
         ax.set_title(title, fontsize=9)
         save(fig, outdir, "speedup", written)
         return
-    heights = [len(rows) + 1.5 for rows in by_op.values()]
-    fig, axes = plt.subplots(len(by_op), 1, figsize=(9, 0.24 * sum(heights) + 1.5), sharex=True,
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    pale = "#b8cfe6"
+    fig, panels = family_panels(by_op, "GPU speedup over the CPU (x, log)", title, len(reports))
     shown = {"best of each device": Patch(color="C0"),
-             "the same, latency-bound or cache-resident (*)": Patch(color=pale)}
-    for ax, (op, rows) in zip(axes[:, 0], by_op.items()):
-        rows = sorted(rows, key=lambda ir: ir[1]["speedup"])
-        keys = [dict(p.split("=", 1) for p in r["shape"].split(",") if "=" in p) for _, r in rows]
-        varying = [k for k in keys[0] if len({kv.get(k) for kv in keys}) > 1]
-        labels = [short_label(op, r["shape"], varying) + ("*" if r.get("apart") else "")
-                  + (f" [{i + 1}]" if len(reports) > 1 else "") for i, r in rows]
-        ys = list(range(len(rows)))
-        bars = ax.barh(ys, [r["speedup"] for _, r in rows], 0.7,
-                       color=[pale if r.get("apart") else "C0" for _, r in rows])
-        ax.bar_label(bars, [f"{r['speedup']:.1f}x" for _, r in rows], fontsize=6, padding=2)
+             "the same, latency-bound or cache-resident (*)": Patch(color=PALE)}
+    for ax, items, ys in panels:
+        rows = [rows_of[id(it)] for it in items]
         for key, label in SPEEDUP_SERIES[1:]:
-            pts = [(r[key], y) for y, (_, r) in zip(ys, rows) if key in r]
+            pts = [(r[key], y) for y, r in zip(ys, rows) if key in r]
             if pts:
                 marker, color = SPEEDUP_MARKERS[key]
                 shown.setdefault(label, ax.scatter(*zip(*pts), marker=marker, color=color, s=14,
                                                    zorder=3))
-        ax.set_xscale("log")
-        ax.axvline(1.0, color="black", linewidth=0.8)
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_title(op, fontsize=9, loc="left")
-        ax.tick_params(axis="x", labelsize=7, labelbottom=True)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    axes[-1, 0].set_xlabel("GPU speedup over the CPU (x, log)")
-    fig.legend(list(shown.values()), list(shown), fontsize=7, loc="upper right", ncol=3,
-               bbox_to_anchor=(1.0, 1.0 - 0.9 / fig.get_figheight()))
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 1.3 / fig.get_figheight()))
-    save(fig, outdir, "speedup", written)
+    finish_panels(fig, shown, outdir, "speedup", written)
+
+
+def chart_reference(reports, outdir, written):
+    """PyTorch beside pairbench (reports with pairbench.references.torch): per op family and
+    workload, pairbench's best time over torch's; nothing where no report has a reference."""
+    by_op = {}
+    for i, (_, doc) in enumerate(reports):
+        ref = doc["pairbench"].get("references", {}).get("torch")
+        for c in ref["cases"] if ref else []:
+            if c["status"] == "ok":
+                by_op.setdefault(f"{c['op']} ({c['device']})", []).append(
+                    (i, c["name"].split("/", 3)[3], c["ratio"], c.get("latency_bound", False)))
+    if not by_op:
+        return
+    versions = sorted({doc["pairbench"]["references"]["torch"]["version"] for _, doc in reports
+                       if "torch" in doc["pairbench"].get("references", {})})
+    fig, _ = family_panels(
+        by_op, "pairbench's best time / torch's (log; below 1, pairbench is faster)",
+        f"PyTorch {', '.join(versions)} beside pairbench, per op family and workload\n"
+        + "; ".join(n for n, _ in reports), len(reports))
+    finish_panels(fig, {"pairbench / torch": Patch(color="C0"),
+                        "the same, latency-bound (*: under 20 us)": Patch(color=PALE)},
+                  outdir, "torch", written)
 
 
 def chart_parallelism(reports, outdir, written):
@@ -525,8 +577,8 @@ def main(argv=None):
         return 2
     reports = [(pbreport.machine(d), d) for d in docs]
     written = []
-    for chart in (chart_projection, chart_speedup, chart_parallelism, chart_bandwidth,
-                  chart_batch, chart_roofline):
+    for chart in (chart_projection, chart_speedup, chart_reference, chart_parallelism,
+                  chart_bandwidth, chart_batch, chart_roofline):
         chart(reports, a.outdir, written)
     with open(os.path.join(a.outdir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(summary(reports, written))

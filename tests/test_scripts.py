@@ -457,6 +457,9 @@ def test_the_summary_opens_with_the_answer_and_the_charts_render(sample, tmp_pat
         assert "- stream, GPU over CPU at like precision: fp32 22.2x (19.9-24.5x, 2 cases)\n" in summary
     else:
         assert "- no like-precision GPU speedup (no GPU:" in summary
+        # The CPU sample ran with --reference=torch: its chart and tables.
+        assert (tmp_path / "torch.png").stat().st_size > 1000
+        assert "![torch](torch.png)" in summary and "**PyTorch 2.15.0" in summary
 
 
 def test_speedup_labels_are_short():
@@ -469,3 +472,6 @@ def test_speedup_labels_are_short():
     assert plot.short_label("activation", "fn=relu,dir=fwd,n=1048576", ["fn", "n"]) == \
         "relu n=2^20"
     assert plot.short_label("softmax", "rows=64,cols=1024", ["rows"]) == "rows=64"
+    # The dtype and threads, where they vary within a panel (the torch chart's workloads).
+    assert plot.short_label("gemm", "m=256,n=256,k=256,dtype=bf16,threads=2",
+                            ["dtype", "threads"]) == "256x256x256 bf16 2t"
