@@ -43,11 +43,15 @@ void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) 
             first = false;
             continue;
           }
+          // The choice as a mask (all ones where the tap is larger), not a branch: GCC
+          // vectorizes this form on any x86-64 (this file is built without -march=native), and
+          // left the one with two selects scalar, 44% of the CNN's inference.
 #pragma omp simd
           for (std::int64_t ch = 0; ch < c; ++ch) {
-            const bool larger = v[ch] > o[ch];
-            o[ch] = larger ? v[ch] : o[ch];
-            a[ch] = larger ? at : a[ch];
+            const T val = v[ch], cur = o[ch];
+            const std::int32_t larger = -static_cast<std::int32_t>(val > cur);
+            o[ch] = val > cur ? val : cur;
+            a[ch] = (at & larger) | (a[ch] & ~larger);
           }
         }
       }

@@ -473,67 +473,72 @@ def train(s, dtype, dev, gen):
     low = dtype in ("bf16", "tf32")
     ref = copy.deepcopy(model).double()
     layouts = [torch.contiguous_format] + ([torch.channels_last] if len(shape) == 3 else [])
-    out = []
-    for layout in layouts:
-        m = copy.deepcopy(model).to(dev).to(memory_format=layout)
-        x = x32.to(dev).contiguous(memory_format=layout) if len(shape) == 3 else x32.to(dev)
-        y = labels.to(dev)
-        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
-        autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    return [train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_bn, low)
+            for layout in layouts]
 
-        def forward():
-            with autocast:
-                return m(x)
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss_ = F.cross_entropy(m(x), y)
-            loss_.backward()
-            opt.step()
-            return loss_
+def train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_bn, low):
+    """train()'s option in one layout: (its name, the check of its first step or inference,
+    the call to time). A function of its own so that each option's closures keep their own
+    model and batch (a closure in a loop would see the last layout's)."""
+    m = copy.deepcopy(model).to(dev).to(memory_format=layout)
+    x = x32.to(dev).contiguous(memory_format=layout) if len(shape) == 3 else x32.to(dev)
+    y = labels.to(dev)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
-        def infer_call():
-            with torch.no_grad():
-                return forward()
+    def forward():
+        with autocast:
+            return m(x)
 
-        r = copy.deepcopy(ref)
-        if infer:
-            m.eval()
-            r.eval()
-            got = spoil("train", infer_call().float())
-            with torch.no_grad():
-                want = r(x32.double())
-            tol = {"fp32": 1e-4, "bf16": 5e-2, "tf32": 1e-2}[dtype]
-            checked = verdict({"logits": (rel_norm(got, want), tol)}, "logits in norm, float64")
-            run = infer_call
-        else:
-            m.train()
-            r.train()
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss_ = F.cross_entropy(m(x), y)
-            loss_.backward()
-            want_loss = F.cross_entropy(r(x32.double()), labels)
-            want_loss.backward()
-            want = float(want_loss.detach())
-            errors = {"loss": (abs(float(spoil("train", loss_.detach().double().cpu())) - want)
-                               / (abs(want) + 1),
-                               {"fp32": 1e-5, "bf16": 5e-2, "tf32": 1e-2}[dtype])}
-            for (name, p), (_, q) in zip(m.named_parameters(), r.named_parameters()):
-                if low:
-                    ratio = float(p.grad.double().norm()) / max(float(q.grad.norm()), 1e-300)
-                    errors[f"{name}.grad"] = (abs(math.log2(max(ratio, 1e-300))), 1.0)
-                else:
-                    errors[f"{name}.grad"] = (rel_norm(p.grad, q.grad), 0.1 if has_bn else 1e-2)
-            for (name, b), (_, q) in zip(m.named_buffers(), r.named_buffers()):
-                if name.endswith(("running_mean", "running_var")):
-                    errors[name] = (rel_norm(b, q), 0.5 if low else 1e-3)
-            checked = verdict(errors, "loss, gradients and running statistics, float64")
-            opt.step()
-            run = step
-        out.append(("nchw" if layout == torch.contiguous_format else "channels_last", checked, run))
-    return out
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss_ = F.cross_entropy(m(x), y)
+        loss_.backward()
+        opt.step()
+        return loss_
+
+    def infer_call():
+        with torch.no_grad():
+            return forward()
+
+    r = copy.deepcopy(ref)
+    if infer:
+        m.eval()
+        r.eval()
+        got = spoil("train", infer_call().float())
+        with torch.no_grad():
+            want = r(x32.double())
+        tol = {"fp32": 1e-4, "bf16": 5e-2, "tf32": 1e-2}[dtype]
+        checked = verdict({"logits": (rel_norm(got, want), tol)}, "logits in norm, float64")
+        run = infer_call
+    else:
+        m.train()
+        r.train()
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss_ = F.cross_entropy(m(x), y)
+        loss_.backward()
+        want_loss = F.cross_entropy(r(x32.double()), labels)
+        want_loss.backward()
+        want = float(want_loss.detach())
+        errors = {"loss": (abs(float(spoil("train", loss_.detach().double().cpu())) - want)
+                           / (abs(want) + 1),
+                           {"fp32": 1e-5, "bf16": 5e-2, "tf32": 1e-2}[dtype])}
+        for (name, p), (_, q) in zip(m.named_parameters(), r.named_parameters()):
+            if low:
+                ratio = float(p.grad.double().norm()) / max(float(q.grad.norm()), 1e-300)
+                errors[f"{name}.grad"] = (abs(math.log2(max(ratio, 1e-300))), 1.0)
+            else:
+                errors[f"{name}.grad"] = (rel_norm(p.grad, q.grad), 0.1 if has_bn else 1e-2)
+        for (name, b), (_, q) in zip(m.named_buffers(), r.named_buffers()):
+            if name.endswith(("running_mean", "running_var")):
+                errors[name] = (rel_norm(b, q), 0.5 if low else 1e-3)
+        checked = verdict(errors, "loss, gradients and running statistics, float64")
+        opt.step()
+        run = step
+    return ("nchw" if layout == torch.contiguous_format else "channels_last", checked, run)
 
 
 OPS = {"gemm": gemm, "conv": conv, "activation": activation, "softmax": softmax, "loss": loss,
