@@ -2,7 +2,7 @@
 """PyTorch beside every case of a pairbench report: scripts/reference.py REPORT [-o OUT]
 
 For each workload of the report that pairbench ran and verified (one op, device and shape, the
-dtype and thread count included), runs the same work in PyTorch (scripts/torch_reference.py,
+dtype and thread count included; not those only its naive single-thread loop ran), runs the same work in PyTorch (scripts/torch_reference.py,
 in the python given by --torch-python, a virtual environment of its own: scripts/reference
 installs it), checked against a float64 torch computation on the same inputs before it is
 timed, and writes into the report:
@@ -11,7 +11,8 @@ timed, and writes into the report:
   <op>/<device>/torch/<shape> with its status, time, check, figure (GFLOP/s, GB/s or
   samples/s, from the workload's own work) and `ratio`: pairbench's best time over torch's
   (below 1, pairbench is faster);
-- one Google Benchmark entry per torch case in `benchmarks`, as pairbench's own are written.
+- one Google Benchmark entry per torch case that ran (skipped ones have none) in `benchmarks`,
+  as pairbench's own are written.
 
 A torch result that fails its check, or whose figure stands above its device's ceiling, keeps
 no time and no ratio. Prints the ratio column, one line per workload, then each op family's
