@@ -206,3 +206,12 @@ def test_a_spoiled_torch_result_fails_its_check(op, tmp_path):
         if case_op == op:
             assert r["status"] == "error" and "median_s" not in r, (name, r)
             assert "above its tolerance" in r["message"]
+
+
+@pytest.mark.parametrize("args, says", [([], "usage"), (["/nonexistent.json"], "no such file")])
+def test_the_wrapper_says_a_bad_call_before_installing_anything(args, says, tmp_path):
+    r = subprocess.run([str(ROOT / "scripts" / "reference"), *args], capture_output=True,
+                       text=True, timeout=60,
+                       env={**os.environ, "PAIRBENCH_TORCH_VENV": str(tmp_path / "venv")})
+    assert r.returncode == 2 and says in r.stderr
+    assert not (tmp_path / "venv").exists()  # torch_venv never ran
