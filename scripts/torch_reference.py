@@ -30,6 +30,8 @@ import zlib
 import torch
 import torch.nn.functional as F
 
+from torch_activations import FUNCTIONS
+
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
           "fp16": torch.float16}
 # Unit roundoff of each dtype's storage (tf32: of its tensor cores' inputs).
@@ -236,27 +238,24 @@ def conv(s, dtype, dev, gen):
     return out
 
 
-ACTIVATIONS = {  # forward into out, backward from what autograd keeps (x, or y for the last two)
-    "relu": (lambda x, o: torch.clamp(x, min=0.0, out=o),
-             lambda dy, x, y, o: torch.ops.aten.threshold_backward.grad_input(dy, x, 0, grad_input=o),
+# Forward into a preallocated output: scripts/torch_activations.py's FUNCTIONS. Here each
+# function's backward from what autograd keeps (x, or y for sigmoid and tanh) and its float64
+# form.
+ACTIVATIONS = {
+    "relu": (lambda dy, x, y, o: torch.ops.aten.threshold_backward.grad_input(dy, x, 0, grad_input=o),
              lambda x: x.clamp(min=0)),
-    "leaky_relu": (lambda x, o: torch._C._nn.leaky_relu(x, 0.01, out=o),
-                   lambda dy, x, y, o: torch.ops.aten.leaky_relu_backward.grad_input(
+    "leaky_relu": (lambda dy, x, y, o: torch.ops.aten.leaky_relu_backward.grad_input(
                        dy, x, 0.01, False, grad_input=o),
                    lambda x: torch.where(x > 0, x, 0.01 * x)),
-    "gelu_tanh": (lambda x, o: torch._C._nn.gelu(x, approximate="tanh", out=o),
-                  lambda dy, x, y, o: torch.ops.aten.gelu_backward.grad_input(
+    "gelu_tanh": (lambda dy, x, y, o: torch.ops.aten.gelu_backward.grad_input(
                       dy, x, approximate="tanh", grad_input=o),
                   lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
-    "gelu_erf": (lambda x, o: torch._C._nn.gelu(x, approximate="none", out=o),
-                 lambda dy, x, y, o: torch.ops.aten.gelu_backward.grad_input(
+    "gelu_erf": (lambda dy, x, y, o: torch.ops.aten.gelu_backward.grad_input(
                      dy, x, approximate="none", grad_input=o),
                  lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
-    "sigmoid": (lambda x, o: torch.sigmoid(x, out=o),
-                lambda dy, x, y, o: torch.ops.aten.sigmoid_backward.grad_input(dy, y, grad_input=o),
+    "sigmoid": (lambda dy, x, y, o: torch.ops.aten.sigmoid_backward.grad_input(dy, y, grad_input=o),
                 torch.sigmoid),
-    "tanh": (lambda x, o: torch.tanh(x, out=o),
-             lambda dy, x, y, o: torch.ops.aten.tanh_backward.grad_input(dy, y, grad_input=o),
+    "tanh": (lambda dy, x, y, o: torch.ops.aten.tanh_backward.grad_input(dy, y, grad_input=o),
              torch.tanh),
 }
 
@@ -267,7 +266,7 @@ def activation(s, dtype, dev, gen):
     fn, d, n = s.get("fn", ""), s.get("dir", "fwd"), num(s, "n")
     if fn not in ACTIVATIONS:
         raise Skip(f"no activation {fn}")
-    fwd, bwd, exact = ACTIVATIONS[fn]
+    fwd, (bwd, exact) = FUNCTIONS[fn], ACTIVATIONS[fn]
     x32, dy32 = uniform(gen, n, scale=8.0), uniform(gen, n)
     x, dy, o = x32.to(dev), dy32.to(dev), torch.empty(n, device=dev)
     X = x32.double().requires_grad_()
