@@ -61,6 +61,42 @@ double ModelDesc::activations() const {
   return sum;
 }
 
+std::vector<Fusion> inference_fusions(const ModelDesc& m, bool convs, bool relus) {
+  const std::size_t layers = m.layers.size();
+  std::vector<int> readers(layers + 1, 0);
+  for (const Layer& l : m.layers) {
+    if (l.kind == LayerKind::flatten) continue;  // not a reader: its output is the memory
+    ++readers[m.storage(l.in)];
+    if (l.kind == LayerKind::add) ++readers[m.storage(l.in2)];
+  }
+  // Whether layer j + 1 is of `kind` and the only reader of layer j's output.
+  auto next_reads_alone = [&](std::size_t j, LayerKind kind) {
+    const int t = static_cast<int>(j) + 1;
+    if (j + 1 >= layers || m.storage(t) != t || readers[t] != 1) return false;
+    const Layer& next = m.layers[j + 1];
+    return next.kind == kind && (next.in == t || (kind == LayerKind::add && next.in2 == t));
+  };
+  std::vector<Fusion> out(layers);
+  for (std::size_t i = 0; i < layers; ++i) out[i].last = i;
+  for (std::size_t i = 0; i < layers; ++i) {
+    Fusion& f = out[i];
+    const LayerKind kind = m.layers[i].kind;
+    if (kind == LayerKind::conv && convs) {
+      if (next_reads_alone(f.last, LayerKind::batchnorm)) f.batchnorm = static_cast<int>(++f.last);
+      if (next_reads_alone(f.last, LayerKind::add)) {
+        const Layer& add = m.layers[f.last + 1];
+        const int other = add.in == static_cast<int>(f.last) + 1 ? add.in2 : add.in;
+        if (m.storage(other) <= static_cast<int>(i)) f.residual = other, ++f.last;
+      }
+    } else if (!((kind == LayerKind::batchnorm || kind == LayerKind::add) && relus)) {
+      continue;
+    }
+    if (next_reads_alone(f.last, LayerKind::relu)) f.relu = true, ++f.last;
+    i = f.last;  // the layers taken are not passes of their own
+  }
+  return out;
+}
+
 ModelBuilder::ModelBuilder(std::string name, Dims input) {
   m_.name = std::move(name);
   m_.input = input;

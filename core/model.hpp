@@ -11,6 +11,7 @@
 // in), biases (out), BatchNorm2d weight and bias (c).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -76,6 +77,22 @@ struct ModelDesc {
   // Per sample: the elements of every tensor a step keeps (each storage once).
   double activations() const;
 };
+
+// Inference's fusions: the layers a device computes in the pass of an earlier layer, so that the
+// maps between them are never written (core/train_step.hpp's FusesConv and FusesRelu). Each
+// taken layer is the only reader of the tensor before it (a flatten's output counts as its
+// input). With `convs`, a convolution takes, in this order and each optional, a batch norm
+// (inference's: the running statistics, a per-channel scale and shift), an add whose other
+// operand was written before the convolution (the residual), and a ReLU. With `relus`, a batch
+// norm or an add that no convolution took takes a ReLU.
+struct Fusion {
+  std::size_t last = 0;  // the last layer computed in this layer's pass (its own index: none)
+  int batchnorm = -1;    // a convolution's batch norm layer, or -1
+  int residual = -1;     // a convolution's residual (the tensor added), or -1
+  bool relu = false;     // the pass ends with a ReLU
+};
+// One per layer (a taken layer's own entry is unused).
+std::vector<Fusion> inference_fusions(const ModelDesc& m, bool convs, bool relus);
 
 // Builds a description, layer by layer, each call returning the tensor it writes; build()
 // checks the whole. Every shape that does not chain is a std::invalid_argument naming the model

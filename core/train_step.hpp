@@ -26,6 +26,11 @@
 //   add(a, b, out, n), copy(x, out, n), zero(x, n)
 //   plane_means(Maps, x, out)          out (n x c) the mean of each map (global average pooling)
 //   spread_means(Maps, dout, dx)       each map's dx its dout / hw (its backward pass)
+// and, where it fuses in inference (core/model.hpp's inference_fusions):
+//   add_relu(a, b, out, n)             out = relu(a + b) (and batchnorm_forward honours
+//                                      BnShape::relu)
+//   conv_fused(ConvShape, x, w, b, ConvTail, out)
+//                                      a forward convolution and what follows it (ConvTail)
 // Every pointer a step passes is the device's memory; so are the loss and the logits it leaves.
 //
 // Maps are NCHW unless the Ops keeps them channels-last between layers (NHWC, oneDNN's layout on
@@ -104,6 +109,29 @@ struct FusesRelu<Ops, std::void_t<decltype(std::declval<Ops&>().add_relu(
                           std::declval<typename Ops::ActType*>(), std::int64_t{}))>>
     : std::true_type {};
 
+// What a convolution computes after itself in inference (an Ops with conv_fused), each part
+// optional: out = relu(batch norm(conv + b) + residual), the batch norm with its running
+// statistics (weight null: none), the residual maps like the output (null: none).
+template <class T, class P>
+struct ConvTail {
+  const P *weight = nullptr, *bias = nullptr, *mean = nullptr, *var = nullptr;
+  float eps = 0;
+  const T* residual = nullptr;
+  bool relu = false;
+};
+
+// Whether an Ops fuses a convolution with the layers after it in inference (it has conv_fused).
+template <class Ops, class = void>
+struct FusesConv : std::false_type {};
+template <class Ops>
+struct FusesConv<
+    Ops, std::void_t<decltype(std::declval<Ops&>().conv_fused(
+             std::declval<const ConvShape&>(), std::declval<const typename Ops::ActType*>(),
+             std::declval<const typename Ops::ParamType*>(),
+             std::declval<const typename Ops::ParamType*>(),
+             std::declval<const ConvTail<typename Ops::ActType, typename Ops::ParamType>&>(),
+             std::declval<typename Ops::ActType*>()))>> : std::true_type {};
+
 // The walks of one model on one device's Ops.
 template <class Ops>
 class Walk {
@@ -126,6 +154,7 @@ class Walk {
     if (kLowMaps || (channels_last_ && !m.input.flat()))
       input_ = ops.template buffer<T>(B * m.input.size());
     share_gradients();
+    fusions_ = inference_fusions(m, FusesConv<Ops>::value, FusesRelu<Ops>::value);
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
       const Layer& l = m.layers[i];
@@ -176,10 +205,29 @@ class Walk {
       T* out = values_[i + 1].data();
       const std::int64_t n = B * l.out.size();
       switch (l.kind) {
-        case LayerKind::conv:
-          ops_.conv(m_.conv(l, B, ConvDir::fwd), a, params + l.weight, bias(params, l), out,
-                    nullptr);
+        case LayerKind::conv: {
+          const ConvShape c = m_.conv(l, B, ConvDir::fwd);
+          if constexpr (FusesConv<Ops>::value) {
+            const Fusion& f = fusions_[i];
+            if (!train && f.last != i) {
+              ConvTail<T, P> tail;
+              if (f.batchnorm >= 0) {
+                const Layer& b = m_.layers[static_cast<std::size_t>(f.batchnorm)];
+                tail.weight = params + b.weight, tail.bias = params + b.bias_at;
+                tail.mean = state + b.state, tail.var = state + b.state + l.k;
+                tail.eps = b.bn_eps;
+              }
+              if (f.residual >= 0) tail.residual = value(f.residual);
+              tail.relu = f.relu;
+              ops_.conv_fused(c, a, params + l.weight, bias(params, l), tail,
+                              values_[f.last + 1].data());
+              i = f.last;  // the layers taken are done
+              break;
+            }
+          }
+          ops_.conv(c, a, params + l.weight, bias(params, l), out, nullptr);
           break;
+        }
         case LayerKind::linear: {  // z = a W^T + b (a: B x fi, W: fo x fi)
           if (l.bias) ops_.bias_rows(params + l.bias_at, out, B, l.k);
           if (reads_maps(l)) {  // channels-last maps, flattened: NCHW's order first
@@ -193,7 +241,7 @@ class Walk {
         }
         case LayerKind::batchnorm: {
           BnShape b = bn(l);
-          const bool fuse = !train && relu_follows(i);
+          const bool fuse = !train && fusions_[i].relu;
           if (fuse) b.relu = true, out = values_[i + 2].data();  // the ReLU's output
           ops_.batchnorm_forward(b, train, a, params + l.weight, params + l.bias_at, out,
                                  aux_[i].data(), aux_[i].data() + in.c, state + l.state,
@@ -209,7 +257,7 @@ class Walk {
           break;
         case LayerKind::add:
           if constexpr (FusesRelu<Ops>::value) {
-            if (!train && relu_follows(i)) {
+            if (!train && fusions_[i].relu) {
               ops_.add_relu(a, value(l.in2), values_[i + 2].data(), n);
               ++i;  // the ReLU is done
               break;
@@ -406,8 +454,6 @@ class Walk {
       return l->kind != LayerKind::maxpool && l->kind != LayerKind::add &&
              l->kind != LayerKind::avgpool;
     };
-    reader_count_.resize(tensors);
-    for (std::size_t t = 0; t < tensors; ++t) reader_count_[t] = readers[t].size();
     grad_of_.resize(tensors);
     in_value_.assign(tensors, false);
     for (std::size_t t = 1; t < tensors; ++t) {
@@ -426,16 +472,6 @@ class Walk {
     }
   }
 
-  // In inference, whether layer i + 1 is a ReLU reading layer i's output alone, which an Ops that
-  // fuses computes with layer i (a batch norm or an add) in one pass: no map written and read back.
-  bool relu_follows(std::size_t i) const {
-    if (!FusesRelu<Ops>::value || i + 1 >= m_.layers.size()) return false;
-    const Layer& next = m_.layers[i + 1];
-    const auto t = i + 1;
-    return next.kind == LayerKind::relu && next.in == static_cast<int>(t) &&
-           m_.storage(static_cast<int>(t)) == static_cast<int>(t) && reader_count_[t] == 1;
-  }
-
   template <class E>
   using Buf = typename Ops::template Buffer<E>;
   ModelDesc m_;
@@ -443,16 +479,16 @@ class Walk {
   Ops& ops_;
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
-  std::vector<Buf<T>> values_, grads_;     // per tensor, where it owns its memory
-  std::vector<Buf<P>> aux_;                // per batch norm: mean, invstd (or the Ops' own pair)
-  std::vector<Buf<std::int32_t>> args_;    // per max pool: each window's choice
-  std::vector<Buf<T>> flat_;               // per linear layer reading channels-last maps: NCHW's
-  bool channels_last_ = false;             // the Ops keeps maps NHWC
-  Buf<T> input_;                           // the model's input, NHWC
-  std::vector<bool> written_;              // per tensor: its gradient has a first term
-  std::vector<int> grad_of_;               // per tensor: whose gradient buffer it uses
-  std::vector<bool> in_value_;             // per tensor: its gradient buffer is its value's
-  std::vector<std::size_t> reader_count_;  // per tensor: the layers that read it
+  std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
+  std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
+  std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
+  std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
+  bool channels_last_ = false;           // the Ops keeps maps NHWC
+  Buf<T> input_;                         // the model's input, NHWC
+  std::vector<bool> written_;            // per tensor: its gradient has a first term
+  std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
+  std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's
+  std::vector<Fusion> fusions_;          // per layer: what its pass computes in inference
   Buf<T> scratch_;
   Buf<P> losses_, loss_;
   std::vector<float> logits_f32_;  // kLowMaps: the logits converted

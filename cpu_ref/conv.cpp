@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 
 #include "core/conv.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -157,11 +158,17 @@ struct OnednnConvolution::State {
     bool direct;              // the primitive's layout too: no reorder
   };
   std::vector<Arg> inputs, outputs;
+  // The post-ops' operands, bound by post_inputs(): the argument and which (0 scale, 1 shift,
+  // 2 residual).
+  std::vector<std::pair<int, int>> post;
   std::string kernel;
 };
 
-OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, bool low_maps)
+OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, bool low_maps,
+                                     ConvPost post)
     : st_(std::make_unique<State>()) {
+  if (post.any() && s.dir != ConvDir::fwd)
+    throw std::invalid_argument("a convolution's post-ops are a forward pass's");
   using tag = dnnl::memory::format_tag;
   using dt = dnnl::memory::data_type;
   using md = dnnl::memory::desc;
@@ -191,11 +198,30 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, boo
     st_->args[a] = direct ? dnnl::memory(want, eng, DNNL_MEMORY_NONE) : dnnl::memory(want, eng);
     list.push_back({a, user, direct});
   };
+  dnnl::primitive_attr attr;
+  if (post.any()) {
+    dnnl::post_ops po;
+    auto binary = [&](dnnl::algorithm a, const md& src1, int which) {
+      const int id = DNNL_ARG_ATTR_MULTIPLE_POST_OP(po.len()) | DNNL_ARG_SRC_1;
+      po.append_binary(a, src1);
+      st_->args[id] = dnnl::memory(src1, eng, DNNL_MEMORY_NONE);
+      st_->post.emplace_back(id, which);
+    };
+    const md per_channel({1, s.k, 1, 1}, dt::f32, tag::nchw);
+    if (post.scale_shift) {
+      binary(dnnl::algorithm::binary_mul, per_channel, 0);
+      binary(dnnl::algorithm::binary_add, per_channel, 1);
+    }
+    if (post.residual) binary(dnnl::algorithm::binary_add, y_user, 2);
+    if (post.relu) po.append_eltwise(dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(po);
+  }
   try {
     // The forward description: the pass itself, or the backward passes' hint.
     const dnnl::convolution_forward::primitive_desc fwd(
-        eng, dnnl::prop_kind::forward_training, algo, md(x_dims, t, maps), md(w_dims, t, tag::any),
-        b_md, md(y_dims, y_t, maps), strides, pad_l, pad_r);
+        eng, post.any() ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training,
+        algo, md(x_dims, t, maps), md(w_dims, t, tag::any), b_md, md(y_dims, y_t, maps), strides,
+        pad_l, pad_r, attr);
     switch (s.dir) {
       case ConvDir::fwd:
         st_->prim = dnnl::convolution_forward(fwd);
@@ -273,6 +299,12 @@ void OnednnConvolution::store(void* out, float* db) {
   onednn::stream().wait();
 }
 
+void OnednnConvolution::post_inputs(const float* scale, const float* shift, const void* residual) {
+  const void* from[3] = {scale, shift, residual};
+  for (const auto& [id, which] : st_->post)
+    st_->args[id].set_data_handle(const_cast<void*>(from[which]));
+}
+
 void OnednnConvolution::bind(void* out, float* db) {
   void* to[2] = {out, db};
   for (std::size_t j = 0; j < st_->outputs.size(); ++j)
@@ -282,9 +314,10 @@ void OnednnConvolution::bind(void* out, float* db) {
 std::string OnednnConvolution::kernel() const { return st_->kernel; }
 #else
 struct OnednnConvolution::State {};
-OnednnConvolution::OnednnConvolution(const ConvShape& s, bool, bool) {
+OnednnConvolution::OnednnConvolution(const ConvShape& s, bool, bool, ConvPost) {
   throw Unavailable(onednn::unavailable(s.dtype));
 }
+void OnednnConvolution::post_inputs(const float*, const float*, const void*) {}
 OnednnConvolution::~OnednnConvolution() = default;
 void OnednnConvolution::load(const void*, const void*, const float*) {}
 void OnednnConvolution::execute() {}

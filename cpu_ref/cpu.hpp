@@ -125,11 +125,22 @@ void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const f
 // channels_last: the maps (x, y and their gradients) are NHWC, the primitive's own layout, and
 // run() hands oneDNN the caller's buffers where no conversion is needed (load, execute and store
 // are then not for separate use: only run() binds the outputs).
+// What a forward convolution computes after itself, in its own pass (oneDNN's post-ops;
+// inference's fusion): y = relu(scale (conv + b) + shift + residual), each part optional, the
+// scale and shift per output channel (fp32), the residual maps like y.
+struct ConvPost {
+  bool scale_shift = false, residual = false, relu = false;
+  bool any() const { return scale_shift || residual || relu; }
+};
 class OnednnConvolution {
  public:
   // low_maps: the caller's maps (x, y and their gradients) are stored in s.dtype (bf16 or fp16),
-  // not fp32; weights, their gradient and the bias stay fp32.
-  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false, bool low_maps = false);
+  // not fp32; weights, their gradient and the bias stay fp32. post: a forward pass's tail (in
+  // inference: prop_kind forward_inference).
+  explicit OnednnConvolution(const ConvShape& s, bool channels_last = false, bool low_maps = false,
+                             ConvPost post = {});
+  // The tail's operands for the next run() (those the plan's ConvPost names; the others ignored).
+  void post_inputs(const float* scale, const float* shift, const void* residual);
   OnednnConvolution(const OnednnConvolution&) = delete;
   OnednnConvolution& operator=(const OnednnConvolution&) = delete;
   ~OnednnConvolution();

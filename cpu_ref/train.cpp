@@ -7,6 +7,7 @@
 // gradient (column sums), SGD, the residual add.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <functional>
 #include <cstring>
 #include <map>
@@ -29,6 +30,42 @@ template <class X, class Y, class F>
 void convert(const X* x, Y* out, std::int64_t n, int threads, F f) {
 #pragma omp parallel for simd num_threads(threads) schedule(static)
   for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
+}
+
+// A map value as float, and back (the maps are float or bf16).
+template <class T>
+float as_float(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else
+    return from_bf16(v);
+}
+template <class T>
+T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else
+    return to_bf16(v);
+}
+
+// A convolution's inference tail (core/train_step.hpp's ConvTail) over its output y, in place,
+// where oneDNN did not compute it in the convolution's pass: y = relu(scale y + shift +
+// residual), each part optional, per output channel of maps m.
+template <class T>
+void apply_tail(const Maps& m, const float* scale, const float* shift, const T* residual, bool relu,
+                T* y, int threads) {
+  const std::int64_t len = m.channels_last ? m.c : m.hw;  // a run of values
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t p = 0; p < m.size() / len; ++p) {
+    for (std::int64_t j = 0; j < len; ++j) {
+      const std::int64_t ch = m.channels_last ? j : p % m.c, at = p * len + j;
+      float v = as_float(y[at]);
+      if (scale) v = scale[ch] * v + shift[ch];
+      if (residual) v += as_float(residual[at]);
+      if (relu) v = std::max(v, 0.0f);
+      y[at] = from_float<T>(v);
+    }
+  }
 }
 
 // A GEMM through OpenBLAS, or through oneDNN's plan for its shape (built on first use: the
@@ -100,20 +137,62 @@ class ConvRunner {
         return conv_im2col(s, in0, in1, bias, out, db, col_.data(), threads_);
       }
     }
-    auto& plan =
-        plans_[{s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-                static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype)}];
-    if (!plan) plan = std::make_unique<OnednnConvolution>(s, true, low_maps_);
-    plan->run(in0, in1, bias, out, db);
+    plan(s, {})->run(in0, in1, bias, out, db);
+  }
+  // A forward convolution and its inference tail (the batch norm folded into a per-channel scale
+  // and shift): in oneDNN's pass as post-ops, else (OpenBLAS, or post-ops oneDNN cannot run
+  // here) in a pass over the output after it.
+  template <class T>
+  void fused(ConvShape s, const T* x, const float* w, const float* b, const ConvTail<T, float>& t,
+             T* out) {
+    s.dtype = dtype_;
+    const float *scale = nullptr, *shift = nullptr;
+    if (t.weight) {
+      scale_.resize(static_cast<std::size_t>(s.k));
+      shift_.resize(static_cast<std::size_t>(s.k));
+      for (std::int64_t c = 0; c < s.k; ++c) {
+        scale_[c] = t.weight[c] / std::sqrt(t.var[c] + t.eps);
+        shift_[c] = t.bias[c] - t.mean[c] * scale_[c];
+      }
+      scale = scale_.data(), shift = shift_.data();
+    }
+    if (backend_ == TrainBackend::onednn) {
+      if (OnednnConvolution* p = plan(s, {t.weight != nullptr, t.residual != nullptr, t.relu})) {
+        p->post_inputs(scale, shift, t.residual);
+        return p->run(x, w, b, out, nullptr);
+      }
+    }
+    (*this)(s, x, w, b, out, nullptr);
+    apply_tail(Maps{s.n, s.k, s.pq(), backend_ == TrainBackend::onednn}, scale, shift, t.residual,
+               t.relu, out, threads_);
   }
 
  private:
+  // oneDNN's plan for a pass (NHWC maps), built on first use; null for a tail oneDNN cannot
+  // compute in the pass here (its kernels without the post-ops).
+  OnednnConvolution* plan(const ConvShape& s, ConvPost post) {
+    const std::int64_t tail = post.scale_shift | post.residual << 1 | post.relu << 2;
+    auto [it, fresh] = plans_.try_emplace(
+        {s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
+         static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype), tail});
+    if (fresh) {
+      try {
+        it->second = std::make_unique<OnednnConvolution>(s, true, low_maps_, post);
+      } catch (const Unavailable&) {
+        if (post.any()) return nullptr;  // kept null: the pass and its tail apart
+        plans_.erase(it);
+        throw;
+      }
+    }
+    return it->second.get();
+  }
   TrainBackend backend_;
   int threads_;
   Dtype dtype_;
   bool low_maps_;
   std::vector<float> col_;
-  std::map<std::array<std::int64_t, 13>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
+  std::vector<float> scale_, shift_;  // a folded batch norm
+  std::map<std::array<std::int64_t, 14>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
 };
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
@@ -132,6 +211,11 @@ class CpuOps : public HostOps<float> {
   void conv(const ConvShape& s, const float* in0, const float* in1, const float* b, float* out,
             float* db) {
     conv_(s, in0, in1, b, out, db);
+  }
+  // Inference's convolution with its tail (core/train_step.hpp's FusesConv).
+  void conv_fused(const ConvShape& s, const float* x, const float* w, const float* b,
+                  const ConvTail<float, float>& t, float* out) {
+    conv_.fused(s, x, w, b, t, out);
   }
   void relu(const float* z, const float* dy, float* out, std::int64_t n) {
     activation_omp(Act::relu, z, dy, out, n, threads_);
@@ -214,6 +298,10 @@ class Bf16Ops : public HostBuffers {
   template <class A, class B, class C>
   void conv(const ConvShape& s, const A* in0, const B* in1, const float* b, C* out, float* db) {
     conv_(s, in0, in1, b, out, db);
+  }
+  void conv_fused(const ConvShape& s, const Bf16* x, const float* w, const float* b,
+                  const ConvTail<Bf16, float>& t, Bf16* out) {
+    conv_.fused(s, x, w, b, t, out);
   }
   // On the bits: z > 0 where the sign is clear and z is not zero.
   void relu(const Bf16* z, const Bf16* dy, Bf16* out, std::int64_t n) {

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "core/collective.hpp"
+#include "core/rng.hpp"
 #include "core/train.hpp"
 #include "core/train_step.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -672,6 +673,100 @@ TEST(TrainModel, InferenceFusesAReluOnlyIntoItsSoleInput) {
       impl->run();
       const Check c = w.verify(in, impl->result());
       EXPECT_TRUE(c.ok) << backend << " " << to_string(t) << ": " << c.detail;
+    }
+  }
+}
+
+// Inference's plan of fusions (core/model.hpp's inference_fusions) on ResNet-50: every
+// convolution takes its batch norm; each block's residual add and the ReLU after it go into the
+// block's last convolution (the projection's, in a stage's first block, whose add comes after
+// it); every ReLU is taken by a convolution. Without convolution fusions, a batch norm or an add
+// takes the ReLU after it. No layer a pass takes writes a tensor that another layer reads.
+TEST(TrainModel, InferenceFusionsOfResNet50) {
+  const ModelDesc m = describe_model("resnet50", 64);
+  auto count = [&](const std::vector<Fusion>& fs, LayerKind kind, auto pick) {
+    int n = 0;
+    for (std::size_t i = 0; i < fs.size(); ++i) {
+      if (m.layers[i].kind == kind && pick(fs[i])) ++n;
+      i = fs[i].last;
+    }
+    return n;
+  };
+  const std::vector<Fusion> convs = inference_fusions(m, true, true);
+  auto with_bn = [](const Fusion& f) { return f.batchnorm >= 0; };
+  auto with_residual = [](const Fusion& f) { return f.residual >= 0; };
+  auto with_relu = [](const Fusion& f) { return f.relu; };
+  EXPECT_EQ(count(convs, LayerKind::conv, with_bn), 53);
+  EXPECT_EQ(count(convs, LayerKind::conv, with_residual), 16);
+  EXPECT_EQ(count(convs, LayerKind::conv, with_relu), 49);  // the stem's, 2 a block, each add's
+  EXPECT_EQ(count(convs, LayerKind::batchnorm, with_relu), 0);
+  const std::vector<Fusion> relus = inference_fusions(m, false, true);
+  EXPECT_EQ(count(relus, LayerKind::conv, with_bn), 0);
+  EXPECT_EQ(count(relus, LayerKind::batchnorm, with_relu), 33);
+  EXPECT_EQ(count(relus, LayerKind::add, with_relu), 16);
+  for (const std::vector<Fusion>* fs : {&convs, &relus}) {
+    std::vector<bool> skipped(m.layers.size() + 1, false);  // tensors no pass writes
+    for (std::size_t i = 0; i < fs->size(); i = (*fs)[i].last + 1)
+      for (std::size_t j = i; j < (*fs)[i].last; ++j) skipped[j + 1] = true;
+    for (std::size_t i = 0; i < fs->size(); i = (*fs)[i].last + 1) {
+      const Fusion& f = (*fs)[i];
+      for (std::size_t j = i; j <= f.last; ++j) {  // the pass's layers read their chain and
+        const Layer& l = m.layers[j];              // its residual, nothing skipped elsewhere
+        for (int t : {l.in, l.in2})
+          if (t >= 0 && skipped[static_cast<std::size_t>(m.storage(t))]) {
+            EXPECT_TRUE(j > i && t == static_cast<int>(j)) << l.name << " reads " << t;
+          }
+      }
+    }
+  }
+}
+
+// Inference with batch norms far from the identity (weights, biases and running statistics
+// drawn, not PyTorch's initial ones, under which a batch norm is about the identity), through a
+// block laid out as a stage's first (conv3, bn3, then the projection's conv and bn, the add, the
+// ReLU) and one as the next (its add's residual the block's input): each CPU backend's logits
+// equal the reference's, unfused, in each precision it has.
+TEST(TrainModel, InferenceWithBatchNormFoldedIntoTheConvolutions) {
+  ModelBuilder b("folded", {3, 8, 8});
+  const int x = b.relu(b.batchnorm(b.conv(0, 16, 3, 1, 1, false, "conv1"), "bn1"));
+  const int t = b.batchnorm(b.conv(x, 32, 1, 1, 0, false, "conv3"), "bn3");
+  const int shortcut = b.batchnorm(b.conv(x, 32, 1, 1, 0, false, "ds.0"), "ds.1");
+  const int sum = b.relu(b.add(t, shortcut));
+  const int u = b.batchnorm(b.conv(sum, 32, 3, 1, 1, false, "conv4"), "bn4");  // the next block
+  b.loss(b.linear(b.avgpool(b.relu(b.add(u, sum))), 10, true, "fc"));
+  auto m = std::make_shared<const ModelDesc>(b.build());
+  for (Dtype dt : {Dtype::fp32, Dtype::bf16}) {
+    TrainShape s;
+    s.model = m->name, s.batch = 4, s.train = false, s.dtype = dt;
+    const TrainWorkload w(s, m);
+    Tensors in = w.make_inputs();
+    auto named = [&in](const std::string& name) -> std::vector<float>& {
+      return std::find_if(in.begin(), in.end(), [&](const Tensor& t) { return t.name() == name; })
+          ->f32();
+    };
+    Rng rng(7);
+    std::vector<float>& params = named("params");
+    for (const ParamSlice& sl : m->params) {
+      if (sl.init == ParamSlice::Init::fan_in) continue;  // batch norm's weight (1) and bias (0)
+      for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+        params[j] = (sl.init == ParamSlice::Init::ones ? 1.0f : 0.0f) + 0.5f * rng.uniform();
+    }
+    std::vector<float>& state = named("state");
+    for (const ParamSlice& sl : m->state)  // running means in +-0.5, variances in 0.5..1.5
+      for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+        state[j] = (sl.init == ParamSlice::Init::ones ? 1.0f : 0.0f) + 0.5f * rng.uniform();
+    for (const char* backend : {"openblas", "onednn"}) {
+      const bool dnn = std::string(backend) == "onednn";
+      if ((dnn && !cpu::onednn::unavailable(dt).empty()) || (!dnn && dt != Dtype::fp32)) continue;
+      auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
+      impl->activate();
+      impl->prepare(in);
+      impl->run();
+      Tensors out = impl->result();
+      const Check c = w.verify(in, out);
+      EXPECT_TRUE(c.ok) << backend << " " << to_string(dt) << ": " << c.detail;
+      // The same logits checked against PyTorch's initial batch norms: they differ.
+      EXPECT_FALSE(w.verify(w.make_inputs(), out).ok) << backend << " " << to_string(dt);
     }
   }
 }
