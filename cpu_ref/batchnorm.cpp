@@ -3,8 +3,11 @@
 //            thread, two passes over it for the statistics, the sums in double
 //   onednn - oneDNN's batch normalization primitive (OnednnBatchNorm, which the bf16 training
 //            step uses too), fp32 NCHW
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 #include <map>
 #include <tuple>
 #include <unordered_map>
@@ -126,6 +129,116 @@ std::string OnednnBatchNorm::kernel() const { return ""; }
 OnednnBatchNorm::OnednnBatchNorm(OnednnBatchNorm&&) noexcept = default;
 OnednnBatchNorm& OnednnBatchNorm::operator=(OnednnBatchNorm&&) noexcept = default;
 OnednnBatchNorm::~OnednnBatchNorm() = default;
+
+namespace {
+
+constexpr std::int64_t kBlockRows = 32;  // rows summed in float before the sums go into double
+
+// Two sums per channel over the rows of NHWC maps: f(e, a, b) adds the terms of the row at
+// element e into a[0..c) and b[0..c). Each thread sums blocks of rows in float, adds each block
+// into its sums in double, and the threads' sums are added: sums[0..2c).
+template <class F>
+void nhwc_sums(const Maps& s, double* sums, int threads, F f) {
+  const std::int64_t c = s.c, rows = s.count();
+  std::fill(sums, sums + 2 * c, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<double> mine(static_cast<std::size_t>(2 * c), 0.0);
+    std::vector<float> block(static_cast<std::size_t>(2 * c));
+#pragma omp for schedule(static)
+    for (std::int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+      std::fill(block.begin(), block.end(), 0.0f);
+      for (std::int64_t row = r0; row < std::min(rows, r0 + kBlockRows); ++row)
+        f(row * c, block.data(), block.data() + c);
+      for (std::int64_t j = 0; j < 2 * c; ++j) mine[j] += block[j];
+    }
+#pragma omp critical
+    for (std::int64_t j = 0; j < 2 * c; ++j) sums[j] += mine[j];
+  }
+}
+
+// y = max(scale x + shift, floor) per channel over NHWC maps.
+void nhwc_affine(const Maps& s, const float* x, const float* scale, const float* shift, float floor,
+                 float* y, int threads) {
+  const std::int64_t c = s.c;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t row = 0; row < s.count(); ++row) {
+    const float* __restrict in = x + row * c;
+    float* __restrict out = y + row * c;
+    for (std::int64_t ch = 0; ch < c; ++ch)
+      out[ch] = std::max(scale[ch] * in[ch] + shift[ch], floor);
+  }
+}
+
+}  // namespace
+
+void batchnorm_nhwc_forward(const BnShape& s, bool train, const float* x, const float* weight,
+                            const float* bias, float* y, float* mean, float* invstd,
+                            float* running_mean, float* running_var, int threads) {
+  const std::int64_t c = s.c;
+  const auto m = static_cast<double>(s.count());
+  std::vector<float> scale(static_cast<std::size_t>(c)), shift(scale.size());
+  if (train) {
+    // Sums of x - k and (x - k)^2, k each channel's first value (near its mean: no cancellation).
+    const float* k = x;
+    std::vector<double> sums(static_cast<std::size_t>(2 * c));
+    nhwc_sums(s, sums.data(), threads,
+              [&](std::int64_t e, float* __restrict a, float* __restrict b) {
+                const float* __restrict row = x + e;
+                for (std::int64_t ch = 0; ch < c; ++ch) {
+                  const float d = row[ch] - k[ch];
+                  a[ch] += d, b[ch] += d * d;
+                }
+              });
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      const double d = sums[ch] / m, var = std::max(sums[c + ch] / m - d * d, 0.0);
+      mean[ch] = static_cast<float>(k[ch] + d);
+      invstd[ch] = static_cast<float>(1 / std::sqrt(var + double(s.eps)));
+      bn_running_at(s, mean[ch], static_cast<float>(var), running_mean + ch, running_var + ch);
+    }
+  }
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    const double is = train ? invstd[ch] : 1 / std::sqrt(double(running_var[ch]) + double(s.eps));
+    const double mu = train ? mean[ch] : running_mean[ch];
+    scale[ch] = static_cast<float>(weight[ch] * is);
+    shift[ch] = static_cast<float>(bias[ch] - mu * weight[ch] * is);
+  }
+  nhwc_affine(s, x, scale.data(), shift.data(),
+              s.relu ? 0.0f : -std::numeric_limits<float>::infinity(), y, threads);
+}
+
+void batchnorm_nhwc_backward(const BnShape& s, const float* x, const float* weight,
+                             const float* mean, const float* invstd, const float* dy, float* dx,
+                             float* dweight, float* dbias, int threads) {
+  const std::int64_t c = s.c;
+  const auto m = static_cast<double>(s.count());
+  std::vector<double> sums(static_cast<std::size_t>(2 * c));
+  nhwc_sums(s, sums.data(), threads, [&](std::int64_t e, float* __restrict a, float* __restrict b) {
+    const float* __restrict g = dy + e;
+    const float* __restrict in = x + e;
+    for (std::int64_t ch = 0; ch < c; ++ch) a[ch] += g[ch], b[ch] += g[ch] * (in[ch] - mean[ch]);
+  });
+  // dx = weight invstd (dy - (dbias + xhat dweight) / m), xhat = (x - mean) invstd: per channel
+  // dx = p dy + q (x - mean) + r (x - mean first: no cancellation where the mean is large).
+  std::vector<float> p(static_cast<std::size_t>(c)), q(p.size()), r(p.size());
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    const double is = invstd[ch], db = sums[ch], dw = sums[c + ch] * is;
+    dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
+    const double wi = weight[ch] * is;
+    p[ch] = static_cast<float>(wi);
+    q[ch] = static_cast<float>(-wi * is * dw / m);
+    r[ch] = static_cast<float>(-wi * db / m);
+  }
+  if (!dx) return;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t row = 0; row < s.count(); ++row) {
+    const float* __restrict g = dy + row * c;
+    const float* __restrict in = x + row * c;
+    float* __restrict out = dx + row * c;
+    for (std::int64_t ch = 0; ch < c; ++ch)
+      out[ch] = p[ch] * g[ch] + q[ch] * (in[ch] - mean[ch]) + r[ch];
+  }
+}
 
 namespace {
 

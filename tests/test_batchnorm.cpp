@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "core/batchnorm.hpp"
 #include "core/rng.hpp"
@@ -89,6 +92,73 @@ TEST(BatchNorm, EachCpuImplementationPassesTheCheckInEachDirection) {
                               << chk.detail;
         }
       }
+  }
+}
+
+// The oneDNN training step's NHWC kernel (cpu::batchnorm_nhwc_*) against core/layers.hpp's loops
+// in double, on maps whose mean is far from zero against their spread (where a one-pass variance
+// without the shift would cancel), in training and inference (with and without the ReLU), with
+// and without dx, on 1 and 3 threads; shapes with a row count that is not a multiple of the
+// kernel's block of rows.
+TEST(BatchNorm, TheTunedNhwcKernelEqualsTheLoopsInDouble) {
+  for (const auto& [n, c, hw] : {std::tuple<int, int, int>{2, 64, 49}, {1, 3, 35}, {5, 17, 1}}) {
+    BnShape s;
+    s.n = n, s.c = c, s.hw = hw, s.channels_last = true;
+    const auto size = static_cast<std::size_t>(s.size()), cs = static_cast<std::size_t>(c);
+    Rng rng(5);
+    std::vector<float> x(size), dy(size), w(cs), b(cs), rm(cs), rv(cs);
+    for (std::size_t i = 0; i < size; ++i) x[i] = 100.0f + 0.01f * rng.uniform() * (1 + i % cs);
+    for (float& v : dy) v = rng.uniform();
+    for (std::size_t ch = 0; ch < cs; ++ch) {
+      w[ch] = 1 + 0.5f * rng.uniform(), b[ch] = rng.uniform();
+      rm[ch] = 100 + rng.uniform(), rv[ch] = 1 + 0.5f * rng.uniform();
+    }
+    auto d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    for (bool train : {true, false})
+      for (bool relu : {false, true})
+        for (int threads : {1, 3}) {
+          if (train && relu) continue;  // the fused ReLU is inference's
+          s.relu = relu;
+          std::vector<double> yd(size), md(cs), isd(cs), rmd = d(rm), rvd = d(rv);
+          batchnorm_forward(s, train, d(x).data(), d(w).data(), d(b).data(), yd.data(), md.data(),
+                            isd.data(), rmd.data(), rvd.data());
+          std::vector<float> y(size), mean(cs), invstd(cs), rmf = rm, rvf = rv;
+          cpu::batchnorm_nhwc_forward(s, train, x.data(), w.data(), b.data(), y.data(), mean.data(),
+                                      invstd.data(), rmf.data(), rvf.data(), threads);
+          const std::string at = std::to_string(n) + "x" + std::to_string(c) + "x" +
+                                 std::to_string(hw) + (train ? " train" : " infer") +
+                                 (relu ? " relu" : "") + " threads " + std::to_string(threads);
+          for (std::size_t i = 0; i < size; ++i) ASSERT_NEAR(y[i], yd[i], 2e-3) << at << " y " << i;
+          if (!train) continue;
+          for (std::size_t ch = 0; ch < cs; ++ch) {
+            ASSERT_NEAR(mean[ch], md[ch], 1e-5 * std::fabs(md[ch])) << at;
+            ASSERT_NEAR(invstd[ch], isd[ch], 1e-3 * isd[ch]) << at;
+            ASSERT_NEAR(rmf[ch], rmd[ch], 1e-5 * std::fabs(rmd[ch])) << at;
+            ASSERT_NEAR(rvf[ch], rvd[ch], 1e-3 * std::fabs(rvd[ch])) << at;
+          }
+          // Backward from the statistics in float (as the step keeps them), both ways.
+          const std::vector<float> mf(md.begin(), md.end()), isf(isd.begin(), isd.end());
+          std::vector<double> dxd(size), dwd(cs), dbd(cs);
+          batchnorm_backward(s, d(x).data(), d(w).data(), d(mf).data(), d(isf).data(), d(dy).data(),
+                             dxd.data(), dwd.data(), dbd.data());
+          for (bool with_dx : {true, false}) {
+            std::vector<float> dx(size, -7.0f), dw(cs), db(cs);
+            cpu::batchnorm_nhwc_backward(s, x.data(), w.data(), mf.data(), isf.data(), dy.data(),
+                                         with_dx ? dx.data() : nullptr, dw.data(), db.data(),
+                                         threads);
+            for (std::size_t ch = 0; ch < cs; ++ch) {
+              ASSERT_NEAR(db[ch], dbd[ch], 1e-4 * (1 + std::fabs(dbd[ch]))) << at;
+              ASSERT_NEAR(dw[ch], dwd[ch], 2e-3 * (1 + std::fabs(dwd[ch]))) << at;
+            }
+            for (std::size_t i = 0; i < size; ++i) {
+              if (with_dx) {
+                ASSERT_NEAR(dx[i], dxd[i], 2e-3 * (1 + std::fabs(dxd[i]))) << at << " dx " << i;
+              } else {
+                ASSERT_EQ(dx[i], -7.0f) << at;
+              }
+            }
+          }
+        }
   }
 }
 
