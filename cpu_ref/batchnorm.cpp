@@ -3,6 +3,7 @@
 //            thread, two passes over it for the statistics, the sums in double
 //   onednn - oneDNN's batch normalization primitive (OnednnBatchNorm, which the bf16 training
 //            step uses too), fp32 NCHW
+// and the fp32 oneDNN training step's NHWC kernel (batchnorm_nhwc_forward/backward).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
