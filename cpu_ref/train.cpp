@@ -33,20 +33,10 @@ void convert(const X* x, Y* out, std::int64_t n, int threads, F f) {
 }
 
 // A map value as float, and back (the maps are float or bf16).
-template <class T>
-float as_float(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else
-    return from_bf16(v);
-}
-template <class T>
-T from_float(float v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else
-    return to_bf16(v);
-}
+inline float as_float(float v) { return v; }
+inline float as_float(Bf16 v) { return from_bf16(v); }
+inline void store(float v, float* out) { *out = v; }
+inline void store(float v, Bf16* out) { *out = to_bf16(v); }
 
 // A convolution's inference tail (core/train_step.hpp's ConvTail) over its output y, in place,
 // where oneDNN did not compute it in the convolution's pass: y = relu(scale y + shift +
@@ -63,7 +53,7 @@ void apply_tail(const Maps& m, const float* scale, const float* shift, const T* 
       if (scale) v = scale[ch] * v + shift[ch];
       if (residual) v += as_float(residual[at]);
       if (relu) v = std::max(v, 0.0f);
-      y[at] = from_float<T>(v);
+      store(v, y + at);
     }
   }
 }
