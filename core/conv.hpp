@@ -26,6 +26,9 @@ struct ConvShape {
   std::int64_t k = 1, r = 1, s = 1;         // filters: count (output channels), height, width
   std::int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   Dtype dtype = Dtype::fp32;
+  // Whether the layer has a bias. Without one, fwd's b is zeros and bwd_filter's db is dropped
+  // (the training walk's convention): a backend may skip both.
+  bool bias = true;
 
   // Output height and width.
   HD std::int64_t p() const { return (h + 2 * pad_h - r) / stride_h + 1; }

@@ -33,6 +33,12 @@ struct PoolShape {
   HD std::int64_t plane(std::int64_t p, std::int64_t pixels) const {
     return channels_last ? p / c * pixels * c + p % c : p * pixels;
   }
+  // The other way: value o of such a tensor (in memory order) lies in plane *p at pixel
+  // *pixel, plane(*p, pixels) + *pixel * step() being o (the GPU's kernels, one value each).
+  HD void locate(std::int64_t o, std::int64_t pixels, std::int64_t* p, std::int64_t* pixel) const {
+    *p = channels_last ? o / (pixels * c) * c + o % c : o / pixels;
+    *pixel = channels_last ? o / c % pixels : o % pixels;
+  }
 };
 // The window at output row i, column j of a plane (x: the plane's first pixel; arg: where the
 // choice goes).
@@ -55,20 +61,20 @@ HD inline T maxpool_at(const PoolShape& s, const T* x, std::int64_t i, std::int6
   return x[best * step];
 }
 // The gradient of input row r, column c of a plane (dout and arg: the plane's first output): the
-// windows that hold it, in output order.
-template <class T>
-HD inline T maxpool_grad_at(const PoolShape& s, const T* dout, const std::int32_t* arg,
-                            std::int64_t r, std::int64_t c) {
+// windows that hold it, in output order, summed in Sum (float for 16-bit maps: one rounding).
+template <class T, class Sum = T>
+HD inline Sum maxpool_grad_at(const PoolShape& s, const T* dout, const std::int32_t* arg,
+                              std::int64_t r, std::int64_t c) {
   // Output rows i with i stride - pad <= r < i stride - pad + k, and likewise columns.
   const std::int64_t nr = r + s.pad - s.k + 1, nc = c + s.pad - s.k + 1;
   const std::int64_t i0 = nr <= 0 ? 0 : (nr + s.stride - 1) / s.stride;
   const std::int64_t j0 = nc <= 0 ? 0 : (nc + s.stride - 1) / s.stride;
   const std::int64_t i1 = (r + s.pad) / s.stride, j1 = (c + s.pad) / s.stride;
   const std::int64_t oh = s.oh(), ow = s.ow(), at = r * s.w + c, step = s.step();
-  T sum = T(0);
+  Sum sum = Sum(0);
   for (std::int64_t i = i0; i <= i1 && i < oh; ++i)
     for (std::int64_t j = j0; j <= j1 && j < ow; ++j)
-      if (arg[(i * ow + j) * step] == at) sum += dout[(i * ow + j) * step];
+      if (arg[(i * ow + j) * step] == at) sum += static_cast<Sum>(dout[(i * ow + j) * step]);
   return sum;
 }
 template <class T>
@@ -90,6 +96,8 @@ struct Maps {
   HD std::int64_t size() const { return n * c * hw; }
   HD std::int64_t channel(std::int64_t i) const { return channels_last ? i % c : i / hw % c; }
   HD std::int64_t count() const { return n * hw; }  // the values of one channel
+  // The map value i lies in, as image x c + channel (a row of global average pooling's n x c).
+  HD std::int64_t map(std::int64_t i) const { return i / (c * hw) * c + channel(i); }
   // The i-th value of channel ch (i < count()).
   HD std::int64_t at(std::int64_t ch, std::int64_t i) const {
     return channels_last ? i * c + ch : (i / hw * c + ch) * hw + i % hw;
@@ -192,6 +200,26 @@ template <class T>
 HD inline void sgd_momentum_at(T& p, T& v, T g, T lr, T momentum, T weight_decay) {
   v = momentum * v + g + weight_decay * p;
   p -= lr * v;
+}
+
+// Dynamic loss scaling, as fp16 mixed precision trains (PyTorch's GradScaler, its defaults): the
+// loss's gradient is multiplied by `scale` and the parameters' gradients divided by it before
+// the update, so that small gradients do not underflow fp16. A step whose gradients are not all
+// finite (`overflow`) is skipped and halves the scale; `interval` steps in a row without one
+// double it. Floats alone, so that it lives in device memory a replayed CUDA graph updates.
+struct LossScale {
+  float scale = 65536.0f;
+  float overflow = 0;    // 1 where this step's gradients were not all finite
+  float good_steps = 0;  // steps since the last overflow (or the last growth)
+  float skipped = 0;     // steps skipped, in all
+};
+HD inline void loss_scale_after_step(LossScale& s, float interval = 2000.0f) {
+  if (s.overflow != 0) {
+    s.scale *= 0.5f, s.good_steps = 0, s.skipped += 1;
+    return;
+  }
+  s.good_steps += 1;
+  if (s.good_steps >= interval) s.scale *= 2.0f, s.good_steps = 0;
 }
 
 }  // namespace pb

@@ -27,6 +27,7 @@ ConvShape ModelDesc::conv(const Layer& l, std::int64_t batch, ConvDir dir) const
   s.dir = dir, s.n = batch, s.c = in.c, s.h = in.h, s.w = in.w;
   s.k = l.k, s.r = s.s = l.r;
   s.stride_h = s.stride_w = l.stride, s.pad_h = s.pad_w = l.pad;
+  s.bias = l.bias;
   return s;
 }
 

@@ -182,6 +182,7 @@ class Walk {
     zeros_ = ops.template buffer<P>(widest);  // the bias of a layer without one
     ops.zero(zeros_.data(), widest);
     dbias_ = ops.template buffer<P>(widest);  // and its gradient, dropped
+    if constexpr (kLowMaps) logits_f32_ = ops.template buffer<float>(B * m.classes);
     losses_ = ops.template buffer<P>(B);
     loss_ = ops.template buffer<P>(1);
     if (!s.train) return;
@@ -375,7 +376,6 @@ class Walk {
   // The logits in float (kLowMaps: converted).
   const float* logits_f32() {
     if constexpr (kLowMaps) {
-      logits_f32_.resize(static_cast<std::size_t>(s_.batch * m_.classes));
       ops_.to_float(logits(), logits_f32_.data(), s_.batch * m_.classes);
       return logits_f32_.data();
     } else {
@@ -491,8 +491,8 @@ class Walk {
   std::vector<Fusion> fusions_;          // per layer: what its pass computes in inference
   Buf<T> scratch_;
   Buf<P> losses_, loss_;
-  std::vector<float> logits_f32_;  // kLowMaps: the logits converted
-  std::int64_t accumulated_ = 0;   // per sample: the largest tensor with more than one reader
+  Buf<float> logits_f32_;         // kLowMaps: the logits converted (the device's memory)
+  std::int64_t accumulated_ = 0;  // per sample: the largest tensor with more than one reader
   std::vector<std::int64_t> params_from_;  // per layer: the lowest parameter offset from it on
   Buf<P> param_grads_, zeros_, dbias_;
 };

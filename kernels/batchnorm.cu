@@ -2,7 +2,8 @@
 // composes too (kernels/train.cu):
 //   cuda - the statistics and the parameters' gradients one block a channel (two passes over
 //          the channel for the variance, the sums in double, as the CPU's), y and dx grid-stride;
-//          the per-element math of core/layers.hpp.
+//          the per-element math of core/layers.hpp. The op functions also take a mixed-precision
+//          step's bf16 and fp16 maps (the statistics and parameters stay fp32).
 #include <cmath>
 #include <memory>
 #include <string>
@@ -35,16 +36,17 @@ __device__ double block_sum(double v, double* part) {
 // Batch normalization's statistics, one block a channel: the mean, then the variance about it
 // (two passes over the channel's m values), invstd, and the running statistics moved. The sums
 // in double, as the CPU's (ResNet-50's channels hold up to 10^6 values).
-__global__ void bn_stats_kernel(BnShape s, const float* x, float* mean, float* invstd,
+template <class T>
+__global__ void bn_stats_kernel(BnShape s, const T* x, float* mean, float* invstd,
                                 float* running_mean, float* running_var) {
   __shared__ double part[kThreads];
   const std::int64_t ch = blockIdx.x, m = s.count();
   double sum = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += x[s.at(ch, i)];
+  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += to_f32(x[s.at(ch, i)]);
   const double mu_d = block_sum(sum, part) / static_cast<double>(m);
   double sq = 0;
   for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const double d = x[s.at(ch, i)] - mu_d;
+    const double d = to_f32(x[s.at(ch, i)]) - mu_d;
     sq += d * d;
   }
   const auto var = static_cast<float>(block_sum(sq, part) / static_cast<double>(m));
@@ -56,71 +58,89 @@ __global__ void bn_stats_kernel(BnShape s, const float* x, float* mean, float* i
 }
 
 // y over every element: with the batch's statistics (train) or the running ones.
-__global__ void bn_forward_kernel(BnShape s, bool train, const float* x, const float* weight,
-                                  const float* bias, float* y, const float* mean,
-                                  const float* invstd, const float* running_mean,
-                                  const float* running_var) {
+template <class T>
+__global__ void bn_forward_kernel(BnShape s, bool train, const T* x, const float* weight,
+                                  const float* bias, T* y, const float* mean, const float* invstd,
+                                  const float* running_mean, const float* running_var) {
   PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
     const std::int64_t ch = s.channel(e);
     const float mu = train ? mean[ch] : running_mean[ch];
     const float is = train ? invstd[ch] : 1.0f / sqrtf(running_var[ch] + s.eps);
-    y[e] = bn_forward_at(x[e], mu, is, weight[ch], bias[ch]);
+    y[e] = from_f32<T>(bn_forward_at(to_f32(x[e]), mu, is, weight[ch], bias[ch]));
   }
 }
 
 // The weight's and bias's gradients, one block a channel, summed in double.
-__global__ void bn_backward_sums_kernel(BnShape s, const float* x, const float* mean,
-                                        const float* invstd, const float* dy, float* dweight,
+template <class T>
+__global__ void bn_backward_sums_kernel(BnShape s, const T* x, const float* mean,
+                                        const float* invstd, const T* dy, float* dweight,
                                         float* dbias) {
   __shared__ double part[kThreads];
   const std::int64_t ch = blockIdx.x, m = s.count();
   double db = 0, dw = 0;
   for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
     const std::int64_t e = s.at(ch, i);
-    db += dy[e];
-    dw += dy[e] * (x[e] - mean[ch]) * invstd[ch];
+    const float g = to_f32(dy[e]);
+    db += g;
+    dw += g * (to_f32(x[e]) - mean[ch]) * invstd[ch];
   }
   db = block_sum(db, part);
   dw = block_sum(dw, part);
   if (threadIdx.x == 0) dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
 }
 
-__global__ void bn_backward_dx_kernel(BnShape s, const float* x, const float* weight,
-                                      const float* mean, const float* invstd, const float* dy,
-                                      const float* dweight, const float* dbias, float* dx) {
+template <class T>
+__global__ void bn_backward_dx_kernel(BnShape s, const T* x, const float* weight, const float* mean,
+                                      const float* invstd, const T* dy, const float* dweight,
+                                      const float* dbias, T* dx) {
   PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
     const std::int64_t ch = s.channel(e);
-    dx[e] = bn_backward_at(dy[e], (x[e] - mean[ch]) * invstd[ch], weight[ch], invstd[ch], dbias[ch],
-                           dweight[ch], static_cast<float>(s.count()));
+    dx[e] = from_f32<T>(bn_backward_at(to_f32(dy[e]), (to_f32(x[e]) - mean[ch]) * invstd[ch],
+                                       weight[ch], invstd[ch], dbias[ch], dweight[ch],
+                                       static_cast<float>(s.count())));
   }
 }
 
 }  // namespace
 
-void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const float* x,
-                       const float* weight, const float* bias, float* y, float* mean, float* invstd,
+template <class T>
+void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
+                       const float* weight, const float* bias, T* y, float* mean, float* invstd,
                        float* running_mean, float* running_var) {
   if (train) {
-    bn_stats_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(s, x, mean, invstd,
-                                                                         running_mean, running_var);
+    bn_stats_kernel<T><<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(
+        s, x, mean, invstd, running_mean, running_var);
     PB_CUDA(cudaGetLastError());
   }
-  bn_forward_kernel<<<grid_blocks(bn_forward_kernel, s.size(), kThreads), kThreads, 0, stream>>>(
-      s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
+  bn_forward_kernel<T>
+      <<<grid_blocks(bn_forward_kernel<T>, s.size(), kThreads), kThreads, 0, stream>>>(
+          s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
   PB_CUDA(cudaGetLastError());
 }
 
-void batchnorm_backward(cudaStream_t stream, const BnShape& s, const float* x, const float* weight,
-                        const float* mean, const float* invstd, const float* dy, float* dx,
-                        float* dweight, float* dbias) {
-  bn_backward_sums_kernel<<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(s, x, mean, invstd,
-                                                                               dy, dweight, dbias);
+template <class T>
+void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const float* weight,
+                        const float* mean, const float* invstd, const T* dy, T* dx, float* dweight,
+                        float* dbias) {
+  bn_backward_sums_kernel<T>
+      <<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(s, x, mean, invstd, dy, dweight, dbias);
   PB_CUDA(cudaGetLastError());
   if (!dx) return;
-  bn_backward_dx_kernel<<<grid_blocks(bn_backward_dx_kernel, s.size(), kThreads), kThreads, 0,
-                          stream>>>(s, x, weight, mean, invstd, dy, dweight, dbias, dx);
+  bn_backward_dx_kernel<T>
+      <<<grid_blocks(bn_backward_dx_kernel<T>, s.size(), kThreads), kThreads, 0, stream>>>(
+          s, x, weight, mean, invstd, dy, dweight, dbias, dx);
   PB_CUDA(cudaGetLastError());
 }
+
+#define PB_BATCHNORM(T)                                                                          \
+  template void batchnorm_forward<T>(cudaStream_t, const BnShape&, bool, const T*, const float*, \
+                                     const float*, T*, float*, float*, float*, float*);          \
+  template void batchnorm_backward<T>(cudaStream_t, const BnShape&, const T*, const float*,      \
+                                      const float*, const float*, const T*, T*, float*, float*);
+PB_BATCHNORM(float)
+PB_BATCHNORM(__nv_bfloat16)
+PB_BATCHNORM(__half)
+#undef PB_BATCHNORM
 
 namespace {
 

@@ -9,6 +9,7 @@
 //            (kConvWorkspaceCap, counted by the memory check), true fp32
 //            (FMA math) for fp32 and tensor cores for tf32; the case's detail names the
 //            algorithm, Find's time for it, the runner-up and each faster one left out (why).
+//            The training step's plans also take NHWC maps, in bf16 and fp16 (mixed precision).
 #include <cublas_v2.h>
 
 #include <climits>
@@ -309,7 +310,7 @@ struct CudnnConvolution::State {
         why = "tensor-op math, not fp32";
       // tf32 allows tensor cores, not fp32 data converted down to fp16
       else if (a.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
-        why = "converts fp32 data to fp16";
+        why = "converts its data to fp16";
       if (!why.empty()) {
         if (!chosen) left_out += (left_out.empty() ? "" : ", ") + timed(a) + " (" + why + ")";
         continue;
@@ -365,31 +366,41 @@ struct CudnnConvolution::State {
   }
 };
 
-CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s)
+CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s, bool channels_last)
     : st_(std::make_unique<State>()) {
   State& t = *st_;
   t.s = s;
+  const bool low = s.dtype == Dtype::bf16 || s.dtype == Dtype::fp16;
+  if (low && s.bias)
+    throw std::runtime_error("a 16-bit cuDNN plan takes no bias (its caller adds it)");
+  const cudnnDataType_t data = s.dtype == Dtype::bf16   ? CUDNN_DATA_BFLOAT16
+                               : s.dtype == Dtype::fp16 ? CUDNN_DATA_HALF
+                                                        : CUDNN_DATA_FLOAT;
+  const cudnnTensorFormat_t format = channels_last ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
   PB_CUDNN(cudnnCreate(t.handle.out()));
   PB_CUDNN(cudnnSetStream(t.handle.get(), stream));
   const int n = static_cast<int>(s.n), c = static_cast<int>(s.c), h = static_cast<int>(s.h),
             w = static_cast<int>(s.w), k = static_cast<int>(s.k), p = static_cast<int>(s.p()),
             q = static_cast<int>(s.q());
   PB_CUDNN(cudnnCreateTensorDescriptor(t.x.out()));
-  PB_CUDNN(cudnnSetTensor4dDescriptor(t.x.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+  PB_CUDNN(cudnnSetTensor4dDescriptor(t.x.get(), format, data, n, c, h, w));
   PB_CUDNN(cudnnCreateTensorDescriptor(t.y.out()));
-  PB_CUDNN(cudnnSetTensor4dDescriptor(t.y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p, q));
+  PB_CUDNN(cudnnSetTensor4dDescriptor(t.y.get(), format, data, n, k, p, q));
   PB_CUDNN(cudnnCreateTensorDescriptor(t.b.out()));
   PB_CUDNN(cudnnSetTensor4dDescriptor(t.b.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k, 1, 1));
   PB_CUDNN(cudnnCreateFilterDescriptor(t.w.out()));
-  PB_CUDNN(cudnnSetFilter4dDescriptor(t.w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c,
-                                      static_cast<int>(s.r), static_cast<int>(s.s)));
+  PB_CUDNN(cudnnSetFilter4dDescriptor(t.w.get(), data, format, k, c, static_cast<int>(s.r),
+                                      static_cast<int>(s.s)));
   PB_CUDNN(cudnnCreateConvolutionDescriptor(t.conv.out()));
   PB_CUDNN(cudnnSetConvolution2dDescriptor(t.conv.get(), static_cast<int>(s.pad_h),
                                            static_cast<int>(s.pad_w), static_cast<int>(s.stride_h),
                                            static_cast<int>(s.stride_w), 1, 1,
                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  // fp32 is fp32: cuDNN would otherwise run TF32 tensor cores on Ampere and later.
-  const cudnnMathType_t math = s.dtype == Dtype::tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  // fp32 is fp32: cuDNN would otherwise run TF32 tensor cores on Ampere and later. bf16 and
+  // fp16 accumulate in fp32 (the descriptor's compute type) on tensor cores.
+  const cudnnMathType_t math = s.dtype == Dtype::fp32 ? CUDNN_FMA_MATH
+                               : low                  ? CUDNN_TENSOR_OP_MATH
+                                                      : CUDNN_DEFAULT_MATH;
   PB_CUDNN(cudnnSetConvolutionMathType(t.conv.get(), math));
   int on = 0, oc = 0, op = 0, oq = 0;  // cuDNN's own output size must be ours
   PB_CUDNN(cudnnGetConvolution2dForwardOutputDim(t.conv.get(), t.x.get(), t.w.get(), &on, &oc, &op,
@@ -404,8 +415,8 @@ CudnnConvolution::~CudnnConvolution() = default;
 std::string CudnnConvolution::detail() const { return st_->detail; }
 std::size_t CudnnConvolution::workspace_bytes() const { return st_->workspace_bytes; }
 
-void CudnnConvolution::run(const float* in0, const float* in1, const float* b, float* out,
-                           float* db, void* ws) {
+void CudnnConvolution::run(const void* in0, const void* in1, const float* b, void* out, float* db,
+                           void* ws) {
   State& t = *st_;
   const float one = 1, zero = 0;
   switch (t.s.dir) {
@@ -413,7 +424,8 @@ void CudnnConvolution::run(const float* in0, const float* in1, const float* b, f
       PB_CUDNN(cudnnConvolutionForward(t.handle.get(), &one, t.x.get(), in0, t.w.get(), in1,
                                        t.conv.get(), t.fwd, ws, t.workspace_bytes, &zero, t.y.get(),
                                        out));
-      PB_CUDNN(cudnnAddTensor(t.handle.get(), &one, t.b.get(), b, &one, t.y.get(), out));
+      if (t.s.bias)
+        PB_CUDNN(cudnnAddTensor(t.handle.get(), &one, t.b.get(), b, &one, t.y.get(), out));
       break;
     case ConvDir::bwd_data:
       PB_CUDNN(cudnnConvolutionBackwardData(t.handle.get(), &one, t.w.get(), in1, t.y.get(), in0,
@@ -424,20 +436,21 @@ void CudnnConvolution::run(const float* in0, const float* in1, const float* b, f
       PB_CUDNN(cudnnConvolutionBackwardFilter(t.handle.get(), &one, t.x.get(), in0, t.y.get(), in1,
                                               t.conv.get(), t.bwd_filter, ws, t.workspace_bytes,
                                               &zero, t.w.get(), out));
-      PB_CUDNN(
-          cudnnConvolutionBackwardBias(t.handle.get(), &one, t.y.get(), in1, &zero, t.b.get(), db));
+      if (t.s.bias)
+        PB_CUDNN(cudnnConvolutionBackwardBias(t.handle.get(), &one, t.y.get(), in1, &zero,
+                                              t.b.get(), db));
       break;
   }
 }
 #else
 struct CudnnConvolution::State {};
-CudnnConvolution::CudnnConvolution(cudaStream_t, const ConvShape&) {
+CudnnConvolution::CudnnConvolution(cudaStream_t, const ConvShape&, bool) {
   throw std::runtime_error(cudnn_unavailable());
 }
 CudnnConvolution::~CudnnConvolution() = default;
 std::string CudnnConvolution::detail() const { return ""; }
 std::size_t CudnnConvolution::workspace_bytes() const { return 0; }
-void CudnnConvolution::run(const float*, const float*, const float*, float*, float*, void*) {}
+void CudnnConvolution::run(const void*, const void*, const float*, void*, float*, void*) {}
 #endif
 
 namespace {

@@ -117,6 +117,11 @@ void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const f
 
 void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b,
                  float* c) {
+  gemm_cublas(handle, s, a, b, c, CUDA_R_32F);
+}
+
+void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, void* c,
+                 cudaDataType_t c_type) {
   if (s.m > INT_MAX || s.n > INT_MAX || s.k > INT_MAX)
     throw std::runtime_error("GEMM dimensions exceed the range of int");
   const ColMajorGemmArgs g = col_major_args(s);
@@ -125,9 +130,9 @@ void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const
   const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
   const int ld1 = static_cast<int>(g.ld_first), ld2 = static_cast<int>(g.ld_second),
             ldc = static_cast<int>(g.ldc);
-  if (s.dtype == Dtype::fp32) {
+  if (s.dtype == Dtype::fp32 && c_type == CUDA_R_32F) {
     PB_CUBLAS(cublasSgemm(handle, op1, op2, m, n, k, &s.alpha, static_cast<const float*>(b), ld1,
-                          static_cast<const float*>(a), ld2, &s.beta, c, ldc));
+                          static_cast<const float*>(a), ld2, &s.beta, static_cast<float*>(c), ldc));
     return;
   }
   const cudaDataType_t ab = s.dtype == Dtype::fp16   ? CUDA_R_16F
@@ -135,8 +140,10 @@ void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const
                                                      : CUDA_R_32F;
   const cublasComputeType_t compute =
       s.dtype == Dtype::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  if (c_type != CUDA_R_32F && c_type != ab)
+    throw std::runtime_error("cuBLAS's GEMM takes C in fp32 or in A's and B's type");
   PB_CUBLAS(cublasGemmEx(handle, op1, op2, m, n, k, &s.alpha, b, ab, ld1, a, ab, ld2, &s.beta, c,
-                         CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+                         c_type, ldc, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 CublasHandle::CublasHandle(cudaStream_t stream) {

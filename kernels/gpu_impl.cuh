@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -104,6 +106,26 @@ class GpuImpl : public Impl {
   std::size_t flush_bytes_ = 0;
 };
 
+// A map value as float, and a float as a map value (rounded to nearest even): a step's maps are
+// float, or bf16 and fp16 in mixed precision.
+__host__ __device__ inline float to_f32(float v) { return v; }
+__host__ __device__ inline float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__host__ __device__ inline float to_f32(__half v) { return __half2float(v); }
+template <class T>
+__host__ __device__ inline T from_f32(float v);
+template <>
+__host__ __device__ inline float from_f32<float>(float v) {
+  return v;
+}
+template <>
+__host__ __device__ inline __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__host__ __device__ inline __half from_f32<__half>(float v) {
+  return __float2half_rn(v);
+}
+
 // The grid that fills every SM once for this kernel: SMs x the blocks of `threads` threads that
 // one SM holds at once, which the kernel's registers and shared memory decide (ptxas gives some
 // kernels 33-48 registers, and consumer SMs hold fewer threads than data-center ones), so a
@@ -143,6 +165,9 @@ void gemm_tiled(cudaStream_t stream, const GemmShape& s, const float* a, const f
 // cuBLAS on the handle's stream: A and B in s.dtype's storage type (float for fp32 and tf32,
 // __half, __nv_bfloat16), C in fp32.
 void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, float* c);
+// The same with C in c_type: CUDA_R_32F, or (fp16 and bf16) A's and B's own type.
+void gemm_cublas(cublasHandle_t handle, const GemmShape& s, const void* a, const void* b, void* c,
+                 cudaDataType_t c_type);
 // STREAM (core/stream.hpp) over device arrays a, b, c of n floats: the kernel's output array
 // written with 128-bit stores; dot into *sum, through `partial` (SMs x 8 floats of scratch).
 void stream_cuda(cudaStream_t stream, StreamKernel k, float* a, float* b, float* c, std::int64_t n,
@@ -163,17 +188,19 @@ void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int6
 // (in0, in1, b, out, db as conv_direct takes them), on `stream`: the fastest algorithm as
 // cuDNN times them (cudnnFind*) among those whose workspace fits kConvWorkspaceCap; true fp32
 // (FMA math) for fp32, tensor cores allowed for tf32. Throws where cuDNN is not built in.
+// NCHW maps and KCRS filters in float, or (channels_last) NHWC maps and KRSC filters, in
+// float or in s.dtype's 16-bit type (bf16, fp16; fp32 accumulation, tensor cores). The bias
+// (fp32, where s.bias) is cuDNN's in float alone: a 16-bit plan takes none (its caller adds it).
 constexpr std::size_t kConvWorkspaceCap = 256u << 20;
 class CudnnConvolution {
  public:
-  CudnnConvolution(cudaStream_t stream, const ConvShape& s);
+  CudnnConvolution(cudaStream_t stream, const ConvShape& s, bool channels_last = false);
   CudnnConvolution(const CudnnConvolution&) = delete;
   CudnnConvolution& operator=(const CudnnConvolution&) = delete;
   ~CudnnConvolution();
   // workspace: workspace_bytes() of device memory, the caller's (plans run one after another
-  // on one stream may share one).
-  void run(const float* in0, const float* in1, const float* b, float* out, float* db,
-           void* workspace);
+  // on one stream may share one). in0, in1 and out in the plan's element type.
+  void run(const void* in0, const void* in1, const float* b, void* out, float* db, void* workspace);
   std::size_t workspace_bytes() const;
   std::string detail() const;  // the algorithm, its math and workspace
 
@@ -195,14 +222,17 @@ void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
                      const std::int32_t* labels, float* out);
 
 // Batch normalization (core/layers.hpp's semantics, as cpu batchnorm_forward/backward take
-// its buffers), fp32 maps NCHW or NHWC: the statistics and the parameters' gradients one block
-// a channel, summed in double; y and dx grid-stride. dx may be null (no input gradient).
-void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const float* x,
-                       const float* weight, const float* bias, float* y, float* mean, float* invstd,
+// its buffers), maps NCHW or NHWC in T (float, __nv_bfloat16 or __half), the parameters and
+// statistics fp32: the statistics and the parameters' gradients one block a channel, summed in
+// double; y and dx grid-stride. dx may be null (no input gradient).
+template <class T>
+void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
+                       const float* weight, const float* bias, T* y, float* mean, float* invstd,
                        float* running_mean, float* running_var);
-void batchnorm_backward(cudaStream_t stream, const BnShape& s, const float* x, const float* weight,
-                        const float* mean, const float* invstd, const float* dy, float* dx,
-                        float* dweight, float* dbias);
+template <class T>
+void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const float* weight,
+                        const float* mean, const float* invstd, const T* dy, T* dx, float* dweight,
+                        float* dbias);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.

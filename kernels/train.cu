@@ -11,13 +11,17 @@
 //                replayed with one cudaGraphLaunch: the step without its launches' host cost.
 // In tf32 (cublas and cudnn) the maps, parameters and update stay fp32 and the GEMMs and
 // convolutions run on tensor cores: cuBLAS's FAST_TF32 compute, cuDNN's default math (PyTorch's
-// default for cuDNN's convolutions).
+// default for cuDNN's convolutions). In bf16 and fp16 (cudnn and cudnn_graph: GpuLowOps) the
+// maps are 16-bit and NHWC, the parameters, their gradients and the update fp32 (mixed
+// precision, AMP's rules); fp16 scales the loss dynamically, as PyTorch's GradScaler.
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
 // kernels/conv.cu, batch normalization kernels/batchnorm.cu's; max pooling, the bias broadcast,
 // the column sums (the bias gradient) and SGD are here, their per-element math from
 // core/layers.hpp.
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <type_traits>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,43 +38,113 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void bias_rows_kernel(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
-  PB_GRID_STRIDE(i, rows * cols) { out[i] = b[i % cols]; }
+// The element kernels take the maps in T: float, or a mixed-precision step's __nv_bfloat16
+// (the arithmetic in float, each result rounded once).
+template <class T>
+__global__ void bias_rows_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(b[i % cols]); }
 }
 
-// One thread per column, down the rows: neighbouring threads read neighbouring columns.
-__global__ void column_sums_kernel(const float* x, std::int64_t rows, std::int64_t cols,
-                                   float* out) {
-  PB_GRID_STRIDE(j, cols) {
-    float sum = 0;
-    for (std::int64_t i = 0; i < rows; ++i) sum += x[i * cols + j];
-    out[j] = sum;
+// A bias added to every row (a convolution's output, NHWC: a row a pixel).
+template <class T>
+__global__ void add_bias_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(to_f32(out[i]) + b[i % cols]); }
+}
+
+// One block a column (a linear layer's bias gradient: batch rows; a convolution's on NHWC maps:
+// n p q rows, k columns), its threads down the rows, then a tree in shared memory.
+template <class T>
+__global__ void column_sums_kernel(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
+  __shared__ float part[kThreads];
+  const std::int64_t j = blockIdx.x;
+  float sum = 0;
+  for (std::int64_t i = threadIdx.x; i < rows; i += blockDim.x) sum += to_f32(x[i * cols + j]);
+  part[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
   }
+  if (threadIdx.x == 0) out[j] = part[0];
 }
 
-__global__ void maxpool_forward_kernel(PoolShape s, const float* x, float* out, std::int32_t* arg) {
+template <class T>
+void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_t cols,
+                 float* out) {
+  column_sums_kernel<T><<<static_cast<unsigned>(cols), kThreads, 0, stream>>>(x, rows, cols, out);
+  PB_CUDA(cudaGetLastError());
+}
+
+template <class T>
+__global__ void maxpool_forward_kernel(PoolShape s, const T* x, T* out, std::int32_t* arg) {
   const std::int64_t oh = s.oh(), ow = s.ow();
   PB_GRID_STRIDE(o, s.planes * oh * ow) {
-    out[o] = maxpool_at(s, x + o / (oh * ow) * s.h * s.w, o / ow % oh, o % ow, arg + o);
+    std::int64_t p = 0, pixel = 0;
+    s.locate(o, oh * ow, &p, &pixel);
+    out[o] = maxpool_at(s, x + s.plane(p, s.h * s.w), pixel / ow, pixel % ow, arg + o);
   }
 }
 
-__global__ void maxpool_backward_kernel(PoolShape s, const float* dout, const std::int32_t* arg,
-                                        float* dx) {
+template <class T>
+__global__ void maxpool_backward_kernel(PoolShape s, const T* dout, const std::int32_t* arg,
+                                        T* dx) {
   const std::int64_t per_out = s.oh() * s.ow();
   PB_GRID_STRIDE(e, s.planes * s.h * s.w) {
-    const std::int64_t p = e / (s.h * s.w);
-    dx[e] = maxpool_grad_at(s, dout + p * per_out, arg + p * per_out, e / s.w % s.h, e % s.w);
+    std::int64_t p = 0, pixel = 0;
+    s.locate(e, s.h * s.w, &p, &pixel);
+    const std::int64_t first = s.plane(p, per_out);
+    dx[e] = from_f32<T>(
+        maxpool_grad_at<T, float>(s, dout + first, arg + first, pixel / s.w, pixel % s.w));
   }
 }
 
-__global__ void add_kernel(const float* a, const float* b, float* out, std::int64_t n) {
-  PB_GRID_STRIDE(j, n) { out[j] = a[j] + b[j]; }
+template <class T>
+__global__ void add_kernel(const T* a, const T* b, T* out, std::int64_t n) {
+  PB_GRID_STRIDE(j, n) { out[j] = from_f32<T>(to_f32(a[j]) + to_f32(b[j])); }
 }
 
-__global__ void spread_means_kernel(const float* dout, std::int64_t planes, std::int64_t hw,
-                                    float* dx) {
-  PB_GRID_STRIDE(i, planes * hw) { dx[i] = dout[i / hw] / static_cast<float>(hw); }
+// Global average pooling's backward pass: each map's dx its dout / hw (dout: n x c).
+template <class T>
+__global__ void spread_means_kernel(Maps s, const T* dout, T* dx) {
+  PB_GRID_STRIDE(e, s.size()) {
+    dx[e] = from_f32<T>(to_f32(dout[s.map(e)]) / static_cast<float>(s.hw));
+  }
+}
+
+// Global average pooling, one thread a map (neighbours take neighbouring channels: NHWC's
+// neighbouring values), the sum in float.
+template <class T>
+__global__ void plane_means_kernel(Maps s, const T* x, T* out) {
+  PB_GRID_STRIDE(j, s.n * s.c) {
+    const std::int64_t first = j / s.c * s.hw, ch = j % s.c;
+    float sum = 0;
+    for (std::int64_t i = first; i < first + s.hw; ++i) sum += to_f32(x[s.at(ch, i)]);
+    out[j] = from_f32<T>(sum / static_cast<float>(s.hw));
+  }
+}
+
+template <class T>
+__global__ void relu_kernel(const T* z, const T* dy, T* out, std::int64_t n) {
+  PB_GRID_STRIDE(j, n) {
+    const bool on = to_f32(z[j]) > 0.0f;
+    out[j] = on ? (dy ? dy[j] : z[j]) : from_f32<T>(0.0f);
+  }
+}
+
+// The maps in the other layout (Maps::at's two orders), each value converted from X to Y.
+template <class X, class Y>
+__global__ void relayout_kernel(Maps s, const X* x, Y* out) {
+  Maps other = s;
+  other.channels_last = !s.channels_last;
+  PB_GRID_STRIDE(e, s.size()) {
+    const std::int64_t p = e / s.hw, ch = p % s.c, i = p / s.c * s.hw + e % s.hw;
+    out[other.at(ch, i)] = from_f32<Y>(to_f32(x[s.at(ch, i)]));
+  }
+}
+
+template <class X, class Y>
+__global__ void convert_kernel(const X* x, Y* out, std::int64_t n) {
+  PB_GRID_STRIDE(j, n) { out[j] = from_f32<Y>(to_f32(x[j])); }
 }
 
 __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int64_t n, float lr,
@@ -78,9 +152,45 @@ __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int
   PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum, weight_decay); }
 }
 
+// fp16's dynamic loss scaling (core/layers.hpp's LossScale, in device memory, so that a replayed
+// graph moves it): the loss's gradient scaled into T; the parameters' gradients unscaled and
+// the step's overflow found; the update skipped on one; the scale moved.
+template <class T>
+__global__ void scaled_convert_kernel(const float* x, const LossScale* ls, T* out, std::int64_t n) {
+  PB_GRID_STRIDE(j, n) { out[j] = from_f32<T>(x[j] * ls->scale); }
+}
+
+__global__ void unscale_kernel(float* g, std::int64_t n, LossScale* ls) {
+  const float inv = 1.0f / ls->scale;  // a power of two: exact
+  bool bad = false;
+  PB_GRID_STRIDE(j, n) {
+    g[j] *= inv;
+    bad = bad || !isfinite(g[j]);
+  }
+  if (bad) ls->overflow = 1.0f;  // any thread that saw one; all write the same
+}
+
+__global__ void sgd_momentum_unless_overflow_kernel(float* p, float* v, const float* g,
+                                                    std::int64_t n, float lr, float momentum,
+                                                    float weight_decay, const LossScale* ls) {
+  if (ls->overflow != 0) return;
+  PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum, weight_decay); }
+}
+
+__global__ void loss_scale_kernel(LossScale* ls) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) loss_scale_after_step(*ls);
+}
+
 template <class Kernel>
 unsigned blocks_for(Kernel kernel, std::int64_t items) {
   return grid_blocks(kernel, items, kThreads);
+}
+
+// A grid-stride kernel over `items`, on `stream`.
+template <class... Params, class... Args>
+void launch(cudaStream_t stream, void (*kernel)(Params...), std::int64_t items, Args... args) {
+  kernel<<<blocks_for(kernel, items), kThreads, 0, stream>>>(args...);
+  PB_CUDA(cudaGetLastError());
 }
 
 enum class Backend { kernels, cublas, cudnn };
@@ -102,6 +212,7 @@ class GpuOps {
  public:
   using ActType = float;
   using ParamType = float;
+  static constexpr bool kLossScaling = false;
   template <class T>
   using Buffer = DeviceBuffer<T>;
   // math: fp32, or tf32 (tensor cores) for cuBLAS's and cuDNN's GEMMs and convolutions.
@@ -139,25 +250,31 @@ class GpuOps {
         }
         return conv_im2col(stream_, cublas_.get(), s, in0, in1, b, out, db, col_.data());
       }
-      case Backend::cudnn: {
-        const PlanKey key = plan_key(s);
-        auto it = plans_.find(key);
-        if (it == plans_.end()) {  // planned in the first step (untimed); kept only if it works
-          auto plan = std::make_unique<CudnnConvolution>(stream_, s);
-          // One workspace for every plan: they run one after another on the stream. The old
-          // one goes first, so growing never holds both.
-          const std::size_t need = plan->workspace_bytes();
-          if (need > workspace_bytes_) {
-            PB_CUDA(cudaStreamSynchronize(stream_));
-            workspace_ = DeviceMem(), workspace_bytes_ = 0;
-            workspace_ = DeviceMem(need), workspace_bytes_ = need;
-          }
-          it = plans_.emplace(key, std::move(plan)).first;
-        }
-        return it->second->run(in0, in1, b, out, db, workspace_.as<void>());
-      }
+      case Backend::cudnn:
+        return run_cudnn(s, false, in0, in1, b, out, db);
     }
   }
+  // cuDNN's plan for the shape and layout (CudnnConvolution), made in the first step (untimed)
+  // and kept only if it works, run on the workspace every plan shares.
+  void run_cudnn(const ConvShape& s, bool channels_last, const void* in0, const void* in1,
+                 const float* b, void* out, float* db) {
+    const PlanKey key = plan_key(s, channels_last);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) {
+      auto plan = std::make_unique<CudnnConvolution>(stream_, s, channels_last);
+      // One workspace for every plan: they run one after another on the stream. The old
+      // one goes first, so growing never holds both.
+      const std::size_t need = plan->workspace_bytes();
+      if (need > workspace_bytes_) {
+        PB_CUDA(cudaStreamSynchronize(stream_));
+        workspace_ = DeviceMem(), workspace_bytes_ = 0;
+        workspace_ = DeviceMem(need), workspace_bytes_ = need;
+      }
+      it = plans_.emplace(key, std::move(plan)).first;
+    }
+    it->second->run(in0, in1, b, out, db, workspace_.as<void>());
+  }
+  cublasHandle_t cublas() const { return cublas_.get(); }
   void relu(const float* z, const float* dy, float* out, std::int64_t n) {
     activation_vectorized(stream_, Act::relu, z, dy, out, n);
   }
@@ -170,26 +287,16 @@ class GpuOps {
     channel_sums(stream_, x, 1, 1, n, out, 1.0f / static_cast<float>(n));
   }
   void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
-    bias_rows_kernel<<<blocks_for(bias_rows_kernel, rows * cols), kThreads, 0, stream_>>>(
-        b, out, rows, cols);
-    PB_CUDA(cudaGetLastError());
+    launch(stream_, bias_rows_kernel<float>, rows * cols, b, out, rows, cols);
   }
   void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out) {
-    column_sums_kernel<<<blocks_for(column_sums_kernel, cols), kThreads, 0, stream_>>>(x, rows,
-                                                                                       cols, out);
-    PB_CUDA(cudaGetLastError());
+    gpu::column_sums(stream_, x, rows, cols, out);
   }
   void maxpool_forward(const PoolShape& s, const float* x, float* out, std::int32_t* arg) {
-    const std::int64_t n = s.planes * s.oh() * s.ow();
-    maxpool_forward_kernel<<<blocks_for(maxpool_forward_kernel, n), kThreads, 0, stream_>>>(
-        s, x, out, arg);
-    PB_CUDA(cudaGetLastError());
+    launch(stream_, maxpool_forward_kernel<float>, s.planes * s.oh() * s.ow(), s, x, out, arg);
   }
   void maxpool_backward(const PoolShape& s, const float* dout, const std::int32_t* arg, float* dx) {
-    const std::int64_t n = s.planes * s.h * s.w;
-    maxpool_backward_kernel<<<blocks_for(maxpool_backward_kernel, n), kThreads, 0, stream_>>>(
-        s, dout, arg, dx);
-    PB_CUDA(cudaGetLastError());
+    launch(stream_, maxpool_backward_kernel<float>, s.planes * s.h * s.w, s, dout, arg, dx);
   }
   void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
                          const float* bias, float* y, float* mean, float* invstd,
@@ -204,9 +311,7 @@ class GpuOps {
   }
   void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {
-    sgd_momentum_kernel<<<blocks_for(sgd_momentum_kernel, n), kThreads, 0, stream_>>>(
-        p, v, g, n, lr, momentum, weight_decay);
-    PB_CUDA(cudaGetLastError());
+    launch(stream_, sgd_momentum_kernel, n, p, v, g, n, lr, momentum, weight_decay);
   }
   void copy(const float* x, float* out, std::int64_t n) {
     PB_CUDA(cudaMemcpyAsync(out, x, static_cast<std::size_t>(n) * sizeof(float),
@@ -216,18 +321,16 @@ class GpuOps {
     PB_CUDA(cudaMemsetAsync(x, 0, static_cast<std::size_t>(n) * sizeof(float), stream_));
   }
   void add(const float* a, const float* b, float* out, std::int64_t n) {
-    add_kernel<<<blocks_for(add_kernel, n), kThreads, 0, stream_>>>(a, b, out, n);
-    PB_CUDA(cudaGetLastError());
+    launch(stream_, add_kernel<float>, n, a, b, out, n);
   }
   // NCHW maps (the walk keeps every map NCHW on the GPU).
   void plane_means(const Maps& s, const float* x, float* out) {
     channel_sums(stream_, x, 1, s.n * s.c, s.hw, out, 1.0f / static_cast<float>(s.hw));
   }
   void spread_means(const Maps& s, const float* dout, float* dx) {
-    spread_means_kernel<<<blocks_for(spread_means_kernel, s.size()), kThreads, 0, stream_>>>(
-        dout, s.n * s.c, s.hw, dx);
-    PB_CUDA(cudaGetLastError());
+    launch(stream_, spread_means_kernel<float>, s.size(), s, dout, dx);
   }
+
   // The cuDNN algorithms the step chose, one per convolution pass.
   std::string detail() const {
     std::string out;
@@ -236,8 +339,8 @@ class GpuOps {
   }
 
  private:
-  using PlanKey = std::array<std::int64_t, 13>;
-  static PlanKey plan_key(const ConvShape& s) {  // the whole shape
+  using PlanKey = std::array<std::int64_t, 15>;
+  static PlanKey plan_key(const ConvShape& s, bool channels_last) {  // the whole shape and layout
     return {s.n,
             s.c,
             s.h,
@@ -250,7 +353,9 @@ class GpuOps {
             s.pad_h,
             s.pad_w,
             static_cast<std::int64_t>(s.dir),
-            static_cast<std::int64_t>(s.dtype)};
+            static_cast<std::int64_t>(s.dtype),
+            s.bias,
+            channels_last};
   }
 
   cudaStream_t stream_;
@@ -265,10 +370,187 @@ class GpuOps {
   std::size_t workspace_bytes_ = 0;
 };
 
+// The GPU's mixed-precision backend (AMP's rules, as the CPU's Bf16Ops): the maps in T
+// (__nv_bfloat16 or __half) and NHWC; the parameters, their gradients, the momentum and the
+// update fp32. Convolutions through cuDNN on tensor cores (T in, T out, fp32 accumulation; the
+// fp32 KCRS weights converted to T KRSC for each pass, the weight gradient converted back), the
+// linear layers through cuBLAS (T operands, fp32 accumulation), batch norm through the
+// project's kernels (fp32 statistics); the loss on fp32 copies of the logits. fp16 scales the
+// loss dynamically (LossScale; bf16 has fp32's range and needs none).
+template <class T>
+class GpuLowOps {
+ public:
+  using ActType = T;
+  using ParamType = float;
+  static constexpr bool kLossScaling = std::is_same_v<T, __half>;
+  template <class E>
+  using Buffer = DeviceBuffer<E>;
+  GpuLowOps(cudaStream_t stream, Backend, Dtype math)
+      : stream_(stream), math_(math), f32_(stream, Backend::cudnn, Dtype::fp32) {
+    if (!kLossScaling) return;
+    const LossScale start;
+    PB_CUDA(cudaMemcpy(scale_.data(), &start, sizeof start, cudaMemcpyHostToDevice));
+  }
+  // fp16: the loss scale as the last step left it (waits for the stream: never in a timed step).
+  LossScale loss_scale() const {
+    LossScale now;
+    PB_CUDA(cudaStreamSynchronize(stream_));
+    PB_CUDA(cudaMemcpy(&now, scale_.data(), sizeof now, cudaMemcpyDeviceToHost));
+    return now;
+  }
+  template <class E>
+  Buffer<E> buffer(std::int64_t n) {
+    return Buffer<E>(n);
+  }
+  void fix_cublas_workspace() { f32_.fix_cublas_workspace(); }
+  std::string detail() const { return f32_.detail(); }
+  bool channels_last() const { return true; }
+  template <class X, class Y>
+  void relayout(const Maps& s, const X* x, Y* out) {
+    launch(stream_, relayout_kernel<X, Y>, s.size(), s, x, out);
+  }
+  void to_float(const T* x, float* out, std::int64_t n) {
+    launch(stream_, convert_kernel<T, float>, n, x, out, n);
+  }
+  // c = a op(w): the forward pass (w: the weights) and the input's gradient.
+  void gemm(const GemmShape& g, const T* a, const float* w, T* c) {
+    T* wl = room(w_low_, w_floats_, g.n * g.k);
+    launch(stream_, convert_kernel<float, T>, g.n * g.k, w, wl, g.n * g.k);
+    gemm_cublas(f32_.cublas(), low(g), a, wl, c, kType);
+  }
+  // The weights' gradient, in fp32.
+  void gemm(const GemmShape& g, const T* a, const T* b, float* c) {
+    gemm_cublas(f32_.cublas(), low(g), a, b, c, CUDA_R_32F);
+  }
+  // fwd (in0 x) and bwd_data (in0 dy): the weights as cuDNN's NHWC takes them (KRSC, in T).
+  void conv(const ConvShape& s, const T* in0, const float* w, const float* b, T* out, float*) {
+    T* wl = room(w_low_, w_floats_, s.w_size());
+    relayout(Maps{s.k, s.c, s.r * s.s, false}, w, wl);
+    f32_.run_cudnn(plan(s), true, in0, wl, nullptr, out, nullptr);
+    // The bias added here (a 16-bit plan takes none): y rounded twice, cuDNN's and y + b.
+    if (s.dir == ConvDir::fwd && s.bias)
+      launch(stream_, add_bias_kernel<T>, s.n * s.pq() * s.k, b, out, s.n * s.pq(), s.k);
+  }
+  // bwd_filter: cuDNN's KRSC gradient in T, converted to the fp32 KCRS one; db where s.bias.
+  void conv(const ConvShape& s, const T* x, const T* dy, const float*, float* dw, float* db) {
+    T* dwl = room(dw_low_, dw_floats_, s.w_size());
+    f32_.run_cudnn(plan(s), true, x, dy, nullptr, dwl, nullptr);
+    relayout(Maps{s.k, s.c, s.r * s.s, true}, dwl, dw);
+    if (s.bias) column_sums(dy, s.n * s.pq(), s.k, db);
+  }
+  void relu(const T* z, const T* dy, T* out, std::int64_t n) {
+    launch(stream_, relu_kernel<T>, n, z, dy, out, n);
+  }
+  // The loss of each row, and its gradient in T, through the fp32 rows on converted logits.
+  void rows(const RowShape& s, const T* x, const std::int32_t* labels, float* out) {
+    f32_.rows(s, floats(x, s.rows * s.cols), labels, out);
+  }
+  void rows(const RowShape& s, const T* x, const std::int32_t* labels, T* out) {
+    const std::int64_t n = s.rows * s.cols;
+    float* g = room(grad_f32_, grad_floats_, n);
+    f32_.rows(s, floats(x, n), labels, g);
+    if constexpr (kLossScaling)  // the loss's gradient scaled: so is every gradient before it
+      launch(stream_, scaled_convert_kernel<T>, n, g, scale_.data(), out, n);
+    else
+      launch(stream_, convert_kernel<float, T>, n, g, out, n);
+  }
+  void mean(const float* x, std::int64_t n, float* out) { f32_.mean(x, n, out); }
+  void bias_rows(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+    launch(stream_, bias_rows_kernel<T>, rows * cols, b, out, rows, cols);
+  }
+  void column_sums(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
+    gpu::column_sums(stream_, x, rows, cols, out);
+  }
+  void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {
+    launch(stream_, maxpool_forward_kernel<T>, s.planes * s.oh() * s.ow(), s, x, out, arg);
+  }
+  void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx) {
+    launch(stream_, maxpool_backward_kernel<T>, s.planes * s.h * s.w, s, dout, arg, dx);
+  }
+  void batchnorm_forward(const BnShape& s, bool train, const T* x, const float* weight,
+                         const float* bias, T* y, float* mean, float* invstd, float* running_mean,
+                         float* running_var) {
+    gpu::batchnorm_forward(stream_, s, train, x, weight, bias, y, mean, invstd, running_mean,
+                           running_var);
+  }
+  void batchnorm_backward(const BnShape& s, const T* x, const float* weight, const float* mean,
+                          const float* invstd, const T* dy, T* dx, float* dweight, float* dbias) {
+    gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias);
+  }
+  // fp16: the gradients unscaled (in place), the update skipped where one is not finite, the
+  // scale moved.
+  void sgd_momentum(float* p, float* v, float* g, std::int64_t n, float lr, float momentum,
+                    float weight_decay) {
+    if constexpr (!kLossScaling) {
+      f32_.sgd_momentum(p, v, g, n, lr, momentum, weight_decay);
+    } else {
+      LossScale* ls = scale_.data();
+      PB_CUDA(cudaMemsetAsync(&ls->overflow, 0, sizeof ls->overflow, stream_));
+      launch(stream_, unscale_kernel, n, g, n, ls);
+      launch(stream_, sgd_momentum_unless_overflow_kernel, n, p, v, g, n, lr, momentum,
+             weight_decay, ls);
+      loss_scale_kernel<<<1, 1, 0, stream_>>>(ls);
+      PB_CUDA(cudaGetLastError());
+    }
+  }
+  void copy(const T* x, T* out, std::int64_t n) {
+    PB_CUDA(cudaMemcpyAsync(out, x, static_cast<std::size_t>(n) * sizeof(T),
+                            cudaMemcpyDeviceToDevice, stream_));
+  }
+  void zero(float* x, std::int64_t n) { f32_.zero(x, n); }
+  void add(const T* a, const T* b, T* out, std::int64_t n) {
+    launch(stream_, add_kernel<T>, n, a, b, out, n);
+  }
+  void plane_means(const Maps& s, const T* x, T* out) {
+    launch(stream_, plane_means_kernel<T>, s.n * s.c, s, x, out);
+  }
+  void spread_means(const Maps& s, const T* dout, T* dx) {
+    launch(stream_, spread_means_kernel<T>, s.size(), s, dout, dx);
+  }
+
+ private:
+  static constexpr cudaDataType_t kType = std::is_same_v<T, __half> ? CUDA_R_16F : CUDA_R_16BF;
+  GemmShape low(GemmShape g) const {
+    g.dtype = math_;
+    return g;
+  }
+  // The plan's shape: in this step's 16-bit type, its bias added here.
+  ConvShape plan(ConvShape s) const {
+    s.dtype = math_, s.bias = false;
+    return s;
+  }
+  // n elements of scratch, grown in the first step (untimed; the old buffer freed once the
+  // stream is done with it).
+  template <class E>
+  E* room(DeviceBuffer<E>& b, std::int64_t& have, std::int64_t n) {
+    if (n > have) {
+      PB_CUDA(cudaStreamSynchronize(stream_));
+      b = DeviceBuffer<E>(), have = 0;
+      b = DeviceBuffer<E>(n), have = n;
+    }
+    return b.data();
+  }
+  const float* floats(const T* x, std::int64_t n) {
+    float* f = room(x_f32_, x_floats_, n);
+    to_float(x, f, n);
+    return f;
+  }
+
+  cudaStream_t stream_;
+  Dtype math_;
+  GpuOps f32_;  // the fp32 op functions, cuBLAS and cuDNN's plans
+  DeviceBuffer<T> w_low_, dw_low_;
+  DeviceBuffer<float> x_f32_, grad_f32_;
+  DeviceBuffer<LossScale> scale_{kLossScaling ? 1 : 0};  // fp16's
+  std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0;
+};
+
 // train/gpu/<backend>[_h2d|_graph]: the step over the case's device buffers. With h2d, the batch
 // waits in pinned host memory and each step copies it to the device first, on the same stream;
 // with graph, run() replays the step captured in prepare().
+// Ops: GpuOps (fp32 and tf32) or GpuLowOps (bf16, fp16).
 enum class Variant { plain, h2d, graph };
+template <class Ops>
 class GpuTrain : public GpuImpl {
  public:
   GpuTrain(const TrainWorkload& w, Backend backend, Variant v)
@@ -309,6 +591,9 @@ class GpuTrain : public GpuImpl {
       step_->forward_backward(x_.data(), labels_.data(), params_.data(), state_.data());
       PB_CUDA(cudaStreamSynchronize(stream_));
       if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
+    }
+    if constexpr (Ops::kLossScaling) {
+      if (s_.train) warm_up_loss_scale(in);
     }
     if (graph_) capture(in);
     if (!h2d_) return;
@@ -355,6 +640,7 @@ class GpuTrain : public GpuImpl {
                  : "";
     const std::string note = math_note(s_.dtype);  // tf32 where the GPU or the override says no
     if (!note.empty()) how += (how.empty() ? "" : "; ") + note;
+    if (!scaling_.empty()) how += (how.empty() ? "" : "; ") + scaling_;
     return how.empty() ? algos : algos.empty() ? how : how + "; " + algos;
   }
 
@@ -375,9 +661,7 @@ class GpuTrain : public GpuImpl {
     ops_.fix_cublas_workspace();
     step();
     PB_CUDA(cudaStreamSynchronize(stream_));
-    upload(params_.data(), at(in, "params"));
-    upload(velocity_.data(), at(in, "velocity"));
-    if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
+    restore(in);
     cudaGraph_t graph = nullptr;
     PB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
@@ -395,12 +679,37 @@ class GpuTrain : public GpuImpl {
     graph_nodes_ = nodes;
   }
 
+  // The parameters, velocity and state as the case gave them.
+  void restore(const Tensors& in) {
+    upload(params_.data(), at(in, "params"));
+    upload(velocity_.data(), at(in, "velocity"));
+    if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
+  }
+  // fp16: the loss scale halved through the steps that overflow at its start (GradScaler's first
+  // steps of a run; here untimed, each undone), so that the verified and timed steps run with
+  // the scale found. Every rank sees the same overflows (the gradients are averaged first).
+  void warm_up_loss_scale(const Tensors& in) {
+    constexpr int kMostSteps = 32;  // 2^16 down to 2^-16
+    int overflowed = 0;
+    LossScale ls;
+    for (; overflowed < kMostSteps; ++overflowed) {
+      step();
+      ls = ops_.loss_scale();
+      restore(in);
+      if (ls.overflow == 0) break;
+    }
+    const long power = std::lround(std::log2(ls.scale));
+    scaling_ = "dynamic loss scaling from 2^16: 2^" + std::to_string(power) + " after " +
+               std::to_string(overflowed) + " overflowing warm-up steps (untimed)";
+  }
+
   TrainShape s_;
   ModelDesc m_;
+  std::string scaling_;  // fp16: the loss scale the warm-up found
   bool h2d_, graph_;
   cudaGraphExec_t graph_exec_ = nullptr;
   std::size_t graph_nodes_ = 0;
-  GpuOps ops_;
+  Ops ops_;
   std::unique_ptr<ModelStep> step_;
   DeviceBuffer<float> x_;
   DeviceBuffer<std::int32_t> labels_;
@@ -416,15 +725,20 @@ std::unique_ptr<Impl> make_train(const std::string&, const std::string& name, co
   const Variant v = suffix == "_h2d"     ? Variant::h2d
                     : suffix == "_graph" ? Variant::graph
                                          : Variant::plain;
-  // fp32 buffers throughout: fp32, or tf32 on the libraries' tensor cores
+  // fp32 buffers throughout: fp32, or tf32 on the libraries' tensor cores; bf16 or fp16 maps on
+  // cuDNN (mixed precision), plain or replayed as a graph
   const Dtype t = s.train().dtype;
+  if (t == Dtype::bf16 && base == "cudnn" && v != Variant::h2d)
+    return std::make_unique<GpuTrain<GpuLowOps<__nv_bfloat16>>>(s, Backend::cudnn, v);
+  if (t == Dtype::fp16 && base == "cudnn" && v != Variant::h2d)
+    return std::make_unique<GpuTrain<GpuLowOps<__half>>>(s, Backend::cudnn, v);
   if (t != Dtype::fp32 && !(t == Dtype::tf32 && base != "kernels"))
     throw std::runtime_error("train/gpu/" + name + " runs no " + to_string(t) + " step");
   if (suffix.empty() || v != Variant::plain) {
     if (base == "kernels" && v == Variant::plain)
-      return std::make_unique<GpuTrain>(s, Backend::kernels, v);
-    if (base == "cublas") return std::make_unique<GpuTrain>(s, Backend::cublas, v);
-    if (base == "cudnn") return std::make_unique<GpuTrain>(s, Backend::cudnn, v);
+      return std::make_unique<GpuTrain<GpuOps>>(s, Backend::kernels, v);
+    if (base == "cublas") return std::make_unique<GpuTrain<GpuOps>>(s, Backend::cublas, v);
+    if (base == "cudnn") return std::make_unique<GpuTrain<GpuOps>>(s, Backend::cudnn, v);
   }
   throw std::runtime_error("unknown GPU train implementation: " + name);
 }

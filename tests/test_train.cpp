@@ -317,6 +317,31 @@ TEST(Layouts, PoolingAndBatchNormAgreeInNchwAndNhwc) {
     relayout(Maps{n, c, pixels, true}, v.data(), out.data());
     return out;
   };
+  // The GPU's kernels (kernels/train.cu): a thread a value, placed by locate(), through
+  // maxpool_at and maxpool_grad_at: the outputs, choices and gradients of the CPU's loops.
+  auto as_the_gpu = [&](const PoolShape& s, const std::vector<float>& in,
+                        const std::vector<float>& y, const std::vector<std::int32_t>& arg,
+                        const std::vector<float>& dy, const std::vector<float>& dx) {
+    const std::int64_t per_out = s.oh() * s.ow();
+    for (std::int64_t o = 0; o < s.planes * per_out; ++o) {
+      std::int64_t p = 0, pixel = 0;
+      s.locate(o, per_out, &p, &pixel);
+      ASSERT_EQ(s.plane(p, per_out) + pixel * s.step(), o);
+      std::int32_t a = -1;
+      EXPECT_EQ(maxpool_at(s, in.data() + s.plane(p, hw), pixel / s.ow(), pixel % s.ow(), &a),
+                y[static_cast<std::size_t>(o)]);
+      EXPECT_EQ(a, arg[static_cast<std::size_t>(o)]);
+    }
+    for (std::int64_t e = 0; e < s.planes * hw; ++e) {
+      std::int64_t p = 0, pixel = 0;
+      s.locate(e, hw, &p, &pixel);
+      ASSERT_EQ(s.plane(p, hw) + pixel * s.step(), e);
+      const std::int64_t first_out = s.plane(p, per_out);
+      EXPECT_EQ(
+          maxpool_grad_at(s, dy.data() + first_out, arg.data() + first_out, pixel / w, pixel % w),
+          dx[static_cast<std::size_t>(e)]);
+    }
+  };
   for (PoolShape s : {PoolShape{n * c, h, w, 3, 2, 1, c}, PoolShape{n * c, h, w, 2, 2, 0, c}}) {
     const std::int64_t outs = s.planes * s.oh() * s.ow();
     std::vector<float> y(static_cast<std::size_t>(outs)), y_last(y.size()), dx(x.size()),
@@ -331,6 +356,9 @@ TEST(Layouts, PoolingAndBatchNormAgreeInNchwAndNhwc) {
     maxpool_backward(s, dy_last.data(), arg_last.data(), dx_last.data());
     EXPECT_EQ(nchw(y_last, s.oh() * s.ow()), y) << s.k << "x" << s.k;
     EXPECT_EQ(nchw(dx_last, hw), dx) << s.k << "x" << s.k;
+    as_the_gpu(s, x_last, y_last, arg_last, dy_last, dx_last);
+    s.channels_last = false;
+    as_the_gpu(s, x, y, arg, dy, dx);
   }
   std::vector<float> means(static_cast<std::size_t>(n * c)), means_last(means.size());
   plane_means(first, x.data(), means.data());
@@ -340,6 +368,11 @@ TEST(Layouts, PoolingAndBatchNormAgreeInNchwAndNhwc) {
   spread_means(first, means.data(), spread.data());
   spread_means(last, means.data(), spread_last.data());
   EXPECT_EQ(nchw(spread_last, hw), spread);
+  for (std::int64_t i = 0; i < first.size(); ++i) {  // the GPU's: a value a thread, by map()
+    const auto at = static_cast<std::size_t>(i);
+    EXPECT_FLOAT_EQ(spread[at], means[static_cast<std::size_t>(first.map(i))] / hw);
+    EXPECT_FLOAT_EQ(spread_last[at], means[static_cast<std::size_t>(last.map(i))] / hw);
+  }
 
   BnShape bn, bn_last;
   static_cast<Maps&>(bn) = first, static_cast<Maps&>(bn_last) = last;
@@ -369,6 +402,23 @@ TEST(Layouts, PoolingAndBatchNormAgreeInNchwAndNhwc) {
                      dwb_last.data() + c);
   near(dwb_last, dwb, "dweight, dbias");
   near(nchw(dx_last, hw), dx, "dx");
+}
+
+// cuDNN's NHWC convolutions take their filters KRSC (kernels/train.cu's mixed-precision step):
+// the model's KCRS weights are maps of k "images", c channels and r x s pixels, relayouted.
+TEST(Layouts, FiltersKcrsAreMapsRelayoutedToKrsc) {
+  const std::int64_t K = 3, C = 4, R = 2, S = 3;
+  std::vector<float> w(static_cast<std::size_t>(K * C * R * S)), krsc(w.size()), back(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i);
+  relayout(Maps{K, C, R * S, false}, w.data(), krsc.data());
+  for (std::int64_t k = 0; k < K; ++k)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t r = 0; r < R; ++r)
+        for (std::int64_t t = 0; t < S; ++t)
+          EXPECT_EQ(krsc[static_cast<std::size_t>(((k * R + r) * S + t) * C + c)],
+                    w[static_cast<std::size_t>(((k * C + c) * R + r) * S + t)]);
+  relayout(Maps{K, C, R * S, true}, krsc.data(), back.data());  // the gradient's way back
+  EXPECT_EQ(back, w);
 }
 
 // What the GPU's test does with the GPU's step, done with two CPU steps: one step read back with
@@ -556,7 +606,7 @@ TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
 // reference rounds in software).
 TEST(TrainModel, ALowPrecisionStepIsCheckedByItsLossStatisticsAndUpdateNorms) {
   std::map<Dtype, double> loss_moved;  // the rounded reference's loss from the exact one
-  for (Dtype t : {Dtype::fp32, Dtype::tf32, Dtype::bf16}) {
+  for (Dtype t : {Dtype::fp32, Dtype::tf32, Dtype::fp16, Dtype::bf16}) {
     SCOPED_TRACE(to_string(t));
     TrainShape s;
     s.model = "resnet50", s.batch = 8, s.image = 32, s.dtype = t;
@@ -606,9 +656,39 @@ TEST(TrainModel, ALowPrecisionStepIsCheckedByItsLossStatisticsAndUpdateNorms) {
     EXPECT_NE(c.detail.find("the norm of the update of " + p.name), std::string::npos) << c.detail;
   }
   // tf32 rounds the convolutions' and GEMMs' inputs (10-bit mantissas) but stores fp32 maps:
-  // its rounding lies between fp32's and bf16's (8-bit mantissas on every map too).
+  // its rounding lies between fp32's and bf16's (8-bit mantissas on every map too); fp16's
+  // (10-bit mantissas on every map) below bf16's.
   EXPECT_LT(loss_moved[Dtype::fp32], loss_moved[Dtype::tf32]);
   EXPECT_LT(loss_moved[Dtype::tf32], loss_moved[Dtype::bf16]);
+  EXPECT_LT(loss_moved[Dtype::fp16], loss_moved[Dtype::bf16]);
+}
+
+// fp16's dynamic loss scale (core/layers.hpp, the GPU's fp16 step; PyTorch GradScaler's rule and
+// defaults): an overflow halves it and counts a skipped step; 2000 clean steps in a row double
+// it; an overflow restarts the count.
+TEST(TrainModel, TheLossScaleHalvesOnOverflowAndGrowsAfterCleanSteps) {
+  LossScale s;
+  EXPECT_EQ(s.scale, 65536.0f);
+  s.overflow = 1;
+  loss_scale_after_step(s);
+  EXPECT_EQ(s.scale, 32768.0f);
+  EXPECT_EQ(s.skipped, 1.0f);
+  s.overflow = 0;
+  for (int i = 0; i < 1999; ++i) loss_scale_after_step(s);
+  EXPECT_EQ(s.scale, 32768.0f);
+  EXPECT_EQ(s.good_steps, 1999.0f);
+  s.overflow = 1;
+  loss_scale_after_step(s);
+  EXPECT_EQ(s.scale, 16384.0f);
+  EXPECT_EQ(s.good_steps, 0.0f);
+  EXPECT_EQ(s.skipped, 2.0f);
+  s.overflow = 0;
+  for (int i = 0; i < 1999; ++i) loss_scale_after_step(s);
+  EXPECT_EQ(s.scale, 16384.0f);
+  loss_scale_after_step(s);  // the 2000th in a row
+  EXPECT_EQ(s.scale, 32768.0f);
+  EXPECT_EQ(s.good_steps, 0.0f);
+  EXPECT_EQ(s.skipped, 2.0f);
 }
 
 // ResNet-50 learns in each precision this CPU has: 50 steps of oneDNN's step on fresh synthetic

@@ -2,13 +2,15 @@
 // workload's check) and against the CPU's step on the same inputs (compare_step, the tolerances
 // of the check), all three models (resnet on 16x16 images) and a small model this file defines
 // (batch norm and its state, a convolution without bias, a residual add), train and infer; the
-// loss falling over repeated steps; ResNet-50 in tf32; the step replayed as a CUDA graph. Skips,
+// loss falling over repeated steps; ResNet-50 in tf32 and bf16; the step replayed as a CUDA
+// graph. Skips,
 // with the reason, where there is no GPU. What the GPU's step shares with the CPU's is tested on
 // the CPU in test_train: the walk (core/train_step.hpp), the pooling, batch norm and SGD math, and
 // compare_step itself.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "core/train.hpp"
@@ -88,57 +90,104 @@ TEST_P(GpuTrain, ResNet50InferenceEqualsTheReferenceAndTheCpus) {
   EXPECT_TRUE(same.ok) << what << " against the CPU's: " << same.detail;
 }
 
-// ResNet-50 in tf32 (tensor cores on fp32 maps) on the library backends: the step and inference
-// at batch 8 on 32x32 pass the workload's check (against the reference rounded as tf32
-// rounds), cuDNN says it allowed tensor-op math, and the loss falls over 50 steps on fresh
-// batches as test_train's ResNet50LearnsInEachPrecision has it fall on the CPU.
-TEST(GpuTrainTf32, ResNet50StepsAndInferencePassTheirChecksAndLearn) {
+// ResNet-50 below fp32 on the library backends: tf32 (tensor cores on fp32 maps) on cuBLAS and
+// cuDNN, bf16 and fp16 (mixed precision: 16-bit NHWC maps, fp32 parameters; fp16 with dynamic
+// loss scaling) on cuDNN, plain and replayed as a graph. The step and inference at batch 8 on 32x32
+// pass the workload's check (against the reference rounded as the dtype rounds), cuDNN says it
+// allowed tensor-op math, and the loss falls over 50 steps on fresh batches as test_train's
+// ResNet50LearnsInEachPrecision has it fall on the CPU.
+struct LowPrecision {
+  Dtype dtype;
+  const char* impl;
+};
+class GpuTrainLow : public ::testing::TestWithParam<LowPrecision> {};
+
+TEST_P(GpuTrainLow, ResNet50StepsAndInferencePassTheirChecksAndLearn) {
   if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
-  for (const char* name : {"cublas", "cudnn"}) {
-    if (std::string(name) == "cudnn" && !gpu::cudnn_unavailable().empty()) continue;
-    for (bool train : {true, false}) {
-      TrainShape s;
-      s.model = "resnet50", s.batch = 8, s.image = 32, s.train = train, s.dtype = Dtype::tf32;
-      s.weight_decay = default_weight_decay(s.model);
-      const TrainWorkload w(s);
-      const Tensors in = w.make_inputs();
-      auto impl = gpu::make_impl("train", name, w, 0);
-      impl->activate();
-      impl->prepare(in);
-      impl->run();
-      const Check c = w.verify(in, impl->result());
-      EXPECT_TRUE(c.ok) << name << " " << w.shape().to_string() << ": " << c.detail;
-      if (std::string(name) == "cudnn") {
-        EXPECT_NE(impl->detail().find("tensor-op math allowed"), std::string::npos)
-            << impl->detail();
-      }
-    }
+  const auto [dtype, name] = GetParam();
+  const bool cudnn = std::string(name).rfind("cudnn", 0) == 0;
+  if (cudnn && !gpu::cudnn_unavailable().empty()) GTEST_SKIP() << gpu::cudnn_unavailable();
+  if (dtype == Dtype::bf16 && gpu::probe().cc_major < 8)
+    GTEST_SKIP() << "cuDNN's bf16 convolutions need sm_80 or later";
+  for (bool train : {true, false}) {
     TrainShape s;
-    s.model = "resnet50", s.batch = 8, s.image = 32, s.lr = 0.001f, s.dtype = Dtype::tf32;
+    s.model = "resnet50", s.batch = 8, s.image = 32, s.train = train, s.dtype = dtype;
     s.weight_decay = default_weight_decay(s.model);
     const TrainWorkload w(s);
-    Tensors in = w.make_inputs();
+    const Tensors in = w.make_inputs();
     auto impl = gpu::make_impl("train", name, w, 0);
     impl->activate();
     impl->prepare(in);
     impl->run();
-    const float first = at(impl->result(), "loss").f32()[0];
-    float last = first;
-    for (int i = 1; i < 50; ++i) {  // fresh batches, the parameters carried over
-      const Tensors out = impl->result();
-      // make_inputs' order: x, labels, params, velocity, state
-      synthetic_batch(w.model().input.size(), w.model().classes, s.batch, i, in[0].f32().data(),
-                      in[1].i32().data());
-      in[2].f32() = at(out, "params").f32();
-      in[3].f32() = at(out, "velocity").f32();
-      in[4].f32() = at(out, "state").f32();
+    const Check c = w.verify(in, impl->result());
+    EXPECT_TRUE(c.ok) << name << " " << w.shape().to_string() << ": " << c.detail;
+    if (cudnn) {
+      EXPECT_NE(impl->detail().find("tensor-op math allowed"), std::string::npos) << impl->detail();
+    }
+    if (dtype == Dtype::fp16 && train) {
+      EXPECT_NE(impl->detail().find("dynamic loss scaling from 2^16"), std::string::npos)
+          << impl->detail();
+    }
+  }
+  TrainShape s;
+  s.model = "resnet50", s.batch = 8, s.image = 32, s.lr = 0.001f, s.dtype = dtype;
+  s.weight_decay = default_weight_decay(s.model);
+  const TrainWorkload w(s);
+  Tensors in = w.make_inputs();
+  auto impl = gpu::make_impl("train", name, w, 0);
+  impl->activate();
+  impl->prepare(in);
+  impl->run();
+  const float first = at(impl->result(), "loss").f32()[0];
+  float last = first;
+  for (int i = 1; i < 50; ++i) {  // fresh batches, the parameters carried over
+    const Tensors out = impl->result();
+    // make_inputs' order: x, labels, params, velocity, state
+    synthetic_batch(w.model().input.size(), w.model().classes, s.batch, i, in[0].f32().data(),
+                    in[1].i32().data());
+    in[2].f32() = at(out, "params").f32();
+    in[3].f32() = at(out, "velocity").f32();
+    in[4].f32() = at(out, "state").f32();
+    impl->prepare(in);
+    impl->run();
+    last = at(impl->result(), "loss").f32()[0];
+    ASSERT_TRUE(std::isfinite(last)) << name << " step " << i;
+  }
+  EXPECT_LT(last, 0.5f * first) << name << ": " << first << " -> " << last;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Libraries, GpuTrainLow,
+    ::testing::Values(LowPrecision{Dtype::tf32, "cublas"}, LowPrecision{Dtype::tf32, "cudnn"},
+                      LowPrecision{Dtype::bf16, "cudnn"}, LowPrecision{Dtype::bf16, "cudnn_graph"},
+                      LowPrecision{Dtype::fp16, "cudnn"}, LowPrecision{Dtype::fp16, "cudnn_graph"}),
+    [](const ::testing::TestParamInfo<LowPrecision>& p) {
+      return std::string(to_string(p.param.dtype)) + "_" + p.param.impl;
+    });
+
+// The bf16 step on the models whose layers ResNet-50 lacks: a convolution with a bias (added,
+// and its gradient summed, by the mixed-precision backend itself, not cuDNN), a linear layer
+// reading 2x2 maps NHWC, max pooling (the CNN) and a batch norm on a bias-free convolution (the
+// small model); step and inference pass the workload's check.
+TEST(GpuTrainBf16, SmallModelsWithBiasesAndPoolingPassTheirChecks) {
+  if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+  if (!gpu::cudnn_unavailable().empty()) GTEST_SKIP() << gpu::cudnn_unavailable();
+  if (gpu::probe().cc_major < 8) GTEST_SKIP() << "cuDNN's bf16 convolutions need sm_80 or later";
+  for (const char* model : {"cnn", "small"})
+    for (bool train : {true, false}) {
+      TrainShape s;
+      s.model = model, s.batch = 8, s.train = train, s.image = 16, s.dtype = Dtype::bf16;
+      const TrainWorkload w(s, std::string(model) == "small"
+                                   ? std::make_shared<const ModelDesc>(testing::small_model())
+                                   : nullptr);
+      const Tensors in = w.make_inputs();
+      auto impl = gpu::make_impl("train", "cudnn", w, 0);
+      impl->activate();
       impl->prepare(in);
       impl->run();
-      last = at(impl->result(), "loss").f32()[0];
-      ASSERT_TRUE(std::isfinite(last)) << name << " step " << i;
+      const Check c = w.verify(in, impl->result());
+      EXPECT_TRUE(c.ok) << w.shape().to_string() << ": " << c.detail;
     }
-    EXPECT_LT(last, 0.5f * first) << name << ": " << first << " -> " << last;
-  }
 }
 
 // The step replayed as a CUDA graph: three replays equal three plain steps (each replay starts

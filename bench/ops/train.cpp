@@ -2,9 +2,10 @@
 // the MLP, the CNN and ResNet-50 (the reduced resnet by --shape only), in fp32, and ResNet-50
 // in bf16 (mixed precision) and tf32 (the GPU's) too (--dtypes); the CPU's step with OpenBLAS (and
 // im2col) or oneDNN (bf16 on oneDNN alone); the GPU's with the project's kernels, cuBLAS (and
-// im2col) or cuBLAS and cuDNN, end to end with each batch copied from pinned host memory inside
-// the step, and replayed as a CUDA graph (kernels/train.cu).
+// im2col) or cuBLAS and cuDNN (bf16 on cuDNN alone), end to end with each batch copied from pinned
+// host memory inside the step, and replayed as a CUDA graph (kernels/train.cu).
 #include <algorithm>
+#include <string>
 
 #include "bench/ops/family.hpp"
 #include "bench/ranks.hpp"
@@ -35,7 +36,6 @@ OpFamily train_family() {
       s.local = true;
       out.push_back(entry<TrainWorkload>(s));
     };
-    if (t == Dtype::fp16) return out;
     if (t == Dtype::fp32)
       for (const char* m : {"mlp", "cnn"})
         for (bool train : {true, false})
@@ -44,9 +44,10 @@ OpFamily train_family() {
             s.model = m, s.batch = b, s.train = train;
             add(s);
           }
-    // ResNet-50, the claim's model, in fp32, in bf16 (mixed precision) and in tf32 (the GPU's
-    // tensor cores on fp32 maps): on 64x64 images at batch 8 in the quick suite, on 224x224 at
-    // batch 8 and 32 in the others (bf16 and tf32 at batch 8 alone in the standard suite). The fp32
+    // ResNet-50, the claim's model, in fp32, in bf16 and fp16 (mixed precision; fp16 the GPU's
+    // alone) and in tf32 (the GPU's tensor cores on fp32 maps): on 64x64 images at batch 8 in the
+    // quick suite, on 224x224 at batch 8 and 32 in the others (below fp32 at batch 8 alone in the
+    // standard suite). The fp32
     // training step at batch 32 is the standard suite's longest case: its verification, two
     // double-precision reference steps, took 70 s on two cores; bf16's at batch 32 would add 50 s
     // more (the exact reference is shared, its rounded one is not) and 22 s its inference. At batch
@@ -70,9 +71,9 @@ OpFamily train_family() {
                        [](const Layer& l) { return l.kind == LayerKind::conv; });
   };
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
-  // The GPU's steps run fp32, and tf32 on cuBLAS and cuDNN (its bf16 and fp16 steps are still
-  // to come); the end-to-end steps fp32 only.
-  auto tf32_conv = [has_conv](const Workload& w) { return fp32_or_tf32(w) && has_conv(w); };
+  // The GPU's steps run fp32, tf32 on cuBLAS and cuDNN, and bf16 and fp16 (mixed precision,
+  // fp16 with loss scaling) on cuDNN; the end-to-end steps fp32 only.
+  auto cudnn_conv = has_conv;  // every dtype
   auto fp32_conv = [has_conv](const Workload& w) { return fp32_only(w) && has_conv(w); };
   auto fp32_no_conv = [no_conv](const Workload& w) { return fp32_only(w) && no_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
@@ -86,12 +87,12 @@ OpFamily train_family() {
   auto graph_no_conv = [no_conv, one_rank](const Workload& w) {
     return fp32_or_tf32(w) && no_conv(w) && one_rank(w);
   };
-  auto graph_conv = [tf32_conv, one_rank](const Workload& w) {
-    return tf32_conv(w) && one_rank(w);
+  auto graph_conv = [cudnn_conv, one_rank](const Workload& w) {
+    return cudnn_conv(w) && one_rank(w);
   };
   std::vector<ImplSpec> gpu = {gpu::spec("train", "kernels", fp32_only),
                                gpu::spec("train", "cublas", fp32_or_tf32),
-                               gpu::spec("train", "cudnn", tf32_conv),
+                               gpu::spec("train", "cudnn", cudnn_conv),
                                gpu::spec("train", "cublas_h2d", fp32_no_conv),
                                gpu::spec("train", "cudnn_h2d", fp32_conv),
                                gpu::spec("train", "cublas_graph", graph_no_conv),
@@ -103,7 +104,13 @@ OpFamily train_family() {
     if (sp.name.find("_graph") != std::string::npos) sp.workspace_bytes = 32.0 * (1 << 20);
     if (sp.library != "cudnn") continue;
     sp.workspace_bytes += 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
-    sp.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+    sp.unavailable = [](const Workload& w) -> std::string {
+      const gpu::DeviceInfo& d = gpu::probe();
+      if (w.dtype() == Dtype::bf16 && d.available && d.cc_major < 8)
+        return "cuDNN's bf16 convolutions need sm_80 or later; this GPU is sm_" +
+               std::to_string(d.cc_major) + std::to_string(d.cc_minor);
+      return gpu::cudnn_unavailable();
+    };
   }
   for (ImplSpec& sp : gpu) {  // over several ranks the gradients are averaged by NCCL
     sp.unavailable = [library = sp.unavailable](const Workload& w) -> std::string {
@@ -119,7 +126,6 @@ OpFamily train_family() {
       "weight_decay=D][,image=S][,grads=allreduce|local] (ranks: the launch's)";
   f.suite = suite;
   f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
-    if (t == Dtype::fp16) return nullptr;
     TrainShape s = parse_train_shape(kv, ranks::world().size);
     s.rank = ranks::world().rank;
     s.dtype = t;
