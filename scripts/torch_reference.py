@@ -453,14 +453,16 @@ def model_of(s):
 def train(s, dtype, dev, gen):
     """pairbench's training step (pass=train: forward, mean cross-entropy, backward, SGD lr 0.01
     momentum 0.9 with the model's weight decay, zero_grad(set_to_none=True)) or inference
-    (pass=infer: forward under no_grad, batch norm on its running statistics); bf16 and tf32 as
-    torch trains in them (torch.autocast(bfloat16); tf32 tensor cores). Checked against the same
+    (pass=infer: forward under no_grad, batch norm on its running statistics); bf16, fp16 and
+    tf32 as torch trains in them (torch.autocast(bfloat16); torch.autocast(float16) with a
+    GradScaler from 2^16, as pairbench's fp16 step scales its loss; tf32 tensor cores). Checked
+    against the same
     step in float64 from the same weights and batch: the loss, each parameter's gradient in norm
     and batch norm's running statistics (fp32: 1e-2 relative for the gradients, 0.1 with batch
     norm, whose ReLU kinks move fp32's gradients by percents; reduced precision: each gradient's
     norm within a factor of two); inference's logits relative to their norm (1e-4; 5e-2 in
-    bf16, 1e-2 in tf32)."""
-    if dtype == "fp16" or (dtype == "tf32" and dev.type != "cuda"):
+    bf16 and fp16, 1e-2 in tf32)."""
+    if dtype in ("fp16", "tf32") and dev.type != "cuda":
         raise Skip(f"pairbench has no {dtype} step on the {dev.type}")
     batch, infer = num(s, "batch"), s.get("pass", "train") == "infer"
     torch.manual_seed(gen.initial_seed())  # the model's initial weights
@@ -469,7 +471,7 @@ def train(s, dtype, dev, gen):
     order = [3, 7, 0, 9, 1, 5, 8, 2, 6, 4]
     labels = torch.tensor([order[i % 10] % classes for i in range(batch)])
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    low = dtype in ("bf16", "tf32")
+    low = dtype in ("bf16", "tf32", "fp16")
     ref = copy.deepcopy(model).double()
     layouts = [torch.contiguous_format] + ([torch.channels_last] if len(shape) == 3 else [])
     return [train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_bn, low)
@@ -484,7 +486,8 @@ def train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_
     x = x32.to(dev).contiguous(memory_format=layout) if len(shape) == 3 else x32.to(dev)
     y = labels.to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    autocast = torch.autocast(dev.type, dtype=DTYPES[dtype], enabled=dtype in ("bf16", "fp16"))
+    scaler = torch.amp.GradScaler(dev.type, init_scale=2.0 ** 16, enabled=dtype == "fp16")
 
     def forward():
         with autocast:
@@ -494,8 +497,9 @@ def train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_
         opt.zero_grad(set_to_none=True)
         with autocast:
             loss_ = F.cross_entropy(m(x), y)
-        loss_.backward()
-        opt.step()
+        scaler.scale(loss_).backward()
+        scaler.step(opt)
+        scaler.update()
         return loss_
 
     def infer_call():
@@ -509,7 +513,7 @@ def train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_
         got = spoil("train", infer_call().float())
         with torch.no_grad():
             want = r(x32.double())
-        tol = {"fp32": 1e-4, "bf16": 5e-2, "tf32": 1e-2}[dtype]
+        tol = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 5e-2, "tf32": 1e-2}[dtype]
         checked = verdict({"logits": (rel_norm(got, want), tol)}, "logits in norm, float64")
         run = infer_call
     else:
@@ -524,7 +528,7 @@ def train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_
         want = float(want_loss.detach())
         errors = {"loss": (abs(float(spoil("train", loss_.detach().double().cpu())) - want)
                            / (abs(want) + 1),
-                           {"fp32": 1e-5, "bf16": 5e-2, "tf32": 1e-2}[dtype])}
+                           {"fp32": 1e-5, "bf16": 5e-2, "fp16": 5e-2, "tf32": 1e-2}[dtype])}
         for (name, p), (_, q) in zip(m.named_parameters(), r.named_parameters()):
             if low:
                 ratio = float(p.grad.double().norm()) / max(float(q.grad.norm()), 1e-300)
