@@ -3,7 +3,10 @@
 //   cuda - the statistics and the parameters' gradients one block a channel (two passes over
 //          the channel for the variance, the sums in double, as the CPU's), y and dx grid-stride;
 //          the per-element math of core/layers.hpp. The op functions also take a mixed-precision
-//          step's bf16 and fp16 maps (the statistics and parameters stay fp32).
+//          step's bf16 and fp16 maps (the statistics and parameters stay fp32), and NHWC maps
+//          with scratch for their sums: blocks of 32 channels by groups of rows, so that a warp
+//          reads neighbouring values (nhwc_sums_kernel).
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -101,13 +104,108 @@ __global__ void bn_backward_dx_kernel(BnShape s, const T* x, const float* weight
   }
 }
 
+// NHWC maps (channels_last), where a block a channel would use 2 or 4 bytes of every 2c or 4c
+// it reads: blocks of 32 channels (a warp reads 32 neighbouring values) by kRowGroups groups of
+// rows; each thread sums its channel's terms down its rows in double, the block's row groups are
+// added in shared memory, and each block adds its two sums per channel to sums[ch] and
+// sums[c + ch] (double atomics; sums zeroed first). Term: term(e, ch) is value e's pair.
+constexpr int kRowGroups = 8;
+
+template <class Term>
+__global__ void nhwc_sums_kernel(BnShape s, Term term, double* sums) {
+  __shared__ double part[2][kRowGroups][32];
+  const std::int64_t ch = blockIdx.x * 32 + threadIdx.x, rows = s.count();
+  double a = 0, b = 0;
+  if (ch < s.c)
+    for (std::int64_t r = blockIdx.y * kRowGroups + threadIdx.y; r < rows;
+         r += static_cast<std::int64_t>(gridDim.y) * kRowGroups) {
+      const double2 t = term(r * s.c + ch, ch);
+      a += t.x, b += t.y;
+    }
+  part[0][threadIdx.y][threadIdx.x] = a, part[1][threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y != 0 || ch >= s.c) return;
+  for (int i = 1; i < kRowGroups; ++i) a += part[0][i][threadIdx.x], b += part[1][i][threadIdx.x];
+  if (a != 0) atomicAdd(sums + ch, a);  // a term that is zero throughout is left alone
+  if (b != 0) atomicAdd(sums + s.c + ch, b);
+}
+
+// The terms: the values (for the mean); their squared distances from the mean (sums[ch] / m,
+// the first pass's); a gradient's dy and dy xhat (dbias and dweight).
+template <class T>
+struct ValueTerm {
+  const T* x;
+  __device__ double2 operator()(std::int64_t e, std::int64_t) const {
+    return {static_cast<double>(to_f32(x[e])), 0.0};
+  }
+};
+template <class T>
+struct DeviationTerm {
+  const T* x;
+  const double* sums;
+  double m;
+  __device__ double2 operator()(std::int64_t e, std::int64_t ch) const {
+    const double d = to_f32(x[e]) - sums[ch] / m;
+    return {0.0, d * d};
+  }
+};
+template <class T>
+struct GradientTerms {
+  const T *x, *dy;
+  const float *mean, *invstd;
+  __device__ double2 operator()(std::int64_t e, std::int64_t ch) const {
+    const float g = to_f32(dy[e]);  // each term in float, as bn_backward_sums_kernel's
+    return {g, g * (to_f32(x[e]) - mean[ch]) * invstd[ch]};
+  }
+};
+
+// Every term of the maps added into sums (which the caller zeroed).
+template <class Term>
+void nhwc_sums(cudaStream_t stream, const BnShape& s, Term term, double* sums) {
+  const unsigned across = static_cast<unsigned>((s.c + 31) / 32);
+  // About 32 blocks of 256 threads an SM in all, each row group at least 8 rows.
+  const std::int64_t want = std::max<std::int64_t>(1, 32 * device_info().sms / across);
+  const std::int64_t most = std::max<std::int64_t>(1, s.count() / (8 * kRowGroups));
+  const auto down = static_cast<unsigned>(std::min<std::int64_t>({want, most, 65535}));
+  nhwc_sums_kernel<<<dim3(across, down), dim3(32, kRowGroups), 0, stream>>>(s, term, sums);
+  PB_CUDA(cudaGetLastError());
+}
+
+// The statistics from the sums (the sum of the values, the squared distances' sum), invstd,
+// and the running statistics moved: a thread a channel.
+__global__ void bn_nhwc_stats_kernel(BnShape s, const double* sums, float* mean, float* invstd,
+                                     float* running_mean, float* running_var) {
+  PB_GRID_STRIDE(ch, s.c) {
+    const auto m = static_cast<double>(s.count());
+    const auto mu = static_cast<float>(sums[ch] / m), var = static_cast<float>(sums[s.c + ch] / m);
+    mean[ch] = mu;
+    invstd[ch] = 1.0f / sqrtf(var + s.eps);
+    bn_running_at(s, mu, var, running_mean + ch, running_var + ch);
+  }
+}
+
+__global__ void bn_nhwc_grads_kernel(std::int64_t c, const double* sums, float* dweight,
+                                     float* dbias) {
+  PB_GRID_STRIDE(ch, c) {
+    dbias[ch] = static_cast<float>(sums[ch]);
+    dweight[ch] = static_cast<float>(sums[c + ch]);
+  }
+}
+
 }  // namespace
 
 template <class T>
 void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
                        const float* weight, const float* bias, T* y, float* mean, float* invstd,
-                       float* running_mean, float* running_var) {
-  if (train) {
+                       float* running_mean, float* running_var, double* sums) {
+  if (train && s.channels_last && sums) {  // the mean, then the squared distances from it
+    PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
+    nhwc_sums(stream, s, ValueTerm<T>{x}, sums);
+    nhwc_sums(stream, s, DeviationTerm<T>{x, sums, static_cast<double>(s.count())}, sums);
+    bn_nhwc_stats_kernel<<<grid_blocks(bn_nhwc_stats_kernel, s.c, kThreads), kThreads, 0, stream>>>(
+        s, sums, mean, invstd, running_mean, running_var);
+    PB_CUDA(cudaGetLastError());
+  } else if (train) {
     bn_stats_kernel<T><<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(
         s, x, mean, invstd, running_mean, running_var);
     PB_CUDA(cudaGetLastError());
@@ -121,9 +219,16 @@ void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const 
 template <class T>
 void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const float* weight,
                         const float* mean, const float* invstd, const T* dy, T* dx, float* dweight,
-                        float* dbias) {
-  bn_backward_sums_kernel<T>
-      <<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(s, x, mean, invstd, dy, dweight, dbias);
+                        float* dbias, double* sums) {
+  if (s.channels_last && sums) {
+    PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
+    nhwc_sums(stream, s, GradientTerms<T>{x, dy, mean, invstd}, sums);
+    bn_nhwc_grads_kernel<<<grid_blocks(bn_nhwc_grads_kernel, s.c, kThreads), kThreads, 0, stream>>>(
+        s.c, sums, dweight, dbias);
+  } else {
+    bn_backward_sums_kernel<T><<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(
+        s, x, mean, invstd, dy, dweight, dbias);
+  }
   PB_CUDA(cudaGetLastError());
   if (!dx) return;
   bn_backward_dx_kernel<T>
@@ -134,9 +239,10 @@ void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const
 
 #define PB_BATCHNORM(T)                                                                          \
   template void batchnorm_forward<T>(cudaStream_t, const BnShape&, bool, const T*, const float*, \
-                                     const float*, T*, float*, float*, float*, float*);          \
+                                     const float*, T*, float*, float*, float*, float*, double*); \
   template void batchnorm_backward<T>(cudaStream_t, const BnShape&, const T*, const float*,      \
-                                      const float*, const float*, const T*, T*, float*, float*);
+                                      const float*, const float*, const T*, T*, float*, float*,  \
+                                      double*);
 PB_BATCHNORM(float)
 PB_BATCHNORM(__nv_bfloat16)
 PB_BATCHNORM(__half)

@@ -388,15 +388,18 @@ class GpuLowOps {
   GpuLowOps(cudaStream_t stream, Backend, Dtype math)
       : stream_(stream), math_(math), f32_(stream, Backend::cudnn, Dtype::fp32) {
     if (!kLossScaling) return;
-    const LossScale start;
-    PB_CUDA(cudaMemcpy(scale_.data(), &start, sizeof start, cudaMemcpyHostToDevice));
+    set_loss_scale(LossScale{});
   }
   // fp16: the loss scale as the last step left it (waits for the stream: never in a timed step).
   LossScale loss_scale() const {
     LossScale now;
+    PB_CUDA(cudaMemcpyAsync(&now, scale_.data(), sizeof now, cudaMemcpyDeviceToHost, stream_));
     PB_CUDA(cudaStreamSynchronize(stream_));
-    PB_CUDA(cudaMemcpy(&now, scale_.data(), sizeof now, cudaMemcpyDeviceToHost));
     return now;
+  }
+  void set_loss_scale(const LossScale& to) {
+    PB_CUDA(cudaMemcpyAsync(scale_.data(), &to, sizeof to, cudaMemcpyHostToDevice, stream_));
+    PB_CUDA(cudaStreamSynchronize(stream_));
   }
   template <class E>
   Buffer<E> buffer(std::int64_t n) {
@@ -467,15 +470,17 @@ class GpuLowOps {
   void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx) {
     launch(stream_, maxpool_backward_kernel<T>, s.planes * s.h * s.w, s, dout, arg, dx);
   }
+  // NHWC: the statistics and gradients summed through scratch of 2 c doubles.
   void batchnorm_forward(const BnShape& s, bool train, const T* x, const float* weight,
                          const float* bias, T* y, float* mean, float* invstd, float* running_mean,
                          float* running_var) {
     gpu::batchnorm_forward(stream_, s, train, x, weight, bias, y, mean, invstd, running_mean,
-                           running_var);
+                           running_var, room(bn_sums_, bn_doubles_, 2 * s.c));
   }
   void batchnorm_backward(const BnShape& s, const T* x, const float* weight, const float* mean,
                           const float* invstd, const T* dy, T* dx, float* dweight, float* dbias) {
-    gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias);
+    gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias,
+                            room(bn_sums_, bn_doubles_, 2 * s.c));
   }
   // fp16: the gradients unscaled (in place), the update skipped where one is not finite, the
   // scale moved.
@@ -541,8 +546,9 @@ class GpuLowOps {
   GpuOps f32_;  // the fp32 op functions, cuBLAS and cuDNN's plans
   DeviceBuffer<T> w_low_, dw_low_;
   DeviceBuffer<float> x_f32_, grad_f32_;
+  DeviceBuffer<double> bn_sums_;
   DeviceBuffer<LossScale> scale_{kLossScaling ? 1 : 0};  // fp16's
-  std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0;
+  std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0, bn_doubles_ = 0;
 };
 
 // train/gpu/<backend>[_h2d|_graph]: the step over the case's device buffers. With h2d, the batch
@@ -569,6 +575,8 @@ class GpuTrain : public GpuImpl {
     // the step's stream, between the backward pass and the update.
     if (s_.train && s_.ranks > 1 && !s_.local)
       step_->reduce = [this](float* g, std::int64_t n) { nccl_average(g, n, stream_); };
+    if (Ops::kLossScaling && step_->reduce)
+      throw std::runtime_error("the fp16 step runs on one rank (or with grads=local)");
   }
   void prepare(const Tensors& in) override {
     // This rank's shard of the global batch (all of it on one rank).
@@ -624,6 +632,12 @@ class GpuTrain : public GpuImpl {
   }
   Tensors result() override {
     if (!s_.train) return {download("logits", {s_.batch, m_.classes}, step_->logits())};
+    if constexpr (Ops::kLossScaling) {  // a skipped step is no step to check
+      const LossScale ls = ops_.loss_scale();
+      if (ls.overflow != 0)
+        throw std::runtime_error("the fp16 step overflowed at loss scale " +
+                                 std::to_string(ls.scale) + " and skipped its update");
+    }
     const std::int64_t n = m_.param_count;
     Tensors out = {download("loss", {1}, step_->loss()), download("params", {n}, params_.data()),
                    download("velocity", {n}, velocity_.data())};
@@ -659,9 +673,12 @@ class GpuTrain : public GpuImpl {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     graph_exec_ = nullptr;
     ops_.fix_cublas_workspace();
+    LossScale before;  // fp16: the step outside the capture leaves the loss scale as it found it
+    if constexpr (Ops::kLossScaling) before = ops_.loss_scale();
     step();
     PB_CUDA(cudaStreamSynchronize(stream_));
     restore(in);
+    if constexpr (Ops::kLossScaling) ops_.set_loss_scale(before);
     cudaGraph_t graph = nullptr;
     PB_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
@@ -686,21 +703,27 @@ class GpuTrain : public GpuImpl {
     if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
   }
   // fp16: the loss scale halved through the steps that overflow at its start (GradScaler's first
-  // steps of a run; here untimed, each undone), so that the verified and timed steps run with
-  // the scale found. Every rank sees the same overflows (the gradients are averaged first).
+  // steps of a run; here untimed), so that the verified and timed steps run with the scale
+  // found. Each warm-up step is undone but for its halving: the first clean one leaves the scale
+  // as it found it. On one rank (the spec's; several would have to agree on each overflow).
   void warm_up_loss_scale(const Tensors& in) {
     constexpr int kMostSteps = 32;  // 2^16 down to 2^-16
-    int overflowed = 0;
-    LossScale ls;
-    for (; overflowed < kMostSteps; ++overflowed) {
+    auto power = [](float scale) { return "2^" + std::to_string(std::lround(std::log2(scale))); };
+    const LossScale first = ops_.loss_scale();
+    for (int overflowed = 0; overflowed < kMostSteps; ++overflowed) {
+      const LossScale before = ops_.loss_scale();
       step();
-      ls = ops_.loss_scale();
+      const LossScale after = ops_.loss_scale();
       restore(in);
-      if (ls.overflow == 0) break;
+      if (after.overflow != 0) continue;
+      ops_.set_loss_scale(before);
+      scaling_ = "dynamic loss scaling: " + power(before.scale) + " after " +
+                 std::to_string(overflowed) + " overflowing warm-up steps (untimed)";
+      return;
     }
-    const long power = std::lround(std::log2(ls.scale));
-    scaling_ = "dynamic loss scaling from 2^16: 2^" + std::to_string(power) + " after " +
-               std::to_string(overflowed) + " overflowing warm-up steps (untimed)";
+    throw std::runtime_error("the fp16 step's gradients overflowed at every loss scale from " +
+                             power(first.scale) + " down through " + std::to_string(kMostSteps) +
+                             " halvings");
   }
 
   TrainShape s_;

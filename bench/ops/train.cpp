@@ -71,19 +71,23 @@ OpFamily train_family() {
                        [](const Layer& l) { return l.kind == LayerKind::conv; });
   };
   auto no_conv = [has_conv](const Workload& w) { return !has_conv(w); };
-  // The GPU's steps run fp32, tf32 on cuBLAS and cuDNN, and bf16 and fp16 (mixed precision,
-  // fp16 with loss scaling) on cuDNN; the end-to-end steps fp32 only.
-  auto cudnn_conv = has_conv;  // every dtype
+  // One rank (or the local step, or inference): no all-reduce in the step.
+  auto one_rank = [](const Workload& w) {
+    const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
+    return s.ranks == 1 || s.local || !s.train;
+  };
+  // The GPU's steps run fp32, tf32 on cuBLAS and cuDNN, and bf16 and fp16 (mixed precision) on
+  // cuDNN, fp16 (its loss scale found by warm-up steps in prepare) on one rank; the end-to-end
+  // steps fp32 only.
+  auto cudnn_conv = [has_conv, one_rank](const Workload& w) {
+    return has_conv(w) && (w.dtype() != Dtype::fp16 || one_rank(w));
+  };
   auto fp32_conv = [has_conv](const Workload& w) { return fp32_only(w) && has_conv(w); };
   auto fp32_no_conv = [no_conv](const Workload& w) { return fp32_only(w) && no_conv(w); };
   // The end-to-end step goes with each model's fastest library backend: cuBLAS for the MLP,
   // cuDNN for the models with convolutions.
   // The step replayed as a CUDA graph goes with the same backends, on one rank (or the local
   // step): NCCL's all-reduce is not captured.
-  auto one_rank = [](const Workload& w) {
-    const TrainShape& s = static_cast<const TrainWorkload&>(w).train();
-    return s.ranks == 1 || s.local || !s.train;
-  };
   auto graph_no_conv = [no_conv, one_rank](const Workload& w) {
     return fp32_or_tf32(w) && no_conv(w) && one_rank(w);
   };
