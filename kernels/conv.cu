@@ -9,7 +9,8 @@
 //            (kConvWorkspaceCap, counted by the memory check), true fp32
 //            (FMA math) for fp32 and tensor cores for tf32; the case's detail names the
 //            algorithm, Find's time for it, the runner-up and each faster one left out (why).
-//            The training step's plans also take NHWC maps, in bf16 and fp16 (mixed precision).
+//            In bf16 and fp16 it runs on NHWC maps and KRSC filters in that type (the training
+//            step's mixed-precision plans), the case's operands converted in prepare.
 #include <cublas_v2.h>
 
 #include <climits>
@@ -20,6 +21,7 @@
 #include "core/conv.hpp"
 #include "kernels/gpu.hpp"
 #include "kernels/gpu_impl.cuh"
+#include "kernels/maps.cuh"
 
 #ifdef PAIRBENCH_HAVE_CUDNN
 #include <cudnn.h>
@@ -471,11 +473,81 @@ class CudnnConv : public GpuConv {
   DeviceMem workspace_;
 };
 
+// conv/gpu/cudnn in bf16 and fp16: the plan on NHWC maps and KRSC filters in T (tensor cores,
+// fp32 accumulation, T out), as the mixed-precision training step runs its convolutions. The
+// case's fp32 NCHW operands are converted and relayouted in prepare, and the output back in
+// result(), outside the timed region (as oneDNN's reorders on the CPU); the bias (fwd) and its
+// gradient (bwd_filter, in fp32) are computed in run(), by the project's kernels.
+template <class T>
+class CudnnLowConv : public GpuConv {
+ public:
+  explicit CudnnLowConv(const ConvShape& s)
+      : GpuConv(s), plan_(stream_, unbiased(s), true), workspace_(plan_.workspace_bytes()) {}
+  void prepare(const Tensors& in) override {
+    GpuConv::prepare(in);
+    lo0_ = to_low(in0_, operand(0)), lo1_ = to_low(in1_, operand(1));
+    lo_out_ = DeviceMem(static_cast<std::size_t>(output().size()) * sizeof(T));
+    PB_CUDA(cudaStreamSynchronize(stream_));
+  }
+  void run() override {
+    plan_.run(lo0_.as<T>(), lo1_.as<T>(), nullptr, lo_out_.as<T>(), nullptr, workspace_.as<void>());
+    if (s_.dir == ConvDir::fwd)
+      add_bias(stream_, b_.as<float>(), lo_out_.as<T>(), s_.n * s_.pq(), s_.k);
+    if (s_.dir == ConvDir::bwd_filter)  // dy (NHWC): n p q rows of k channels
+      column_sums(stream_, lo1_.as<T>(), s_.n * s_.pq(), s_.k, db_.as<float>());
+  }
+  Tensors result() override {
+    Maps back = output();
+    back.channels_last = true;
+    relayout(stream_, back, lo_out_.as<T>(), out_.as<float>());
+    return GpuConv::result();  // on the same stream, after the relayout
+  }
+  std::string detail() const override {
+    return plan_.detail() + "; NHWC maps and KRSC filters in " + to_string(s_.dtype) +
+           ", the output too (converted in prepare and result, untimed)";
+  }
+
+ private:
+  static ConvShape unbiased(ConvShape s) {
+    s.bias = false;  // added by run()
+    return s;
+  }
+  // The operands and the output as maps (NCHW, KCRS: a filter bank is k "images" of c
+  // channels).
+  Maps x_maps() const { return {s_.n, s_.c, s_.h * s_.w, false}; }
+  Maps y_maps() const { return {s_.n, s_.k, s_.pq(), false}; }
+  Maps w_maps() const { return {s_.k, s_.c, s_.r * s_.s, false}; }
+  Maps operand(int which) const {
+    switch (s_.dir) {
+      case ConvDir::fwd:
+        return which == 0 ? x_maps() : w_maps();
+      case ConvDir::bwd_data:
+        return which == 0 ? y_maps() : w_maps();
+      default:
+        return which == 0 ? x_maps() : y_maps();
+    }
+  }
+  Maps output() const {
+    return s_.dir == ConvDir::fwd ? y_maps() : s_.dir == ConvDir::bwd_data ? x_maps() : w_maps();
+  }
+  DeviceMem to_low(const DeviceMem& f32, const Maps& m) {
+    DeviceMem d(static_cast<std::size_t>(m.size()) * sizeof(T));
+    relayout(stream_, m, f32.as<float>(), d.as<T>());
+    return d;
+  }
+
+  CudnnConvolution plan_;
+  DeviceMem workspace_, lo0_, lo1_, lo_out_;
+};
+
 std::unique_ptr<Impl> make_conv(const std::string&, const std::string& name, const Workload& w,
                                 int) {
   const ConvShape& s = static_cast<const ConvWorkload&>(w).conv();
   if (name == "direct") return std::make_unique<DirectConv>(s);
   if (name == "im2col") return std::make_unique<Im2colConv>(s);
+  if (name == "cudnn" && s.dtype == Dtype::bf16)
+    return std::make_unique<CudnnLowConv<__nv_bfloat16>>(s);
+  if (name == "cudnn" && s.dtype == Dtype::fp16) return std::make_unique<CudnnLowConv<__half>>(s);
   if (name == "cudnn") return std::make_unique<CudnnConv>(s);
   throw std::runtime_error("unknown GPU conv implementation: " + name);
 }

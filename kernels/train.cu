@@ -31,48 +31,17 @@
 #include "core/train_step.hpp"
 #include "kernels/gpu.hpp"
 #include "kernels/gpu_impl.cuh"
+#include "kernels/maps.cuh"
 
 namespace pb::gpu {
 
 namespace {
-
-constexpr int kThreads = 256;
 
 // The element kernels take the maps in T: float, or a mixed-precision step's __nv_bfloat16
 // (the arithmetic in float, each result rounded once).
 template <class T>
 __global__ void bias_rows_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
   PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(b[i % cols]); }
-}
-
-// A bias added to every row (a convolution's output, NHWC: a row a pixel).
-template <class T>
-__global__ void add_bias_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
-  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(to_f32(out[i]) + b[i % cols]); }
-}
-
-// One block a column (a linear layer's bias gradient: batch rows; a convolution's on NHWC maps:
-// n p q rows, k columns), its threads down the rows, then a tree in shared memory.
-template <class T>
-__global__ void column_sums_kernel(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
-  __shared__ float part[kThreads];
-  const std::int64_t j = blockIdx.x;
-  float sum = 0;
-  for (std::int64_t i = threadIdx.x; i < rows; i += blockDim.x) sum += to_f32(x[i * cols + j]);
-  part[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) out[j] = part[0];
-}
-
-template <class T>
-void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_t cols,
-                 float* out) {
-  column_sums_kernel<T><<<static_cast<unsigned>(cols), kThreads, 0, stream>>>(x, rows, cols, out);
-  PB_CUDA(cudaGetLastError());
 }
 
 template <class T>
@@ -131,22 +100,6 @@ __global__ void relu_kernel(const T* z, const T* dy, T* out, std::int64_t n) {
   }
 }
 
-// The maps in the other layout (Maps::at's two orders), each value converted from X to Y.
-template <class X, class Y>
-__global__ void relayout_kernel(Maps s, const X* x, Y* out) {
-  Maps other = s;
-  other.channels_last = !s.channels_last;
-  PB_GRID_STRIDE(e, s.size()) {
-    const std::int64_t p = e / s.hw, ch = p % s.c, i = p / s.c * s.hw + e % s.hw;
-    out[other.at(ch, i)] = from_f32<Y>(to_f32(x[s.at(ch, i)]));
-  }
-}
-
-template <class X, class Y>
-__global__ void convert_kernel(const X* x, Y* out, std::int64_t n) {
-  PB_GRID_STRIDE(j, n) { out[j] = from_f32<Y>(to_f32(x[j])); }
-}
-
 __global__ void sgd_momentum_kernel(float* p, float* v, const float* g, std::int64_t n, float lr,
                                     float momentum, float weight_decay) {
   PB_GRID_STRIDE(j, n) { sgd_momentum_at(p[j], v[j], g[j], lr, momentum, weight_decay); }
@@ -179,18 +132,6 @@ __global__ void sgd_momentum_unless_overflow_kernel(float* p, float* v, const fl
 
 __global__ void loss_scale_kernel(LossScale* ls) {
   if (blockIdx.x == 0 && threadIdx.x == 0) loss_scale_after_step(*ls);
-}
-
-template <class Kernel>
-unsigned blocks_for(Kernel kernel, std::int64_t items) {
-  return grid_blocks(kernel, items, kThreads);
-}
-
-// A grid-stride kernel over `items`, on `stream`.
-template <class... Params, class... Args>
-void launch(cudaStream_t stream, void (*kernel)(Params...), std::int64_t items, Args... args) {
-  kernel<<<blocks_for(kernel, items), kThreads, 0, stream>>>(args...);
-  PB_CUDA(cudaGetLastError());
 }
 
 enum class Backend { kernels, cublas, cudnn };
@@ -410,15 +351,13 @@ class GpuLowOps {
   bool channels_last() const { return true; }
   template <class X, class Y>
   void relayout(const Maps& s, const X* x, Y* out) {
-    launch(stream_, relayout_kernel<X, Y>, s.size(), s, x, out);
+    gpu::relayout(stream_, s, x, out);
   }
-  void to_float(const T* x, float* out, std::int64_t n) {
-    launch(stream_, convert_kernel<T, float>, n, x, out, n);
-  }
+  void to_float(const T* x, float* out, std::int64_t n) { convert(stream_, x, out, n); }
   // c = a op(w): the forward pass (w: the weights) and the input's gradient.
   void gemm(const GemmShape& g, const T* a, const float* w, T* c) {
     T* wl = room(w_low_, w_floats_, g.n * g.k);
-    launch(stream_, convert_kernel<float, T>, g.n * g.k, w, wl, g.n * g.k);
+    convert(stream_, w, wl, g.n * g.k);
     gemm_cublas(f32_.cublas(), low(g), a, wl, c, kType);
   }
   // The weights' gradient, in fp32.
@@ -431,8 +370,7 @@ class GpuLowOps {
     relayout(Maps{s.k, s.c, s.r * s.s, false}, w, wl);
     f32_.run_cudnn(plan(s), true, in0, wl, nullptr, out, nullptr);
     // The bias added here (a 16-bit plan takes none): y rounded twice, cuDNN's and y + b.
-    if (s.dir == ConvDir::fwd && s.bias)
-      launch(stream_, add_bias_kernel<T>, s.n * s.pq() * s.k, b, out, s.n * s.pq(), s.k);
+    if (s.dir == ConvDir::fwd && s.bias) add_bias(stream_, b, out, s.n * s.pq(), s.k);
   }
   // bwd_filter: cuDNN's KRSC gradient in T, converted to the fp32 KCRS one; db where s.bias.
   void conv(const ConvShape& s, const T* x, const T* dy, const float*, float* dw, float* db) {
@@ -455,7 +393,7 @@ class GpuLowOps {
     if constexpr (kLossScaling)  // the loss's gradient scaled: so is every gradient before it
       launch(stream_, scaled_convert_kernel<T>, n, g, scale_.data(), out, n);
     else
-      launch(stream_, convert_kernel<float, T>, n, g, out, n);
+      convert(stream_, static_cast<const float*>(g), out, n);
   }
   void mean(const float* x, std::int64_t n, float* out) { f32_.mean(x, n, out); }
   void bias_rows(const float* b, T* out, std::int64_t rows, std::int64_t cols) {

@@ -241,6 +241,27 @@ TEST(ConvVerify, CatchesAWrongElementInEitherOutput) {
   EXPECT_FALSE(bw.verify(bin, y).ok);
 }
 
+// bf16 and fp16 outputs may be rounded once to their dtype (cuDNN's 16-bit convolutions give
+// 16-bit maps), and no more: the reference's outputs rounded to the dtype pass, 1% off fails,
+// and in fp32 the same rounding to bf16 fails.
+TEST(ConvVerify, A16BitOutputMayBeRoundedOnceToItsDtype) {
+  for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter})
+    for (Dtype t : {Dtype::bf16, Dtype::fp16, Dtype::fp32}) {
+      ConvShape s = shape(2, 8, 12, 12, 16, 3, 3, 1, 1);
+      s.dir = d, s.dtype = t;
+      const ConvWorkload w(s);
+      const Tensors in = w.make_inputs();
+      Tensors out = run(testing::find_impl(cpu::conv_impls(), "naive"), w, in, 1);
+      ASSERT_TRUE(w.verify(in, out).ok) << to_string(t);
+      Tensors low = out, off = out;
+      for (float& v : low[0].f32()) v = round_to(t == Dtype::fp32 ? Dtype::bf16 : t, v);
+      for (float& v : off[0].f32()) v = round_to(t, v * 1.01f);
+      const Check c = w.verify(in, low);
+      EXPECT_EQ(c.ok, t != Dtype::fp32) << to_string(t) << " " << to_string(d) << ": " << c.detail;
+      EXPECT_FALSE(w.verify(in, off).ok) << to_string(t) << " " << to_string(d);
+    }
+}
+
 TEST(ConvShapeParse, AcceptsKeysAndRejectsBadShapesInOneLine) {
   const ConvShape s = parse_conv_shape({{"batch", "8"},
                                         {"c", "64"},

@@ -164,6 +164,24 @@ TEST(Registry, TheLibrariesConvolveInTf32) {
   EXPECT_EQ(gpu_impls, 3);
 }
 
+// Which GPU convolutions run in bf16 and fp16: cuDNN's alone (on NHWC maps), so that the
+// like-precision comparison has a GPU side below fp32.
+TEST(Registry, CudnnAloneConvolvesIn16Bits) {
+  for (Dtype t : {Dtype::bf16, Dtype::fp16}) {
+    ConvShape s;
+    s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 32, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+    s.dtype = t;
+    const ConvWorkload w(s);
+    for (const OpFamily& f : op_families()) {
+      if (f.name != "conv") continue;
+      for (const ImplSpec& spec : f.impls) {
+        if (spec.device != Device::gpu) continue;
+        EXPECT_EQ(spec.supports(w), spec.name == "cudnn") << spec.name << " " << to_string(t);
+      }
+    }
+  }
+}
+
 TEST(TwoOutputs, VerificationChecksEachByName) {
   const Doubling w(10);
   const Tensors in = w.make_inputs();

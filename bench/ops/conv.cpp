@@ -1,6 +1,6 @@
 // Convolution: the three passes over ResNet-50 layers and DeepBench shapes, batch 1 to 32; the
 // CPU's reference, im2col + OpenBLAS and oneDNN, the GPU's direct kernels, im2col + cuBLAS and
-// cuDNN.
+// cuDNN (in every dtype).
 #include "bench/ops/family.hpp"
 #include "core/conv.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -32,10 +32,15 @@ OpFamily conv_family() {
     s.dtype = t;
     return std::make_shared<ConvWorkload>(s);
   };
-  ImplSpec cudnn = gpu::spec("conv", "cudnn", fp32_or_tf32);
+  // cuDNN in every dtype: bf16 and fp16 on NHWC maps (kernels/conv.cu's CudnnLowConv).
+  ImplSpec cudnn = gpu::spec("conv", "cudnn", any);
   cudnn.library = "cudnn";
   cudnn.workspace_bytes = 256.0 * (1 << 20);  // the most an algorithm may take (kernels/conv.cu)
-  cudnn.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+  cudnn.unavailable = [](const Workload& w) -> std::string {
+    const gpu::DeviceInfo& d = gpu::probe();
+    if (w.dtype() == Dtype::bf16 && d.available && d.cc_major < 8) return bf16_needs_sm80(d);
+    return gpu::cudnn_unavailable();
+  };
   // im2col's GEMMs run cuBLAS's tf32 tensor cores in tf32; direct is FMA alone.
   f.impls = concat(cpu::conv_impls(), {gpu::spec("conv", "direct", fp32_only),
                                        gpu::spec("conv", "im2col", fp32_or_tf32), cudnn});

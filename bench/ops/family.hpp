@@ -52,6 +52,12 @@ inline bool fp32_or_tf32(const Workload& w) {
   return w.dtype() == Dtype::fp32 || w.dtype() == Dtype::tf32;
 }
 
+// Why cuDNN runs no bf16 convolution on this GPU (one below sm_80).
+inline std::string bf16_needs_sm80(const gpu::DeviceInfo& d) {
+  return "cuDNN's bf16 convolutions need sm_80 or later; this GPU is sm_" +
+         std::to_string(d.cc_major) + std::to_string(d.cc_minor);
+}
+
 // The built-in families, one file each.
 OpFamily gemm_family();
 OpFamily conv_family();

@@ -110,9 +110,7 @@ OpFamily train_family() {
     sp.workspace_bytes += 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
     sp.unavailable = [](const Workload& w) -> std::string {
       const gpu::DeviceInfo& d = gpu::probe();
-      if (w.dtype() == Dtype::bf16 && d.available && d.cc_major < 8)
-        return "cuDNN's bf16 convolutions need sm_80 or later; this GPU is sm_" +
-               std::to_string(d.cc_major) + std::to_string(d.cc_minor);
+      if (w.dtype() == Dtype::bf16 && d.available && d.cc_major < 8) return bf16_needs_sm80(d);
       return gpu::cudnn_unavailable();
     };
   }

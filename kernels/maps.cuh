@@ -1,0 +1,93 @@
+// What the training step and the convolutions share on the GPU for maps of any element type
+// (float, __nv_bfloat16, __half): a grid-stride launch, the maps in the other layout (NCHW and
+// NHWC) and converted on the way, a conversion, a bias added along rows and the column sums (a
+// bias's gradient).
+#pragma once
+
+#include <cstdint>
+
+#include "core/layers.hpp"
+#include "kernels/gpu_impl.cuh"
+
+namespace pb::gpu {
+
+namespace maps {
+
+constexpr int kThreads = 256;  // a power of two: column_sums_kernel halves it
+
+// The maps in the other layout (Maps::at's two orders), each value converted from X to Y.
+template <class X, class Y>
+__global__ void relayout_kernel(Maps s, const X* x, Y* out) {
+  Maps other = s;
+  other.channels_last = !s.channels_last;
+  PB_GRID_STRIDE(e, s.size()) {
+    const std::int64_t p = e / s.hw, ch = p % s.c, i = p / s.c * s.hw + e % s.hw;
+    out[other.at(ch, i)] = from_f32<Y>(to_f32(x[s.at(ch, i)]));
+  }
+}
+
+template <class X, class Y>
+__global__ void convert_kernel(const X* x, Y* out, std::int64_t n) {
+  PB_GRID_STRIDE(j, n) { out[j] = from_f32<Y>(to_f32(x[j])); }
+}
+
+// A bias added to every row (a convolution's output, NHWC: a row a pixel).
+template <class T>
+__global__ void add_bias_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(to_f32(out[i]) + b[i % cols]); }
+}
+
+// One block a column (a linear layer's bias gradient: batch rows; a convolution's on NHWC maps:
+// n p q rows, k columns), its threads down the rows, then a tree in shared memory.
+template <class T>
+__global__ void column_sums_kernel(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
+  __shared__ float part[kThreads];
+  const std::int64_t j = blockIdx.x;
+  float sum = 0;
+  for (std::int64_t i = threadIdx.x; i < rows; i += blockDim.x) sum += to_f32(x[i * cols + j]);
+  part[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[j] = part[0];
+}
+
+}  // namespace maps
+
+// A grid-stride kernel over `items`, on `stream`: one full wave at most (grid_blocks).
+template <class... Params, class... Args>
+void launch(cudaStream_t stream, void (*kernel)(Params...), std::int64_t items, Args... args) {
+  kernel<<<grid_blocks(kernel, items, maps::kThreads), maps::kThreads, 0, stream>>>(args...);
+  PB_CUDA(cudaGetLastError());
+}
+
+// out = x in the other layout (s: x's), each value converted from X to Y.
+template <class X, class Y>
+void relayout(cudaStream_t stream, const Maps& s, const X* x, Y* out) {
+  launch(stream, maps::relayout_kernel<X, Y>, s.size(), s, x, out);
+}
+
+// out[j] = x[j] converted, j < n.
+template <class X, class Y>
+void convert(cudaStream_t stream, const X* x, Y* out, std::int64_t n) {
+  launch(stream, maps::convert_kernel<X, Y>, n, x, out, n);
+}
+
+// out (rows x cols) += b along every row.
+template <class T>
+void add_bias(cudaStream_t stream, const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+  launch(stream, maps::add_bias_kernel<T>, rows * cols, b, out, rows, cols);
+}
+
+// out[j] = the sum of column j of x (rows x cols).
+template <class T>
+void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_t cols,
+                 float* out) {
+  maps::column_sums_kernel<T>
+      <<<static_cast<unsigned>(cols), maps::kThreads, 0, stream>>>(x, rows, cols, out);
+  PB_CUDA(cudaGetLastError());
+}
+
+}  // namespace pb::gpu
