@@ -119,15 +119,18 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
       }
       for (const auto& kv : o.shapes) {
         try {
-          if (auto w = fam.from_shape(kv, t)) entries.push_back(SuiteEntry{w, false});
+          if (auto w = fam.from_shape(kv, t)) entries.push_back(SuiteEntry{w, false, false});
         } catch (const std::invalid_argument& e) {
           throw UsageError(std::string("--shape: ") + e.what());
         }
       }
     }
-    for (const auto& [w, sweep] : entries) {
+    for (const SuiteEntry& e : entries) {
+      const auto& w = e.workload;
+      const bool sweep = e.sweep;
       for (const auto& spec : fam.impls) {
         if (!device_on(spec.device) || !spec.supports(*w)) continue;
+        if (e.gpu_only && spec.device != Device::gpu) continue;
         if (!o.impls.empty() && !named(o, spec)) continue;
         if (spec.max_flops > 0 && w->flops() > spec.max_flops && !named(o, spec)) continue;
         const bool cpu = spec.device == Device::cpu;

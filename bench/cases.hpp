@@ -15,6 +15,7 @@ namespace pb {
 struct SuiteEntry {
   std::shared_ptr<const Workload> workload;
   bool sweep = false;  // also run across parallel units: CPU threads 1, 2, 4, ..., SMs 1, 2, 4, ...
+  bool gpu_only = false;  // the suite runs it on the GPU alone (a shape the CPU takes minutes on)
 };
 
 struct OpFamily {

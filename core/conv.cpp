@@ -338,15 +338,17 @@ Check ConvWorkload::verify(const Tensors& in, const Tensors& outs) const {
   double worst = 0;
   std::int64_t worst_at = -1;
   bool nan = false;
-  // A 16-bit output's one rounding, in the point's units: its share of the tolerance.
+  // A 16-bit output's one rounding (fwd: and its bias's, which a 16-bit y holds before the
+  // convolution is added to it), in the point's units: its share of the tolerance.
   const double rounded = s_.dtype == Dtype::bf16 || s_.dtype == Dtype::fp16
                              ? unit_roundoff(s_.dtype) / chk.tolerance
                              : 0.0;
+  const float* bias = s_.dir == ConvDir::fwd ? at(in, "b").f32().data() : nullptr;
   for (std::size_t j = 0; j < ref.points.size(); ++j) {
     const std::int64_t i = ref.points[j];
     const ConvPoint& pt = ref.values[j];
-    const double e =
-        std::fabs(out[i] - pt.value) / (pt.scale + rounded * std::fabs(pt.value) + 1e-30);
+    const double size = std::fabs(pt.value) + (bias ? std::fabs(bias[i / s_.pq() % s_.k]) : 0.0);
+    const double e = std::fabs(out[i] - pt.value) / (pt.scale + rounded * size + 1e-30);
     if (std::isnan(e) || !std::isfinite(out[i])) nan = true;
     if (e > worst) worst = e, worst_at = i;
   }

@@ -230,8 +230,9 @@ class ConvWorkload : public Workload {
   // each computed directly in double: the error relative to the root sum of squares of its terms,
   // within factor x unit roundoff x (sqrt(terms) + 1) (factor 64 for fp32, which leaves room for
   // Winograd and FFT algorithms; 256 for reduced precisions). In bf16 and fp16 an output may also
-  // be rounded once to the dtype (cuDNN's 16-bit convolutions give 16-bit outputs): the bound of
-  // each point grows by the dtype's unit roundoff times its own size, no more.
+  // be rounded once to the dtype (cuDNN's 16-bit convolutions give 16-bit outputs; fwd, the bias
+  // in y rounded too, cuDNN adding the convolution to it): the bound of each point grows by the
+  // dtype's unit roundoff times its own size (fwd: plus its bias's), no more.
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
   // The terms one output point sums, and the tolerance that follows.
   double terms() const;

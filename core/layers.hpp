@@ -105,6 +105,9 @@ struct Maps {
 };
 struct BnShape : Maps {
   float momentum = 0.1f, eps = 1e-5f;
+  // The maps stand for this many copies of themselves (the reference of a batch made of
+  // repeats: core/train.hpp's TrainShape::replicas): the unbiased variance counts every copy.
+  std::int64_t replicas = 1;
   // y = relu(batch norm(x)) in one pass: the inference walk's fusion of a ReLU that is the batch
   // norm's only reader, for an Ops that says it fuses (core/train_step.hpp's FusesRelu); the
   // CPU's loops (batchnorm_forward) honour it.
@@ -121,7 +124,7 @@ HD inline T bn_backward_at(T dy, T xhat, T weight, T invstd, T dbias, T dweight,
 // The running statistics after a batch of mean and (biased) var over m values.
 template <class T>
 HD inline void bn_running_at(const BnShape& s, T mean, T var, T* running_mean, T* running_var) {
-  const T m = static_cast<T>(s.count()), mom = static_cast<T>(s.momentum);
+  const T m = static_cast<T>(s.count() * s.replicas), mom = static_cast<T>(s.momentum);
   *running_mean = (1 - mom) * *running_mean + mom * mean;
   *running_var = (1 - mom) * *running_var + mom * (m > 1 ? var * m / (m - 1) : var);
 }

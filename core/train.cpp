@@ -120,9 +120,28 @@ double TrainWorkload::min_bytes() const {
   return s_.ranks * (s_.train ? 4.0 * 5.0 * p + batch_bytes : 4.0 * p + batch_bytes);
 }
 
+namespace {
+// The double-precision reference step's memory at a batch of b (host_bytes' terms).
+double reference_bytes(const ModelDesc& m, bool train, double b) {
+  const double p = static_cast<double>(m.param_count), a = b * m.activations();
+  return train ? 8.0 * (4.0 * p + 1.5 * a) : 8.0 * (p + a);
+}
+}  // namespace
+
+std::int64_t TrainWorkload::period() const {
+  const std::int64_t global = s_.batch * s_.ranks;
+  if (s_.ranks > 1) return global;
+  for (std::int64_t p = global; p > 1; --p)
+    if (global % p == 0 &&
+        reference_bytes(*m_, s_.train, static_cast<double>(p)) <= kMostReferenceBytes)
+      return p;
+  return 1;
+}
+
 double TrainWorkload::host_bytes() const {
   const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
   const double a = b * m_->activations();
+  const double ref = reference_bytes(*m_, s_.train, static_cast<double>(period()));
   // The inputs (2 p floats and the batch), and the larger of the double-precision reference
   // (which the harness runs before the implementation: prepare_reference) and an
   // implementation. Training: the reference's parameters, velocity, gradients and results (4 p
@@ -130,8 +149,8 @@ double TrainWorkload::host_bytes() const {
   // buffers); an implementation's copies, gradients and outputs (6 p floats), its activations
   // and their gradients (2 a). Inference: parameters and activations.
   const double inputs = 4.0 * (2.0 * p + b * s_.ranks * static_cast<double>(m_->input.size()));
-  if (!s_.train) return inputs + std::max(8.0 * (p + a), 4.0 * (2.0 * p + a));
-  return inputs + std::max(8.0 * (4.0 * p + 1.5 * a), 4.0 * (6.0 * p + 2.0 * a));
+  if (!s_.train) return inputs + std::max(ref, 4.0 * (2.0 * p + a));
+  return inputs + std::max(ref, 4.0 * (6.0 * p + 2.0 * a));
 }
 
 double TrainWorkload::device_bytes() const {
@@ -140,9 +159,15 @@ double TrainWorkload::device_bytes() const {
 }
 
 Tensors TrainWorkload::make_inputs() const {
-  const std::int64_t f = m_->input.size(), global = s_.batch * s_.ranks;
+  const std::int64_t f = m_->input.size(), global = s_.batch * s_.ranks, period = this->period();
   Tensor x("x", {global, f}), labels("labels", {global}, Elem::i32);
-  synthetic_batch(f, m_->classes, global, 0, x.f32().data(), labels.i32().data());
+  float* xs = x.f32().data();
+  std::int32_t* ls = labels.i32().data();
+  synthetic_batch(f, m_->classes, period, 0, xs, ls);
+  for (std::int64_t i = period; i < global; ++i) {  // the repeats
+    std::copy(xs + (i - period) * f, xs + (i - period + 1) * f, xs + i * f);
+    ls[i] = ls[i - period];
+  }
   Tensors in = {x, labels, Tensor::of("params", initial_params(*m_)),
                 Tensor::of("velocity", initial_velocity(*m_))};
   if (m_->state_count > 0) in.push_back(Tensor::of("state", initial_state(*m_)));
@@ -248,15 +273,18 @@ std::shared_ptr<const ReferenceStep> shared_exact(const std::string& key, Make m
 const StepBounds& TrainWorkload::reference(const Tensors& in) const {
   return bounds_.get(in, [&] {
     const Tensor* state = find(in, "state");
+    TrainShape rs = s_;  // the reference's: one period, standing for the whole batch
+    if (period() < s_.batch) rs.replicas = s_.batch / period(), rs.batch = period();
     auto reference = [&](bool rounded) {
-      return reference_step(*m_, s_, at(in, "x").f32().data(), at(in, "labels").i32().data(),
+      return reference_step(*m_, rs, at(in, "x").f32().data(), at(in, "labels").i32().data(),
                             at(in, "params").f32().data(), at(in, "velocity").f32().data(),
                             state ? state->f32().data() : nullptr, rounded);
     };
     std::ostringstream key;
     key << m_->name << '/' << m_->param_count << '/' << s_.train << '/' << s_.batch << '/'
-        << s_.image << '/' << s_.lr << '/' << s_.momentum << '/' << s_.weight_decay << '/'
-        << s_.ranks << '/' << s_.rank << '/' << s_.local << '/' << fingerprint(in);
+        << rs.batch << '/' << s_.image << '/' << s_.lr << '/' << s_.momentum << '/'
+        << s_.weight_decay << '/' << s_.ranks << '/' << s_.rank << '/' << s_.local << '/'
+        << fingerprint(in);
     exact_ = shared_exact(key.str(), [&] {
       ReferenceStep r = reference(false);
       r.grads = {};  // the comparison reads the update, not the gradients
@@ -278,7 +306,7 @@ const StepBounds& TrainWorkload::reference(const Tensors& in) const {
       const ReferenceStep rounded = reference(true);
       b.loss_bound = rounding_loss_bound(r, rounded);
       if (s_.dtype == Dtype::fp32)
-        b.bound = rounding_bound(*m_, s_, in, r, rounded);
+        b.bound = rounding_bound(*m_, rs, in, r, rounded);
       else
         b.state_bounds = low_precision_state_bounds(*m_, in, r, rounded);
     }
@@ -332,14 +360,17 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     double rms = 0;
     for (double v : ref.logits) rms += v * v;
     rms = std::sqrt(rms / static_cast<double>(ref.logits.size())) + 1e-30;
+    // The reference's logits are one period's where the batch repeats it (TrainWorkload::period).
+    const auto n = static_cast<std::size_t>(s.batch * m.classes), period = ref.logits.size();
     if (s.dtype != Dtype::fp32) {  // in norm, as the bound was found
       double d = 0;
-      for (std::size_t i = 0; i < ref.logits.size(); ++i)
-        d += (logits[i] - ref.logits[i]) * (logits[i] - ref.logits[i]);
-      note(std::sqrt(d / static_cast<double>(ref.logits.size())) / rms, "the logits");
+      for (std::size_t i = 0; i < n; ++i)
+        d += (logits[i] - ref.logits[i % period]) * (logits[i] - ref.logits[i % period]);
+      note(std::sqrt(d / static_cast<double>(n)) / rms, "the logits");
     }
-    for (std::size_t i = 0; s.dtype == Dtype::fp32 && i < ref.logits.size(); ++i)
-      note(std::fabs(logits[i] - ref.logits[i]) / rms, "logits[" + std::to_string(i) + "]");
+    for (std::size_t i = 0; s.dtype == Dtype::fp32 && i < n; ++i)
+      note(std::fabs(logits[i] - ref.logits[i % period]) / rms,
+           "logits[" + std::to_string(i) + "]");
   } else {
     // In units of the tolerance, so that one number covers the loss and every tensor.
     chk.tolerance = 1.0;

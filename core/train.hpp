@@ -33,6 +33,10 @@ struct TrainShape {
   // the baseline the data-parallel step's scaling efficiency is measured against).
   int ranks = 1, rank = 0;
   bool local = false;
+  // The reference's alone: its batch stands for `replicas` copies of itself (a batch too large
+  // for the double-precision reference is made of repeats of one period, which the reference
+  // steps on: TrainWorkload::period), so batch norm's unbiased running variance counts them all.
+  std::int64_t replicas = 1;
 };
 
 // The description of s.model at s.image.
@@ -134,6 +138,9 @@ constexpr double kKinkSigmas = 8;  // the kinks' width, in probabilistic error b
 constexpr double kRoundingMargin = 10;
 constexpr double kMostBound = 0.25;
 constexpr double kUpdateNormFactor = 2;
+// The most host memory a reference step may take (TrainWorkload::period): ResNet-50's at batch
+// 32 on 224x224 fits (about 13 GB measured), its batch 64 does not.
+constexpr double kMostReferenceBytes = 16e9;
 std::vector<double> low_precision_state_bounds(const ModelDesc& m, const Tensors& inputs,
                                                const ReferenceStep& exact,
                                                const ReferenceStep& rounded);
@@ -172,8 +179,16 @@ class TrainWorkload : public Workload {
   double host_bytes() const override;
   double device_bytes() const override;
   // x (ranks x batch rows of features: the global batch), labels (int32), params, velocity;
-  // state where the model has one.
+  // state where the model has one. A batch of more than period() samples repeats its first
+  // period() samples.
   Tensors make_inputs() const override;
+  // The samples the batch is made of: all of the global batch, or, where the double-precision
+  // reference of it would take more than kMostReferenceBytes, the largest divisor of the batch
+  // whose reference does not (one rank). On a batch of repeats the exact step is the step on one
+  // period: the loss is the same mean, every batch statistic the same (the unbiased running
+  // variance aside, which TrainShape::replicas corrects), so every gradient is the same. The
+  // reference steps on one period; the implementation on the whole batch, at its full cost.
+  std::int64_t period() const;
   // train: loss (1), params and velocity after the step, and state where there is one; infer:
   // logits (batch x classes).
   std::vector<std::string> outputs() const override;

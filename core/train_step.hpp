@@ -398,7 +398,7 @@ class Walk {
   BnShape bn(const Layer& l) const {
     BnShape s;
     static_cast<Maps&>(s) = maps(l.out, channels_last_);
-    s.momentum = l.bn_momentum, s.eps = l.bn_eps;
+    s.momentum = l.bn_momentum, s.eps = l.bn_eps, s.replicas = s_.replicas;
     return s;
   }
   Maps maps(const Dims& d, bool channels_last) const {

@@ -418,26 +418,27 @@ std::string CudnnConvolution::detail() const { return st_->detail; }
 std::size_t CudnnConvolution::workspace_bytes() const { return st_->workspace_bytes; }
 
 void CudnnConvolution::run(const void* in0, const void* in1, const float* b, void* out, float* db,
-                           void* ws) {
+                           void* ws, bool accumulate) {
   State& t = *st_;
   const float one = 1, zero = 0;
+  const float* beta = accumulate ? &one : &zero;
   switch (t.s.dir) {
     case ConvDir::fwd:
       PB_CUDNN(cudnnConvolutionForward(t.handle.get(), &one, t.x.get(), in0, t.w.get(), in1,
-                                       t.conv.get(), t.fwd, ws, t.workspace_bytes, &zero, t.y.get(),
+                                       t.conv.get(), t.fwd, ws, t.workspace_bytes, beta, t.y.get(),
                                        out));
       if (t.s.bias)
         PB_CUDNN(cudnnAddTensor(t.handle.get(), &one, t.b.get(), b, &one, t.y.get(), out));
       break;
     case ConvDir::bwd_data:
       PB_CUDNN(cudnnConvolutionBackwardData(t.handle.get(), &one, t.w.get(), in1, t.y.get(), in0,
-                                            t.conv.get(), t.bwd_data, ws, t.workspace_bytes, &zero,
+                                            t.conv.get(), t.bwd_data, ws, t.workspace_bytes, beta,
                                             t.x.get(), out));
       break;
     case ConvDir::bwd_filter:
       PB_CUDNN(cudnnConvolutionBackwardFilter(t.handle.get(), &one, t.x.get(), in0, t.y.get(), in1,
                                               t.conv.get(), t.bwd_filter, ws, t.workspace_bytes,
-                                              &zero, t.w.get(), out));
+                                              beta, t.w.get(), out));
       if (t.s.bias)
         PB_CUDNN(cudnnConvolutionBackwardBias(t.handle.get(), &one, t.y.get(), in1, &zero,
                                               t.b.get(), db));
@@ -452,7 +453,7 @@ CudnnConvolution::CudnnConvolution(cudaStream_t, const ConvShape&, bool) {
 CudnnConvolution::~CudnnConvolution() = default;
 std::string CudnnConvolution::detail() const { return ""; }
 std::size_t CudnnConvolution::workspace_bytes() const { return 0; }
-void CudnnConvolution::run(const void*, const void*, const float*, void*, float*, void*) {}
+void CudnnConvolution::run(const void*, const void*, const float*, void*, float*, void*, bool) {}
 #endif
 
 namespace {
@@ -476,8 +477,9 @@ class CudnnConv : public GpuConv {
 // conv/gpu/cudnn in bf16 and fp16: the plan on NHWC maps and KRSC filters in T (tensor cores,
 // fp32 accumulation, T out), as the mixed-precision training step runs its convolutions. The
 // case's fp32 NCHW operands are converted and relayouted in prepare, and the output back in
-// result(), outside the timed region (as oneDNN's reorders on the CPU); the bias (fwd) and its
-// gradient (bwd_filter, in fp32) are computed in run(), by the project's kernels.
+// result(), outside the timed region (as oneDNN's reorders on the CPU); the bias (fwd: put in y
+// first, cuDNN adding the convolution to it) and its gradient (bwd_filter, in fp32) are
+// computed in run(), by the project's kernels.
 template <class T>
 class CudnnLowConv : public GpuConv {
  public:
@@ -490,9 +492,11 @@ class CudnnLowConv : public GpuConv {
     PB_CUDA(cudaStreamSynchronize(stream_));
   }
   void run() override {
-    plan_.run(lo0_.as<T>(), lo1_.as<T>(), nullptr, lo_out_.as<T>(), nullptr, workspace_.as<void>());
-    if (s_.dir == ConvDir::fwd)
-      add_bias(stream_, b_.as<float>(), lo_out_.as<T>(), s_.n * s_.pq(), s_.k);
+    // fwd: the bias first in y, which cuDNN adds the convolution to (y rounded once).
+    const bool fwd = s_.dir == ConvDir::fwd;
+    if (fwd) bias_rows(stream_, b_.as<float>(), lo_out_.as<T>(), s_.n * s_.pq(), s_.k);
+    plan_.run(lo0_.as<T>(), lo1_.as<T>(), nullptr, lo_out_.as<T>(), nullptr, workspace_.as<void>(),
+              fwd);
     if (s_.dir == ConvDir::bwd_filter)  // dy (NHWC): n p q rows of k channels
       column_sums(stream_, lo1_.as<T>(), s_.n * s_.pq(), s_.k, db_.as<float>());
   }

@@ -199,8 +199,10 @@ class CudnnConvolution {
   CudnnConvolution& operator=(const CudnnConvolution&) = delete;
   ~CudnnConvolution();
   // workspace: workspace_bytes() of device memory, the caller's (plans run one after another
-  // on one stream may share one). in0, in1 and out in the plan's element type.
-  void run(const void* in0, const void* in1, const float* b, void* out, float* db, void* workspace);
+  // on one stream may share one). in0, in1 and out in the plan's element type. accumulate: out
+  // += the result (cuDNN's beta 1; a 16-bit plan's caller puts the bias there first).
+  void run(const void* in0, const void* in1, const float* b, void* out, float* db, void* workspace,
+           bool accumulate = false);
   std::size_t workspace_bytes() const;
   std::string detail() const;  // the algorithm, its math and workspace
 

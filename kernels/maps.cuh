@@ -1,7 +1,7 @@
 // What the training step and the convolutions share on the GPU for maps of any element type
 // (float, __nv_bfloat16, __half): a grid-stride launch, the maps in the other layout (NCHW and
-// NHWC) and converted on the way, a conversion, a bias added along rows and the column sums (a
-// bias's gradient).
+// NHWC) and converted on the way, a conversion, rows set to a bias and the column sums (a
+// bias's gradient). Internal to each file that includes it.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include "kernels/gpu_impl.cuh"
 
 namespace pb::gpu {
+namespace {
 
 namespace maps {
 
@@ -31,10 +32,11 @@ __global__ void convert_kernel(const X* x, Y* out, std::int64_t n) {
   PB_GRID_STRIDE(j, n) { out[j] = from_f32<Y>(to_f32(x[j])); }
 }
 
-// A bias added to every row (a convolution's output, NHWC: a row a pixel).
+// Every row set to the bias (a linear layer's output before its GEMM adds to it; a
+// convolution's, NHWC: a row a pixel, before cuDNN adds to it).
 template <class T>
-__global__ void add_bias_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
-  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(to_f32(out[i]) + b[i % cols]); }
+__global__ void bias_rows_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(b[i % cols]); }
 }
 
 // One block a column (a linear layer's bias gradient: batch rows; a convolution's on NHWC maps:
@@ -75,10 +77,10 @@ void convert(cudaStream_t stream, const X* x, Y* out, std::int64_t n) {
   launch(stream, maps::convert_kernel<X, Y>, n, x, out, n);
 }
 
-// out (rows x cols) += b along every row.
+// Every row of out (rows x cols) set to b.
 template <class T>
-void add_bias(cudaStream_t stream, const float* b, T* out, std::int64_t rows, std::int64_t cols) {
-  launch(stream, maps::add_bias_kernel<T>, rows * cols, b, out, rows, cols);
+void bias_rows(cudaStream_t stream, const float* b, T* out, std::int64_t rows, std::int64_t cols) {
+  launch(stream, maps::bias_rows_kernel<T>, rows * cols, b, out, rows, cols);
 }
 
 // out[j] = the sum of column j of x (rows x cols).
@@ -90,4 +92,5 @@ void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_
   PB_CUDA(cudaGetLastError());
 }
 
+}  // namespace
 }  // namespace pb::gpu

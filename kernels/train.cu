@@ -38,12 +38,7 @@ namespace pb::gpu {
 namespace {
 
 // The element kernels take the maps in T: float, or a mixed-precision step's __nv_bfloat16
-// (the arithmetic in float, each result rounded once).
-template <class T>
-__global__ void bias_rows_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
-  PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(b[i % cols]); }
-}
-
+// or __half (the arithmetic in float, each result rounded once).
 template <class T>
 __global__ void maxpool_forward_kernel(PoolShape s, const T* x, T* out, std::int32_t* arg) {
   const std::int64_t oh = s.oh(), ow = s.ow();
@@ -197,8 +192,9 @@ class GpuOps {
   }
   // cuDNN's plan for the shape and layout (CudnnConvolution), made in the first step (untimed)
   // and kept only if it works, run on the workspace every plan shares.
+  // accumulate: out += the convolution (CudnnConvolution::run's).
   void run_cudnn(const ConvShape& s, bool channels_last, const void* in0, const void* in1,
-                 const float* b, void* out, float* db) {
+                 const float* b, void* out, float* db, bool accumulate = false) {
     const PlanKey key = plan_key(s, channels_last);
     auto it = plans_.find(key);
     if (it == plans_.end()) {
@@ -213,7 +209,7 @@ class GpuOps {
       }
       it = plans_.emplace(key, std::move(plan)).first;
     }
-    it->second->run(in0, in1, b, out, db, workspace_.as<void>());
+    it->second->run(in0, in1, b, out, db, workspace_.as<void>(), accumulate);
   }
   cublasHandle_t cublas() const { return cublas_.get(); }
   void relu(const float* z, const float* dy, float* out, std::int64_t n) {
@@ -228,7 +224,7 @@ class GpuOps {
     channel_sums(stream_, x, 1, 1, n, out, 1.0f / static_cast<float>(n));
   }
   void bias_rows(const float* b, float* out, std::int64_t rows, std::int64_t cols) {
-    launch(stream_, bias_rows_kernel<float>, rows * cols, b, out, rows, cols);
+    gpu::bias_rows(stream_, b, out, rows, cols);
   }
   void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out) {
     gpu::column_sums(stream_, x, rows, cols, out);
@@ -368,9 +364,11 @@ class GpuLowOps {
   void conv(const ConvShape& s, const T* in0, const float* w, const float* b, T* out, float*) {
     T* wl = room(w_low_, w_floats_, s.w_size());
     relayout(Maps{s.k, s.c, s.r * s.s, false}, w, wl);
-    f32_.run_cudnn(plan(s), true, in0, wl, nullptr, out, nullptr);
-    // The bias added here (a 16-bit plan takes none): y rounded twice, cuDNN's and y + b.
-    if (s.dir == ConvDir::fwd && s.bias) add_bias(stream_, b, out, s.n * s.pq(), s.k);
+    // The bias (a 16-bit plan takes none) first in y, which cuDNN adds the convolution to:
+    // y rounded once.
+    const bool biased = s.dir == ConvDir::fwd && s.bias;
+    if (biased) gpu::bias_rows(stream_, b, out, s.n * s.pq(), s.k);
+    f32_.run_cudnn(plan(s), true, in0, wl, nullptr, out, nullptr, biased);
   }
   // bwd_filter: cuDNN's KRSC gradient in T, converted to the fp32 KCRS one; db where s.bias.
   void conv(const ConvShape& s, const T* x, const T* dy, const float*, float* dw, float* db) {
@@ -397,7 +395,7 @@ class GpuLowOps {
   }
   void mean(const float* x, std::int64_t n, float* out) { f32_.mean(x, n, out); }
   void bias_rows(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
-    launch(stream_, bias_rows_kernel<T>, rows * cols, b, out, rows, cols);
+    gpu::bias_rows(stream_, b, out, rows, cols);
   }
   void column_sums(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
     gpu::column_sums(stream_, x, rows, cols, out);

@@ -983,6 +983,77 @@ TEST(TrainModel, AMaxPoolingTieWithinRoundingIsTheStepsToDecide) {
 // Data parallel over ranks (DDP): each rank's shard of the global batch, the gradients averaged.
 // Without batch norm that is one step on the global batch, which the sharded reference (what a
 // multi-rank case is verified against) must equal; with grads=local each rank's own step is not.
+// A batch too large for the double-precision reference is made of repeats of one period
+// (TrainWorkload::period), and the reference steps on one period standing for them all
+// (TrainShape::replicas): on the small model (batch norm and its state) and the CNN, the step on
+// 12 samples that repeat 4 equals the step on the 4 with replicas 3, the running variance
+// included (which replicas 1 gets wrong); ResNet-50's period on 224x224 is 32, its batch of 64
+// repeats it; inference's check reads the period's logits for every repeat.
+TEST(TrainModel, ABatchOfRepeatsIsCheckedOnOnePeriod) {
+  for (const char* name : {"small", "cnn"}) {
+    SCOPED_TRACE(name);
+    const TrainWorkload w = testing::train_workload(name, 12);
+    Tensors in = w.make_inputs();
+    float* x = in[0].f32().data();
+    std::int32_t* labels = in[1].i32().data();
+    const std::int64_t f = w.model().input.size();
+    for (std::int64_t i = 4; i < 12; ++i) {  // 12 samples: 3 repeats of the first 4
+      std::copy(x + (i - 4) * f, x + (i - 3) * f, x + i * f);
+      labels[i] = labels[i - 4];
+    }
+    const float* state = find(in, "state") ? at(in, "state").f32().data() : nullptr;
+    auto reference = [&](const TrainShape& s) {
+      return reference_step(w.model(), s, x, labels, at(in, "params").f32().data(),
+                            at(in, "velocity").f32().data(), state);
+    };
+    const ReferenceStep whole = reference(w.train());
+    TrainShape one = w.train();
+    one.batch = 4, one.replicas = 3;
+    const ReferenceStep period = reference(one);
+    auto worst = [](const std::vector<double>& a, const std::vector<double>& b) {
+      double e = 0;
+      for (std::size_t j = 0; j < a.size(); ++j)
+        e = std::max(e, std::fabs(a[j] - b[j]) / (std::fabs(b[j]) + 1e-3));
+      return e;
+    };
+    EXPECT_NEAR(period.loss, whole.loss, 1e-12 * std::fabs(whole.loss));
+    EXPECT_LT(worst(period.params, whole.params), 1e-10);
+    EXPECT_LT(worst(period.velocity, whole.velocity), 1e-10);
+    EXPECT_LT(worst(period.state, whole.state), 1e-10);
+    if (!whole.state.empty()) {  // without replicas the running variance counts 4 samples
+      one.replicas = 1;
+      EXPECT_GT(worst(reference(one).state, whole.state), 1e-6);
+    }
+  }
+  TrainShape s;
+  s.model = "resnet50", s.image = 224, s.batch = 32;
+  EXPECT_EQ(TrainWorkload(s).period(), 32);
+  s.batch = 64;
+  const TrainWorkload big(s);
+  EXPECT_EQ(big.period(), 32);
+  const Tensors in = big.make_inputs();
+  const std::int64_t f = big.model().input.size();
+  const std::vector<float>& x = at(in, "x").f32();
+  EXPECT_TRUE(std::equal(x.begin(), x.begin() + 32 * f, x.begin() + 32 * f));
+  EXPECT_FALSE(std::equal(x.begin(), x.begin() + f, x.begin() + f));  // the samples differ
+  EXPECT_EQ(at(in, "labels").i32()[33], at(in, "labels").i32()[1]);
+
+  // Inference: the period's logits (4 samples here) stand for each repeat of the batch of 8.
+  const TrainWorkload infer = testing::train_workload("small", 8, false);
+  ReferenceStep ref;
+  for (int i = 0; i < 4 * 10; ++i) ref.logits.push_back(std::sin(i + 1.0));
+  std::vector<float> logits;
+  for (int i = 0; i < 8 * 10; ++i) logits.push_back(static_cast<float>(ref.logits[i % 40]));
+  const Tensors outs = {Tensor::of("logits", logits)};
+  const Tensors no_inputs;
+  EXPECT_TRUE(compare_step(infer.model(), infer.train(), no_inputs, ref, outs).ok);
+  Tensors bad = outs;
+  bad[0].f32()[75] += 0.01f;  // in the second repeat
+  const Check c = compare_step(infer.model(), infer.train(), no_inputs, ref, bad);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.detail.find("logits[75]"), std::string::npos) << c.detail;
+}
+
 TEST(DataParallel, TheShardedReferenceIsOneStepOnTheGlobalBatch) {
   for (const char* name : {"mlp", "cnn"}) {
     TrainShape global;

@@ -63,6 +63,23 @@ OpFamily train_family() {
         s.dtype = t;
         add(s);
       }
+    // ResNet-50 on 224x224 at the batches GPUs train at, on the GPU alone (the CPU's step at
+    // batch 256 takes about half a minute on two cores): 256 in the standard suite, 64 to 256 in
+    // the full one, one rank. Each is checked on one period of a batch of repeats
+    // (TrainWorkload::period), which the double-precision reference can step on.
+    const std::vector<std::int64_t> gpu_batches = level == 0 ? std::vector<std::int64_t>{}
+                                                  : level == 1
+                                                      ? std::vector<std::int64_t>{256}
+                                                      : std::vector<std::int64_t>{64, 128, 256};
+    for (bool train : {true, false})
+      for (std::int64_t b : ranks::world().size == 1 ? gpu_batches : std::vector<std::int64_t>{}) {
+        TrainShape s;
+        s.model = "resnet50", s.batch = b, s.train = train, s.image = 224, s.dtype = t;
+        s.weight_decay = default_weight_decay(s.model);
+        SuiteEntry e = entry<TrainWorkload>(s);
+        e.gpu_only = true;
+        out.push_back(e);
+      }
     return out;
   };
   auto has_conv = [](const Workload& w) {
