@@ -7,7 +7,9 @@ inference (forward under no_grad), at each batch size given. The conv models' ma
 channels_last (the faster of the two is torch's figure: channels_last ran the CNN's inference
 four times faster than NCHW on the development VM). Runs in a virtual environment of
 its own with torch from PyPI. --dtype bf16: mixed precision as torch.autocast(dtype=bfloat16)
-runs it on the CPU (the forward pass and the loss under autocast; fp32 weights and update).
+runs it (the forward pass and the loss under autocast; fp32 weights and update). --device cuda:
+on the GPU, as users train there (cudnn.benchmark; fp16 with a GradScaler from 2^16, tf32 with
+allow_tf32, fp32 without it), each call timed to the GPU's end (synchronized).
 Prints one JSON object: median ms per step."""
 import argparse
 import json
@@ -24,9 +26,17 @@ def main():
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--model", choices=["mlp", "cnn", "resnet50"], default="mlp")
     ap.add_argument("--image", type=int, default=224)
-    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "tf32"], default="fp32")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
+    if a.device == "cpu" and a.dtype in ("fp16", "tf32"):
+        ap.error(f"--dtype {a.dtype} is the GPU's (--device cuda)")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no GPU")
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = a.dtype == "tf32"
+    torch.backends.cudnn.benchmark = a.device == "cuda"
     torch.manual_seed(0)
     if a.model == "mlp":
         model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
@@ -44,38 +54,54 @@ def main():
                                     torch.nn.Linear(4096, 10))
         shape = (3, 32, 32)
     big = a.model == "resnet50"
+    model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                           weight_decay=1e-4 if big else 0)
     loss_fn = torch.nn.CrossEntropyLoss()
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16")
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    autocast = torch.autocast(a.device, dtype=low.get(a.dtype, torch.bfloat16),
+                              enabled=a.dtype in low)
+    scaler = torch.amp.GradScaler(a.device, init_scale=2.0 ** 16, enabled=a.dtype == "fp16")
+
+    def synced(fn):  # on the GPU, each call until the GPU is done
+        if a.device != "cuda":
+            return fn
+
+        def call():
+            fn()
+            torch.cuda.synchronize()
+        return call
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": a.dtype,
+           "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
            "train_ms": {},
            "infer_ms": {}, "layouts": {}}
     conv = len(shape) == 3
     layouts = [torch.contiguous_format, torch.channels_last] if conv else [torch.contiguous_format]
-    runs = {"warmup": 1, "min_runs": 3} if big else {}
+    runs = {"warmup": 3 if a.device == "cuda" else 1, "min_runs": 3} if big else {}
     for b in a.batches:
         for layout in layouts:
             model.to(memory_format=layout)
             x = (torch.rand(b, *shape) * 2 - 1).contiguous(memory_format=layout) if conv else \
                 torch.rand(b, *shape) * 2 - 1
-            y = torch.randint(0, 1000 if big else 10, (b,))
+            x = x.to(dev)
+            y = torch.randint(0, 1000 if big else 10, (b,)).to(dev)
 
             def step():
                 opt.zero_grad(set_to_none=True)
                 with autocast:
                     loss = loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
 
             def infer():
                 with torch.no_grad(), autocast:
                     model(x)
 
             model.train()
-            train = median_ms(step, a.min_time, **runs)
+            train = median_ms(synced(step), a.min_time, **runs)
             model.eval()
-            infer_ms = median_ms(infer, a.min_time, **runs)
+            infer_ms = median_ms(synced(infer), a.min_time, **runs)
             name = "channels_last" if layout == torch.channels_last else "nchw"
             out["layouts"].setdefault(str(b), {})[name] = {"train_ms": train, "infer_ms": infer_ms}
             out["train_ms"][str(b)] = min(train, out["train_ms"].get(str(b), train))
