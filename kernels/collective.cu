@@ -8,10 +8,13 @@
 #include <nccl.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "core/collective.hpp"
+#include "core/deadline.hpp"
 #include "kernels/gpu_impl.cuh"
 
 namespace pb::gpu {
@@ -63,6 +66,10 @@ const Nccl& nccl() {
   }();
   return n;
 }
+
+// How long ncclCommInitRank may take before the run ends saying so (PAIRBENCH_NCCL_TIMEOUT
+// overrides): NCCL brings up a communicator across nodes in seconds.
+constexpr double kNcclInitSeconds = 300;
 
 // The run's communicator (made once by nccl_init; kept for the process's life).
 ncclComm_t g_comm = nullptr;
@@ -196,7 +203,21 @@ std::string device_nccl_init(const std::string& id, int ranks, int rank) {
   std::memcpy(u.internal, id.data(), sizeof u.internal);
   if (const cudaError_t e = cudaSetDevice(device_ordinal()); e != cudaSuccess)
     return std::string("cudaSetDevice failed: ") + cudaGetErrorString(e);
-  const ncclResult_t r = nccl().comm_init_rank(&g_comm, ranks, u, rank);
+  // ncclCommInitRank waits for every rank: one that never comes would hang the run.
+  double timeout = 0;
+  try {
+    timeout = timeout_seconds("PAIRBENCH_NCCL_TIMEOUT", std::getenv("PAIRBENCH_NCCL_TIMEOUT"),
+                              kNcclInitSeconds);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  const ncclResult_t r =
+      within_deadline(timeout,
+                      "NCCL's communicator (ncclCommInitRank on rank " + std::to_string(rank) +
+                          " of " + std::to_string(ranks) + ")",
+                      " (a rank that never started, or hosts that cannot reach each other; "
+                      "PAIRBENCH_NCCL_TIMEOUT sets the seconds)",
+                      [&] { return nccl().comm_init_rank(&g_comm, ranks, u, rank); });
   if (r != ncclSuccess) {
     g_comm = nullptr;
     return nccl_error("ncclCommInitRank", r);

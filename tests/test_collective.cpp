@@ -3,7 +3,12 @@
 // exact check of each collective's result, right and wrong. Runs across ranks: tests/test_mpi.py.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
 #include "core/collective.hpp"
+#include "core/deadline.hpp"
 
 namespace pb {
 namespace {
@@ -97,6 +102,36 @@ TEST(Collective, EachResultIsCheckedExactly) {
     float sum = 0;
     for (int r = 0; r < 16; ++r) sum += collective_input(r, i);
     EXPECT_LE(std::abs(sum), 256.0f);  // every integer up to 256 is a bf16
+  }
+}
+
+// A call given a deadline (NCCL's communicator coming up: kernels/collective.cu): its result
+// when it returns in time, its exception when it throws; past the deadline one line and exit
+// status 1, not a hang. The timeout's variable: a positive number of seconds, else one clear
+// error.
+TEST(Deadline, ACallPastItsDeadlineEndsTheProcessWithOneLine) {
+  EXPECT_EQ(within_deadline(5.0, "a quick call", "", [] { return 42; }), 42);
+  EXPECT_THROW(within_deadline(5.0, "a call that throws", "",
+                               []() -> int { throw std::runtime_error("no"); }),
+               std::runtime_error);
+  EXPECT_EXIT(within_deadline(0.2, "NCCL's communicator", " (a rank missing?)",
+                              [] {
+                                std::this_thread::sleep_for(std::chrono::seconds(60));
+                                return 0;
+                              }),
+              ::testing::ExitedWithCode(1),
+              "pairbench: NCCL's communicator did not finish within 0.2 s \\(a rank missing\\?\\)");
+  EXPECT_EQ(timeout_seconds("PAIRBENCH_NCCL_TIMEOUT", nullptr, 300), 300);
+  EXPECT_EQ(timeout_seconds("PAIRBENCH_NCCL_TIMEOUT", "", 300), 300);
+  EXPECT_EQ(timeout_seconds("PAIRBENCH_NCCL_TIMEOUT", "2.5", 300), 2.5);
+  for (const char* bad : {"abc", "0", "-3", "5s", "nan", "inf"}) {
+    try {
+      timeout_seconds("PAIRBENCH_NCCL_TIMEOUT", bad, 300);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()), std::string("PAIRBENCH_NCCL_TIMEOUT=") + bad +
+                                           " is not a positive number of seconds");
+    }
   }
 }
 
