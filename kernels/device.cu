@@ -2,8 +2,9 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
-#include <map>
+#include <atomic>
 #include <cstring>
+#include <map>
 
 #include "kernels/gpu.hpp"
 #include "kernels/gpu_impl.cuh"
@@ -51,27 +52,85 @@ __global__ void spin(unsigned long long ns) {
 }
 
 // How long the spin before each start event lasts: longer than the host takes to enqueue a
-// case's work (a kernel launch, a cuBLAS call: a few microseconds).
+// short piece of work (a copy, a kernel launch, a cuBLAS call: a few microseconds).
 constexpr unsigned long long kSpinNs = 20000;
 
-// CUDA events on the case's stream, with the launch overhead of a short case kept out: a 20 us
-// spin kernel is enqueued before the start event, so by the time the start event fires a case
-// of a few launches is already queued behind it and starts at once. nvbench aims at the same by
-// another means (a kernel that holds the stream until the host releases it, after enqueueing
-// everything); a fixed spin does not cover a case whose launches take the host longer than
-// 20 us to enqueue (a training step of dozens of launches), whose time may then include gaps
-// where the GPU waited for the host.
+// Holds the stream until the host sets flags[0] (it has enqueued all of the timed work), or
+// for timeout_ns at most (%globaltimer, and a bounded number of reads where the timer does not
+// move), then says which in flags[1] (1: it gave up). flags: mapped pinned host memory.
+__global__ void hold(volatile int* flags, unsigned long long timeout_ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  for (int reads = 0; reads < (1 << 20); ++reads) {
+    if (flags[0] != 0) return;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    if (t - t0 >= timeout_ns) break;
+  }
+  flags[1] = 1;
+}
+
+// The longest the holding kernel waits for the host: far longer than a case takes to enqueue
+// (ResNet-50's step, a few thousand launches, takes milliseconds), short enough that a case
+// whose run() itself waits on the stream loses little before the timer falls back to the spin.
+constexpr unsigned long long kHoldNs = 100000000;
+
+// The two flags the holding kernel and the host share, in mapped pinned memory: one pair for
+// the process, as timers run one at a time. Null where the device cannot map host memory.
+struct HoldFlags {
+  volatile int* host = nullptr;
+  int* device = nullptr;
+};
+const HoldFlags& hold_flags() {
+  static const HoldFlags flags = [] {
+    HoldFlags f;
+    void *h = nullptr, *d = nullptr;
+    if (cudaHostAlloc(&h, 2 * sizeof(int), cudaHostAllocMapped) != cudaSuccess) {
+      cudaGetLastError();  // not sticky: the spin serves instead
+      return f;
+    }
+    if (cudaHostGetDevicePointer(&d, h, 0) != cudaSuccess) {
+      cudaGetLastError();
+      cudaFreeHost(h);
+      return f;
+    }
+    f.host = static_cast<volatile int*>(h), f.device = static_cast<int*>(d);
+    f.host[0] = f.host[1] = 0;
+    return f;
+  }();
+  return flags;
+}
+
+// CUDA events on the case's stream, with the host's launch time kept out, as nvbench does it:
+// a case's timed region (hold) starts with a kernel that holds the stream until stop() has
+// enqueued the end event, so all of the case's work is queued before the start event fires and
+// the GPU never waits for the host inside the region, however many launches the case makes (a
+// training step of hundreds). Where the holding kernel gives up (kHoldNs: a run() that waits
+// on the stream itself, or more launches than the driver's queue takes), that iteration's time
+// may hold the host's gaps, and the timer falls back to a 20 us spin for the rest of the case.
+// Copies (hold false) take the spin alone.
 class EventTimer : public Timer {
  public:
-  explicit EventTimer(cudaStream_t s) : s_(s) {}
+  EventTimer(cudaStream_t s, bool hold) : s_(s), hold_(hold && hold_flags().host) {}
   void start() override {
-    spin<<<1, 1, 0, s_>>>(kSpinNs);
+    if (hold_) {
+      const HoldFlags& f = hold_flags();
+      f.host[0] = 0, f.host[1] = 0;
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      hold<<<1, 1, 0, s_>>>(f.device, kHoldNs);
+    } else {
+      spin<<<1, 1, 0, s_>>>(kSpinNs);
+    }
     PB_CUDA(cudaGetLastError());
     PB_CUDA(cudaEventRecord(a_.get(), s_));
   }
   double stop() override {
     PB_CUDA(cudaEventRecord(b_.get(), s_));
+    if (hold_) {  // everything is enqueued: let it run
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      hold_flags().host[0] = 1;
+    }
     PB_CUDA(cudaEventSynchronize(b_.get()));
+    if (hold_ && hold_flags().host[1] != 0) hold_ = false;  // it gave up: the spin from now on
     float ms = 0;
     PB_CUDA(cudaEventElapsedTime(&ms, a_.get(), b_.get()));
     return 1e-3 * ms;
@@ -79,6 +138,7 @@ class EventTimer : public Timer {
 
  private:
   cudaStream_t s_;
+  bool hold_;
   Event a_, b_;
 };
 
@@ -214,7 +274,7 @@ GpuImpl::~GpuImpl() {
   cudaStreamDestroy(stream_);
 }
 
-std::unique_ptr<Timer> GpuImpl::make_timer() { return std::make_unique<EventTimer>(stream_); }
+std::unique_ptr<Timer> GpuImpl::make_timer() { return std::make_unique<EventTimer>(stream_, true); }
 
 void GpuImpl::flush_cache() {
   if (flush_bytes_ == 0) {
@@ -228,7 +288,7 @@ void GpuImpl::flush_cache() {
 void GpuImpl::check_launch() { PB_CUDA(cudaGetLastError()); }
 
 void GpuImpl::timed_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
-  EventTimer t(stream_);
+  EventTimer t(stream_, false);
   t.start();
   PB_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
   transfer_s_ += t.stop();
