@@ -24,6 +24,7 @@
 #include "bench/ops/family.hpp"
 #include "bench/ranks.hpp"
 #include "cpu_ref/cpu.hpp"
+#include "core/deadline.hpp"
 #include "kernels/gpu.hpp"
 
 namespace {
@@ -163,6 +164,15 @@ int run(int argc_in, char** argv_in) {
   if (world.size > 1) {  // two ranks on one GPU: NCCL may hang
     const std::string shared = pb::ranks::shared_gpu(pb::ranks::gather(gpu_key));
     if (usage_error.empty()) usage_error = shared;
+  }
+  // NCCL's communicator comes up under a deadline (kernels/collective.cu): a bad value of its
+  // variable is bad input, found on every rank before any collective.
+  if (usage_error.empty()) {
+    try {
+      pb::timeout_seconds("PAIRBENCH_NCCL_TIMEOUT", std::getenv("PAIRBENCH_NCCL_TIMEOUT"), 1);
+    } catch (const std::invalid_argument& e) {
+      usage_error = e.what();
+    }
   }
   // NCCL over the ranks where a GPU collective or data-parallel step may run, bootstrapped over MPI
   // (rank 0's unique id to every rank, then each rank's communicator); the ranks agree at each

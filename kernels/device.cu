@@ -55,23 +55,24 @@ __global__ void spin(unsigned long long ns) {
 // short piece of work (a copy, a kernel launch, a cuBLAS call: a few microseconds).
 constexpr unsigned long long kSpinNs = 20000;
 
-// Holds the stream until the host sets flags[0] (it has enqueued all of the timed work), or
-// for timeout_ns at most (%globaltimer, and a bounded number of reads where the timer does not
-// move), then says which in flags[1] (1: it gave up). flags: mapped pinned host memory.
-__global__ void hold(volatile int* flags, unsigned long long timeout_ns) {
+// Holds the stream until the host sets flags[0] to this hold's generation `gen` (it has
+// enqueued all of the timed work), or for timeout_ns at most (%globaltimer, and a bounded
+// number of reads where the timer does not move), then writes gen to flags[1] if it gave up.
+// flags: mapped pinned host memory; the generation keeps a late hold from answering for another.
+__global__ void hold(volatile int* flags, int gen, unsigned long long timeout_ns) {
   unsigned long long t0, t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
   for (int reads = 0; reads < (1 << 20); ++reads) {
-    if (flags[0] != 0) return;
+    if (flags[0] == gen) return;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     if (t - t0 >= timeout_ns) break;
   }
-  flags[1] = 1;
+  flags[1] = gen;
 }
 
-// The longest the holding kernel waits for the host: far longer than a case takes to enqueue
-// (ResNet-50's step, a few thousand launches, takes milliseconds), short enough that a case
-// whose run() itself waits on the stream loses little before the timer falls back to the spin.
+// The longest the holding kernel waits for the host: far longer than a case that fits the
+// driver's launch queue (about a thousand launches) takes to enqueue, short enough that a case
+// that cannot be held loses little before its timers fall back to the spin.
 constexpr unsigned long long kHoldNs = 100000000;
 
 // The two flags the holding kernel and the host share, in mapped pinned memory: one pair for
@@ -94,30 +95,32 @@ const HoldFlags& hold_flags() {
       return f;
     }
     f.host = static_cast<volatile int*>(h), f.device = static_cast<int*>(d);
-    f.host[0] = f.host[1] = 0;
+    f.host[0] = f.host[1] = -1;
     return f;
   }();
   return flags;
 }
 
 // CUDA events on the case's stream, with the host's launch time kept out, as nvbench does it:
-// a case's timed region (hold) starts with a kernel that holds the stream until stop() has
-// enqueued the end event, so all of the case's work is queued before the start event fires and
-// the GPU never waits for the host inside the region, however many launches the case makes (a
-// training step of hundreds). Where the holding kernel gives up (kHoldNs: a run() that waits
-// on the stream itself, or more launches than the driver's queue takes), that iteration's time
-// may hold the host's gaps, and the timer falls back to a 20 us spin for the rest of the case.
-// Copies (hold false) take the spin alone.
+// a case's timed region (hold: the case's own flag) starts with a kernel that holds the stream
+// until stop() has enqueued the end event, so all of the case's work is queued before the
+// start event fires and the GPU never waits for the host inside the region (a training step
+// of hundreds of launches). Where the holding kernel gives up (kHoldNs: a run() that waits on
+// the stream itself, a pageable copy, more launches than the driver queues, as ResNet-50's
+// step unless replayed as a graph), that iteration's time may hold the host's gaps, and the
+// case's timers take a 20 us spin from then on (*hold false). Copies (null) take the spin.
 class EventTimer : public Timer {
  public:
-  EventTimer(cudaStream_t s, bool hold) : s_(s), hold_(hold && hold_flags().host) {}
+  EventTimer(cudaStream_t s, bool* hold) : s_(s), hold_(hold_flags().host ? hold : nullptr) {}
   void start() override {
-    if (hold_) {
+    if (hold_ && *hold_) {
       const HoldFlags& f = hold_flags();
-      f.host[0] = 0, f.host[1] = 0;
+      gen_ = ++generation_;
+      f.host[1] = -1;
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      hold<<<1, 1, 0, s_>>>(f.device, kHoldNs);
+      hold<<<1, 1, 0, s_>>>(f.device, gen_, kHoldNs);
     } else {
+      gen_ = 0;
       spin<<<1, 1, 0, s_>>>(kSpinNs);
     }
     PB_CUDA(cudaGetLastError());
@@ -125,12 +128,12 @@ class EventTimer : public Timer {
   }
   double stop() override {
     PB_CUDA(cudaEventRecord(b_.get(), s_));
-    if (hold_) {  // everything is enqueued: let it run
+    if (gen_) {  // everything is enqueued: let it run
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      hold_flags().host[0] = 1;
+      hold_flags().host[0] = gen_;
     }
     PB_CUDA(cudaEventSynchronize(b_.get()));
-    if (hold_ && hold_flags().host[1] != 0) hold_ = false;  // it gave up: the spin from now on
+    if (gen_ && hold_flags().host[1] == gen_) *hold_ = false;  // it gave up: the spin from now on
     float ms = 0;
     PB_CUDA(cudaEventElapsedTime(&ms, a_.get(), b_.get()));
     return 1e-3 * ms;
@@ -138,7 +141,9 @@ class EventTimer : public Timer {
 
  private:
   cudaStream_t s_;
-  bool hold_;
+  bool* hold_;   // the case's: whether its timers hold the stream (null: never)
+  int gen_ = 0;  // this region's hold (0: none)
+  static inline int generation_ = 0;
   Event a_, b_;
 };
 
@@ -274,7 +279,9 @@ GpuImpl::~GpuImpl() {
   cudaStreamDestroy(stream_);
 }
 
-std::unique_ptr<Timer> GpuImpl::make_timer() { return std::make_unique<EventTimer>(stream_, true); }
+std::unique_ptr<Timer> GpuImpl::make_timer() {
+  return std::make_unique<EventTimer>(stream_, &hold_stream_);
+}
 
 void GpuImpl::flush_cache() {
   if (flush_bytes_ == 0) {
@@ -288,7 +295,7 @@ void GpuImpl::flush_cache() {
 void GpuImpl::check_launch() { PB_CUDA(cudaGetLastError()); }
 
 void GpuImpl::timed_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
-  EventTimer t(stream_, false);
+  EventTimer t(stream_, nullptr);
   t.start();
   PB_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
   transfer_s_ += t.stop();

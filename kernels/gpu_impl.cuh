@@ -102,6 +102,7 @@ class GpuImpl : public Impl {
  private:
   void timed_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind);
   double transfer_s_ = 0;
+  bool hold_stream_ = true;  // whether this case's timers hold its stream (make_timer)
   DeviceMem flush_buf_;
   std::size_t flush_bytes_ = 0;
 };

@@ -85,6 +85,18 @@ def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message, env
     assert r.stdout == ""
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "10s"])
+def test_a_bad_nccl_timeout_exits_2_with_one_line(pairbench, value):
+    """PAIRBENCH_NCCL_TIMEOUT (the deadline of NCCL's communicator) is checked on every run,
+    before any collective: a value that is not a positive number of seconds is bad input."""
+    r = pairbench("--ops=gemm", "--devices=cpu", "--shape=m=64,n=64,k=64",
+                  env={"PAIRBENCH_NCCL_TIMEOUT": value})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert f"PAIRBENCH_NCCL_TIMEOUT={value} is not a positive number of seconds" in lines[0]
+
+
 def _gemm_run(pairbench, tmp_path, *args, env=None, shape="m=64,n=64,k=64", rc=0):
     """One CPU GEMM run; returns the process and its report, checked strictly."""
     report = tmp_path / "r.json"
