@@ -374,7 +374,7 @@ CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s, bool
   t.s = s;
   const bool low = s.dtype == Dtype::bf16 || s.dtype == Dtype::fp16;
   if (low && s.bias)
-    throw std::runtime_error("a 16-bit cuDNN plan takes no bias (its caller adds it)");
+    throw std::runtime_error("a 16-bit cuDNN plan takes no bias (its caller puts it in y first)");
   const cudnnDataType_t data = s.dtype == Dtype::bf16   ? CUDNN_DATA_BFLOAT16
                                : s.dtype == Dtype::fp16 ? CUDNN_DATA_HALF
                                                         : CUDNN_DATA_FLOAT;

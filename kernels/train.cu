@@ -15,9 +15,10 @@
 // maps are 16-bit and NHWC, the parameters, their gradients and the update fp32 (mixed
 // precision, AMP's rules); fp16 scales the loss dynamically, as PyTorch's GradScaler.
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
-// kernels/conv.cu, batch normalization kernels/batchnorm.cu's; max pooling, the bias broadcast,
-// the column sums (the bias gradient) and SGD are here, their per-element math from
-// core/layers.hpp.
+// kernels/conv.cu, batch normalization kernels/batchnorm.cu's; the bias broadcast, the column
+// sums (the bias gradient) and the maps' relayouts and conversions kernels/maps.cuh's; max
+// pooling, the residual add, global average pooling, the loss scaling and SGD are here, their
+// per-element math from core/layers.hpp.
 #include <algorithm>
 #include <array>
 #include <cmath>
