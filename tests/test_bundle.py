@@ -1,0 +1,139 @@
+"""scripts/bundle (pairbench for a machine that cannot install anything) and scripts/gpu-targets
+(the GPU checks of the open issues under a time budget), tested here without a GPU: the bundle
+runs from another folder on its own libraries, finds CUDA's where a machine keeps them (the
+system's, PAIRBENCH_CUDA_LIBS, the nvidia-* wheels of python3's site-packages), and its GPU test
+programs run; gpu-targets says why it cannot run and rejects bad usage."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+BUNDLE = ROOT / "scripts" / "bundle"
+
+
+@pytest.fixture(scope="module")
+def bundle(pairbench, tmp_path_factory):
+    """A bundle of the binary under test, moved after it was made (so nothing in it may lean
+    on where it was built)."""
+    made = tmp_path_factory.mktemp("made") / "pairbench"
+    r = subprocess.run([str(BUNDLE), str(made)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PAIRBENCH_BIN": str(pairbench.exe)})
+    assert r.returncode == 0, r.stderr
+    moved = tmp_path_factory.mktemp("moved") / "pb"
+    shutil.move(str(made), str(moved))
+    return moved
+
+
+def in_bundle(bundle, script, env=None):
+    """What a shell that sources the bundle's env.sh sees after running script."""
+    return subprocess.run(["sh", "-c", f'here="{bundle}"; . "$here/env.sh"; {script}'],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_bundle_runs_on_its_own_libraries_from_anywhere(bundle):
+    r = subprocess.run([str(bundle / "pairbench"), "--suite=quick", "--list"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "gemm/cpu/openblas/" in r.stdout
+    r = in_bundle(bundle, 'ldd "$here/libexec/pairbench"')
+    lines = {l.split()[0]: l for l in r.stdout.splitlines() if "=>" in l}
+    assert "not found" not in r.stdout
+    for lib in ("libdnnl.so.3", "libopenblas.so.0", "libbenchmark.so.1debian"):
+        assert str(bundle / "lib" / lib) in lines[lib], lines.get(lib)
+    manifest = (bundle / "MANIFEST").read_text()
+    assert "libdnnl.so.3" in manifest and "commit: " in manifest
+    # CUDA's libraries come from the machine, never from the bundle.
+    assert not any(p.name.startswith(("libcudart", "libcublas", "libcudnn"))
+                   for p in (bundle / "lib").iterdir())
+
+
+def test_the_gpu_test_programs_run_from_the_bundle(bundle):
+    tests = sorted((bundle / "tests").iterdir())
+    if not (bundle / "libexec" / "libpairbench_gpu.so").exists():
+        assert tests == []  # a build without CUDA has none
+        pytest.skip("this build has no GPU part (built without CUDA)")
+    assert {t.name for t in tests} >= {"test_train_gpu", "test_conv_gpu", "test_gemm_gpu"}
+    r = subprocess.run([str(bundle / "tests" / "test_gemm_gpu"), "--gtest_brief=1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr  # on a machine without a GPU: skipped
+
+
+def test_cuda_libraries_are_found_where_a_machine_keeps_them(bundle, tmp_path):
+    (bundle / "machine-libs").write_text("libpbtest_a.so.1\nlibpbtest_b.so.2\nlibpbtest_c.so.3\n")
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "libpbtest_a.so.1").write_bytes(b"")
+    wheel = tmp_path / "site" / "nvidia" / "cu13" / "lib"  # as PyPI's nvidia-* wheels lay out
+    wheel.mkdir(parents=True)
+    (wheel / "libpbtest_b.so.2").write_bytes(b"")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(f"#!/bin/sh\necho {tmp_path / 'site'}\n")
+    (fake / "python3").chmod(0o755)
+    r = in_bundle(bundle, 'echo "$LD_LIBRARY_PATH"',
+                  env={"PATH": f"{fake}:{os.environ['PATH']}", "PAIRBENCH_CUDA_LIBS": str(given),
+                       "LD_LIBRARY_PATH": "/before"})
+    assert r.returncode == 0, r.stderr
+    dirs = r.stdout.strip().split(":")
+    assert dirs == [str(bundle / "lib"), str(given), str(wheel), "/before"], dirs
+    # libpbtest_c is nowhere: said on a machine with a GPU only, and never fatal.
+    assert ("not found on this machine: libpbtest_c.so.3" in r.stderr) == os.path.exists(
+        "/dev/nvidia0")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--zip"], "unknown option --zip"),
+    (["a", "b"], "usage: scripts/bundle"),
+])
+def test_bundle_rejects_bad_usage(args, message):
+    r = subprocess.run([str(BUNDLE), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_bundle_will_not_replace_a_folder_that_is_not_a_bundle(pairbench, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = subprocess.run([str(BUNDLE), str(tmp_path / "mine")], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PAIRBENCH_BIN": str(pairbench.exe)})
+    assert r.returncode == 2 and "is not a bundle" in r.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_gpu_targets_without_a_gpu_says_why_and_stops(pairbench, tmp_path):
+    if os.path.exists("/dev/nvidia0"):
+        pytest.skip("this machine has a GPU")
+    r = subprocess.run([str(ROOT / "scripts" / "gpu-targets"), str(tmp_path / "out"), "60"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PAIRBENCH_BIN": str(pairbench.exe)})
+    assert r.returncode == 3, r.stdout + r.stderr
+    log = (tmp_path / "out" / "gpu-targets.log").read_text()
+    assert "no usable GPU" in log and "ResNet-50" not in log
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "usage: scripts/gpu-targets OUT [SECONDS]"),
+    (["out", "ten"], "SECONDS must be a whole number"),
+])
+def test_gpu_targets_rejects_bad_usage(args, message, tmp_path):
+    r = subprocess.run([str(ROOT / "scripts" / "gpu-targets"), *args], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_gpu_targets_skips_what_its_budget_cannot_hold(tmp_path):
+    # A pairbench that sees a GPU, and a budget too small for any step: each is said skipped.
+    fake = tmp_path / "pairbench"
+    fake.write_text("#!/bin/sh\necho gemm/gpu/cublas/m=256,n=256,k=256,dtype=fp32\n")
+    fake.chmod(0o755)
+    r = subprocess.run([str(ROOT / "scripts" / "gpu-targets"), str(tmp_path / "out"), "20"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PAIRBENCH_BIN": str(fake)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (tmp_path / "out" / "gpu-targets.log").read_text()
+    for step in ("gpu-check", "ResNet-50 bf16 vs torch", "ResNet-50 fp32", "compute-sanitizer"):
+        assert f"{step}" in log and "left of the budget" in log, log
+    assert log.count(": skipped (") == 6 and "done: every step that ran passed" in log
