@@ -14,6 +14,17 @@ const char* to_string(ConvDir d) {
   return d == ConvDir::fwd ? "fwd" : d == ConvDir::bwd_data ? "bwd_data" : "bwd_filter";
 }
 
+std::string describe(const ConvShape& s) {
+  std::ostringstream os;
+  os << to_string(s.dir) << " " << to_string(s.dtype) << " " << s.n << "x" << s.c << "x" << s.h
+     << "x" << s.w << " * " << s.k << "x" << s.c << "x" << s.r << "x" << s.s << ", stride "
+     << s.stride_h;
+  if (s.stride_w != s.stride_h) os << "x" << s.stride_w;
+  os << ", pad " << s.pad_h;
+  if (s.pad_w != s.pad_h) os << "x" << s.pad_w;
+  return os.str();
+}
+
 std::string conv_shape_problem(const ConvShape& s) {
   for (auto [v, name] : {std::pair{s.n, "batch"},
                          {s.c, "c"},

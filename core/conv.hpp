@@ -45,6 +45,10 @@ struct ConvShape {
 // below 0, a filter larger than the padded input.
 std::string conv_shape_problem(const ConvShape& s);
 
+// The shape in one phrase for an error message: "fwd bf16 256x3x224x224 * 64x3x7x7, stride 2,
+// pad 3".
+std::string describe(const ConvShape& s);
+
 // --- the index math ----------------------------------------------------------------------------
 // The input pixel that output pixel (p, q) sees through filter tap (r, s): sets *ih and *iw and
 // returns whether it lies inside the image (outside, it is padding: zero).

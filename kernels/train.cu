@@ -199,7 +199,13 @@ class GpuOps {
     const PlanKey key = plan_key(s, channels_last);
     auto it = plans_.find(key);
     if (it == plans_.end()) {
-      auto plan = std::make_unique<CudnnConvolution>(stream_, s, channels_last);
+      std::unique_ptr<CudnnConvolution> plan;
+      try {
+        plan = std::make_unique<CudnnConvolution>(stream_, s, channels_last);
+      } catch (const std::exception& e) {  // which of the model's layers, on a first GPU
+        throw std::runtime_error("cuDNN's plan for the convolution " + describe(s) +
+                                 (channels_last ? " (NHWC)" : " (NCHW)") + ": " + e.what());
+      }
       // One workspace for every plan: they run one after another on the stream. The old
       // one goes first, so growing never holds both.
       const std::size_t need = plan->workspace_bytes();

@@ -311,6 +311,14 @@ TEST(ConvShapeParse, AcceptsKeysAndRejectsBadShapesInOneLine) {
   EXPECT_THROW(ConvWorkload(shape(1, 1, 2, 2, 1, 3, 3, 1, 0)), std::invalid_argument);
 }
 
+TEST(ConvShapeParse, DescribedInOnePhraseForErrors) {  // as the GPU step's plan errors name it
+  ConvShape s = shape(256, 3, 224, 224, 64, 7, 7, 2, 3);
+  s.dtype = Dtype::bf16;
+  EXPECT_EQ(describe(s), "fwd bf16 256x3x224x224 * 64x3x7x7, stride 2, pad 3");
+  s.dir = ConvDir::bwd_filter, s.stride_w = 1, s.pad_w = 0;
+  EXPECT_EQ(describe(s), "bwd_filter bf16 256x3x224x224 * 64x3x7x7, stride 2x1, pad 3x0");
+}
+
 TEST(ConvSuite, ResNetLayersAtEachBatch) {
   const auto quick = conv_suite(ConvDir::fwd, 0), standard = conv_suite(ConvDir::fwd, 1);
   EXPECT_EQ(quick.size(), 7u);  // four layers at 1 and 8, conv1 at 1 only
