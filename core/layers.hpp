@@ -117,6 +117,22 @@ template <class T>
 HD inline T bn_forward_at(T x, T mean, T invstd, T weight, T bias) {
   return weight * (x - mean) * invstd + bias;
 }
+// Batch norm in inference folded into a per-channel scale and shift, y = scale x + shift:
+// scale = weight / sqrt(var + eps), shift = bias - mean scale (the running statistics).
+HD inline void bn_fold_at(float weight, float bias, float mean, float var, float eps, float* scale,
+                          float* shift) {
+  *scale = weight / sqrtf(var + eps);
+  *shift = bias - mean * *scale;
+}
+// A convolution's inference tail (core/train_step.hpp's ConvTail) at one output value v:
+// relu(scale v + shift + r), each part where asked (folded: a batch norm; residual: r added).
+// The CPU's pass over the output (cpu_ref/train.cpp) and the GPU's kernel (kernels/train.cu).
+HD inline float conv_tail_at(float v, bool folded, float scale, float shift, bool residual, float r,
+                             bool relu) {
+  if (folded) v = scale * v + shift;
+  if (residual) v += r;
+  return relu && v < 0.0f ? 0.0f : v;
+}
 template <class T>
 HD inline T bn_backward_at(T dy, T xhat, T weight, T invstd, T dbias, T dweight, T m) {
   return weight * invstd * (dy - (dbias + xhat * dweight) / m);

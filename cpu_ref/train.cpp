@@ -49,11 +49,11 @@ void apply_tail(const Maps& m, const float* scale, const float* shift, const T* 
   for (std::int64_t p = 0; p < m.size() / len; ++p) {
     for (std::int64_t j = 0; j < len; ++j) {
       const std::int64_t ch = m.channels_last ? j : p % m.c, at = p * len + j;
-      float v = as_float(y[at]);
-      if (scale) v = scale[ch] * v + shift[ch];
-      if (residual) v += as_float(residual[at]);
-      if (relu) v = std::max(v, 0.0f);
-      store(v, y + at);
+      const bool folded = scale != nullptr;
+      store(conv_tail_at(as_float(y[at]), folded, folded ? scale[ch] : 1.0f,
+                         folded ? shift[ch] : 0.0f, residual != nullptr,
+                         residual ? as_float(residual[at]) : 0.0f, relu),
+            y + at);
     }
   }
 }
@@ -140,10 +140,8 @@ class ConvRunner {
     if (t.weight) {
       scale_.resize(static_cast<std::size_t>(s.k));
       shift_.resize(static_cast<std::size_t>(s.k));
-      for (std::int64_t c = 0; c < s.k; ++c) {
-        scale_[c] = t.weight[c] / std::sqrt(t.var[c] + t.eps);
-        shift_[c] = t.bias[c] - t.mean[c] * scale_[c];
-      }
+      for (std::int64_t c = 0; c < s.k; ++c)
+        bn_fold_at(t.weight[c], t.bias[c], t.mean[c], t.var[c], t.eps, &scale_[c], &shift_[c]);
       scale = scale_.data(), shift = shift_.data();
     }
     if (backend_ == TrainBackend::onednn) {

@@ -17,7 +17,8 @@
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
 // kernels/conv.cu, batch normalization kernels/batchnorm.cu's; the bias broadcast, the column
 // sums (the bias gradient) and the maps' relayouts and conversions kernels/maps.cuh's; max
-// pooling, the residual add, global average pooling, the loss scaling and SGD are here, their
+// pooling, the residual add, global average pooling, inference's convolution tails (a batch norm,
+// residual and ReLU after a convolution, in one pass), the loss scaling and SGD are here, their
 // per-element math from core/layers.hpp.
 #include <algorithm>
 #include <array>
@@ -85,6 +86,22 @@ __global__ void plane_means_kernel(Maps s, const T* x, T* out) {
     float sum = 0;
     for (std::int64_t i = first; i < first + s.hw; ++i) sum += to_f32(x[s.at(ch, i)]);
     out[j] = from_f32<T>(sum / static_cast<float>(s.hw));
+  }
+}
+
+// A convolution's inference tail over its output y (maps m), in place: relu(batch norm(y) +
+// residual), each part optional (core/layers.hpp's conv_tail_at; the batch norm folded from its
+// running statistics at each value, as the CPU folds it once per channel).
+template <class T>
+__global__ void conv_tail_kernel(Maps m, ConvTail<T, float> t, T* y) {
+  PB_GRID_STRIDE(e, m.size()) {
+    const std::int64_t ch = m.channel(e);
+    float scale = 1.0f, shift = 0.0f;
+    if (t.weight)
+      bn_fold_at(t.weight[ch], t.bias[ch], t.mean[ch], t.var[ch], t.eps, &scale, &shift);
+    const float r = t.residual ? to_f32(t.residual[e]) : 0.0f;
+    y[e] = from_f32<T>(conv_tail_at(to_f32(y[e]), t.weight != nullptr, scale, shift,
+                                    t.residual != nullptr, r, t.relu));
   }
 }
 
@@ -190,6 +207,14 @@ class GpuOps {
       case Backend::cudnn:
         return run_cudnn(s, false, in0, in1, b, out, db);
     }
+  }
+  // Inference's convolution and the layers it takes (core/train_step.hpp's FusesConv): the
+  // convolution, then its tail in one pass over the output (NCHW maps).
+  void conv_fused(const ConvShape& s, const float* x, const float* w, const float* b,
+                  const ConvTail<float, float>& t, float* out) {
+    conv(s, x, w, b, out, nullptr);
+    launch(stream_, conv_tail_kernel<float>, s.n * s.k * s.pq(), Maps{s.n, s.k, s.pq(), false}, t,
+           out);
   }
   // cuDNN's plan for the shape and layout (CudnnConvolution), made in the first step (untimed)
   // and kept only if it works, run on the workspace every plan shares.
@@ -377,6 +402,12 @@ class GpuLowOps {
     if (biased) gpu::bias_rows(stream_, b, out, s.n * s.pq(), s.k);
     f32_.run_cudnn(plan(s), true, in0, wl, nullptr, out, nullptr, biased);
   }
+  // Inference's convolution and the layers it takes, as GpuOps's (NHWC maps).
+  void conv_fused(const ConvShape& s, const T* x, const float* w, const float* b,
+                  const ConvTail<T, float>& t, T* out) {
+    conv(s, x, w, b, out, nullptr);
+    launch(stream_, conv_tail_kernel<T>, s.n * s.k * s.pq(), Maps{s.n, s.k, s.pq(), true}, t, out);
+  }
   // bwd_filter: cuDNN's KRSC gradient in T, converted to the fp32 KCRS one; db where s.bias.
   void conv(const ConvShape& s, const T* x, const T* dy, const float*, float* dw, float* db) {
     T* dwl = room(dw_low_, dw_floats_, s.w_size());
@@ -493,6 +524,9 @@ class GpuLowOps {
   DeviceBuffer<LossScale> scale_{kLossScaling ? 1 : 0};  // fp16's
   std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0, bn_doubles_ = 0;
 };
+// The walk fuses inference only where conv_fused's signature is the one it looks for.
+static_assert(FusesConv<GpuOps>::value && FusesConv<GpuLowOps<__nv_bfloat16>>::value &&
+              FusesConv<GpuLowOps<__half>>::value);
 
 // train/gpu/<backend>[_h2d|_graph]: the step over the case's device buffers. With h2d, the batch
 // waits in pinned host memory and each step copies it to the device first, on the same stream;

@@ -1,8 +1,12 @@
 #include "tests/gemm_testing.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 
+#include "core/model.hpp"
+#include "core/rng.hpp"
 #include "cpu_ref/cpu.hpp"
 
 namespace pb::testing {
@@ -83,6 +87,39 @@ TrainWorkload train_workload(const std::string& model, std::int64_t batch, bool 
   if (model == "resnet" || model == "small") s.lr = 0.05f;
   return TrainWorkload(
       s, model == "small" ? std::make_shared<const ModelDesc>(small_model()) : nullptr);
+}
+
+TrainWorkload folded_inference_workload(Dtype dtype) {
+  ModelBuilder b("folded", {3, 8, 8});
+  const int x = b.relu(b.batchnorm(b.conv(0, 16, 3, 1, 1, false, "conv1"), "bn1"));
+  const int t = b.batchnorm(b.conv(x, 32, 1, 1, 0, false, "conv3"), "bn3");
+  const int shortcut = b.batchnorm(b.conv(x, 32, 1, 1, 0, false, "ds.0"), "ds.1");
+  const int sum = b.relu(b.add(t, shortcut));
+  const int u = b.batchnorm(b.conv(sum, 32, 3, 1, 1, false, "conv4"), "bn4");  // the next block
+  b.loss(b.linear(b.avgpool(b.relu(b.add(u, sum))), 10, true, "fc"));
+  TrainShape s;
+  s.model = "folded", s.batch = 4, s.train = false, s.dtype = dtype;
+  return TrainWorkload(s, std::make_shared<const ModelDesc>(b.build()));
+}
+
+Tensors drawn_batch_norms(const TrainWorkload& w) {
+  Tensors in = w.make_inputs();
+  auto named = [&in](const std::string& name) -> std::vector<float>& {
+    return std::find_if(in.begin(), in.end(), [&](const Tensor& t) { return t.name() == name; })
+        ->f32();
+  };
+  Rng rng(7);
+  std::vector<float>& params = named("params");
+  for (const ParamSlice& sl : w.model().params) {
+    if (sl.init == ParamSlice::Init::fan_in) continue;  // batch norm's weight (1) and bias (0)
+    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+      params[j] = (sl.init == ParamSlice::Init::ones ? 1.0f : 0.0f) + 0.5f * rng.uniform();
+  }
+  std::vector<float>& state = named("state");
+  for (const ParamSlice& sl : w.model().state)  // running means in +-0.5, variances in 0.5..1.5
+    for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
+      state[j] = (sl.init == ParamSlice::Init::ones ? 1.0f : 0.0f) + 0.5f * rng.uniform();
+  return in;
 }
 
 }  // namespace pb::testing

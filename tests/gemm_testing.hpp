@@ -43,4 +43,13 @@ ModelDesc small_model();
 // slowly, 0.1 diverges).
 TrainWorkload train_workload(const std::string& model, std::int64_t batch, bool train = true);
 
+// Inference (batch 4, in dtype) through a block laid out as a stage's first (conv3, bn3, then
+// the projection's conv and bn, the add, the ReLU) and one as the next (its add's residual the
+// block's input): every fusion of inference_fusions on the way.
+TrainWorkload folded_inference_workload(Dtype dtype);
+// The workload's inputs with its batch norms far from the identity: weights, biases and running
+// statistics drawn (under PyTorch's initial ones a batch norm is about the identity, so a wrong
+// fold of it into a convolution could pass a check).
+Tensors drawn_batch_norms(const TrainWorkload& w);
+
 }  // namespace pb::testing

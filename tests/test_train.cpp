@@ -801,40 +801,13 @@ TEST(TrainModel, InferenceFusionsOfResNet50) {
   }
 }
 
-// Inference with batch norms far from the identity (weights, biases and running statistics
-// drawn, not PyTorch's initial ones, under which a batch norm is about the identity), through a
-// block laid out as a stage's first (conv3, bn3, then the projection's conv and bn, the add, the
-// ReLU) and one as the next (its add's residual the block's input): each CPU backend's logits
-// equal the reference's, unfused, in each precision it has.
+// Inference with batch norms far from the identity through every fusion
+// (testing::folded_inference_workload and drawn_batch_norms): each CPU backend's logits equal
+// the reference's, unfused, in each precision it has; test_train_gpu holds the GPU's to it too.
 TEST(TrainModel, InferenceWithBatchNormFoldedIntoTheConvolutions) {
-  ModelBuilder b("folded", {3, 8, 8});
-  const int x = b.relu(b.batchnorm(b.conv(0, 16, 3, 1, 1, false, "conv1"), "bn1"));
-  const int t = b.batchnorm(b.conv(x, 32, 1, 1, 0, false, "conv3"), "bn3");
-  const int shortcut = b.batchnorm(b.conv(x, 32, 1, 1, 0, false, "ds.0"), "ds.1");
-  const int sum = b.relu(b.add(t, shortcut));
-  const int u = b.batchnorm(b.conv(sum, 32, 3, 1, 1, false, "conv4"), "bn4");  // the next block
-  b.loss(b.linear(b.avgpool(b.relu(b.add(u, sum))), 10, true, "fc"));
-  auto m = std::make_shared<const ModelDesc>(b.build());
   for (Dtype dt : {Dtype::fp32, Dtype::bf16}) {
-    TrainShape s;
-    s.model = m->name, s.batch = 4, s.train = false, s.dtype = dt;
-    const TrainWorkload w(s, m);
-    Tensors in = w.make_inputs();
-    auto named = [&in](const std::string& name) -> std::vector<float>& {
-      return std::find_if(in.begin(), in.end(), [&](const Tensor& t) { return t.name() == name; })
-          ->f32();
-    };
-    Rng rng(7);
-    std::vector<float>& params = named("params");
-    for (const ParamSlice& sl : m->params) {
-      if (sl.init == ParamSlice::Init::fan_in) continue;  // batch norm's weight (1) and bias (0)
-      for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
-        params[j] = (sl.init == ParamSlice::Init::ones ? 1.0f : 0.0f) + 0.5f * rng.uniform();
-    }
-    std::vector<float>& state = named("state");
-    for (const ParamSlice& sl : m->state)  // running means in +-0.5, variances in 0.5..1.5
-      for (std::int64_t j = sl.offset; j < sl.offset + sl.size(); ++j)
-        state[j] = (sl.init == ParamSlice::Init::ones ? 1.0f : 0.0f) + 0.5f * rng.uniform();
+    const TrainWorkload w = testing::folded_inference_workload(dt);
+    const Tensors in = testing::drawn_batch_norms(w);
     for (const char* backend : {"openblas", "onednn"}) {
       const bool dnn = std::string(backend) == "onednn";
       if ((dnn && !cpu::onednn::unavailable(dt).empty()) || (!dnn && dt != Dtype::fp32)) continue;

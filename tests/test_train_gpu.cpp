@@ -190,6 +190,36 @@ TEST(GpuTrainBf16, SmallModelsWithBiasesAndPoolingPassTheirChecks) {
     }
 }
 
+// Inference with batch norms far from the identity through every fusion
+// (testing::folded_inference_workload: the conv tail kernel folding a batch norm, adding a
+// residual, applying a ReLU), on each backend and dtype: the logits pass the workload's check
+// against the reference, unfused, and fail it against PyTorch's initial batch norms.
+TEST(GpuTrainFused, InferenceWithBatchNormFoldedIntoTheConvolutions) {
+  if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
+  struct Case {
+    const char* impl;
+    Dtype dtype;
+  };
+  for (const Case& k :
+       {Case{"kernels", Dtype::fp32}, Case{"cublas", Dtype::fp32}, Case{"cudnn", Dtype::fp32},
+        Case{"cublas_graph", Dtype::fp32}, Case{"cublas", Dtype::tf32}, Case{"cudnn", Dtype::tf32},
+        Case{"cudnn", Dtype::bf16}, Case{"cudnn_graph", Dtype::bf16}, Case{"cudnn", Dtype::fp16}}) {
+    const bool cudnn = std::string(k.impl).rfind("cudnn", 0) == 0;
+    if (cudnn && !gpu::cudnn_unavailable().empty()) continue;
+    if (k.dtype == Dtype::bf16 && gpu::probe().cc_major < 8) continue;
+    const TrainWorkload w = testing::folded_inference_workload(k.dtype);
+    const Tensors in = testing::drawn_batch_norms(w);
+    auto impl = gpu::make_impl("train", k.impl, w, 0);
+    impl->activate();
+    impl->prepare(in);
+    impl->run();
+    const Tensors out = impl->result();
+    const Check c = w.verify(in, out);
+    EXPECT_TRUE(c.ok) << k.impl << " " << to_string(k.dtype) << ": " << c.detail;
+    EXPECT_FALSE(w.verify(w.make_inputs(), out).ok) << k.impl << " " << to_string(k.dtype);
+  }
+}
+
 // The step replayed as a CUDA graph: three replays equal three plain steps (each replay starts
 // from the last one's parameters), and the case says it ran as a graph.
 TEST(GpuTrainGraph, ReplaysChainAsPlainStepsDo) {
