@@ -2,7 +2,8 @@
 (the GPU checks of the open issues under a time budget), tested here without a GPU: the bundle
 runs from another folder on its own libraries, finds CUDA's where a machine keeps them (the
 system's, PAIRBENCH_CUDA_LIBS, the nvidia-* wheels of python3's site-packages), and its GPU test
-programs run; gpu-targets says why it cannot run and rejects bad usage."""
+programs run; gpu-targets says why it cannot run, skips what its budget cannot hold and rejects
+bad usage; the scripts it runs say what broke (vs_torch_train, torch_venv)."""
 import os
 import shutil
 import subprocess
@@ -136,4 +137,26 @@ def test_gpu_targets_skips_what_its_budget_cannot_hold(tmp_path):
     log = (tmp_path / "out" / "gpu-targets.log").read_text()
     for step in ("gpu-check", "ResNet-50 bf16 vs torch", "ResNet-50 fp32", "compute-sanitizer"):
         assert f"{step}" in log and "left of the budget" in log, log
-    assert log.count(": skipped (") == 6 and "done: every step that ran passed" in log
+    assert log.count(": skipped (") == 7 and "done: every step that ran passed" in log
+
+
+def test_vs_torch_train_says_when_pairbench_broke(tmp_path):
+    # A pairbench that dies without a report: its last words and exit 1, not a traceback.
+    fake = tmp_path / "pairbench"
+    fake.write_text("#!/bin/sh\necho 'pairbench: error: the GPU fell off' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    python = tmp_path / "python"  # a python with torch, as far as the script asks
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
+    r = subprocess.run([str(ROOT / "scripts" / "vs_torch_train"), "1", "1", "mlp"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PAIRBENCH_BIN": str(fake),
+                            "PAIRBENCH_TORCH_PYTHON": str(python)})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "pairbench exited 1 in round 1" in r.stderr and "the GPU fell off" in r.stderr
+
+
+def test_torch_venv_refuses_a_python_without_torch():
+    r = subprocess.run([str(ROOT / "scripts" / "torch_venv")], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PAIRBENCH_TORCH_PYTHON": "/bin/false"})
+    assert r.returncode == 2 and "cannot import torch and torchvision" in r.stderr, r.stderr
