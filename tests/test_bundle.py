@@ -160,3 +160,20 @@ def test_torch_venv_refuses_a_python_without_torch():
     r = subprocess.run([str(ROOT / "scripts" / "torch_venv")], capture_output=True, text=True,
                        timeout=60, env={**os.environ, "PAIRBENCH_TORCH_PYTHON": "/bin/false"})
     assert r.returncode == 2 and "cannot import torch and torchvision" in r.stderr, r.stderr
+
+
+def test_vs_torch_train_says_when_torch_broke(tmp_path):
+    # pairbench's round done (a report with no cases), torch's half failing: torch's last words.
+    fake = tmp_path / "pairbench"
+    fake.write_text('#!/bin/sh\nfor a; do case $a in --report=*) '
+                    'echo \'{"pairbench": {"cases": []}}\' >"${a#--report=}";; esac; done\n')
+    fake.chmod(0o755)
+    python = tmp_path / "python"  # imports torch when asked; its training step dies
+    python.write_text('#!/bin/sh\n[ "$1" = -c ] && exit 0\necho "CUDA out of memory" >&2\nexit 1\n')
+    python.chmod(0o755)
+    r = subprocess.run([str(ROOT / "scripts" / "vs_torch_train"), "1", "1", "mlp"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PAIRBENCH_BIN": str(fake),
+                            "PAIRBENCH_TORCH_PYTHON": str(python)})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "torch's mlp failed in round 1" in r.stderr and "CUDA out of memory" in r.stderr
