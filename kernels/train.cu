@@ -89,19 +89,25 @@ __global__ void plane_means_kernel(Maps s, const T* x, T* out) {
   }
 }
 
-// A convolution's inference tail over its output y (maps m), in place: relu(batch norm(y) +
-// residual), each part optional (core/layers.hpp's conv_tail_at; the batch norm folded from its
-// running statistics at each value, as the CPU folds it once per channel).
+// A convolution's inference tail: its batch norm folded from the running statistics into a
+// scale and shift per channel (fold: k of each), then relu(scale y + shift + residual) over its
+// output y (maps m), in place, each part optional (fold null: no batch norm). The per-value math
+// is core/layers.hpp's, the CPU's.
 template <class T>
-__global__ void conv_tail_kernel(Maps m, ConvTail<T, float> t, T* y) {
+__global__ void bn_fold_kernel(ConvTail<T, float> t, std::int64_t k, float* fold) {
+  PB_GRID_STRIDE(ch, k) {
+    bn_fold_at(t.weight[ch], t.bias[ch], t.mean[ch], t.var[ch], t.eps, fold + ch, fold + k + ch);
+  }
+}
+
+template <class T>
+__global__ void conv_tail_kernel(Maps m, ConvTail<T, float> t, const float* fold, T* y) {
   PB_GRID_STRIDE(e, m.size()) {
     const std::int64_t ch = m.channel(e);
-    float scale = 1.0f, shift = 0.0f;
-    if (t.weight)
-      bn_fold_at(t.weight[ch], t.bias[ch], t.mean[ch], t.var[ch], t.eps, &scale, &shift);
     const float r = t.residual ? to_f32(t.residual[e]) : 0.0f;
-    y[e] = from_f32<T>(conv_tail_at(to_f32(y[e]), t.weight != nullptr, scale, shift,
-                                    t.residual != nullptr, r, t.relu));
+    y[e] =
+        from_f32<T>(conv_tail_at(to_f32(y[e]), fold != nullptr, fold ? fold[ch] : 1.0f,
+                                 fold ? fold[m.c + ch] : 0.0f, t.residual != nullptr, r, t.relu));
   }
 }
 
@@ -213,8 +219,23 @@ class GpuOps {
   void conv_fused(const ConvShape& s, const float* x, const float* w, const float* b,
                   const ConvTail<float, float>& t, float* out) {
     conv(s, x, w, b, out, nullptr);
-    launch(stream_, conv_tail_kernel<float>, s.n * s.k * s.pq(), Maps{s.n, s.k, s.pq(), false}, t,
-           out);
+    conv_tail(Maps{s.n, s.k, s.pq(), false}, t, out);
+  }
+  // A tail over maps m of y (either layout, any element type): the batch norm's fold into
+  // scratch of 2 c floats (sized in the first step, untimed), then one pass.
+  template <class T>
+  void conv_tail(const Maps& m, const ConvTail<T, float>& t, T* y) {
+    float* fold = nullptr;
+    if (t.weight) {
+      if (2 * m.c > fold_floats_) {
+        PB_CUDA(cudaStreamSynchronize(stream_));
+        fold_ = DeviceBuffer<float>(), fold_floats_ = 0;
+        fold_ = DeviceBuffer<float>(2 * m.c), fold_floats_ = 2 * m.c;
+      }
+      fold = fold_.data();
+      launch(stream_, bn_fold_kernel<T>, m.c, t, m.c, fold);
+    }
+    launch(stream_, conv_tail_kernel<T>, m.size(), m, t, static_cast<const float*>(fold), y);
   }
   // cuDNN's plan for the shape and layout (CudnnConvolution), made in the first step (untimed)
   // and kept only if it works, run on the workspace every plan shares.
@@ -331,9 +352,9 @@ class GpuOps {
   Backend backend_;
   Dtype math_;
   CublasHandle cublas_;
-  DeviceMem cublas_workspace_;  // fix_cublas_workspace's
-  DeviceBuffer<float> col_;
-  std::int64_t col_floats_ = 0;
+  DeviceMem cublas_workspace_;      // fix_cublas_workspace's
+  DeviceBuffer<float> col_, fold_;  // im2col's columns; a tail's batch norm folded (conv_tail)
+  std::int64_t col_floats_ = 0, fold_floats_ = 0;
   std::map<PlanKey, std::unique_ptr<CudnnConvolution>> plans_;
   DeviceMem workspace_;  // the largest any plan needs, shared
   std::size_t workspace_bytes_ = 0;
@@ -406,7 +427,7 @@ class GpuLowOps {
   void conv_fused(const ConvShape& s, const T* x, const float* w, const float* b,
                   const ConvTail<T, float>& t, T* out) {
     conv(s, x, w, b, out, nullptr);
-    launch(stream_, conv_tail_kernel<T>, s.n * s.k * s.pq(), Maps{s.n, s.k, s.pq(), true}, t, out);
+    f32_.conv_tail(Maps{s.n, s.k, s.pq(), true}, t, out);
   }
   // bwd_filter: cuDNN's KRSC gradient in T, converted to the fp32 KCRS one; db where s.bias.
   void conv(const ConvShape& s, const T* x, const T* dy, const float*, float* dw, float* db) {
