@@ -35,6 +35,13 @@ def in_bundle(bundle, script, env=None):
                           env={**os.environ, **(env or {})})
 
 
+def script(path, body):
+    """An executable shell script at path."""
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
 def test_the_bundle_runs_on_its_own_libraries_from_anywhere(bundle):
     r = subprocess.run([str(bundle / "pairbench"), "--suite=quick", "--list"],
                        capture_output=True, text=True, timeout=120)
@@ -73,8 +80,7 @@ def test_cuda_libraries_are_found_where_a_machine_keeps_them(bundle, tmp_path):
     (wheel / "libpbtest_b.so.2").write_bytes(b"")
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "python3").write_text(f"#!/bin/sh\necho {tmp_path / 'site'}\n")
-    (fake / "python3").chmod(0o755)
+    script(fake / "python3", f"echo {tmp_path / 'site'}\n")  # its site-packages
     r = in_bundle(bundle, 'echo "$LD_LIBRARY_PATH"',
                   env={"PATH": f"{fake}:{os.environ['PATH']}", "PAIRBENCH_CUDA_LIBS": str(given),
                        "LD_LIBRARY_PATH": "/before"})
@@ -127,9 +133,7 @@ def test_gpu_targets_rejects_bad_usage(args, message, tmp_path):
 
 def test_gpu_targets_skips_what_its_budget_cannot_hold(tmp_path):
     # A pairbench that sees a GPU, and a budget too small for any step: each is said skipped.
-    fake = tmp_path / "pairbench"
-    fake.write_text("#!/bin/sh\necho gemm/gpu/cublas/m=256,n=256,k=256,dtype=fp32\n")
-    fake.chmod(0o755)
+    fake = script(tmp_path / "pairbench", "echo gemm/gpu/cublas/m=256,n=256,k=256,dtype=fp32\n")
     r = subprocess.run([str(ROOT / "scripts" / "gpu-targets"), str(tmp_path / "out"), "20"],
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PAIRBENCH_BIN": str(fake)})
@@ -140,40 +144,35 @@ def test_gpu_targets_skips_what_its_budget_cannot_hold(tmp_path):
     assert log.count(": skipped (") == 7 and "done: every step that ran passed" in log
 
 
+def vs_torch_train(tmp_path, pairbench_body, python_body):
+    """scripts/vs_torch_train on the MLP, one round, with a fake pairbench and a fake python
+    that has torch as far as the script asks."""
+    return subprocess.run([str(ROOT / "scripts" / "vs_torch_train"), "1", "1", "mlp"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ,
+                               "PAIRBENCH_BIN": str(script(tmp_path / "pairbench", pairbench_body)),
+                               "PAIRBENCH_TORCH_PYTHON": str(script(tmp_path / "python",
+                                                                    python_body))})
+
+
 def test_vs_torch_train_says_when_pairbench_broke(tmp_path):
     # A pairbench that dies without a report: its last words and exit 1, not a traceback.
-    fake = tmp_path / "pairbench"
-    fake.write_text("#!/bin/sh\necho 'pairbench: error: the GPU fell off' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    python = tmp_path / "python"  # a python with torch, as far as the script asks
-    python.write_text("#!/bin/sh\nexit 0\n")
-    python.chmod(0o755)
-    r = subprocess.run([str(ROOT / "scripts" / "vs_torch_train"), "1", "1", "mlp"],
-                       capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PAIRBENCH_BIN": str(fake),
-                            "PAIRBENCH_TORCH_PYTHON": str(python)})
+    r = vs_torch_train(tmp_path, "echo 'pairbench: error: the GPU fell off' >&2\nexit 1\n",
+                       "exit 0\n")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "pairbench exited 1 in round 1" in r.stderr and "the GPU fell off" in r.stderr
+
+
+def test_vs_torch_train_says_when_torch_broke(tmp_path):
+    # pairbench's round done (a report with no cases), torch's half failing: torch's last words.
+    r = vs_torch_train(tmp_path, 'for a; do case $a in --report=*) '
+                                 'echo \'{"pairbench": {"cases": []}}\' >"${a#--report=}";; esac; done\n',
+                       '[ "$1" = -c ] && exit 0\necho "CUDA out of memory" >&2\nexit 1\n')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "torch's mlp failed in round 1" in r.stderr and "CUDA out of memory" in r.stderr
 
 
 def test_torch_venv_refuses_a_python_without_torch():
     r = subprocess.run([str(ROOT / "scripts" / "torch_venv")], capture_output=True, text=True,
                        timeout=60, env={**os.environ, "PAIRBENCH_TORCH_PYTHON": "/bin/false"})
     assert r.returncode == 2 and "cannot import torch and torchvision" in r.stderr, r.stderr
-
-
-def test_vs_torch_train_says_when_torch_broke(tmp_path):
-    # pairbench's round done (a report with no cases), torch's half failing: torch's last words.
-    fake = tmp_path / "pairbench"
-    fake.write_text('#!/bin/sh\nfor a; do case $a in --report=*) '
-                    'echo \'{"pairbench": {"cases": []}}\' >"${a#--report=}";; esac; done\n')
-    fake.chmod(0o755)
-    python = tmp_path / "python"  # imports torch when asked; its training step dies
-    python.write_text('#!/bin/sh\n[ "$1" = -c ] && exit 0\necho "CUDA out of memory" >&2\nexit 1\n')
-    python.chmod(0o755)
-    r = subprocess.run([str(ROOT / "scripts" / "vs_torch_train"), "1", "1", "mlp"],
-                       capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PAIRBENCH_BIN": str(fake),
-                            "PAIRBENCH_TORCH_PYTHON": str(python)})
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "torch's mlp failed in round 1" in r.stderr and "CUDA out of memory" in r.stderr
