@@ -2,15 +2,42 @@
 """The one-screen verdict of scripts/gpu-check: gpu_verdict.py REPORT [--tests-failed N]
 
 Prints the GPU as the probe saw it, how many GPU cases verified, each GPU case that did not
-(with its message), each figure above the GPU's ceilings (context.ceilings), what the cuBLAS cases actually ran (math notes), the GPU's speedups over
-the CPU at like precision, the epoch projection per device, a warning when the machine changed
+(with its message), each figure above the GPU's ceilings (context.ceilings), what the cuBLAS
+cases actually ran (math notes), the GPU's speedups over the CPU at like precision, each
+convolution where im2col + cuBLAS beat cuDNN's choice (with cuDNN's algorithm and its own
+search's time for it), the epoch projection per device, a warning when the machine changed
 speed under the run (the speedups move with it), and a last line `verdict: OK` or
 `verdict: FAILED (...)`.
 Exit codes: 0 OK; 1 FAILED; 2 bad input; 3 the report has no usable GPU."""
 import argparse
+import re
 import sys
 
 import pbreport
+
+
+def im2col_beat_cudnn(gpu_cases):
+    """One line for each convolution (shape, pass, dtype) where im2col + cuBLAS ran faster than
+    cuDNN's choice: both times, the algorithm cuDNN ran and, where the case's detail has it, the
+    time cuDNN's own search (Find) measured for it. Set side by side, a Find time far below the
+    case's says the case timed something Find did not (launch gaps, the workspace, the data)."""
+    pairs = {}
+    for c in gpu_cases:
+        if c["op"] == "conv" and c["status"] == "ok" and c["impl"] in ("cudnn", "im2col"):
+            pairs.setdefault(c["name"].split("/", 3)[3], {})[c["impl"]] = c
+    lines = []
+    for shape, pair in sorted(pairs.items()):
+        if len(pair) < 2 or pair["im2col"]["time"]["median_s"] >= pair["cudnn"]["time"]["median_s"]:
+            continue
+        detail = pair["cudnn"].get("impl_detail", "")
+        algo = detail.split(": ", 1)[1].split(",")[0] if ": " in detail else "?"
+        found = re.search(r"Find: \S+ ([0-9.]+) ms", detail)
+        lines.append(f"  im2col beat cuDNN on {shape}: "
+                     f"{pair['im2col']['time']['median_s'] * 1e6:.1f} vs "
+                     f"{pair['cudnn']['time']['median_s'] * 1e6:.1f} us (cuDNN ran {algo}"
+                     + (f"; its Find timed it at {float(found.group(1)) * 1e3:.1f} us" if found
+                        else "") + ")")
+    return lines
 
 
 def verdict(doc, tests_failed=0):
@@ -39,6 +66,7 @@ def verdict(doc, tests_failed=0):
                           "speedup_gpu_tf32_vs_cpu_fp32") if k in row)
         if like:
             lines.append(f"  speedup {row['op']} {row['shape']}: {like}")
+    lines += im2col_beat_cudnn(gpu)
     for line in pbreport.projection_lines(doc):
         lines.append(f"  one ImageNet-1k epoch, {line}")
     if pbreport.drift_line(doc):  # a shared or throttled host: right answers, unsteady times

@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import H100_SAMPLE, ROOT
 import gpu_verdict
+import pbreport
 
 GPU_CONTEXT = {"gpu_available": True, "gpu_name": "NVIDIA H100 80GB HBM3",
                "gpu_compute_capability": "9.0", "gpu_sms": 132, "gpu_memory_bytes": 85e9,
@@ -100,3 +101,20 @@ def test_a_figure_above_the_gpus_ceiling_fails_the_check(quick_reports):
     assert code == 1 and "1 GPU figure(s) above the GPU's ceilings" in lines[-1], lines
     assert any(l.startswith(f"  impossible: {case['name']}: 70000.0 above the fp32 ceiling 66900.0")
                for l in lines)
+
+
+def test_the_verdict_names_each_layer_where_im2col_beat_cudnn():
+    # The H100's first run (2026-11-22): im2col + cuBLAS beat cuDNN's choice on 8 of the 21
+    # layer-passes both ran, every one at batch 1.
+    doc = pbreport.load(H100_SAMPLE)
+    lines, _ = gpu_verdict.verdict(doc)
+    beat = [l for l in lines if "im2col beat cuDNN" in l]
+    assert len(beat) == 8 and all("batch=1," in l for l in beat), beat
+    slow = "dir=fwd,batch=1,c=256,h=14,w=14,k=256,r=3,stride=1,pad=1,dtype=fp32"
+    assert f"  im2col beat cuDNN on {slow}: 29.5 vs 96.2 us (cuDNN ran winograd_nonfused)" in beat
+    # Where the case's detail carries Find's ranking (every run since that one), its time too.
+    case = next(c for c in doc["pairbench"]["cases"] if c["name"] == f"conv/gpu/cudnn/{slow}")
+    case["impl_detail"] += "; Find: winograd_nonfused 0.031 ms, runner-up algo_1 0.052 ms"
+    lines, _ = gpu_verdict.verdict(doc)
+    assert any(l.endswith("(cuDNN ran winograd_nonfused; its Find timed it at 31.0 us)")
+               for l in lines), lines
