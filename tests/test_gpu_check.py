@@ -118,3 +118,24 @@ def test_the_verdict_names_each_layer_where_im2col_beat_cudnn():
     lines, _ = gpu_verdict.verdict(doc)
     assert any(l.endswith("(cuDNN ran winograd_nonfused; its Find timed it at 31.0 us)")
                for l in lines), lines
+
+
+def test_without_jsonschema_the_exit_code_still_says_it_all(tmp_path):
+    # As on the lent H200, whose python has no jsonschema: a pairbench that sees a GPU and
+    # passes, then one whose case fails its check (exit 1).
+    for code, expect in ((0, 0), (1, 1)):
+        fake = tmp_path / f"pairbench{code}"
+        fake.write_text("#!/bin/sh\ncase \"$*\" in *--list*) echo gemm/gpu/cublas/m=8;; "
+                        f"*) echo '{{}}' >\"${{3#--report=}}\"; exit {code};; esac\n")
+        fake.chmod(0o755)
+        python = tmp_path / "python"  # no jsonschema: every -c import fails
+        python.write_text("#!/bin/sh\nexit 1\n")
+        python.chmod(0o755)
+        r = subprocess.run([str(ROOT / "scripts" / "gpu-check")], capture_output=True, text=True,
+                           timeout=120,
+                           env={**os.environ, "PAIRBENCH_BIN": str(fake),
+                                "PAIRBENCH_PYTHON": str(python),
+                                "PAIRBENCH_RESULTS": str(tmp_path / "results")})
+        assert r.returncode == expect, r.stdout + r.stderr
+        assert f"pairbench exited {code}" in r.stdout and "no verdict here" in r.stdout
+        assert list((tmp_path / "results").glob("gpu-check-*.json"))  # where it was told
