@@ -647,7 +647,8 @@ class GpuTrain : public GpuImpl {
   std::string detail() const override {
     const std::string algos = ops_.detail();
     std::string how =
-        h2d_     ? "batch copied from pinned host memory in each step"
+        h2d_ ? "batch (" + std::to_string(s_.batch * (m_.input.size() + 1) * 4) +
+                   " B) copied from pinned host memory in each step"
         : graph_ ? "replayed as one CUDA graph of " + std::to_string(graph_nodes_) + " nodes"
                  : "";
     const std::string note = math_note(s_.dtype);  // tf32 where the GPU or the override says no

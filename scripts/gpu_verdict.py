@@ -5,7 +5,8 @@ Prints the GPU as the probe saw it, how many GPU cases verified, each GPU case t
 (with its message), each figure above the GPU's ceilings (context.ceilings), what the cuBLAS
 cases actually ran (math notes), the GPU's speedups over the CPU at like precision, each
 convolution where im2col + cuBLAS beat cuDNN's choice (with cuDNN's algorithm and its own
-search's time for it), the epoch projection per device, a warning when the machine changed
+search's time for it), what copying the batch added to each end-to-end step against the copy's
+own time, the epoch projection per device, a warning when the machine changed
 speed under the run (the speedups move with it), and a last line `verdict: OK` or
 `verdict: FAILED (...)`.
 Exit codes: 0 OK; 1 FAILED; 2 bad input; 3 the report has no usable GPU."""
@@ -40,6 +41,29 @@ def im2col_beat_cudnn(gpu_cases):
     return lines
 
 
+def copy_in_the_step(gpu_cases):
+    """One line for each end-to-end step (an _h2d case beside its plain twin): what copying the
+    batch added to the step, against what the copy alone takes at the run's best pinned
+    host-to-device bandwidth (the transfer cases)."""
+    best = max((c["gbs"] for c in gpu_cases if c["status"] == "ok" and c["op"] == "transfer"
+                and "dir=h2d,host=pinned" in c["name"]), default=0.0)
+    by_name = {c["name"]: c for c in gpu_cases if c["status"] == "ok"}
+    lines = []
+    for c in gpu_cases:
+        if c["op"] != "train" or c["status"] != "ok" or not c["impl"].endswith("_h2d"):
+            continue
+        plain = by_name.get(c["name"].replace(f"/{c['impl']}/", f"/{c['impl'][:-4]}/"))
+        copied = re.search(r"batch \((\d+) B\) copied", c.get("impl_detail", ""))
+        if not plain or not copied:
+            continue
+        added = (c["time"]["median_s"] - plain["time"]["median_s"]) * 1e6
+        nbytes = int(copied.group(1))
+        alone = f"; alone at {best:.1f} GB/s: {nbytes / best / 1e3:.1f} us" if best else ""
+        lines.append(f"  copy in the step: {c['impl']} {c['name'].split('/', 3)[3]}: "
+                     f"{added:+.1f} us for {nbytes / 1e6:.2f} MB{alone}")
+    return lines
+
+
 def verdict(doc, tests_failed=0):
     """(lines, exit code) for a report."""
     ctx = doc["context"]
@@ -66,7 +90,7 @@ def verdict(doc, tests_failed=0):
                           "speedup_gpu_tf32_vs_cpu_fp32") if k in row)
         if like:
             lines.append(f"  speedup {row['op']} {row['shape']}: {like}")
-    lines += im2col_beat_cudnn(gpu)
+    lines += im2col_beat_cudnn(gpu) + copy_in_the_step(gpu)
     for line in pbreport.projection_lines(doc):
         lines.append(f"  one ImageNet-1k epoch, {line}")
     if pbreport.drift_line(doc):  # a shared or throttled host: right answers, unsteady times

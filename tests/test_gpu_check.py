@@ -139,3 +139,21 @@ def test_without_jsonschema_the_exit_code_still_says_it_all(tmp_path):
         assert r.returncode == expect, r.stdout + r.stderr
         assert f"pairbench exited {code}" in r.stdout and "no verdict here" in r.stdout
         assert list((tmp_path / "results").glob("gpu-check-*.json"))  # where it was told
+
+
+def test_the_verdict_sets_the_copy_in_each_step_beside_the_copy_alone():
+    # The H100's first run (2026-11-22): copying the CNN's batch 128 (1.57 MB) added 246 us to
+    # its step, where the copy alone takes 29 us at the run's best pinned 54.4 GB/s. Its
+    # records predate the copied bytes in the detail: written in here as the step says them.
+    doc = pbreport.load(H100_SAMPLE)
+    for c in doc["pairbench"]["cases"]:
+        if c["impl"].endswith("_h2d"):
+            inputs = {"mlp": 784, "cnn": 3 * 32 * 32}[c["shape"]["model"]]
+            copied = int(c["shape"]["batch"]) * (inputs + 1) * 4
+            c["impl_detail"] = c["impl_detail"].replace("batch copied",
+                                                        f"batch ({copied} B) copied")
+    lines, _ = gpu_verdict.verdict(doc)
+    copies = [l for l in lines if l.startswith("  copy in the step: ")]
+    assert len(copies) == 8, copies
+    assert ("  copy in the step: cudnn_h2d model=cnn,pass=train,batch=128,dtype=fp32: +246.2 us "
+            "for 1.57 MB; alone at 54.4 GB/s: 28.9 us") in copies
