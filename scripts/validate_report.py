@@ -8,8 +8,6 @@ import math
 import pathlib
 import sys
 
-import jsonschema
-
 SCHEMA = pathlib.Path(__file__).resolve().parent.parent / "reports" / "report.schema.json"
 
 
@@ -109,6 +107,8 @@ def impossible_figures(doc):
 
 def problems(doc):
     """Every way doc fails to be a pairbench report, as one line each."""
+    import jsonschema  # here, not above: the modules that read reports work without it
+
     schema = json.loads(SCHEMA.read_text())
     out = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
            for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
