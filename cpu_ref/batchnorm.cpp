@@ -1,9 +1,9 @@
 // Batch normalization (core/batchnorm.hpp) on the CPU:
-//   omp    - core/layers.hpp's batchnorm_forward/backward on the case's threads: a channel a
-//            thread, two passes over it for the statistics, the sums in double
+//   omp    - the loops tuned for the CPU (tuned_batchnorm_forward/backward, which the fp32
+//            training steps use too) on the case's threads
 //   onednn - oneDNN's batch normalization primitive (OnednnBatchNorm, which the bf16 training
 //            step uses too), fp32 NCHW
-// and the fp32 oneDNN training step's NHWC kernel (batchnorm_nhwc_forward/backward).
+// core/layers.hpp's plain loops (sums in double at every value) are the reference's.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -158,6 +158,67 @@ void nhwc_sums(const Maps& s, double* sums, int threads, F f) {
   }
 }
 
+// Channel ch's statistics from its sums of d = x - k and of d^2 over m values (k its first
+// value): mean and invstd kept for the backward pass, the running statistics moved.
+void statistics_at(const BnShape& s, std::int64_t ch, float k, double sum_d, double sum_d2,
+                   float* mean, float* invstd, float* running_mean, float* running_var) {
+  const auto m = static_cast<double>(s.count());
+  const double d = sum_d / m, var = std::max(sum_d2 / m - d * d, 0.0);
+  mean[ch] = static_cast<float>(k + d);
+  invstd[ch] = static_cast<float>(1 / std::sqrt(var + double(s.eps)));
+  bn_running_at(s, mean[ch], static_cast<float>(var), running_mean + ch, running_var + ch);
+}
+
+// Channel ch's forward pass as y = scale x + shift, from the batch's statistics (train) or the
+// running ones.
+void scale_shift_at(const BnShape& s, bool train, std::int64_t ch, const float* weight,
+                    const float* bias, const float* mean, const float* invstd,
+                    const float* running_mean, const float* running_var, float* scale,
+                    float* shift) {
+  const double is = train ? invstd[ch] : 1 / std::sqrt(double(running_var[ch]) + double(s.eps));
+  const double mu = train ? mean[ch] : running_mean[ch];
+  *scale = static_cast<float>(weight[ch] * is);
+  *shift = static_cast<float>(bias[ch] - mu * weight[ch] * is);
+}
+
+// Channel ch's backward pass from its sums of dy and dy (x - mean): dbias and dweight, and dx as
+// p dy + q (x - mean) + r, which is weight invstd (dy - (dbias + xhat dweight) / m) with
+// xhat = (x - mean) invstd (x - mean first: no cancellation where the mean is large).
+struct DxTerms {
+  float p, q, r;
+};
+DxTerms backward_at(const BnShape& s, std::int64_t ch, const float* weight, const float* invstd,
+                    double sum_dy, double sum_dy_xc, float* dweight, float* dbias) {
+  const auto m = static_cast<double>(s.count());
+  const double is = invstd[ch], db = sum_dy, dw = sum_dy_xc * is, wi = weight[ch] * is;
+  dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
+  return {static_cast<float>(wi), static_cast<float>(-wi * is * dw / m),
+          static_cast<float>(-wi * db / m)};
+}
+
+// NCHW: over channel ch, the sums of u = a - ka and of u (b - kb), in float over blocks of values
+// of a plane (vectorized) and then in double.
+constexpr std::int64_t kBlockValues = 512;
+void nchw_sums(const Maps& s, std::int64_t ch, const float* a, float ka, const float* b, float kb,
+               double* sum_u, double* sum_uv) {
+  *sum_u = *sum_uv = 0;
+  for (std::int64_t image = 0; image < s.n; ++image) {
+    const std::int64_t plane = (image * s.c + ch) * s.hw;
+    for (std::int64_t i0 = 0; i0 < s.hw; i0 += kBlockValues) {
+      const float* __restrict pa = a + plane + i0;
+      const float* __restrict pb = b + plane + i0;
+      const std::int64_t len = std::min(s.hw - i0, kBlockValues);
+      float su = 0, suv = 0;
+#pragma omp simd reduction(+ : su, suv)
+      for (std::int64_t i = 0; i < len; ++i) {
+        const float u = pa[i] - ka;
+        su += u, suv += u * (pb[i] - kb);
+      }
+      *sum_u += su, *sum_uv += suv;
+    }
+  }
+}
+
 // y = max(scale x + shift, floor) per channel over NHWC maps.
 void nhwc_affine(const Maps& s, const float* x, const float* scale, const float* shift, float floor,
                  float* y, int threads) {
@@ -173,11 +234,36 @@ void nhwc_affine(const Maps& s, const float* x, const float* scale, const float*
 
 }  // namespace
 
-void batchnorm_nhwc_forward(const BnShape& s, bool train, const float* x, const float* weight,
-                            const float* bias, float* y, float* mean, float* invstd,
-                            float* running_mean, float* running_var, int threads) {
+void tuned_batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
+                             const float* bias, float* y, float* mean, float* invstd,
+                             float* running_mean, float* running_var, int threads) {
   const std::int64_t c = s.c;
-  const auto m = static_cast<double>(s.count());
+  const float floor = s.relu ? 0.0f : -std::numeric_limits<float>::infinity();
+  if (!s.channels_last) {  // a channel a thread: its sums, then its y while it is in cache
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      if (train) {
+        const float k = x[s.at(ch, 0)];
+        double sum_d = 0, sum_d2 = 0;
+        nchw_sums(s, ch, x, k, x, k, &sum_d, &sum_d2);
+        statistics_at(s, ch, k, sum_d, sum_d2, mean, invstd, running_mean, running_var);
+      }
+      float scale = 0, shift = 0;
+      scale_shift_at(s, train, ch, weight, bias, mean, invstd, running_mean, running_var, &scale,
+                     &shift);
+      for (std::int64_t image = 0; image < s.n; ++image) {
+        const std::int64_t plane = (image * c + ch) * s.hw;
+        const float* __restrict in = x + plane;
+        float* __restrict out = y + plane;
+#pragma omp simd
+        for (std::int64_t i = 0; i < s.hw; ++i) {  // std::max(v, floor) (NaN passes), vectorized
+          const float v = scale * in[i] + shift;
+          out[i] = v < floor ? floor : v;
+        }
+      }
+    }
+    return;
+  }
   std::vector<float> scale(static_cast<std::size_t>(c)), shift(scale.size());
   if (train) {
     // Sums of x - k and (x - k)^2, k each channel's first value (near its mean: no cancellation).
@@ -191,44 +277,48 @@ void batchnorm_nhwc_forward(const BnShape& s, bool train, const float* x, const 
                   a[ch] += d, b[ch] += d * d;
                 }
               });
-    for (std::int64_t ch = 0; ch < c; ++ch) {
-      const double d = sums[ch] / m, var = std::max(sums[c + ch] / m - d * d, 0.0);
-      mean[ch] = static_cast<float>(k[ch] + d);
-      invstd[ch] = static_cast<float>(1 / std::sqrt(var + double(s.eps)));
-      bn_running_at(s, mean[ch], static_cast<float>(var), running_mean + ch, running_var + ch);
-    }
+    for (std::int64_t ch = 0; ch < c; ++ch)
+      statistics_at(s, ch, k[ch], sums[ch], sums[c + ch], mean, invstd, running_mean, running_var);
   }
-  for (std::int64_t ch = 0; ch < c; ++ch) {
-    const double is = train ? invstd[ch] : 1 / std::sqrt(double(running_var[ch]) + double(s.eps));
-    const double mu = train ? mean[ch] : running_mean[ch];
-    scale[ch] = static_cast<float>(weight[ch] * is);
-    shift[ch] = static_cast<float>(bias[ch] - mu * weight[ch] * is);
-  }
-  nhwc_affine(s, x, scale.data(), shift.data(),
-              s.relu ? 0.0f : -std::numeric_limits<float>::infinity(), y, threads);
+  for (std::int64_t ch = 0; ch < c; ++ch)
+    scale_shift_at(s, train, ch, weight, bias, mean, invstd, running_mean, running_var, &scale[ch],
+                   &shift[ch]);
+  nhwc_affine(s, x, scale.data(), shift.data(), floor, y, threads);
 }
 
-void batchnorm_nhwc_backward(const BnShape& s, const float* x, const float* weight,
-                             const float* mean, const float* invstd, const float* dy, float* dx,
-                             float* dweight, float* dbias, int threads) {
+void tuned_batchnorm_backward(const BnShape& s, const float* x, const float* weight,
+                              const float* mean, const float* invstd, const float* dy, float* dx,
+                              float* dweight, float* dbias, int threads) {
   const std::int64_t c = s.c;
-  const auto m = static_cast<double>(s.count());
+  if (!s.channels_last) {  // a channel a thread: its sums, then its dx while it is in cache
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      const float mu = mean[ch];
+      double sum_dy = 0, sum_dy_xc = 0;
+      nchw_sums(s, ch, dy, 0.0f, x, mu, &sum_dy, &sum_dy_xc);
+      const DxTerms t = backward_at(s, ch, weight, invstd, sum_dy, sum_dy_xc, dweight, dbias);
+      if (!dx) continue;
+      for (std::int64_t image = 0; image < s.n; ++image) {
+        const std::int64_t plane = (image * c + ch) * s.hw;
+        const float* __restrict g = dy + plane;
+        const float* __restrict in = x + plane;
+        float* __restrict out = dx + plane;
+#pragma omp simd
+        for (std::int64_t i = 0; i < s.hw; ++i) out[i] = t.p * g[i] + t.q * (in[i] - mu) + t.r;
+      }
+    }
+    return;
+  }
   std::vector<double> sums(static_cast<std::size_t>(2 * c));
   nhwc_sums(s, sums.data(), threads, [&](std::int64_t e, float* __restrict a, float* __restrict b) {
     const float* __restrict g = dy + e;
     const float* __restrict in = x + e;
     for (std::int64_t ch = 0; ch < c; ++ch) a[ch] += g[ch], b[ch] += g[ch] * (in[ch] - mean[ch]);
   });
-  // dx = weight invstd (dy - (dbias + xhat dweight) / m), xhat = (x - mean) invstd: per channel
-  // dx = p dy + q (x - mean) + r (x - mean first: no cancellation where the mean is large).
   std::vector<float> p(static_cast<std::size_t>(c)), q(p.size()), r(p.size());
   for (std::int64_t ch = 0; ch < c; ++ch) {
-    const double is = invstd[ch], db = sums[ch], dw = sums[c + ch] * is;
-    dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
-    const double wi = weight[ch] * is;
-    p[ch] = static_cast<float>(wi);
-    q[ch] = static_cast<float>(-wi * is * dw / m);
-    r[ch] = static_cast<float>(-wi * db / m);
+    const DxTerms t = backward_at(s, ch, weight, invstd, sums[ch], sums[c + ch], dweight, dbias);
+    p[ch] = t.p, q[ch] = t.q, r[ch] = t.r;
   }
   if (!dx) return;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -282,11 +372,12 @@ class OmpBatchNorm : public BatchNormCase {
   }
   void run() override {
     if (s_.dir == BnDir::bwd)
-      batchnorm_backward(m_, x_.data(), w_.data(), mean_.data(), invstd_.data(), dy_.data(),
-                         out_.data(), dw_.data(), db_.data());
+      tuned_batchnorm_backward(m_, x_.data(), w_.data(), mean_.data(), invstd_.data(), dy_.data(),
+                               out_.data(), dw_.data(), db_.data(), threads_);
     else
-      batchnorm_forward(m_, s_.dir == BnDir::fwd, x_.data(), w_.data(), b_.data(), out_.data(),
-                        mean_.data(), invstd_.data(), rm_.data(), rv_.data());
+      tuned_batchnorm_forward(m_, s_.dir == BnDir::fwd, x_.data(), w_.data(), b_.data(),
+                              out_.data(), mean_.data(), invstd_.data(), rm_.data(), rv_.data(),
+                              threads_);
   }
 
  private:

@@ -183,17 +183,18 @@ class OnednnBatchNorm {
   std::unique_ptr<State> st_;
 };
 std::vector<ImplSpec> batchnorm_impls();
-// Batch normalization over NHWC fp32 maps with core/layers.hpp's semantics (mean and invstd kept
-// for the backward pass), tuned for the CPU (the oneDNN training step's): forward in two passes
-// (the statistics from sums shifted by each channel's first value, then y) and backward in two,
-// each pass vectorized along the channels, the sums in float over blocks of rows and then in
-// double; on `threads` threads.
-void batchnorm_nhwc_forward(const BnShape& s, bool train, const float* x, const float* weight,
-                            const float* bias, float* y, float* mean, float* invstd,
-                            float* running_mean, float* running_var, int threads);
-void batchnorm_nhwc_backward(const BnShape& s, const float* x, const float* weight,
-                             const float* mean, const float* invstd, const float* dy, float* dx,
-                             float* dweight, float* dbias, int threads);
+// Batch normalization over fp32 maps, NCHW or NHWC, with core/layers.hpp's semantics (mean and
+// invstd kept for the backward pass), tuned for the CPU: forward in two passes (the statistics
+// from sums shifted by each channel's first value, then y) and backward in two (the sums, then
+// dx), the sums in float over blocks of values and then in double, every pass vectorized (NHWC:
+// along the channels, the rows split over the threads; NCHW: along each plane, a channel a
+// thread, its second pass while the channel is in cache); on `threads` threads.
+void tuned_batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
+                             const float* bias, float* y, float* mean, float* invstd,
+                             float* running_mean, float* running_var, int threads);
+void tuned_batchnorm_backward(const BnShape& s, const float* x, const float* weight,
+                              const float* mean, const float* invstd, const float* dy, float* dx,
+                              float* dweight, float* dbias, int threads);
 
 // One image's column matrix (crs x pq) from x (c x h x w), and back, summing (col2im).
 void im2col_omp(const ConvShape& s, const float* x, float* col, int threads);

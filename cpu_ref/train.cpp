@@ -194,23 +194,17 @@ class CpuOps : public HostOps<float> {
         threads_(threads),
         tmp_(static_cast<std::size_t>(10 * threads)) {}
   bool channels_last() const { return channels_last_; }
-  // Batch norm: the NHWC kernel tuned for the CPU where the maps are NHWC (oneDNN's step), else
-  // core/layers.hpp's loops.
+  // Batch norm: the loops tuned for the CPU, in either layout.
   void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
                          const float* bias, float* y, float* mean, float* invstd,
                          float* running_mean, float* running_var) {
-    if (!s.channels_last)
-      return HostOps::batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean,
-                                        running_var);
-    batchnorm_nhwc_forward(s, train, x, weight, bias, y, mean, invstd, running_mean, running_var,
-                           threads_);
+    tuned_batchnorm_forward(s, train, x, weight, bias, y, mean, invstd, running_mean, running_var,
+                            threads_);
   }
   void batchnorm_backward(const BnShape& s, const float* x, const float* weight, const float* mean,
                           const float* invstd, const float* dy, float* dx, float* dweight,
                           float* dbias) {
-    if (!s.channels_last)
-      return HostOps::batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias);
-    batchnorm_nhwc_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias, threads_);
+    tuned_batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias, threads_);
   }
   void relayout(const Maps& s, const float* x, float* out) { pb::relayout(s, x, out); }
   void gemm(const GemmShape& g, const float* a, const float* b, float* c) { gemm_(g, a, b, c); }

@@ -95,15 +95,22 @@ TEST(BatchNorm, EachCpuImplementationPassesTheCheckInEachDirection) {
   }
 }
 
-// The oneDNN training step's NHWC kernel (cpu::batchnorm_nhwc_*) against core/layers.hpp's loops
-// in double, on maps whose mean is far from zero against their spread (where a one-pass variance
-// without the shift would cancel), in training and inference (with and without the ReLU), with
-// and without dx, on 1 and 3 threads; shapes with a row count that is not a multiple of the
-// kernel's block of rows.
-TEST(BatchNorm, TheTunedNhwcKernelEqualsTheLoopsInDouble) {
-  for (const auto& [n, c, hw] : {std::tuple<int, int, int>{2, 64, 49}, {1, 3, 35}, {5, 17, 1}}) {
+// The loops tuned for the CPU (cpu::tuned_batchnorm_*: the omp cases' and the fp32 training
+// steps') against core/layers.hpp's loops in double, in both layouts, on maps whose mean is far
+// from zero against their spread (where a one-pass variance without the shift would cancel), in
+// training and inference (with and without the ReLU), with and without dx, on 1 and 3 threads;
+// shapes whose row count (NHWC) or plane (NCHW) is not a multiple of the kernel's block, and a
+// plane over two blocks.
+TEST(BatchNorm, TheTunedLoopsEqualTheLoopsInDouble) {
+  for (const auto& [n, c, hw, channels_last] : {std::tuple<int, int, int, bool>{2, 64, 49, true},
+                                                {1, 3, 35, true},
+                                                {5, 17, 1, true},
+                                                {2, 64, 49, false},
+                                                {1, 3, 35, false},
+                                                {5, 17, 1, false},
+                                                {3, 4, 1100, false}}) {
     BnShape s;
-    s.n = n, s.c = c, s.hw = hw, s.channels_last = true;
+    s.n = n, s.c = c, s.hw = hw, s.channels_last = channels_last;
     const auto size = static_cast<std::size_t>(s.size()), cs = static_cast<std::size_t>(c);
     Rng rng(5);
     std::vector<float> x(size), dy(size), w(cs), b(cs), rm(cs), rv(cs);
@@ -123,11 +130,12 @@ TEST(BatchNorm, TheTunedNhwcKernelEqualsTheLoopsInDouble) {
           batchnorm_forward(s, train, d(x).data(), d(w).data(), d(b).data(), yd.data(), md.data(),
                             isd.data(), rmd.data(), rvd.data());
           std::vector<float> y(size), mean(cs), invstd(cs), rmf = rm, rvf = rv;
-          cpu::batchnorm_nhwc_forward(s, train, x.data(), w.data(), b.data(), y.data(), mean.data(),
-                                      invstd.data(), rmf.data(), rvf.data(), threads);
+          cpu::tuned_batchnorm_forward(s, train, x.data(), w.data(), b.data(), y.data(),
+                                       mean.data(), invstd.data(), rmf.data(), rvf.data(), threads);
           const std::string at = std::to_string(n) + "x" + std::to_string(c) + "x" +
-                                 std::to_string(hw) + (train ? " train" : " infer") +
-                                 (relu ? " relu" : "") + " threads " + std::to_string(threads);
+                                 std::to_string(hw) + (channels_last ? " NHWC" : " NCHW") +
+                                 (train ? " train" : " infer") + (relu ? " relu" : "") +
+                                 " threads " + std::to_string(threads);
           for (std::size_t i = 0; i < size; ++i) ASSERT_NEAR(y[i], yd[i], 2e-3) << at << " y " << i;
           if (!train) continue;
           for (std::size_t ch = 0; ch < cs; ++ch) {
@@ -143,9 +151,9 @@ TEST(BatchNorm, TheTunedNhwcKernelEqualsTheLoopsInDouble) {
                              dxd.data(), dwd.data(), dbd.data());
           for (bool with_dx : {true, false}) {
             std::vector<float> dx(size, -7.0f), dw(cs), db(cs);
-            cpu::batchnorm_nhwc_backward(s, x.data(), w.data(), mf.data(), isf.data(), dy.data(),
-                                         with_dx ? dx.data() : nullptr, dw.data(), db.data(),
-                                         threads);
+            cpu::tuned_batchnorm_backward(s, x.data(), w.data(), mf.data(), isf.data(), dy.data(),
+                                          with_dx ? dx.data() : nullptr, dw.data(), db.data(),
+                                          threads);
             for (std::size_t ch = 0; ch < cs; ++ch) {
               ASSERT_NEAR(db[ch], dbd[ch], 1e-4 * (1 + std::fabs(dbd[ch]))) << at;
               ASSERT_NEAR(dw[ch], dwd[ch], 2e-3 * (1 + std::fabs(dwd[ch]))) << at;
