@@ -102,6 +102,17 @@ struct Maps {
   HD std::int64_t at(std::int64_t ch, std::int64_t i) const {
     return channels_last ? i * c + ch : (i / hw * c + ch) * hw + i % hw;
   }
+  // NCHW: a channel's values as rows of contiguous values, each plane cut into pieces of at
+  // most kPieceValues (the GPU's batch norm sums: a warp reads a row, rows spread over blocks).
+  // How many rows a channel has, and where row r of channel ch starts and how long it is.
+  static constexpr std::int64_t kPieceValues = 1024;
+  HD std::int64_t pieces() const { return (hw + kPieceValues - 1) / kPieceValues; }
+  HD std::int64_t piece_rows() const { return n * pieces(); }
+  HD std::int64_t piece_at(std::int64_t ch, std::int64_t r, std::int64_t* len) const {
+    const std::int64_t per = pieces(), first = r % per * kPieceValues;
+    *len = hw - first < kPieceValues ? hw - first : kPieceValues;
+    return (r / per * c + ch) * hw + first;
+  }
 };
 struct BnShape : Maps {
   float momentum = 0.1f, eps = 1e-5f;

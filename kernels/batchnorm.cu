@@ -1,11 +1,12 @@
 // Batch normalization on the GPU (core/batchnorm.hpp), the op functions the training step
 // composes too (kernels/train.cu):
-//   cuda - the statistics and the parameters' gradients one block a channel (two passes over
-//          the channel for the variance, the sums in double, as the CPU's), y and dx grid-stride;
-//          the per-element math of core/layers.hpp. The op functions also take a mixed-precision
-//          step's bf16 and fp16 maps (the statistics and parameters stay fp32), and NHWC maps
-//          with scratch for their sums: blocks of 32 channels by groups of rows, so that a warp
-//          reads neighbouring values (nhwc_sums_kernel).
+//   cuda - the statistics (two passes for the variance) and the parameters' gradients as
+//          per-channel sums in double, spread over many blocks that each add theirs into the
+//          caller's scratch (NCHW: a block per channel and group of rows of its planes; NHWC: a
+//          block per 32 channels and group of rows), so that a warp reads neighbouring values and
+//          every SM has work; y and dx grid-stride; the per-element math of core/layers.hpp. The
+//          op functions also take a mixed-precision step's bf16 and fp16 maps (the statistics
+//          and parameters stay fp32).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -21,44 +22,7 @@ namespace pb::gpu {
 
 namespace {
 
-constexpr int kThreads = 256;  // a power of two: block_sum halves it
-
-// The sum of every thread's v over the block (blockDim.x kThreads, a power of two), to all.
-__device__ double block_sum(double v, double* part) {
-  part[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  const double total = part[0];
-  __syncthreads();  // before part is written again
-  return total;
-}
-
-// Batch normalization's statistics, one block a channel: the mean, then the variance about it
-// (two passes over the channel's m values), invstd, and the running statistics moved. The sums
-// in double, as the CPU's (ResNet-50's channels hold up to 10^6 values).
-template <class T>
-__global__ void bn_stats_kernel(BnShape s, const T* x, float* mean, float* invstd,
-                                float* running_mean, float* running_var) {
-  __shared__ double part[kThreads];
-  const std::int64_t ch = blockIdx.x, m = s.count();
-  double sum = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) sum += to_f32(x[s.at(ch, i)]);
-  const double mu_d = block_sum(sum, part) / static_cast<double>(m);
-  double sq = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const double d = to_f32(x[s.at(ch, i)]) - mu_d;
-    sq += d * d;
-  }
-  const auto var = static_cast<float>(block_sum(sq, part) / static_cast<double>(m));
-  const auto mu = static_cast<float>(mu_d);
-  if (threadIdx.x != 0) return;
-  mean[ch] = mu;
-  invstd[ch] = 1.0f / sqrtf(var + s.eps);
-  bn_running_at(s, mu, var, running_mean + ch, running_var + ch);
-}
+constexpr int kThreads = 256;
 
 // y over every element: with the batch's statistics (train) or the running ones.
 template <class T>
@@ -73,25 +37,6 @@ __global__ void bn_forward_kernel(BnShape s, bool train, const T* x, const float
   }
 }
 
-// The weight's and bias's gradients, one block a channel, summed in double.
-template <class T>
-__global__ void bn_backward_sums_kernel(BnShape s, const T* x, const float* mean,
-                                        const float* invstd, const T* dy, float* dweight,
-                                        float* dbias) {
-  __shared__ double part[kThreads];
-  const std::int64_t ch = blockIdx.x, m = s.count();
-  double db = 0, dw = 0;
-  for (std::int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const std::int64_t e = s.at(ch, i);
-    const float g = to_f32(dy[e]);
-    db += g;
-    dw += g * (to_f32(x[e]) - mean[ch]) * invstd[ch];
-  }
-  db = block_sum(db, part);
-  dw = block_sum(dw, part);
-  if (threadIdx.x == 0) dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
-}
-
 template <class T>
 __global__ void bn_backward_dx_kernel(BnShape s, const T* x, const float* weight, const float* mean,
                                       const float* invstd, const T* dy, const float* dweight,
@@ -104,12 +49,13 @@ __global__ void bn_backward_dx_kernel(BnShape s, const T* x, const float* weight
   }
 }
 
+// Two sums per channel over the maps, into sums[ch] and sums[c + ch] (zeroed first): each
+// thread sums its terms in double, a block's threads' sums are added in shared memory, and each
+// block adds its own to sums (double atomics). Term: term(e, ch) is value e's pair.
 // NHWC maps (channels_last), where a block a channel would use 2 or 4 bytes of every 2c or 4c
 // it reads: blocks of 32 channels (a warp reads 32 neighbouring values) by kRowGroups groups of
-// rows; each thread sums its channel's terms down its rows in double, the block's row groups are
-// added in shared memory, and each block adds its two sums per channel to sums[ch] and
-// sums[c + ch] (double atomics; sums zeroed first). Term: term(e, ch) is value e's pair.
-constexpr int kRowGroups = 8;
+// rows, each thread down its channel's rows.
+constexpr int kRowGroups = 8;  // tests/test_batchnorm.cpp replays nchw_sums_kernel with it
 
 template <class Term>
 __global__ void nhwc_sums_kernel(BnShape s, Term term, double* sums) {
@@ -130,6 +76,36 @@ __global__ void nhwc_sums_kernel(BnShape s, Term term, double* sums) {
   if (b != 0) atomicAdd(sums + s.c + ch, b);
 }
 
+// NCHW maps: blocks of one channel by kRowGroups warps, each warp along rows of the channel's
+// planes (Maps::piece_at: up to 1024 contiguous values of a plane, 32 neighbouring values a
+// read), the rows spread over the warps and the blocks of the channel.
+template <class Term>
+__global__ void nchw_sums_kernel(BnShape s, Term term, double* sums) {
+  __shared__ double part[2][kRowGroups][32];
+  const std::int64_t ch = blockIdx.x, rows = s.piece_rows();
+  double a = 0, b = 0;
+  for (std::int64_t r = blockIdx.y * kRowGroups + threadIdx.y; r < rows;
+       r += static_cast<std::int64_t>(gridDim.y) * kRowGroups) {
+    std::int64_t len = 0;
+    const std::int64_t first = s.piece_at(ch, r, &len);
+    for (std::int64_t j = threadIdx.x; j < len; j += 32) {
+      const double2 t = term(first + j, ch);
+      a += t.x, b += t.y;
+    }
+  }
+  part[0][threadIdx.y][threadIdx.x] = a, part[1][threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y != 0) return;
+  for (int i = 1; i < kRowGroups; ++i) a += part[0][i][threadIdx.x], b += part[1][i][threadIdx.x];
+  for (int lane = 16; lane > 0; lane /= 2) {  // the warp's 32 sums into lane 0's
+    a += __shfl_down_sync(0xffffffffu, a, lane);
+    b += __shfl_down_sync(0xffffffffu, b, lane);
+  }
+  if (threadIdx.x != 0) return;
+  if (a != 0) atomicAdd(sums + ch, a);
+  if (b != 0) atomicAdd(sums + s.c + ch, b);
+}
+
 // The terms: the values (for the mean); their squared distances from the mean (sums[ch] / m,
 // the first pass's); a gradient's dy and dy xhat (dbias and dweight).
 template <class T>
@@ -143,9 +119,9 @@ template <class T>
 struct DeviationTerm {
   const T* x;
   const double* sums;
-  double m;
+  double inv_m;  // 1 / the channel's count
   __device__ double2 operator()(std::int64_t e, std::int64_t ch) const {
-    const double d = to_f32(x[e]) - sums[ch] / m;
+    const double d = to_f32(x[e]) - sums[ch] * inv_m;
     return {0.0, d * d};
   }
 };
@@ -154,16 +130,28 @@ struct GradientTerms {
   const T *x, *dy;
   const float *mean, *invstd;
   __device__ double2 operator()(std::int64_t e, std::int64_t ch) const {
-    const float g = to_f32(dy[e]);  // each term in float, as bn_backward_sums_kernel's
+    const float g = to_f32(dy[e]);  // each term in float, as core/layers.hpp's loops'
     return {g, g * (to_f32(x[e]) - mean[ch]) * invstd[ch]};
   }
 };
 
-// Every term of the maps added into sums (which the caller zeroed).
+// Every term of the maps added into sums (which the caller zeroed), about 32 blocks of 256
+// threads an SM in all.
 template <class Term>
-void nhwc_sums(cudaStream_t stream, const BnShape& s, Term term, double* sums) {
+void per_channel_sums(cudaStream_t stream, const BnShape& s, Term term, double* sums) {
+  if (!s.channels_last) {  // each block's row groups at least one row (up to 1024 values)
+    const std::int64_t want =
+        std::max<std::int64_t>(1, 32 * device_info().sms / std::max<std::int64_t>(1, s.c));
+    const std::int64_t most =
+        std::max<std::int64_t>(1, (s.piece_rows() + kRowGroups - 1) / kRowGroups);
+    const auto down = static_cast<unsigned>(std::min<std::int64_t>({want, most, 65535}));
+    nchw_sums_kernel<<<dim3(static_cast<unsigned>(s.c), down), dim3(32, kRowGroups), 0, stream>>>(
+        s, term, sums);
+    PB_CUDA(cudaGetLastError());
+    return;
+  }
   const unsigned across = static_cast<unsigned>((s.c + 31) / 32);
-  // About 32 blocks of 256 threads an SM in all, each row group at least 8 rows.
+  // Each row group at least 8 rows.
   const std::int64_t want = std::max<std::int64_t>(1, 32 * device_info().sms / across);
   const std::int64_t most = std::max<std::int64_t>(1, s.count() / (8 * kRowGroups));
   const auto down = static_cast<unsigned>(std::min<std::int64_t>({want, most, 65535}));
@@ -173,8 +161,8 @@ void nhwc_sums(cudaStream_t stream, const BnShape& s, Term term, double* sums) {
 
 // The statistics from the sums (the sum of the values, the squared distances' sum), invstd,
 // and the running statistics moved: a thread a channel.
-__global__ void bn_nhwc_stats_kernel(BnShape s, const double* sums, float* mean, float* invstd,
-                                     float* running_mean, float* running_var) {
+__global__ void bn_stats_kernel(BnShape s, const double* sums, float* mean, float* invstd,
+                                float* running_mean, float* running_var) {
   PB_GRID_STRIDE(ch, s.c) {
     const auto m = static_cast<double>(s.count());
     const auto mu = static_cast<float>(sums[ch] / m), var = static_cast<float>(sums[s.c + ch] / m);
@@ -184,8 +172,7 @@ __global__ void bn_nhwc_stats_kernel(BnShape s, const double* sums, float* mean,
   }
 }
 
-__global__ void bn_nhwc_grads_kernel(std::int64_t c, const double* sums, float* dweight,
-                                     float* dbias) {
+__global__ void bn_grads_kernel(std::int64_t c, const double* sums, float* dweight, float* dbias) {
   PB_GRID_STRIDE(ch, c) {
     dbias[ch] = static_cast<float>(sums[ch]);
     dweight[ch] = static_cast<float>(sums[c + ch]);
@@ -198,16 +185,13 @@ template <class T>
 void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
                        const float* weight, const float* bias, T* y, float* mean, float* invstd,
                        float* running_mean, float* running_var, double* sums) {
-  if (train && s.channels_last && sums) {  // the mean, then the squared distances from it
+  if (train) {  // the mean, then the squared distances from it
     PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
-    nhwc_sums(stream, s, ValueTerm<T>{x}, sums);
-    nhwc_sums(stream, s, DeviationTerm<T>{x, sums, static_cast<double>(s.count())}, sums);
-    bn_nhwc_stats_kernel<<<grid_blocks(bn_nhwc_stats_kernel, s.c, kThreads), kThreads, 0, stream>>>(
+    per_channel_sums(stream, s, ValueTerm<T>{x}, sums);
+    per_channel_sums(stream, s, DeviationTerm<T>{x, sums, 1.0 / static_cast<double>(s.count())},
+                     sums);
+    bn_stats_kernel<<<grid_blocks(bn_stats_kernel, s.c, kThreads), kThreads, 0, stream>>>(
         s, sums, mean, invstd, running_mean, running_var);
-    PB_CUDA(cudaGetLastError());
-  } else if (train) {
-    bn_stats_kernel<T><<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(
-        s, x, mean, invstd, running_mean, running_var);
     PB_CUDA(cudaGetLastError());
   }
   bn_forward_kernel<T>
@@ -220,15 +204,10 @@ template <class T>
 void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const float* weight,
                         const float* mean, const float* invstd, const T* dy, T* dx, float* dweight,
                         float* dbias, double* sums) {
-  if (s.channels_last && sums) {
-    PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
-    nhwc_sums(stream, s, GradientTerms<T>{x, dy, mean, invstd}, sums);
-    bn_nhwc_grads_kernel<<<grid_blocks(bn_nhwc_grads_kernel, s.c, kThreads), kThreads, 0, stream>>>(
-        s.c, sums, dweight, dbias);
-  } else {
-    bn_backward_sums_kernel<T><<<static_cast<unsigned>(s.c), kThreads, 0, stream>>>(
-        s, x, mean, invstd, dy, dweight, dbias);
-  }
+  PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
+  per_channel_sums(stream, s, GradientTerms<T>{x, dy, mean, invstd}, sums);
+  bn_grads_kernel<<<grid_blocks(bn_grads_kernel, s.c, kThreads), kThreads, 0, stream>>>(
+      s.c, sums, dweight, dbias);
   PB_CUDA(cudaGetLastError());
   if (!dx) return;
   bn_backward_dx_kernel<T>
@@ -258,6 +237,7 @@ class GpuBatchNorm : public GpuImpl {
     x_ = DeviceMem(maps), out_ = DeviceMem(maps);
     if (s_.dir == BnDir::bwd) dy_ = DeviceMem(maps);
     for (DeviceMem* v : {&w_, &b_, &rm_, &rv_, &mean_, &invstd_, &dw_, &db_}) *v = DeviceMem(c);
+    sums_ = DeviceMem(2 * static_cast<std::size_t>(m_.c) * sizeof(double));
   }
   void prepare(const Tensors& in) override {
     upload(x_.as<void>(), at(in, "x"));
@@ -277,11 +257,11 @@ class GpuBatchNorm : public GpuImpl {
     if (s_.dir == BnDir::bwd)
       batchnorm_backward(stream_, m_, x_.as<float>(), w_.as<float>(), mean_.as<float>(),
                          invstd_.as<float>(), dy_.as<float>(), out_.as<float>(), dw_.as<float>(),
-                         db_.as<float>());
+                         db_.as<float>(), sums_.as<double>());
     else
       batchnorm_forward(stream_, m_, s_.dir == BnDir::fwd, x_.as<float>(), w_.as<float>(),
                         b_.as<float>(), out_.as<float>(), mean_.as<float>(), invstd_.as<float>(),
-                        rm_.as<float>(), rv_.as<float>());
+                        rm_.as<float>(), rv_.as<float>(), sums_.as<double>());
   }
   Tensors result() override {
     const std::vector<std::int64_t> maps = {s_.batch, s_.c, s_.h, s_.w}, c = {s_.c};
@@ -296,7 +276,7 @@ class GpuBatchNorm : public GpuImpl {
  private:
   BatchNormShape s_;
   BnShape m_;
-  DeviceMem x_, dy_, out_, w_, b_, rm_, rv_, mean_, invstd_, dw_, db_;
+  DeviceMem x_, dy_, out_, w_, b_, rm_, rv_, mean_, invstd_, dw_, db_, sums_;  // sums_: 2c doubles
 };
 
 std::unique_ptr<Impl> make_batchnorm(const std::string& op, const std::string& name,

@@ -227,18 +227,17 @@ void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
 
 // Batch normalization (core/layers.hpp's semantics, as cpu batchnorm_forward/backward take
 // its buffers), maps NCHW or NHWC in T (float, __nv_bfloat16 or __half), the parameters and
-// statistics fp32: the statistics and the parameters' gradients one block a channel, summed in
-// double; y and dx grid-stride. dx may be null (no input gradient). NHWC maps given `sums`
-// (2 c doubles of scratch, the caller's) are summed by blocks of 32 channels instead, so that
-// neighbouring threads read neighbouring values.
+// statistics fp32: the statistics and the parameters' gradients as per-channel sums in double,
+// over many blocks that add theirs into `sums` (2 c doubles of scratch, the caller's); y and dx
+// grid-stride. dx may be null (no input gradient).
 template <class T>
 void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
                        const float* weight, const float* bias, T* y, float* mean, float* invstd,
-                       float* running_mean, float* running_var, double* sums = nullptr);
+                       float* running_mean, float* running_var, double* sums);
 template <class T>
 void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const float* weight,
                         const float* mean, const float* invstd, const T* dy, T* dx, float* dweight,
-                        float* dbias, double* sums = nullptr);
+                        float* dbias, double* sums);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.

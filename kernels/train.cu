@@ -292,12 +292,23 @@ class GpuOps {
                          const float* bias, float* y, float* mean, float* invstd,
                          float* running_mean, float* running_var) {
     gpu::batchnorm_forward(stream_, s, train, x, weight, bias, y, mean, invstd, running_mean,
-                           running_var);
+                           running_var, bn_sums(s.c));
   }
   void batchnorm_backward(const BnShape& s, const float* x, const float* weight, const float* mean,
                           const float* invstd, const float* dy, float* dx, float* dweight,
                           float* dbias) {
-    gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias);
+    gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias,
+                            bn_sums(s.c));
+  }
+  // Scratch for a batch norm's sums, 2 c doubles (grown in the first step, untimed; every
+  // batch norm of the step uses it in turn on the stream).
+  double* bn_sums(std::int64_t c) {
+    if (2 * c > bn_doubles_) {
+      PB_CUDA(cudaStreamSynchronize(stream_));
+      bn_sums_ = DeviceBuffer<double>(), bn_doubles_ = 0;
+      bn_sums_ = DeviceBuffer<double>(2 * c), bn_doubles_ = 2 * c;
+    }
+    return bn_sums_.data();
   }
   void sgd_momentum(float* p, float* v, const float* g, std::int64_t n, float lr, float momentum,
                     float weight_decay) {
@@ -354,7 +365,8 @@ class GpuOps {
   CublasHandle cublas_;
   DeviceMem cublas_workspace_;      // fix_cublas_workspace's
   DeviceBuffer<float> col_, fold_;  // im2col's columns; a tail's batch norm folded (conv_tail)
-  std::int64_t col_floats_ = 0, fold_floats_ = 0;
+  DeviceBuffer<double> bn_sums_;    // batch norm's sums (bn_sums)
+  std::int64_t col_floats_ = 0, fold_floats_ = 0, bn_doubles_ = 0;
   std::map<PlanKey, std::unique_ptr<CudnnConvolution>> plans_;
   DeviceMem workspace_;  // the largest any plan needs, shared
   std::size_t workspace_bytes_ = 0;
@@ -465,17 +477,17 @@ class GpuLowOps {
   void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx) {
     launch(stream_, maxpool_backward_kernel<T>, s.planes * s.h * s.w, s, dout, arg, dx);
   }
-  // NHWC: the statistics and gradients summed through scratch of 2 c doubles.
+  // The statistics and gradients summed through the fp32 ops' scratch (GpuOps::bn_sums).
   void batchnorm_forward(const BnShape& s, bool train, const T* x, const float* weight,
                          const float* bias, T* y, float* mean, float* invstd, float* running_mean,
                          float* running_var) {
     gpu::batchnorm_forward(stream_, s, train, x, weight, bias, y, mean, invstd, running_mean,
-                           running_var, room(bn_sums_, bn_doubles_, 2 * s.c));
+                           running_var, f32_.bn_sums(s.c));
   }
   void batchnorm_backward(const BnShape& s, const T* x, const float* weight, const float* mean,
                           const float* invstd, const T* dy, T* dx, float* dweight, float* dbias) {
     gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias,
-                            room(bn_sums_, bn_doubles_, 2 * s.c));
+                            f32_.bn_sums(s.c));
   }
   // fp16: the gradients unscaled (in place), the update skipped where one is not finite, the
   // scale moved.
@@ -541,9 +553,8 @@ class GpuLowOps {
   GpuOps f32_;  // the fp32 op functions, cuBLAS and cuDNN's plans
   DeviceBuffer<T> w_low_, dw_low_;
   DeviceBuffer<float> x_f32_, grad_f32_;
-  DeviceBuffer<double> bn_sums_;
   DeviceBuffer<LossScale> scale_{kLossScaling ? 1 : 0};  // fp16's
-  std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0, bn_doubles_ = 0;
+  std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0;
 };
 // The walk fuses inference only where conv_fused's signature is the one it looks for.
 static_assert(FusesConv<GpuOps>::value && FusesConv<GpuLowOps<__nv_bfloat16>>::value &&

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/batchnorm.hpp"
+#include "core/layers.hpp"
 #include "core/rng.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "cpu_ref/onednn.hpp"
@@ -167,6 +168,40 @@ TEST(BatchNorm, TheTunedLoopsEqualTheLoopsInDouble) {
             }
           }
         }
+  }
+}
+
+// The GPU's NCHW sums (kernels/batchnorm.cu's nchw_sums_kernel) walk a channel as rows of
+// Maps::piece_at: its loops, replayed here over every block and thread of a few grid heights,
+// visit each value of the channel once and nothing else, for planes under, at and over a piece
+// (7x7, 32x32, 32x32 + 1, 112x112) and batches smaller and larger than a block's row groups.
+TEST(BatchNorm, TheGpuChannelRowsCoverEachChannelOnce) {
+  constexpr int kRowGroups = 8, kWarp = 32;  // nchw_sums_kernel's block: 32 x kRowGroups
+  for (const auto& [n, c, hw] : {std::tuple<int, int, int>{3, 2, 49},
+                                 {1, 3, 1024},
+                                 {9, 2, 1025},
+                                 {2, 1, 12544},
+                                 {20, 3, 1}}) {
+    Maps s;
+    s.n = n, s.c = c, s.hw = hw;
+    for (std::int64_t down : {std::int64_t{1}, std::int64_t{3}, std::int64_t{64}})
+      for (std::int64_t ch = 0; ch < c; ++ch) {
+        std::vector<int> seen(static_cast<std::size_t>(s.size()), 0);
+        const std::int64_t rows = s.piece_rows();
+        for (std::int64_t by = 0; by < down; ++by)
+          for (std::int64_t ty = 0; ty < kRowGroups; ++ty)
+            for (std::int64_t r = by * kRowGroups + ty; r < rows; r += down * kRowGroups) {
+              std::int64_t len = 0;
+              const std::int64_t first = s.piece_at(ch, r, &len);
+              for (std::int64_t tx = 0; tx < kWarp; ++tx)
+                for (std::int64_t j = tx; j < len; j += kWarp) ++seen.at(first + j);
+            }
+        for (std::int64_t i = 0; i < s.count(); ++i) {
+          ASSERT_EQ(seen[s.at(ch, i)], 1) << n << "x" << c << "x" << hw << " down " << down;
+          seen[s.at(ch, i)] = 0;
+        }
+        for (int v : seen) ASSERT_EQ(v, 0) << "another channel's value, " << n << "x" << c;
+      }
   }
 }
 
