@@ -144,6 +144,14 @@ HD inline float conv_tail_at(float v, bool folded, float scale, float shift, boo
   if (residual) v += r;
   return relu && v < 0.0f ? 0.0f : v;
 }
+// A channel's mean and biased variance from its sums of d = x - k and of d^2 over m values,
+// k one of its values (near its mean, so that the one-pass variance does not cancel).
+HD inline void bn_shifted_stats_at(double k, double sum_d, double sum_d2, double m, double* mean,
+                                   double* var) {
+  const double d = sum_d / m, v = sum_d2 / m - d * d;
+  *mean = k + d;
+  *var = v > 0 ? v : 0;
+}
 template <class T>
 HD inline T bn_backward_at(T dy, T xhat, T weight, T invstd, T dbias, T dweight, T m) {
   return weight * invstd * (dy - (dbias + xhat * dweight) / m);

@@ -162,9 +162,9 @@ void nhwc_sums(const Maps& s, double* sums, int threads, F f) {
 // value): mean and invstd kept for the backward pass, the running statistics moved.
 void statistics_at(const BnShape& s, std::int64_t ch, float k, double sum_d, double sum_d2,
                    float* mean, float* invstd, float* running_mean, float* running_var) {
-  const auto m = static_cast<double>(s.count());
-  const double d = sum_d / m, var = std::max(sum_d2 / m - d * d, 0.0);
-  mean[ch] = static_cast<float>(k + d);
+  double mu = 0, var = 0;
+  bn_shifted_stats_at(k, sum_d, sum_d2, static_cast<double>(s.count()), &mu, &var);
+  mean[ch] = static_cast<float>(mu);
   invstd[ch] = static_cast<float>(1 / std::sqrt(var + double(s.eps)));
   bn_running_at(s, mean[ch], static_cast<float>(var), running_mean + ch, running_var + ch);
 }

@@ -1,12 +1,12 @@
 // Batch normalization on the GPU (core/batchnorm.hpp), the op functions the training step
 // composes too (kernels/train.cu):
-//   cuda - the statistics (two passes for the variance) and the parameters' gradients as
-//          per-channel sums in double, spread over many blocks that each add theirs into the
-//          caller's scratch (NCHW: a block per channel and group of rows of its planes; NHWC: a
-//          block per 32 channels and group of rows), so that a warp reads neighbouring values and
-//          every SM has work; y and dx grid-stride; the per-element math of core/layers.hpp. The
-//          op functions also take a mixed-precision step's bf16 and fp16 maps (the statistics
-//          and parameters stay fp32).
+//   cuda - the statistics (in one pass: sums shifted by each channel's first value, as the CPU's
+//          tuned loops) and the parameters' gradients as per-channel sums in double, spread over
+//          many blocks that each add theirs into the caller's scratch (NCHW: a block per channel
+//          and group of rows of its planes; NHWC: a block per 32 channels and group of rows), so
+//          that a warp reads neighbouring values and every SM has work; y and dx grid-stride; the
+//          per-element math of core/layers.hpp. The op functions also take a mixed-precision
+//          step's bf16 and fp16 maps (the statistics and parameters stay fp32).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -106,23 +106,16 @@ __global__ void nchw_sums_kernel(BnShape s, Term term, double* sums) {
   if (b != 0) atomicAdd(sums + s.c + ch, b);
 }
 
-// The terms: the values (for the mean); their squared distances from the mean (sums[ch] / m,
-// the first pass's); a gradient's dy and dy xhat (dbias and dweight).
+// The terms: the values' distances from their channel's first value, d = x - k, and d^2 (the
+// statistics in one pass: core/layers.hpp's bn_shifted_stats_at); a gradient's dy and dy xhat
+// (dbias and dweight).
 template <class T>
-struct ValueTerm {
+struct ShiftedTerms {
   const T* x;
-  __device__ double2 operator()(std::int64_t e, std::int64_t) const {
-    return {static_cast<double>(to_f32(x[e])), 0.0};
-  }
-};
-template <class T>
-struct DeviationTerm {
-  const T* x;
-  const double* sums;
-  double inv_m;  // 1 / the channel's count
+  Maps m;
   __device__ double2 operator()(std::int64_t e, std::int64_t ch) const {
-    const double d = to_f32(x[e]) - sums[ch] * inv_m;
-    return {0.0, d * d};
+    const double d = static_cast<double>(to_f32(x[e])) - to_f32(x[m.at(ch, 0)]);
+    return {d, d * d};
   }
 };
 template <class T>
@@ -159,13 +152,16 @@ void per_channel_sums(cudaStream_t stream, const BnShape& s, Term term, double* 
   PB_CUDA(cudaGetLastError());
 }
 
-// The statistics from the sums (the sum of the values, the squared distances' sum), invstd,
-// and the running statistics moved: a thread a channel.
-__global__ void bn_stats_kernel(BnShape s, const double* sums, float* mean, float* invstd,
-                                float* running_mean, float* running_var) {
+// The statistics from ShiftedTerms' sums, invstd, and the running statistics moved: a thread a
+// channel.
+template <class T>
+__global__ void bn_stats_kernel(BnShape s, const T* x, const double* sums, float* mean,
+                                float* invstd, float* running_mean, float* running_var) {
   PB_GRID_STRIDE(ch, s.c) {
-    const auto m = static_cast<double>(s.count());
-    const auto mu = static_cast<float>(sums[ch] / m), var = static_cast<float>(sums[s.c + ch] / m);
+    double mu_d = 0, var_d = 0;
+    bn_shifted_stats_at(to_f32(x[s.at(ch, 0)]), sums[ch], sums[s.c + ch],
+                        static_cast<double>(s.count()), &mu_d, &var_d);
+    const auto mu = static_cast<float>(mu_d), var = static_cast<float>(var_d);
     mean[ch] = mu;
     invstd[ch] = 1.0f / sqrtf(var + s.eps);
     bn_running_at(s, mu, var, running_mean + ch, running_var + ch);
@@ -185,13 +181,11 @@ template <class T>
 void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
                        const float* weight, const float* bias, T* y, float* mean, float* invstd,
                        float* running_mean, float* running_var, double* sums) {
-  if (train) {  // the mean, then the squared distances from it
+  if (train) {  // the statistics in one pass over x
     PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
-    per_channel_sums(stream, s, ValueTerm<T>{x}, sums);
-    per_channel_sums(stream, s, DeviationTerm<T>{x, sums, 1.0 / static_cast<double>(s.count())},
-                     sums);
-    bn_stats_kernel<<<grid_blocks(bn_stats_kernel, s.c, kThreads), kThreads, 0, stream>>>(
-        s, sums, mean, invstd, running_mean, running_var);
+    per_channel_sums(stream, s, ShiftedTerms<T>{x, s}, sums);
+    bn_stats_kernel<T><<<grid_blocks(bn_stats_kernel<T>, s.c, kThreads), kThreads, 0, stream>>>(
+        s, x, sums, mean, invstd, running_mean, running_var);
     PB_CUDA(cudaGetLastError());
   }
   bn_forward_kernel<T>
