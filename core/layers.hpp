@@ -114,6 +114,46 @@ struct Maps {
     return (r / per * c + ch) * hw + first;
   }
 };
+// n / d for 32-bit unsigned n and a divisor d >= 1 fixed in advance, as a multiply, an add and a
+// shift (Granlund and Montgomery, "Division by invariant integers using multiplication", 1994:
+// shift = ceil(log2 d), mul = floor(2^32 (2^shift - d) / d) + 1, n / d = (mulhi(mul, n) + n) >>
+// shift, exact for every n): for GPU loops that would otherwise divide at every value, where a
+// 32-bit division by a variable is about twenty instructions, three of them on the slow unit.
+struct FastDiv {
+  std::uint32_t d = 1, mul = 1, shift = 0;
+  FastDiv() = default;
+  explicit FastDiv(std::uint32_t divisor) : d(divisor == 0 ? 1 : divisor) {
+    while ((std::uint64_t{1} << shift) < d) ++shift;
+    mul = static_cast<std::uint32_t>(
+        (std::uint64_t{1} << 32) * ((std::uint64_t{1} << shift) - d) / d + 1);
+  }
+  HD std::uint32_t operator()(std::uint32_t n) const {
+    const std::uint64_t high = (std::uint64_t{mul} * n) >> 32;
+    return static_cast<std::uint32_t>((high + n) >> shift);
+  }
+};
+
+// Maps::channel(e) through FastDiv for maps of fewer than 2^32 values (the GPU's per-value
+// kernels); larger maps take Maps::channel's divisions.
+struct ChannelOf {
+  Maps m;
+  FastDiv by_hw, by_c;
+  bool fast = false;
+  ChannelOf() = default;
+  explicit ChannelOf(const Maps& maps)
+      : m(maps), fast(maps.size() > 0 && maps.size() <= std::int64_t{0xffffffff}) {
+    if (fast)
+      by_hw = FastDiv(static_cast<std::uint32_t>(m.hw)),
+      by_c = FastDiv(static_cast<std::uint32_t>(m.c));
+  }
+  HD std::int64_t operator()(std::int64_t e) const {
+    if (!fast) return m.channel(e);
+    const auto u = static_cast<std::uint32_t>(e);
+    const std::uint32_t plane = m.channels_last ? u : by_hw(u);  // NCHW: image x c + channel
+    return plane - by_c(plane) * static_cast<std::uint32_t>(m.c);
+  }
+};
+
 struct BnShape : Maps {
   float momentum = 0.1f, eps = 1e-5f;
   // The maps stand for this many copies of themselves (the reference of a batch made of

@@ -24,13 +24,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// y over every element: with the batch's statistics (train) or the running ones.
+// y over every element: with the batch's statistics (train) or the running ones. channel_of is
+// s's (core/layers.hpp's ChannelOf: no division per value), as in the dx kernel.
 template <class T>
-__global__ void bn_forward_kernel(BnShape s, bool train, const T* x, const float* weight,
-                                  const float* bias, T* y, const float* mean, const float* invstd,
-                                  const float* running_mean, const float* running_var) {
+__global__ void bn_forward_kernel(BnShape s, ChannelOf channel_of, bool train, const T* x,
+                                  const float* weight, const float* bias, T* y, const float* mean,
+                                  const float* invstd, const float* running_mean,
+                                  const float* running_var) {
   PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
-    const std::int64_t ch = s.channel(e);
+    const std::int64_t ch = channel_of(e);
     const float mu = train ? mean[ch] : running_mean[ch];
     const float is = train ? invstd[ch] : 1.0f / sqrtf(running_var[ch] + s.eps);
     y[e] = from_f32<T>(bn_forward_at(to_f32(x[e]), mu, is, weight[ch], bias[ch]));
@@ -38,11 +40,12 @@ __global__ void bn_forward_kernel(BnShape s, bool train, const T* x, const float
 }
 
 template <class T>
-__global__ void bn_backward_dx_kernel(BnShape s, const T* x, const float* weight, const float* mean,
-                                      const float* invstd, const T* dy, const float* dweight,
-                                      const float* dbias, T* dx) {
+__global__ void bn_backward_dx_kernel(BnShape s, ChannelOf channel_of, const T* x,
+                                      const float* weight, const float* mean, const float* invstd,
+                                      const T* dy, const float* dweight, const float* dbias,
+                                      T* dx) {
   PB_GRID_STRIDE(e, s.n * s.c * s.hw) {
-    const std::int64_t ch = s.channel(e);
+    const std::int64_t ch = channel_of(e);
     dx[e] = from_f32<T>(bn_backward_at(to_f32(dy[e]), (to_f32(x[e]) - mean[ch]) * invstd[ch],
                                        weight[ch], invstd[ch], dbias[ch], dweight[ch],
                                        static_cast<float>(s.count())));
@@ -190,7 +193,7 @@ void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const 
   }
   bn_forward_kernel<T>
       <<<grid_blocks(bn_forward_kernel<T>, s.size(), kThreads), kThreads, 0, stream>>>(
-          s, train, x, weight, bias, y, mean, invstd, running_mean, running_var);
+          s, ChannelOf(s), train, x, weight, bias, y, mean, invstd, running_mean, running_var);
   PB_CUDA(cudaGetLastError());
 }
 
@@ -206,7 +209,7 @@ void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const
   if (!dx) return;
   bn_backward_dx_kernel<T>
       <<<grid_blocks(bn_backward_dx_kernel<T>, s.size(), kThreads), kThreads, 0, stream>>>(
-          s, x, weight, mean, invstd, dy, dweight, dbias, dx);
+          s, ChannelOf(s), x, weight, mean, invstd, dy, dweight, dbias, dx);
   PB_CUDA(cudaGetLastError());
 }
 

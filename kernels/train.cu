@@ -101,9 +101,10 @@ __global__ void bn_fold_kernel(ConvTail<T, float> t, std::int64_t k, float* fold
 }
 
 template <class T>
-__global__ void conv_tail_kernel(Maps m, ConvTail<T, float> t, const float* fold, T* y) {
+__global__ void conv_tail_kernel(Maps m, ChannelOf channel_of, ConvTail<T, float> t,
+                                 const float* fold, T* y) {
   PB_GRID_STRIDE(e, m.size()) {
-    const std::int64_t ch = m.channel(e);
+    const std::int64_t ch = channel_of(e);  // m's (core/layers.hpp: no division per value)
     const float r = t.residual ? to_f32(t.residual[e]) : 0.0f;
     y[e] =
         from_f32<T>(conv_tail_at(to_f32(y[e]), fold != nullptr, fold ? fold[ch] : 1.0f,
@@ -235,7 +236,8 @@ class GpuOps {
       fold = fold_.data();
       launch(stream_, bn_fold_kernel<T>, m.c, t, m.c, fold);
     }
-    launch(stream_, conv_tail_kernel<T>, m.size(), m, t, static_cast<const float*>(fold), y);
+    launch(stream_, conv_tail_kernel<T>, m.size(), m, ChannelOf(m), t,
+           static_cast<const float*>(fold), y);
   }
   // cuDNN's plan for the shape and layout (CudnnConvolution), made in the first step (untimed)
   // and kept only if it works, run on the workspace every plan shares.

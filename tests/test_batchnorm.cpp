@@ -205,6 +205,61 @@ TEST(BatchNorm, TheGpuChannelRowsCoverEachChannelOnce) {
   }
 }
 
+// FastDiv divides exactly: every n below 2^16 and the edges of every quotient up to 2^32 by
+// divisors from 1 to 2^32 - 1 (the maps' plane sizes and channel counts among them), and random
+// n; ChannelOf (which the GPU's per-value kernels use) gives Maps::channel in both layouts, and
+// Maps::channel itself for maps of 2^32 values or more.
+TEST(BatchNorm, FastDivisionAndTheChannelOfAValue) {
+  Rng rng(3);
+  auto random_u32 = [&] { return static_cast<std::uint32_t>(rng.next()); };
+  std::vector<std::uint32_t> divisors = {1,
+                                         2,
+                                         3,
+                                         5,
+                                         7,
+                                         49,
+                                         64,
+                                         196,
+                                         784,
+                                         3136,
+                                         12544,
+                                         65535,
+                                         65536,
+                                         65537,
+                                         1000,
+                                         2048,
+                                         4095,
+                                         1u << 31,
+                                         (1u << 31) + 1,
+                                         0xfffffffeu,
+                                         0xffffffffu};
+  for (int i = 0; i < 40; ++i) divisors.push_back(random_u32() >> (i % 32) | 1u);
+  for (std::uint32_t d : divisors) {
+    const FastDiv div(d);
+    std::vector<std::uint32_t> ns = {0u, 1u, d - 1, d, d + 1, 0xffffffffu, 0xfffffffeu};
+    for (std::uint32_t n = 0; n < (1u << 16); n += d <= 64 ? 1 : 7) ns.push_back(n);
+    for (std::uint64_t q = 1; q * d <= 0xffffffffu && q < (1u << 20); q = q * 3 + 1)
+      for (std::uint64_t n : {q * d - 1, q * d, q * d + 1})
+        if (n <= 0xffffffffu) ns.push_back(static_cast<std::uint32_t>(n));
+    for (int i = 0; i < 2000; ++i) ns.push_back(random_u32());
+    for (std::uint32_t n : ns) ASSERT_EQ(div(n), n / d) << n << " / " << d;
+  }
+  for (bool last : {false, true})
+    for (const auto& [n, c, hw] : {std::tuple<int, int, int>{2, 3, 49}, {3, 64, 7}, {1, 5, 1}}) {
+      Maps m;
+      m.n = n, m.c = c, m.hw = hw, m.channels_last = last;
+      const ChannelOf of(m);
+      ASSERT_TRUE(of.fast);
+      for (std::int64_t e = 0; e < m.size(); ++e) ASSERT_EQ(of(e), m.channel(e)) << e;
+    }
+  Maps big;
+  big.n = 2, big.c = 64, big.hw = std::int64_t{1} << 26;  // 2^33 values
+  const ChannelOf of(big);
+  ASSERT_FALSE(of.fast);
+  for (std::int64_t e : {std::int64_t{0}, (std::int64_t{1} << 32) + 5, big.size() - 1})
+    ASSERT_EQ(of(e), big.channel(e));
+}
+
 TEST(BatchNorm, AWrongOutputIsCaughtInEachDirection) {
   for (BnDir d : {BnDir::fwd, BnDir::bwd, BnDir::infer}) {
     const Check chk = run_and_check("omp", {d, 2, 8, 6, 6}, 2, true);
