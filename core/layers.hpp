@@ -192,6 +192,28 @@ HD inline void bn_shifted_stats_at(double k, double sum_d, double sum_d2, double
   *mean = k + d;
   *var = v > 0 ? v : 0;
 }
+// A channel's forward pass as y = scale x + shift (the CPU's tuned loops and the GPU's packed
+// kernel): from the batch's statistics (train: mean, invstd) or the running ones.
+HD inline void bn_scale_shift_at(bool train, float eps, float weight, float bias, float mean,
+                                 float invstd, float running_mean, float running_var, float* scale,
+                                 float* shift) {
+  const double is = train ? invstd : 1 / sqrt(double(running_var) + double(eps));
+  const double mu = train ? mean : running_mean;
+  *scale = static_cast<float>(weight * is);
+  *shift = static_cast<float>(bias - mu * weight * is);
+}
+// A channel's dx as p dy + q (x - mean) + r, which is bn_backward_at's weight invstd (dy -
+// (dbias + xhat dweight) / m) with xhat = (x - mean) invstd (x - mean first: no cancellation
+// where the mean is large); from dbias and dweight over m values.
+struct BnDxTerms {
+  float p, q, r;
+};
+HD inline BnDxTerms bn_dx_terms_at(float weight, float invstd, double dbias, double dweight,
+                                   double m) {
+  const double is = invstd, wi = weight * is;
+  return {static_cast<float>(wi), static_cast<float>(-wi * is * dweight / m),
+          static_cast<float>(-wi * dbias / m)};
+}
 template <class T>
 HD inline T bn_backward_at(T dy, T xhat, T weight, T invstd, T dbias, T dweight, T m) {
   return weight * invstd * (dy - (dbias + xhat * dweight) / m);

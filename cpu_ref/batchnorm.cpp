@@ -169,31 +169,12 @@ void statistics_at(const BnShape& s, std::int64_t ch, float k, double sum_d, dou
   bn_running_at(s, mean[ch], static_cast<float>(var), running_mean + ch, running_var + ch);
 }
 
-// Channel ch's forward pass as y = scale x + shift, from the batch's statistics (train) or the
-// running ones.
-void scale_shift_at(const BnShape& s, bool train, std::int64_t ch, const float* weight,
-                    const float* bias, const float* mean, const float* invstd,
-                    const float* running_mean, const float* running_var, float* scale,
-                    float* shift) {
-  const double is = train ? invstd[ch] : 1 / std::sqrt(double(running_var[ch]) + double(s.eps));
-  const double mu = train ? mean[ch] : running_mean[ch];
-  *scale = static_cast<float>(weight[ch] * is);
-  *shift = static_cast<float>(bias[ch] - mu * weight[ch] * is);
-}
-
-// Channel ch's backward pass from its sums of dy and dy (x - mean): dbias and dweight, and dx as
-// p dy + q (x - mean) + r, which is weight invstd (dy - (dbias + xhat dweight) / m) with
-// xhat = (x - mean) invstd (x - mean first: no cancellation where the mean is large).
-struct DxTerms {
-  float p, q, r;
-};
-DxTerms backward_at(const BnShape& s, std::int64_t ch, const float* weight, const float* invstd,
-                    double sum_dy, double sum_dy_xc, float* dweight, float* dbias) {
-  const auto m = static_cast<double>(s.count());
-  const double is = invstd[ch], db = sum_dy, dw = sum_dy_xc * is, wi = weight[ch] * is;
+// Channel ch's dbias and dweight from its sums of dy and dy (x - mean), and its dx terms.
+BnDxTerms backward_at(const BnShape& s, std::int64_t ch, const float* weight, const float* invstd,
+                      double sum_dy, double sum_dy_xc, float* dweight, float* dbias) {
+  const double db = sum_dy, dw = sum_dy_xc * invstd[ch];
   dbias[ch] = static_cast<float>(db), dweight[ch] = static_cast<float>(dw);
-  return {static_cast<float>(wi), static_cast<float>(-wi * is * dw / m),
-          static_cast<float>(-wi * db / m)};
+  return bn_dx_terms_at(weight[ch], invstd[ch], db, dw, static_cast<double>(s.count()));
 }
 
 // NCHW: over channel ch, the sums of u = a - ka and of u (b - kb), in float over blocks of values
@@ -249,8 +230,8 @@ void tuned_batchnorm_forward(const BnShape& s, bool train, const float* x, const
         statistics_at(s, ch, k, sum_d, sum_d2, mean, invstd, running_mean, running_var);
       }
       float scale = 0, shift = 0;
-      scale_shift_at(s, train, ch, weight, bias, mean, invstd, running_mean, running_var, &scale,
-                     &shift);
+      bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], mean[ch], invstd[ch], running_mean[ch],
+                        running_var[ch], &scale, &shift);
       for (std::int64_t image = 0; image < s.n; ++image) {
         const std::int64_t plane = (image * c + ch) * s.hw;
         const float* __restrict in = x + plane;
@@ -281,8 +262,8 @@ void tuned_batchnorm_forward(const BnShape& s, bool train, const float* x, const
       statistics_at(s, ch, k[ch], sums[ch], sums[c + ch], mean, invstd, running_mean, running_var);
   }
   for (std::int64_t ch = 0; ch < c; ++ch)
-    scale_shift_at(s, train, ch, weight, bias, mean, invstd, running_mean, running_var, &scale[ch],
-                   &shift[ch]);
+    bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], mean[ch], invstd[ch], running_mean[ch],
+                      running_var[ch], &scale[ch], &shift[ch]);
   nhwc_affine(s, x, scale.data(), shift.data(), floor, y, threads);
 }
 
@@ -296,7 +277,7 @@ void tuned_batchnorm_backward(const BnShape& s, const float* x, const float* wei
       const float mu = mean[ch];
       double sum_dy = 0, sum_dy_xc = 0;
       nchw_sums(s, ch, dy, 0.0f, x, mu, &sum_dy, &sum_dy_xc);
-      const DxTerms t = backward_at(s, ch, weight, invstd, sum_dy, sum_dy_xc, dweight, dbias);
+      const BnDxTerms t = backward_at(s, ch, weight, invstd, sum_dy, sum_dy_xc, dweight, dbias);
       if (!dx) continue;
       for (std::int64_t image = 0; image < s.n; ++image) {
         const std::int64_t plane = (image * c + ch) * s.hw;
@@ -317,7 +298,7 @@ void tuned_batchnorm_backward(const BnShape& s, const float* x, const float* wei
   });
   std::vector<float> p(static_cast<std::size_t>(c)), q(p.size()), r(p.size());
   for (std::int64_t ch = 0; ch < c; ++ch) {
-    const DxTerms t = backward_at(s, ch, weight, invstd, sums[ch], sums[c + ch], dweight, dbias);
+    const BnDxTerms t = backward_at(s, ch, weight, invstd, sums[ch], sums[c + ch], dweight, dbias);
     p[ch] = t.p, q[ch] = t.q, r[ch] = t.r;
   }
   if (!dx) return;

@@ -17,6 +17,7 @@
 #include "core/layers.hpp"
 #include "kernels/gpu.hpp"
 #include "kernels/gpu_impl.cuh"
+#include "kernels/maps.cuh"
 
 namespace pb::gpu {
 
@@ -49,6 +50,43 @@ __global__ void bn_backward_dx_kernel(BnShape s, ChannelOf channel_of, const T* 
     dx[e] = from_f32<T>(bn_backward_at(to_f32(dy[e]), (to_f32(x[e]) - mean[ch]) * invstd[ch],
                                        weight[ch], invstd[ch], dbias[ch], dweight[ch],
                                        static_cast<float>(s.count())));
+  }
+}
+
+// The same on NHWC maps whose channels are a whole number of packs (kernels/gpu_impl.cuh's
+// Pack), a pack a thread: its values are channels ch0 to ch0 + kSize - 1 of one pixel, their
+// per-channel coefficients in coef (bn_coefficients_kernel's, bn_grads_kernel's). y = scale x +
+// shift (coef: scale, then shift, c each).
+template <class T>
+__global__ void bn_forward_pack_kernel(ChannelOf channel_of, std::int64_t packs, const Pack<T>* x,
+                                       const float* coef, std::int64_t c, Pack<T>* y) {
+  PB_GRID_STRIDE(j, packs) {
+    const std::int64_t ch0 = channel_of(j * Pack<T>::kSize);
+    const Pack<T> in = x[j];
+    Pack<T> out;
+#pragma unroll
+    for (int k = 0; k < Pack<T>::kSize; ++k)
+      out.v[k] = from_f32<T>(fmaf(to_f32(in.v[k]), coef[ch0 + k], coef[c + ch0 + k]));
+    y[j] = out;
+  }
+}
+// dx = p dy + q (x - mean) + r (coef: p, q, r, then the mean, c each).
+template <class T>
+__global__ void bn_backward_dx_pack_kernel(ChannelOf channel_of, std::int64_t packs,
+                                           const Pack<T>* x, const Pack<T>* dy, const float* coef,
+                                           std::int64_t c, Pack<T>* dx) {
+  PB_GRID_STRIDE(j, packs) {
+    const std::int64_t ch0 = channel_of(j * Pack<T>::kSize);
+    const Pack<T> in = x[j], g = dy[j];
+    Pack<T> out;
+#pragma unroll
+    for (int k = 0; k < Pack<T>::kSize; ++k) {
+      const std::int64_t ch = ch0 + k;
+      out.v[k] =
+          from_f32<T>(coef[ch] * to_f32(g.v[k]) +
+                      coef[c + ch] * (to_f32(in.v[k]) - coef[3 * c + ch]) + coef[2 * c + ch]);
+    }
+    dx[j] = out;
   }
 }
 
@@ -171,11 +209,40 @@ __global__ void bn_stats_kernel(BnShape s, const T* x, const double* sums, float
   }
 }
 
-__global__ void bn_grads_kernel(std::int64_t c, const double* sums, float* dweight, float* dbias) {
+// The forward pass's scale and shift per channel (core/layers.hpp's bn_scale_shift_at) into
+// coef, for bn_forward_pack_kernel: a thread a channel.
+__global__ void bn_coefficients_kernel(BnShape s, bool train, const float* weight,
+                                       const float* bias, const float* mean, const float* invstd,
+                                       const float* running_mean, const float* running_var,
+                                       float* coef) {
+  PB_GRID_STRIDE(ch, s.c) {
+    bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], train ? mean[ch] : 0.0f,
+                      train ? invstd[ch] : 0.0f, running_mean[ch], running_var[ch], coef + ch,
+                      coef + s.c + ch);
+  }
+}
+
+// dbias and dweight from the sums, and where coef is given, the dx terms for
+// bn_backward_dx_pack_kernel (core/layers.hpp's bn_dx_terms_at) and the mean: a thread a channel.
+__global__ void bn_grads_kernel(BnShape s, const double* sums, const float* weight,
+                                const float* mean, const float* invstd, float* dweight,
+                                float* dbias, float* coef) {
+  const std::int64_t c = s.c;
   PB_GRID_STRIDE(ch, c) {
     dbias[ch] = static_cast<float>(sums[ch]);
     dweight[ch] = static_cast<float>(sums[c + ch]);
+    if (!coef) continue;
+    const BnDxTerms t = bn_dx_terms_at(weight[ch], invstd[ch], sums[ch], sums[c + ch],
+                                       static_cast<double>(s.count()));
+    coef[ch] = t.p, coef[c + ch] = t.q, coef[2 * c + ch] = t.r, coef[3 * c + ch] = mean[ch];
   }
+}
+
+// Whether the per-value passes take packs: NHWC maps whose channels are a whole number of packs,
+// every buffer aligned to one.
+template <class T, class... P>
+bool in_packs(const BnShape& s, const P*... p) {
+  return s.channels_last && s.c % Pack<T>::kSize == 0 && packable<T>(s.size(), p...);
 }
 
 }  // namespace
@@ -191,6 +258,16 @@ void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const 
         s, x, sums, mean, invstd, running_mean, running_var);
     PB_CUDA(cudaGetLastError());
   }
+  if (in_packs<T>(s, x, y)) {
+    float* coef = reinterpret_cast<float*>(sums + 2 * s.c);
+    bn_coefficients_kernel<<<grid_blocks(bn_coefficients_kernel, s.c, kThreads), kThreads, 0,
+                             stream>>>(s, train, weight, bias, mean, invstd, running_mean,
+                                       running_var, coef);
+    PB_CUDA(cudaGetLastError());
+    const std::int64_t n = s.size() / Pack<T>::kSize;
+    launch(stream, bn_forward_pack_kernel<T>, n, ChannelOf(s), n, packs(x), coef, s.c, packs(y));
+    return;
+  }
   bn_forward_kernel<T>
       <<<grid_blocks(bn_forward_kernel<T>, s.size(), kThreads), kThreads, 0, stream>>>(
           s, ChannelOf(s), train, x, weight, bias, y, mean, invstd, running_mean, running_var);
@@ -203,10 +280,18 @@ void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const
                         float* dbias, double* sums) {
   PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(s.c) * sizeof(double), stream));
   per_channel_sums(stream, s, GradientTerms<T>{x, dy, mean, invstd}, sums);
+  float* coef =
+      dx && in_packs<T>(s, x, dy, dx) ? reinterpret_cast<float*>(sums + 2 * s.c) : nullptr;
   bn_grads_kernel<<<grid_blocks(bn_grads_kernel, s.c, kThreads), kThreads, 0, stream>>>(
-      s.c, sums, dweight, dbias);
+      s, sums, weight, mean, invstd, dweight, dbias, coef);
   PB_CUDA(cudaGetLastError());
   if (!dx) return;
+  if (coef) {
+    const std::int64_t n = s.size() / Pack<T>::kSize;
+    launch(stream, bn_backward_dx_pack_kernel<T>, n, ChannelOf(s), n, packs(x), packs(dy), coef,
+           s.c, packs(dx));
+    return;
+  }
   bn_backward_dx_kernel<T>
       <<<grid_blocks(bn_backward_dx_kernel<T>, s.size(), kThreads), kThreads, 0, stream>>>(
           s, ChannelOf(s), x, weight, mean, invstd, dy, dweight, dbias, dx);
@@ -234,7 +319,7 @@ class GpuBatchNorm : public GpuImpl {
     x_ = DeviceMem(maps), out_ = DeviceMem(maps);
     if (s_.dir == BnDir::bwd) dy_ = DeviceMem(maps);
     for (DeviceMem* v : {&w_, &b_, &rm_, &rv_, &mean_, &invstd_, &dw_, &db_}) *v = DeviceMem(c);
-    sums_ = DeviceMem(2 * static_cast<std::size_t>(m_.c) * sizeof(double));
+    sums_ = DeviceMem(4 * static_cast<std::size_t>(m_.c) * sizeof(double));
   }
   void prepare(const Tensors& in) override {
     upload(x_.as<void>(), at(in, "x"));
@@ -273,7 +358,7 @@ class GpuBatchNorm : public GpuImpl {
  private:
   BatchNormShape s_;
   BnShape m_;
-  DeviceMem x_, dy_, out_, w_, b_, rm_, rv_, mean_, invstd_, dw_, db_, sums_;  // sums_: 2c doubles
+  DeviceMem x_, dy_, out_, w_, b_, rm_, rv_, mean_, invstd_, dw_, db_, sums_;  // sums_: 4c doubles
 };
 
 std::unique_ptr<Impl> make_batchnorm(const std::string& op, const std::string& name,

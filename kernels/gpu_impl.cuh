@@ -158,6 +158,29 @@ unsigned grid_blocks(Kernel kernel, std::int64_t items, int threads) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(need, most)));
 }
 
+// A pack: 16 bytes of values of T (8 of bf16 or fp16), one 16-byte load or store. The 16-bit
+// training step's per-value kernels (ReLU, the residual add, batch norm's y and dx) take a pack
+// a thread where the count and every pointer allow it (packable), else a value a thread: one
+// value a thread cost about fifty instructions a value (bn_forward_kernel's sm_90 SASS), so
+// that they were bound by issuing instructions, not by memory.
+template <class T>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / static_cast<int>(sizeof(T));
+  T v[kSize];
+};
+template <class T, class... P>
+bool packable(std::int64_t n, const P*... p) {
+  return n % Pack<T>::kSize == 0 && ((reinterpret_cast<std::uintptr_t>(p) % 16 == 0) && ...);
+}
+template <class T>
+const Pack<T>* packs(const T* p) {
+  return reinterpret_cast<const Pack<T>*>(p);
+}
+template <class T>
+Pack<T>* packs(T* p) {
+  return reinterpret_cast<Pack<T>*>(p);
+}
+
 // --- Op functions: enqueued on the caller's stream over the caller's device buffers, owning
 // nothing; the implementations adapt them, and a training step composes them (kernels/<op>.cu).
 // GEMM (core/gemm.hpp), fp32: one thread per element of C; 64x64 shared-memory tiles.
@@ -228,8 +251,9 @@ void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
 // Batch normalization (core/layers.hpp's semantics, as cpu batchnorm_forward/backward take
 // its buffers), maps NCHW or NHWC in T (float, __nv_bfloat16 or __half), the parameters and
 // statistics fp32: the statistics and the parameters' gradients as per-channel sums in double,
-// over many blocks that add theirs into `sums` (2 c doubles of scratch, the caller's); y and dx
-// grid-stride. dx may be null (no input gradient).
+// over many blocks that add theirs into `sums` (scratch of 4 c doubles, the caller's: the sums,
+// then per-channel coefficients); y and dx grid-stride, in packs where the maps are NHWC (the
+// 16-bit step's) and their channels a whole number of packs. dx may be null (no input gradient).
 template <class T>
 void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
                        const float* weight, const float* bias, T* y, float* mean, float* invstd,

@@ -68,6 +68,17 @@ template <class T>
 __global__ void add_kernel(const T* a, const T* b, T* out, std::int64_t n) {
   PB_GRID_STRIDE(j, n) { out[j] = from_f32<T>(to_f32(a[j]) + to_f32(b[j])); }
 }
+template <class T>
+__global__ void add_pack_kernel(const Pack<T>* a, const Pack<T>* b, Pack<T>* out,
+                                std::int64_t packs) {
+  PB_GRID_STRIDE(j, packs) {
+    const Pack<T> x = a[j], y = b[j];
+    Pack<T> o;
+#pragma unroll
+    for (int k = 0; k < Pack<T>::kSize; ++k) o.v[k] = from_f32<T>(to_f32(x.v[k]) + to_f32(y.v[k]));
+    out[j] = o;
+  }
+}
 
 // Global average pooling's backward pass: each map's dx its dout / hw (dout: n x c).
 template <class T>
@@ -117,6 +128,19 @@ __global__ void relu_kernel(const T* z, const T* dy, T* out, std::int64_t n) {
   PB_GRID_STRIDE(j, n) {
     const bool on = to_f32(z[j]) > 0.0f;
     out[j] = on ? (dy ? dy[j] : z[j]) : from_f32<T>(0.0f);
+  }
+}
+// The same a pack a thread (kernels/gpu_impl.cuh's Pack): packs of z, dy and out.
+template <class T>
+__global__ void relu_pack_kernel(const Pack<T>* z, const Pack<T>* dy, Pack<T>* out,
+                                 std::int64_t packs) {
+  PB_GRID_STRIDE(j, packs) {
+    const Pack<T> in = z[j], pass = dy ? dy[j] : in;
+    Pack<T> o;
+#pragma unroll
+    for (int k = 0; k < Pack<T>::kSize; ++k)
+      o.v[k] = to_f32(in.v[k]) > 0.0f ? pass.v[k] : from_f32<T>(0.0f);
+    out[j] = o;
   }
 }
 
@@ -302,13 +326,13 @@ class GpuOps {
     gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias,
                             bn_sums(s.c));
   }
-  // Scratch for a batch norm's sums, 2 c doubles (grown in the first step, untimed; every
-  // batch norm of the step uses it in turn on the stream).
+  // Scratch for a batch norm's sums and coefficients, 4 c doubles (grown in the first step,
+  // untimed; every batch norm of the step uses it in turn on the stream).
   double* bn_sums(std::int64_t c) {
-    if (2 * c > bn_doubles_) {
+    if (4 * c > bn_doubles_) {
       PB_CUDA(cudaStreamSynchronize(stream_));
       bn_sums_ = DeviceBuffer<double>(), bn_doubles_ = 0;
-      bn_sums_ = DeviceBuffer<double>(2 * c), bn_doubles_ = 2 * c;
+      bn_sums_ = DeviceBuffer<double>(4 * c), bn_doubles_ = 4 * c;
     }
     return bn_sums_.data();
   }
@@ -451,6 +475,10 @@ class GpuLowOps {
     if (s.bias) column_sums(dy, s.n * s.pq(), s.k, db);
   }
   void relu(const T* z, const T* dy, T* out, std::int64_t n) {
+    if (packable<T>(n, z, dy, out)) {
+      const std::int64_t p = n / Pack<T>::kSize;
+      return launch(stream_, relu_pack_kernel<T>, p, packs(z), packs(dy), packs(out), p);
+    }
     launch(stream_, relu_kernel<T>, n, z, dy, out, n);
   }
   // The loss of each row, and its gradient in T, through the fp32 rows on converted logits.
@@ -513,6 +541,10 @@ class GpuLowOps {
   }
   void zero(float* x, std::int64_t n) { f32_.zero(x, n); }
   void add(const T* a, const T* b, T* out, std::int64_t n) {
+    if (packable<T>(n, a, b, out)) {
+      const std::int64_t p = n / Pack<T>::kSize;
+      return launch(stream_, add_pack_kernel<T>, p, packs(a), packs(b), packs(out), p);
+    }
     launch(stream_, add_kernel<T>, n, a, b, out, n);
   }
   void plane_means(const Maps& s, const T* x, T* out) {
