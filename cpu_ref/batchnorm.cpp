@@ -230,8 +230,9 @@ void tuned_batchnorm_forward(const BnShape& s, bool train, const float* x, const
         statistics_at(s, ch, k, sum_d, sum_d2, mean, invstd, running_mean, running_var);
       }
       float scale = 0, shift = 0;
-      bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], mean[ch], invstd[ch], running_mean[ch],
-                        running_var[ch], &scale, &shift);
+      bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], train ? mean[ch] : 0.0f,
+                        train ? invstd[ch] : 0.0f, running_mean[ch], running_var[ch], &scale,
+                        &shift);
       for (std::int64_t image = 0; image < s.n; ++image) {
         const std::int64_t plane = (image * c + ch) * s.hw;
         const float* __restrict in = x + plane;
@@ -262,8 +263,9 @@ void tuned_batchnorm_forward(const BnShape& s, bool train, const float* x, const
       statistics_at(s, ch, k[ch], sums[ch], sums[c + ch], mean, invstd, running_mean, running_var);
   }
   for (std::int64_t ch = 0; ch < c; ++ch)
-    bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], mean[ch], invstd[ch], running_mean[ch],
-                      running_var[ch], &scale[ch], &shift[ch]);
+    bn_scale_shift_at(train, s.eps, weight[ch], bias[ch], train ? mean[ch] : 0.0f,
+                      train ? invstd[ch] : 0.0f, running_mean[ch], running_var[ch], &scale[ch],
+                      &shift[ch]);
   nhwc_affine(s, x, scale.data(), shift.data(), floor, y, threads);
 }
 
