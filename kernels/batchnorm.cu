@@ -53,20 +53,24 @@ __global__ void bn_backward_dx_kernel(BnShape s, ChannelOf channel_of, const T* 
   }
 }
 
-// The same on NHWC maps whose channels are a whole number of packs (kernels/gpu_impl.cuh's
-// Pack), a pack a thread: its values are channels ch0 to ch0 + kSize - 1 of one pixel, their
-// per-channel coefficients in coef (bn_coefficients_kernel's, bn_grads_kernel's). y = scale x +
-// shift (coef: scale, then shift, c each).
+// The same a pack a thread (kernels/gpu_impl.cuh's Pack; in_packs says where): on NHWC maps
+// whose channels are a whole number of packs, a pack's values are channels ch0 to ch0 + kSize -
+// 1 of one pixel; on NCHW maps whose planes are, they are all of channel ch0. Their per-channel
+// coefficients are in coef (bn_coefficients_kernel's, bn_grads_kernel's). y = scale x + shift
+// (coef: scale, then shift, c each).
 template <class T>
 __global__ void bn_forward_pack_kernel(ChannelOf channel_of, std::int64_t packs, const Pack<T>* x,
                                        const float* coef, std::int64_t c, Pack<T>* y) {
+  const std::int64_t step = channel_of.m.channels_last ? 1 : 0;  // a pack's next value's channel
   PB_GRID_STRIDE(j, packs) {
     const std::int64_t ch0 = channel_of(j * Pack<T>::kSize);
     const Pack<T> in = x[j];
     Pack<T> out;
 #pragma unroll
-    for (int k = 0; k < Pack<T>::kSize; ++k)
-      out.v[k] = from_f32<T>(fmaf(to_f32(in.v[k]), coef[ch0 + k], coef[c + ch0 + k]));
+    for (int k = 0; k < Pack<T>::kSize; ++k) {
+      const std::int64_t ch = ch0 + step * k;
+      out.v[k] = from_f32<T>(fmaf(to_f32(in.v[k]), coef[ch], coef[c + ch]));
+    }
     y[j] = out;
   }
 }
@@ -75,13 +79,14 @@ template <class T>
 __global__ void bn_backward_dx_pack_kernel(ChannelOf channel_of, std::int64_t packs,
                                            const Pack<T>* x, const Pack<T>* dy, const float* coef,
                                            std::int64_t c, Pack<T>* dx) {
+  const std::int64_t step = channel_of.m.channels_last ? 1 : 0;
   PB_GRID_STRIDE(j, packs) {
     const std::int64_t ch0 = channel_of(j * Pack<T>::kSize);
     const Pack<T> in = x[j], g = dy[j];
     Pack<T> out;
 #pragma unroll
     for (int k = 0; k < Pack<T>::kSize; ++k) {
-      const std::int64_t ch = ch0 + k;
+      const std::int64_t ch = ch0 + step * k;
       out.v[k] =
           from_f32<T>(coef[ch] * to_f32(g.v[k]) +
                       coef[c + ch] * (to_f32(in.v[k]) - coef[3 * c + ch]) + coef[2 * c + ch]);
@@ -239,10 +244,10 @@ __global__ void bn_grads_kernel(BnShape s, const double* sums, const float* weig
 }
 
 // Whether the per-value passes take packs: NHWC maps whose channels are a whole number of packs,
-// every buffer aligned to one.
+// or NCHW maps whose planes are, every buffer aligned to one.
 template <class T, class... P>
 bool in_packs(const BnShape& s, const P*... p) {
-  return s.channels_last && s.c % Pack<T>::kSize == 0 && packable<T>(s.size(), p...);
+  return (s.channels_last ? s.c : s.hw) % Pack<T>::kSize == 0 && packable<T>(s.size(), p...);
 }
 
 }  // namespace

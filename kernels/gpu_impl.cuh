@@ -158,11 +158,11 @@ unsigned grid_blocks(Kernel kernel, std::int64_t items, int threads) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(need, most)));
 }
 
-// A pack: 16 bytes of values of T (8 of bf16 or fp16), one 16-byte load or store. The 16-bit
-// training step's per-value kernels (ReLU, the residual add, batch norm's y and dx) take a pack
-// a thread where the count and every pointer allow it (packable), else a value a thread: one
-// value a thread cost about fifty instructions a value (bn_forward_kernel's sm_90 SASS), so
-// that they were bound by issuing instructions, not by memory.
+// A pack: 16 bytes of values of T (8 of bf16 or fp16, 4 of float), one 16-byte load or store.
+// The training step's per-value kernels (the 16-bit step's ReLU; the residual add, batch norm's
+// y and dx) take a pack a thread where the count and every pointer allow it (packable), else a
+// value a thread: one value a thread cost about fifty instructions a value (bn_forward_kernel's
+// sm_90 SASS), so that they were bound by issuing instructions, not by memory.
 template <class T>
 struct alignas(16) Pack {
   static constexpr int kSize = 16 / static_cast<int>(sizeof(T));
@@ -252,8 +252,8 @@ void rows_vectorized(cudaStream_t stream, const RowShape& s, const float* x,
 // its buffers), maps NCHW or NHWC in T (float, __nv_bfloat16 or __half), the parameters and
 // statistics fp32: the statistics and the parameters' gradients as per-channel sums in double,
 // over many blocks that add theirs into `sums` (scratch of 4 c doubles, the caller's: the sums,
-// then per-channel coefficients); y and dx grid-stride, in packs where the maps are NHWC (the
-// 16-bit step's) and their channels a whole number of packs. dx may be null (no input gradient).
+// then per-channel coefficients); y and dx grid-stride, in packs where the maps' channels (NHWC)
+// or planes (NCHW) are a whole number of packs. dx may be null (no input gradient).
 template <class T>
 void batchnorm_forward(cudaStream_t stream, const BnShape& s, bool train, const T* x,
                        const float* weight, const float* bias, T* y, float* mean, float* invstd,

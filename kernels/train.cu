@@ -348,6 +348,10 @@ class GpuOps {
     PB_CUDA(cudaMemsetAsync(x, 0, static_cast<std::size_t>(n) * sizeof(float), stream_));
   }
   void add(const float* a, const float* b, float* out, std::int64_t n) {
+    if (packable<float>(n, a, b, out)) {
+      const std::int64_t p = n / Pack<float>::kSize;
+      return launch(stream_, add_pack_kernel<float>, p, packs(a), packs(b), packs(out), p);
+    }
     launch(stream_, add_kernel<float>, n, a, b, out, n);
   }
   // NCHW maps (the walk keeps every map NCHW on the GPU).

@@ -9,6 +9,8 @@
 namespace pb {
 namespace {
 
+// The first two shapes take the per-value kernels, the last (planes of 3136 values, a whole
+// number of 4-float packs, over three rows of kernels/batchnorm.cu's NCHW sums) the packs.
 TEST(GpuBatchNorm, EachDirectionPassesTheCheck) {
   if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
   const BatchNormShape shapes[] = {
