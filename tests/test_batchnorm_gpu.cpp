@@ -10,7 +10,8 @@ namespace pb {
 namespace {
 
 // The first two shapes take the per-value kernels, the last (planes of 3136 values, a whole
-// number of 4-float packs, over three rows of kernels/batchnorm.cu's NCHW sums) the packs.
+// number of 4-float packs) the packs; its NCHW sums run four rows a plane (three of 1024 values
+// and one of 64).
 TEST(GpuBatchNorm, EachDirectionPassesTheCheck) {
   if (!gpu::probe().available) GTEST_SKIP() << "no GPU: " << gpu::probe().reason;
   const BatchNormShape shapes[] = {
