@@ -79,6 +79,15 @@ __global__ void add_pack_kernel(const Pack<T>* a, const Pack<T>* b, Pack<T>* out
     out[j] = o;
   }
 }
+// out = a + b over n values (the residual add, either step), in packs where packable.
+template <class T>
+void add_values(cudaStream_t stream, const T* a, const T* b, T* out, std::int64_t n) {
+  if (packable<T>(n, a, b, out)) {
+    const std::int64_t p = n / Pack<T>::kSize;
+    return launch(stream, add_pack_kernel<T>, p, packs(a), packs(b), packs(out), p);
+  }
+  launch(stream, add_kernel<T>, n, a, b, out, n);
+}
 
 // Global average pooling's backward pass: each map's dx its dout / hw (dout: n x c).
 template <class T>
@@ -348,11 +357,7 @@ class GpuOps {
     PB_CUDA(cudaMemsetAsync(x, 0, static_cast<std::size_t>(n) * sizeof(float), stream_));
   }
   void add(const float* a, const float* b, float* out, std::int64_t n) {
-    if (packable<float>(n, a, b, out)) {
-      const std::int64_t p = n / Pack<float>::kSize;
-      return launch(stream_, add_pack_kernel<float>, p, packs(a), packs(b), packs(out), p);
-    }
-    launch(stream_, add_kernel<float>, n, a, b, out, n);
+    add_values(stream_, a, b, out, n);
   }
   // NCHW maps (the walk keeps every map NCHW on the GPU).
   void plane_means(const Maps& s, const float* x, float* out) {
@@ -544,13 +549,7 @@ class GpuLowOps {
                             cudaMemcpyDeviceToDevice, stream_));
   }
   void zero(float* x, std::int64_t n) { f32_.zero(x, n); }
-  void add(const T* a, const T* b, T* out, std::int64_t n) {
-    if (packable<T>(n, a, b, out)) {
-      const std::int64_t p = n / Pack<T>::kSize;
-      return launch(stream_, add_pack_kernel<T>, p, packs(a), packs(b), packs(out), p);
-    }
-    launch(stream_, add_kernel<T>, n, a, b, out, n);
-  }
+  void add(const T* a, const T* b, T* out, std::int64_t n) { add_values(stream_, a, b, out, n); }
   void plane_means(const Maps& s, const T* x, T* out) {
     launch(stream_, plane_means_kernel<T>, s.n * s.c, s, x, out);
   }
