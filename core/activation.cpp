@@ -109,6 +109,16 @@ ActTolerance act_tolerance(Act a) {
   return {1e-6, 1e-30, 1e-6};
 }
 
+bool act_bwd_from_output(Act a) {
+  return with_activation(a, [](auto f) { return decltype(f)::kFromOutput; });
+}
+
+double act_ref_bwd(Act a, double s) {
+  if (a == Act::sigmoid) return s * (1.0 - s);
+  if (a == Act::tanh) return (1.0 - s) * (1.0 + s);
+  return act_ref_derivative(a, s);
+}
+
 // --- activation workload -------------------------------------------------------------------
 
 std::vector<std::int64_t> activation_suite_n(int level) {
@@ -154,7 +164,7 @@ Shape ActivationWorkload::shape() const {
 
 double ActivationWorkload::flops() const {
   // Nominal FLOPs per element, counting exp as ~10: what the roofline places these ops by.
-  static const double fwd[] = {1, 2, 20, 30, 14, 16}, bwd[] = {1, 2, 30, 40, 16, 20};
+  static const double fwd[] = {1, 2, 20, 30, 14, 16}, bwd[] = {1, 2, 30, 40, 3, 4};
   const int i = static_cast<int>(s_.act);
   return (s_.backward ? bwd[i] : fwd[i]) * static_cast<double>(s_.n);
 }
@@ -165,8 +175,10 @@ double ActivationWorkload::min_bytes() const {
 
 Tensors ActivationWorkload::make_inputs() const {
   Rng rng(static_cast<std::uint64_t>(s_.n) * 31 + static_cast<std::uint64_t>(s_.act));
-  Tensors in{Tensor("x", {s_.n})};
+  Tensors in{Tensor(input(), {s_.n})};
   for (float& v : in[0].f32()) v = 8.0f * rng.uniform();
+  if (input() == "y")
+    for (float& v : in[0].f32()) v = static_cast<float>(act_ref(s_.act, v));
   if (s_.backward) {
     in.emplace_back("dy", std::vector<std::int64_t>{s_.n});
     for (float& v : in[1].f32()) v = rng.uniform();
@@ -180,7 +192,7 @@ Check ActivationWorkload::verify(const Tensors& in, const Tensors& outs) const {
   c.tolerance = s_.backward ? tol.bwd_rel : tol.fwd_rel;
   const float* out = output_f32(outs, outputs()[0], s_.n, c);
   if (!out) return c;
-  const float* x = at(in, "x").f32().data();
+  const float* x = at(in, input()).f32().data();  // x, or y for a backward from the output
   const float* dys = s_.backward ? at(in, "dy").f32().data() : nullptr;
   // In parallel: the double-precision reference costs far more than the work it checks.
   double worst = 0;
@@ -190,7 +202,7 @@ Check ActivationWorkload::verify(const Tensors& in, const Tensors& outs) const {
     const double xi = x[i];
     double e;
     if (s_.backward) {
-      const double dy = dys[i], d = act_ref_derivative(s_.act, xi);
+      const double dy = dys[i], d = act_ref_bwd(s_.act, xi);
       e = std::fabs(out[i] - dy * d) / (std::fabs(dy) * (std::fabs(d) + 0.01) + 1e-30);
     } else {
       const double ref = act_ref(s_.act, xi);

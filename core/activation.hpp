@@ -107,9 +107,12 @@ constexpr float kLeakySlope = 0.01f;
 constexpr float kGeluK0 = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluK1 = 0.044715f;
 
-// The functors: fwd(x) = f(x); bwd(x, dy) = dy f'(x), for a lane type V (core/lanes.hpp).
-// NaN in x gives NaN.
+// The functors: fwd(x) = f(x); bwd(s, dy) = dy f'(x), for a lane type V (core/lanes.hpp), where
+// s is what a training step keeps for the backward pass, as PyTorch's autograd keeps it: x, or,
+// for the functors with kFromOutput (sigmoid and tanh, whose derivatives are functions of their
+// outputs), y = f(x). NaN in x (or y) gives NaN.
 struct Relu {
+  static constexpr bool kFromOutput = false;
   template <class V>
   HD static V fwd(V x) {
     return lanes::at_least(x, 0.0f);  // NaN passes
@@ -121,6 +124,7 @@ struct Relu {
 };
 
 struct LeakyRelu {
+  static constexpr bool kFromOutput = false;
   template <class V>
   HD static V fwd(V x) {
     return lanes::select(x > 0.0f, x, kLeakySlope * x);
@@ -131,29 +135,31 @@ struct LeakyRelu {
   }
 };
 
+// From the output: 1 - y is exact where y >= 1/2 (Sterbenz), so y (1 - y) is within two
+// roundings of the derivative at the y it is given; what y's own rounding costs where y is near 1
+// is the saved output's, as in any framework.
 struct Sigmoid {
+  static constexpr bool kFromOutput = true;
   template <class V>
   HD static V fwd(V x) {
     return lanes::div(V(1.0f), 1.0f + approx::exp<V>(-x));
   }
   template <class V>
-  HD static V bwd(V x, V dy) {
-    // s (1 - s) = q / (1 + q)^2 with q = e^{-x}: no cancellation where s is near 1.
-    const V q = approx::exp<V>(-lanes::abs(x));
-    return lanes::div_in_range(dy * q, (1.0f + q) * (1.0f + q));
+  HD static V bwd(V y, V dy) {
+    return dy * (y * (1.0f - y));
   }
 };
 
+// From the output: 1 - y^2 as (1 - y)(1 + y), each factor exact where it is small (Sterbenz).
 struct Tanh {
+  static constexpr bool kFromOutput = true;
   template <class V>
   HD static V fwd(V x) {
     return approx::tanh<V>(x);
   }
   template <class V>
-  HD static V bwd(V x, V dy) {
-    // 1 - tanh^2 = 4q / (1 + q)^2 with q = e^{-2|x|}: no cancellation where tanh is near 1.
-    const V q = approx::exp<V>(-2.0f * lanes::abs(x));
-    return lanes::div_in_range(dy * 4.0f * q, (1.0f + q) * (1.0f + q));
+  HD static V bwd(V y, V dy) {
+    return dy * ((1.0f - y) * (1.0f + y));
   }
 };
 
@@ -168,6 +174,7 @@ HD V clamp(const V& x, float lo, float hi) {
 // GELU, tanh approximation: x/2 (1 + tanh(u)) = x sigmoid(2u), u = k0 (x + k1 x^3); the
 // sigmoid form keeps its relative accuracy for negative x.
 struct GeluTanh {
+  static constexpr bool kFromOutput = false;
   template <class V>
   HD static V fwd(V x_in) {
     const V x = lanes::at_least(x_in, -20.0f);  // gelu(x < -20) is -0 in float
@@ -187,6 +194,7 @@ struct GeluTanh {
 
 // GELU, exact: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| on either side.
 struct GeluErf {
+  static constexpr bool kFromOutput = false;
   template <class V>
   HD static V cdf(const V& x) {  // x finite
     const V h = approx::half_erfc_nonneg<V>(lanes::abs(x) * 0.7071067811865476f);
@@ -234,6 +242,13 @@ const std::vector<Act>& all_acts();
 double act_ref(Act a, double x);
 double act_ref_derivative(Act a, double x);
 
+// Whether a's backward takes the output y = f(x) (sigmoid, tanh) rather than x: the functor's
+// kFromOutput.
+bool act_bwd_from_output(Act a);
+// The reference backward for what the backward is given, s (x, or y where act_bwd_from_output):
+// f'(x) = act_ref_derivative(x), y (1 - y) for sigmoid, 1 - y^2 for tanh, in double.
+double act_ref_bwd(Act a, double s);
+
 // Stated accuracy of the float functors, relative to |f(x)| + floor (fwd) or to
 // |dy| (|f'(x)| + 0.01) (bwd), over all floats; verified on a dense grid by the tests.
 struct ActTolerance {
@@ -266,7 +281,10 @@ class ActivationWorkload : public Workload {
   bool bandwidth_bound() const override { return true; }
   double host_bytes() const override { return 4.0 * 7.0 * static_cast<double>(s_.n); }
   double device_bytes() const override { return 4.0 * 3.0 * static_cast<double>(s_.n); }
-  Tensors make_inputs() const override;  // x, and dy for bwd; x in [-8, 8]
+  // fwd: x in [-8, 8]; bwd: dy, and what the backward is given (input()): x, or y = f(x)
+  // rounded to float from the double reference, for x in [-8, 8].
+  Tensors make_inputs() const override;
+  std::string input() const { return s_.backward && act_bwd_from_output(s_.act) ? "y" : "x"; }
   std::vector<std::string> outputs() const override { return {s_.backward ? "dx" : "y"}; }
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
 

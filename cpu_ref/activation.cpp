@@ -107,7 +107,7 @@ class CpuActivation : public CpuImpl {
   CpuActivation(const ActivationShape& s, bool naive, int threads)
       : CpuImpl(threads), s_(s), naive_(naive) {}
   void prepare(const Tensors& in) override {
-    x_ = at(in, "x").f32();
+    x_ = at(in, ActivationWorkload(s_).input()).f32();  // x, or y for a backward from y
     if (s_.backward) dy_ = at(in, "dy").f32();
     out_ = Tensor(ActivationWorkload(s_).outputs()[0], {s_.n});
   }

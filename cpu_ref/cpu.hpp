@@ -98,8 +98,9 @@ class OnednnMatmul {
 // returns the sum for dot (0 otherwise).
 float stream_omp(StreamKernel k, float* a, float* b, float* c, std::int64_t n, int threads);
 
-// Activations (core/activation.hpp): out = f(x), or, with dy, the gradient dy f'(x), over n
-// floats: on OpenMP threads and SIMD packs; the scalar reference.
+// Activations (core/activation.hpp): out = f(x), or, with dy, the gradient dy f'(x) from x (or
+// from y = f(x) for sigmoid and tanh, passed as x), over n floats: on OpenMP threads and SIMD
+// packs; the scalar reference.
 void activation_omp(Act a, const float* x, const float* dy, float* out, std::int64_t n,
                     int threads);
 void activation_naive(Act a, const float* x, const float* dy, float* out, std::int64_t n);

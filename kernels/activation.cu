@@ -204,7 +204,7 @@ class GpuActivation : public GpuImpl {
       throw std::runtime_error("n too large for one thread per element");
   }
   void prepare(const Tensors& in) override {
-    upload(x_.as<void>(), at(in, "x"));
+    upload(x_.as<void>(), at(in, ActivationWorkload(s_).input()));  // x, or y for bwd from y
     if (s_.backward) upload(dy_.as<void>(), at(in, "dy"));
   }
   void run() override {

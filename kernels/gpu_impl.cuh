@@ -235,8 +235,9 @@ class CudnnConvolution {
   struct State;  // cuDNN's objects (kernels/conv.cu)
   std::unique_ptr<State> st_;
 };
-// Activations (core/activation.hpp): out = f(x), or with dy the gradient dy f'(x), over n
-// floats: one thread per element; grid-stride over 128-bit loads and stores.
+// Activations (core/activation.hpp): out = f(x), or with dy the gradient dy f'(x) from x (or
+// from y = f(x) for sigmoid and tanh, passed as x), over n floats: one thread per element;
+// grid-stride over 128-bit loads and stores.
 void activation_naive(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
                       std::int64_t n);
 void activation_vectorized(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,

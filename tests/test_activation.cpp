@@ -3,6 +3,7 @@
 // implementation through its workload's check.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <limits>
@@ -24,12 +25,12 @@ testing::Floats run_cpu(const std::vector<ImplSpec>& specs, const std::string& n
 // this) and on SIMD packs (activation/cpu/omp, core/lanes.hpp).
 enum class Path { scalar, simd };
 
-// f(x), or dy f'(x) where dy is given, for each x.
+// f(x), or dy f'(x) where dy is given, for each x (each s: what the backward is given, x or y).
 testing::Floats eval(Path p, Act a, const testing::Floats& xs,
                      const testing::Floats* dy = nullptr) {
   if (p == Path::simd) {
     const ActivationWorkload w({a, dy != nullptr, static_cast<std::int64_t>(xs.size())});
-    Tensors inputs{Tensor::of("x", xs)};
+    Tensors inputs{Tensor::of(w.input(), xs)};
     if (dy) inputs.push_back(Tensor::of("dy", *dy));
     return testing::run_impl(testing::find_impl(cpu::activation_impls(), "omp"), w, 2, inputs);
   }
@@ -39,6 +40,15 @@ testing::Floats eval(Path p, Act a, const testing::Floats& xs,
       out[i] = dy ? decltype(f)::bwd(xs[i], (*dy)[i]) : decltype(f)::fwd(xs[i]);
   });
   return out;
+}
+
+// What a training step keeps for the backward of each x: x, or y = f(x) rounded to float for
+// the functions whose backward takes the output (sigmoid, tanh).
+testing::Floats saved(Act a, const testing::Floats& xs) {
+  if (!act_bwd_from_output(a)) return xs;
+  testing::Floats ys;
+  for (float x : xs) ys.push_back(static_cast<float>(act_ref(a, x)));
+  return ys;
 }
 
 // One value, taken from the middle of 300 copies: on the SIMD path, from a full pack.
@@ -89,15 +99,17 @@ TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
   EXPECT_LE(worst, tol.fwd_rel) << to_string(a) << " worst at x = " << at;
 }
 
+// Against the reference backward of what the backward is given (x, or the float y).
 TEST_P(Functor, BackwardWithinItsStatedErrorEverywhere) {
   const ActTolerance tol = act_tolerance(a);
-  const testing::Floats xs = grid(), ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
+  const testing::Floats xs = saved(a, grid()), ones(xs.size(), 1.0f),
+                        ds = eval(path, a, xs, &ones);
   double worst = 0;
   float at = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     const float x = xs[i], d = ds[i];
     ASSERT_TRUE(std::isfinite(d)) << to_string(a) << "'(" << x << ") = " << d;
-    const double ref = act_ref_derivative(a, x);
+    const double ref = act_ref_bwd(a, x);
     const double e = std::fabs(d - ref) / (std::fabs(ref) + 0.01);
     if (e > worst) worst = e, at = x;
   }
@@ -127,9 +139,33 @@ TEST_P(Functor, BackwardMatchesFiniteDifferencesOfTheReference) {
     xs.push_back(static_cast<float>(x));
     fds.push_back(static_cast<float>((act_ref(a, x + h) - act_ref(a, x - h)) / (2 * h)));
   }
-  const testing::Floats ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
+  const testing::Floats ones(xs.size(), 1.0f), ds = eval(path, a, saved(a, xs), &ones);
   for (std::size_t i = 0; i < xs.size(); ++i)
     EXPECT_NEAR(ds[i], fds[i], 1e-5 * (1 + std::fabs(fds[i]))) << to_string(a) << " at " << xs[i];
+}
+
+// Sigmoid's and tanh's backward take y = f(x), as autograd keeps it: their reference in y is the
+// derivative in x, and their workload gives y (in f's range); the others take x.
+TEST(ActivationBackward, SigmoidAndTanhTakeTheOutput) {
+  for (Act a : all_acts()) {
+    const bool from_y = a == Act::sigmoid || a == Act::tanh;
+    EXPECT_EQ(act_bwd_from_output(a), from_y) << to_string(a);
+    for (double x = -9.0; x <= 9.0; x += 0.37) {
+      const double s = from_y ? act_ref(a, x) : x;
+      EXPECT_NEAR(act_ref_bwd(a, s), act_ref_derivative(a, x), 1e-14) << to_string(a) << " " << x;
+    }
+    const ActivationWorkload w({a, true, 1000}), fwd({a, false, 1000});
+    EXPECT_EQ(w.input(), from_y ? "y" : "x");
+    EXPECT_EQ(fwd.input(), "x");
+    const testing::Floats s = at(w.make_inputs(), w.input()).f32();
+    const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
+    // In f's range, and spanning most of it: x in [-8, 8] gives y within e^-8 of its ends.
+    const float bottom = a == Act::sigmoid ? 0.0f : a == Act::tanh ? -1.0f : -8.0f;
+    const float top = from_y ? 1.0f : 8.0f;
+    EXPECT_GE(*lo, bottom) << to_string(a);
+    EXPECT_LE(*hi, top) << to_string(a);
+    EXPECT_GT(*hi - *lo, 0.99f * (top - bottom)) << to_string(a);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, Functor,
