@@ -1,6 +1,7 @@
 #include "bench/cases.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -174,6 +175,41 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
     if (std::none_of(unique.begin(), unique.end(), same)) unique.push_back(std::move(c));
   }
   return unique;
+}
+
+std::string no_case_reason(const Options& o, const Resources& r) {
+  struct Relax {
+    const char* flag;
+    bool given;
+    std::function<void(Options&)> drop;
+    std::function<std::string(const Case&)> value;  // what a case has of the flag
+  };
+  const std::vector<Relax> relaxations = {
+      {"--dtypes", !o.dtypes.empty(), [](Options& x) { x.dtypes.clear(); },
+       [](const Case& c) { return std::string(to_string(c.workload->dtype())); }},
+      {"--impls", !o.impls.empty(), [](Options& x) { x.impls.clear(); },
+       [](const Case& c) { return std::string(to_string(c.impl.device)) + "/" + c.impl.name; }},
+      {"--devices", !o.devices.empty(), [](Options& x) { x.devices.clear(); },
+       [](const Case& c) { return std::string(to_string(c.impl.device)); }},
+      {"--threads", !o.threads.empty(), [](Options& x) { x.threads.clear(); },
+       [](const Case& c) { return c.impl.threaded ? std::to_string(c.units) : std::string(); }},
+  };
+  for (const Relax& relax : relaxations) {
+    if (!relax.given) continue;
+    Options wider = o;
+    relax.drop(wider);
+    std::vector<std::string> have;
+    for (const Case& c : build_cases(wider, r)) {
+      const std::string v = relax.value(c);
+      if (!v.empty() && std::find(have.begin(), have.end(), v) == have.end()) have.push_back(v);
+    }
+    if (have.empty()) continue;
+    std::string list;
+    for (const std::string& v : have) list += (list.empty() ? "" : ", ") + v;
+    return std::string("no case matches the flags: without ") + relax.flag +
+           " they choose cases of " + list;
+  }
+  return "no case matches the flags (see --list)";
 }
 
 }  // namespace pb

@@ -60,6 +60,9 @@ struct Resources {
 // Expands the options into cases; throws UsageError for bad values and for shapes that would
 // not fit in memory (checked before anything is allocated; see gpu_bytes_needed).
 std::vector<Case> build_cases(const Options& o, const Resources& r);
+// Why build_cases(o, r) chose no case, as one line: the first of --dtypes, --impls, --devices
+// and --threads without which some case would match, with what those cases have instead.
+std::string no_case_reason(const Options& o, const Resources& r);
 
 double host_available_bytes();  // MemAvailable from /proc/meminfo
 

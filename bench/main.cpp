@@ -37,11 +37,6 @@ extern "C" void on_signal(int sig) {
   _exit(128 + sig);
 }
 
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 std::string default_report_path() {
   char stamp[32];
   const std::time_t now = std::time(nullptr);
@@ -107,29 +102,38 @@ int run(int argc_in, char** argv_in) {
   std::vector<char*> args = with_default_min_time(argc_in, argv_in);
   int argc = static_cast<int>(args.size()) - 1;
   char** argv = args.data();
-  benchmark::Initialize(&argc, argv, [] {
-    std::cout << pb::usage_from_registry() << "\nGoogle Benchmark's flags:\n";
-    benchmark::PrintDefaultHelp();
-  });
   // Bad input is found on every rank alike (the same flags), and said on every rank together
   // once the ranks have compared notes (below), so that none is killed before it said it.
-  std::string usage_error;
+  // Google Benchmark's flags are checked first: some bad values make it print its help and exit.
+  std::string usage_error = pb::check_benchmark_flags(argc_in, argv_in);
   pb::Options o;
-  try {
-    o = pb::parse_options(argc, argv);
-  } catch (const pb::UsageError& e) {
-    usage_error = e.what();
+  if (usage_error.empty()) {
+    benchmark::Initialize(&argc, argv, [] {
+      std::cout << pb::usage_from_registry() << "\nGoogle Benchmark's flags:\n";
+      benchmark::PrintDefaultHelp();
+    });
+    try {
+      o = pb::parse_options(argc, argv);
+    } catch (const pb::UsageError& e) {
+      usage_error = e.what();
+    }
   }
   if (usage_error.empty() && o.help) {
     std::cout << pb::usage_from_registry();
     return 0;
   }
   if (usage_error.empty() && !o.recover.empty()) {
+    for (const std::string& f : o.given)
+      if (f != "--recover" && f != "--report" && f != "--quiet")
+        return fail_usage("--recover writes a report from a log and runs nothing: " + f +
+                          " does not go with it (only --report does)");
     const std::string out =
         !o.report.empty() ? o.report
         : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14
             ? o.recover.substr(0, o.recover.size() - 14)
             : o.recover + ".json";
+    if (out == o.recover)
+      return fail_usage("--report=" + out + " would overwrite the log --recover reads");
     pb::report::json doc;
     try {
       doc = pb::report::recover(o.recover);
@@ -190,8 +194,16 @@ int run(int argc_in, char** argv_in) {
   std::vector<pb::Case> cases;
   try {
     if (usage_error.empty()) cases = pb::build_cases(o, res);
-    if (usage_error.empty() && cases.empty() && !o.list)
-      usage_error = "no case matches the flags (see --list)";
+    if (usage_error.empty() && cases.empty()) usage_error = pb::no_case_reason(o, res);
+    // A filter that leaves nothing to run would write an empty report.
+    auto runnable = [](const pb::Case& c) { return c.skip.empty(); };
+    auto chosen = [](const pb::Case& c) {
+      return c.skip.empty() && pb::selected_by_filter(c.name);
+    };
+    if (usage_error.empty() && !o.list && std::any_of(cases.begin(), cases.end(), runnable) &&
+        std::none_of(cases.begin(), cases.end(), chosen))
+      usage_error = "--benchmark_filter=" + benchmark::GetBenchmarkFilter() +
+                    " selects none of the cases the other flags chose (see --list)";
   } catch (const pb::UsageError& e) {
     usage_error = e.what();
   }
@@ -225,12 +237,12 @@ int run(int argc_in, char** argv_in) {
   const std::string path = o.report.empty() ? default_report_path() : o.report;
   std::string bad_path;
   if (world.rank == 0) {
-    if (is_dir(path)) bad_path = "--report=" + path + " is a directory";
+    bad_path = pb::output_path_problem("--report", path);
     try {  // the report's folder takes a file and a rename
       if (bad_path.empty()) pb::report::write_atomic(path + ".probe", "");
       std::remove((path + ".probe").c_str());
     } catch (const std::exception& e) {
-      bad_path = "cannot write the report: " + std::string(e.what());
+      bad_path = "--report=" + path + ": " + e.what();
     }
   }
   if (!pb::ranks::all(bad_path.empty()))

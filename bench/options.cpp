@@ -1,7 +1,12 @@
 #include "bench/options.hpp"
 
+#include <regex.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "core/parse.hpp"
@@ -81,12 +86,14 @@ std::vector<std::string> split_list(const std::string& flag, const std::string& 
 
 namespace {
 
+// `expected` says what an item may be, for the message.
 template <class T, class Parse>
-std::vector<T> parse_list(const std::string& flag, const std::string& value, Parse parse) {
+std::vector<T> parse_list(const std::string& flag, const std::string& value, Parse parse,
+                          const char* expected) {
   std::vector<T> out;
   for (const std::string& item : split_list(flag, value)) {
     T x;
-    if (!parse(item, &x)) throw UsageError(flag + ": unknown value '" + item + "'");
+    if (!parse(item, &x)) throw UsageError(flag + ": '" + item + "' is not " + expected);
     if (std::find(out.begin(), out.end(), x) == out.end()) out.push_back(x);
   }
   return out;
@@ -104,7 +111,10 @@ KeyValues parse_shape(const std::string& value) {
     const std::size_t eq = item.find('=');
     if (eq == std::string::npos || eq == 0)
       throw UsageError("--shape: '" + item + "' is not key=value");
-    kv.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    const std::string key = item.substr(0, eq);
+    for (const auto& [k, v] : kv)
+      if (k == key) throw UsageError("--shape: '" + key + "' is given twice in '" + value + "'");
+    kv.emplace_back(key, item.substr(eq + 1));
   }
   return kv;
 }
@@ -134,7 +144,81 @@ void parse_per_device(const std::string& flag, const std::string& value, const c
   }
 }
 
+// A number in [lo, hi] (lo excluded where lo_open), written whole: "2", "0.5", "1e-3".
+bool number_in(const std::string& v, double lo, bool lo_open, double hi) {
+  char* end = nullptr;
+  const double x = v.empty() ? NAN : std::strtod(v.c_str(), &end);
+  return !v.empty() && *end == '\0' && std::isfinite(x) && (lo_open ? x > lo : x >= lo) && x <= hi;
+}
+
 }  // namespace
+
+std::string output_path_problem(const std::string& flag, const std::string& path) {
+  if (path.empty()) return flag + " needs a file name";
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return flag + "=" + path + " is a directory";
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return flag + "=" + path + ": folder " + dir + " does not exist";
+  // A new file goes in through a rename: the folder must take it.
+  if (access(dir.c_str(), W_OK | X_OK) != 0)
+    return flag + "=" + path + ": folder " + dir + " is not writable";
+  return "";
+}
+
+std::string check_benchmark_flags(int argc, char** argv) {
+  std::vector<std::string> seen;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--benchmark_", 0) != 0) continue;
+    const std::size_t eq = arg.find('=');
+    const std::string flag = arg.substr(0, eq),
+                      v = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    if (std::find(seen.begin(), seen.end(), flag) != seen.end()) return flag + " is given twice";
+    seen.push_back(flag);
+    auto one_of = [&](std::initializer_list<const char*> allowed) {
+      std::string list;
+      for (const char* a : allowed) {
+        if (v == a) return std::string();
+        list += (list.empty() ? "" : ", ") + std::string(a);
+      }
+      return flag + ": '" + v + "' is not one of " + list;
+    };
+    std::string bad;
+    if (flag == "--benchmark_format" || flag == "--benchmark_out_format") {
+      bad = one_of({"console", "json", "csv"});
+    } else if (flag == "--benchmark_time_unit") {
+      bad = one_of({"ns", "us", "ms", "s"});
+    } else if (flag == "--benchmark_repetitions") {
+      if (v.empty() || v.size() > 6 || !std::all_of(v.begin(), v.end(), ::isdigit) ||
+          std::atoi(v.c_str()) < 1)
+        bad = flag + ": '" + v + "' is not a count of repetitions from 1 to 999999";
+    } else if (flag == "--benchmark_min_time") {
+      if (!number_in(v, 0, true, 1e6))
+        bad = flag + ": '" + v + "' is not a number of seconds above 0 (e.g. 0.5)";
+    } else if (flag == "--benchmark_min_warmup_time") {
+      if (!number_in(v, 0, false, 1e6))
+        bad = flag + ": '" + v + "' is not a number of seconds from 0 (e.g. 0.5)";
+    } else if (flag == "--benchmark_filter") {
+      const std::string pattern = !v.empty() && v[0] == '-' ? v.substr(1) : v;
+      regex_t re;
+      if (regcomp(&re, pattern.c_str(), REG_EXTENDED | REG_NOSUB) != 0)
+        bad = flag + ": '" + v + "' is not a regular expression";
+      else
+        regfree(&re);
+    } else if (flag == "--benchmark_list_tests") {
+      if (v != "false" && v != "0")
+        bad = flag + " lists Google Benchmark's names and runs nothing: --list lists the cases";
+    } else if (flag == "--benchmark_out") {
+      // Google Benchmark writes it at the end of the run: a path that cannot take it fails now.
+      bad = output_path_problem(flag, v);
+    }
+    if (!bad.empty()) return bad;
+  }
+  return "";
+}
 
 Options parse_options(int argc, char** argv) {
   Options o;
@@ -144,6 +228,9 @@ Options parse_options(int argc, char** argv) {
     const std::string flag = arg.substr(0, eq);
     const bool has_value = eq != std::string::npos;
     const std::string value = has_value ? arg.substr(eq + 1) : "";
+    if (flag != "--shape" && std::find(o.given.begin(), o.given.end(), flag) != o.given.end())
+      throw UsageError(flag + " is given twice (give it once, with a list where it takes one)");
+    o.given.push_back(flag);
     auto need_value = [&] {
       if (!has_value || value.empty()) throw UsageError(flag + " needs a value (" + flag + "=...)");
     };
@@ -160,16 +247,16 @@ Options parse_options(int argc, char** argv) {
       o.ops = split_list(flag, value);
     } else if (flag == "--devices") {
       need_value();
-      o.devices = parse_list<Device>(flag, value, parse_device);
+      o.devices = parse_list<Device>(flag, value, parse_device, "a device (cpu, gpu)");
     } else if (flag == "--impls") {
       need_value();
       o.impls = split_list(flag, value);
     } else if (flag == "--threads") {
       need_value();
-      o.threads = parse_list<int>(flag, value, parse_threads);
+      o.threads = parse_list<int>(flag, value, parse_threads, "a thread count from 1 to 1024");
     } else if (flag == "--dtypes") {
       need_value();
-      o.dtypes = parse_list<Dtype>(flag, value, parse_dtype);
+      o.dtypes = parse_list<Dtype>(flag, value, parse_dtype, "a dtype (fp32, tf32, fp16, bf16)");
     } else if (flag == "--shape") {
       need_value();
       o.shapes.push_back(parse_shape(value));

@@ -38,10 +38,20 @@ struct Options {
   double busbw_cpu = -1, busbw_gpu = -1;
   bool openblas_asis = false;       // --openblas-core=asis: OpenBLAS's own choice of kernels
   bool keep_error_entries = false;  // --keep-error-entries: failed cases stay in `benchmarks`
+  std::vector<std::string> given;   // the flags given, in order (each once but --shape)
 };
 
 // Parses what Google Benchmark left in argv; throws UsageError.
 Options parse_options(int argc, char** argv);
+// The first bad Google Benchmark flag in argv, as one line ("" if none): a value it would take
+// and then print its help and exit 0 for, or run nothing with (an unknown format, time unit,
+// repetitions below 1, a min time that is not a positive number, a filter that is no regular
+// expression, --benchmark_list_tests), a --benchmark_out it could not write at the end, a flag
+// given twice. Checked before Google Benchmark sees the flags.
+std::string check_benchmark_flags(int argc, char** argv);
+// Why `flag`'s output file `path` cannot be written, as one line ("" if it can, as far as its
+// folder says): no name, a directory, a folder that does not exist or is not writable.
+std::string output_path_problem(const std::string& flag, const std::string& path);
 // The --help text; the op list and each op's implementations come from the registry
 // (bench/cases.hpp: usage_from_registry() fills them in).
 std::string usage(const std::string& ops, const std::string& impls, const std::string& shapes);

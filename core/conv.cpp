@@ -97,7 +97,7 @@ std::vector<ConvShape> conv_suite(ConvDir dir, int level) {
 namespace {
 
 std::int64_t parse_pad(const std::string& key, const std::string& v) {
-  return v == "0" ? 0 : parse_count(key, v, 1 << 20);
+  return parse_count(key, v, 1 << 20, 0);
 }
 
 }  // namespace
@@ -106,6 +106,9 @@ ConvShape parse_conv_shape(const std::vector<std::pair<std::string, std::string>
   ConvShape s;
   bool seen[7] = {};
   bool has_s = false;
+  // stride (pad) sets both sides, stride_h and stride_w (pad_h, pad_w) one: a shape gives one
+  // kind, or the order of the keys would decide.
+  std::string both[2], one[2];  // [0] stride, [1] pad: the key given
   const char* required[] = {"batch", "c", "h", "w", "k", "r"};
   std::int64_t* fields[] = {&s.n, &s.c, &s.h, &s.w, &s.k, &s.r};
   for (const auto& [k, v] : kv) {
@@ -113,6 +116,14 @@ ConvShape parse_conv_shape(const std::vector<std::pair<std::string, std::string>
     for (int i = 0; i < 6 && !done; ++i)
       if (k == required[i]) *fields[i] = parse_count(k, v, 1 << 20), seen[i] = done = true;
     if (done) continue;
+    for (int i = 0; i < 2; ++i) {
+      const std::string name = i == 0 ? "stride" : "pad";
+      if (k == name) both[i] = k;
+      if (k == name + "_h" || k == name + "_w") one[i] = k;
+      if (!both[i].empty() && !one[i].empty())
+        throw std::invalid_argument(both[i] + "= sets both sides and " + one[i] +
+                                    "= one: give one or the other");
+    }
     if (k == "s") {
       s.s = parse_count(k, v, 1 << 20), has_s = true;
     } else if (k == "stride") {

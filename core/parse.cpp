@@ -5,18 +5,24 @@
 
 namespace pb {
 
-std::int64_t parse_count(const std::string& key, const std::string& v, std::int64_t max) {
+std::int64_t parse_count(const std::string& key, const std::string& v, std::int64_t max,
+                         std::int64_t min) {
   std::size_t used = 0;
   long long x = 0;
+  bool huge = false;  // an integer beyond 64 bits
   try {
     x = std::stoll(v, &used);
+  } catch (const std::out_of_range&) {
+    huge = true, used = v.size();
   } catch (const std::exception&) {
     used = 0;
   }
   if (used != v.size() || v.empty())
     throw std::invalid_argument(key + "=" + v + " is not an integer");
-  if (x <= 0) throw std::invalid_argument(key + "=" + v + " must be at least 1");
-  if (x > max) throw std::invalid_argument(key + "=" + v + " exceeds " + std::to_string(max));
+  if (huge ? v[0] == '-' : x < min)
+    throw std::invalid_argument(key + "=" + v + " must be at least " + std::to_string(min));
+  if (huge || x > max)
+    throw std::invalid_argument(key + "=" + v + " exceeds " + std::to_string(max));
   return x;
 }
 

@@ -6,9 +6,9 @@
 
 namespace pb {
 
-// An integer in [1, max].
+// An integer in [min, max].
 std::int64_t parse_count(const std::string& key, const std::string& v,
-                         std::int64_t max = 2147483647);
+                         std::int64_t max = 2147483647, std::int64_t min = 1);
 float parse_finite(const std::string& key, const std::string& v);
 bool parse_bool(const std::string& key, const std::string& v);  // 0/1/false/true
 // ranks=v of an op's shape, which must be the run's `ranks` (they come from the launch).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -25,13 +26,23 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
                              int ranks) {
   TrainShape s;
   s.ranks = ranks;
-  bool has_batch = false, has_image = false, has_decay = false;
+  bool has_model = false, has_batch = false, has_image = false, has_decay = false;
+  std::string update_key;  // a key of the update, which inference has not
+  // A number of the update in [lo, hi) (lo excluded where lo_open).
+  auto update_number = [&](const std::string& k, const std::string& v, float lo, bool lo_open,
+                           float hi, const char* what) {
+    const float x = parse_finite(k, v);
+    const bool above_lo = lo_open ? x > lo : x >= lo;
+    if (!above_lo || !(x < hi)) throw std::invalid_argument(k + "=" + v + " is not " + what);
+    update_key = k;
+    return x;
+  };
   for (const auto& [k, v] : kv) {
     if (k == "model") {
       describe_model(v, 8);  // throws for an unknown name, naming the known ones
-      s.model = v;
+      s.model = v, has_model = true;
     } else if (k == "image") {
-      s.image = parse_count(k, v, 1024), has_image = true;
+      s.image = parse_count(k, v, 1024, 8), has_image = true;
       if (s.image < 8 || s.image % 4 != 0)
         throw std::invalid_argument("image=" + v + " is not a multiple of 4 from 8 to 1024");
     } else if (k == "batch") {
@@ -41,11 +52,12 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
         throw std::invalid_argument("pass=" + v + " is not one of train, infer");
       s.train = v == "train";
     } else if (k == "lr") {
-      s.lr = parse_finite(k, v);
+      s.lr = update_number(k, v, 0, true, 10, "a learning rate above 0 and below 10");
     } else if (k == "momentum") {
-      s.momentum = parse_finite(k, v);
+      s.momentum = update_number(k, v, 0, false, 1, "a momentum from 0 and below 1");
     } else if (k == "weight_decay") {
-      s.weight_decay = parse_finite(k, v), has_decay = true;
+      s.weight_decay = update_number(k, v, 0, false, 1, "a weight decay from 0 and below 1");
+      has_decay = true;
     } else if (k == "ranks") {
       check_ranks("train", v, ranks);
     } else if (k == "grads") {
@@ -58,7 +70,10 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
           "' (model, batch, pass, lr, momentum, weight_decay, image, ranks, grads)");
     }
   }
-  if (!has_batch) throw std::invalid_argument("train shape needs batch=");
+  if (!has_model || !has_batch)
+    throw std::invalid_argument("a train shape needs model= and batch=");
+  if (!s.train && !update_key.empty())
+    throw std::invalid_argument(update_key + "= is the update's: pass=infer has none");
   if (s.local && s.ranks < 2)
     throw std::invalid_argument(
         "grads=local is for a run of several ranks (one rank's gradients are its own)");
@@ -101,6 +116,18 @@ Shape TrainWorkload::shape() const {
   sh.add("pass", s_.train ? "train" : "infer");
   sh.add("batch", s_.batch);
   if (model_takes_image(s_.model)) sh.add("image", s_.image);
+  // The update's numbers where a shape set them otherwise than the defaults: cases that differ
+  // in them have different names.
+  auto number = [](float x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(x));
+    return std::string(buf);
+  };
+  const TrainShape defaults;
+  if (s_.train && s_.lr != defaults.lr) sh.add("lr", number(s_.lr));
+  if (s_.train && s_.momentum != defaults.momentum) sh.add("momentum", number(s_.momentum));
+  if (s_.train && s_.weight_decay != default_weight_decay(s_.model))
+    sh.add("weight_decay", number(s_.weight_decay));
   sh.add("dtype", to_string(s_.dtype));
   if (s_.ranks > 1) sh.add("ranks", s_.ranks);
   if (s_.local) sh.add("grads", "local");

@@ -1,6 +1,9 @@
 #include "reports/report.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -9,6 +12,13 @@
 #include <stdexcept>
 
 namespace pb::report {
+
+std::string case_of_entry(const json& benchmark) {
+  std::string run = benchmark.value("run_name", "");
+  if (run.size() > 12 && run.compare(run.size() - 12, 12, "/manual_time") == 0)
+    run.resize(run.size() - 12);
+  return run;
+}
 
 json machine_drift(const json& probes) {
   json d = {{"threshold", kDriftThreshold}, {"probes", probes.size()}, {"changed", false}};
@@ -48,16 +58,17 @@ json build(const json& context, const json& benchmarks, const json& measured, co
     widen_cpu_memory_bound(doc["context"]);
   }
   const json cases = checked_cases(measured, doc["context"]);
-  // A case whose figure is impossible has no time for CI tools to read.
-  std::set<std::string> impossible;
-  for (const json& c : cases)
+  // A case whose figure is impossible has no time for CI tools to read; an entry whose case has
+  // no record (a run cut short between the two) has nothing that says what it measured.
+  std::set<std::string> impossible, recorded;
+  for (const json& c : cases) {
+    recorded.insert(c["name"].get<std::string>());
     if (c.contains("above_ceiling")) impossible.insert(c["name"].get<std::string>());
+  }
   doc["benchmarks"] = json::array();
   for (const json& b : benchmarks) {
-    std::string run = b.value("run_name", "");
-    if (run.size() > 12 && run.compare(run.size() - 12, 12, "/manual_time") == 0)
-      run.resize(run.size() - 12);
-    if (!impossible.count(run)) doc["benchmarks"].push_back(b);
+    const std::string run = case_of_entry(b);
+    if (recorded.count(run) && !impossible.count(run)) doc["benchmarks"].push_back(b);
   }
   doc["pairbench"] = {{"schema_version", kSchemaVersion},
                       {"cases", cases},
@@ -399,14 +410,23 @@ std::string summary(const json& report) {
 void write_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
+    errno = 0;
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     f << text;
     f.flush();
-    if (!f) throw std::runtime_error("cannot write " + tmp);
+    if (!f) {
+      const int err = errno;
+      f.close();
+      std::remove(tmp.c_str());
+      throw std::runtime_error("cannot write " + path + " (" +
+                               (err ? std::strerror(err) : "the write failed") + ")");
+    }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
     std::remove(tmp.c_str());
-    throw std::runtime_error("cannot rename " + tmp + " to " + path);
+    throw std::runtime_error("cannot write " + path +
+                             " (renaming its temporary file: " + std::strerror(err) + ")");
   }
 }
 
@@ -426,30 +446,98 @@ void Log::append(const char* kind, const json& value) {
 
 namespace {
 
-// A whole report, rebuilt: its records and probes through this version's checks and analyses.
+// f()'s report; a record that lacks a field the analyses read, or has one of another type,
+// is one line naming the file (nlohmann's message says which type it found).
+template <class F>
+json built_or_why(const std::string& path, F f) {
+  try {
+    return f();
+  } catch (const json::exception& e) {
+    throw std::runtime_error(path + ": a record lacks a field or has one of the wrong type (" +
+                             e.what() + ")");
+  } catch (const std::logic_error& e) {  // std::stod's, on a shape's value
+    throw std::runtime_error(path + ": a record has a field that is not a number (" +
+                             std::string(e.what()) + ")");
+  }
+}
+
+// A whole report, rebuilt: its records and probes through this version's checks and analyses;
+// its references (scripts/reference's PyTorch figures) and their entries kept as they were.
 json rebuild(json doc, const std::string& path) {
   json context = doc["context"];
   for (const char* derived : {"machine_probes", "machine_drift", "noisy_cv_threshold"})
     context.erase(derived);
   context["rebuilt_from"] = path;
-  return build(context, doc.value("benchmarks", json::array()), doc["pairbench"]["cases"],
-               doc["context"].value("machine_probes", json::array()));
+  json out = build(context, doc.value("benchmarks", json::array()), doc["pairbench"]["cases"],
+                   doc["context"].value("machine_probes", json::array()));
+  if (doc["pairbench"].contains("references")) {
+    const json& refs = doc["pairbench"]["references"];
+    out["pairbench"]["references"] = refs;
+    std::set<std::string> names;
+    for (const auto& [tool, ref] : refs.items())
+      for (const json& c : ref.value("cases", json::array())) names.insert(c.value("name", ""));
+    for (const json& b : doc.value("benchmarks", json::array()))
+      if (names.count(case_of_entry(b))) out["benchmarks"].push_back(b);
+  }
+  return out;
+}
+
+// What a record must carry before the analyses read it, with the log's line in the message:
+// a benchmark entry its names and non-negative times, a case its name, a known status, and an
+// "ok" case a positive median time.
+void check_record(const json& j, const std::string& where) {
+  auto bad = [&](const std::string& what) { throw std::runtime_error(where + ": " + what); };
+  auto text = [&](const json& r, const char* key) {
+    if (!r.contains(key) || !r[key].is_string() || r[key].get<std::string>().empty())
+      bad(std::string("the record has no '") + key + "' string");
+  };
+  if (j.contains("benchmark")) {
+    const json& b = j["benchmark"];
+    if (!b.is_object()) bad("the benchmark entry is not an object");
+    text(b, "name");
+    text(b, "run_name");
+    for (const char* key : {"real_time", "cpu_time"})
+      if (b.contains(key) && !(b[key].is_number() && b[key].get<double>() >= 0))
+        bad(std::string("the benchmark entry's ") + key + " is not a number >= 0");
+  } else if (j.contains("case")) {
+    const json& c = j["case"];
+    if (!c.is_object()) bad("the case record is not an object");
+    text(c, "name");
+    text(c, "status");
+    const std::string status = c["status"];
+    if (status != "ok" && status != "error" && status != "skipped")
+      bad("case " + c["name"].get<std::string>() + " has status '" + status +
+          "' (ok, error, skipped)");
+    if (status == "ok" &&
+        !(c.contains("time") && c["time"].is_object() && c["time"].contains("median_s") &&
+          c["time"]["median_s"].is_number() && c["time"]["median_s"].get<double>() > 0))
+      bad("case " + c["name"].get<std::string>() + " is ok but has no time.median_s above 0");
+    for (const char* key : {"flops", "min_bytes", "gflops", "gbs", "threads"})
+      if (c.contains(key) && !c[key].is_number())
+        bad("case " + c["name"].get<std::string>() + "'s " + key + " is not a number");
+  } else if (j.contains("context")) {
+    if (!j["context"].is_object()) bad("the context is not an object");
+  }
 }
 
 }  // namespace
 
 json recover(const std::string& log_path) {
+  struct stat st {};
+  if (stat(log_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    throw std::runtime_error(log_path + " is a directory, not a log or a report");
   {
     std::ifstream whole(log_path);
     if (!whole) throw std::runtime_error("cannot read " + log_path);
     const json doc = json::parse(whole, nullptr, false);
     if (doc.is_object() && doc.contains("pairbench") && doc.contains("context") &&
         doc["pairbench"].contains("cases"))
-      return rebuild(doc, log_path);
+      return built_or_why(log_path, [&] { return rebuild(doc, log_path); });
   }
   std::ifstream f(log_path);
   if (!f) throw std::runtime_error("cannot read " + log_path);
   json context, benchmarks = json::array(), cases = json::array(), probes = json::array();
+  std::set<std::string> names;  // of the cases recorded
   bool have_context = false;
   std::string line;
   int lineno = 0;
@@ -461,20 +549,25 @@ json recover(const std::string& log_path) {
       throw std::runtime_error(log_path + ":" + std::to_string(lineno) +
                                ": not a pairbench log line");
     }
-    if (j.contains("context"))
+    const std::string where = log_path + ":" + std::to_string(lineno);
+    check_record(j, where);
+    if (j.contains("context")) {
       context = j["context"], have_context = true;
-    else if (j.contains("benchmark"))
+    } else if (j.contains("benchmark")) {
       benchmarks.push_back(j["benchmark"]);
-    else if (j.contains("case"))
+    } else if (j.contains("case")) {
+      if (!names.insert(j["case"]["name"].get<std::string>()).second)
+        throw std::runtime_error(where + ": case " + j["case"]["name"].get<std::string>() +
+                                 " is recorded twice");
       cases.push_back(j["case"]);
-    else if (j.contains("probe"))
+    } else if (j.contains("probe"))
       probes.push_back(j["probe"]);
     else
       throw std::runtime_error(log_path + ":" + std::to_string(lineno) + ": unknown entry");
   }
   if (!have_context) throw std::runtime_error(log_path + " is not a pairbench log (no context)");
   context["recovered_from"] = log_path;
-  return build(context, benchmarks, cases, probes);
+  return built_or_why(log_path, [&] { return build(context, benchmarks, cases, probes); });
 }
 
 }  // namespace pb::report

@@ -147,6 +147,9 @@ class Log {
 
 std::string log_path_for(const std::string& report_path);
 
+// The name of the case a benchmark entry measured: its run_name less "/manual_time".
+std::string case_of_entry(const json& benchmark);
+
 // Rebuilds the report from a log (a torn last line is ignored), or from a whole report (its
 // records and probes through this version's checks and analyses; context.rebuilt_from names
 // it). Throws std::runtime_error.

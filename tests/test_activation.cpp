@@ -102,8 +102,7 @@ TEST_P(Functor, ForwardWithinItsStatedErrorEverywhere) {
 // Against the reference backward of what the backward is given (x, or the float y).
 TEST_P(Functor, BackwardWithinItsStatedErrorEverywhere) {
   const ActTolerance tol = act_tolerance(a);
-  const testing::Floats xs = saved(a, grid()), ones(xs.size(), 1.0f),
-                        ds = eval(path, a, xs, &ones);
+  const testing::Floats xs = saved(a, grid()), ones(xs.size(), 1.0f), ds = eval(path, a, xs, &ones);
   double worst = 0;
   float at = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {

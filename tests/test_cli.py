@@ -12,20 +12,21 @@ import validate_report
 BAD_INPUTS = [
     (["--frobnicate"], "unknown flag"),
     (["--suite=huge"], "unknown suite"),
-    (["--devices=tpu"], "unknown value 'tpu'"),
-    (["--threads=0"], "--threads"),
+    (["--devices=tpu"], "'tpu' is not a device (cpu, gpu)"),
+    (["--threads=0"], "'0' is not a thread count from 1 to 1024"),
     (["--threads=1,,2"], "empty item"),
-    (["--dtypes=fp64"], "unknown value 'fp64'"),
+    (["--dtypes=fp64"], "'fp64' is not a dtype"),
     (["--ops=conv9d"], "unknown op"),
     (["--impls=magic"], "unknown implementation"),
     (["--ops=gemm", "--shape=m=0,n=8,k=8"], "must be at least 1"),
     (["--ops=gemm", "--shape=m=-8,n=8,k=8"], "must be at least 1"),
-    (["--ops=gemm", "--shape=m=99999999999999999999999,n=8,k=8"], "not an integer"),
+    (["--ops=gemm", "--shape=m=99999999999999999999999,n=8,k=8"], "exceeds"),
+    (["--ops=gemm", "--shape=m=8x,n=8,k=8"], "not an integer"),
     (["--ops=gemm", "--shape=m=4294967296,n=8,k=8"], "exceeds"),
     (["--ops=gemm", "--shape=m=8,n=8"], "needs m, n and k"),
     (["--ops=gemm", "--shape=m=200000,n=200000,k=200000"], "host memory"),
     (["--ops=stream", "--shape=kernel=triad,n=0"], "must be at least 1"),
-    (["--ops=stream", "--shape=kernel=triad,n=18446744073709551616"], "not an integer"),
+    (["--ops=stream", "--shape=kernel=triad,n=18446744073709551616"], "exceeds"),
     (["--ops=stream", "--shape=kernel=triad,n=1099511627776"], "host memory"),
     (["--ops=stream", "--shape=kernel=fma,n=8"], "kernel=fma"),
     (["--ops=transfer", "--shape=dir=h2d,bytes=6", "--devices=gpu"], "multiple of 4"),
@@ -49,7 +50,7 @@ BAD_INPUTS = [
     (["--ops=train", "--shape=model=mlp,batch=8,grads=local"], "grads=local is for a run of several"),
     (["--ops=train", "--shape=model=mlp,batch=8,ranks=2"], "ranks=2 but this run has 1"),
     (["--ops=train", "--shape=model=resnet,batch=100000"], "host memory"),
-    (["--report=/nonexistent-dir/r.json", "--suite=quick"], "cannot write the report"),
+    (["--report=/nonexistent-dir/r.json", "--suite=quick"], "folder /nonexistent-dir/ does not exist"),
     (["--report=/tmp", "--suite=quick"], "is a directory"),
     (["--recover=/nonexistent.partial.jsonl"], "cannot read"),
     (["--openblas-core=prescott"], "--openblas-core: unknown value"),
@@ -65,6 +66,46 @@ BAD_INPUTS = [
     (["--busbw=100"], "is not cpu=GBPS or gpu=GBPS"),
     (["--price=cpu=1,,gpu=2"], "--price: empty item"),
     (["--price"], "--price needs a value"),
+    # Google Benchmark's flags: values it would print its help and exit 0 for, or run nothing
+    # with, are bad input before it sees them.
+    (["--benchmark_format=foo"], "'foo' is not one of console, json, csv"),
+    (["--benchmark_out_format=xml"], "'xml' is not one of console, json, csv"),
+    (["--benchmark_time_unit=x"], "'x' is not one of ns, us, ms, s"),
+    (["--benchmark_repetitions=-1"], "is not a count of repetitions"),
+    (["--benchmark_repetitions=0"], "is not a count of repetitions"),
+    (["--benchmark_min_time=abc"], "is not a number of seconds above 0"),
+    (["--benchmark_min_time=0"], "is not a number of seconds above 0"),
+    (["--benchmark_filter=["], "is not a regular expression"),
+    (["--benchmark_list_tests=true"], "--list lists the cases"),
+    (["--benchmark_out=/nonexistent-dir/x.json"], "folder /nonexistent-dir/ does not exist"),
+    (["--benchmark_repetitions=2", "--benchmark_repetitions=3"], "is given twice"),
+    (["--ops=gemm", "--shape=m=8,n=8,k=8", "--benchmark_filter=nomatch"], "selects none"),
+    # A flag given twice, a shape key given twice, keys that would fight over one value.
+    (["--ops=gemm", "--ops=conv"], "--ops is given twice"),
+    (["--ops=gemm", "--shape=m=8,n=8,k=8,m=4"], "'m' is given twice"),
+    (["--ops=conv", "--shape=batch=1,c=3,h=5,w=5,k=2,r=3,stride=1,stride_h=2"],
+     "give one or the other"),
+    (["--ops=conv", "--shape=batch=1,c=3,h=5,w=5,k=2,r=3,pad=-1"], "pad=-1 must be at least 0"),
+    # The training step's shape: a model always, the update's numbers in range, none for
+    # inference.
+    (["--ops=train", "--shape=batch=1"], "needs model= and batch="),
+    (["--ops=train", "--shape=model=resnet50,batch=1,image=0"], "image=0 must be at least 8"),
+    (["--ops=train", "--shape=model=mlp,batch=4,lr=0"], "not a learning rate above 0"),
+    (["--ops=train", "--shape=model=mlp,batch=4,lr=1e10"], "not a learning rate above 0"),
+    (["--ops=train", "--shape=model=mlp,batch=4,momentum=2"], "not a momentum from 0"),
+    (["--ops=train", "--shape=model=mlp,batch=4,weight_decay=-1"], "not a weight decay from 0"),
+    (["--ops=train", "--shape=model=mlp,batch=4,lr=0.1,pass=infer"], "pass=infer has none"),
+    # Flags that leave no case say which one did it, and what the others would choose.
+    (["--ops=gemm", "--dtypes=bf16", "--impls=cpu/openblas"],
+     "without --dtypes they choose cases of fp32"),
+    (["--ops=gemm", "--impls=gpu/cublas"], "without --impls they choose cases of cpu/"),
+    (["--ops=gemm", "--dtypes=bf16", "--impls=cpu/openblas", "--list"],
+     "without --dtypes they choose cases of fp32"),
+    # --recover runs nothing: selection flags do not go with it, nor a report over its log.
+    (["--recover=/nonexistent.partial.jsonl", "--ops=gemm"], "--ops does not go with it"),
+    (["--recover=/tmp/x.partial.jsonl", "--report=/tmp/x.partial.jsonl"],
+     "would overwrite the log"),
+    (["--recover=/tmp"], "is a directory"),
 ]
 
 # Bad input on a machine where OpenBLAS picked a fallback core (made here with the test hook,
@@ -76,7 +117,7 @@ FALLBACK = {"PAIRBENCH_FAKE_OPENBLAS_CORE": "Prescott"}
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 @pytest.mark.parametrize("env", [None, FALLBACK], ids=["as-is", "fallback-core"])
 def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message, env):
-    extra = [] if any(a.startswith("--devices") for a in args) else ["--devices=cpu"]
+    extra = [] if any(a.startswith(("--devices", "--recover")) for a in args) else ["--devices=cpu"]
     r = pairbench(*args, *extra, env=env)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stderr

@@ -402,9 +402,14 @@ TEST(Recover, RebuildsTheReportFromALogWithATornLastLine) {
   const std::string p = temp_path("pb_recover.partial.jsonl");
   {
     report::Log log(p);
+    const json c = make_case("cpu", "openblas", "fp32", 0.1);
+    const std::string entry = c["name"].get<std::string>() + "/manual_time";
     log.append("context", {{"host_name", "x"}});
-    log.append("benchmark", {{"name", "gemm/cpu/openblas/m=8/manual_time"}, {"real_time", 1.0}});
-    log.append("case", make_case("cpu", "openblas", "fp32", 0.1));
+    log.append("benchmark", {{"name", entry}, {"run_name", entry}, {"real_time", 1.0}});
+    log.append("case", c);
+    // The crash came between the next case's entry and its record: the entry goes.
+    const std::string orphan = "gemm/cpu/omp/m=8,n=8,k=8,dtype=fp32/manual_time";
+    log.append("benchmark", {{"name", orphan}, {"run_name", orphan}, {"real_time", 1.0}});
   }
   std::ofstream(p, std::ios::app) << "{\"case\": {\"name\": \"cut sh";  // the crash
   const json doc = report::recover(p);
@@ -433,6 +438,74 @@ TEST(Recover, RebuildsAWholeReportThroughThisVersionsChecks) {
   EXPECT_TRUE(doc["pairbench"]["cases"][1]["latency_bound"].get<bool>());
   EXPECT_EQ(doc["pairbench"]["cases"][1]["status"], "error");  // 1 PFLOP/s on a 66.9 TFLOP/s part
   EXPECT_EQ(report::impossible_count(doc), 1);
+}
+
+// A log whose records are not what pairbench writes is one line naming the file and the line,
+// never a report of what it could not have measured.
+TEST(Recover, RejectsMalformedRecordsSayingWhere) {
+  const std::string p = temp_path("pb_bad_records.jsonl");
+  const json ok = make_case("cpu", "openblas", "fp32", 0.1);
+  const std::string entry = ok["name"].get<std::string>() + "/manual_time";
+  json negative = {{"name", entry}, {"run_name", entry}, {"real_time", -5.0}};
+  json no_time = ok;
+  no_time["time"]["median_s"] = "fast";
+  json odd_status = ok;
+  odd_status["status"] = "banana";
+  json wrong_type = ok, not_a_number = ok;
+  wrong_type["shape"] = "m=8";
+  not_a_number["flops"] = "many";
+  const std::vector<std::pair<std::vector<json>, std::string>> logs = {
+      {{{{"benchmark", negative}}}, ":2: the benchmark entry's real_time is not a number >= 0"},
+      {{{{"benchmark", json::object()}}}, ":2: the record has no 'name' string"},
+      {{{{"case", no_time}}}, "is ok but has no time.median_s above 0"},
+      {{{{"case", odd_status}}}, "has status 'banana'"},
+      {{{{"case", ok}}, {{"case", ok}}},
+       ":3: case " + ok["name"].get<std::string>() + " is recorded twice"},
+      {{{{"case", wrong_type}}}, "a record lacks a field or has one of the wrong type"},
+      {{{{"case", not_a_number}}}, "'s flops is not a number"},
+  };
+  for (const auto& [records, why] : logs) {
+    {
+      std::ofstream f(p);
+      f << json{{"context", {{"host_name", "x"}}}}.dump() << "\n";
+      for (const json& r : records) f << r.dump() << "\n";
+    }
+    try {
+      report::recover(p);
+      ADD_FAILURE() << "recovered a log that should fail with: " << why;
+    } catch (const std::runtime_error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(p), std::string::npos) << msg;
+      EXPECT_NE(msg.find(why), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  }
+}
+
+// A report's references (PyTorch's figures from scripts/reference) and their entries survive a
+// rebuild; entries of neither a case nor a reference do not.
+TEST(Recover, ARebuildKeepsTheReferences) {
+  const json c = make_case("cpu", "openblas", "fp32", 0.1);
+  const std::string mine = c["name"].get<std::string>() + "/manual_time",
+                    torch = "gemm/cpu/torch/m=8,n=8,k=8,dtype=fp32/manual_time",
+                    stray = "gemm/cpu/omp/m=8,n=8,k=8,dtype=fp32/manual_time";
+  json doc = report::build({{"host_name", "x"}},
+                           {{{"name", mine}, {"run_name", mine}, {"real_time", 1.0}},
+                            {{"name", torch}, {"run_name", torch}, {"real_time", 1.0}},
+                            {{"name", stray}, {"run_name", stray}, {"real_time", 1.0}}},
+                           json::array({c}), json::array());
+  EXPECT_EQ(doc["benchmarks"].size(), 1u);  // build keeps the entries of its cases alone
+  doc["benchmarks"].push_back({{"name", torch}, {"run_name", torch}, {"real_time", 1.0}});
+  json ref_case = json::object(), torch_ref = json::object();
+  ref_case["name"] = "gemm/cpu/torch/m=8,n=8,k=8,dtype=fp32";
+  torch_ref["cases"] = json::array({ref_case});
+  doc["pairbench"]["references"] = json::object({{"torch", torch_ref}});
+  const std::string p = temp_path("pb_with_refs.json");
+  std::ofstream(p) << doc.dump(2);
+  const json back = report::recover(p);
+  EXPECT_EQ(back["pairbench"]["references"], doc["pairbench"]["references"]);
+  ASSERT_EQ(back["benchmarks"].size(), 2u);
+  EXPECT_EQ(back["benchmarks"][1]["name"], torch);
 }
 
 TEST(Recover, RejectsWhatIsNotALog) {

@@ -505,9 +505,37 @@ TEST(TrainModel, FlopsBytesAndShapes) {
   EXPECT_EQ(small.model().state_count, 16);
   EXPECT_EQ(small.outputs(), (std::vector<std::string>{"loss", "params", "velocity", "state"}));
   EXPECT_EQ(small.make_inputs().back().name(), "state");
-  EXPECT_EQ(small.shape().to_string(), "model=small,pass=train,batch=2,dtype=fp32");
-  EXPECT_EQ(parse_train_shape({{"batch", "8"}, {"weight_decay", "1e-4"}}).weight_decay, 1e-4f);
+  EXPECT_EQ(small.shape().to_string(), "model=small,pass=train,batch=2,lr=0.05,dtype=fp32");
+  EXPECT_EQ(
+      parse_train_shape({{"model", "mlp"}, {"batch", "8"}, {"weight_decay", "1e-4"}}).weight_decay,
+      1e-4f);
+  // The update's numbers are in the name where they are not the defaults: two cases that
+  // differ in them are two cases.
+  EXPECT_EQ(TrainWorkload(parse_train_shape({{"model", "mlp"},
+                                             {"batch", "4"},
+                                             {"lr", "0.5"},
+                                             {"momentum", "0"},
+                                             {"weight_decay", "1e-4"}}))
+                .shape()
+                .to_string(),
+            "model=mlp,pass=train,batch=4,lr=0.5,momentum=0,weight_decay=0.0001,dtype=fp32");
+  EXPECT_EQ(TrainWorkload(parse_train_shape({{"model", "resnet50"},
+                                             {"batch", "4"},
+                                             {"lr", "0.01"},
+                                             {"weight_decay", "1e-4"},
+                                             {"image", "32"}}))
+                .shape()
+                .to_string(),
+            "model=resnet50,pass=train,batch=4,image=32,dtype=fp32");
   for (auto kv : std::vector<std::vector<std::pair<std::string, std::string>>>{
+           {{"batch", "8"}},  // no model
+           {{"model", "mlp"}, {"batch", "8"}, {"lr", "0"}},
+           {{"model", "mlp"}, {"batch", "8"}, {"lr", "-1"}},
+           {{"model", "mlp"}, {"batch", "8"}, {"lr", "1e10"}},
+           {{"model", "mlp"}, {"batch", "8"}, {"momentum", "2"}},
+           {{"model", "mlp"}, {"batch", "8"}, {"momentum", "-0.1"}},
+           {{"model", "mlp"}, {"batch", "8"}, {"weight_decay", "-1"}},
+           {{"model", "mlp"}, {"batch", "8"}, {"lr", "0.1"}, {"pass", "infer"}},
            {{"batch", "0"}},
            {{"model", "vgg"}, {"batch", "8"}},
            {{"model", "cnn"}, {"batch", "8"}, {"image", "32"}},
