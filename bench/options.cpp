@@ -120,7 +120,8 @@ KeyValues parse_shape(const std::string& value) {
 }
 
 // "cpu=0.5,gpu=3.2": a number by device (`unit` names it in the message, `what` says what it
-// is), >= 0, or > 0 where `positive`.
+// is), >= 0, or > 0 where `positive`, and at most 1e6 (a million dollars an hour, a petabyte a
+// second: beyond any machine).
 void parse_per_device(const std::string& flag, const std::string& value, const char* unit,
                       const char* what, bool positive, double* cpu, double* gpu) {
   for (const std::string& item : split_list(flag, value)) {
@@ -137,9 +138,9 @@ void parse_per_device(const std::string& flag, const std::string& value, const c
       used = 0;
     }
     if (number.empty() || used != number.size() || !std::isfinite(v) || v < 0 ||
-        (positive && v == 0))
+        (positive && v == 0) || v > 1e6)
       throw UsageError(flag + ": '" + number + "' is not " + what + " (a number " +
-                       (positive ? "> 0" : ">= 0") + ")");
+                       (positive ? "> 0" : ">= 0") + " and at most 1e6)");
     *(device == "cpu" ? cpu : gpu) = v;
   }
 }
@@ -172,6 +173,9 @@ std::string check_benchmark_flags(int argc, char** argv) {
   std::vector<std::string> seen;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg.rfind("--help=", 0) == 0) return "--help takes no value";  // Google Benchmark's too
+    if (arg.rfind("--v=", 0) == 0 && !number_in(arg.substr(4), 0, false, 100))
+      return "--v: '" + arg.substr(4) + "' is not a verbosity level (0 to 100)";
     if (arg.rfind("--benchmark_", 0) != 0) continue;
     const std::size_t eq = arg.find('=');
     const std::string flag = arg.substr(0, eq),
@@ -299,6 +303,7 @@ Options parse_options(int argc, char** argv) {
       no_value();
       o.quiet = true;
     } else if (flag == "--help" || flag == "-h") {
+      no_value();
       o.help = true;
     } else if (flag.rfind("--benchmark_", 0) == 0) {
       throw UsageError("bad Google Benchmark flag or value: " + arg);

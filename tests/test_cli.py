@@ -61,11 +61,15 @@ BAD_INPUTS = [
     (["--price=cpu=1e999"], "not a price in USD per hour"),
     (["--price=tpu=2"], "is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR"),
     (["--price=2.5"], "is not cpu=USD_PER_HOUR or gpu=USD_PER_HOUR"),
-    (["--busbw=cpu=0"], "is not a bus bandwidth in GB/s (a number > 0)"),
+    (["--busbw=cpu=0"], "is not a bus bandwidth in GB/s (a number > 0 and at most 1e6)"),
     (["--busbw=gpu=fast"], "is not a bus bandwidth in GB/s"),
     (["--busbw=100"], "is not cpu=GBPS or gpu=GBPS"),
     (["--price=cpu=1,,gpu=2"], "--price: empty item"),
     (["--price"], "--price needs a value"),
+    (["--price=cpu=1e308"], "at most 1e6"),
+    (["--busbw=gpu=1e9"], "at most 1e6"),
+    (["--help=foo"], "--help takes no value"),
+    (["--v=abc"], "is not a verbosity level"),
     # Google Benchmark's flags: values it would print its help and exit 0 for, or run nothing
     # with, are bad input before it sees them.
     (["--benchmark_format=foo"], "'foo' is not one of console, json, csv"),
