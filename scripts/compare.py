@@ -2,12 +2,16 @@
 """Compares pairbench reports case by case: scripts/compare.py BASE NEW [MORE...]
 
 Prints a side-by-side table (Markdown, or JSON with --format=json) of every case that ran in all
-the reports: median time per iteration on each machine, GFLOP/s or GB/s, and the ratio to BASE.
-With --fail-above PCT it exits 1 when a case is more than PCT percent slower than in BASE and
-the slowdown is larger than the noise: with 3 or more repetitions on both sides
-(--benchmark_repetitions), a two-sided Mann-Whitney U test at p < 0.05, as Google Benchmark's
-compare.py does; otherwise the difference of the means must exceed three standard errors of
-the timed iterations.
+the reports: median time per iteration on each machine, GFLOP/s or GB/s, and the ratio to BASE
+(time_ratio in JSON: null where the quotient overflows a double; no NaN or Infinity is written).
+With --fail-above PCT it exits 1 when a case regressed: its median, the table's figure, more
+than PCT percent slower than in BASE, and the slowdown larger than the noise, judged on medians
+too: where there are repetitions enough (--benchmark_repetitions; 4 a side will do, 3 a side
+never can) for a two-sided Mann-Whitney U test on their medians to reach p < 0.05 at all, that
+test; otherwise the difference of the medians must exceed three standard errors (stddev_s over
+the root of the timed iterations, each side). The table marks each case that regressed, and
+says why each other case past the threshold did not ("not significant: ...", "inside the
+noise: ...").
 
 Two things excuse a slowdown, and the table says which ("inside the noise: ..."):
 - a case marked noisy: the difference is within twice the larger robust cv of the two records;
@@ -28,7 +32,6 @@ excuses nothing by itself: when the two runs' probes agree, a slowdown is the co
 much each machine drifted within its run. GPU cases are never excused by the machine: the
 probes measure the host CPU and its memory only. Exit codes: 0 no regression; 1 a regression;
 2 bad input."""
-import argparse
 import json
 import math
 import statistics
@@ -43,14 +46,6 @@ import pbreport
 # probes around a case must show the slower machine, so one outlying probe excuses nothing.
 PROBE_AGREEMENT = 0.05
 PROBES = {"copy_gbs": "STREAM copy", "compute_gflops": "compute"}
-
-
-def repetitions(doc, case_name):
-    """Per-repetition times (seconds) of a case from Google Benchmark's entries."""
-    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
-    return [b["real_time"] * scale[b.get("time_unit", "s")] for b in doc["benchmarks"]
-            if b.get("run_type") == "iteration" and not b.get("error_occurred")
-            and b["run_name"].removesuffix("/manual_time") == case_name]
 
 
 def probe_metric(case):
@@ -122,6 +117,8 @@ def machine_ratio(base, new, base_speeds, new_speeds):
     if min(*n[m], *b[m]) <= 0:
         return None
     ratios = [b[m][0] / n[m][0], b[m][1] / n[m][1]]
+    if not all(0 < r < math.inf and 1 / r < math.inf for r in ratios):
+        return None  # speeds too far apart to compare as a double
     return m, min(ratios), max(ratios)
 
 
@@ -135,7 +132,7 @@ def probes_text(machine):
     return f"probes {seen} ({PROBES[m]})"
 
 
-def inside_noise(base_doc, base, new_doc, new, machine, pct):
+def inside_noise(base, new, machine, pct):
     """Why the difference between two records of a case is inside the noise, or None. pct: the
     threshold of the gate (0 without one)."""
     change = abs(new["time"]["median_s"] / base["time"]["median_s"] - 1.0)
@@ -143,29 +140,29 @@ def inside_noise(base_doc, base, new_doc, new, machine, pct):
     if noisy and change <= 2 * max(noisy):
         return f"noisy case (robust cv {100 * max(noisy):.0f}%)"
     if new["time"]["median_s"] > base["time"]["median_s"] and machine_slower(machine):
-        left, how = regression(base_doc, base, new_doc, new, pct, scale=machine[2])
+        left, how = regression(base, new, pct, scale=machine[2])
         if not left:
             rest = "" if how == "within threshold" else f", the rest not significant: {how}"
             return f"machine slower: {probes_text(machine)}{rest}"
     return None
 
 
-def regression(base_doc, base, new_doc, new, pct, scale=1.0):
+def regression(base, new, pct, scale=1.0):
     """(slower by more than pct and by more than the noise, how the noise was judged). scale:
     what NEW's times are divided by first (how much slower its machine was)."""
-    change = 100.0 * (new["time"]["median_s"] / scale / base["time"]["median_s"] - 1.0)
+    ta, tb = base["time"], new["time"]
+    change = 100.0 * (tb["median_s"] / scale / ta["median_s"] - 1.0)
     if change <= pct:
         return False, "within threshold"
-    a = repetitions(base_doc, base["name"])
-    b = [t / scale for t in repetitions(new_doc, new["name"])]
-    if len(a) >= 3 and len(b) >= 3:
+    a = ta["repetition_medians_s"]
+    b = [t / scale for t in tb["repetition_medians_s"]]
+    if 2 / math.comb(len(a) + len(b), len(a)) < 0.05:  # the U test's smallest p can pass
         p = mannwhitneyu(a, b, alternative="two-sided").pvalue
         return p < 0.05, f"Mann-Whitney U p={p:.3g}"
-    ta, tb = base["time"], new["time"]
-    se = math.sqrt(ta["stddev_s"] ** 2 / ta["iterations"]
-                   + (tb["stddev_s"] / scale) ** 2 / tb["iterations"])
-    diff = tb["mean_s"] / scale - ta["mean_s"]
-    return diff > 3 * se, f"mean {diff:+.3g} s vs 3 standard errors {3 * se:.3g} s"
+    se = math.hypot(ta["stddev_s"] / math.sqrt(ta["iterations"]),
+                    tb["stddev_s"] / scale / math.sqrt(tb["iterations"]))
+    diff = tb["median_s"] / scale - ta["median_s"]
+    return diff > 3 * se, f"median {diff:+.3g} s vs 3 standard errors {3 * se:.3g} s"
 
 
 def rate(case):
@@ -183,18 +180,18 @@ def compare(paths, docs, fail_above):
         base = cases[0][name]
         row = {"case": name, "base": {"report": paths[0], "median_s": base["time"]["median_s"],
                                       "rate": rate(base)}, "others": []}
-        for path, doc, by, sp in zip(paths[1:], docs[1:], cases[1:], speeds[1:]):
+        for path, by, sp in zip(paths[1:], cases[1:], speeds[1:]):
             new = by[name]
+            ratio = new["time"]["median_s"] / base["time"]["median_s"]
             entry = {"report": path, "median_s": new["time"]["median_s"], "rate": rate(new),
-                     "time_ratio": new["time"]["median_s"] / base["time"]["median_s"]}
+                     "time_ratio": ratio if math.isfinite(ratio) else None}
             machine = machine_ratio(base, new, speeds[0], sp)
             if machine:  # NEW's probe speed over BASE's, before and after the case
                 entry["probes"] = {"metric": machine[0], "speed_ratio": [1 / machine[2],
                                                                          1 / machine[1]]}
-            entry["inside_noise"] = inside_noise(docs[0], base, doc, new, machine,
-                                                 fail_above or 0.0)
+            entry["inside_noise"] = inside_noise(base, new, machine, fail_above or 0.0)
             if fail_above is not None:
-                entry["regressed"], entry["noise"] = regression(docs[0], base, doc, new, fail_above)
+                entry["regressed"], entry["noise"] = regression(base, new, fail_above)
                 if entry["regressed"] and entry["inside_noise"]:
                     entry["regressed"], entry["excused"] = False, True
             row["others"].append(entry)
@@ -237,13 +234,16 @@ def markdown(paths, docs, rows):
             mark = " **regressed**" if o.get("regressed") else ""
             if o.get("inside_noise"):
                 mark += f" (inside the noise: {o['inside_noise']})"
-            cells += [f"{fmt_time(o['median_s'])} ({o['rate']})", f"{o['time_ratio']:.3f}{mark}"]
+            elif o.get("noise", "within threshold") != "within threshold" and not o["regressed"]:
+                mark += f" (not significant: {o['noise']})"
+            ratio = "overflow" if o["time_ratio"] is None else f"{o['time_ratio']:.3f}"
+            cells += [f"{fmt_time(o['median_s'])} ({o['rate']})", f"{ratio}{mark}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = pbreport.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("reports", nargs="+", metavar="REPORT")
     p.add_argument("--fail-above", type=float, metavar="PCT",
                    help="exit 1 when a case is more than PCT%% slower than in BASE, beyond noise")
@@ -265,7 +265,8 @@ def main(argv=None):
         print("compare.py: error: the reports have no verified case in common", file=sys.stderr)
         return 2
     if a.format == "json":
-        print(json.dumps({"machines": [pbreport.machine(d) for d in docs], "cases": rows}, indent=1))
+        print(json.dumps({"machines": [pbreport.machine(d) for d in docs], "cases": rows}, indent=1,
+                         allow_nan=False))
     else:
         print(markdown(a.reports, docs, rows))
     regressed = [r["case"] for r in rows for o in r["others"] if o.get("regressed")]

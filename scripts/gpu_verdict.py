@@ -10,7 +10,6 @@ own time, the epoch projection per device, a warning when the machine changed
 speed under the run (the speedups move with it), and a last line `verdict: OK` or
 `verdict: FAILED (...)`.
 Exit codes: 0 OK; 1 FAILED; 2 bad input; 3 the report has no usable GPU."""
-import argparse
 import re
 import sys
 
@@ -115,11 +114,13 @@ def verdict(doc, tests_failed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = pbreport.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("report")
     p.add_argument("--tests-failed", type=int, default=0, metavar="N")
     p.add_argument("--tests-log", help="where the GPU tests' output is (named in the verdict)")
     a = p.parse_args(argv)
+    if a.tests_failed < 0:
+        p.error("--tests-failed must be a count of programs, 0 or more")
     try:
         doc = pbreport.load(a.report)
     except pbreport.ReportError as e:

@@ -1,9 +1,19 @@
-"""Reading pairbench reports for scripts/plot.py and scripts/compare.py: one clear error per bad
-input (a missing file, a file that is not JSON, JSON that is not a pairbench report)."""
+"""Reading pairbench reports for the scripts that do (plot.py, compare.py, gpu_verdict.py,
+reference.py): one clear error per bad input (a missing file, a file that is not JSON, JSON that
+is not a valid pairbench report), and usage errors in one line."""
+import argparse
 import collections
 import statistics
 
 import validate_report
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, as pairbench's own are:
+    'compare.py: error: ... (see --help)', exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 class ReportError(Exception):
@@ -23,6 +33,9 @@ def load_json(path):
 
 
 def load(path):
+    """The report in path, checked by validate_report.problems (the schema and the rules it
+    cannot say), or ReportError naming the file and its first problem: every script reads
+    reports through here."""
     doc = load_json(path)
     if not isinstance(doc, dict) or "pairbench" not in doc:
         raise ReportError(f"{path}: not a pairbench report (no 'pairbench' key)")

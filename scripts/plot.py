@@ -9,7 +9,6 @@ kernel-only and with transfers, and like precision), parallelism (throughput aga
 with ideal scaling), memory bandwidth (per device, % of peak; host<->device curves), batch size
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
 where that reads well. Exit codes: 0 written; 2 bad input."""
-import argparse
 import os
 import statistics
 import sys
@@ -561,7 +560,7 @@ def reference_table(reports):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = pbreport.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("reports", nargs="+", metavar="REPORT")
     p.add_argument("-o", "--outdir", required=True, metavar="DIR")
     a = p.parse_args(argv)

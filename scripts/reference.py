@@ -14,12 +14,16 @@ timed, and writes into the report:
 - one Google Benchmark entry per torch case that ran (skipped ones have none) in `benchmarks`,
   as pairbench's own are written.
 
-A torch result that fails its check, or whose figure stands above its device's ceiling, keeps
-no time and no ratio. Prints the ratio column, one line per workload, then each op family's
-median. Exit codes: 0 written; 1 written, with torch cases that failed their check; 2 bad input
-(a report that is not one, a python without torch)."""
-import argparse
+A torch result that fails its check, or whose figure stands above its device's ceiling or
+beyond a double's range, keeps no time and no ratio. The report is written whole or not at all
+(into a file beside it, renamed over it), and only when it is still a valid report. Prints the
+ratio column, one line per workload, then each op family's median. Exit codes: 0 written; 1
+written, with torch cases that failed their check; 2 bad input (a report that is not one, a
+results file that is not torch_reference.py's output, an OUT that cannot be written, a python
+without torch), nothing written."""
+import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,6 +35,21 @@ import validate_report
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Ops the reference leaves out, and why (said once in the references record).
 NOT_COVERED = {"collective": "collectives need ranks; the reference runs in one process"}
+# scripts/torch_reference.py's output (its header), as merge reads it.
+RESULT = {"type": "object", "required": ["status"], "properties": {
+    "status": {"enum": ["ok", "error", "skipped"]},
+    "median_s": {"type": "number", "exclusiveMinimum": 0},
+    "min_s": {"type": "number", "exclusiveMinimum": 0},
+    "runs": {"type": "integer", "minimum": 1},
+    "max_error": {"type": "number", "minimum": 0},
+    "tolerance": {"type": "number", "minimum": 0},
+    "check": {"type": "string"}, "layout": {"type": "string"}, "message": {"type": "string"}},
+    "if": {"required": ["status"], "properties": {"status": {"const": "ok"}}},
+    "then": {"required": ["median_s", "min_s", "runs", "max_error", "tolerance"]},
+    "else": {"required": ["message"]}}
+RESULTS = {"type": "object", "required": ["cases"], "properties": {
+    "torch": {"type": "string"}, "build": {"type": "object"},
+    "cases": {"type": "object", "additionalProperties": RESULT}}}
 
 
 class ReferenceError(Exception):
@@ -91,6 +110,15 @@ def above_ceiling(context, w, fig):
     return None
 
 
+def checked(torch_out, where):
+    """torch_out if it is scripts/torch_reference.py's output (RESULTS), else ReferenceError
+    naming where it came from and its first problem."""
+    found = validate_report.schema_problems(torch_out, RESULTS)
+    if found:
+        raise ReferenceError(f"{where}: not torch_reference.py's output: {found[0]}")
+    return torch_out
+
+
 def merge(doc, torch_out, wl=None):
     """doc with torch's results (scripts/torch_reference.py's output) written in: the
     references record and the Google Benchmark entries. Returns the number of failed cases."""
@@ -107,14 +135,18 @@ def merge(doc, torch_out, wl=None):
                 case[k] = r[k]
         if r["status"] == "ok":
             fig = figure(w, r["median_s"])
+            ratio = w["pairbench"]["median_s"] / r["median_s"]
             why = above_ceiling(doc["context"], w, fig)
+            if not why and not all(0 < x < math.inf for x in (ratio, *fig.values())):
+                why = (f"{r['median_s']:.3g} s puts its figures beyond a double's range: the time "
+                       f"cannot be true")
             if why:
                 case.update(status="error", message=why)
             else:
                 case["time"] = {"median_s": r["median_s"], "min_s": r["min_s"],
                                 "runs": r["runs"]}
                 case.update(fig)
-                case["ratio"] = w["pairbench"]["median_s"] / r["median_s"]
+                case["ratio"] = ratio
                 for k in ("cache_resident", "latency_bound"):
                     case[k] = w[k]
         failed += case["status"] == "error"
@@ -186,13 +218,32 @@ def run_torch(python, jobs, min_time, env=None):
     if p.returncode != 0:
         raise ReferenceError(f"torch_reference.py stopped with exit code {p.returncode}")
     try:
-        return json.loads(p.stdout)
+        return checked(json.loads(p.stdout), "torch_reference.py's result")
     except ValueError:
         raise ReferenceError("torch_reference.py wrote no JSON result") from None
 
 
+def write(path, doc):
+    """doc as strict JSON into path, through a file beside it renamed over it: a failure leaves
+    path as it was. ReferenceError where it cannot (a non-finite number, a full disk)."""
+    try:
+        text = json.dumps(doc, indent=1, allow_nan=False)
+    except ValueError as e:
+        raise ReferenceError(f"{path} not written: {e}") from None
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise ReferenceError(f"cannot write {path}: {e.strerror}") from None
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = pbreport.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("report")
     p.add_argument("-o", "--out", help="write here (default: the report itself)")
     p.add_argument("--torch-python", default=os.path.join(HERE, "..", "build", "venv-torch",
@@ -202,13 +253,17 @@ def main(argv=None):
     p.add_argument("--results", help="merge this torch_reference.py output instead of running "
                                      "torch")
     a = p.parse_args(argv)
-    if not a.min_time > 0:
-        p.error("--min-time must be above 0")
+    if not 0 < a.min_time <= 60:  # torch_reference.py times each case for this long
+        p.error("--min-time must be a number of seconds above 0 and at most 60")
+    out = a.out or a.report
+    if os.path.isdir(out) or not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        p.error(f"cannot write {out}: "
+                + ("a directory" if os.path.isdir(out) else "no such directory"))
     try:
         doc = pbreport.load(a.report)
         wl = workloads(doc)
         if a.results:
-            torch_out = pbreport.load_json(a.results)
+            torch_out = checked(pbreport.load_json(a.results), a.results)
         else:
             jobs = [{k: w[k] for k in ("name", "op", "device", "shape", "dtype", "threads")}
                     for w in wl]
@@ -217,13 +272,14 @@ def main(argv=None):
                 # The AMX trap (DESIGN.md): torch's oneDNN dies on its first bf16 matmul.
                 env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_FP16"
             torch_out = run_torch(a.torch_python, jobs, a.min_time, env)
+        failed = merge(doc, torch_out, wl)
+        found = validate_report.problems(doc)
+        if found:  # what the checks above let through
+            raise ReferenceError(f"not written: the report would not be valid: {found[0]}")
+        write(out, doc)
     except (pbreport.ReportError, ReferenceError) as e:
         print(f"reference.py: error: {e}", file=sys.stderr)
         return 2
-    failed = merge(doc, torch_out, wl)
-    out = a.out or a.report
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, allow_nan=False)
     print("\n".join(console_lines(doc)))
     print(out)
     return 1 if failed else 0

@@ -451,8 +451,9 @@ def model_of(s):
 
 
 def train(s, dtype, dev, gen):
-    """pairbench's training step (pass=train: forward, mean cross-entropy, backward, SGD lr 0.01
-    momentum 0.9 with the model's weight decay, zero_grad(set_to_none=True)) or inference
+    """pairbench's training step (pass=train: forward, mean cross-entropy, backward, SGD with
+    the shape's lr, momentum and weight decay, by default lr 0.01, momentum 0.9 and the model's
+    weight decay, zero_grad(set_to_none=True)) or inference
     (pass=infer: forward under no_grad, batch norm on its running statistics); bf16, fp16 and
     tf32 as torch trains in them (torch.autocast(bfloat16); torch.autocast(float16) with a
     GradScaler from 2^16, as pairbench's fp16 step scales its loss; tf32 tensor cores). Checked
@@ -474,18 +475,22 @@ def train(s, dtype, dev, gen):
     low = dtype in ("bf16", "tf32", "fp16")
     ref = copy.deepcopy(model).double()
     layouts = [torch.contiguous_format] + ([torch.channels_last] if len(shape) == 3 else [])
-    return [train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_bn, low)
+    # The update's numbers as the case's shape has them (its name carries those that are not
+    # the defaults).
+    update = {"lr": num(s, "lr", 0.01), "momentum": num(s, "momentum", 0.9),
+              "weight_decay": num(s, "weight_decay", wd)}
+    return [train_in(layout, model, ref, x32, labels, shape, dtype, dev, update, infer, has_bn, low)
             for layout in layouts]
 
 
-def train_in(layout, model, ref, x32, labels, shape, dtype, dev, wd, infer, has_bn, low):
+def train_in(layout, model, ref, x32, labels, shape, dtype, dev, update, infer, has_bn, low):
     """train()'s option in one layout: (its name, the check of its first step or inference,
     the call to time). A function of its own so that each option's closures keep their own
     model and batch (a closure in a loop would see the last layout's)."""
     m = copy.deepcopy(model).to(dev).to(memory_format=layout)
     x = x32.to(dev).contiguous(memory_format=layout) if len(shape) == 3 else x32.to(dev)
     y = labels.to(dev)
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
+    opt = torch.optim.SGD(m.parameters(), **update)
     autocast = torch.autocast(dev.type, dtype=DTYPES[dtype], enabled=dtype in ("bf16", "fp16"))
     scaler = torch.amp.GradScaler(dev.type, init_scale=2.0 ** 16, enabled=dtype == "fp16")
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Checks a pairbench report: strict JSON (no NaN or Infinity), the schema, the rules the
-schema cannot say, every figure against its device's ceiling (context.ceilings; the peaks of
-older reports), and metered energy and projected dollars against the figures they come from.
+schema cannot say (no two cases of one name; each case's median among its repetitions' medians,
+and its GFLOP/s, GB/s and samples/s its work over that median), every figure against its
+device's ceiling (context.ceilings; the peaks of older reports), and metered energy and
+projected dollars against the figures they come from. Each problem is one line: where (the path,
+and the name of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import json
 import math
@@ -15,13 +18,70 @@ def _reject_constant(name):
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _in_range(convert):
+    """A JSON number's parser that refuses one beyond a double's range (1e400 would read as
+    Infinity, a 400-digit integer fail the first float arithmetic on it), as serde does."""
+    def parse(text):
+        if not math.isfinite(float(text)):
+            raise ValueError(f"number {text[:20]} is beyond a double's range")
+        return convert(text)
+    return parse
+
+
 def load_strict(path):
-    """Parses as strictly as JSON.parse or serde: NaN, Infinity and -Infinity are errors."""
+    """Parses as strictly as JSON.parse or serde: NaN, Infinity and -Infinity are errors, and
+    so is a number beyond a double's range; ValueError says which."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f, parse_constant=_reject_constant)
+        try:
+            return json.load(f, parse_constant=_reject_constant, parse_float=_in_range(float),
+                             parse_int=_in_range(int))
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
 
 
 TIME_UNITS = ("ns", "us", "ms", "s")
+USAGE = "usage: validate_report.py REPORT...  (exit 0 valid, 1 invalid, 2 unreadable)"
+
+
+def brief(x):
+    """x as a message names it: its repr, or where that is long, what it is."""
+    if isinstance(x, dict):
+        return f"an object of {len(x)} keys"
+    if isinstance(x, list):
+        return f"an array of {len(x)} items"
+    return repr(x)[:57] + "..."
+
+
+def schema_line(doc, e):
+    """One short line for a schema error e in doc: the path, the name of the innermost record
+    on it that has one (a case, a benchmark entry), and what is wrong, never the whole record."""
+    named, node = None, doc
+    for key in e.absolute_path:
+        node = node[key]
+        if isinstance(node, dict) and isinstance(node.get("name"), str):
+            named = node["name"]
+    where = "/".join(map(str, e.absolute_path)) or "(root)"
+    where += f" ({named})" if named else ""
+    if e.validator == "not":  # the schema's `not` only ever forbids keys
+        keys = [k for s in (e.validator_value, *e.validator_value.get("anyOf", []))
+                for k in s.get("required", [])]
+        status = e.instance.get("status")
+        if isinstance(status, str):
+            return f"{where}: a case whose status is {status!r} carries no {' or '.join(keys)}"
+        return f"{where}: must not carry {' or '.join(keys)}"
+    message = e.message  # jsonschema's messages open with the instance's repr
+    if len(repr(e.instance)) > 60 and message.startswith(repr(e.instance)):
+        message = brief(e.instance) + message[len(repr(e.instance)):]
+    return f"{where}: {message if len(message) <= 200 else message[:197] + '...'}"
+
+
+def schema_problems(doc, schema):
+    """Every way doc fails schema, one short line each (schema_line)."""
+    import jsonschema  # here, not above: load_strict and the other checks work without it
+
+    # A `not` that forbids keys fails on any non-object too: its type error says that already.
+    return [schema_line(doc, e) for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)
+            if e.validator != "not" or isinstance(e.instance, dict)]
 
 
 def ci_tool_problems(doc):
@@ -50,7 +110,7 @@ def bound(context, device, key):
     where it comes from: context.ceilings (reports since the ceilings came in), else the peaks
     older reports carry (the CPU's fp32 at twice its nominal clock, for turbo)."""
     ceil = context.get("ceilings", {}).get(device, {}).get(key)
-    if ceil is not None:
+    if isinstance(ceil, dict):  # else none, or a string saying why none
         return ceil.get("bound"), ceil.get("bound_source", "context.ceilings")
     legacy = {("cpu", "fp32"): ("cpu_peak_fp32_gflops", 2.0, "twice the fp32 peak (turbo)"),
               ("gpu", "fp32"): ("gpu_peak_fp32_gflops", 1.0, "the fp32 peak"),
@@ -105,16 +165,46 @@ def impossible_figures(doc):
     return out
 
 
-def problems(doc):
-    """Every way doc fails to be a pairbench report, as one line each."""
-    import jsonschema  # here, not above: the modules that read reports work without it
+def case_problems(doc):
+    """What the schema cannot say of the cases, one line each: a name given twice, or not its
+    op/device/impl; a median time outside its repetitions' medians (the pooled median never
+    is); a figure more than 1% from its work over its median time (GFLOP/s from flops, GB/s from
+    min_bytes, samples/s from items), which the ceilings below then hold as measured."""
+    out, seen = [], set()
+    for c in doc["pairbench"]["cases"]:
+        name = c["name"]
+        if name in seen:
+            out.append(f"{name}: a second case of this name")
+        seen.add(name)
+        if not name.startswith(f"{c['op']}/{c['device']}/{c['impl']}/"):
+            out.append(f"{name}: its name is not its op/device/impl "
+                       f"({c['op']}/{c['device']}/{c['impl']})")
+        if c["status"] != "ok":
+            continue
+        t = c["time"]
+        median, reps = t["median_s"], t["repetition_medians_s"]
+        if len(reps) != t["repetitions"]:
+            out.append(f"{name}: {len(reps)} repetition medians for {t['repetitions']} repetitions")
+        elif not min(reps) * (1 - 1e-9) <= median <= max(reps) * (1 + 1e-9):
+            out.append(f"{name}: median {median:.6g} s is outside its repetitions' medians "
+                       f"({min(reps):.6g}-{max(reps):.6g} s)")
+        for figure, work, unit in (("gflops", "flops", 1e9), ("gbs", "min_bytes", 1e9),
+                                   ("samples_per_s", "items", 1.0)):
+            if figure in c and work in c:
+                expected = c[work] / median / unit
+                if not math.isclose(c[figure], expected, rel_tol=0.01):
+                    out.append(f"{name}: {figure} {c[figure]:.4g} is not {work} / median time "
+                               f"({c[work]:.4g} / {median:.4g} s = {expected:.4g})")
+    return out
 
-    schema = json.loads(SCHEMA.read_text())
-    out = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-           for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+
+def problems(doc):
+    """Every way doc fails to be a pairbench report, as one line each. The checks after the
+    schema's assume its types: they run only on a report the schema passes."""
+    out = schema_problems(doc, json.loads(SCHEMA.read_text()))
     if out:
         return out
-    out += ci_tool_problems(doc)
+    out += ci_tool_problems(doc) + case_problems(doc)
     names = {c["name"] for c in doc["pairbench"]["cases"]}
     for ref in doc["pairbench"].get("references", {}).values():
         names |= {c["name"] for c in ref["cases"]}
@@ -157,8 +247,13 @@ def energy_problems(doc):
 
 
 def main(argv):
-    if len(argv) < 2:
-        print("usage: validate_report.py REPORT...", file=sys.stderr)
+    if "-h" in argv[1:] or "--help" in argv[1:]:
+        print(USAGE)
+        return 0
+    flag = next((a for a in argv[1:] if a.startswith("-")), None)
+    if flag or len(argv) < 2:
+        print(f"validate_report.py: error: unknown option {flag} (see --help)" if flag else USAGE,
+              file=sys.stderr)
         return 2
     status = 0
     for path in argv[1:]:

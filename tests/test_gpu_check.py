@@ -22,8 +22,33 @@ def test_without_a_gpu_it_says_why_and_runs_nothing(pairbench):
                        timeout=120, env={**os.environ, "PAIRBENCH_BIN": str(pairbench.exe)})
     assert r.returncode == 3, r.stdout + r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 and "no usable GPU here" in lines[0] and "no GPU:" in lines[0]
+    assert len(lines) == 2 and lines[0].startswith("gpu-check: no usable GPU here (no GPU: ")
+    assert lines[0].endswith(")") and lines[0].count("(") == lines[0].count(")"), lines[0]
     assert lines[1] == "gpu-check: verdict: NOT CHECKED (no GPU)"
+
+
+def gpu_check(*args, **env):
+    return subprocess.run([str(ROOT / "scripts" / "gpu-check"), *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env})
+
+
+def test_a_program_that_is_not_there_is_bad_input(tmp_path):
+    # It was "no usable GPU here .../gpu-check: line 29: /nonexistent: No such file or
+    # directory", exit 3.
+    for exe in ("/nonexistent", str(tmp_path)):
+        r = gpu_check(PAIRBENCH_BIN=exe)
+        assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+        assert r.stderr.splitlines() == [
+            f"gpu-check: error: PAIRBENCH_BIN={exe} is not an executable program"]
+
+
+def test_a_flag_pairbench_refuses_is_said_before_anything_runs(pairbench, tmp_path):
+    r = gpu_check("--bogus", PAIRBENCH_BIN=str(pairbench.exe),
+                  PAIRBENCH_RESULTS=str(tmp_path / "results"))
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.splitlines() == ["gpu-check: error: pairbench --list exited 2: pairbench: "
+                                     "error: unknown flag '--bogus' (see --help)"]
+    assert not (tmp_path / "results").exists()  # no test program, no suite ran
 
 
 def gpu_report(quick_report):
@@ -79,6 +104,30 @@ def test_a_failed_or_skipped_gpu_case_fails_the_check(quick_reports):
     assert "skipped" in lines[-1]
     lines, code = gpu_verdict.verdict(gpu_report(quick_reports[0]), tests_failed=2)
     assert code == 1 and "2 GPU test program(s) failed" in lines[-1]
+
+
+def test_the_verdict_refuses_a_negative_count_of_failed_tests():
+    # It printed "verdict: FAILED (-1 GPU test program(s) failed)".
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_verdict.py"), str(H100_SAMPLE),
+                        "--tests-failed=-1"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == ["gpu_verdict.py: error: --tests-failed must be a count of "
+                                     "programs, 0 or more (see --help)"]
+
+
+def test_the_verdict_reads_figures_the_validator_held_to_their_times(tmp_path):
+    # A GPU GEMM at 1e-12 s, its GFLOP/s as they were, passed the schema and the ceilings.
+    doc = json.loads(H100_SAMPLE.read_text())
+    case = next(c for c in doc["pairbench"]["cases"] if c["device"] == "gpu" and c["status"] == "ok")
+    case["time"].update(median_s=1e-12, repetition_medians_s=[1e-12])
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(doc))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_verdict.py"), str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith(f"gpu_verdict.py: error: {path}: not a valid pairbench report: "
+                               f"{case['name']}: gflops ")
+    assert len(r.stderr.splitlines()) == 1
 
 
 def test_no_gpu_in_the_report_is_not_checked(quick_reports):

@@ -208,10 +208,94 @@ def test_a_spoiled_torch_result_fails_its_check(op, tmp_path):
             assert "above its tolerance" in r["message"]
 
 
-@pytest.mark.parametrize("args, says", [([], "usage"), (["/nonexistent.json"], "no such file")])
+@pytest.mark.parametrize("args, says", [([], "the following arguments are required: report"),
+                                        (["/nonexistent.json"], "no such file")])
 def test_the_wrapper_says_a_bad_call_before_installing_anything(args, says, tmp_path):
     r = subprocess.run([str(ROOT / "scripts" / "reference"), *args], capture_output=True,
                        text=True, timeout=60,
                        env={**os.environ, "PAIRBENCH_TORCH_VENV": str(tmp_path / "venv")})
     assert r.returncode == 2 and says in r.stderr
     assert not (tmp_path / "venv").exists()  # torch_venv never ran
+
+
+def one_result(**r):
+    """torch_reference.py's output for the sample's first workload alone: r."""
+    return {"torch": "2.15.0", "cases": {reference.workloads(sample())[0]["name"]: r}}
+
+
+OK = {"status": "ok", "median_s": 0.003, "min_s": 0.0029, "runs": 10, "max_error": 0.0,
+      "tolerance": 1e-5, "check": "test"}
+
+
+@pytest.mark.parametrize("res, says", [
+    ([], "(root): [] is not of type 'object'"),
+    ({"cases": [1, 2]}, "cases: [1, 2] is not of type 'object'"),
+    (one_result(median_s=0.003), "'status' is a required property"),
+    (one_result(**dict(OK, status="banana")), "'banana' is not one of"),
+    (one_result(**{k: v for k, v in OK.items() if k != "min_s"}), "'min_s' is a required property"),
+    (one_result(**dict(OK, median_s="fast")), "'fast' is not of type 'number'"),
+    (one_result(**dict(OK, median_s=0)), "0 is less than or equal to the minimum of 0"),
+    (one_result(**dict(OK, median_s=-0.003)), "-0.003 is less than or equal to the minimum of 0"),
+    # The schema wants a check's error and tolerance, which torch_reference.py always writes.
+    (one_result(**{k: v for k, v in OK.items() if k != "max_error"}),
+     "'max_error' is a required property"),
+], ids=["list", "cases list", "no status", "bad status", "no min", "string", "zero", "negative",
+        "no max_error"])
+def test_results_that_are_not_torch_references_are_refused(res, says, tmp_path):
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps(res))
+    r = run_reference(SAMPLE, "-o", tmp_path / "out.json", "--results", path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: not torch_reference.py's output: " in lines[0], r.stderr
+    assert says in lines[0], r.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_failed_run_leaves_the_report_as_it_was(tmp_path):
+    # reference.py wrote over its input report and died mid-write on a time that made an
+    # infinite figure: the report was lost.
+    victim = tmp_path / "victim.json"
+    victim.write_bytes(SAMPLE.read_bytes())
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"cases": {"x": {"status": "ok", "median_s": "fast"}}}))
+    assert run_reference(victim, "--results", res).returncode == 2
+    assert victim.read_bytes() == SAMPLE.read_bytes()
+    # A time that puts a figure beyond a double (one held to no ceiling: a cache-resident GB/s
+    # workload): that case an error, the report whole, strict and valid, nothing else left.
+    doc = sample()
+    name = next(w["name"] for w in reference.workloads(doc)
+                if w["metric"] == "GB/s" and w["cache_resident"])
+    tiny = dict(OK, median_s=1e-310, min_s=1e-310)
+    res.write_text(json.dumps(results(doc, **{name: tiny})))
+    r = run_reference(victim, "--results", res)
+    assert r.returncode == 1, r.stderr
+    out = validate_report.load_strict(victim)
+    assert validate_report.problems(out) == []
+    case = next(c for c in out["pairbench"]["references"]["torch"]["cases"] if c["name"] == name)
+    assert case["status"] == "error" and "beyond a double's range" in case["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.json", "victim.json"]
+
+
+def test_write_refuses_a_non_finite_number_and_keeps_the_file(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text("{}")
+    with pytest.raises(reference.ReferenceError, match="not written"):
+        reference.write(path, {"x": float("inf")})
+    assert path.read_text() == "{}" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--min-time=inf"], "--min-time must be a number of seconds above 0 and at most 60"),
+    (["--min-time=nan"], "--min-time must be a number of seconds above 0 and at most 60"),
+    (["--min-time=61"], "--min-time must be a number of seconds above 0 and at most 60"),
+    (["-o", "/nonexistent/x.json"], "cannot write /nonexistent/x.json: no such directory"),
+    (["-o", "/tmp"], "cannot write /tmp: a directory"),
+])
+def test_bad_flags_exit_2_with_one_line_before_anything_runs(args, says, tmp_path):
+    # --min-time=inf would have timed the first torch case forever.
+    res = tmp_path / "torch.json"
+    res.write_text(json.dumps(results(sample())))
+    r = run_reference(SAMPLE, "--results", res, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [f"reference.py: error: {says} (see --help)"]

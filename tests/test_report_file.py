@@ -149,3 +149,102 @@ def test_malformed_energy_is_a_schema_error(metered, where, change, message):
             "price": lambda: doc["context"]["price_usd_per_hour"]}[where]())
     found = validate_report.problems(doc)
     assert any(message in p for p in found), found
+
+
+def h100():
+    return json.loads(H100_SAMPLE.read_text())
+
+
+def gpu_case(doc):
+    return next(c for c in doc["pairbench"]["cases"] if c["device"] == "gpu"
+                and c["status"] == "ok" and c["op"] == "gemm")
+
+
+def test_an_error_case_with_a_time_is_one_short_line():
+    # The schema's own message dumped the whole case (1 KB) on one line.
+    doc = h100()
+    case = gpu_case(doc)
+    case.update(status="error", verified=False, message="boom")
+    i = doc["pairbench"]["cases"].index(case)
+    assert validate_report.problems(doc) == [
+        f"pairbench/cases/{i} ({case['name']}): a case whose status is 'error' carries no time"]
+
+
+@pytest.mark.parametrize("where, value", [
+    (("context", "machine_probes", 0, "copy_gbs"), "fast"),
+    (("context", "machine_probes", 1, "when"), 5),
+    (("context", "machine_drift", "copy_gbs", "min"), None),
+    (("context", "gpu_memory_bytes"), "zz"),
+    (("context", "num_cpus"), 0),
+    (("benchmarks", 0, "run_name"), 5),
+    (("pairbench", "cases", 0, "name"), []),
+    (("pairbench", "cases", 0, "flops"), "zz"),
+    (("pairbench", "cases", 0, "noisy"), "yes"),
+    (("pairbench", "cases", 0, "time", "mean_s"), -5),
+    (("pairbench", "cases", 0, "time", "stddev_s"), None),
+    (("pairbench", "analyses", "projection", "devices", "cpu", "samples_per_s"), "zz"),
+    (("pairbench", "analyses", "projection", "devices", "cpu", "epoch_h"), "zz"),
+    (("pairbench", "analyses", "memory_bandwidth", "cpu", "stream", 0, "gbs_with_write_allocate"),
+     "zz"),
+    (("pairbench", "cases"), []),
+])
+def test_every_field_the_scripts_read_is_typed(where, value):
+    # Each passed the schema, and then crashed the validator's own checks or a script.
+    doc = h100()
+    node = doc
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    found = validate_report.problems(doc)
+    assert len(found) == 1 and found[0].startswith("/".join(map(str, where))), found
+    assert len(found[0]) < 200
+
+
+def test_a_training_step_without_flops_is_refused():
+    doc = h100()
+    case = next(c for c in doc["pairbench"]["cases"] if c["op"] == "train")
+    case.update(flops=0.0, gflops=0.0)
+    found = validate_report.problems(doc)
+    assert len(found) == 1 and found[0].endswith("0.0 is less than or equal to the minimum of 0")
+
+
+def test_a_second_case_of_a_name_is_refused():
+    doc = h100()
+    doc["pairbench"]["cases"].append(copy.deepcopy(gpu_case(doc)))
+    assert validate_report.problems(doc) == [f"{gpu_case(doc)['name']}: a second case of this name"]
+
+
+def test_each_figure_is_its_work_over_its_median():
+    # A GPU GEMM at 1e-12 s (3e7 GFLOP/s) passed: the ceilings read the stored GFLOP/s.
+    doc = h100()
+    case = gpu_case(doc)
+    case["time"].update(median_s=1e-12, repetition_medians_s=[1e-12])
+    found = validate_report.problems(doc)
+    assert found and all(p.startswith(f"{case['name']}: ") for p in found), found
+    assert any(p.startswith(f"{case['name']}: gflops {case['gflops']:.4g} is not flops / median "
+                            "time") for p in found), found
+    # Written as that time makes it: above the GPU's ceiling.
+    case["gflops"], case["gbs"] = case["flops"] / 1e-12 / 1e9, case["min_bytes"] / 1e-12 / 1e9
+    found = validate_report.problems(doc)
+    assert len(found) == 1 and "is above the gpu's fp32 ceiling" in found[0], found
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"x": 1e400}', "beyond a double's range"),  # json reads it as Infinity
+    ('{"x": 1' + "0" * 400 + "}", "beyond a double's range"),  # an int no float holds
+    ("[" * 100000, "nested too deeply"),  # RecursionError
+], ids=["1e400", "huge int", "deep"])
+def test_load_strict_refuses_numbers_beyond_a_double_and_deep_nesting(text, says, tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=says):
+        validate_report.load_strict(path)
+    assert validate_report.main(["v", str(path)]) == 2
+
+
+def test_validator_usage(capsys):
+    assert validate_report.main(["v", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: validate_report.py REPORT...")
+    assert validate_report.main(["v", "--bogus", str(H100_SAMPLE)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("validate_report.py: error: unknown option --bogus")

@@ -7,6 +7,7 @@ excuses one whose machine probes are as much slower, and rejects each bad input 
 and exit code 2."""
 import copy
 import json
+import statistics
 import subprocess
 import sys
 
@@ -182,13 +183,24 @@ def steadiest(doc):
     return min(ok, key=lambda c: c["time"]["stddev_s"] / c["time"]["mean_s"])
 
 
+def retime(case, factor, keys=("median_s", "min_s", "mean_s", "stddev_s")):
+    """case as if its iterations took `factor` times as long (the time statistics `keys`, the
+    repetitions' medians, and the figures from them, as pairbench writes them)."""
+    for key in keys:
+        case["time"][key] *= factor
+    case["time"]["repetition_medians_s"] = [t * factor for t in case["time"]["repetition_medians_s"]]
+    for key in ("gflops", "gbs", "samples_per_s"):
+        if key in case:
+            case[key] /= factor
+    return case
+
+
 def slowed(doc, victim, factor):
     """A copy of doc where one case is `factor` times slower, records and entries alike."""
     new = copy.deepcopy(doc)
     for c in new["pairbench"]["cases"]:
         if c["name"] == victim["name"]:
-            for key in ("median_s", "min_s", "mean_s", "stddev_s"):
-                c["time"][key] *= factor
+            retime(c, factor)
     for b in new["benchmarks"]:
         if b["run_name"].removesuffix("/manual_time") == victim["name"]:
             b["real_time"] *= factor
@@ -239,10 +251,7 @@ def all_slowed(doc, factor):
     new = copy.deepcopy(doc)
     for c in new["pairbench"]["cases"]:
         if c["status"] == "ok":
-            for key in ("median_s", "min_s", "mean_s", "stddev_s"):
-                c["time"][key] *= factor
-            reps = c["time"]["repetition_medians_s"]
-            c["time"]["repetition_medians_s"] = [t * factor for t in reps]
+            retime(c, factor)
     for b in new["benchmarks"]:
         for key in ("real_time", "cpu_time"):
             b[key] *= factor
@@ -358,24 +367,23 @@ def test_compare_says_what_is_inside_the_noise(quick_reports, tmp_path):
 def test_compare_uses_repetitions_when_present(tmp_path, quick_reports):
     base = steady(json.loads(quick_reports[0].read_text()))
     case = next(c for c in base["pairbench"]["cases"] if c["status"] == "ok")
-    template = next(b for b in base["benchmarks"] if b["run_name"].startswith(case["name"]))
 
-    def with_reps(times, median=1.0):
+    def with_reps(times):
+        """base, the case's repetitions' medians `times` seconds (its median theirs)."""
         doc = copy.deepcopy(base)
-        doc["benchmarks"] = [dict(template, real_time=t, repetition_index=i, repetitions=len(times),
-                                  time_unit="s") for i, t in enumerate(times)]
-        for c in doc["pairbench"]["cases"]:
-            if c["name"] == case["name"]:
-                c["time"]["median_s"] *= median
+        c = next(c for c in doc["pairbench"]["cases"] if c["name"] == case["name"])
+        retime(c, statistics.median(times) / c["time"]["median_s"])
+        c["time"].update(repetitions=len(times), repetition_medians_s=times)
         return doc
 
     noisy_base = write(tmp_path / "b.json", with_reps([1.0, 1.5, 0.9, 1.4, 1.0]))
-    # A slower median, but the repetitions overlap: noise.
-    noisy_new = with_reps([1.1, 1.4, 1.0, 1.5, 0.95], median=1.3)
+    # A slower median, but the repetitions overlap: noise, and the table says so.
+    noisy_new = with_reps([1.3, 1.4, 0.9, 1.5, 1.0])
     r = run(COMPARE, noisy_base, write(tmp_path / "n.json", noisy_new), "--fail-above", "10")
     assert r.returncode == 0, r.stderr
+    assert "| 1.300 (not significant: Mann-Whitney U p=0.915) |" in r.stdout
     # 50% slower, repetitions apart (p = 0.027): a regression ...
-    slower = with_reps([t * 1.5 for t in (1.1, 1.4, 1.0, 1.5, 0.95)], median=1.5)
+    slower = with_reps([t * 1.5 for t in (1.1, 1.4, 1.0, 1.5, 0.95)])
     r = run(COMPARE, noisy_base, write(tmp_path / "s.json", slower), "--fail-above", "10")
     assert r.returncode == 1, r.stdout + r.stderr
     # ... on a machine whose probes are 25% slower, what is left (20%) is not significant.
@@ -475,3 +483,96 @@ def test_speedup_labels_are_short():
     # The dtype and threads, where they vary within a panel (the torch chart's workloads).
     assert plot.short_label("gemm", "m=256,n=256,k=256,dtype=bf16,threads=2",
                             ["dtype", "threads"]) == "256x256x256 bf16 2t"
+
+
+CPU_SAMPLE = ROOT / "reports" / "samples" / "quick-cpu-only.json"
+
+
+def case_named(doc, name):
+    return next(c for c in doc["pairbench"]["cases"] if c["name"] == name)
+
+
+def test_compare_gates_on_the_median_the_table_shows(tmp_path):
+    # The audit: a case's median 50% slower, its mean and spread as they were (as a skewed
+    # distribution's may stay): the gate judged the means and passed a case the table showed
+    # slower. Both now judge the median.
+    base = steady(json.loads(CPU_SAMPLE.read_text()))
+    victim = steadiest(base)
+    new = copy.deepcopy(base)
+    retime(case_named(new, victim["name"]), 1.5, keys=("median_s",))
+    paths = write(tmp_path / "base.json", base), write(tmp_path / "new.json", new)
+    r = run(COMPARE, *paths, "--fail-above", "10")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"| {victim['name']} | " in r.stdout and " | 1.500 **regressed** |" in r.stdout
+    # Past the threshold but inside a wide spread: the table says why it did not regress.
+    case_named(new, victim["name"])["time"]["stddev_s"] = 100 * victim["time"]["median_s"]
+    r = run(COMPARE, paths[0], write(paths[1], new), "--fail-above", "10")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " | 1.500 (not significant: median +" in r.stdout
+
+
+@pytest.mark.parametrize("spoil, says", [
+    (lambda doc, c: doc["pairbench"]["cases"].append(copy.deepcopy(c)), "a second case of this name"),
+    (lambda doc, c: c["time"].update(mean_s=-5), "mean_s"),
+    (lambda doc, c: c.update(noisy="yes"), "'yes' is not of type 'boolean'"),
+    (lambda doc, c: c["time"].update(median_s=1e300), "outside its repetitions' medians"),
+    (lambda doc, c: doc["context"]["machine_probes"][0].update(copy_gbs="fast"), "copy_gbs"),
+], ids=["duplicate", "negative mean", "noisy string", "median alone", "probe string"])
+def test_compare_rejects_a_malformed_report_in_one_line(spoil, says, tmp_path):
+    doc = steady(json.loads(CPU_SAMPLE.read_text()))
+    victim = steadiest(doc)
+    spoil(doc, case_named(doc, victim["name"]))
+    bad = write(tmp_path / "bad.json", doc)
+    r = run(COMPARE, CPU_SAMPLE, bad, "--fail-above", "10")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and says in lines[0], r.stderr
+
+
+def strict(text):
+    """JSON as JSON.parse reads it: NaN and Infinity are errors."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the output"))
+
+
+def test_compare_json_writes_no_infinity(tmp_path):
+    # A ratio beyond a double (1e200 s over 1e-200 s): null, said in the table, never Infinity.
+    base = json.loads(CPU_SAMPLE.read_text())
+    name = next(c["name"] for c in base["pairbench"]["cases"] if c["status"] == "ok"
+                and c["metric"] == "GB/s" and c["cache_resident"])  # held to no ceiling
+    new = copy.deepcopy(base)
+    for doc, seconds in ((base, 1e-200), (new, 1e200)):
+        c = case_named(doc, name)
+        retime(c, seconds / c["time"]["median_s"])
+    paths = write(tmp_path / "base.json", base), write(tmp_path / "new.json", new)
+    r = run(COMPARE, *paths, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    row = next(c for c in strict(r.stdout)["cases"] if c["case"] == name)
+    assert row["others"][0]["time_ratio"] is None
+    table = run(COMPARE, *paths).stdout
+    assert f"| {name} | " in table and " | overflow |" in table
+
+
+@pytest.mark.parametrize("script", ["compare.py", "plot.py", "gpu_verdict.py", "reference.py"])
+def test_every_script_checks_the_report_before_reading_it(script, tmp_path):
+    # A projection's samples/s as a string passed the schema and crashed plot.py and
+    # gpu_verdict.py; each script now says which file and what, in one line.
+    doc = json.loads(CPU_SAMPLE.read_text())
+    doc["pairbench"]["analyses"]["projection"]["devices"]["cpu"]["samples_per_s"] = "zz"
+    bad = write(tmp_path / "bad.json", doc)
+    args = {"compare.py": [CPU_SAMPLE, bad], "plot.py": [bad, "-o", tmp_path / "out"],
+            "gpu_verdict.py": [bad], "reference.py": [bad, "-o", tmp_path / "out.json"]}[script]
+    r = run(ROOT / "scripts" / script, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [
+        f"{script}: error: {bad}: not a valid pairbench report: pairbench/analyses/projection/"
+        "devices/cpu/samples_per_s: 'zz' is not of type 'number'"]
+
+
+@pytest.mark.parametrize("script", ["compare.py", "plot.py", "gpu_verdict.py", "reference.py"])
+def test_a_bad_flag_is_one_line(script, tmp_path):
+    # argparse wrote its usage and the error over two to four lines.
+    extra = ["-o", tmp_path] if script == "plot.py" else []
+    r = run(ROOT / "scripts" / script, CPU_SAMPLE, *extra, "--bogus")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"{script}: error: unrecognized arguments: --bogus "
+                                     "(see --help)"], r.stderr
