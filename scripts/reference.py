@@ -252,6 +252,9 @@ def main(argv=None):
                    help="seconds each torch case is timed for (default 0.5)")
     p.add_argument("--results", help="merge this torch_reference.py output instead of running "
                                      "torch")
+    p.add_argument("--check", action="store_true",
+                   help="check the flags and the report, and stop (scripts/reference runs this "
+                        "before it installs torch)")
     a = p.parse_args(argv)
     if not 0 < a.min_time <= 60:  # torch_reference.py times each case for this long
         p.error("--min-time must be a number of seconds above 0 and at most 60")
@@ -262,6 +265,8 @@ def main(argv=None):
     try:
         doc = pbreport.load(a.report)
         wl = workloads(doc)
+        if a.check:
+            return 0
         if a.results:
             torch_out = checked(pbreport.load_json(a.results), a.results)
         else:
