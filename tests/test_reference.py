@@ -208,14 +208,11 @@ def test_a_spoiled_torch_result_fails_its_check(op, tmp_path):
             assert "above its tolerance" in r["message"]
 
 
-SAMPLE = str(ROOT / "reports" / "samples" / "quick-cpu-only.json")
-
-
 @pytest.mark.parametrize("args, says", [([], "the following arguments are required: report"),
                                         (["/nonexistent.json"], "no such file"),
-                                        ([SAMPLE, "--bogus"], "unrecognized arguments: --bogus"),
-                                        ([SAMPLE, "--min-time=inf"], "at most 60"),
-                                        ([SAMPLE, "-o", "/nonexistent-dir/x.json"],
+                                        ([str(SAMPLE), "--bogus"], "unrecognized arguments: --bogus"),
+                                        ([str(SAMPLE), "--min-time=inf"], "at most 60"),
+                                        ([str(SAMPLE), "-o", "/nonexistent-dir/x.json"],
                                          "no such directory")])
 def test_the_wrapper_says_a_bad_call_before_installing_anything(args, says, tmp_path):
     r = subprocess.run([str(ROOT / "scripts" / "reference"), *args], capture_output=True,
