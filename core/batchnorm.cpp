@@ -33,9 +33,10 @@ std::vector<BatchNormShape> batchnorm_suite(int level) {
 
 BatchNormShape parse_batchnorm_shape(const std::vector<std::pair<std::string, std::string>>& kv) {
   BatchNormShape s;
-  bool have[4] = {false, false, false, false};
+  bool have[4] = {false, false, false, false}, have_dir = false;
   for (const auto& [key, v] : kv) {
     if (key == "dir") {
+      have_dir = true;
       if (v == "fwd")
         s.dir = BnDir::fwd;
       else if (v == "bwd")
@@ -53,8 +54,8 @@ BatchNormShape parse_batchnorm_shape(const std::vector<std::pair<std::string, st
                                   "' (keys: dir, batch, c, h, w)");
     }
   }
-  if (!std::all_of(have, have + 4, [](bool b) { return b; }))
-    throw std::invalid_argument("a batchnorm shape needs batch, c, h and w");
+  if (!have_dir || !std::all_of(have, have + 4, [](bool b) { return b; }))
+    throw std::invalid_argument("a batchnorm shape needs dir, batch, c, h and w");
   if (static_cast<double>(s.batch) * static_cast<double>(s.h) * static_cast<double>(s.w) < 2)
     throw std::invalid_argument(
         "batchnorm needs at least 2 values per channel (batch x h x w): the variance of one "

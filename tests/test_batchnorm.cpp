@@ -270,18 +270,23 @@ TEST(BatchNorm, AWrongOutputIsCaughtInEachDirection) {
 
 TEST(BatchNorm, BadShapesAreOneLineErrors) {
   using KV = std::vector<std::pair<std::string, std::string>>;
-  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "1"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
-               std::invalid_argument);  // one value per channel: no variance
-  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "2"}, {"c", "4"}, {"h", "1"}}),
+  // Each shape below lacks one thing or has one wrong, and has everything else.
+  EXPECT_THROW(
+      parse_batchnorm_shape(KV{{"dir", "fwd"}, {"batch", "1"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
+      std::invalid_argument);  // one value per channel: no variance
+  EXPECT_THROW(parse_batchnorm_shape(KV{{"dir", "fwd"}, {"batch", "2"}, {"c", "4"}, {"h", "1"}}),
                std::invalid_argument);
+  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "2"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
+               std::invalid_argument);  // no dir: the forward is not assumed
   EXPECT_THROW(
       parse_batchnorm_shape(KV{{"dir", "up"}, {"batch", "2"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
       std::invalid_argument);
-  EXPECT_THROW(parse_batchnorm_shape(KV{{"batch", "0"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
-               std::invalid_argument);
   EXPECT_THROW(
-      parse_batchnorm_shape(KV{{"batch", "2"}, {"c", "4"}, {"h", "1"}, {"w", "1"}, {"k", "3"}}),
+      parse_batchnorm_shape(KV{{"dir", "fwd"}, {"batch", "0"}, {"c", "4"}, {"h", "1"}, {"w", "1"}}),
       std::invalid_argument);
+  EXPECT_THROW(parse_batchnorm_shape(KV{
+                   {"dir", "fwd"}, {"batch", "2"}, {"c", "4"}, {"h", "1"}, {"w", "1"}, {"k", "3"}}),
+               std::invalid_argument);
   const BatchNormShape s =
       parse_batchnorm_shape(KV{{"dir", "bwd"}, {"batch", "2"}, {"c", "4"}, {"h", "3"}, {"w", "5"}});
   EXPECT_EQ(BatchNormWorkload(s).shape().to_string(), "dir=bwd,batch=2,c=4,h=3,w=5,dtype=fp32");
