@@ -105,9 +105,9 @@ report::json make_context(const char* argv0, const Options& o) {
                                     ? "unknown (OPENBLAS_CORETYPE was set)"
                                     : cpu.openblas_core_detected;
   c["openblas_core_source"] = cpu.openblas_core_source;
+  if (!cpu.openblas_coretype_env.empty()) c["openblas_coretype_env"] = cpu.openblas_coretype_env;
   c["openblas_core_for_isa"] = cpu::openblas_core_for_isa(cpu.isa);
-  const auto plan = cpu::openblas_core_plan(cpu.openblas_core_detected, cpu.openblas_core,
-                                            cpu.openblas_core_source, cpu.isa, o.openblas_asis);
+  const auto plan = cpu::openblas_core_plan(cpu, o.openblas_asis);
   if (!plan.note.empty()) c["openblas_core_note"] = plan.note;
   c["openblas_threading"] = cpu.openblas_threading;
   c["openblas_threads"] = cpu.openblas_threads;

@@ -253,9 +253,7 @@ int run(int argc_in, char** argv_in) {
         return c.skip.empty() && c.impl.library == "openblas";
       })) {
     const auto& cpu = pb::cpu::cpu_info();
-    const auto plan =
-        pb::cpu::openblas_core_plan(cpu.openblas_core_detected, cpu.openblas_core,
-                                    cpu.openblas_core_source, cpu.isa, o.openblas_asis);
+    const auto plan = pb::cpu::openblas_core_plan(cpu, o.openblas_asis);
     if (plan.reexec && world.size == 1)
       reexec_with_openblas_core(plan.target, cpu.openblas_core_detected, original.data());
     else if (plan.reexec && world.rank == 0)

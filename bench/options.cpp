@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
@@ -152,6 +153,15 @@ bool number_in(const std::string& v, double lo, bool lo_open, double hi) {
   return !v.empty() && *end == '\0' && std::isfinite(x) && (lo_open ? x > lo : x >= lo) && x <= hi;
 }
 
+// The words Google Benchmark reads as a yes or a no; it takes any other word as yes.
+bool boolean_word(const std::string& v) {
+  std::string w = v;
+  for (char& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* word : {"true", "false", "yes", "no", "on", "off", "1", "0", "t", "f", "y", "n"})
+    if (w == word) return true;
+  return false;
+}
+
 }  // namespace
 
 std::string output_path_problem(const std::string& flag, const std::string& path) {
@@ -212,6 +222,15 @@ std::string check_benchmark_flags(int argc, char** argv) {
         bad = flag + ": '" + v + "' is not a regular expression";
       else
         regfree(&re);
+    } else if (flag == "--benchmark_color") {
+      // Google Benchmark reads any other word as true: "maybe" would have meant yes.
+      if (v != "auto" && !boolean_word(v))
+        bad = flag + ": '" + v + "' is not auto, true or false";
+    } else if (flag == "--benchmark_counters_tabular" ||
+               flag == "--benchmark_enable_random_interleaving" ||
+               flag == "--benchmark_report_aggregates_only" ||
+               flag == "--benchmark_display_aggregates_only") {
+      if (!v.empty() && !boolean_word(v)) bad = flag + ": '" + v + "' is not true or false";
     } else if (flag == "--benchmark_list_tests") {
       if (v != "false" && v != "0")
         bad = flag + " lists Google Benchmark's names and runs nothing: --list lists the cases";

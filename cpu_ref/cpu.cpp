@@ -4,6 +4,7 @@
 #include <cpuid.h>
 #endif
 #include <linux/perf_event.h>
+#include <strings.h>
 #include <omp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -130,7 +131,12 @@ OpenblasCorePlan openblas_core_plan(const std::string& detected, const std::stri
     return plan;
   }
   if (source == "user") {
-    if (below(used))
+    if (strcasecmp(detected.c_str(), used.c_str()) != 0)
+      plan.note = "warning: OPENBLAS_CORETYPE=" + detected +
+                  " from the environment did not take: OpenBLAS runs its " + used +
+                  " kernels (it ignores a name it does not know; unset it and pairbench checks "
+                  "OpenBLAS's choice)";
+    else if (below(used))
       plan.note = "warning: OPENBLAS_CORETYPE from the environment makes OpenBLAS run its " + used +
                   " kernels on " + cpu + "; its " + plan.target +
                   " kernels are faster (unset it and pairbench picks them)";
@@ -144,6 +150,12 @@ OpenblasCorePlan openblas_core_plan(const std::string& detected, const std::stri
   else
     plan.reexec = true;
   return plan;
+}
+
+OpenblasCorePlan openblas_core_plan(const CpuInfo& cpu, bool asis) {
+  return openblas_core_plan(
+      cpu.openblas_core_source == "user" ? cpu.openblas_coretype_env : cpu.openblas_core_detected,
+      cpu.openblas_core, cpu.openblas_core_source, cpu.isa, asis);
 }
 
 AmxState amx_state(bool amx_flags, std::uint32_t max_leaf, const CpuidRegs& leaf1d_0,
@@ -317,6 +329,7 @@ const CpuInfo& cpu_info() {
       unsetenv(kOpenblasDetectedEnv);
     } else if (!env("OPENBLAS_CORETYPE").empty()) {
       c.openblas_core_source = "user";  // what OpenBLAS would have picked is not known
+      c.openblas_coretype_env = env("OPENBLAS_CORETYPE");
     } else {
       c.openblas_core_detected = fake.empty() ? c.openblas_core : fake;
       c.openblas_core_source = "openblas";

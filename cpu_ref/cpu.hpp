@@ -277,6 +277,7 @@ struct CpuInfo {
   // re-executed with OPENBLAS_CORETYPE set, see openblas_core_plan), "user" (OPENBLAS_CORETYPE
   // from the user's environment).
   std::string openblas_core_source;
+  std::string openblas_coretype_env;  // OPENBLAS_CORETYPE as the user set it ("" when unset)
   int openblas_threads = 0, omp_threads = 0;
   AmxState amx = AmxState::absent;
 };
@@ -315,11 +316,14 @@ struct OpenblasCorePlan {
   std::string target;   // the core for the ISA ("" when unknown)
   std::string note;     // one stderr line (without "pairbench: "), "" when nothing to say
 };
-// detected: the core OpenBLAS picked by itself; used: the core it runs now; source: as in
-// CpuInfo; asis: --openblas-core=asis.
+// detected: the core OpenBLAS picked by itself, or for source "user" the OPENBLAS_CORETYPE it
+// was given (OpenBLAS ignores a name it does not know, and stands another core in for one it was
+// built without); used: the core it runs now; source: as in CpuInfo; asis: --openblas-core=asis.
 OpenblasCorePlan openblas_core_plan(const std::string& detected, const std::string& used,
                                     const std::string& source, const std::vector<std::string>& isa,
                                     bool asis);
+// The plan for this process's CPU and OpenBLAS.
+OpenblasCorePlan openblas_core_plan(const CpuInfo& cpu, bool asis);
 
 // --- AMX: advertised is not always usable
 // ---------------------------------------------------------

@@ -81,6 +81,8 @@ BAD_INPUTS = [
     (["--benchmark_min_time=0"], "is not a number of seconds above 0"),
     (["--benchmark_filter=["], "is not a regular expression"),
     (["--benchmark_list_tests=true"], "--list lists the cases"),
+    (["--benchmark_color=maybe"], "'maybe' is not auto, true or false"),
+    (["--benchmark_counters_tabular=sometimes"], "'sometimes' is not true or false"),
     (["--benchmark_out=/nonexistent-dir/x.json"], "folder /nonexistent-dir/ does not exist"),
     (["--benchmark_repetitions=2", "--benchmark_repetitions=3"], "is given twice"),
     (["--ops=gemm", "--shape=m=8,n=8,k=8", "--benchmark_filter=nomatch"], "selects none"),

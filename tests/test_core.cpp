@@ -229,12 +229,23 @@ TEST(OpenblasCore, AsisKeepsTheFallbackAndWarns) {
 }
 
 TEST(OpenblasCore, TheUsersOwnCoretypeWins) {
-  const auto slow = cpu::openblas_core_plan("", "Haswell", "user", kAvx512, false);
+  const auto slow = cpu::openblas_core_plan("Haswell", "Haswell", "user", kAvx512, false);
   EXPECT_FALSE(slow.reexec);
   EXPECT_NE(slow.note.find("OPENBLAS_CORETYPE"), std::string::npos);
-  const auto fine = cpu::openblas_core_plan("", "SkylakeX", "user", kAvx512, false);
+  const auto fine = cpu::openblas_core_plan("skylakex", "SkylakeX", "user", kAvx512, false);
   EXPECT_FALSE(fine.reexec);
-  EXPECT_EQ(fine.note, "");
+  EXPECT_EQ(fine.note, "");  // OpenBLAS reads the name without regard to case
+}
+
+TEST(OpenblasCore, ACoretypeThatDidNotTakeIsSaid) {
+  // OpenBLAS ignores a name it does not know and runs the core it detects: the report must not
+  // call that core the user's.
+  const auto p = cpu::openblas_core_plan("BOGUS", "Cooperlake", "user", kAvx512, false);
+  EXPECT_FALSE(p.reexec);
+  EXPECT_EQ(p.note.rfind("warning: ", 0), 0u) << p.note;
+  EXPECT_NE(p.note.find("OPENBLAS_CORETYPE=BOGUS"), std::string::npos) << p.note;
+  EXPECT_NE(p.note.find("did not take"), std::string::npos) << p.note;
+  EXPECT_NE(p.note.find("Cooperlake"), std::string::npos) << p.note;
 }
 
 TEST(OpenblasCore, TheReexecutedProcessSaysWhatItDid) {
