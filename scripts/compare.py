@@ -37,9 +37,9 @@ import math
 import statistics
 import sys
 
-from scipy.stats import mannwhitneyu
-
 import pbreport
+
+mannwhitneyu = pbreport.need("scipy.stats").mannwhitneyu
 
 # Two runs' probes closer than this measure the same machine speed: a steady 2-vCPU VM's probes
 # scatter by a few percent from one to the next (reports/samples/quick-cpu-only.json), and both

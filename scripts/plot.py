@@ -14,15 +14,14 @@ import statistics
 import sys
 import textwrap
 
-import matplotlib
+import pbreport
 
+matplotlib = pbreport.need("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.transforms as transforms  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-
-import pbreport  # noqa: E402
+plt = pbreport.need("matplotlib.pyplot")
+transforms = pbreport.need("matplotlib.transforms")
+Patch = pbreport.need("matplotlib.patches").Patch
+NullFormatter = pbreport.need("matplotlib.ticker").NullFormatter
 
 MARKERS = "osD^v<>p*h"
 

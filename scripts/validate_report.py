@@ -6,12 +6,27 @@ device's ceiling (context.ceilings; the peaks of older reports), and metered ene
 projected dollars against the figures they come from. Each problem is one line: where (the path,
 and the name of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
+import importlib
 import json
 import math
 import pathlib
 import sys
 
-SCHEMA = pathlib.Path(__file__).resolve().parent.parent / "reports" / "report.schema.json"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "reports" / "report.schema.json"
+
+
+def need(module):
+    """module, imported; or one line and exit 2 where this Python lacks it. The scripts' own
+    modules (jsonschema, scipy, matplotlib) are in the .venv that scripts/setup makes, and a
+    script run with another Python would otherwise end in a traceback."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        print(f"{pathlib.Path(sys.argv[0]).name}: error: this Python ({sys.executable}) has no "
+              f"{module.split('.')[0]}: run it with {ROOT / '.venv/bin/python'} "
+              "(scripts/setup installs it there)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _reject_constant(name):
@@ -77,7 +92,7 @@ def schema_line(doc, e):
 
 def schema_problems(doc, schema):
     """Every way doc fails schema, one short line each (schema_line)."""
-    import jsonschema  # here, not above: load_strict and the other checks work without it
+    jsonschema = need("jsonschema")  # here: load_strict and the other checks work without it
 
     # A `not` that forbids keys fails on any non-object too: its type error says that already.
     return [schema_line(doc, e) for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)

@@ -576,3 +576,21 @@ def test_a_bad_flag_is_one_line(script, tmp_path):
     assert r.returncode == 2
     assert r.stderr.splitlines() == [f"{script}: error: unrecognized arguments: --bogus "
                                      "(see --help)"], r.stderr
+
+
+@pytest.mark.parametrize("script,module", [("plot.py", "matplotlib"), ("compare.py", "scipy"),
+                                           ("validate_report.py", "jsonschema"),
+                                           ("gpu_verdict.py", "jsonschema")])
+def test_a_python_without_the_scripts_modules_gets_one_line(script, module):
+    """Run with a Python that lacks a module scripts/setup installs in .venv (made here by hiding
+    it), a script says which and where it is, in one line, exit 2: not a traceback."""
+    path = ROOT / "scripts" / script
+    hide = (f"import runpy, sys; sys.modules[{module!r}] = None; "
+            f"sys.argv = [{str(path)!r}, {str(H100_SAMPLE)!r}]; "
+            f"sys.path.insert(0, {str(path.parent)!r}); runpy.run_path(sys.argv[0], "
+            "run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), r.stderr
+    assert f"has no {module}" in lines[0] and ".venv/bin/python" in lines[0]
