@@ -317,6 +317,15 @@ const CpuInfo& cpu_info() {
   static const CpuInfo info = [] {
     CpuInfo c;
     c.isa = read_isa(&c.model);
+    if (!env(kFakeNo16BitEnv).empty()) {
+      c.no_16bit_fake = true;
+      c.isa.erase(std::remove_if(c.isa.begin(), c.isa.end(),
+                                 [](const std::string& f) {
+                                   return f == "avx512_bf16" || f == "avx512_fp16" ||
+                                          f.rfind("amx_", 0) == 0;
+                                 }),
+                  c.isa.end());
+    }
     c.logical_cpus = omp_get_num_procs();
     c.l2_bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
     c.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);

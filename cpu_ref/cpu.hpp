@@ -268,6 +268,7 @@ int max_threads();
 struct CpuInfo {
   std::string model;
   std::vector<std::string> isa;  // the SIMD extensions present, e.g. avx2, avx512f
+  bool no_16bit_fake = false;    // kFakeNo16BitEnv hid the 16-bit flags
   int logical_cpus = 0;
   long l2_bytes = 0, l3_bytes = 0;
   std::string openblas_config, openblas_threading;
@@ -305,6 +306,10 @@ std::string clock_unavailable();
 // believe OpenBLAS detected the given core (so tests can create the fallback on any machine).
 constexpr const char* kOpenblasDetectedEnv = "PAIRBENCH_OPENBLAS_DETECTED";
 constexpr const char* kFakeOpenblasCoreEnv = "PAIRBENCH_FAKE_OPENBLAS_CORE";
+// Test hook: set, cpu_info() hides the CPU's 16-bit arithmetic (AVX512-BF16, AVX512-FP16 and
+// the AMX flags), as a Cascade Lake or a Zen 3 has none, and oneDNN is capped below it, so that
+// the paths of such a CPU run and are tested on any machine.
+constexpr const char* kFakeNo16BitEnv = "PAIRBENCH_FAKE_NO_16BIT";
 
 // The OpenBLAS core whose kernels use this ISA ("SkylakeX" for AVX-512, "Haswell" for AVX2+FMA,
 // "Sandybridge" for AVX), or "" for a CPU with none of them.

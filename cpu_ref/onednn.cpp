@@ -39,17 +39,38 @@ std::string version() {
          std::to_string(v->patch) + " (" + std::string(v->hash).substr(0, 8) + ")";
 }
 
-std::string isa_cap_note() {
-  return cpu_info().amx == AmxState::broken
-             ? "oneDNN capped at avx512_core_fp16: the CPU advertises AMX but CPUID leaf 0x1D "
-               "has no tile palette, and AMX code dies there with SIGILL"
-             : "";
+namespace {
+// The ISA oneDNN is capped at, with its name and why; none where nothing asks for a cap.
+struct IsaCap {
+  dnnl::cpu_isa isa = dnnl::cpu_isa::isa_default;
+  std::string note;
+};
+IsaCap isa_cap() {
+  const CpuInfo& cpu = cpu_info();
+  if (cpu.no_16bit_fake) {
+    const bool vnni = has(cpu.isa, "avx512_vnni"), avx512 = has(cpu.isa, "avx512f");
+    const char* name = vnni ? "avx512_core_vnni" : avx512 ? "avx512_core" : "avx2";
+    return {vnni     ? dnnl::cpu_isa::avx512_core_vnni
+            : avx512 ? dnnl::cpu_isa::avx512_core
+                     : dnnl::cpu_isa::avx2,
+            std::string("oneDNN capped at ") + name + ": " + kFakeNo16BitEnv +
+                " (a test hook) hides the CPU's bf16 and fp16 arithmetic"};
+  }
+  if (cpu.amx == AmxState::broken)
+    return {dnnl::cpu_isa::avx512_core_fp16,
+            "oneDNN capped at avx512_core_fp16: the CPU advertises AMX but CPUID leaf 0x1D has "
+            "no tile palette, and AMX code dies there with SIGILL"};
+  return {};
 }
+}  // namespace
+
+std::string isa_cap_note() { return isa_cap().note; }
 
 dnnl::engine& engine() {
   static dnnl::engine eng = [] {
     // Must come before oneDNN dispatches anything: the cap is read once.
-    if (cpu_info().amx == AmxState::broken) dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx512_core_fp16);
+    const IsaCap cap = isa_cap();
+    if (!cap.note.empty()) dnnl::set_max_cpu_isa(cap.isa);
     return dnnl::engine(dnnl::engine::kind::cpu, 0);
   }();
   return eng;

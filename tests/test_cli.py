@@ -198,14 +198,30 @@ def test_a_broken_amx_palette_caps_onednn_and_bf16_still_verifies(pairbench, tmp
         pytest.skip(ctx["onednn_missing"])
     cases = {c["dtype"]: c for c in doc["pairbench"]["cases"]}
     assert cases["fp32"]["status"] == "ok" and cases["fp32"]["impl_detail"]
-    if ctx["cpu_amx"] == "absent":  # nothing to cap on this CPU
-        assert "onednn_isa_cap" not in ctx
+    if ctx["cpu_amx"] == "absent":  # nothing to cap for AMX (PAIRBENCH_FAKE_NO_16BIT may cap)
+        assert "AMX" not in ctx.get("onednn_isa_cap", "")
         return
     assert "onednn_isa_cap" in ctx and "amx" not in ctx["onednn_isa"]
     for dtype, c in cases.items():  # no SIGILL; every dtype verified or skipped with the reason
         assert c["status"] in ("ok", "skipped"), c
         if c["status"] == "ok":
             assert "amx" not in c["impl_detail"], c
+
+
+def test_a_cpu_without_16_bit_arithmetic_skips_those_cases_and_caps_onednn(pairbench, tmp_path):
+    """The test hook scripts/test runs half its tests under: on any CPU, pairbench sees no bf16
+    or fp16 arithmetic, skips those cases with the reason, and oneDNN runs fp32 below them."""
+    _, doc = _gemm_run(pairbench, tmp_path, "--impls=onednn", env={"PAIRBENCH_FAKE_NO_16BIT": "1"})
+    ctx = doc["context"]
+    if "onednn_version" not in ctx:
+        pytest.skip(ctx["onednn_missing"])
+    assert not {"avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"} & set(ctx["cpu_isa"].split())
+    assert "PAIRBENCH_FAKE_NO_16BIT" in ctx["onednn_isa_cap"]
+    assert not any(f in ctx["onednn_isa"] for f in ("bf16", "fp16", "amx")), ctx["onednn_isa"]
+    cases = {c["dtype"]: c for c in doc["pairbench"]["cases"]}
+    assert cases["fp32"]["status"] == "ok"
+    assert cases["bf16"]["status"] == "skipped"
+    assert "this CPU has no bf16 arithmetic" in cases["bf16"]["message"]
 
 
 def test_help(pairbench):

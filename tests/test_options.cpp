@@ -118,6 +118,8 @@ TEST(Cases, SuiteCasesTooBigForTheMachineAreSkipped) {
   const auto cases = build_cases(parse({"--suite=full", "--ops=train", "--devices=cpu"}), r);
   int big = 0, small = 0;
   for (const auto& c : cases) {
+    // fp32 only: a CPU without bf16 skips those cases for that reason first.
+    if (c.name.find("dtype=fp32") == std::string::npos) continue;
     if (c.name.find("model=resnet50,pass=train,batch=32,") != std::string::npos) {
       ++big;
       EXPECT_NE(c.skip.find("this machine is too small: needs"), std::string::npos) << c.skip;
