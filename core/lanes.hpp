@@ -203,16 +203,27 @@ inline PackT<R> copysign(const PackT<R>& x, const PackT<R>& sign) {
 
 // a / b as a times 1/b, 1/b from the hardware's reciprocal estimate (relative error below 2^-14
 // with AVX-512, 1.5 * 2^-12 otherwise) and one Newton step, r + r (1 - b r), which squares its
-// error: within about 2 ulp (the tests hold it to the functors' tolerances). A division costs a
-// tenth of the FMA throughput on AVX-512 cores; this costs four FMA-port operations. The step
-// is undefined where b is 0 or +-inf (the estimate, +-inf or 0, is exact there): div keeps the
-// estimate where 1 - b r is NaN; div_in_range, for b finite and not 0, does not check.
+// error: within about 2 ulp with AVX-512 (the tests hold it to the functors' tolerances). A
+// division costs a tenth of the FMA throughput on AVX-512 cores; this costs four FMA-port
+// operations. The step is undefined where b is 0 or +-inf (the estimate, +-inf or 0, is exact
+// there): div keeps the estimate where 1 - b r is NaN; div_in_range, for b finite and not 0 and
+// a finite, does not check.
+// Without AVX-512 the squared error is still about 2^-23, so that 1 / 1 came out 0.99999994
+// (sigmoid(inf) below 1): one more step, on the quotient, q + (a - b q) r, whose residual is
+// exact where the FMA is there (AVX2), makes it about 1/2 ulp.
 template <bool kChecked, int R>
 inline PackT<R> div_by_estimate(const PackT<R>& a, const PackT<R>& b) {
   return lanewise<PackT<R>>(
       [](RegF x, RegF y) {
         const RegF r = reciprocal_estimate(y), e = 1.0f - y * r, refined = r * e + r;
-        return x * (kChecked ? (e == e ? refined : r) : refined);
+        const RegF q = x * (kChecked ? (e == e ? refined : r) : refined);
+#if defined(__AVX512F__)
+        return q;
+#else
+        const RegF residual = x - y * q;  // NaN where a or b is infinite or b is 0: q stands
+        return kChecked ? (residual == residual ? residual * refined + q : q)
+                        : residual * refined + q;
+#endif
       },
       a, b);
 }
