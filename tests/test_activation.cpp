@@ -132,7 +132,9 @@ TEST_P(Functor, LimitsAtInfinity) {
   for (float y : eval(path, a, testing::Floats(300, inf)))
     ASSERT_EQ(y, bounded ? 1.0f : inf) << to_string(a) << "(inf)";
   for (float y : eval(path, a, testing::Floats(300, -inf)))
-    ASSERT_EQ(y, a == Act::tanh ? -1.0f : a == Act::leaky_relu ? -inf : 0.0f)
+    ASSERT_EQ(y, a == Act::tanh         ? -1.0f
+                 : a == Act::leaky_relu ? -inf
+                                        : 0.0f)
         << to_string(a) << "(-inf)";
 }
 
