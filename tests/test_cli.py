@@ -1,6 +1,7 @@
 """The pairbench command line: bad input exits 2 with one clear line and writes nothing; a
 failed verification is an error entry and exit 1; an interrupted run can be recovered."""
 import json
+import re
 import signal
 import subprocess
 import time
@@ -8,6 +9,7 @@ import time
 import pytest
 
 import validate_report
+from conftest import ROOT
 
 BAD_INPUTS = [
     (["--frobnicate"], "unknown flag"),
@@ -311,3 +313,27 @@ def test_interrupted_run_is_recovered(pairbench, tmp_path):
     doc = validate_report.load_strict(report)
     assert validate_report.problems(doc) == []
     assert len([c for c in doc["pairbench"]["cases"] if c["status"] == "ok"]) >= 2
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--suite=quick", "--opps=gemm"], ["quick"]])
+def test_run_refuses_an_unknown_flag_before_installing_or_building(args):
+    """scripts/run checks the flags' names against pairbench's --help text in the source before
+    setup and build (minutes on a fresh machine): one line, exit 2, nothing done."""
+    r = subprocess.run([str(ROOT / "scripts" / "run"), *args], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown flag" in lines[0] and "nothing was installed" in lines[0]
+    assert r.stdout == ""
+
+
+def test_run_knows_every_flag_pairbench_lists(pairbench):
+    """The names scripts/run reads from bench/options.cpp are the flags the built program's
+    --help lists, and each is one pairbench takes (none refused as unknown)."""
+    source = (ROOT / "bench" / "options.cpp").read_text()
+    known = set(re.findall(r"^  (--[a-z-]+)", source, flags=re.M))
+    helped = set(re.findall(r"^  (--[a-z-]+)", pairbench("--help").stdout, flags=re.M))
+    assert known == helped and len(known) > 10
+    for flag in known - {"--help", "--list", "--recover"}:
+        r = pairbench(flag + "=", "--devices=cpu")
+        assert "unknown flag" not in r.stderr, (flag, r.stderr)
