@@ -224,8 +224,7 @@ std::string check_benchmark_flags(int argc, char** argv) {
         regfree(&re);
     } else if (flag == "--benchmark_color") {
       // Google Benchmark reads any other word as true: "maybe" would have meant yes.
-      if (v != "auto" && !boolean_word(v))
-        bad = flag + ": '" + v + "' is not auto, true or false";
+      if (v != "auto" && !boolean_word(v)) bad = flag + ": '" + v + "' is not auto, true or false";
     } else if (flag == "--benchmark_counters_tabular" ||
                flag == "--benchmark_enable_random_interleaving" ||
                flag == "--benchmark_report_aggregates_only" ||
