@@ -1,11 +1,12 @@
 // Activations, softmax and the softmax cross-entropy loss: the per-element math, once, for the
 // host and the device, and the workloads that measure them.
 //
-// exp, tanh and erfc are computed by the approximations below, built from +, *, division
-// (lanes::div*) and a power-of-two scaling (std::exp is a library call, one value at a time), as
-// templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD packs, the GPU and the
-// scalar reference on floats, the same arithmetic. Their accuracy is stated by act_tolerance() and
-// tested in tests/test_activation.cpp against double precision over a dense grid with the extremes
+// exp, tanh and the normal tail (for GELU) are computed by the approximations below, built from +,
+// *, division (lanes::div*) and a power-of-two scaling (std::exp is a library call, one value at a
+// time), as templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD packs, the GPU
+// and the scalar reference on floats, the same arithmetic. Their accuracy is stated by
+// act_tolerance() and tested in tests/test_activation.cpp against double precision over a dense
+// grid with the extremes
 // (+-inf, large |x|, denormals, NaN).
 #pragma once
 
@@ -26,35 +27,37 @@ namespace approx {
 constexpr float kInf = __builtin_huge_valf();
 
 // e^x = 2^n (1 + q), q = e^r - 1: Cody-Waite reduction x = n ln2 + r with n rounded by the
-// 1.5 * 2^23 trick (which also leaves n in the low bits of the sum: no float-to-int conversion),
-// and Cephes' degree-5 polynomial for e^r. x must be clamped to [-87.5, 88.8] (NaN passes).
-// Returns {n (two's complement, in the unsigned lanes of V), q}.
+// 1.5 * 2^23 trick (lanes::kRoundToInt), and Cephes' degree-5 polynomial for e^r. x must be in
+// [-2^21, 88.8] (NaN passes); exp's callers clamp it. Returns q, and n (an integer, as a float)
+// in n_out. (No struct of two packs: GCC copies one through memory in halves.)
 template <class V>
-HD auto exp_parts(V xc) {
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
-  const V m = xc * 1.44269504088896341f + kRound;
-  const V n = m - kRound;
-  V r = lanes::fma(n, V(-0.693359375f), xc);  // exact: the constant has 9 bits, |n| <= 128
+HD V exp_reduced(const V& xc, V& n_out) {
+  const V n = (xc * 1.44269504088896341f + lanes::kRoundToInt) - lanes::kRoundToInt;
+  V r = lanes::fma(n, V(-0.693359375f), xc);  // exact: the constant has 9 bits, |n| < 2^22
   r = lanes::fma(n, V(2.12194440e-4f), r);
   V p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  struct Parts {
-    decltype(lanes::to_bits(m)) n;
-    V q;
-  };
-  return Parts{lanes::to_bits(m) - lanes::to_bits(kRound), p * r * r + r};
+  n_out = n;
+  return p * r * r + r;
 }
 
-// e^x for x in [-87.5, 88.8] (callers that know their range skip exp's clamps), as
-// 2 (1 + q) * 2^(n-1) so that n up to 128 stays finite where e^x does: overflows to inf above
-// ln(FLT_MAX); results below 2^-125 (x < -86.6) flush to 0 (absolute error < 2.4e-38).
+// a e^x = a (1 + q) 2^n, for x in [-2^21, 88.8] and a e^x finite or overflowing: results below
+// 2^-125 are subnormal or 0 (lanes::times_pow2).
+template <class V>
+HD V times_exp(const V& a, const V& x) {
+  V n;
+  const V q = exp_reduced<V>(x, n);
+  return lanes::times_pow2(lanes::fma(a, q, a), n);
+}
+
+// e^x for x in [-87.5, 88.8] (callers that know their range skip exp's clamps): overflows to inf
+// above ln(FLT_MAX).
 template <class V>
 HD V exp_in_range(const V& x) {
-  const auto e = exp_parts<V>(x);
-  return (2.0f + 2.0f * e.q) * lanes::from_bits((e.n + 126u) << 23);  // 2^(n-1); 0 for n = -126
+  return times_exp<V>(V(1.0f), x);
 }
 
 // e^x for every float. NaN propagates. No branches on x.
@@ -67,9 +70,10 @@ HD V exp(const V& x) {
 // apart. For x below 88; e^-20 - 1 = -1 in float, so x is clamped there.
 template <class V>
 HD V expm1_near(V x) {
-  const auto e = exp_parts<V>(lanes::at_least(x, -20.0f));
-  const V scale = lanes::from_bits((e.n + 127u) << 23);  // 2^n, n in [-29, 127]
-  return (scale - 1.0f) + scale * e.q;
+  V n;
+  const V q = exp_reduced<V>(lanes::at_least(x, -20.0f), n);
+  const V scale = lanes::times_pow2(V(1.0f), n);  // 2^n, n in [-29, 127]
+  return (scale - 1.0f) + scale * q;
 }
 
 // tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x: one expm1, one division.
@@ -79,24 +83,22 @@ HD V tanh(V x) {
   return lanes::copysign(lanes::div_in_range(-e, 2.0f + e), x);
 }
 
-// erfc(z) / 2 for z >= 0, from Numerical Recipes' erfcc: erfc(z) = t e^(P(t) - z^2),
-// t = 1 / (1 + z/2), fractional error < 1.2e-7 in exact arithmetic; in float, the rounding of
-// z^2 in the exponent adds about 6e-8 z^2 (1.5e-6 at z = 5). 0 where erfc(z) < 2^-124
-// (z > 9.3). The halving and t go into exp's last steps: t (1 + q) 2^(n-1).
+// The normal distribution's tail Phi(-x) = erfc(x / sqrt 2) / 2 for x in [0, 20] is
+// normal_tail_factor(x) e^(-x^2 / 2), split so that GELU's forward and backward share the exp:
+// the factor is t Q(t), t = 1 / (1 + 0.36 x), Q a degree-6 polynomial fitted to
+// erfcx(x / sqrt 2) / (2 t) by scripts/fit_normal_tail.py (erfcx(z) = e^(z^2) erfc(z), smooth: t
+// follows its 1/z tail). Q's relative error in float is 7.5e-7 for x up to 12.7 (beyond,
+// x Phi(-x) < 1e-35) and 5e-5 up to 23; the rounding of x^2 in the exponent adds up to
+// 6e-8 x^2 / 2 (4e-6 at x = 12).
 template <class V>
-HD V half_erfc_nonneg(V z) {
-  const V t = lanes::div_in_range(V(1.0f), 1.0f + 0.5f * z);
-  const V poly =
-      -1.26551223f +
-      t * (1.00002368f +
-           t * (0.37409196f +
-                t * (0.09678418f +
-                     t * (-0.18628806f +
-                          t * (0.27886807f +
-                               t * (-1.13520398f +
-                                    t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-  const auto e = exp_parts<V>(lanes::at_least(poly - z * z, -87.5f));  // poly - z^2 < 0
-  return lanes::fma(t, e.q, t) * lanes::from_bits((e.n + 126u) << 23);
+HD V normal_tail_factor(const V& x) {
+  const V t = lanes::div_in_range(V(1.0f), lanes::fma(x, V(0.36f), V(1.0f)));
+  return t *
+         (1.437250376e-01f +
+          t * (1.416047066e-01f +
+               t * (1.406341493e-01f +
+                    t * (2.404884063e-02f + t * (1.845856458e-01f + t * (-1.824374944e-01f +
+                                                                         t * 4.783937708e-02f))))));
 }
 
 }  // namespace approx
@@ -192,24 +194,25 @@ struct GeluTanh {
   }
 };
 
-// GELU, exact: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| on either side.
+// GELU, exact: x Phi(x) = relu(x) - |x| Phi(-|x|) (Phi(-|x|) <= 1/2: no cancellation, no
+// choice between sides).
 struct GeluErf {
   static constexpr bool kFromOutput = false;
   template <class V>
-  HD static V cdf(const V& x) {  // x finite
-    const V h = approx::half_erfc_nonneg<V>(lanes::abs(x) * 0.7071067811865476f);
-    return lanes::select(x >= 0.0f, 1.0f - h, h);
+  HD static V fwd(V x) {
+    const V ax = lanes::at_most(lanes::abs(x), 20.0f);  // beyond, |x| Phi(-|x|) is 0 in float
+    const V tail = approx::times_exp(approx::normal_tail_factor(ax), -0.5f * (ax * ax));
+    return lanes::fma(-ax, tail, lanes::at_least(x, 0.0f));  // NaN passes
   }
+  // f'(x) = Phi(x) + x phi(x), phi(x) = e^(-x^2 / 2) / sqrt(2 pi): with
+  // g = Phi(-|x|) - |x| phi(x) = (normal_tail_factor(|x|) - |x| / sqrt(2 pi)) e^(-x^2 / 2), f' is
+  // g for x < 0 and 1 - g otherwise. One exp for both terms.
   template <class V>
-  HD static V fwd(V x_in) {
-    const V x = lanes::at_least(x_in, -20.0f);  // gelu(x < -20) is -0 in float
-    return x * cdf<V>(lanes::at_most(x, 20.0f));
-  }
-  template <class V>
-  HD static V bwd(V x_in, V dy) {
-    const V x = clamp(x_in, -13.0f, 13.0f);  // beyond, f' is 0 or 1 in float; -x^2/2 > -87.5
-    const V pdf = 0.3989422804014327f * approx::exp_in_range<V>(-0.5f * x * x);
-    return dy * (cdf(x) + x * pdf);
+  HD static V bwd(V x, V dy) {
+    const V ax = lanes::at_most(lanes::abs(x), 13.0f);  // beyond, f' is 0 or 1 in float
+    const V w = lanes::fma(ax, V(-0.3989422804014327f), approx::normal_tail_factor(ax));
+    const V g = approx::times_exp(w, -0.5f * (ax * ax));
+    return dy * lanes::select(x < 0.0f, g, 1.0f - g);
   }
 };
 

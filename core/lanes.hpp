@@ -52,6 +52,21 @@ HD inline float fma(float a, float b, float c) { return fmaf(a, b, c); }
 HD inline float abs(float x) { return fabsf(x); }
 HD inline float copysign(float x, float sign) { return copysignf(x, sign); }
 
+// x + 1.5 * 2^23, for |x| < 2^22, is x rounded to an integer, and that integer is in the sum's
+// low bits (two's complement against the constant's): no float-to-int conversion, which C++
+// leaves undefined for NaN.
+constexpr float kRoundToInt = 12582912.0f;
+
+// v 2^n for an integral n (a float) up to 128, where 2^n alone may overflow: (2 v) 2^(n-1), with
+// 2^(n-1) built from its bits. n below -125 counts as -126, where 2^(n-1) is 0: results below
+// |2 v| 2^-126 flush to 0. NaN in n gives a finite factor (v NaN gives NaN).
+template <class V>
+HD V times_pow2_from_bits(const V& v, const V& n) {
+  const V biased = at_least(n, -126.0f) + (kRoundToInt + 126.0f);  // n - 1 + 127, from 0
+  return (v + v) * from_bits((to_bits(biased) - to_bits(kRoundToInt)) << 23);
+}
+HD inline float times_pow2(float v, float n) { return times_pow2_from_bits(v, n); }
+
 #if !defined(__CUDACC__)
 }  // namespace pb::lanes
 
@@ -199,6 +214,18 @@ inline PackT<R> abs(const PackT<R>& x) {
 template <int R>
 inline PackT<R> copysign(const PackT<R>& x, const PackT<R>& sign) {
   return from_bits((to_bits(x) & 0x7fffffffu) | (to_bits(sign) & 0x80000000u));
+}
+
+// v 2^n for an integral n: with AVX-512 one instruction (scalef), exact to the smallest
+// subnormal and for any n; otherwise from 2^(n-1)'s bits, as for floats above (n up to 128).
+template <int R>
+inline PackT<R> times_pow2(const PackT<R>& v, const PackT<R>& n) {
+#if defined(__AVX512F__)
+  return lanewise<PackT<R>>([](RegF x, RegF e) { return _mm512_maskz_scalef_ps(0xffff, x, e); }, v,
+                            n);
+#else
+  return times_pow2_from_bits(v, n);
+#endif
 }
 
 // a / b as a times 1/b, 1/b from the hardware's reciprocal estimate (relative error below 2^-14
