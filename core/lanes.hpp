@@ -57,15 +57,18 @@ HD inline float copysign(float x, float sign) { return copysignf(x, sign); }
 // leaves undefined for NaN.
 constexpr float kRoundToInt = 12582912.0f;
 
-// v 2^n for an integral n (a float) up to 128, where 2^n alone may overflow: (2 v) 2^(n-1), with
-// 2^(n-1) built from its bits. n below -125 counts as -126, where 2^(n-1) is 0: results below
-// |2 v| 2^-126 flush to 0. NaN in n gives a finite factor (v NaN gives NaN).
+// v 2^n for an integral n (a float) from -126 to 128, where 2^n alone may overflow: (2 v) 2^(n-1),
+// 2^(n-1) from its bits, those of n + 1.5 * 2^23 + 126 shifted into the exponent (the constant's
+// own bits shift out). n = -126 gives 0: results below |2 v| 2^-126 flush to 0.
 template <class V>
 HD V times_pow2_from_bits(const V& v, const V& n) {
-  const V biased = at_least(n, -126.0f) + (kRoundToInt + 126.0f);  // n - 1 + 127, from 0
-  return (v + v) * from_bits((to_bits(biased) - to_bits(kRoundToInt)) << 23);
+  return (v + v) * from_bits(to_bits(n + (kRoundToInt + 126.0f)) << 23);
 }
 HD inline float times_pow2(float v, float n) { return times_pow2_from_bits(v, n); }
+// The same for any integral n up to 128: n below -126 counts as -126 here (one more operation).
+HD inline float times_pow2_clamped(float v, float n) {
+  return times_pow2_from_bits(v, at_least(n, -126.0f));
+}
 
 #if !defined(__CUDACC__)
 }  // namespace pb::lanes
@@ -217,16 +220,28 @@ inline PackT<R> copysign(const PackT<R>& x, const PackT<R>& sign) {
 }
 
 // v 2^n for an integral n: with AVX-512 one instruction (scalef), exact to the smallest
-// subnormal and for any n; otherwise from 2^(n-1)'s bits, as for floats above (n up to 128).
+// subnormal and for any n; otherwise from 2^(n-1)'s bits, as for floats above: times_pow2 for n
+// in [-126, 128], times_pow2_clamped for any n up to 128.
+#if defined(__AVX512F__)
 template <int R>
 inline PackT<R> times_pow2(const PackT<R>& v, const PackT<R>& n) {
-#if defined(__AVX512F__)
   return lanewise<PackT<R>>([](RegF x, RegF e) { return _mm512_maskz_scalef_ps(0xffff, x, e); }, v,
                             n);
-#else
-  return times_pow2_from_bits(v, n);
-#endif
 }
+template <int R>
+inline PackT<R> times_pow2_clamped(const PackT<R>& v, const PackT<R>& n) {
+  return times_pow2(v, n);
+}
+#else
+template <int R>
+inline PackT<R> times_pow2(const PackT<R>& v, const PackT<R>& n) {
+  return times_pow2_from_bits(v, n);
+}
+template <int R>
+inline PackT<R> times_pow2_clamped(const PackT<R>& v, const PackT<R>& n) {
+  return times_pow2_from_bits(v, at_least(n, -126.0f));
+}
+#endif
 
 // a / b as a times 1/b, 1/b from the hardware's reciprocal estimate (relative error below 2^-14
 // with AVX-512, 1.5 * 2^-12 otherwise) and one Newton step, r + r (1 - b r), which squares its

@@ -195,31 +195,38 @@ TEST(Approx, ExpAcrossTheFloatRange) {
   for (float x = -100.0f; x < -87.0f; x += 0.01f) EXPECT_LT(approx::exp(x), 2.4e-38f);
 }
 
-// v 2^n on both paths: exact over the normal range, 0 or the exact subnormal below it (AVX-512's
-// scalef keeps subnormals, the bit construction flushes them), 2^128 reachable from v < 1.
+// v 2^n on both paths: exact over the normal range; at n = -126 and below (times_pow2_clamped)
+// 0 or the exact subnormal (AVX-512's scalef keeps subnormals, the bit construction flushes them);
+// 2^128 reachable from v < 1.
 TEST(Approx, TimesPow2) {
   using P = lanes::Pack;
-  auto pack = [](float v, float n) {
+  auto last = [](const P& p) {
     float out[P::kLanes];
-    lanes::store(out, lanes::times_pow2(P(v), P(n)));
+    lanes::store(out, p);
     return out[P::kLanes - 1];
   };
   for (float n = -125.0f; n <= 127.0f; n += 1.0f)
     for (float v : {0.75f, 1.0f, 1.5f, -1.25f}) {
       const float want = std::ldexp(v, static_cast<int>(n));
       ASSERT_EQ(lanes::times_pow2(v, n), want) << v << " 2^" << n;
-      ASSERT_EQ(pack(v, n), want) << v << " 2^" << n;
+      ASSERT_EQ(last(lanes::times_pow2(P(v), P(n))), want) << v << " 2^" << n;
+      ASSERT_EQ(lanes::times_pow2_clamped(v, n), want) << v << " 2^" << n;
+      ASSERT_EQ(last(lanes::times_pow2_clamped(P(v), P(n))), want) << v << " 2^" << n;
     }
-  EXPECT_EQ(lanes::times_pow2(0.75f, 128.0f), std::ldexp(0.75f, 128));  // finite: 2^127 1.5
-  EXPECT_EQ(pack(0.75f, 128.0f), std::ldexp(0.75f, 128));
-  EXPECT_EQ(lanes::times_pow2(1.5f, 128.0f), std::numeric_limits<float>::infinity());
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(lanes::times_pow2(0.75f, 128.0f), std::ldexp(0.75f, 128));  // finite: 1.5 2^127
+  EXPECT_EQ(last(lanes::times_pow2(P(0.75f), P(128.0f))), std::ldexp(0.75f, 128));
+  EXPECT_EQ(lanes::times_pow2(1.5f, 128.0f), inf);
+  EXPECT_EQ(last(lanes::times_pow2(P(1.5f), P(128.0f))), inf);
+  EXPECT_EQ(lanes::times_pow2(1.0f, -126.0f), 0.0f);
   for (float n : {-126.0f, -140.0f, -300.0f, -1e6f}) {
-    EXPECT_EQ(lanes::times_pow2(1.0f, n), 0.0f) << n;
-    const float p = pack(1.0f, n);
+    EXPECT_EQ(lanes::times_pow2_clamped(1.0f, n), 0.0f) << n;
+    const float p = last(lanes::times_pow2_clamped(P(1.0f), P(n)));
     EXPECT_TRUE(p == 0.0f || p == std::ldexp(1.0f, static_cast<int>(n))) << n << ": " << p;
   }
-  EXPECT_TRUE(std::isnan(lanes::times_pow2(std::numeric_limits<float>::quiet_NaN(), 3.0f)));
-  EXPECT_TRUE(std::isnan(pack(std::numeric_limits<float>::quiet_NaN(), 3.0f)));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(lanes::times_pow2_clamped(nan, 3.0f)));
+  EXPECT_TRUE(std::isnan(last(lanes::times_pow2_clamped(P(nan), P(3.0f)))));
 }
 
 // GELU's Phi(-x) = normal_tail_factor(x) e^(-x^2 / 2) within its fit's stated error (7.5e-7)
