@@ -6,8 +6,7 @@
 // time), as templates on the lane type (core/lanes.hpp): the CPU runs them on SIMD packs, the GPU
 // and the scalar reference on floats, the same arithmetic. Their accuracy is stated by
 // act_tolerance() and tested in tests/test_activation.cpp against double precision over a dense
-// grid with the extremes
-// (+-inf, large |x|, denormals, NaN).
+// grid with the extremes (+-inf, large |x|, denormals, NaN).
 #pragma once
 
 #include <cmath>

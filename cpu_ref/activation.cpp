@@ -34,8 +34,8 @@ PB_SCALAR void act_naive(const float* x, const float* dy, float* out, std::int64
 // registers and then stores them all streams slower than one that loads and stores a register
 // at a time (a relu loop on 2^26 floats, 2 threads, median of 25, on this project's Cascade
 // Lake VM: 19.0 GB/s a register at a time; 17.6, 16.0, 13.7 in packs of 8, 4, 2). GELU with
-// erf keeps more values live than 32 registers hold four at a time (packs of 4 spilled to the
-// stack about 190 times in its loops, of 2 about 30): packs of 2 ran its forward at 2^20 floats
+// erf keeps more values live than AVX-512's 32 registers hold four at a time (packs of 4 spilled to
+// the stack about 190 times in its loops, of 2 about 30): packs of 2 ran its forward at 2^20 floats
 // in 185 us against 205 (2 threads, three rounds alternating, the AMX VM of 2026-12-05; 2^26:
 // 21.4 against 22.3 ms). GELU with tanh ran slower in packs of 2 (2^20 backward 265 -> 320 us).
 template <class F>
