@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The fit behind approx::normal_tail_parts (core/activation.hpp): Phi(-x), the normal
+"""The fit behind approx::normal_tail_factor (core/activation.hpp): Phi(-x), the normal
 distribution's tail, for x >= 0 as t Q(t) e^(-x^2 / 2) with t = 1 / (1 + k x) and Q a polynomial
 fitted to erfcx(x / sqrt 2) / (2 t) (erfcx(z) = e^(z^2) erfc(z): smooth, so a low degree holds it;
 t maps x in [0, inf) onto (0, 1] and follows erfcx's 1/x tail).
