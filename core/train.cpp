@@ -10,6 +10,7 @@
 
 #include "core/parse.hpp"
 #include "core/rng.hpp"
+#include "core/train_step.hpp"
 
 namespace pb {
 
@@ -167,22 +168,39 @@ std::int64_t TrainWorkload::period() const {
 
 double TrainWorkload::host_bytes() const {
   const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
-  const double a = b * m_->activations();
   const double ref = reference_bytes(*m_, s_.train, static_cast<double>(period()));
   // The inputs (2 p floats and the batch), and the larger of the double-precision reference
   // (which the harness runs before the implementation: prepare_reference) and an
   // implementation. Training: the reference's parameters, velocity, gradients and results (4 p
   // doubles) and its activations and their gradients (1.5 a: the walk shares gradient
-  // buffers); an implementation's copies, gradients and outputs (6 p floats), its activations
-  // and their gradients (2 a). Inference: parameters and activations.
+  // buffers); an implementation's copies and outputs (6 p floats) and its walk's buffers in
+  // fp32 (counted: walk_bytes). Inference: parameters and the walk's buffers.
   const double inputs = 4.0 * (2.0 * p + b * s_.ranks * static_cast<double>(m_->input.size()));
-  if (!s_.train) return inputs + std::max(ref, 4.0 * (2.0 * p + a));
-  return inputs + std::max(ref, 4.0 * (6.0 * p + 2.0 * a));
+  const double impl = 4.0 * (s_.train ? 6.0 : 2.0) * p + walk_bytes(*m_, s_, false);
+  return inputs + std::max(ref, impl);
 }
 
 double TrainWorkload::device_bytes() const {
-  const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
-  return 4.0 * (3.0 * p + 3.0 * b * m_->activations());
+  // What the GPU's step (kernels/train.cu) allocates: the walk's buffers, counted (16-bit NHWC
+  // maps in bf16 and fp16, as GpuLowOps keeps them; fp32 otherwise); the case's batch, labels,
+  // parameters, velocity and state; and its backend's scratch, the larger of GpuLowOps's (one
+  // layer's weights and their gradient in 16 bits, the logits and their gradient in fp32) and
+  // the im2col backend's (one image's columns). cuDNN's and cuBLAS's workspaces are the
+  // implementation's (ImplSpec::workspace_bytes).
+  const bool low = s_.dtype == Dtype::bf16 || s_.dtype == Dtype::fp16;
+  const double b = static_cast<double>(s_.batch), p = static_cast<double>(m_->param_count);
+  const double own =
+      4.0 * (b * static_cast<double>(m_->input.size() + 1) + 2.0 * p + m_->state_count);
+  double weights = 0, columns = 0;
+  for (const ParamSlice& sl : m_->params)
+    weights = std::max(weights, static_cast<double>(sl.size()));
+  for (const Layer& l : m_->layers)
+    if (l.kind == LayerKind::conv) {
+      const ConvShape c = m_->conv(l, 1, ConvDir::fwd);
+      columns = std::max(columns, static_cast<double>(c.crs() * c.pq()));
+    }
+  const double scratch = std::max(2.0 * 2.0 * weights + 2.0 * 4.0 * b * m_->classes, 4.0 * columns);
+  return walk_bytes(*m_, s_, low) + own + scratch;
 }
 
 Tensors TrainWorkload::make_inputs() const {

@@ -524,4 +524,38 @@ std::unique_ptr<ModelStep> make_step(const ModelDesc& m, const TrainShape& s, Op
   return std::make_unique<WalkStep<Ops>>(m, s, ops);
 }
 
+// An Ops that allocates nothing and counts the bytes a walk asks it for (walk_bytes).
+template <class Act>
+struct CountingOps {
+  using ActType = Act;
+  using ParamType = float;
+  template <class E>
+  struct Buffer {
+    E* data() const { return nullptr; }
+  };
+  template <class E>
+  Buffer<E> buffer(std::int64_t n) {
+    bytes += static_cast<double>(n) * sizeof(E);
+    return {};
+  }
+  bool channels_last() const { return nhwc; }
+  void zero(float*, std::int64_t) {}
+  bool nhwc = false;
+  double bytes = 0;
+};
+
+// The device memory the walk of model m at shape s takes on a device whose maps are 16-bit
+// (a bf16 or fp16 step's, kept channels-last) or fp32 (NCHW): what its buffers ask for, counted
+// by building the very walk a device's step builds over an Ops that allocates nothing.
+inline double walk_bytes(const ModelDesc& m, const TrainShape& s, bool low_maps) {
+  if (low_maps) {
+    CountingOps<std::uint16_t> ops{true};  // a 16-bit storage type: the walk's kLowMaps
+    Walk<CountingOps<std::uint16_t>> walk(m, s, ops);
+    return ops.bytes;
+  }
+  CountingOps<float> ops{false};
+  Walk<CountingOps<float>> walk(m, s, ops);
+  return ops.bytes;
+}
+
 }  // namespace pb

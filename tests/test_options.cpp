@@ -6,6 +6,7 @@
 #include "bench/progress.hpp"
 #include "bench/ranks.hpp"
 #include "core/gemm.hpp"
+#include "core/train_step.hpp"
 #include "bench/ops/family.hpp"
 
 namespace pb {
@@ -166,6 +167,41 @@ TEST(Cases, GpuMemoryCountsWorkspaceFlushAndHeadroom) {
   auto cold = gemm;
   cold.cold = true;  // the flush buffer no longer fits
   EXPECT_THROW(build_cases(cold, r), UsageError);
+}
+
+// ResNet-50 at batch 256 on 224x224, the GPU target's case, in every dtype fits an 80 GB GPU
+// (an H100's, about 79 GiB free): the check counts what the step allocates (the walk's buffers,
+// 45 GB in fp32 and 23 GB in 16 bits), where it had counted three fp32 copies of every
+// activation (116 GB in any dtype) and refused the case.
+TEST(Cases, ResNet50AtTheGpusBatchFitsAnH100) {
+  Resources r = no_gpu();
+  r.gpu_available = true;
+  r.host_available_bytes = 1e12;
+  r.gpu_l2_bytes = 50e6;
+  r.gpu_free_bytes = 79.0 * (1u << 30);
+  double bytes[2] = {};
+  for (Dtype t : {Dtype::fp32, Dtype::tf32, Dtype::bf16, Dtype::fp16}) {
+    const std::string d = to_string(t);
+    EXPECT_NO_THROW(build_cases(parse({"--shape=model=resnet50,batch=256", "--ops=train",
+                                       "--devices=gpu", "--impls=cudnn", "--dtypes=" + d}),
+                                r))
+        << d;
+    TrainShape s;
+    s.model = "resnet50", s.batch = 256, s.image = 224, s.dtype = t;
+    const TrainWorkload w(s);
+    const bool low = t == Dtype::bf16 || t == Dtype::fp16;
+    const double walk = walk_bytes(w.model(), s, low);
+    EXPECT_GT(w.device_bytes(), walk) << d;  // and the case's own buffers
+    EXPECT_LT(w.device_bytes(), walk + 1.2e9) << d;
+    bytes[low] = w.device_bytes();
+  }
+  EXPECT_GT(bytes[1], 0.45 * bytes[0]);  // 16-bit maps: about half
+  EXPECT_LT(bytes[1], 0.55 * bytes[0]);
+  // At twice the batch it does not fit in fp32.
+  EXPECT_THROW(build_cases(parse({"--shape=model=resnet50,batch=512", "--ops=train",
+                                  "--devices=gpu", "--impls=cudnn", "--dtypes=fp32"}),
+                           r),
+               UsageError);
 }
 
 TEST(Cases, RepeatedShapesRunOnce) {
