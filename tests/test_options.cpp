@@ -204,6 +204,26 @@ TEST(Cases, ResNet50AtTheGpusBatchFitsAnH100) {
                UsageError);
 }
 
+// The machine a GPU session is lent (an H100 80GB: about 79 GiB free; 16 cores, 128 GiB of host
+// memory) runs every GPU case of the standard and full suites: none is skipped for memory.
+TEST(Cases, EverySuiteGpuCaseFitsAnH100Machine) {
+  Resources r = no_gpu();
+  r.gpu_available = true;
+  r.gpu_free_bytes = 79.0 * (1u << 30);
+  r.gpu_l2_bytes = 50e6;
+  r.gpu_sms = 132;
+  r.host_available_bytes = 120.0 * (1u << 30);
+  r.cores = 16;
+  for (const char* suite : {"--suite=standard", "--suite=full"}) {
+    int gpu = 0;
+    for (const auto& c : build_cases(parse({suite, "--devices=gpu"}), r)) {
+      ++gpu;
+      EXPECT_EQ(c.skip.find("too small"), std::string::npos) << c.name << ": " << c.skip;
+    }
+    EXPECT_GT(gpu, 100) << suite;
+  }
+}
+
 TEST(Cases, RepeatedShapesRunOnce) {
   const auto cases = build_cases(parse({"--shape=m=4,n=4,k=4", "--shape=m=4,n=4,k=4", "--ops=gemm",
                                         "--devices=cpu", "--impls=openblas"}),
