@@ -248,9 +248,11 @@ int run(int argc_in, char** argv_in) {
   if (!pb::ranks::all(bad_path.empty()))
     return fail_usage(bad_path.empty() ? "rank 0 cannot write the report" : bad_path);
 
-  // The arguments are valid. If an OpenBLAS case will run, make sure it runs the right kernels.
+  // The arguments are valid. If an OpenBLAS case will run, or a case whose check runs OpenBLAS
+  // (a training step's reference: on a GPU too), make sure it runs the right kernels.
   if (std::any_of(cases.begin(), cases.end(), [](const pb::Case& c) {
-        return c.skip.empty() && c.impl.library == "openblas";
+        return c.skip.empty() &&
+               (c.impl.library == "openblas" || c.workload->verifies_through_openblas());
       })) {
     const auto& cpu = pb::cpu::cpu_info();
     const auto plan = pb::cpu::openblas_core_plan(cpu, o.openblas_asis);

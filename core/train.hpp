@@ -195,6 +195,8 @@ class TrainWorkload : public Workload {
   // compare_step against reference_step, which runs once per workload's inputs (ReferenceMemo).
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
   void prepare_reference(const Tensors& inputs) const override { reference(inputs); }
+  // The double-precision reference step's convolutions and GEMMs run through cblas_dgemm.
+  bool verifies_through_openblas() const override { return true; }
 
  private:
   TrainShape s_;

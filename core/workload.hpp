@@ -93,6 +93,9 @@ class Workload {
   // it before any implementation allocates: a large reference and a large case then need the
   // memory one after the other, not together. verify() computes it where this was not called.
   virtual void prepare_reference(const Tensors& /*inputs*/) const {}
+  // Its check runs OpenBLAS (a reference through dgemm): OpenBLAS's kernels matter to a case of
+  // any implementation, on either device.
+  virtual bool verifies_through_openblas() const { return false; }
 };
 
 // The f32 output called `name` when it holds `count` elements; otherwise nullptr, with the

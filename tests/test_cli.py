@@ -173,6 +173,21 @@ def test_a_fallback_core_is_replaced_by_the_core_for_the_isa(pairbench, tmp_path
     assert ctx["openblas_core_note"] == notes[0][len("pairbench: "):]
 
 
+def test_a_training_case_restarts_for_its_reference_without_an_openblas_case(pairbench, tmp_path):
+    # Its check's double-precision reference runs dgemm: on a GPU machine whose OpenBLAS falls
+    # back to Prescott, a GPU-only run (the ResNet-50 target) verified on SSE3 kernels.
+    report = tmp_path / "r.json"
+    r = pairbench("--ops=train", "--devices=cpu", "--impls=onednn", "--dtypes=fp32",
+                  "--shape=model=mlp,batch=4", f"--report={report}", "--benchmark_min_time=0.01",
+                  env=FALLBACK)
+    assert r.returncode == 0, r.stderr
+    ctx = validate_report.load_strict(report)["context"]
+    assert ctx["openblas_core_detected"] == "Prescott"
+    if ctx["openblas_core_for_isa"]:  # a CPU with AVX has a better core: the restart took it
+        assert ctx["openblas_core_source"] == "pairbench", ctx
+        assert ctx["openblas_core"].lower() != "prescott"
+
+
 def test_asis_keeps_the_fallback_core_and_warns_once(pairbench, tmp_path):
     r, doc = _gemm_run(pairbench, tmp_path, "--impls=openblas", "--dtypes=fp32",
                        "--openblas-core=asis", env=FALLBACK)
