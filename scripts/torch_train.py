@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--image", type=int, default=224)
     ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "tf32"], default="fp32")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--passes", choices=["both", "train", "infer"], default="both",
+                    help="time the step, inference, or both (the JSON has only what was timed)")
     a = ap.parse_args()
     if a.device == "cpu" and a.dtype in ("fp16", "tf32"):
         ap.error(f"--dtype {a.dtype} is the GPU's (--device cuda)")
@@ -98,14 +100,17 @@ def main():
                 with torch.no_grad(), autocast:
                     model(x)
 
-            model.train()
-            train = median_ms(synced(step), a.min_time, **runs)
-            model.eval()
-            infer_ms = median_ms(synced(infer), a.min_time, **runs)
+            timed = {}
+            if a.passes != "infer":
+                model.train()
+                timed["train_ms"] = median_ms(synced(step), a.min_time, **runs)
+            if a.passes != "train":
+                model.eval()
+                timed["infer_ms"] = median_ms(synced(infer), a.min_time, **runs)
             name = "channels_last" if layout == torch.channels_last else "nchw"
-            out["layouts"].setdefault(str(b), {})[name] = {"train_ms": train, "infer_ms": infer_ms}
-            out["train_ms"][str(b)] = min(train, out["train_ms"].get(str(b), train))
-            out["infer_ms"][str(b)] = min(infer_ms, out["infer_ms"].get(str(b), infer_ms))
+            out["layouts"].setdefault(str(b), {})[name] = timed
+            for kind, ms in timed.items():
+                out[kind][str(b)] = min(ms, out[kind].get(str(b), ms))
     print(json.dumps(out))
 
 

@@ -163,6 +163,37 @@ def test_vs_torch_train_says_when_pairbench_broke(tmp_path):
     assert "pairbench exited 1 in round 1" in r.stderr and "the GPU fell off" in r.stderr
 
 
+TORCH_JSON = ('{"torch": "2.15.0", "threads": 1, "dtype": "fp32", "device": "cpu", '
+              '"train_ms": {"32": 4.0, "128": 9.0}, "infer_ms": {"32": 1.0, "128": 2.0}}')
+
+
+def test_vs_torch_train_runs_torch_when_pairbench_broke(tmp_path):
+    # torch's half still runs and its figures are printed: on a GPU lent for minutes they are
+    # worth having though pairbench's never-run step crashed.
+    r = vs_torch_train(tmp_path, "echo 'pairbench: error: the GPU fell off' >&2\nexit 134\n",
+                       f"[ \"$1\" = -c ] && exit 0\necho '{TORCH_JSON}'\n")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "pairbench exited 134 in round 1" in r.stderr and "the GPU fell off" in r.stderr
+    assert "round 1: torch mlp train batch 32: 4.00 ms" in r.stdout
+    assert "no round has pairbench's figures" in r.stderr
+
+
+def test_vs_torch_train_sums_up_a_round_whose_every_case_failed_its_check(tmp_path):
+    # pairbench's exit 1 with a report: each case's failure said, torch's figures printed, the
+    # summary made without a case to set beside torch's (it had ended in a NameError), exit 1.
+    report = ('{"context": {"cpu_model": "x", "cpu_logical_cores": 1}, "pairbench": {'
+              '"analyses": {}, "cases": [{"name": "train/cpu/onednn/model=mlp,batch=32", '
+              '"status": "error", "message": "step off by 3%"}]}}')
+    r = vs_torch_train(tmp_path, 'for a; do case $a in --report=*) '
+                                 f'echo \'{report}\' >"${{a#--report=}}";; esac; done\nexit 1\n',
+                       f"[ \"$1\" = -c ] && exit 0\necho '{TORCH_JSON}'\n")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "round 1: pairbench train/cpu/onednn/model=mlp,batch=32: error" in r.stdout
+    assert "round 1: train/cpu/onednn/model=mlp,batch=32 error: step off by 3%" in r.stdout
+    assert "round 1: torch mlp train batch 128: 9.00 ms" in r.stdout
+    assert "torch 2.15.0 (1 threads, fp32, cpu)" in r.stdout
+
+
 def test_vs_torch_train_says_when_torch_broke(tmp_path):
     # pairbench's round done (a report with no cases), torch's half failing: torch's last words.
     r = vs_torch_train(tmp_path, 'for a; do case $a in --report=*) '
