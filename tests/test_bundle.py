@@ -144,6 +144,24 @@ def test_gpu_targets_skips_what_its_budget_cannot_hold(tmp_path):
     assert log.count(": skipped (") == 7 and "done: every step that ran passed" in log
 
 
+def test_gpu_targets_stops_on_a_bundle_of_another_commit(tmp_path):
+    # The GPU machine gets the files without .git: the commit the caller expects is the check.
+    fake = script(tmp_path / "pairbench", "echo gemm/gpu/cublas/m=256,n=256,k=256,dtype=fp32\n")
+    (tmp_path / "MANIFEST").write_text("pairbench bundle\ncommit: 335a23a\n")
+
+    def run(want):
+        return subprocess.run([str(ROOT / "scripts" / "gpu-targets"), str(tmp_path / "out"), "20"],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PAIRBENCH_BIN": str(fake),
+                                   "PAIRBENCH_EXPECT_COMMIT": want})
+    r = run("52b68b3")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert ("the bundle was made at 335a23a, not at PAIRBENCH_EXPECT_COMMIT=52b68b3: run "
+            "scripts/bundle --tar again; nothing run") in r.stdout
+    r = run("335a23a9")  # the same commit, a longer hash
+    assert r.returncode == 0 and "done: every step that ran passed" in r.stdout, r.stdout
+
+
 def vs_torch_train(tmp_path, pairbench_body, python_body):
     """scripts/vs_torch_train on the MLP, one round, with a fake pairbench and a fake python
     that has torch as far as the script asks."""
