@@ -7,6 +7,7 @@
 // The index math below is shared by the CPU and GPU code and tested on the host.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -19,6 +20,11 @@ namespace pb {
 
 enum class ConvDir { fwd, bwd_data, bwd_filter };
 const char* to_string(ConvDir d);
+
+// The most workspace a cuDNN convolution's algorithm may take (kernels/conv.cu), counted by the
+// GPU memory check. PyTorch's cudnn.benchmark takes any algorithm whose workspace it can
+// allocate; 256 MiB left out algorithms that ResNet-50's layers at batch 256 may need.
+constexpr std::size_t kConvWorkspaceCap = std::size_t{1} << 30;
 
 struct ConvShape {
   ConvDir dir = ConvDir::fwd;

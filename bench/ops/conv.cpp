@@ -35,7 +35,7 @@ OpFamily conv_family() {
   // cuDNN in every dtype: bf16 and fp16 on NHWC maps (kernels/conv.cu's CudnnLowConv).
   ImplSpec cudnn = gpu::spec("conv", "cudnn", any);
   cudnn.library = "cudnn";
-  cudnn.workspace_bytes = 256.0 * (1 << 20);  // the most an algorithm may take (kernels/conv.cu)
+  cudnn.workspace_bytes = static_cast<double>(kConvWorkspaceCap);  // the most an algorithm takes
   cudnn.unavailable = [](const Workload& w) -> std::string {
     const gpu::DeviceInfo& d = gpu::probe();
     if (w.dtype() == Dtype::bf16 && d.available && d.cc_major < 8) return bf16_needs_sm80(d);

@@ -9,6 +9,7 @@
 
 #include "bench/ops/family.hpp"
 #include "bench/ranks.hpp"
+#include "core/conv.hpp"
 #include "core/train.hpp"
 #include "cpu_ref/cpu.hpp"
 
@@ -124,7 +125,7 @@ OpFamily train_family() {
     // a graph's cuBLAS workspace is its own, 32 MiB (kernels/train.cu)
     if (sp.name.find("_graph") != std::string::npos) sp.workspace_bytes = 32.0 * (1 << 20);
     if (sp.library != "cudnn") continue;
-    sp.workspace_bytes += 256.0 * (1 << 20);  // the plans share one, at most 256 MiB
+    sp.workspace_bytes += static_cast<double>(kConvWorkspaceCap);  // the plans share one
     sp.unavailable = [](const Workload& w) -> std::string {
       const gpu::DeviceInfo& d = gpu::probe();
       if (w.dtype() == Dtype::bf16 && d.available && d.cc_major < 8) return bf16_needs_sm80(d);
