@@ -210,12 +210,12 @@ void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int6
                   std::int64_t pq, float* out, float scale = 1.0f);
 // cuDNN's convolution of one shape and pass, planned once and run on any buffers of that shape
 // (in0, in1, b, out, db as conv_direct takes them), on `stream`: the fastest algorithm as
-// cuDNN times them (cudnnFind*) among those whose workspace fits kConvWorkspaceCap (core/conv.hpp); true fp32
-// (FMA math) for fp32, tensor cores allowed for tf32. Throws where cuDNN is not built in.
-// NCHW maps and KCRS filters in float, or (channels_last) NHWC maps and KRSC filters, in
-// float or in s.dtype's 16-bit type (bf16, fp16; fp32 accumulation, tensor cores). The bias
-// (fp32, where s.bias) is cuDNN's in float alone: a 16-bit plan takes none (its caller puts it in y
-// and runs with accumulate).
+// cuDNN times them (cudnnFind*) among those whose workspace fits kConvWorkspaceCap
+// (core/conv.hpp); true fp32 (FMA math) for fp32, tensor cores allowed for tf32. Throws where
+// cuDNN is not built in. NCHW maps and KCRS filters in float, or (channels_last) NHWC maps and
+// KRSC filters, in float or in s.dtype's 16-bit type (bf16, fp16; fp32 accumulation, tensor
+// cores). The bias (fp32, where s.bias) is cuDNN's in float alone: a 16-bit plan takes none (its
+// caller puts it in y and runs with accumulate).
 class CudnnConvolution {
  public:
   CudnnConvolution(cudaStream_t stream, const ConvShape& s, bool channels_last = false);
