@@ -110,6 +110,41 @@ def test_bundle_will_not_replace_a_folder_that_is_not_a_bundle(pairbench, tmp_pa
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        return next(l for l in f if l.startswith("flags")).split(":", 1)[1].split()
+
+
+def test_the_bundle_says_which_cpu_its_code_needs(bundle, pairbench):
+    # What the build's -march lets the compiler emit, as /proc/cpuinfo names it: all of it this
+    # machine's (the build's own), none of AVX-512 in an AVX2 build (the CPU-only one).
+    needs = (bundle / "cpu-needs").read_text().split()
+    assert "avx2" in needs and "fma" in needs and not any(f.startswith("amx") for f in needs)
+    assert set(needs) <= set(cpu_flags())
+    march = (bundle / "cpu-march").read_text().strip()
+    cache = (pairbench.exe.parent / "CMakeCache.txt").read_text()
+    assert f"PAIRBENCH_MARCH:STRING={march.removeprefix('-march=')}" in cache
+    if march == "-march=x86-64-v3":
+        assert not any(f.startswith("avx512") for f in needs), needs
+    assert f"cpu: {march}, needs {' '.join(needs)}" in (bundle / "MANIFEST").read_text()
+
+
+def test_a_cpu_without_what_the_bundle_needs_is_one_line_not_an_illegal_instruction(bundle,
+                                                                                      tmp_path):
+    copy = tmp_path / "pb"
+    shutil.copytree(bundle, copy, symlinks=True)
+    with open(copy / "cpu-needs", "a") as f:
+        f.write("avx1024_fantasy\n")
+    r = subprocess.run([str(copy / "pairbench"), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.splitlines() == [
+        f"pairbench bundle: built with {(copy / 'cpu-march').read_text().strip()} for a CPU with "
+        "avx1024_fantasy, which this one lacks (it would die of an illegal instruction): bundle a "
+        "build that runs here (scripts/build release -DPAIRBENCH_MARCH=x86-64-v3, then "
+        "scripts/bundle)"], r.stderr
+
+
 def test_gpu_targets_without_a_gpu_says_why_and_stops(pairbench, tmp_path):
     if os.path.exists("/dev/nvidia0"):
         pytest.skip("this machine has a GPU")
@@ -160,6 +195,20 @@ def test_gpu_targets_stops_on_a_bundle_of_another_commit(tmp_path):
             "scripts/bundle --tar again; nothing run") in r.stdout
     r = run("335a23a9")  # the same commit, a longer hash
     assert r.returncode == 0 and "done: every step that ran passed" in r.stdout, r.stdout
+
+
+def test_gpu_targets_stops_where_pairbench_cannot_start(tmp_path):
+    # A bundle built for another CPU: its launcher's line, and no step run on a lent GPU.
+    fake = script(tmp_path / "pairbench",
+                  "echo 'pairbench bundle: built with -march=native for a CPU with avx512_fp16, "
+                  "which this one lacks' >&2\nexit 2\n")
+    r = subprocess.run([str(ROOT / "scripts" / "gpu-targets"), str(tmp_path / "out"), "20"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PAIRBENCH_BIN": str(fake)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "pairbench cannot run here: pairbench bundle: built with -march=native for a CPU " \
+           "with avx512_fp16, which this one lacks; nothing run" in r.stdout
+    assert "gpu-check" not in r.stdout
 
 
 def vs_torch_train(tmp_path, pairbench_body, python_body):
