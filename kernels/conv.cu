@@ -9,13 +9,16 @@
 //            (kConvWorkspaceCap, counted by the memory check), true fp32
 //            (FMA math) for fp32 and tensor cores for tf32; the case's detail names the
 //            algorithm, Find's time for it, the runner-up and each faster one left out (why).
+//            Find runs once per shape and layout in a process; later plans reuse its choice.
 //            In bf16 and fp16 it runs on NHWC maps and KRSC filters in that type (the training
 //            step's mixed-precision plans), the case's operands converted in prepare.
 #include <cublas_v2.h>
 
 #include <climits>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "core/conv.hpp"
@@ -271,6 +274,27 @@ inline const char* bwd_filter_algo_name(int a) {
 // algorithm and its workspace.
 using namespace cudnn_detail;
 
+// What Find chose for a plan, kept for the process: a later plan of the same shape and layout
+// (the graph step's beside the plain step's, a later case's) runs the same algorithm without
+// timing every algorithm again (Find runs each, seconds a step at batch 256), and two
+// implementations of one step then differ in nothing cuDNN chose.
+namespace {
+struct FoundAlgorithm {
+  int algo = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  std::size_t workspace_bytes = 0;
+  std::string search;
+};
+std::map<ConvPlanKey, FoundAlgorithm>& found_algorithms() {
+  static std::map<ConvPlanKey, FoundAlgorithm> found;
+  return found;
+}
+std::mutex& found_algorithms_mutex() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace
+
 struct CudnnConvolution::State {
   ConvShape s;
   CudnnObject<cudnnHandle_t, cudnnDestroy> handle;
@@ -329,35 +353,23 @@ struct CudnnConvolution::State {
              (left_out.empty() ? "" : "; faster but left out: " + left_out);
     return chosen;
   }
-  void choose_algorithm(cudnnMathType_t math) {
-    int returned = 0;
-    std::string name;
-    switch (s.dir) {
-      case ConvDir::fwd: {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        PB_CUDNN(cudnnFindConvolutionForwardAlgorithm(handle.get(), x.get(), w.get(), conv.get(),
-                                                      y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                      &returned, perf));
-        fwd = pick(perf, returned, math, fwd_algo_name)->algo;
-        name = fwd_algo_name(fwd);
-      } break;
-      case ConvDir::bwd_data: {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        PB_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(
-            handle.get(), w.get(), y.get(), conv.get(), x.get(),
-            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
-        bwd_data = pick(perf, returned, math, bwd_data_algo_name)->algo;
-        name = bwd_data_algo_name(bwd_data);
-      } break;
-      case ConvDir::bwd_filter: {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        PB_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(
-            handle.get(), x.get(), y.get(), conv.get(), w.get(),
-            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-        bwd_filter = pick(perf, returned, math, bwd_filter_algo_name)->algo;
-        name = bwd_filter_algo_name(bwd_filter);
-      } break;
+  void choose_algorithm(cudnnMathType_t math, const ConvPlanKey& key) {
+    std::lock_guard<std::mutex> lock(found_algorithms_mutex());
+    auto seen = found_algorithms().find(key);
+    if (seen != found_algorithms().end()) {
+      reuse(seen->second);
+    } else {
+      find(math);
+      cudnnMathType_t chosen = CUDNN_DEFAULT_MATH;
+      PB_CUDNN(cudnnGetConvolutionMathType(conv.get(), &chosen));
+      const int algo = s.dir == ConvDir::fwd        ? static_cast<int>(fwd)
+                       : s.dir == ConvDir::bwd_data ? static_cast<int>(bwd_data)
+                                                    : static_cast<int>(bwd_filter);
+      found_algorithms()[key] = {algo, chosen, workspace_bytes, search};
     }
+    const std::string name = s.dir == ConvDir::fwd        ? fwd_algo_name(fwd)
+                             : s.dir == ConvDir::bwd_data ? bwd_data_algo_name(bwd_data)
+                                                          : bwd_filter_algo_name(bwd_filter);
     cudnnMathType_t used = CUDNN_DEFAULT_MATH;
     PB_CUDNN(cudnnGetConvolutionMathType(conv.get(), &used));
     detail = "cudnn " + std::to_string(cudnnGetVersion()) + ": " + name +
@@ -365,6 +377,42 @@ struct CudnnConvolution::State {
              std::to_string(workspace_bytes) + " B; " + search;
     const std::string note = math_note(s.dtype);
     if (!note.empty()) detail += "; " + note;
+  }
+  // An earlier plan's choice, for this one's descriptors.
+  void reuse(const FoundAlgorithm& f) {
+    fwd = static_cast<cudnnConvolutionFwdAlgo_t>(f.algo);
+    bwd_data = static_cast<cudnnConvolutionBwdDataAlgo_t>(f.algo);
+    bwd_filter = static_cast<cudnnConvolutionBwdFilterAlgo_t>(f.algo);
+    PB_CUDNN(cudnnSetConvolutionMathType(conv.get(), f.math));
+    workspace_bytes = f.workspace_bytes;
+    search = f.search + " (an earlier plan's search in this run)";
+  }
+  // cuDNN's Find, timing every algorithm for this convolution; pick() keeps the fastest allowed.
+  void find(cudnnMathType_t math) {
+    int returned = 0;
+    switch (s.dir) {
+      case ConvDir::fwd: {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        PB_CUDNN(cudnnFindConvolutionForwardAlgorithm(handle.get(), x.get(), w.get(), conv.get(),
+                                                      y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                      &returned, perf));
+        fwd = pick(perf, returned, math, fwd_algo_name)->algo;
+      } break;
+      case ConvDir::bwd_data: {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        PB_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(
+            handle.get(), w.get(), y.get(), conv.get(), x.get(),
+            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
+        bwd_data = pick(perf, returned, math, bwd_data_algo_name)->algo;
+      } break;
+      case ConvDir::bwd_filter: {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        PB_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(
+            handle.get(), x.get(), y.get(), conv.get(), w.get(),
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
+        bwd_filter = pick(perf, returned, math, bwd_filter_algo_name)->algo;
+      } break;
+    }
   }
 };
 
@@ -409,7 +457,7 @@ CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s, bool
                                                  &oq));
   if (on != n || oc != k || op != p || oq != q)
     throw std::runtime_error("cuDNN's output size differs from the workload's");
-  t.choose_algorithm(math);
+  t.choose_algorithm(math, conv_plan_key(s, channels_last));
 }
 
 CudnnConvolution::~CudnnConvolution() = default;

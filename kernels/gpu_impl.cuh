@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -208,6 +209,26 @@ void conv_bias_grad(cudaStream_t stream, const ConvShape& s, const float* dy, fl
 // the bias gradient of a convolution (conv_bias_grad), or a mean (n 1, k 1).
 void channel_sums(cudaStream_t stream, const float* x, std::int64_t n, std::int64_t k,
                   std::int64_t pq, float* out, float scale = 1.0f);
+// A convolution plan's whole shape and layout: what tells one cuDNN plan from another.
+using ConvPlanKey = std::array<std::int64_t, 15>;
+inline ConvPlanKey conv_plan_key(const ConvShape& s, bool channels_last) {
+  return {s.n,
+          s.c,
+          s.h,
+          s.w,
+          s.k,
+          s.r,
+          s.s,
+          s.stride_h,
+          s.stride_w,
+          s.pad_h,
+          s.pad_w,
+          static_cast<std::int64_t>(s.dir),
+          static_cast<std::int64_t>(s.dtype),
+          s.bias,
+          channels_last};
+}
+
 // cuDNN's convolution of one shape and pass, planned once and run on any buffers of that shape
 // (in0, in1, b, out, db as conv_direct takes them), on `stream`: the fastest algorithm as
 // cuDNN times them (cudnnFind*) among those whose workspace fits kConvWorkspaceCap

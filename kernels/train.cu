@@ -277,7 +277,7 @@ class GpuOps {
   // accumulate: out += the convolution (CudnnConvolution::run's).
   void run_cudnn(const ConvShape& s, bool channels_last, const void* in0, const void* in1,
                  const float* b, void* out, float* db, bool accumulate = false) {
-    const PlanKey key = plan_key(s, channels_last);
+    const ConvPlanKey key = conv_plan_key(s, channels_last);
     auto it = plans_.find(key);
     if (it == plans_.end()) {
       std::unique_ptr<CudnnConvolution> plan;
@@ -375,25 +375,6 @@ class GpuOps {
   }
 
  private:
-  using PlanKey = std::array<std::int64_t, 15>;
-  static PlanKey plan_key(const ConvShape& s, bool channels_last) {  // the whole shape and layout
-    return {s.n,
-            s.c,
-            s.h,
-            s.w,
-            s.k,
-            s.r,
-            s.s,
-            s.stride_h,
-            s.stride_w,
-            s.pad_h,
-            s.pad_w,
-            static_cast<std::int64_t>(s.dir),
-            static_cast<std::int64_t>(s.dtype),
-            s.bias,
-            channels_last};
-  }
-
   cudaStream_t stream_;
   Backend backend_;
   Dtype math_;
@@ -402,7 +383,7 @@ class GpuOps {
   DeviceBuffer<float> col_, fold_;  // im2col's columns; a tail's batch norm folded (conv_tail)
   DeviceBuffer<double> bn_sums_;    // batch norm's sums (bn_sums)
   std::int64_t col_floats_ = 0, fold_floats_ = 0, bn_doubles_ = 0;
-  std::map<PlanKey, std::unique_ptr<CudnnConvolution>> plans_;
+  std::map<ConvPlanKey, std::unique_ptr<CudnnConvolution>> plans_;
   DeviceMem workspace_;  // the largest any plan needs, shared
   std::size_t workspace_bytes_ = 0;
 };
