@@ -277,7 +277,9 @@ using namespace cudnn_detail;
 // What Find chose for a plan, kept for the process: a later plan of the same shape and layout
 // (the graph step's beside the plain step's, a later case's) runs the same algorithm without
 // timing every algorithm again (Find runs each, seconds a step at batch 256), and two
-// implementations of one step then differ in nothing cuDNN chose.
+// implementations of one step then differ in nothing cuDNN chose. The key holds no device: a
+// process uses one GPU. A search in which some algorithm could not get its memory (legacy Find
+// allocates its own) is not kept: a later plan, with more memory free, searches again.
 namespace {
 struct FoundAlgorithm {
   int algo = 0;
@@ -306,6 +308,9 @@ struct CudnnConvolution::State {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   std::size_t workspace_bytes = 0;
   std::string detail;
+
+  // How many algorithms Find could not time for want of memory.
+  int unallocated = 0;
 
   // Find's ranking as the case's detail gives it: the runner-up among the algorithms allowed,
   // and each faster one that was left out, with why.
@@ -351,6 +356,13 @@ struct CudnnConvolution::State {
     search = "Find: " + timed(*chosen) +
              (runner_up ? ", runner-up " + timed(*runner_up) : ", no runner-up") +
              (left_out.empty() ? "" : "; faster but left out: " + left_out);
+    unallocated = 0;
+    for (int i = 0; i < returned; ++i)
+      unallocated += perf[i].status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+                     perf[i].status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+    if (unallocated > 0)
+      search +=
+          "; " + std::to_string(unallocated) + " not timed: Find could not allocate their memory";
     return chosen;
   }
   void choose_algorithm(cudnnMathType_t math, const ConvPlanKey& key) {
@@ -365,7 +377,7 @@ struct CudnnConvolution::State {
       const int algo = s.dir == ConvDir::fwd        ? static_cast<int>(fwd)
                        : s.dir == ConvDir::bwd_data ? static_cast<int>(bwd_data)
                                                     : static_cast<int>(bwd_filter);
-      found_algorithms()[key] = {algo, chosen, workspace_bytes, search};
+      if (unallocated == 0) found_algorithms()[key] = {algo, chosen, workspace_bytes, search};
     }
     const std::string name = s.dir == ConvDir::fwd        ? fwd_algo_name(fwd)
                              : s.dir == ConvDir::bwd_data ? bwd_data_algo_name(bwd_data)
@@ -380,9 +392,17 @@ struct CudnnConvolution::State {
   }
   // An earlier plan's choice, for this one's descriptors.
   void reuse(const FoundAlgorithm& f) {
-    fwd = static_cast<cudnnConvolutionFwdAlgo_t>(f.algo);
-    bwd_data = static_cast<cudnnConvolutionBwdDataAlgo_t>(f.algo);
-    bwd_filter = static_cast<cudnnConvolutionBwdFilterAlgo_t>(f.algo);
+    switch (s.dir) {
+      case ConvDir::fwd:
+        fwd = static_cast<cudnnConvolutionFwdAlgo_t>(f.algo);
+        break;
+      case ConvDir::bwd_data:
+        bwd_data = static_cast<cudnnConvolutionBwdDataAlgo_t>(f.algo);
+        break;
+      case ConvDir::bwd_filter:
+        bwd_filter = static_cast<cudnnConvolutionBwdFilterAlgo_t>(f.algo);
+        break;
+    }
     PB_CUDNN(cudnnSetConvolutionMathType(conv.get(), f.math));
     workspace_bytes = f.workspace_bytes;
     search = f.search + " (an earlier plan's search in this run)";
