@@ -229,8 +229,8 @@ double ConvWorkload::device_bytes() const {
   // Operands, plus im2col's column matrix for one image (the im2col implementation's); in bf16
   // and fp16, cuDNN's 16-bit copies of the operands and the output beside the fp32 ones.
   const double all = static_cast<double>(s_.x_size() + s_.y_size() + s_.w_size() + s_.k);
-  const bool low = s_.dtype == Dtype::bf16 || s_.dtype == Dtype::fp16;
-  return 4.0 * (all + static_cast<double>(s_.crs() * s_.pq())) + (low ? 2.0 * all : 0.0);
+  const int copy = input_bytes(s_.dtype) < 4 ? input_bytes(s_.dtype) : 0;  // a 16-bit element
+  return 4.0 * (all + static_cast<double>(s_.crs() * s_.pq())) + copy * all;
 }
 
 Tensors ConvWorkload::make_inputs() const {

@@ -187,7 +187,7 @@ double TrainWorkload::device_bytes() const {
   // layer's weights and their gradient in 16 bits, the logits and their gradient in fp32) and
   // the im2col backend's (one image's columns). cuDNN's and cuBLAS's workspaces are the
   // implementation's (ImplSpec::workspace_bytes).
-  const bool low = s_.dtype == Dtype::bf16 || s_.dtype == Dtype::fp16;
+  const bool low = input_bytes(s_.dtype) == 2;
   const double b = static_cast<double>(s_.batch), p = static_cast<double>(m_->param_count);
   const double own =
       4.0 * (b * static_cast<double>(m_->input.size() + 1) + 2.0 * p + m_->state_count);

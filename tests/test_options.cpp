@@ -189,7 +189,7 @@ TEST(Cases, ResNet50AtTheGpusBatchFitsAnH100) {
     TrainShape s;
     s.model = "resnet50", s.batch = 256, s.image = 224, s.dtype = t;
     const TrainWorkload w(s);
-    const bool low = t == Dtype::bf16 || t == Dtype::fp16;
+    const bool low = input_bytes(t) == 2;
     const double walk = walk_bytes(w.model(), s, low);
     EXPECT_GT(w.device_bytes(), walk) << d;  // and the case's own buffers
     EXPECT_LT(w.device_bytes(), walk + 1.2e9) << d;
