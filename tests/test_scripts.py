@@ -232,12 +232,15 @@ def probes_slower(doc, factor):
 
 
 def drifting(doc):
-    """doc whose machine slowed by 30% in the middle of its run, its probes and machine_drift
-    saying so (the run's times are left as they were)."""
+    """doc whose machine slowed in the middle of its run to 70% of its slowest probe elsewhere,
+    its probes and machine_drift saying so (the run's times are left as they were). Relative to
+    the slowest, not to each probe: a run whose fastest probe fell in the middle third would
+    otherwise drift by less than 30% (CI, stop 42: 23%)."""
     probes = doc["context"]["machine_probes"]
-    for p in probes[len(probes) // 3: 2 * len(probes) // 3 + 1]:
-        p["copy_gbs"] *= 0.7
-        p["compute_gflops"] *= 0.7
+    for m in ("copy_gbs", "compute_gflops"):
+        slowest = min(p[m] for p in probes)
+        for p in probes[len(probes) // 3: 2 * len(probes) // 3 + 1]:
+            p[m] = 0.7 * slowest
     drift = doc["context"]["machine_drift"]
     drift["changed"] = True
     for m in ("copy_gbs", "compute_gflops"):
