@@ -152,8 +152,9 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
           // Too little memory: an error for a shape asked for; a suite's case that does not fit
           // this machine is skipped, saying so.
           std::string too_big;
-          if (w->host_bytes() > r.host_available_bytes)
-            too_big = "needs " + gib(w->host_bytes()) + " of host memory; " +
+          const double host_bytes = w->host_bytes(spec.device);
+          if (host_bytes > r.host_available_bytes)
+            too_big = "needs " + gib(host_bytes) + " of host memory; " +
                       gib(r.host_available_bytes) + " is available";
           const double gpu_bytes = cpu ? 0 : gpu_bytes_needed(*w, spec, r, o.cold);
           if (too_big.empty() && !cpu && r.gpu_available && !fits_gpu(gpu_bytes, r))

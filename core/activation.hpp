@@ -284,7 +284,7 @@ class ActivationWorkload : public Workload {
   double min_bytes() const override;  // fwd: read x, write y; bwd: read x and dy, write dx
   double write_allocate_bytes() const override { return 4.0 * static_cast<double>(s_.n); }
   bool bandwidth_bound() const override { return true; }
-  double host_bytes() const override { return 4.0 * 7.0 * static_cast<double>(s_.n); }
+  double host_bytes(Device) const override { return 4.0 * 7.0 * static_cast<double>(s_.n); }
   double device_bytes() const override { return 4.0 * 3.0 * static_cast<double>(s_.n); }
   // fwd: x in [-8, 8]; bwd: dy, and what the backward is given (input()): x, or y = f(x)
   // rounded to float from the double reference, for x in [-8, 8].
@@ -320,7 +320,7 @@ class RowWorkload : public Workload {
   double min_bytes() const override;
   double write_allocate_bytes() const override;
   bool bandwidth_bound() const override { return true; }
-  double host_bytes() const override { return 4.0 * 6.0 * elements(); }
+  double host_bytes(Device) const override { return 4.0 * 6.0 * elements(); }
   double device_bytes() const override { return 4.0 * 2.5 * elements(); }
   // x: the logits (rows x cols, in [-8, 8]); labels (int32, one per row) for the loss.
   Tensors make_inputs() const override;

@@ -47,7 +47,7 @@ class BatchNormWorkload : public Workload {
   double write_allocate_bytes() const override { return 4.0 * elements(); }
   bool bandwidth_bound() const override { return true; }
   // Inputs, outputs, and the reference's double copies of the maps.
-  double host_bytes() const override { return 48.0 * elements(); }
+  double host_bytes(Device) const override { return 48.0 * elements(); }
   double device_bytes() const override { return 12.0 * elements(); }
   // x (n c h w: per channel an offset in [-2, 2] plus a spread in [0.25, 2.25] times uniform
   // [-1, 1)), weight, bias, running_mean, running_var; bwd also dy, and the batch's mean and

@@ -58,7 +58,7 @@ class CollectiveWorkload : public Workload {
   double min_bytes() const override { return s_.ranks > 1 ? static_cast<double>(s_.bytes) : 0.0; }
   bool bandwidth_bound() const override { return true; }
   Role role() const override { return Role::collective; }
-  double host_bytes() const override { return 3.0 * static_cast<double>(s_.bytes); }
+  double host_bytes(Device) const override { return 3.0 * static_cast<double>(s_.bytes); }
   double device_bytes() const override { return static_cast<double>(s_.bytes); }
   // "buf": this rank's buffer before the collective, in f32 (bf16 values are exact in it):
   // all-gather's holds its own chunk in place, reduce-scatter's and all-reduce's the whole

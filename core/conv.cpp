@@ -219,7 +219,7 @@ double ConvWorkload::write_allocate_bytes() const {
   return 4.0 * out;
 }
 
-double ConvWorkload::host_bytes() const {
+double ConvWorkload::host_bytes(Device) const {
   // The inputs, an implementation's copies of them, its outputs and their copies read back.
   const double all = static_cast<double>(s_.x_size() + s_.y_size() + s_.w_size() + s_.k);
   return 4.0 * 3.0 * all;

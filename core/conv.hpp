@@ -229,7 +229,7 @@ class ConvWorkload : public Workload {
   double write_allocate_bytes() const override;
   double items() const override { return static_cast<double>(s_.n); }  // images
   Metric metric() const override { return Metric::gflops; }
-  double host_bytes() const override;
+  double host_bytes(Device) const override;
   double device_bytes() const override;
   // fwd: x (n c h w), w (k c r s), b (k); bwd_data: dy (n k p q), w; bwd_filter: x, dy. Values
   // in [-1, 1], representable in the dtype.

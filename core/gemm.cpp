@@ -45,7 +45,7 @@ double GemmWorkload::write_allocate_bytes() const {
   return s_.beta == 0.0f ? 4.0 * static_cast<double>(s_.m) * static_cast<double>(s_.n) : 0.0;
 }
 
-double GemmWorkload::host_bytes() const {
+double GemmWorkload::host_bytes(Device) const {
   const double m = static_cast<double>(s_.m), n = static_cast<double>(s_.n),
                k = static_cast<double>(s_.k);
   // A, B, C0 inputs; the implementation's own A, B, C; the result copied out.

@@ -77,7 +77,7 @@ class GemmWorkload : public Workload {
   double flops() const override;
   double min_bytes() const override;
   double write_allocate_bytes() const override;  // C, when beta = 0 does not read it
-  double host_bytes() const override;
+  double host_bytes(Device) const override;
   double device_bytes() const override;
   // {A, B, C0}, uniform in [-1, 1) and rounded to the dtype so every device sees the same values.
   Tensors make_inputs() const override;  // a (m x k or k x m), b, c (m x n, beta's C)

@@ -100,7 +100,7 @@ double StreamWorkload::write_allocate_bytes() const {
   return s_.kernel == StreamKernel::dot ? 0.0 : 4.0 * static_cast<double>(s_.n);
 }
 
-double StreamWorkload::host_bytes() const {
+double StreamWorkload::host_bytes(Device) const {
   // Inputs, the implementation's copies, the result.
   return 4.0 * 7.0 * static_cast<double>(s_.n);
 }

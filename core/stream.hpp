@@ -78,7 +78,7 @@ class StreamWorkload : public Workload {
   Role role() const override {
     return s_.kernel == StreamKernel::copy ? Role::bandwidth_reference : Role::bandwidth;
   }
-  double host_bytes() const override;
+  double host_bytes(Device) const override;
   double device_bytes() const override;
   Tensors make_inputs() const override;  // a, b, c
   // The array the kernel writes ("a", "b" or "c"), or "sum" for dot.
@@ -123,7 +123,7 @@ class TransferWorkload : public Workload {
   }
   Role role() const override { return Role::transfer; }
   Metric metric() const override { return Metric::gbs; }
-  double host_bytes() const override { return 4.0 * static_cast<double>(s_.bytes); }
+  double host_bytes(Device) const override { return 4.0 * static_cast<double>(s_.bytes); }
   double device_bytes() const override {
     return (s_.dir == CopyDir::d2d ? 2.0 : 1.0) * static_cast<double>(s_.bytes);
   }

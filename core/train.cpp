@@ -166,17 +166,21 @@ std::int64_t TrainWorkload::period() const {
   return 1;
 }
 
-double TrainWorkload::host_bytes() const {
+double TrainWorkload::host_bytes(Device device) const {
   const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
   const double ref = reference_bytes(*m_, s_.train, static_cast<double>(period()));
   // The inputs (2 p floats and the batch), and the larger of the double-precision reference
   // (which the harness runs before the implementation: prepare_reference) and an
   // implementation. Training: the reference's parameters, velocity, gradients and results (4 p
   // doubles) and its activations and their gradients (1.5 a: the walk shares gradient
-  // buffers); an implementation's copies and outputs (6 p floats) and its walk's buffers in
-  // fp32 (counted: walk_bytes). Inference: parameters and the walk's buffers.
-  const double inputs = 4.0 * (2.0 * p + b * s_.ranks * static_cast<double>(m_->input.size()));
-  const double impl = 4.0 * (s_.train ? 6.0 : 2.0) * p + walk_bytes(*m_, s_, false);
+  // buffers). An implementation: its copies and outputs (6 p floats) and, on the CPU, its
+  // walk's buffers in fp32 (counted: walk_bytes); on the GPU, whose walk is in device memory,
+  // a pinned copy of the batch (the variant that copies it in each step). Inference:
+  // parameters and the walk's buffers.
+  const double batch = b * static_cast<double>(m_->input.size() + 1);
+  const double inputs = 4.0 * (2.0 * p + s_.ranks * batch);
+  const double impl = 4.0 * (s_.train ? 6.0 : 2.0) * p +
+                      (device == Device::cpu ? walk_bytes(*m_, s_, false) : 4.0 * batch);
   return inputs + std::max(ref, impl);
 }
 

@@ -176,7 +176,7 @@ class TrainWorkload : public Workload {
     return s_.train ? 4.0 * static_cast<double>(m_->param_count) : 0.0;
   }
   Role role() const override { return s_.train ? Role::training : Role::none; }
-  double host_bytes() const override;
+  double host_bytes(Device device) const override;
   double device_bytes() const override;
   // x (ranks x batch rows of features: the global batch), labels (int32), params, velocity;
   // state where the model has one. A batch of more than period() samples repeats its first

@@ -81,7 +81,8 @@ class Workload {
   virtual Metric metric() const {
     return items() > 0 ? Metric::samples : bandwidth_bound() ? Metric::gbs : Metric::gflops;
   }
-  virtual double host_bytes() const = 0;  // host memory one case needs (inputs, output, copies)
+  // Host memory one case needs (inputs, output, copies) with its implementation on `device`.
+  virtual double host_bytes(Device device) const = 0;
   virtual double device_bytes() const = 0;
   virtual Tensors make_inputs() const = 0;  // named, e.g. {"a", "b", "c"} for GEMM
   // The names of the outputs an implementation's result() gives, in order ({"c"} for GEMM;

@@ -204,6 +204,29 @@ TEST(Cases, ResNet50AtTheGpusBatchFitsAnH100) {
                UsageError);
 }
 
+// A workstation with 32 GiB of host memory runs that case on its GPU: the step's maps live in
+// device memory, and the host holds the inputs, the reference and the results. The same step
+// on its CPU does not fit (its walk's maps: about 46 GB).
+TEST(Cases, ResNet50OnTheGpuNeedsNoHostWalk) {
+  Resources r = no_gpu();
+  r.gpu_available = true;
+  r.gpu_l2_bytes = 50e6;
+  r.gpu_free_bytes = 79.0 * (1u << 30);
+  r.host_available_bytes = 32.0 * (1u << 30);
+  auto cases_on = [&](const char* devices) {
+    return build_cases(parse({"--shape=model=resnet50,batch=256", "--ops=train", devices,
+                              "--impls=cudnn,onednn", "--dtypes=bf16"}),
+                       r);
+  };
+  EXPECT_NO_THROW(cases_on("--devices=gpu"));
+  EXPECT_THROW(cases_on("--devices=cpu"), UsageError);
+  TrainShape s;
+  s.model = "resnet50", s.batch = 256, s.image = 224, s.dtype = Dtype::bf16;
+  const TrainWorkload w(s);
+  EXPECT_LT(w.host_bytes(Device::gpu), 20e9);
+  EXPECT_GT(w.host_bytes(Device::cpu), 40e9);
+}
+
 // The machine a GPU session is lent (an H100 80GB: about 79 GiB free; 16 cores, 128 GiB of host
 // memory) runs every GPU case of the standard and full suites: none is skipped for memory.
 TEST(Cases, EverySuiteGpuCaseFitsAnH100Machine) {

@@ -32,7 +32,7 @@ class Doubling : public Workload {
   double flops() const override { return static_cast<double>(n_); }
   double min_bytes() const override { return 8.0 * static_cast<double>(n_); }
   bool bandwidth_bound() const override { return true; }
-  double host_bytes() const override { return 12.0 * static_cast<double>(n_); }
+  double host_bytes(Device) const override { return 12.0 * static_cast<double>(n_); }
   double device_bytes() const override { return 8.0 * static_cast<double>(n_); }
   Tensors make_inputs() const override {
     Tensor x("x", {n_});
