@@ -20,7 +20,7 @@ std::string usage(const std::string& ops, const std::string& impls, const std::s
 Measures CPU and GPU implementations of neural-network work, each verified before it is timed,
 and writes a Google Benchmark JSON report with a "pairbench" section of analyses.
 
-  --suite=quick|standard|full  which shapes to run (default standard; quick takes < 1 minute)
+  --suite=quick|standard|full  which shapes to run (default standard; quick: under 2 minutes on 2 cores)
   --ops=LIST         ops to run: @OPS@
   --devices=LIST     cpu, gpu (default: both; without a GPU its cases are listed as skipped)
   --impls=LIST       implementations by name or as device/name (gpu/naive); naming one also
@@ -242,6 +242,43 @@ std::string check_benchmark_flags(int argc, char** argv) {
   return "";
 }
 
+namespace {
+
+// The fewest one-character insertions, deletions and substitutions that turn a into b.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The flag a mistyped one most likely meant: one or two characters away (--thread, --dtype), or
+// the name other tools give ours (--out: --report); "" where none is that close.
+std::string meant_flag(const std::string& flag) {
+  if (flag == "--out" || flag == "--output" || flag == "-o") return "--report";
+  static const char* const kFlags[] = {
+      "--suite", "--ops",    "--devices", "--impls", "--threads",       "--dtypes",
+      "--shape", "--report", "--recover", "--list",  "--cold",          "--epochs",
+      "--price", "--busbw",  "--quiet",   "--help",  "--openblas-core", "--keep-error-entries"};
+  std::string best;
+  std::size_t closest = 3;
+  for (const char* known : kFlags) {
+    const std::size_t d = edit_distance(flag, known);
+    if (d < closest) closest = d, best = known;
+  }
+  return best;
+}
+
+}  // namespace
+
 Options parse_options(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -326,7 +363,9 @@ Options parse_options(int argc, char** argv) {
     } else if (flag.rfind("--benchmark_", 0) == 0) {
       throw UsageError("bad Google Benchmark flag or value: " + arg);
     } else {
-      throw UsageError("unknown flag '" + arg + "' (see --help)");
+      const std::string meant = meant_flag(flag);
+      throw UsageError("unknown flag '" + arg + "' (" +
+                       (meant.empty() ? "see --help" : "did you mean " + meant + "?") + ")");
     }
   }
   return o;

@@ -12,7 +12,10 @@ import validate_report
 from conftest import ROOT
 
 BAD_INPUTS = [
-    (["--frobnicate"], "unknown flag"),
+    (["--frobnicate"], "unknown flag '--frobnicate' (see --help)"),
+    (["--thread=2"], "unknown flag '--thread=2' (did you mean --threads?)"),
+    (["--dtype=bf16"], "(did you mean --dtypes?)"),
+    (["--out=x.json"], "unknown flag '--out=x.json' (did you mean --report?)"),
     (["--suite=huge"], "unknown suite"),
     (["--devices=tpu"], "'tpu' is not a device (cpu, gpu)"),
     (["--threads=0"], "'0' is not a thread count from 1 to 1024"),
