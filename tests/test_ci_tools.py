@@ -35,7 +35,7 @@ def key_sets(entries, counters):
 def repeated_run(pairbench, path, *extra):
     """A run with three repetitions, random interleaving and one case that fails verification."""
     r = pairbench("--ops=gemm", "--devices=cpu", "--impls=omp,openblas", "--dtypes=fp32",
-                  "--shape=m=64,n=64,k=64", "--shape=m=32,n=48,k=40", f"--report={path}",
+                  "--threads=2", "--shape=m=64,n=64,k=64", "--shape=m=32,n=48,k=40", f"--report={path}",
                   "--benchmark_min_time=0.01", "--benchmark_repetitions=3",
                   "--benchmark_enable_random_interleaving=true", *extra,
                   env={"PAIRBENCH_INJECT_FAULT": "cpu/omp/m=64"})

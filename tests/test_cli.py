@@ -317,10 +317,10 @@ def test_interrupted_run_is_recovered(pairbench, tmp_path):
                 pass
         return n
 
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # seconds here; a throttled VM has run 3-4x slower
     while time.time() < deadline and measured() < 2:
         time.sleep(0.05)
-    assert measured() >= 2, "no two measured cases within 60 s"
+    assert measured() >= 2, "no two measured cases within 180 s"
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130

@@ -91,22 +91,40 @@ class FakePowercap {
   std::thread writer_;
 };
 
+// The fake's counters move in a thread of their own, which a loaded 2-vCPU VM has starved for
+// about 0.1 s under ASan (121 W over a 0.5 s region): a reading can be that late. So a figure read
+// off the fake is read again (up to three times in all) while it is off the fake's 100 W by more
+// than 5 W; a wrong meter would be off every time.
+bool near_100_w(double watts) { return std::fabs(watts - 100.0) <= 5.0; }
+
+energy::Calibrated calibrated_steady(double seconds) {
+  energy::Calibrated c;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    c = energy::calibrate(energy::open_cpu_meter(), seconds);
+    if (c.usable() && near_100_w(c.idle_power_w)) break;
+  }
+  return c;
+}
+
 TEST(Energy, RaplReadsThePackageAndDramAcrossAWrapAtTheirPower) {
   FakePowercap fake(80, 20);
   auto meter = energy::open_cpu_meter();
   ASSERT_TRUE(meter->available()) << meter->reason();
   EXPECT_NE(meter->source().find("1 package + 1 DRAM domain"), std::string::npos)
       << meter->source();
-  const energy::Mark a = energy::mark(*meter);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the package wraps in here
-  const energy::Mark b = energy::mark(*meter);
-  const double watts = (b.joules - a.joules) / (b.t_s - a.t_s);
+  double watts = 0;
+  for (int attempt = 0; attempt < 3 && !near_100_w(watts); ++attempt) {
+    const energy::Mark a = energy::mark(*meter);
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the package wraps in here
+    const energy::Mark b = energy::mark(*meter);
+    watts = (b.joules - a.joules) / (b.t_s - a.t_s);
+  }
   EXPECT_NEAR(watts, 100.0, 5.0);
 }
 
 TEST(Energy, CalibrationFindsTheIdlePowerAndHowOftenTheCounterMoves) {
   FakePowercap fake(80, 20);
-  const energy::Calibrated c = energy::calibrate(energy::open_cpu_meter(), 0.3);
+  const energy::Calibrated c = calibrated_steady(0.3);
   ASSERT_TRUE(c.usable()) << c.error << c.meter->reason();
   EXPECT_NEAR(c.idle_power_w, 100.0, 5.0);
   EXPECT_GT(c.update_period_s, 0.0005);
@@ -165,23 +183,20 @@ json metered_case(const energy::Calibrated& meter, const std::string& min_time) 
 }
 
 // metered_case, run again (up to three times in all) while its mean power is off the fake's
-// 100 W by more than 5 W: the fake's counters move in a thread of their own, which a loaded
-// 2-vCPU VM has starved for about 0.1 s under ASan (121 W over a 0.5 s region), while a wrong
-// meter would be off every time.
+// 100 W by more than 5 W (see calibrated_steady).
 json metered_case_steady(const energy::Calibrated& meter, const std::string& min_time) {
   json rec;
   for (int attempt = 0; attempt < 3; ++attempt) {
     rec = metered_case(meter, min_time);
     const json& e = rec.value("energy", json::object());
-    if (e.value("status", "") == "ok" && std::fabs(e["mean_power_w"].get<double>() - 100.0) <= 5.0)
-      break;
+    if (e.value("status", "") == "ok" && near_100_w(e["mean_power_w"].get<double>())) break;
   }
   return rec;
 }
 
 TEST(Energy, ACaseJoulesArePowerTimesItsTime) {
   FakePowercap fake(80, 20);
-  const energy::Calibrated meter = energy::calibrate(energy::open_cpu_meter(), 0.2);
+  const energy::Calibrated meter = calibrated_steady(0.2);
   ASSERT_TRUE(meter.usable());
   // Half a second: the fake's counters move in a thread of their own, which a loaded machine
   // can run late by tens of milliseconds (as the slow counter's test below says).
@@ -205,7 +220,7 @@ TEST(Energy, ACaseJoulesArePowerTimesItsTime) {
 
 TEST(Energy, ATimedRegionTooShortForTheCounterIsLengthened) {
   FakePowercap fake(80, 20);
-  energy::Calibrated meter = energy::calibrate(energy::open_cpu_meter(), 0.2);
+  energy::Calibrated meter = calibrated_steady(0.2);
   ASSERT_TRUE(meter.usable());
   // A slow counter: half a second at least. (At 0.05 s, a quarter of a second, the fake's
   // writer thread running 18 ms late on a loaded machine under ASan moved the power by 7 W.)
@@ -221,7 +236,7 @@ TEST(Energy, ATimedRegionTooShortForTheCounterIsLengthened) {
 
 TEST(Energy, TooShortARegionIsUnavailableNotAGuess) {
   FakePowercap fake(80, 20);
-  const energy::Calibrated meter = energy::calibrate(energy::open_cpu_meter(), 0.2);
+  const energy::Calibrated meter = calibrated_steady(0.2);
   ASSERT_TRUE(meter.usable());
   energy::CaseEnergy e;
   const energy::Mark a = energy::mark(*meter.meter);

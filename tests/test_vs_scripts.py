@@ -43,8 +43,11 @@ def test_vs_mpi_allreduce_sets_the_cpu_case_beside_the_plain_loop(pairbench):
                       r"([\d.]+) GB/s -> ([\d.]+)x$", r.stdout, re.M)
     assert [int(b) for b, *_ in rows] == [65536, 262144], r.stdout
     for _, ours, plain, ratio in rows:
-        assert float(ours) > 0 and float(plain) > 0, r.stdout
-        assert float(ratio) == pytest.approx(float(ours) / float(plain), abs=0.01)
+        o, p = float(ours), float(plain)
+        assert o > 0 and p > 0, r.stdout
+        # The ratio is of the unrounded figures, printed to 0.01; each figure to 0.001 GB/s,
+        # which on a loaded VM's small all-reduce (0.1 GB/s) moves their ratio by 1% itself.
+        assert float(ratio) == pytest.approx(o / p, abs=0.005 + o / p * (0.0005 / o + 0.0005 / p))
 
 
 @pytest.mark.skipif(not shutil.which("mpirun"), reason="no mpirun: scripts/setup installs OpenMPI")
