@@ -264,6 +264,12 @@ int run(int argc_in, char** argv_in) {
                 << "OPENBLAS_CORETYPE=" << plan.target << " exported (mpirun -x)\n";
     if (!plan.note.empty() && world.rank == 0) std::cerr << "pairbench: " << plan.note << "\n";
   }
+  // More threads than cores is allowed (oversubscription is a thing to measure), but rarely meant.
+  const auto most = std::max_element(o.threads.begin(), o.threads.end());
+  if (most != o.threads.end() && *most > res.cores && world.rank == 0)
+    std::cerr << "pairbench: warning: --threads asks for " << *most << " threads and this process "
+              << "may use " << res.cores << " cores: threads beyond them share cores, and their "
+              << "cases measure that\n";
 
   std::unique_ptr<pb::report::Log> log;
   try {

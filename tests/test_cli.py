@@ -1,6 +1,7 @@
 """The pairbench command line: bad input exits 2 with one clear line and writes nothing; a
 failed verification is an error entry and exit 1; an interrupted run can be recovered."""
 import json
+import os
 import re
 import signal
 import subprocess
@@ -135,6 +136,18 @@ def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message, env
     assert len(lines) == 1 and lines[0].startswith("pairbench: error:"), r.stderr
     assert message in lines[0]
     assert r.stdout == ""
+
+
+def test_more_threads_than_cores_runs_and_says_so(pairbench, tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    common = ("--ops=gemm", "--devices=cpu", "--impls=omp", "--dtypes=fp32", "--shape=m=32,n=32,k=32",
+              "--benchmark_min_time=0.01", f"--report={tmp_path / 'r.json'}")
+    r = pairbench(*common, f"--threads={cores + 1}")
+    assert r.returncode == 0, r.stderr
+    assert (f"warning: --threads asks for {cores + 1} threads and this process may use {cores} "
+            "cores") in r.stderr
+    r = pairbench(*common, f"--threads={cores}")
+    assert r.returncode == 0 and "--threads asks" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "10s"])
