@@ -22,12 +22,15 @@ def figure(doc, prefix, field):
     if c["status"] != "ok":
         how = {"skipped": "was skipped", "error": "failed"}.get(c["status"], c["status"])
         raise ValueError(f"{c['name']} {how}: {c.get('message', 'no message')}")
-    if not isinstance(c.get(field), (int, float)):
+    if isinstance(c.get(field), bool) or not isinstance(c.get(field), (int, float)):
         raise ValueError(f"{c['name']} has no {field}")
     return c[field]
 
 
 def main(argv):
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print("usage: case_figure.py REPORT PREFIX FIELD")
+        return 0
     if len(argv) != 4:
         print("usage: case_figure.py REPORT PREFIX FIELD", file=sys.stderr)
         return 2
@@ -45,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    pbreport.run(lambda: main(sys.argv))

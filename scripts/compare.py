@@ -283,4 +283,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    pbreport.run(main)

@@ -3,7 +3,9 @@ reference.py): one clear error per bad input (a missing file, a file that is not
 is not a valid pairbench report), and usage errors in one line."""
 import argparse
 import collections
+import os
 import statistics
+import sys
 
 import validate_report
 
@@ -15,6 +17,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run(main):
+    """sys.exit(main()), where an output the script cannot write (a full disk, a folder where a
+    file was to go, a pipe closed early) is one line and exit 2, not a traceback whose exit
+    status means something else (1: a regression to compare.py, a failed verdict to
+    gpu_verdict.py)."""
+    prog = os.path.basename(sys.argv[0])
+    try:
+        status = main()
+        sys.stdout.flush()
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        # What stdout still holds would fail again when Python flushes it on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 2
+    sys.exit(status)
 
 
 class ReportError(Exception):

@@ -568,6 +568,9 @@ def main(argv=None):
     except pbreport.ReportError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2
+    if os.path.exists(a.outdir) and not os.path.isdir(a.outdir):
+        print(f"plot.py: error: -o {a.outdir}: not a folder", file=sys.stderr)
+        return 2
     try:
         os.makedirs(a.outdir, exist_ok=True)
     except OSError as e:
@@ -585,4 +588,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    pbreport.run(main)

@@ -258,8 +258,12 @@ def main(argv=None):
     a = p.parse_args(argv)
     if not 0 < a.min_time <= 60:  # torch_reference.py times each case for this long
         p.error("--min-time must be a number of seconds above 0 and at most 60")
-    out = a.out or a.report
-    if os.path.isdir(out) or not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+    if a.out == "":
+        p.error("-o needs a file name")
+    out = a.report if a.out is None else a.out
+    # Without -o the report is written over itself: reading it says what is wrong with its path.
+    if a.out is not None and (os.path.isdir(out)
+                              or not os.path.isdir(os.path.dirname(os.path.abspath(out)))):
         p.error(f"cannot write {out}: "
                 + ("a directory" if os.path.isdir(out) else "no such directory"))
     try:
@@ -291,4 +295,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    pbreport.run(main)

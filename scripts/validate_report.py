@@ -6,9 +6,11 @@ device's ceiling (context.ceilings; the peaks of older reports), and metered ene
 projected dollars against the figures they come from. Each problem is one line: where (the path,
 and the name of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
+import errno
 import importlib
 import json
 import math
+import os
 import pathlib
 import sys
 
@@ -46,6 +48,9 @@ def _in_range(convert):
 def load_strict(path):
     """Parses as strictly as JSON.parse or serde: NaN, Infinity and -Infinity are errors, and
     so is a number beyond a double's range; ValueError says which."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        # A named pipe would wait for a writer, for ever; a directory says so when opened.
+        raise OSError(errno.EINVAL, "not a regular file", path)
     with open(path, encoding="utf-8") as f:
         try:
             return json.load(f, parse_constant=_reject_constant, parse_float=_in_range(float),
@@ -180,12 +185,51 @@ def impossible_figures(doc):
     return out
 
 
+UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def time_problems(name, t, entries):
+    """What no set of positive iteration times can give, as one line each: a minimum above the
+    median or the mean, a median above twice the mean (half the times are at least the median),
+    a standard deviation above mean x sqrt(iterations) (all the time in one iteration), a cv
+    other than stddev / mean; and iterations or a mean other than the case's Google Benchmark
+    entries' (each repetition's iterations and mean time), where it has any."""
+    out, slack = [], 1 + 1e-9
+    median, low, mean, sd, n = (t["median_s"], t["min_s"], t["mean_s"], t["stddev_s"],
+                                t["iterations"])
+    if low > median * slack or low > mean * slack:
+        out.append(f"{name}: min_s {low:.6g} s is above its median {median:.6g} s or mean "
+                   f"{mean:.6g} s")
+    if median > 2 * mean * slack:
+        out.append(f"{name}: median {median:.6g} s is above twice its mean {mean:.6g} s")
+    if sd > mean * math.sqrt(n) * slack:
+        out.append(f"{name}: stddev_s {sd:.6g} s is more than {n} positive iterations of mean "
+                   f"{mean:.6g} s can spread")
+    if not math.isclose(t["cv"], sd / mean, rel_tol=1e-6, abs_tol=1e-12):
+        out.append(f"{name}: cv {t['cv']:.6g} is not stddev_s / mean_s ({sd / mean:.6g})")
+    if entries:
+        count = sum(b["iterations"] for b in entries)
+        total = sum(b["real_time"] * UNIT_S[b["time_unit"]] * b["iterations"] for b in entries)
+        if count != n or not math.isclose(total / max(count, 1), mean, rel_tol=1e-4):
+            out.append(f"{name}: {n} iterations at a mean of {mean:.6g} s, where its Google "
+                       f"Benchmark entries say {count} at {total / max(count, 1):.6g} s")
+    return out
+
+
 def case_problems(doc):
     """What the schema cannot say of the cases, one line each: a name given twice, or not its
     op/device/impl; a median time outside its repetitions' medians (the pooled median never
     is); a figure more than 1% from its work over its median time (GFLOP/s from flops, GB/s from
-    min_bytes, samples/s from items), which the ceilings below then hold as measured."""
+    min_bytes, samples/s from items), which the ceilings below then hold as measured; time
+    statistics that no timed iterations can give (time_problems)."""
     out, seen = [], set()
+    runs = {}  # run_name -> its iteration entries that carry a time, as ci_tool_problems checks
+    for b in doc["benchmarks"]:
+        if (b["run_type"] == "iteration" and not b.get("error_occurred")
+                and not isinstance(b.get("real_time"), bool)
+                and isinstance(b.get("real_time"), (int, float))
+                and b.get("time_unit") in TIME_UNITS and type(b["iterations"]) is int):
+            runs.setdefault(b["run_name"], []).append(b)
     for c in doc["pairbench"]["cases"]:
         name = c["name"]
         if name in seen:
@@ -210,6 +254,7 @@ def case_problems(doc):
                 if not math.isclose(c[figure], expected, rel_tol=0.01):
                     out.append(f"{name}: {figure} {c[figure]:.4g} is not {work} / median time "
                                f"({c[work]:.4g} / {median:.4g} s = {expected:.4g})")
+        out += time_problems(name, t, runs.get(f"{name}/manual_time", []))
     return out
 
 

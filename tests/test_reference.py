@@ -105,6 +105,22 @@ def run_reference(*args):
                           text=True, timeout=300)
 
 
+def test_an_empty_output_name_is_refused_and_a_missing_report_named(tmp_path):
+    # -o "" wrote over the report itself; a report in a missing folder was "cannot write".
+    report = tmp_path / "r.json"
+    report.write_bytes(SAMPLE.read_bytes())
+    res = tmp_path / "torch.json"
+    res.write_text(json.dumps(results(sample())))
+    r = run_reference(report, "--results", res, "-o", "")
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "reference.py: error: -o needs a file name (see --help)"]
+    assert report.read_bytes() == SAMPLE.read_bytes()
+    missing = tmp_path / "nodir" / "r.json"
+    r = run_reference(missing, "--check")
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"reference.py: error: {missing}: no such file"]
+
+
 def test_the_script_merges_prints_the_ratio_column_and_the_summary_shows_it(tmp_path):
     doc = sample()
     res = tmp_path / "torch.json"

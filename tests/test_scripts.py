@@ -7,6 +7,8 @@ excuses one whose machine probes are as much slower, and rejects each bad input 
 and exit code 2."""
 import copy
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
@@ -195,16 +197,20 @@ def retime(case, factor, keys=("median_s", "min_s", "mean_s", "stddev_s")):
     return case
 
 
+def retime_in(doc, name, factor):
+    """doc's case `name` as retime makes it, its Google Benchmark entries alike."""
+    for c in doc["pairbench"]["cases"]:
+        if c["name"] == name:
+            retime(c, factor)
+    for b in doc["benchmarks"]:
+        if b["run_name"].removesuffix("/manual_time") == name:
+            b["real_time"] *= factor
+    return doc
+
+
 def slowed(doc, victim, factor):
     """A copy of doc where one case is `factor` times slower, records and entries alike."""
-    new = copy.deepcopy(doc)
-    for c in new["pairbench"]["cases"]:
-        if c["name"] == victim["name"]:
-            retime(c, factor)
-    for b in new["benchmarks"]:
-        if b["run_name"].removesuffix("/manual_time") == victim["name"]:
-            b["real_time"] *= factor
-    return new
+    return retime_in(copy.deepcopy(doc), victim["name"], factor)
 
 
 def test_compare_flags_an_injected_regression(quick_reports, tmp_path):
@@ -377,7 +383,7 @@ def test_compare_uses_repetitions_when_present(tmp_path, quick_reports):
         """base, the case's repetitions' medians `times` seconds (its median theirs)."""
         doc = copy.deepcopy(base)
         c = next(c for c in doc["pairbench"]["cases"] if c["name"] == case["name"])
-        retime(c, statistics.median(times) / c["time"]["median_s"])
+        retime_in(doc, c["name"], statistics.median(times) / c["time"]["median_s"])
         c["time"].update(repetitions=len(times), repetition_medians_s=times)
         return doc
 
@@ -509,8 +515,11 @@ def test_compare_gates_on_the_median_the_table_shows(tmp_path):
     r = run(COMPARE, *paths, "--fail-above", "10")
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"| {victim['name']} | " in r.stdout and " | 1.500 **regressed** |" in r.stdout
-    # Past the threshold but inside a wide spread: the table says why it did not regress.
-    case_named(new, victim["name"])["time"]["stddev_s"] = 100 * victim["time"]["median_s"]
+    # Past the threshold but inside a wide spread (half the widest positive times can have):
+    # the table says why it did not regress.
+    t = case_named(new, victim["name"])["time"]
+    t["stddev_s"] = 0.5 * t["mean_s"] * math.sqrt(t["iterations"])
+    t["cv"] = t["stddev_s"] / t["mean_s"]
     r = run(COMPARE, paths[0], write(paths[1], new), "--fail-above", "10")
     assert r.returncode == 0, r.stdout + r.stderr
     assert " | 1.500 (not significant: median +" in r.stdout
@@ -522,7 +531,15 @@ def test_compare_gates_on_the_median_the_table_shows(tmp_path):
     (lambda doc, c: c.update(noisy="yes"), "'yes' is not of type 'boolean'"),
     (lambda doc, c: c["time"].update(median_s=1e300), "outside its repetitions' medians"),
     (lambda doc, c: doc["context"]["machine_probes"][0].update(copy_gbs="fast"), "copy_gbs"),
-], ids=["duplicate", "negative mean", "noisy string", "median alone", "probe string"])
+    # Statistics no positive times give: a 3x slower case hid behind a spread of 1e300 s.
+    (lambda doc, c: c["time"].update(stddev_s=1e300), "positive iterations of mean"),
+    (lambda doc, c: c["time"].update(min_s=10 * c["time"]["median_s"]), "is above its median"),
+    (lambda doc, c: c["time"].update(mean_s=c["time"]["median_s"] / 3,
+                                     min_s=c["time"]["median_s"] / 3), "above twice its mean"),
+    (lambda doc, c: c["time"].update(cv=c["time"]["cv"] + 0.5), "is not stddev_s / mean_s"),
+    (lambda doc, c: c["time"].update(iterations=10**18), "Google Benchmark entries say"),
+], ids=["duplicate", "negative mean", "noisy string", "median alone", "probe string",
+        "huge spread", "min above median", "median above twice the mean", "cv", "iterations"])
 def test_compare_rejects_a_malformed_report_in_one_line(spoil, says, tmp_path):
     doc = steady(json.loads(CPU_SAMPLE.read_text()))
     victim = steadiest(doc)
@@ -546,8 +563,7 @@ def test_compare_json_writes_no_infinity(tmp_path):
                 and c["metric"] == "GB/s" and c["cache_resident"])  # held to no ceiling
     new = copy.deepcopy(base)
     for doc, seconds in ((base, 1e-200), (new, 1e200)):
-        c = case_named(doc, name)
-        retime(c, seconds / c["time"]["median_s"])
+        retime_in(doc, name, seconds / case_named(doc, name)["time"]["median_s"])
     paths = write(tmp_path / "base.json", base), write(tmp_path / "new.json", new)
     r = run(COMPARE, *paths, "--format", "json")
     assert r.returncode == 0, r.stderr
@@ -599,3 +615,44 @@ def test_a_python_without_the_scripts_modules_gets_one_line(script, module):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), r.stderr
     assert f"has no {module}" in lines[0] and ".venv/bin/python" in lines[0]
+
+
+def scripts_output_into(script, out, *args):
+    with open(out, "w") as sink:
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
+                              stdout=sink, stderr=subprocess.PIPE, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this machine")
+@pytest.mark.parametrize("script", ["compare.py", "gpu_verdict.py", "case_figure.py"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(script):
+    # A full disk under stdout was a traceback and exit 1: a regression to compare.py, a failed
+    # verdict to gpu_verdict.py.
+    args = {"compare.py": [CPU_SAMPLE, CPU_SAMPLE], "gpu_verdict.py": [H100_SAMPLE],
+            "case_figure.py": [CPU_SAMPLE, "stream/cpu/omp/kernel=dot,", "gbs"]}[script]
+    r = scripts_output_into(script, "/dev/full", *args)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"{script}: error: No space left on device"]
+
+
+def test_plot_says_in_one_line_what_it_cannot_write(tmp_path):
+    (tmp_path / "out" / "summary.md").mkdir(parents=True)
+    r = run(PLOT, CPU_SAMPLE, "-o", tmp_path / "out")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"plot.py: error: {tmp_path / 'out' / 'summary.md'}: "
+                                     "Is a directory"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = run(PLOT, CPU_SAMPLE, "-o", afile)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"plot.py: error: -o {afile}: not a folder"]
+
+
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = run(COMPARE, fifo, CPU_SAMPLE)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"compare.py: error: {fifo}: cannot read: not a regular file"]
+    r = run(ROOT / "scripts" / "validate_report.py", fifo)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr

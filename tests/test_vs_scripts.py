@@ -96,3 +96,9 @@ def test_case_figure_on_a_report_prints_the_figure_or_one_line(tmp_path):
                        timeout=60)
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.splitlines()) == 1 and "not JSON" in r.stderr
+    # A flag of the case is no figure: cache_resident had printed "True".
+    r = subprocess.run([*script, str(sample), "stream/cpu/omp/kernel=dot,", "cache_resident"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == "" and "has no cache_resident" in r.stderr
+    r = subprocess.run([*script, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("usage: case_figure.py")
