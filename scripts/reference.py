@@ -273,6 +273,10 @@ def main(argv=None):
             return 0
         if a.results:
             torch_out = checked(pbreport.load_json(a.results), a.results)
+            given = torch_out.get("cases", {})
+            if wl and not any(w["name"] in given for w in wl):
+                raise ReferenceError(f"{a.results}: none of its {len(given)} results is a "
+                                     f"workload of {a.report} (the results of another report?)")
         else:
             jobs = [{k: w[k] for k in ("name", "op", "device", "shape", "dtype", "threads")}
                     for w in wl]

@@ -115,6 +115,13 @@ def test_an_empty_output_name_is_refused_and_a_missing_report_named(tmp_path):
     assert r.returncode == 2 and r.stderr.splitlines() == [
         "reference.py: error: -o needs a file name (see --help)"]
     assert report.read_bytes() == SAMPLE.read_bytes()
+    # Results that match none of the report's workloads: another report's, not torch's word.
+    res.write_text(json.dumps({**results(sample()), "cases": {}}))
+    r = run_reference(report, "--results", res)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"reference.py: error: {res}: none of its 0 results is a workload of {report} (the "
+        "results of another report?)"]
+    assert report.read_bytes() == SAMPLE.read_bytes()
     missing = tmp_path / "nodir" / "r.json"
     r = run_reference(missing, "--check")
     assert r.returncode == 2 and r.stderr.splitlines() == [
