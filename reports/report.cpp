@@ -74,7 +74,7 @@ json build(const json& context, const json& benchmarks, const json& measured, co
                       {"cases", cases},
                       {"analyses",
                        {{"speedup", speedup(cases, probes)},
-                        {"memory_bandwidth", memory_bandwidth(cases, context)},
+                        {"memory_bandwidth", memory_bandwidth(cases, doc["context"])},
                         {"parallelism", parallelism(cases)},
                         {"batch", batch(cases)},
                         {"batch_size", batch_size(cases)},

@@ -3,6 +3,7 @@ reference.py): one clear error per bad input (a missing file, a file that is not
 is not a valid pairbench report), and usage errors in one line."""
 import argparse
 import collections
+import contextlib
 import os
 import statistics
 import sys
@@ -27,12 +28,16 @@ def run(main):
     prog = os.path.basename(sys.argv[0])
     try:
         status = main()
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed, and print() did nothing
+            sys.stdout.flush()
     except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
-        # What stdout still holds would fail again when Python flushes it on the way out.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if sys.stdout is not None:
+            # What stdout still holds would fail again when Python flushes it on the way out.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not isinstance(e, BrokenPipeError):  # a reader that stopped (| head) wants no word
+            where = f"{e.filename}: " if e.filename else ""
+            with contextlib.suppress(OSError):
+                print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
         status = 2
     sys.exit(status)
 

@@ -579,6 +579,13 @@ TEST(MemoryBandwidth, NoWriteAllocateTrafficAboveTheMemorysBound) {
   EXPECT_DOUBLE_EQ(bypassed["gbs_with_write_allocate"].get<double>(), 20.0);
   EXPECT_EQ(bypassed["write_allocate_bytes"], 0.0);
   EXPECT_NE(bypassed.value("write_allocate_note", "").find("memory's bound"), std::string::npos);
+  // Inside the cache, no memory bound holds: its write-allocate traffic is counted.
+  json in_cache = cases;
+  in_cache[0]["cache_resident"] = true;
+  const json ctx = {{"ceilings", {{"cpu", {{"memory", {{"bound", 25.0}}}}}}}};
+  const json e = report::memory_bandwidth(in_cache, ctx)["cpu"]["stream"][0];
+  EXPECT_NEAR(e["gbs_with_write_allocate"].get<double>(), 20.0 * 16 / 12, 1e-9);
+  EXPECT_FALSE(e.contains("write_allocate_note"));
 }
 
 TEST(MemoryBandwidth, TransferCurvesWithLatencyAndPeak) {

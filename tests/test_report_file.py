@@ -214,6 +214,18 @@ def test_a_second_case_of_a_name_is_refused():
     assert validate_report.problems(doc) == [f"{gpu_case(doc)['name']}: a second case of this name"]
 
 
+def test_a_cache_resident_stream_kernel_is_held_to_no_memory_bound():
+    # A STREAM case inside the cache (a --shape with a small n) is the memory_bandwidth
+    # analysis's best where it is the only one; pairbench holds no cache to the memory's bound.
+    doc = h100()
+    entry = doc["pairbench"]["analyses"]["memory_bandwidth"]["gpu"]["stream"][0]
+    case = next(c for c in doc["pairbench"]["cases"] if c["name"] == entry["name"])
+    entry["gbs"] = entry["gbs_with_write_allocate"] = 1e6
+    assert any("memory_bandwidth/gpu/" in p for p in validate_report.problems(doc))
+    case["cache_resident"] = True
+    assert not any("memory_bandwidth/gpu/" in p for p in validate_report.problems(doc))
+
+
 def timed_at(doc, case, seconds):
     """case as if each of its iterations took `seconds`: its time record and its entries."""
     case["time"].update(median_s=seconds, min_s=seconds, mean_s=seconds, stddev_s=0.0, cv=0.0,

@@ -656,3 +656,10 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
     assert r.stderr.splitlines() == [f"compare.py: error: {fifo}: cannot read: not a regular file"]
     r = run(ROOT / "scripts" / "validate_report.py", fifo)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_closed_stdout_is_no_traceback():
+    # Started with stdout closed (>&-), Python has no sys.stdout: nothing to flush, no error.
+    r = subprocess.run(["bash", "-c", f'"{sys.executable}" "{COMPARE}" "{CPU_SAMPLE}" '
+                        f'"{CPU_SAMPLE}" >&-'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
