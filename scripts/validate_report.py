@@ -6,11 +6,11 @@ device's ceiling (context.ceilings; the peaks of older reports), and metered ene
 projected dollars against the figures they come from. Each problem is one line: where (the path,
 and the name of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
-import errno
 import importlib
 import json
 import math
 import os
+import stat
 import pathlib
 import sys
 
@@ -48,10 +48,15 @@ def _in_range(convert):
 def load_strict(path):
     """Parses as strictly as JSON.parse or serde: NaN, Infinity and -Infinity are errors, and
     so is a number beyond a double's range; ValueError says which."""
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
-        # A named pipe would wait for a writer, for ever; a directory says so when opened.
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    with open(path, encoding="utf-8") as f:
+    if os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode):
+        # A pipe: what its writer gives (a process substitution, /dev/stdin), and at once
+        # nothing where none writes (a named pipe would otherwise be waited on for ever).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, encoding="utf-8")
+    else:
+        f = open(path, encoding="utf-8")
+    with f:
         try:
             return json.load(f, parse_constant=_reject_constant, parse_float=_in_range(float),
                              parse_int=_in_range(int))
