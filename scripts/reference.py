@@ -274,6 +274,8 @@ def main(argv=None):
         if a.results:
             torch_out = checked(pbreport.load_json(a.results), a.results)
             given = torch_out.get("cases", {})
+            if wl and not given:
+                raise ReferenceError(f"{a.results}: no results")
             if wl and not any(w["name"] in given for w in wl):
                 raise ReferenceError(f"{a.results}: none of its {len(given)} results is a "
                                      f"workload of {a.report} (the results of another report?)")

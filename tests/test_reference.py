@@ -116,11 +116,16 @@ def test_an_empty_output_name_is_refused_and_a_missing_report_named(tmp_path):
         "reference.py: error: -o needs a file name (see --help)"]
     assert report.read_bytes() == SAMPLE.read_bytes()
     # Results that match none of the report's workloads: another report's, not torch's word.
-    res.write_text(json.dumps({**results(sample()), "cases": {}}))
+    other = {"gemm/cpu/torch/m=3,n=3,k=3,dtype=fp32,threads=1":
+             results(sample())["cases"][next(iter(results(sample())["cases"]))]}
+    res.write_text(json.dumps({**results(sample()), "cases": other}))
     r = run_reference(report, "--results", res)
     assert r.returncode == 2 and r.stderr.splitlines() == [
-        f"reference.py: error: {res}: none of its 0 results is a workload of {report} (the "
+        f"reference.py: error: {res}: none of its 1 results is a workload of {report} (the "
         "results of another report?)"]
+    res.write_text(json.dumps({**results(sample()), "cases": {}}))
+    r = run_reference(report, "--results", res)
+    assert r.returncode == 2 and r.stderr.splitlines() == [f"reference.py: error: {res}: no results"]
     assert report.read_bytes() == SAMPLE.read_bytes()
     missing = tmp_path / "nodir" / "r.json"
     r = run_reference(missing, "--check")
