@@ -27,12 +27,15 @@ def figure(doc, prefix, field):
     return c[field]
 
 
+USAGE = "usage: case_figure.py REPORT PREFIX FIELD"
+
+
 def main(argv):
     if any(a in ("-h", "--help") for a in argv[1:]):
-        print("usage: case_figure.py REPORT PREFIX FIELD")
+        print(USAGE)
         return 0
     if len(argv) != 4:
-        print("usage: case_figure.py REPORT PREFIX FIELD", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     try:
         doc = pbreport.load(argv[1])

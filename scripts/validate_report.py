@@ -10,8 +10,8 @@ import importlib
 import json
 import math
 import os
-import stat
 import pathlib
+import stat
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
