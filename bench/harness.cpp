@@ -55,6 +55,7 @@ std::size_t terminal_width() {
 
 struct CaseRun {
   const Case* c = nullptr;
+  ProgressEstimate::Pending pending;  // its kind and work, for the progress estimate
   std::unique_ptr<Impl> impl;
   bool selected = true;  // by --benchmark_filter
   bool started = false;
@@ -211,6 +212,11 @@ class Runner {
     for (const Case& c : cases) {
       runs_.emplace_back();
       runs_.back().c = &c;
+      std::string model;
+      for (const auto& [key, value] : c.workload->shape().items)
+        if (key == "model") model = value;
+      runs_.back().pending = {estimate_kind(c.workload->op(), model),
+                              model.empty() ? 0 : c.workload->flops()};
     }
   }
 
@@ -344,7 +350,7 @@ class Runner {
   void start(CaseRun& r) {
     if (current_ && current_ != &r) current_->impl.reset();  // free the previous case's buffers
     current_ = &r;
-    if (!r.started) progress(*r.c);
+    if (!r.started) progress(r);
     r.started = true;
     if (r.c->impl.device == Device::gpu && !gpu_unusable_.empty()) {
       r.skipped = true;
@@ -415,17 +421,19 @@ class Runner {
 
   // A case starts: the one before it finished (the estimate learns its time), and the progress
   // line names this one, with what is left: the cases not started yet, this one included.
-  void progress(const Case& c) {
+  void progress(const CaseRun& run) {
     ++started_;
     const double now =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    if (!last_op_started_.empty()) estimate_.finished(last_op_started_, now - last_start_s_);
-    last_op_started_ = c.workload->op(), last_start_s_ = now;
+    if (last_started_)
+      estimate_.finished(last_started_->kind, now - last_start_s_, last_started_->work);
+    last_op_started_ = run.c->workload->op(), last_started_ = &run.pending, last_start_s_ = now;
     if (cfg_.quiet) return;
-    std::vector<std::string> left;
+    std::vector<ProgressEstimate::Pending> left;
     for (const CaseRun& r : runs_)
-      if (!r.started && r.selected && r.c->skip.empty()) left.push_back(r.c->workload->op());
-    line_ = progress_line(started_, total_, last_op_started_, now, estimate_.left(left), c.name);
+      if (!r.started && r.selected && r.c->skip.empty()) left.push_back(r.pending);
+    line_ =
+        progress_line(started_, total_, last_op_started_, now, estimate_.left(left), run.c->name);
     draw_progress();
   }
 
@@ -464,6 +472,7 @@ class Runner {
   std::size_t started_ = 0, total_ = 0;
   ProgressEstimate estimate_;
   std::string last_op_started_, line_;
+  const ProgressEstimate::Pending* last_started_ = nullptr;
   double last_start_s_ = 0;
   bool tty_ = isatty(STDERR_FILENO) != 0;
   std::size_t width_ = terminal_width();

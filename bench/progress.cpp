@@ -31,21 +31,24 @@ std::string progress_line(std::size_t index, std::size_t total, const std::strin
   return line + ": " + name;
 }
 
-void ProgressEstimate::finished(const std::string& op, double seconds) {
-  auto& [count, sum] = by_op_[op];
-  ++count, sum += seconds;
+void ProgressEstimate::finished(const std::string& kind, double seconds, double work) {
+  Seen& seen = by_kind_[kind];
+  ++seen.count, seen.seconds += seconds;
+  if (work > 0) seen.work += work, seen.seconds_with_work += seconds;
   ++count_, seconds_ += seconds;
 }
 
-double ProgressEstimate::left(const std::vector<std::string>& ops) const {
+double ProgressEstimate::left(const std::vector<Pending>& cases) const {
   double left = 0;
-  for (const std::string& op : ops) {
-    const auto it = by_op_.find(op);
-    if (it != by_op_.end()) {
-      left += it->second.second / static_cast<double>(it->second.first);
+  for (const Pending& c : cases) {
+    const auto it = by_kind_.find(c.kind);
+    if (it != by_kind_.end()) {
+      const Seen& seen = it->second;
+      left += c.work > 0 && seen.work > 0 ? seen.seconds_with_work / seen.work * c.work
+                                          : seen.seconds / static_cast<double>(seen.count);
       continue;
     }
-    const double expected = expected_case_seconds(op, suite_);
+    const double expected = expected_case_seconds(c.kind.substr(0, c.kind.find('/')), suite_);
     if (expected >= 0)
       left += expected;
     else if (count_ > 0)
@@ -67,10 +70,14 @@ bool filter_selects(const std::string& filter, const std::string& name) {
   return found != negated;
 }
 
+std::string estimate_kind(const std::string& op, const std::string& model) {
+  return model.empty() ? op : op + "/model=" + model;
+}
+
 std::string expected_line(const std::vector<std::string>& ops, const std::string& suite) {
   std::string line =
       std::to_string(ops.size()) + (ops.size() == 1 ? " case" : " cases") + " to run";
-  const double s = ProgressEstimate(suite).left(ops);
+  const double s = ProgressEstimate(suite).left({ops.begin(), ops.end()});
   if (s < 0 || ops.empty()) return line;
   return line + ", about " + duration_text(s) + " expected (each at its op family's mean in the " +
          suite + " suite on a 2-vCPU VM without a GPU; the progress lines follow the run)";

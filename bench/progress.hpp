@@ -36,21 +36,40 @@ bool filter_selects(const std::string& filter, const std::string& name);
 // count alone.
 std::string expected_line(const std::vector<std::string>& ops, const std::string& suite);
 
+// The kind of case the estimate below averages over: its op family ("gemm"), and for a training
+// case its model too ("train/model=resnet50"): a ResNet-50 step takes seconds where an MLP's
+// takes milliseconds, and a family's mean over both said "1.6 s left" with 18 s to go.
+std::string estimate_kind(const std::string& op, const std::string& model);
+
 // What is left, from the cases that finished: each case still to run is expected to take the
-// mean time of the finished cases of its op family; where its family has none yet, its
-// expected_case_seconds in `suite`, or the mean of all finished cases. A case's time is from
-// its start to the next case's (its verification, warm-up and timing together).
+// mean time of the finished cases of its kind (estimate_kind), or, where it and they give their
+// work (a training case's FLOPs: its batch and its pass move its time as much as its model
+// does), that kind's seconds per unit of work times its own; where its kind has no finished
+// case yet, its op family's expected_case_seconds in `suite`, or the mean of all finished
+// cases. A case's time is from its start to the next case's (its verification, warm-up and
+// timing together; the first case of a workload also computes the reference, which the later
+// ones reuse, so a kind's first case can make the rest look longer than they will be).
 class ProgressEstimate {
  public:
+  struct Pending {
+    Pending(std::string kind_ = "", double work_ = 0) : kind(std::move(kind_)), work(work_) {}
+    Pending(const char* kind_) : kind(kind_) {}
+    std::string kind;
+    double work = 0;  // 0: a case's time is its kind's mean per case
+  };
   explicit ProgressEstimate(std::string suite = "") : suite_(std::move(suite)) {}
-  void finished(const std::string& op, double seconds);
-  // Seconds for cases of these op families (one entry a case); below 0 while a family has
-  // neither finished cases nor an expected time, and no case has finished.
-  double left(const std::vector<std::string>& ops) const;
+  void finished(const std::string& kind, double seconds, double work = 0);
+  // Seconds for these cases still to run; below 0 while a kind has neither finished cases nor
+  // an expected time, and no case has finished.
+  double left(const std::vector<Pending>& cases) const;
 
  private:
+  struct Seen {
+    std::size_t count = 0;
+    double seconds = 0, work = 0, seconds_with_work = 0;
+  };
   std::string suite_;
-  std::map<std::string, std::pair<std::size_t, double>> by_op_;  // count, seconds
+  std::map<std::string, Seen> by_kind_;
   std::size_t count_ = 0;
   double seconds_ = 0;
 };
