@@ -213,9 +213,9 @@ class Runner {
       runs_.emplace_back();
       runs_.back().c = &c;
       std::string model;
-      for (const auto& [key, value] : c.workload->shape().items)
+      for (const auto& [key, value] : c.shape.items)
         if (key == "model") model = value;
-      runs_.back().pending = {estimate_kind(c.workload->op(), model),
+      runs_.back().pending = {estimate_kind(c.workload->op(), to_string(c.impl.device), model),
                               model.empty() ? 0 : c.workload->flops()};
     }
   }

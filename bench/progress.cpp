@@ -70,8 +70,9 @@ bool filter_selects(const std::string& filter, const std::string& name) {
   return found != negated;
 }
 
-std::string estimate_kind(const std::string& op, const std::string& model) {
-  return model.empty() ? op : op + "/model=" + model;
+std::string estimate_kind(const std::string& op, const std::string& device,
+                          const std::string& model) {
+  return op + "/" + device + (model.empty() ? "" : "/model=" + model);
 }
 
 std::string expected_line(const std::vector<std::string>& ops, const std::string& suite) {

@@ -36,10 +36,11 @@ bool filter_selects(const std::string& filter, const std::string& name);
 // count alone.
 std::string expected_line(const std::vector<std::string>& ops, const std::string& suite);
 
-// The kind of case the estimate below averages over: its op family ("gemm"), and for a training
-// case its model too ("train/model=resnet50"): a ResNet-50 step takes seconds where an MLP's
-// takes milliseconds, and a family's mean over both said "1.6 s left" with 18 s to go.
-std::string estimate_kind(const std::string& op, const std::string& model);
+// The kind of case the estimate below averages over: its op family and device ("gemm/cpu"),
+// and for a training case its model too ("train/cpu/model=resnet50"): a ResNet-50 step takes
+// seconds where an MLP's takes milliseconds, and a GPU's step a fraction of a CPU's.
+std::string estimate_kind(const std::string& op, const std::string& device,
+                          const std::string& model);
 
 // What is left, from the cases that finished: each case still to run is expected to take the
 // mean time of the finished cases of its kind (estimate_kind), or, where it and they give their
@@ -47,8 +48,8 @@ std::string estimate_kind(const std::string& op, const std::string& model);
 // does), that kind's seconds per unit of work times its own; where its kind has no finished
 // case yet, its op family's expected_case_seconds in `suite`, or the mean of all finished
 // cases. A case's time is from its start to the next case's (its verification, warm-up and
-// timing together; the first case of a workload also computes the reference, which the later
-// ones reuse, so a kind's first case can make the rest look longer than they will be).
+// timing together; a workload's first case also computes the reference, which the cases of
+// its other implementations reuse, so the estimate can run long just after it).
 class ProgressEstimate {
  public:
   struct Pending {

@@ -285,8 +285,8 @@ TEST(Progress, CountsTheCasesTheFilterRunsAndExpectsTheirTime) {
       2 * expected_case_seconds("gemm", "quick") + expected_case_seconds("train", "quick"));
   EXPECT_GT(expected_case_seconds("conv", "standard"), 0);
   EXPECT_EQ(expected_case_seconds("conv", "standard"), expected_case_seconds("conv", "full"));
-  EXPECT_LT(ProgressEstimate("").left({ops.begin(), ops.end()}),
-            0);  // --shape runs: no table, nothing finished
+  // --shape runs: no table, nothing finished
+  EXPECT_LT(ProgressEstimate("").left({ops.begin(), ops.end()}), 0);
   EXPECT_EQ(expected_line(ops, "quick").rfind("3 cases to run, about ", 0), 0u)
       << expected_line(ops, "quick");
   EXPECT_EQ(expected_line(ops, ""), "3 cases to run");
@@ -306,21 +306,23 @@ TEST(Progress, TheEstimateLearnsPerOpFamily) {
   EXPECT_DOUBLE_EQ(e.left({"train"}), 4.0);         // all finished cases': 12 s / 3
 }
 
-// A training case is of its model's kind, and its time goes with its work: the ResNet-50 cases
-// left are expected at ResNet-50's seconds per FLOP, not at a mean the MLP's milliseconds pull
-// down (the quick suite said "1.6 s left" with three ResNet-50 cases, 18 s, to go); a model not
-// run yet at its family's table time; a kind without work at its mean per case.
-TEST(Progress, TrainingCasesAreEstimatedPerModelAndWork) {
-  const std::string mlp = estimate_kind("train", "mlp"), r50 = estimate_kind("train", "resnet50");
-  EXPECT_EQ(estimate_kind("gemm", ""), "gemm");
-  EXPECT_EQ(r50, "train/model=resnet50");
+// A training case is of its device's and its model's kind, and its time goes with its work: the
+// ResNet-50 cases left are expected at ResNet-50's seconds per FLOP on that device, not at a mean
+// the MLP's milliseconds pull down; a model not run yet at its family's table time; a kind
+// without work at its mean per case.
+TEST(Progress, TrainingCasesAreEstimatedPerDeviceModelAndWork) {
+  const std::string mlp = estimate_kind("train", "cpu", "mlp"),
+                    r50 = estimate_kind("train", "cpu", "resnet50");
+  EXPECT_EQ(estimate_kind("gemm", "gpu", ""), "gemm/gpu");
+  EXPECT_EQ(r50, "train/cpu/model=resnet50");
   ProgressEstimate e("quick");
   for (int i = 0; i < 9; ++i) e.finished(mlp, 0.1, 1e6);
   e.finished(r50, 12.0, 3e9);  // a step: 4 s per GFLOP
-  e.finished("gemm", 1.0), e.finished("gemm", 3.0);
-  EXPECT_DOUBLE_EQ(e.left({{r50, 3e9}, {r50, 1e9}, {mlp, 2e6}, {"gemm"}}), 12 + 4 + 0.2 + 2);
-  EXPECT_DOUBLE_EQ(e.left({{estimate_kind("train", "cnn"), 1e9}}),
-                   expected_case_seconds("train", "quick"));
+  e.finished("gemm/cpu", 1.0), e.finished("gemm/cpu", 3.0);
+  EXPECT_DOUBLE_EQ(e.left({{r50, 3e9}, {r50, 1e9}, {mlp, 2e6}, {"gemm/cpu"}}), 12 + 4 + 0.2 + 2);
+  for (const std::string& unseen :
+       {estimate_kind("train", "cpu", "cnn"), estimate_kind("train", "gpu", "resnet50")})
+    EXPECT_DOUBLE_EQ(e.left({{unseen, 1e9}}), expected_case_seconds("train", "quick")) << unseen;
   EXPECT_DOUBLE_EQ(e.left({r50, mlp}), 12.1);  // no work given: each at its kind's mean
 }
 
