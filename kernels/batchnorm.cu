@@ -7,6 +7,9 @@
 //          that a warp reads neighbouring values and every SM has work; y and dx grid-stride; the
 //          per-element math of core/layers.hpp. The op functions also take a mixed-precision
 //          step's bf16 and fp16 maps (the statistics and parameters stay fp32).
+//   cudnn - cuDNN's batch normalization, the legacy API PyTorch calls for BatchNorm2d
+//           (cudnnBatchNormalizationForwardTraining, ...Backward, ...ForwardInference), spatial
+//           mode, on the same NCHW fp32 buffers and saved statistics as cuda.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -18,6 +21,10 @@
 #include "kernels/gpu.hpp"
 #include "kernels/gpu_impl.cuh"
 #include "kernels/maps.cuh"
+
+#ifdef PAIRBENCH_HAVE_CUDNN
+#include "kernels/cudnn.cuh"
+#endif
 
 namespace pb::gpu {
 
@@ -360,16 +367,75 @@ class GpuBatchNorm : public GpuImpl {
             download("running_var", c, rv_.as<void>())};
   }
 
- private:
+ protected:
   BatchNormShape s_;
   BnShape m_;
+  // out_: y, or dx. mean_ and invstd_: the batch's statistics (the forward pass's, or the case's
+  // saved ones for the backward pass).
   DeviceMem x_, dy_, out_, w_, b_, rm_, rv_, mean_, invstd_, dw_, db_, sums_;  // sums_: 4c doubles
 };
 
+#ifdef PAIRBENCH_HAVE_CUDNN
+using namespace cudnn_detail;
+
+// cuDNN's batch normalization on GpuBatchNorm's buffers: the same inputs, outputs and saved
+// statistics. cuDNN's exponential average factor is the momentum, and its running variance
+// takes the batch's unbiased variance, as PyTorch's; its "saved inverse variance" is
+// 1/sqrt(var + eps), the invstd the cuda kernels keep.
+class CudnnBatchNorm : public GpuBatchNorm {
+ public:
+  explicit CudnnBatchNorm(const BatchNormShape& s) : GpuBatchNorm(s) {
+    PB_CUDNN(cudnnCreate(handle_.out()));
+    PB_CUDNN(cudnnSetStream(handle_.get(), stream_));
+    PB_CUDNN(cudnnCreateTensorDescriptor(maps_.out()));
+    PB_CUDNN(cudnnSetTensor4dDescriptor(maps_.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                        static_cast<int>(s.batch), static_cast<int>(s.c),
+                                        static_cast<int>(s.h), static_cast<int>(s.w)));
+    PB_CUDNN(cudnnCreateTensorDescriptor(channels_.out()));
+    PB_CUDNN(cudnnDeriveBNTensorDescriptor(channels_.get(), maps_.get(), kMode));
+  }
+  void run() override {
+    const float one = 1, zero = 0;
+    const cudnnTensorDescriptor_t maps = maps_.get(), channels = channels_.get();
+    switch (s_.dir) {
+      case BnDir::fwd:
+        PB_CUDNN(cudnnBatchNormalizationForwardTraining(
+            handle_.get(), kMode, &one, &zero, maps, x_.as<float>(), maps, out_.as<float>(),
+            channels, w_.as<float>(), b_.as<float>(), m_.momentum, rm_.as<float>(),
+            rv_.as<float>(), m_.eps, mean_.as<float>(), invstd_.as<float>()));
+        break;
+      case BnDir::bwd:
+        PB_CUDNN(cudnnBatchNormalizationBackward(
+            handle_.get(), kMode, &one, &zero, &one, &zero, maps, x_.as<float>(), maps,
+            dy_.as<float>(), maps, out_.as<float>(), channels, w_.as<float>(), dw_.as<float>(),
+            db_.as<float>(), m_.eps, mean_.as<float>(), invstd_.as<float>()));
+        break;
+      case BnDir::infer:
+        PB_CUDNN(cudnnBatchNormalizationForwardInference(
+            handle_.get(), kMode, &one, &zero, maps, x_.as<float>(), maps, out_.as<float>(),
+            channels, w_.as<float>(), b_.as<float>(), rm_.as<float>(), rv_.as<float>(), m_.eps));
+        break;
+    }
+  }
+  std::string detail() const override { return "cuDNN, spatial mode, NCHW fp32"; }
+
+ private:
+  static constexpr cudnnBatchNormMode_t kMode = CUDNN_BATCHNORM_SPATIAL;
+  CudnnObject<cudnnHandle_t, cudnnDestroy> handle_;
+  CudnnObject<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor> maps_, channels_;
+};
+#endif
+
 std::unique_ptr<Impl> make_batchnorm(const std::string& op, const std::string& name,
                                      const Workload& w, int) {
-  if (name != "cuda") throw std::runtime_error("unknown GPU " + op + " implementation: " + name);
-  return std::make_unique<GpuBatchNorm>(static_cast<const BatchNormWorkload&>(w).bn());
+  const BatchNormShape& s = static_cast<const BatchNormWorkload&>(w).bn();
+  if (name == "cuda") return std::make_unique<GpuBatchNorm>(s);
+#ifdef PAIRBENCH_HAVE_CUDNN
+  if (name == "cudnn") return std::make_unique<CudnnBatchNorm>(s);
+#else
+  if (name == "cudnn") throw std::runtime_error(cudnn_unavailable());
+#endif
+  throw std::runtime_error("unknown GPU " + op + " implementation: " + name);
 }
 
 [[maybe_unused]] const bool registered = register_factory("batchnorm", make_batchnorm);

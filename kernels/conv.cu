@@ -27,7 +27,7 @@
 #include "kernels/maps.cuh"
 
 #ifdef PAIRBENCH_HAVE_CUDNN
-#include <cudnn.h>
+#include "kernels/cudnn.cuh"
 #endif
 
 namespace pb::gpu {
@@ -223,31 +223,8 @@ class Im2colConv : public GpuConv {
 }  // namespace
 
 #ifdef PAIRBENCH_HAVE_CUDNN
-// What the cuDNN plan holds (named, not anonymous: the plan's State has these as members).
+// The names of cuDNN's convolution algorithms (beside kernels/cudnn.cuh's shared helpers).
 namespace cudnn_detail {
-
-#define PB_CUDNN(call)                                                                          \
-  do {                                                                                          \
-    cudnnStatus_t st_ = (call);                                                                 \
-    if (st_ != CUDNN_STATUS_SUCCESS) fail(#call, cudnnGetErrorString(st_), __FILE__, __LINE__); \
-  } while (0)
-
-// Owns a cuDNN object: a handle or a descriptor, destroyed with its cudnnDestroy* function.
-template <class T, cudnnStatus_t (*Destroy)(T)>
-class CudnnObject {
- public:
-  CudnnObject() = default;
-  CudnnObject(const CudnnObject&) = delete;
-  CudnnObject& operator=(const CudnnObject&) = delete;
-  ~CudnnObject() {
-    if (p_) Destroy(p_);
-  }
-  T* out() { return &p_; }
-  T get() const { return p_; }
-
- private:
-  T p_ = nullptr;
-};
 
 inline const char* fwd_algo_name(int a) {
   static const char* names[] = {

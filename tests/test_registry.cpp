@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "bench/cases.hpp"
 #include "bench/harness.hpp"
@@ -162,6 +164,24 @@ TEST(Registry, TheLibrariesConvolveInTf32) {
     }
   }
   EXPECT_EQ(gpu_impls, 3);
+}
+
+// Batch norm's GPU implementations are the family's, so that the suites run them beside the
+// CPU's: the project's kernels and cuDNN's (test_batchnorm_gpu runs them where there is a GPU).
+TEST(Registry, BatchNormRunsOnBothDevices) {
+  std::vector<std::string> gpu_impls;
+  int cpu_impls = 0;
+  for (const OpFamily& f : op_families()) {
+    if (f.name != "batchnorm") continue;
+    for (const ImplSpec& spec : f.impls) {
+      if (spec.device == Device::gpu)
+        gpu_impls.push_back(spec.name);
+      else
+        ++cpu_impls;
+    }
+  }
+  EXPECT_EQ(gpu_impls, (std::vector<std::string>{"cuda", "cudnn"}));
+  EXPECT_EQ(cpu_impls, 2);
 }
 
 // Which GPU convolutions run in bf16 and fp16: cuDNN's alone (on NHWC maps), so that the

@@ -1,5 +1,5 @@
 // Batch normalization: training forward, backward and inference on ResNet-50's maps; the CPU's
-// OpenMP loops and oneDNN's primitive, the GPU's kernels (kernels/batchnorm.cu).
+// OpenMP loops and oneDNN's primitive, the GPU's kernels and cuDNN's (kernels/batchnorm.cu).
 #include "bench/ops/family.hpp"
 #include "core/batchnorm.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -13,8 +13,12 @@ OpFamily batchnorm_family() {
       out.push_back(entry<BatchNormWorkload>(s));
     return out;
   };
-  return fp32_family<BatchNormWorkload>("batchnorm", "dir=fwd|bwd|infer,batch=N,c=C,h=H,w=W", suite,
-                                        parse_batchnorm_shape, cpu::batchnorm_impls());
+  ImplSpec cudnn = gpu::spec("batchnorm", "cudnn", any);
+  cudnn.library = "cudnn";
+  cudnn.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+  return fp32_family<BatchNormWorkload>(
+      "batchnorm", "dir=fwd|bwd|infer,batch=N,c=C,h=H,w=W", suite, parse_batchnorm_shape,
+      concat(cpu::batchnorm_impls(), {gpu::spec("batchnorm", "cuda", any), cudnn}));
 }
 
 }  // namespace pb::ops
