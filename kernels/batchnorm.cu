@@ -401,8 +401,8 @@ class CudnnBatchNorm : public GpuBatchNorm {
       case BnDir::fwd:
         PB_CUDNN(cudnnBatchNormalizationForwardTraining(
             handle_.get(), kMode, &one, &zero, maps, x_.as<float>(), maps, out_.as<float>(),
-            channels, w_.as<float>(), b_.as<float>(), m_.momentum, rm_.as<float>(),
-            rv_.as<float>(), m_.eps, mean_.as<float>(), invstd_.as<float>()));
+            channels, w_.as<float>(), b_.as<float>(), m_.momentum, rm_.as<float>(), rv_.as<float>(),
+            m_.eps, mean_.as<float>(), invstd_.as<float>()));
         break;
       case BnDir::bwd:
         PB_CUDNN(cudnnBatchNormalizationBackward(
