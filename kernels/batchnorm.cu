@@ -7,9 +7,10 @@
 //          that a warp reads neighbouring values and every SM has work; y and dx grid-stride; the
 //          per-element math of core/layers.hpp. The op functions also take a mixed-precision
 //          step's bf16 and fp16 maps (the statistics and parameters stay fp32).
-//   cudnn - cuDNN's batch normalization, the legacy API PyTorch calls for BatchNorm2d
-//           (cudnnBatchNormalizationForwardTraining, ...Backward, ...ForwardInference), spatial
-//           mode, on the same NCHW fp32 buffers and saved statistics as cuda.
+//   cudnn - cuDNN's batch normalization through its legacy API
+//           (cudnnBatchNormalizationForwardTraining, ...Backward, ...ForwardInference; PyTorch
+//           calls the ...Ex forms of the first two, the same computation given a workspace),
+//           spatial mode, on the same NCHW fp32 buffers and saved statistics as cuda.
 #include <algorithm>
 #include <cmath>
 #include <memory>

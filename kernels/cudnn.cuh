@@ -8,10 +8,11 @@
 
 namespace pb::gpu::cudnn_detail {
 
-#define PB_CUDNN(call)                                                                          \
-  do {                                                                                          \
-    cudnnStatus_t st_ = (call);                                                                 \
-    if (st_ != CUDNN_STATUS_SUCCESS) fail(#call, cudnnGetErrorString(st_), __FILE__, __LINE__); \
+#define PB_CUDNN(call)                                                      \
+  do {                                                                      \
+    cudnnStatus_t st_ = (call);                                             \
+    if (st_ != CUDNN_STATUS_SUCCESS)                                        \
+      ::pb::gpu::fail(#call, cudnnGetErrorString(st_), __FILE__, __LINE__); \
   } while (0)
 
 // Owns a cuDNN object: a handle or a descriptor, destroyed with its cudnnDestroy* function.

@@ -15,7 +15,11 @@ OpFamily batchnorm_family() {
   };
   ImplSpec cudnn = gpu::spec("batchnorm", "cudnn", any);
   cudnn.library = "cudnn";
-  cudnn.unavailable = [](const Workload&) { return gpu::cudnn_unavailable(); };
+  cudnn.unavailable = [](const Workload& w) -> std::string {
+    if (static_cast<const BatchNormWorkload&>(w).elements() >= 2147483648.0)  // 32-bit counts
+      return "cuDNN's batch normalization takes maps of fewer than 2^31 values";
+    return gpu::cudnn_unavailable();
+  };
   return fp32_family<BatchNormWorkload>(
       "batchnorm", "dir=fwd|bwd|infer,batch=N,c=C,h=H,w=W", suite, parse_batchnorm_shape,
       concat(cpu::batchnorm_impls(), {gpu::spec("batchnorm", "cuda", any), cudnn}));
