@@ -1,5 +1,6 @@
 // Device probe, the CUDA-event timer and the GpuImpl base.
 #include <cublas_v2.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -180,8 +181,10 @@ const DeviceInfo& device_info() {
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
-      d.reason = e != cudaSuccess ? std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e)
-                                  : "no CUDA device found";
+      d.reason = e != cudaSuccess
+                     ? no_gpu_reason(cudaGetErrorName(e), cudaGetErrorString(e), d.driver_version,
+                                     d.runtime_version, access("/dev/nvidia0", F_OK) == 0)
+                     : "no CUDA device found";
       cudaGetLastError();  // clear the sticky error
       return d;
     }

@@ -29,6 +29,28 @@ struct DeviceInfo {
   bool gpu_visible_but_not_built = false;
 };
 
+// Why the CUDA runtime found no GPU, in words a user can act on. error_name and error_text:
+// cudaGetDeviceCount's error; driver_version: cudaDriverGetVersion's (0 where no driver library
+// could be loaded); runtime_version: the runtime's (13000 is CUDA 13.0); device_node: whether
+// /dev/nvidia0 exists. The runtime says cudaErrorInsufficientDriver both where the driver is
+// older than the runtime and where there is no driver at all; the two are told apart here.
+inline std::string no_gpu_reason(const std::string& error_name, const std::string& error_text,
+                                 int driver_version, int runtime_version, bool device_node) {
+  auto cuda = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  const std::string why = " (" + error_name + ")";  // its text would say "insufficient driver"
+  if (error_name != "cudaErrorInsufficientDriver") return error_name + ": " + error_text;
+  if (driver_version == 0 && !device_node)
+    return "no NVIDIA GPU or driver on this machine (no /dev/nvidia0, no libcuda.so.1)" + why;
+  if (driver_version == 0)
+    return "an NVIDIA device (/dev/nvidia0) but no driver library (libcuda.so.1) this process "
+           "can load: install the NVIDIA driver" +
+           why;
+  return "the NVIDIA driver supports CUDA " + cuda(driver_version) +
+         ", older than this build's CUDA " + cuda(runtime_version) + " runtime: update the driver" +
+         (runtime_version / 1000 == 13 ? " (CUDA 13 needs 580 or later)" : "") +
+         ", or build with a toolkit the driver supports" + why;
+}
+
 // Probes once; any CUDA error, or a GPU library that cannot be loaded, means "no GPU", with
 // the error as the reason.
 const DeviceInfo& probe();

@@ -10,6 +10,7 @@
 #include "core/stream.hpp"
 #include "cpu_ref/cpu.hpp"
 #include "cpu_ref/onednn.hpp"
+#include "kernels/gpu.hpp"
 #include "tests/gemm_testing.hpp"
 
 namespace pb {
@@ -297,6 +298,28 @@ TEST(Onednn, ReducedPrecisionNeedsItsInstructions) {
             std::string::npos);
   EXPECT_EQ(dtype_unavailable(Dtype::fp16, {"avx512f", "avx512_fp16"}, absent), "");
   EXPECT_NE(dtype_unavailable(Dtype::tf32, kAvx512, usable), "");
+}
+
+// cudaErrorInsufficientDriver means "no driver at all" as often as "an old driver": the reason a
+// run gives for having no GPU says which, and what to do.
+TEST(GpuProbe, TheReasonTellsAMissingDriverFromAnOldOne) {
+  const std::string e = "cudaErrorInsufficientDriver", text = "CUDA driver version is insufficient";
+  const std::string none = gpu::no_gpu_reason(e, text, 0, 13000, false);
+  EXPECT_NE(none.find("no NVIDIA GPU or driver on this machine"), std::string::npos) << none;
+  EXPECT_EQ(none.find("update"), std::string::npos) << none;
+  const std::string no_library = gpu::no_gpu_reason(e, text, 0, 13000, true);
+  EXPECT_NE(no_library.find("install the NVIDIA driver"), std::string::npos) << no_library;
+  const std::string old = gpu::no_gpu_reason(e, text, 12040, 13000, true);
+  EXPECT_NE(old.find("supports CUDA 12.4, older than this build's CUDA 13.0 runtime"),
+            std::string::npos)
+      << old;
+  EXPECT_NE(old.find("580"), std::string::npos) << old;
+  EXPECT_EQ(gpu::no_gpu_reason(e, text, 12020, 12080, true).find("580"), std::string::npos);
+  for (const std::string& r : {none, no_library, old})
+    EXPECT_NE(r.find("(" + e + ")"), std::string::npos) << r;
+  EXPECT_EQ(gpu::no_gpu_reason("cudaErrorNoDevice", "no CUDA-capable device is detected", 13000,
+                               13000, false),
+            "cudaErrorNoDevice: no CUDA-capable device is detected");
 }
 
 }  // namespace
