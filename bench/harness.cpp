@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <numeric>
+#include <set>
 
 #include "bench/progress.hpp"
 #include "bench/ranks.hpp"
@@ -380,10 +381,15 @@ class Runner {
   // workload in between). The workload keeps its reference for them (ReferenceMemo).
   const Tensors& inputs_of(const Workload& w) {
     if (inputs_for_ != &w) {
+      const auto t = std::chrono::steady_clock::now();
       inputs_for_ = nullptr;
       inputs_ = w.make_inputs();
       w.prepare_reference(inputs_);  // before an implementation takes its memory
       inputs_for_ = &w;
+      // The progress estimate counts this apart (the case that made it is its workload's first).
+      set_up_.insert(&w);
+      setup_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+      setup_made_ = true;
     }
     return inputs_;
   }
@@ -425,13 +431,24 @@ class Runner {
     ++started_;
     const double now =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    if (last_started_)
-      estimate_.finished(last_started_->kind, now - last_start_s_, last_started_->work);
+    if (last_started_) {
+      ProgressEstimate::Pending done = *last_started_;
+      done.first = setup_made_;
+      estimate_.finished(done, now - last_start_s_, setup_s_);
+    }
+    setup_s_ = 0, setup_made_ = false;
     last_op_started_ = run.c->workload->op(), last_started_ = &run.pending, last_start_s_ = now;
     if (cfg_.quiet) return;
+    // The cases not started yet; the first of each workload whose inputs are not made yet will
+    // make them (this one's are made once it has started).
     std::vector<ProgressEstimate::Pending> left;
-    for (const CaseRun& r : runs_)
-      if (!r.started && r.selected && r.c->skip.empty()) left.push_back(r.pending);
+    std::set<const Workload*> making = set_up_;
+    making.insert(run.c->workload.get());
+    for (const CaseRun& r : runs_) {
+      if (r.started || !r.selected || !r.c->skip.empty()) continue;
+      left.push_back(r.pending);
+      left.back().first = making.insert(r.c->workload.get()).second;
+    }
     line_ =
         progress_line(started_, total_, last_op_started_, now, estimate_.left(left), run.c->name);
     draw_progress();
@@ -471,6 +488,9 @@ class Runner {
   double copy_gbs_[2] = {0, 0};  // the best STREAM copy measured so far, per device
   std::size_t started_ = 0, total_ = 0;
   ProgressEstimate estimate_;
+  std::set<const Workload*> set_up_;  // the workloads whose inputs and reference were made
+  double setup_s_ = 0;                // the time the case now running spent making them
+  bool setup_made_ = false;
   std::string last_op_started_, line_;
   const ProgressEstimate::Pending* last_started_ = nullptr;
   double last_start_s_ = 0;

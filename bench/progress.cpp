@@ -2,6 +2,7 @@
 
 #include <regex.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -31,10 +32,20 @@ std::string progress_line(std::size_t index, std::size_t total, const std::strin
   return line + ": " + name;
 }
 
-void ProgressEstimate::finished(const std::string& kind, double seconds, double work) {
-  Seen& seen = by_kind_[kind];
-  ++seen.count, seen.seconds += seconds;
-  if (work > 0) seen.work += work, seen.seconds_with_work += seconds;
+void ProgressEstimate::Rate::add(double s, double w) {
+  ++count, seconds += s;
+  if (w > 0) work += w, seconds_with_work += s;
+}
+
+double ProgressEstimate::Rate::at(double w) const {
+  if (count == 0) return 0;
+  return w > 0 && work > 0 ? seconds_with_work / work * w : seconds / static_cast<double>(count);
+}
+
+void ProgressEstimate::finished(const Pending& c, double seconds, double setup_seconds) {
+  Seen& seen = by_kind_[c.kind];
+  seen.cases.add(std::max(0.0, seconds - setup_seconds), c.work);
+  if (c.first) seen.setups.add(setup_seconds, c.work);
   ++count_, seconds_ += seconds;
 }
 
@@ -44,8 +55,7 @@ double ProgressEstimate::left(const std::vector<Pending>& cases) const {
     const auto it = by_kind_.find(c.kind);
     if (it != by_kind_.end()) {
       const Seen& seen = it->second;
-      left += c.work > 0 && seen.work > 0 ? seen.seconds_with_work / seen.work * c.work
-                                          : seen.seconds / static_cast<double>(seen.count);
+      left += seen.cases.at(c.work) + (c.first ? seen.setups.at(c.work) : 0);
       continue;
     }
     const double expected = expected_case_seconds(c.kind.substr(0, c.kind.find('/')), suite_);

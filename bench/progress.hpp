@@ -48,26 +48,37 @@ std::string estimate_kind(const std::string& op, const std::string& device,
 // does), that kind's seconds per unit of work times its own; where its kind has no finished
 // case yet, its op family's expected_case_seconds in `suite`, or the mean of all finished
 // cases. A case's time is from its start to the next case's (its verification, warm-up and
-// timing together; a workload's first case also computes the reference, which the cases of
-// its other implementations reuse, so the estimate can run long just after it).
+// timing together). A workload's first case also makes its inputs and reference, which the
+// cases of its other implementations reuse (ResNet-50's at 224x224 take seconds to a minute):
+// that setup is learnt apart, per kind in the same way, and counted for the cases still to run
+// that will make their workload's.
 class ProgressEstimate {
  public:
   struct Pending {
-    Pending(std::string kind_ = "", double work_ = 0) : kind(std::move(kind_)), work(work_) {}
+    Pending(std::string kind_ = "", double work_ = 0, bool first_ = false)
+        : kind(std::move(kind_)), work(work_), first(first_) {}
     Pending(const char* kind_) : kind(kind_) {}
     std::string kind;
-    double work = 0;  // 0: a case's time is its kind's mean per case
+    double work = 0;     // 0: a case's time is its kind's mean per case
+    bool first = false;  // it makes its workload's inputs and reference
   };
   explicit ProgressEstimate(std::string suite = "") : suite_(std::move(suite)) {}
-  void finished(const std::string& kind, double seconds, double work = 0);
+  // A case took `seconds`, of which `setup_seconds` made its workload's (c.first).
+  void finished(const Pending& c, double seconds, double setup_seconds = 0);
   // Seconds for these cases still to run; below 0 while a kind has neither finished cases nor
   // an expected time, and no case has finished.
   double left(const std::vector<Pending>& cases) const;
 
  private:
-  struct Seen {
+  // Seconds of one kind: a mean per case, and per unit of work where work was given.
+  struct Rate {
     std::size_t count = 0;
     double seconds = 0, work = 0, seconds_with_work = 0;
+    void add(double s, double w);
+    double at(double w) const;  // for a case of work w (0: unknown)
+  };
+  struct Seen {
+    Rate cases, setups;  // cases: without their setup
   };
   std::string suite_;
   std::map<std::string, Seen> by_kind_;
