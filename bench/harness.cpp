@@ -204,6 +204,14 @@ bool selected_by_filter(const std::string& name) {
   return filter_selects(benchmark::GetBenchmarkFilter(), name);
 }
 
+ProgressEstimate::Pending progress_pending(const Case& c) {
+  std::string model;
+  for (const auto& [key, value] : c.shape.items)
+    if (key == "model") model = value;
+  return {estimate_kind(c.workload->op(), to_string(c.impl.device), model),
+          model.empty() ? 0 : c.workload->flops()};
+}
+
 namespace {
 
 class Runner {
@@ -213,11 +221,7 @@ class Runner {
     for (const Case& c : cases) {
       runs_.emplace_back();
       runs_.back().c = &c;
-      std::string model;
-      for (const auto& [key, value] : c.shape.items)
-        if (key == "model") model = value;
-      runs_.back().pending = {estimate_kind(c.workload->op(), to_string(c.impl.device), model),
-                              model.empty() ? 0 : c.workload->flops()};
+      runs_.back().pending = progress_pending(c);
     }
   }
 
@@ -662,7 +666,7 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
   HarnessResult out;
   Runner runner(cases, cfg);
   std::size_t runnable = 0;
-  std::vector<std::string> ops;  // of the cases that will run
+  std::vector<ProgressEstimate::Pending> pending;  // the cases that will run
   const std::string filter = benchmark::GetBenchmarkFilter();
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
@@ -673,7 +677,7 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
       out.cases.push_back(rec);
       continue;
     }
-    if (runner.runs()[i].selected) ++runnable, ops.push_back(c.workload->op());
+    if (runner.runs()[i].selected) ++runnable, pending.push_back(runner.runs()[i].pending);
     auto* b = benchmark::RegisterBenchmark(
         c.name.c_str(), [&runner, i](benchmark::State& st) { runner.body(st, i); });
     b->UseManualTime()->Unit(c.workload->flops() > 2e9 ? benchmark::kMillisecond
@@ -681,7 +685,7 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
   }
   runner.set_total(runnable);
   if (!cfg.quiet && runnable > 0)
-    std::fprintf(stderr, "pairbench: %s\n", expected_line(ops, cfg.suite).c_str());
+    std::fprintf(stderr, "pairbench: %s\n", expected_line(pending, cfg.suite).c_str());
   if (runnable > 0) {
     Recorder recorder(runner, log, out, cfg.keep_error_entries);
     runner.probe("start");

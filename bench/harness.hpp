@@ -6,6 +6,7 @@
 
 #include "bench/cases.hpp"
 #include "bench/energy.hpp"
+#include "bench/progress.hpp"
 #include "reports/report.hpp"
 
 namespace pb {
@@ -53,6 +54,10 @@ struct BestTime {
   std::string error;
 };
 BestTime measure_best(const Case& c, int runs);
+
+// A case as the progress estimate sees it: its kind (estimate_kind) and, for a training case,
+// its FLOPs as its work.
+ProgressEstimate::Pending progress_pending(const Case& c);
 
 // Whether --benchmark_filter selects the case of this name.
 bool selected_by_filter(const std::string& name);

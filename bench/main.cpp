@@ -208,12 +208,13 @@ int run(int argc_in, char** argv_in) {
     usage_error = e.what();
   }
   if (usage_error.empty() && o.list) {
-    std::vector<std::string> ops;
+    std::vector<pb::ProgressEstimate::Pending> pending;
     for (const auto& c : cases) {
       std::cout << c.name << (c.skip.empty() ? "" : "  (skipped: " + c.skip + ")") << "\n";
-      if (c.skip.empty()) ops.push_back(c.workload->op());
+      if (c.skip.empty()) pending.push_back(pb::progress_pending(c));
     }
-    std::cerr << "pairbench: " << pb::expected_line(ops, o.shapes.empty() ? o.suite : "") << "\n";
+    std::cerr << "pairbench: " << pb::expected_line(pending, o.shapes.empty() ? o.suite : "")
+              << "\n";
     return 0;
   }
   // Several ranks must run one build on the same cases, or their collectives would not match:

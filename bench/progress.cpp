@@ -58,7 +58,7 @@ double ProgressEstimate::left(const std::vector<Pending>& cases) const {
       left += seen.cases.at(c.work) + (c.first ? seen.setups.at(c.work) : 0);
       continue;
     }
-    const double expected = expected_case_seconds(c.kind.substr(0, c.kind.find('/')), suite_);
+    const double expected = expected_seconds(c, suite_);
     if (expected >= 0)
       left += expected;
     else if (count_ > 0)
@@ -85,13 +85,33 @@ std::string estimate_kind(const std::string& op, const std::string& device,
   return op + "/" + device + (model.empty() ? "" : "/model=" + model);
 }
 
-std::string expected_line(const std::vector<std::string>& ops, const std::string& suite) {
+std::string expected_line(const std::vector<ProgressEstimate::Pending>& cases,
+                          const std::string& suite) {
   std::string line =
-      std::to_string(ops.size()) + (ops.size() == 1 ? " case" : " cases") + " to run";
-  const double s = ProgressEstimate(suite).left({ops.begin(), ops.end()});
-  if (s < 0 || ops.empty()) return line;
-  return line + ", about " + duration_text(s) + " expected (each at its op family's mean in the " +
+      std::to_string(cases.size()) + (cases.size() == 1 ? " case" : " cases") + " to run";
+  const double s = ProgressEstimate(suite).left(cases);
+  if (s < 0 || cases.empty()) return line;
+  return line + ", about " + duration_text(s) + " expected (each at its kind's mean in the " +
          suite + " suite on a 2-vCPU VM without a GPU; the progress lines follow the run)";
+}
+
+double expected_seconds(const ProgressEstimate::Pending& c, const std::string& suite) {
+  // Seconds per GFLOP of a CPU training case's work, by model: each model's wall time over the
+  // FLOPs of its CPU cases (their workloads' inputs and references included) in one run of
+  // `pairbench --ops=train --devices=cpu` per suite on this project's development VM of
+  // 2026-12-06 (2 vCPUs, AMD EPYC with AVX2, no bf16, no GPU): quick 26 s, standard 4.4 min, of
+  // which ResNet-50's six cases took 3.9 min. A GPU's step, or a faster CPU's, takes less.
+  struct Row {
+    const char* model;
+    double quick, standard;
+  };
+  static const Row table[] = {{"mlp", 0.64, 0.65}, {"cnn", 0.30, 0.34}, {"resnet50", 0.43, 0.15}};
+  const bool in_table = suite == "quick" || suite == "standard" || suite == "full";
+  if (c.work > 0 && in_table)
+    for (const Row& r : table)
+      if (c.kind == estimate_kind("train", "cpu", r.model))
+        return (suite == "quick" ? r.quick : r.standard) * c.work / 1e9;
+  return expected_case_seconds(c.kind.substr(0, c.kind.find('/')), suite);
 }
 
 double expected_case_seconds(const std::string& op, const std::string& suite) {
@@ -99,15 +119,17 @@ double expected_case_seconds(const std::string& op, const std::string& suite) {
   // suite on this project's development VM of 2026-12-02 (2 vCPUs, Intel Xeon with AVX-512
   // and AMX, no GPU; GPU cases listed as skipped, which take nothing): quick 97 s, standard
   // 7.3 min without ResNet-50's training step at batch 32, which took 91 s more in another.
-  // transfer's cases are GPU cases.
+  // transfer's cases are GPU cases. batchnorm and collective (two ranks under mpirun, their
+  // cases skipped on one): measured alone on the AMD EPYC VM of expected_seconds' table.
   struct Row {
     const char* op;
     double quick, standard;
   };
   static const Row table[] = {
-      {"gemm", 0.25, 0.64}, {"conv", 0.59, 0.97},       {"stream", 1.17, 2.17},
-      {"transfer", 0, 0},   {"activation", 0.20, 0.89}, {"softmax", 0.25, 0.78},
-      {"loss", 0.12, 0.67}, {"train", 0.65, 3.78},
+      {"gemm", 0.25, 0.64},       {"conv", 0.59, 0.97},       {"stream", 1.17, 2.17},
+      {"transfer", 0, 0},         {"activation", 0.20, 0.89}, {"softmax", 0.25, 0.78},
+      {"loss", 0.12, 0.67},       {"train", 0.65, 3.78},      {"batchnorm", 0.23, 0.99},
+      {"collective", 0.24, 0.78},
   };
   const bool quick = suite == "quick";
   if (!quick && suite != "standard" && suite != "full") return -1;

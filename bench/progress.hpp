@@ -31,11 +31,6 @@ double expected_case_seconds(const std::string& op, const std::string& suite);
 // or "all" runs every case, and a leading '-' the cases the rest does not match.
 bool filter_selects(const std::string& filter, const std::string& name);
 
-// "437 cases to run, about 9 min 40 s expected (...)": the cases of these op families (one entry
-// a case) at their expected_case_seconds in `suite`; without an expected time for each, the
-// count alone.
-std::string expected_line(const std::vector<std::string>& ops, const std::string& suite);
-
 // The kind of case the estimate below averages over: its op family and device ("gemm/cpu"),
 // and for a training case its model too ("train/cpu/model=resnet50"): a ResNet-50 step takes
 // seconds where an MLP's takes milliseconds, and a GPU's step a fraction of a CPU's.
@@ -46,12 +41,12 @@ std::string estimate_kind(const std::string& op, const std::string& device,
 // mean time of the finished cases of its kind (estimate_kind), or, where it and they give their
 // work (a training case's FLOPs: its batch and its pass move its time as much as its model
 // does), that kind's seconds per unit of work times its own; where its kind has no finished
-// case yet, its op family's expected_case_seconds in `suite`, or the mean of all finished
-// cases. A case's time is from its start to the next case's (its verification, warm-up and
-// timing together). A workload's first case also makes its inputs and reference, which the
-// cases of its other implementations reuse (ResNet-50's at 224x224 take seconds to a minute):
-// that setup is learnt apart, per kind in the same way, and counted for the cases still to run
-// that will make their workload's.
+// case yet, its expected_seconds in `suite` (below), or the mean of all finished cases. A case's
+// time is from its start to the next case's (its verification, warm-up and timing together). A
+// workload's first case also makes its inputs and reference, which the cases of its other
+// implementations reuse (ResNet-50's at 224x224 take seconds to a minute): that setup is learnt
+// apart, per kind in the same way, and counted for the cases still to run that will make their
+// workload's.
 class ProgressEstimate {
  public:
   struct Pending {
@@ -85,5 +80,16 @@ class ProgressEstimate {
   std::size_t count_ = 0;
   double seconds_ = 0;
 };
+
+// The seconds a case of this kind and work takes before any case of its kind has run: a CPU
+// training case of a model the table in progress.cpp has, at that model's seconds per GFLOP of
+// its work in the suite (its workloads' setup spread over its cases); any other case at its op
+// family's expected_case_seconds. Below 0 where neither is known.
+double expected_seconds(const ProgressEstimate::Pending& c, const std::string& suite);
+
+// "437 cases to run, about 9 min 40 s expected (...)": the cases (one entry a case) at their
+// expected_seconds in `suite`; without an expected time for each, the count alone.
+std::string expected_line(const std::vector<ProgressEstimate::Pending>& cases,
+                          const std::string& suite);
 
 }  // namespace pb

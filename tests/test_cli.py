@@ -283,6 +283,8 @@ def test_list_works_without_a_gpu(pairbench):
     gpu = [n for n in names if "/gpu/" in n]
     assert gpu, "GPU cases are listed even without a GPU"
     assert all("(skipped: no GPU:" in n for n in gpu) or all("skipped" not in n for n in gpu)
+    # and says how long they would take (it said only the count while two families had no time)
+    assert re.search(r"pairbench: \d+ cases to run, about .+ expected", r.stderr), r.stderr
 
 
 def test_failed_verification_is_an_error_entry_and_exit_1(pairbench, tmp_path):

@@ -279,14 +279,19 @@ TEST(Progress, CountsTheCasesTheFilterRunsAndExpectsTheirTime) {
   EXPECT_FALSE(filter_selects("^conv", name));
   EXPECT_FALSE(filter_selects("-openblas", name));
   EXPECT_TRUE(filter_selects("-onednn|naive", name));
-  const std::vector<std::string> ops = {"gemm", "gemm", "train"};
+  const std::vector<ProgressEstimate::Pending> ops = {"gemm/cpu", "gemm/cpu", "train/gpu"};
   EXPECT_DOUBLE_EQ(
-      ProgressEstimate("quick").left({ops.begin(), ops.end()}),
+      ProgressEstimate("quick").left(ops),
       2 * expected_case_seconds("gemm", "quick") + expected_case_seconds("train", "quick"));
   EXPECT_GT(expected_case_seconds("conv", "standard"), 0);
   EXPECT_EQ(expected_case_seconds("conv", "standard"), expected_case_seconds("conv", "full"));
+  // Every op family has its row: one without would leave a whole suite's run with no expected
+  // time (batch norm's and the collectives' had none, so the quick suite's had none).
+  for (const OpFamily& f : op_families())
+    for (const char* suite : {"quick", "standard"})
+      EXPECT_GE(expected_case_seconds(f.name, suite), 0) << f.name << " in " << suite;
   // --shape runs: no table, nothing finished
-  EXPECT_LT(ProgressEstimate("").left({ops.begin(), ops.end()}), 0);
+  EXPECT_LT(ProgressEstimate("").left(ops), 0);
   EXPECT_EQ(expected_line(ops, "quick").rfind("3 cases to run, about ", 0), 0u)
       << expected_line(ops, "quick");
   EXPECT_EQ(expected_line(ops, ""), "3 cases to run");
@@ -308,8 +313,9 @@ TEST(Progress, TheEstimateLearnsPerOpFamily) {
 
 // A training case is of its device's and its model's kind, and its time goes with its work: the
 // ResNet-50 cases left are expected at ResNet-50's seconds per FLOP on that device, not at a mean
-// the MLP's milliseconds pull down; a model not run yet at its family's table time; a kind
-// without work at its mean per case.
+// the MLP's milliseconds pull down; a model not run yet on the CPU at its table's seconds per
+// GFLOP (ResNet-50's step at 224x224 takes tens of seconds to minutes on two cores, not the
+// family's few), elsewhere at its family's table time; a kind without work at its mean per case.
 TEST(Progress, TrainingCasesAreEstimatedPerDeviceModelAndWork) {
   const std::string mlp = estimate_kind("train", "cpu", "mlp"),
                     r50 = estimate_kind("train", "cpu", "resnet50");
@@ -320,8 +326,16 @@ TEST(Progress, TrainingCasesAreEstimatedPerDeviceModelAndWork) {
   e.finished({r50, 3e9}, 12.0);  // a step: 4 s per GFLOP
   e.finished("gemm/cpu", 1.0), e.finished("gemm/cpu", 3.0);
   EXPECT_DOUBLE_EQ(e.left({{r50, 3e9}, {r50, 1e9}, {mlp, 2e6}, {"gemm/cpu"}}), 12 + 4 + 0.2 + 2);
+  // A model not run yet on the CPU: at its table's seconds per GFLOP; on the GPU, or one the
+  // table does not have, at the family's table time.
+  const std::string cnn = estimate_kind("train", "cpu", "cnn");
+  EXPECT_DOUBLE_EQ(e.left({{cnn, 2e9}}), 2 * e.left({{cnn, 1e9}}));
+  EXPECT_DOUBLE_EQ(e.left({{cnn, 1e9}}), expected_seconds({cnn, 1e9}, "quick"));
+  EXPECT_GT(expected_seconds({cnn, 1e9}, "quick"), 0);
+  EXPECT_GT(expected_seconds({r50, 194e9}, "standard"),  // batch 8 at 224x224
+            5 * expected_case_seconds("train", "standard"));
   for (const std::string& unseen :
-       {estimate_kind("train", "cpu", "cnn"), estimate_kind("train", "gpu", "resnet50")})
+       {estimate_kind("train", "gpu", "resnet50"), estimate_kind("train", "cpu", "vit")})
     EXPECT_DOUBLE_EQ(e.left({{unseen, 1e9}}), expected_case_seconds("train", "quick")) << unseen;
   EXPECT_DOUBLE_EQ(e.left({r50, mlp}), 12.1);  // no work given: each at its kind's mean
 }
