@@ -55,6 +55,14 @@ double gpu_bytes_needed(const Workload& w, const ImplSpec& spec, const Resources
   return w.device_bytes() + spec.workspace_bytes + flush;
 }
 
+double host_headroom(const Resources& r) {
+  return 512.0 * (1 << 20) + 0.05 * r.host_available_bytes;
+}
+
+bool fits_host(double needed, const Resources& r) {
+  return needed + host_headroom(r) <= r.host_available_bytes;
+}
+
 bool fits_gpu(double needed, const Resources& r) {
   const double headroom = 256.0 * (1 << 20) + 0.05 * r.gpu_free_bytes;
   return needed + headroom <= r.gpu_free_bytes;
@@ -153,9 +161,9 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
           // this machine is skipped, saying so.
           std::string too_big;
           const double host_bytes = w->host_bytes(spec.device);
-          if (host_bytes > r.host_available_bytes)
-            too_big = "needs " + gib(host_bytes) + " of host memory; " +
-                      gib(r.host_available_bytes) + " is available";
+          if (!fits_host(host_bytes, r))
+            too_big = "needs " + gib(host_bytes) + " of host memory and " + gib(host_headroom(r)) +
+                      " of headroom; " + gib(r.host_available_bytes) + " is available";
           const double gpu_bytes = cpu ? 0 : gpu_bytes_needed(*w, spec, r, o.cold);
           if (too_big.empty() && !cpu && r.gpu_available && !fits_gpu(gpu_bytes, r))
             too_big = "needs " + gib(gpu_bytes) + " of GPU memory with " + spec.name +

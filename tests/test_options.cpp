@@ -1,6 +1,8 @@
 // Command-line parsing and case building: every bad input is a UsageError (exit code 2).
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "bench/cases.hpp"
 #include "bench/options.hpp"
 #include "bench/progress.hpp"
@@ -133,6 +135,59 @@ TEST(Cases, SuiteCasesTooBigForTheMachineAreSkipped) {
   }
   EXPECT_GT(big, 0);
   EXPECT_GT(small, 0);
+}
+
+// ResNet-50's batches in the suites, on a machine that holds them all: the standard suite on
+// 224x224 at batch 8 and 32 on both devices and 256 on the GPU alone; the full one from batch 1
+// (inference alone: its training step is not verifiable in fp32 there) to 256 on both devices.
+TEST(Cases, ResNet50RunsAtTheSuitesBatchesOnEachDevice) {
+  Resources r = no_gpu();
+  r.gpu_available = true;
+  r.gpu_free_bytes = 1e12;
+  r.gpu_l2_bytes = 50e6;
+  r.gpu_sms = 132;
+  r.host_available_bytes = 1e13;
+  auto batches = [&r](const std::string& suite, const std::string& device,
+                      const std::string& pass) {
+    std::set<std::int64_t> out;
+    const Options o = parse(
+        {"--suite=" + suite, "--ops=train", "--dtypes=fp32", "--devices=" + device, "--threads=2"});
+    for (const Case& c : build_cases(o, r)) {
+      const auto at = c.name.find("model=resnet50,pass=" + pass + ",batch=");
+      if (at == std::string::npos) continue;
+      EXPECT_EQ(c.name.find("image=64"), std::string::npos);  // 224x224 beyond the quick suite
+      out.insert(std::stoll(c.name.substr(c.name.find("batch=", at) + 6)));
+    }
+    return out;
+  };
+  using Batches = std::set<std::int64_t>;
+  EXPECT_EQ(batches("standard", "cpu", "train"), (Batches{8, 32}));
+  EXPECT_EQ(batches("standard", "gpu", "train"), (Batches{8, 32, 256}));
+  EXPECT_EQ(batches("standard", "gpu", "infer"), (Batches{8, 32, 256}));
+  for (const char* device : {"cpu", "gpu"}) {
+    EXPECT_EQ(batches("full", device, "train"), (Batches{8, 32, 64, 128, 256})) << device;
+    EXPECT_EQ(batches("full", device, "infer"), (Batches{1, 8, 32, 64, 128, 256})) << device;
+  }
+}
+
+// Host memory is counted with headroom for what no count sees (the process, its libraries'
+// scratch, the allocator): ResNet-50's CPU step at batch 128 on 224x224, counted below a
+// 22.9 GiB VM's available memory without it, was killed there by the kernel; at batch 96 it ran.
+TEST(Cases, HostMemoryKeepsHeadroom) {
+  Resources r = no_gpu();
+  r.host_available_bytes = 16.0 * (1u << 30);
+  const double headroom = host_headroom(r);
+  EXPECT_DOUBLE_EQ(headroom, 512.0 * (1 << 20) + 0.05 * r.host_available_bytes);
+  EXPECT_TRUE(fits_host(r.host_available_bytes - headroom, r));
+  EXPECT_FALSE(fits_host(r.host_available_bytes - headroom + 1e6, r));
+  r.host_available_bytes = 22.87 * (1u << 30);
+  auto resnet50 = [&r](const std::string& batch) {
+    return build_cases(parse({"--shape=model=resnet50,batch=" + batch, "--ops=train",
+                              "--devices=cpu", "--impls=onednn", "--dtypes=fp32"}),
+                       r);
+  };
+  EXPECT_THROW(resnet50("128"), UsageError);
+  EXPECT_NO_THROW(resnet50("96"));
 }
 
 TEST(Cases, ChecksGpuMemoryBeforeAllocating) {
