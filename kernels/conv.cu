@@ -294,7 +294,8 @@ struct CudnnConvolution::State {
   std::string search;
 
   // The fastest algorithm (cuDNN's Find ranks them by the time it measured) that ran, fits
-  // the workspace cap and, for fp32, uses no tensor cores. With the heuristics' first choice, the
+  // the workspace cap and, for fp32, uses no tensor cores (below fp32, no FFT or Winograd
+  // transform). With the heuristics' first choice, the
   // resnet step at batch 1 on an H100 was 3.7x slower than with im2col + cuBLAS (2.4x slower
   // than with Find's).
   template <class Perf>
@@ -307,6 +308,9 @@ struct CudnnConvolution::State {
     };
     const Perf *chosen = nullptr, *runner_up = nullptr;
     std::string left_out;
+    auto transforms = [](const std::string& algo) {
+      return algo.find("fft") != std::string::npos || algo.find("winograd") != std::string::npos;
+    };
     for (int i = 0; i < returned && !runner_up; ++i) {
       const Perf& a = perf[i];
       if (a.status != CUDNN_STATUS_SUCCESS) continue;
@@ -319,6 +323,12 @@ struct CudnnConvolution::State {
       // tf32 allows tensor cores, not fp32 data converted down to fp16
       else if (a.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
         why = "converts its data to fp16";
+      // An FFT or Winograd algorithm multiplies transformed operands, which tensor-op math may
+      // round to tf32 or 16 bits: an error of the precision's unit on each product, where the
+      // check's bound (ConvWorkload::tolerance) holds only the sums' rounding, as the inputs are
+      // exact in the dtype. fp32 takes them (FMA math: the transforms stay fp32).
+      else if (math != CUDNN_FMA_MATH && transforms(name(static_cast<int>(a.algo))))
+        why = "transformed operands in tensor-op math";
       if (!why.empty()) {
         if (!chosen) left_out += (left_out.empty() ? "" : ", ") + timed(a) + " (" + why + ")";
         continue;
@@ -410,6 +420,10 @@ struct CudnnConvolution::State {
         bwd_filter = pick(perf, returned, math, bwd_filter_algo_name)->algo;
       } break;
     }
+    // Find allocates its own buffers: one it could not allocate (an algorithm counted in
+    // `unallocated`) may leave cudaErrorMemoryAllocation as the runtime's last error, which the
+    // next launch's check would report as that launch's failure.
+    (void)cudaGetLastError();
   }
 };
 
