@@ -185,10 +185,15 @@ int run(int argc_in, char** argv_in) {
     return o.ops.empty() || std::find(o.ops.begin(), o.ops.end(), op) != o.ops.end();
   };
   const bool want_nccl = selected("collective") || (world.size > 1 && selected("train"));
+  // --list runs nothing: it loads NCCL, to say whether its cases could run, and makes no
+  // communicator (whose setup waits for every rank, up to PAIRBENCH_NCCL_TIMEOUT).
   if (pb::ranks::all(res.gpu_available && want_nccl && usage_error.empty())) {
-    const std::string why = pb::ranks::bootstrap(
-        "NCCL", pb::gpu::nccl_load, pb::gpu::nccl_unique_id,
-        [&world](const std::string& id) { return pb::gpu::nccl_init(id, world.size, world.rank); });
+    const std::string why =
+        o.list ? pb::gpu::nccl_load()
+               : pb::ranks::bootstrap("NCCL", pb::gpu::nccl_load, pb::gpu::nccl_unique_id,
+                                      [&world](const std::string& id) {
+                                        return pb::gpu::nccl_init(id, world.size, world.rank);
+                                      });
     pb::ops::set_nccl_reason(why);
   }
   std::vector<pb::Case> cases;

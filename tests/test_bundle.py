@@ -211,15 +211,49 @@ def test_gpu_targets_stops_where_pairbench_cannot_start(tmp_path):
     assert "gpu-check" not in r.stdout
 
 
-def vs_torch_train(tmp_path, pairbench_body, python_body):
+def vs_torch_train(tmp_path, pairbench_body, python_body, **env):
     """scripts/vs_torch_train on the MLP, one round, with a fake pairbench and a fake python
-    that has torch as far as the script asks."""
+    that has torch as far as the script asks (python_body None: a python without torch)."""
+    torch_python = "/bin/false" if python_body is None else str(script(tmp_path / "python",
+                                                                       python_body))
     return subprocess.run([str(ROOT / "scripts" / "vs_torch_train"), "1", "1", "mlp"],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ,
                                "PAIRBENCH_BIN": str(script(tmp_path / "pairbench", pairbench_body)),
-                               "PAIRBENCH_TORCH_PYTHON": str(script(tmp_path / "python",
-                                                                    python_body))})
+                               "PAIRBENCH_TORCH_PYTHON": torch_python, **env})
+
+
+TORCH_JSON = ('{"torch": "2.15.0", "threads": 1, "dtype": "fp32", "device": "cpu", '
+              '"train_ms": {"32": 4.0, "128": 9.0}, "infer_ms": {"32": 1.0, "128": 2.0}}')
+
+
+REPORT_AND_CRASH = ('for a; do case $a in --report=*) r=${a#--report=}; '
+                    'echo \'{"pairbench": {"cases": []}}\' >"$r.partial.jsonl";; esac; done\n'
+                    'echo "pairbench: CUDA error: an illegal memory access" >&2\nexit 134\n')
+
+
+def test_vs_torch_train_keeps_pairbenchs_log_and_stderr_where_asked(tmp_path):
+    # On a GPU lent for one call, the first round's report (or the partial log of a round cut
+    # short) and everything pairbench said must outlive the script's temporary folder.
+    keep = tmp_path / "keep"
+    r = vs_torch_train(tmp_path, REPORT_AND_CRASH, f"[ \"$1\" = -c ] && exit 0\necho '{TORCH_JSON}'\n",
+                       PAIRBENCH_KEEP=str(keep))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert sorted(p.name for p in keep.iterdir()) == [
+        "pairbench-cpu-fp32-round1.err", "pairbench-cpu-fp32-round1.json.partial.jsonl"]
+    assert "illegal memory access" in (keep / "pairbench-cpu-fp32-round1.err").read_text()
+    assert "pairbench exited 134 in round 1" in r.stderr and "illegal memory access" in r.stderr
+
+
+def test_vs_torch_train_runs_pairbench_where_torch_is_missing(tmp_path):
+    # A machine whose torch cannot be found or installed still gets pairbench's figures.
+    report = ('{"context": {}, "pairbench": {"analyses": {}, "cases": [{"name": "train/cpu/onednn/'
+              'model=mlp,batch=32", "status": "ok", "time": {"median_s": 0.004}}]}}')
+    r = vs_torch_train(tmp_path, 'for a; do case $a in --report=*) '
+                                 f'echo \'{report}\' >"${{a#--report=}}";; esac; done\n', None)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no torch here" in r.stderr
+    assert "round 1: pairbench train/cpu/onednn/model=mlp,batch=32: 4.00 ms" in r.stdout
 
 
 def test_vs_torch_train_says_when_pairbench_broke(tmp_path):
@@ -228,10 +262,6 @@ def test_vs_torch_train_says_when_pairbench_broke(tmp_path):
                        "exit 0\n")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "pairbench exited 1 in round 1" in r.stderr and "the GPU fell off" in r.stderr
-
-
-TORCH_JSON = ('{"torch": "2.15.0", "threads": 1, "dtype": "fp32", "device": "cpu", '
-              '"train_ms": {"32": 4.0, "128": 9.0}, "infer_ms": {"32": 1.0, "128": 2.0}}')
 
 
 def test_vs_torch_train_runs_torch_when_pairbench_broke(tmp_path):
