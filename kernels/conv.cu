@@ -295,9 +295,8 @@ struct CudnnConvolution::State {
 
   // The fastest algorithm (cuDNN's Find ranks them by the time it measured) that ran, fits
   // the workspace cap and, for fp32, uses no tensor cores (below fp32, no FFT or Winograd
-  // transform). With the heuristics' first choice, the
-  // resnet step at batch 1 on an H100 was 3.7x slower than with im2col + cuBLAS (2.4x slower
-  // than with Find's).
+  // transform). With the heuristics' first choice, the resnet step at batch 1 on an H100 was
+  // 3.7x slower than with im2col + cuBLAS (2.4x slower than with Find's).
   template <class Perf>
   const Perf* pick(const Perf* perf, int returned, cudnnMathType_t math, const char* (*name)(int)) {
     auto timed = [&](const Perf& a) {
