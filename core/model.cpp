@@ -98,6 +98,55 @@ std::vector<Fusion> inference_fusions(const ModelDesc& m, bool convs, bool relus
   return out;
 }
 
+std::vector<int> inference_buffers(const ModelDesc& m, const std::vector<Fusion>& fusions) {
+  struct Pass {
+    int writes;
+    std::vector<int> reads;
+  };
+  std::vector<Pass> passes;
+  for (std::size_t i = 0; i < m.layers.size(); ++i) {
+    const Layer& l = m.layers[i];
+    if (l.kind == LayerKind::flatten || l.kind == LayerKind::loss) continue;
+    const Fusion& f = fusions[i];
+    Pass p{static_cast<int>(f.last) + 1, {m.storage(l.in)}};
+    if (l.kind == LayerKind::add) p.reads.push_back(m.storage(l.in2));
+    if (f.residual >= 0) p.reads.push_back(m.storage(f.residual));
+    passes.push_back(std::move(p));
+    i = f.last;
+  }
+  const int count = static_cast<int>(passes.size());
+  std::vector<int> last_read(m.layers.size() + 1, -1);  // per tensor: the last pass reading it
+  for (int j = 0; j < count; ++j)
+    for (int t : passes[static_cast<std::size_t>(j)].reads)
+      last_read[static_cast<std::size_t>(t)] = j;
+  last_read[static_cast<std::size_t>(m.storage(m.logits()))] = count;
+  struct Buffer {
+    int owner;
+    std::int64_t elements;
+    int busy_until;  // the last pass that reads its map
+  };
+  std::vector<Buffer> buffers;
+  std::vector<int> out(m.layers.size() + 1, -1);
+  for (int j = 0; j < count; ++j) {
+    const int t = passes[static_cast<std::size_t>(j)].writes;
+    const std::int64_t need = m.dims(t).size();
+    Buffer* best = nullptr;
+    for (Buffer& b : buffers) {
+      if (b.busy_until >= j) continue;
+      const bool fits = b.elements >= need;
+      if (!best || (fits != (best->elements >= need)
+                        ? fits
+                        : (fits ? b.elements < best->elements : b.elements > best->elements)))
+        best = &b;
+    }
+    if (!best) best = &buffers.emplace_back(Buffer{t, need, j});
+    best->elements = std::max(best->elements, need);
+    best->busy_until = std::max(last_read[static_cast<std::size_t>(t)], j);
+    out[static_cast<std::size_t>(t)] = best->owner;
+  }
+  return out;
+}
+
 ModelBuilder::ModelBuilder(std::string name, Dims input) {
   m_.name = std::move(name);
   m_.input = input;

@@ -94,6 +94,16 @@ struct Fusion {
 // One per layer (a taken layer's own entry is unused).
 std::vector<Fusion> inference_fusions(const ModelDesc& m, bool convs, bool relus);
 
+// Inference's buffers: a map is needed only until the last pass that reads it has run (the
+// logits until the caller reads them after the last pass), so maps whose lives do not overlap
+// share one buffer. The passes are the forward walk's under `fusions` (inference_fusions): each
+// writes the output of its last layer and reads its first layer's inputs and its residual. A
+// pass's map takes a buffer that no live map holds, not one the pass reads: the smallest that
+// holds it, else the largest (grown to it), else a new one. Per tensor, the tensor whose buffer
+// it uses (its own where it owns one), or -1 where no pass writes it: the model's input, a
+// flatten's output (its input's memory), a map a pass takes, the loss's output.
+std::vector<int> inference_buffers(const ModelDesc& m, const std::vector<Fusion>& fusions);
+
 // Builds a description, layer by layer, each call returning the tensor it writes; build()
 // checks the whole. Every shape that does not chain is a std::invalid_argument naming the model
 // and the layer: a convolution's filter larger than its padded input, a linear layer on a

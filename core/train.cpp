@@ -149,10 +149,19 @@ double TrainWorkload::min_bytes() const {
 }
 
 namespace {
-// The double-precision reference step's memory at a batch of b (host_bytes' terms).
-double reference_bytes(const ModelDesc& m, bool train, double b) {
-  const double p = static_cast<double>(m.param_count), a = b * m.activations();
-  return train ? 8.0 * (4.0 * p + 1.5 * a) : 8.0 * (p + a);
+// The double-precision reference step's memory at a batch of b (host_bytes' terms). Training:
+// its parameters, velocity, gradients and results (4 p doubles) and its activations and their
+// gradients (1.5 a: the walk shares gradient buffers). Inference: the parameters, the walk's
+// buffers (counted: maps whose lives do not overlap share one) and, in a low dtype, a map's and
+// a layer's weights rounded to it and one image's column matrix (ReferenceOps' lows_, col_).
+double reference_bytes(const ModelDesc& m, const TrainShape& s, std::int64_t b) {
+  const double p = static_cast<double>(m.param_count);
+  if (s.train) return 8.0 * (4.0 * p + 1.5 * static_cast<double>(b) * m.activations());
+  TrainShape at = s;
+  at.batch = b;
+  double widest = static_cast<double>(m.input.size());
+  for (const Layer& l : m.layers) widest = std::max(widest, static_cast<double>(l.out.size()));
+  return 8.0 * (2.0 * p + 2.0 * static_cast<double>(b) * widest) + reference_walk_bytes(m, at);
 }
 }  // namespace
 
@@ -160,20 +169,16 @@ std::int64_t TrainWorkload::period() const {
   const std::int64_t global = s_.batch * s_.ranks;
   if (s_.ranks > 1) return global;
   for (std::int64_t p = global; p > 1; --p)
-    if (global % p == 0 &&
-        reference_bytes(*m_, s_.train, static_cast<double>(p)) <= kMostReferenceBytes)
-      return p;
+    if (global % p == 0 && reference_bytes(*m_, s_, p) <= kMostReferenceBytes) return p;
   return 1;
 }
 
 double TrainWorkload::host_bytes(Device device) const {
   const double p = static_cast<double>(m_->param_count), b = static_cast<double>(s_.batch);
-  const double ref = reference_bytes(*m_, s_.train, static_cast<double>(period()));
+  const double ref = reference_bytes(*m_, s_, period());
   // The inputs (2 p floats and the batch), and the larger of the double-precision reference
-  // (which the harness runs before the implementation: prepare_reference) and an
-  // implementation. Training: the reference's parameters, velocity, gradients and results (4 p
-  // doubles) and its activations and their gradients (1.5 a: the walk shares gradient
-  // buffers). An implementation: its copies and outputs (6 p floats) and, on the CPU, its
+  // (which the harness runs before the implementation: prepare_reference; reference_bytes) and
+  // an implementation. An implementation: its copies and outputs (6 p floats) and, on the CPU, its
   // walk's buffers in fp32 (counted: walk_bytes); on the GPU, whose walk is in device memory,
   // a pinned copy of the batch (the variant that copies it in each step). Inference:
   // parameters and the walk's buffers. Beside an implementation, the exact reference's results

@@ -155,15 +155,27 @@ class Walk {
       input_ = ops.template buffer<T>(B * m.input.size());
     share_gradients();
     fusions_ = inference_fusions(m, FusesConv<Ops>::value, FusesRelu<Ops>::value);
+    // Each map's buffer: its own in training (the backward pass reads them); in inference one
+    // that maps whose lives do not overlap share (core/model.hpp's inference_buffers).
+    buffer_of_.assign(tensors, -1);
+    if (!s.train) buffer_of_ = inference_buffers(m, fusions_);
+    std::vector<std::int64_t> elements(tensors, 0);  // per buffer's owner: per sample
+    for (std::size_t t = 1; t < tensors; ++t) {
+      const Layer& l = m.layers[t - 1];
+      if (s.train && m.storage(static_cast<int>(t)) == static_cast<int>(t) &&
+          l.kind != LayerKind::loss)
+        buffer_of_[t] = static_cast<int>(t);
+      const int b = buffer_of_[t];
+      if (b > 0) elements[b] = std::max(elements[b], l.out.size());
+    }
+    for (std::size_t t = 1; t < tensors; ++t)
+      if (elements[t] > 0) values_[t] = ops.template buffer<T>(B * elements[t]);
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
       const Layer& l = m.layers[i];
       const int t = static_cast<int>(i) + 1;
-      if (m.storage(t) == t && l.kind != LayerKind::loss) {
-        values_[t] = ops.template buffer<T>(B * l.out.size());
-        if (s.train && grad_of_[t] == t && !in_value_[t])
-          grads_[t] = ops.template buffer<T>(B * l.out.size());
-      }
+      if (s.train && buffer_of_[t] == t && grad_of_[t] == t && !in_value_[t])
+        grads_[t] = ops.template buffer<T>(B * l.out.size());
       if (l.kind == LayerKind::maxpool)
         args_[i] = ops.template buffer<std::int32_t>(B * l.out.size());
       if (l.kind == LayerKind::batchnorm) aux_[i] = ops.template buffer<P>(2 * l.out.c);
@@ -203,7 +215,7 @@ class Walk {
       const Layer& l = m_.layers[i];
       const Dims in = m_.dims(l.in);
       const T* a = value(l.in);
-      T* out = values_[i + 1].data();
+      T* out = map(static_cast<int>(i) + 1);
       const std::int64_t n = B * l.out.size();
       switch (l.kind) {
         case LayerKind::conv: {
@@ -221,7 +233,7 @@ class Walk {
               if (f.residual >= 0) tail.residual = value(f.residual);
               tail.relu = f.relu;
               ops_.conv_fused(c, a, params + l.weight, bias(params, l), tail,
-                              values_[f.last + 1].data());
+                              map(static_cast<int>(f.last) + 1));
               i = f.last;  // the layers taken are done
               break;
             }
@@ -243,7 +255,7 @@ class Walk {
         case LayerKind::batchnorm: {
           BnShape b = bn(l);
           const bool fuse = !train && fusions_[i].relu;
-          if (fuse) b.relu = true, out = values_[i + 2].data();  // the ReLU's output
+          if (fuse) b.relu = true, out = map(static_cast<int>(i) + 2);  // the ReLU's output
           ops_.batchnorm_forward(b, train, a, params + l.weight, params + l.bias_at, out,
                                  aux_[i].data(), aux_[i].data() + in.c, state + l.state,
                                  state + l.state + in.c);
@@ -259,7 +271,7 @@ class Walk {
         case LayerKind::add:
           if constexpr (FusesRelu<Ops>::value) {
             if (!train && fusions_[i].relu) {
-              ops_.add_relu(a, value(l.in2), values_[i + 2].data(), n);
+              ops_.add_relu(a, value(l.in2), map(static_cast<int>(i) + 2), n);
               ++i;  // the ReLU is done
               break;
             }
@@ -386,7 +398,12 @@ class Walk {
  private:
   const T* value(int t) const {
     const int st = m_.storage(t);
-    return st == 0 ? x_ : values_[st].data();
+    return st == 0 ? x_ : map(st);
+  }
+  // Tensor t's buffer (none: null).
+  T* map(int t) const {
+    const int b = buffer_of_[static_cast<std::size_t>(t)];
+    return b < 0 ? nullptr : const_cast<T*>(values_[static_cast<std::size_t>(b)].data());
   }
   const P* bias(const P* params, const Layer& l) const {
     return l.bias ? params + l.bias_at : zeros_.data();
@@ -430,7 +447,7 @@ class Walk {
   }
   T* gradient(int storage) {
     const int owner = grad_of_[storage];
-    return in_value_[owner] ? values_[owner].data() : grads_[owner].data();
+    return in_value_[owner] ? map(owner) : grads_[owner].data();
   }
   // Where the gradients live, planned once so that the backward pass touches little more memory
   // than the forward pass did (as the hand-written steps did):
@@ -480,6 +497,7 @@ class Walk {
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
   std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
+  std::vector<int> buffer_of_;           // per tensor: whose values_ hold it (none: -1)
   std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
   std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
   std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
@@ -525,10 +543,10 @@ std::unique_ptr<ModelStep> make_step(const ModelDesc& m, const TrainShape& s, Op
 }
 
 // An Ops that allocates nothing and counts the bytes a walk asks it for (walk_bytes).
-template <class Act>
+template <class Act, class Param = float>
 struct CountingOps {
   using ActType = Act;
-  using ParamType = float;
+  using ParamType = Param;
   template <class E>
   struct Buffer {
     E* data() const { return nullptr; }
@@ -539,23 +557,37 @@ struct CountingOps {
     return {};
   }
   bool channels_last() const { return nhwc; }
-  void zero(float*, std::int64_t) {}
+  void zero(Param*, std::int64_t) {}
   bool nhwc = false;
   double bytes = 0;
 };
+// One that fuses in inference as every device's Ops does (so its walk shares the same buffers).
+template <class Act>
+struct FusingCountingOps : CountingOps<Act> {
+  void conv_fused(const ConvShape&, const Act*, const float*, const float*,
+                  const ConvTail<Act, float>&, Act*) {}
+  void add_relu(const Act*, const Act*, Act*, std::int64_t) {}
+};
+static_assert(FusesConv<FusingCountingOps<float>>::value &&
+              FusesRelu<FusingCountingOps<float>>::value);
+
+template <class Ops>
+double counted_walk_bytes(const ModelDesc& m, const TrainShape& s, Ops ops) {
+  Walk<Ops> walk(m, s, ops);
+  return ops.bytes;
+}
 
 // The device memory the walk of model m at shape s takes on a device whose maps are 16-bit
 // (a bf16 or fp16 step's, kept channels-last) or fp32 (NCHW): what its buffers ask for, counted
 // by building the very walk a device's step builds over an Ops that allocates nothing.
 inline double walk_bytes(const ModelDesc& m, const TrainShape& s, bool low_maps) {
-  if (low_maps) {
-    CountingOps<std::uint16_t> ops{true};  // a 16-bit storage type: the walk's kLowMaps
-    Walk<CountingOps<std::uint16_t>> walk(m, s, ops);
-    return ops.bytes;
-  }
-  CountingOps<float> ops{false};
-  Walk<CountingOps<float>> walk(m, s, ops);
-  return ops.bytes;
+  if (low_maps) return counted_walk_bytes(m, s, FusingCountingOps<std::uint16_t>{{true}});
+  return counted_walk_bytes(m, s, FusingCountingOps<float>{{false}});
+}
+
+// The same of the double-precision reference's walk (core/train_ref.cpp: NCHW, no fusions).
+inline double reference_walk_bytes(const ModelDesc& m, const TrainShape& s) {
+  return counted_walk_bytes(m, s, CountingOps<double, double>{false});
 }
 
 }  // namespace pb

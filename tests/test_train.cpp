@@ -11,6 +11,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <tuple>
 
 #include "core/collective.hpp"
@@ -827,6 +828,58 @@ TEST(TrainModel, InferenceFusionsOfResNet50) {
       }
     }
   }
+}
+
+// Inference's buffers (core/model.hpp's inference_buffers) on every model, with and without
+// each fusion: no two maps whose lives overlap share a buffer, where a map lives from the pass
+// that writes it to the last pass that reads it (the logits to the end), and a pass reads every
+// input of its layers that it does not write itself; every map a pass writes has a buffer. On
+// ResNet-50 at 224x224 the buffers hold under a tenth of the maps an unshared walk keeps, and
+// the walk's counted bytes in inference (walk_bytes) fall with them.
+TEST(TrainModel, InferenceSharesBuffersBetweenMapsWhoseLivesDoNotOverlap) {
+  for (const char* name : {"mlp", "cnn", "resnet", "resnet50"}) {
+    const ModelDesc m = describe_model(name, std::string(name) == "resnet50" ? 64 : 32);
+    for (auto [convs, relus] : {std::pair{true, true}, {false, true}, {false, false}}) {
+      const std::vector<Fusion> fs = inference_fusions(m, convs, relus);
+      const std::vector<int> buffer = inference_buffers(m, fs);
+      const std::size_t tensors = m.layers.size() + 1;
+      std::vector<int> written(tensors, -1), last_read(tensors, -1);
+      int pass = 0;
+      for (std::size_t i = 0; i < m.layers.size(); i = fs[i].last + 1) {
+        const LayerKind kind = m.layers[i].kind;
+        if (kind == LayerKind::flatten || kind == LayerKind::loss) continue;
+        for (std::size_t j = i; j <= fs[i].last; ++j)
+          for (int t : {m.layers[j].in, m.layers[j].in2}) {
+            const bool inside = t > static_cast<int>(i) && t <= static_cast<int>(fs[i].last);
+            if (t >= 0 && !inside) last_read[static_cast<std::size_t>(m.storage(t))] = pass;
+          }
+        written[fs[i].last + 1] = pass++;
+      }
+      last_read[static_cast<std::size_t>(m.storage(m.logits()))] = pass;
+      const std::string at = std::string(name) + (convs ? " convs" : "") + (relus ? " relus" : "");
+      for (std::size_t u = 1; u < tensors; ++u) {
+        EXPECT_EQ(buffer[u] >= 0, written[u] >= 0) << at << " tensor " << u;
+        for (std::size_t v = u + 1; v < tensors && buffer[u] >= 0; ++v)
+          if (buffer[v] == buffer[u]) {
+            EXPECT_LT(last_read[u], written[v]) << at << " tensors " << u << " and " << v;
+          }
+      }
+    }
+  }
+  const ModelDesc m = describe_model("resnet50", 224);
+  const std::vector<int> buffer = inference_buffers(m, inference_fusions(m, true, true));
+  std::vector<std::int64_t> held(buffer.size(), 0);
+  for (std::size_t t = 1; t < buffer.size(); ++t)
+    if (buffer[t] >= 0)
+      held[static_cast<std::size_t>(buffer[t])] =
+          std::max(held[static_cast<std::size_t>(buffer[t])], m.dims(static_cast<int>(t)).size());
+  const double sum = std::accumulate(held.begin(), held.end(), 0.0);
+  EXPECT_LT(sum, 0.1 * m.activations());
+  TrainShape s;
+  s.model = "resnet50", s.batch = 8, s.train = false;
+  EXPECT_LT(walk_bytes(m, s, false), 4.0 * 8 * 0.1 * m.activations());
+  s.train = true;
+  EXPECT_GT(walk_bytes(m, s, false), 4.0 * 8 * m.activations());
 }
 
 // Inference with batch norms far from the identity through every fusion
