@@ -39,6 +39,9 @@ namespace {
 class ReferenceOps : public HostOps<double> {
  public:
   // rounded: as a step of dtype t rounds (fp32 or bf16); else exact.
+  // Its kinks pass keys each map's terms by its address: every map keeps its own
+  // (core/train_step.hpp's KeepsEveryMap).
+  static constexpr bool kKeepsEveryMap = true;
   ReferenceOps(bool rounded, Dtype t)
       : fp32_(rounded),
         low_(rounded && t != Dtype::fp32 ? t : Dtype::fp32),

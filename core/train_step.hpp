@@ -132,6 +132,14 @@ struct FusesConv<
              std::declval<const ConvTail<typename Ops::ActType, typename Ops::ParamType>&>(),
              std::declval<typename Ops::ActType*>()))>> : std::true_type {};
 
+// Whether an Ops needs every map at an address of its own (it has kKeepsEveryMap): the
+// reference's, whose kinks pass keys each map's terms by its address. Every other Ops' training
+// walk adds a residual in place (see Walk::adds_in_place).
+template <class Ops, class = void>
+struct KeepsEveryMap : std::false_type {};
+template <class Ops>
+struct KeepsEveryMap<Ops, std::void_t<decltype(Ops::kKeepsEveryMap)>> : std::true_type {};
+
 // The walks of one model on one device's Ops.
 template <class Ops>
 class Walk {
@@ -153,18 +161,24 @@ class Walk {
     if constexpr (HasLayouts<Ops>::value) channels_last_ = ops.channels_last();
     if (kLowMaps || (channels_last_ && !m.input.flat()))
       input_ = ops.template buffer<T>(B * m.input.size());
+    readers_.resize(tensors);
+    for (const Layer& l : m_.layers) {
+      if (l.kind == LayerKind::flatten) continue;  // not a reader: its output is the memory
+      readers_[m.storage(l.in)].push_back(&l);
+      if (l.kind == LayerKind::add) readers_[m.storage(l.in2)].push_back(&l);
+    }
     share_gradients();
     fusions_ = inference_fusions(m, FusesConv<Ops>::value, FusesRelu<Ops>::value);
-    // Each map's buffer: its own in training (the backward pass reads them); in inference one
-    // that maps whose lives do not overlap share (core/model.hpp's inference_buffers).
+    // Each map's buffer: in training its own, but an add's output, which takes its first
+    // operand's where it adds in place (the backward pass reads the rest); in inference one that
+    // maps whose lives do not overlap share (core/model.hpp's inference_buffers).
     buffer_of_.assign(tensors, -1);
     if (!s.train) buffer_of_ = inference_buffers(m, fusions_);
     std::vector<std::int64_t> elements(tensors, 0);  // per buffer's owner: per sample
     for (std::size_t t = 1; t < tensors; ++t) {
       const Layer& l = m.layers[t - 1];
-      if (s.train && m.storage(static_cast<int>(t)) == static_cast<int>(t) &&
-          l.kind != LayerKind::loss)
-        buffer_of_[t] = static_cast<int>(t);
+      if (s.train && kept(static_cast<int>(t)))
+        buffer_of_[t] = adds_in_place(l) ? buffer_of_[m.storage(l.in)] : static_cast<int>(t);
       const int b = buffer_of_[t];
       if (b > 0) elements[b] = std::max(elements[b], l.out.size());
     }
@@ -174,7 +188,7 @@ class Walk {
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
       const Layer& l = m.layers[i];
       const int t = static_cast<int>(i) + 1;
-      if (s.train && buffer_of_[t] == t && grad_of_[t] == t && !in_value_[t])
+      if (s.train && kept(t) && grad_of_[t] == t && !in_value_[t])
         grads_[t] = ops.template buffer<T>(B * l.out.size());
       if (l.kind == LayerKind::maxpool)
         args_[i] = ops.template buffer<std::int32_t>(B * l.out.size());
@@ -400,6 +414,21 @@ class Walk {
     const int st = m_.storage(t);
     return st == 0 ? x_ : map(st);
   }
+  // A tensor with memory of its own: not the input, a flatten's output or the loss's.
+  bool kept(int t) const {
+    return t > 0 && m_.storage(t) == t &&
+           m_.layers[static_cast<std::size_t>(t) - 1].kind != LayerKind::loss;
+  }
+  // Whether an add writes its sum over its first operand in a training walk: where that
+  // operand is a map of the walk's (not the model's input) that the add alone reads and that is
+  // not its second operand too. No backward pass reads it then (an add's needs no value, and no
+  // layer's reads its own output), so ResNet-50 keeps one map less a block (its last batch
+  // norm's output), as PyTorch's `out += identity` does.
+  bool adds_in_place(const Layer& l) const {
+    if (KeepsEveryMap<Ops>::value || l.kind != LayerKind::add) return false;
+    const int u = m_.storage(l.in);
+    return u > 0 && u != m_.storage(l.in2) && readers_[static_cast<std::size_t>(u)].size() == 1;
+  }
   // Tensor t's buffer (none: null).
   T* map(int t) const {
     const int b = buffer_of_[static_cast<std::size_t>(t)];
@@ -461,12 +490,7 @@ class Walk {
   //   The logits stay: the loss's gradient is computed from them.
   void share_gradients() {
     const std::size_t tensors = m_.layers.size() + 1;
-    std::vector<std::vector<const Layer*>> readers(tensors);
-    for (const Layer& l : m_.layers) {
-      if (l.kind == LayerKind::flatten) continue;  // not a reader: its output is the memory
-      readers[m_.storage(l.in)].push_back(&l);
-      if (l.kind == LayerKind::add) readers[m_.storage(l.in2)].push_back(&l);
-    }
+    const auto& readers = readers_;
     auto needs_value = [](const Layer* l) {
       return l->kind != LayerKind::maxpool && l->kind != LayerKind::add &&
              l->kind != LayerKind::avgpool;
@@ -496,8 +520,9 @@ class Walk {
   Ops& ops_;
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
-  std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
-  std::vector<int> buffer_of_;           // per tensor: whose values_ hold it (none: -1)
+  std::vector<Buf<T>> values_, grads_;              // per tensor, where it owns its memory
+  std::vector<int> buffer_of_;                      // per tensor: whose values_ hold it (none: -1)
+  std::vector<std::vector<const Layer*>> readers_;  // per storage tensor: the layers reading it
   std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
   std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
   std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's

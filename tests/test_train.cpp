@@ -882,6 +882,26 @@ TEST(TrainModel, InferenceSharesBuffersBetweenMapsWhoseLivesDoNotOverlap) {
   EXPECT_GT(walk_bytes(m, s, false), 4.0 * 8 * m.activations());
 }
 
+// A training walk adds a residual in place, over its first operand where the add alone reads
+// it: each of ResNet-50's 16 blocks keeps one map less (its last batch norm's output), which the
+// walk's counted bytes show against a walk over an Ops that keeps every map (the reference's
+// choice). The CPU's steps, which add in place, pass their checks against the reference above.
+struct KeepingCountingOps : FusingCountingOps<float> {
+  static constexpr bool kKeepsEveryMap = true;
+};
+TEST(TrainModel, TrainingAddsTheResidualInPlace) {
+  const ModelDesc m = describe_model("resnet50", 224);
+  TrainShape s;
+  s.model = "resnet50", s.batch = 8, s.train = true;
+  double adds = 0;
+  int count = 0;
+  for (const Layer& l : m.layers)
+    if (l.kind == LayerKind::add) adds += static_cast<double>(l.out.size()), ++count;
+  EXPECT_EQ(count, 16);
+  EXPECT_DOUBLE_EQ(counted_walk_bytes(m, s, KeepingCountingOps{}) - walk_bytes(m, s, false),
+                   4.0 * 8 * adds);
+}
+
 // Inference with batch norms far from the identity through every fusion
 // (testing::folded_inference_workload and drawn_batch_norms): each CPU backend's logits equal
 // the reference's, unfused, in each precision it has; test_train_gpu holds the GPU's to it too.
