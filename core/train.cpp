@@ -189,7 +189,7 @@ double TrainWorkload::host_bytes(Device device) const {
   const double kept = 8.0 * (2.0 * p + static_cast<double>(m_->state_count) +
                              static_cast<double>(period()) * static_cast<double>(m_->classes));
   const double impl = kept + 4.0 * (s_.train ? 6.0 : 2.0) * p +
-                      (device == Device::cpu ? walk_bytes(*m_, s_, false) : 4.0 * batch);
+                      (device == Device::cpu ? walk_bytes(*m_, s_, false, device) : 4.0 * batch);
   return inputs + std::max(ref, impl);
 }
 
@@ -213,7 +213,7 @@ double TrainWorkload::device_bytes() const {
       columns = std::max(columns, static_cast<double>(c.crs() * c.pq()));
     }
   const double scratch = std::max(2.0 * 2.0 * weights + 2.0 * 4.0 * b * m_->classes, 4.0 * columns);
-  return walk_bytes(*m_, s_, low) + own + scratch;
+  return walk_bytes(*m_, s_, low, Device::gpu) + own + scratch;
 }
 
 Tensors TrainWorkload::make_inputs() const {

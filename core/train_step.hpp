@@ -138,7 +138,7 @@ struct FusesConv<
 template <class Ops, class = void>
 struct KeepsEveryMap : std::false_type {};
 template <class Ops>
-struct KeepsEveryMap<Ops, std::void_t<decltype(Ops::kKeepsEveryMap)>> : std::true_type {};
+struct KeepsEveryMap<Ops, std::enable_if_t<Ops::kKeepsEveryMap>> : std::true_type {};
 
 // The walks of one model on one device's Ops.
 template <class Ops>
@@ -586,14 +586,20 @@ struct CountingOps {
   bool nhwc = false;
   double bytes = 0;
 };
-// One that fuses in inference as every device's Ops does (so its walk shares the same buffers).
+// One that fuses in inference as a device's Ops do (so its walk plans the same buffers): a
+// convolution with the layers after it, as the GPU's (kernels/train.cu) ...
 template <class Act>
-struct FusingCountingOps : CountingOps<Act> {
+struct ConvFusingCountingOps : CountingOps<Act> {
   void conv_fused(const ConvShape&, const Act*, const float*, const float*,
                   const ConvTail<Act, float>&, Act*) {}
+};
+// ... and a ReLU into a batch norm or an add before it too, as the CPU's (cpu_ref/train.cpp).
+template <class Act>
+struct FusingCountingOps : ConvFusingCountingOps<Act> {
   void add_relu(const Act*, const Act*, Act*, std::int64_t) {}
 };
-static_assert(FusesConv<FusingCountingOps<float>>::value &&
+static_assert(FusesConv<ConvFusingCountingOps<float>>::value &&
+              !FusesRelu<ConvFusingCountingOps<float>>::value &&
               FusesRelu<FusingCountingOps<float>>::value);
 
 template <class Ops>
@@ -602,12 +608,17 @@ double counted_walk_bytes(const ModelDesc& m, const TrainShape& s, Ops ops) {
   return ops.bytes;
 }
 
-// The device memory the walk of model m at shape s takes on a device whose maps are 16-bit
-// (a bf16 or fp16 step's, kept channels-last) or fp32 (NCHW): what its buffers ask for, counted
-// by building the very walk a device's step builds over an Ops that allocates nothing.
-inline double walk_bytes(const ModelDesc& m, const TrainShape& s, bool low_maps) {
-  if (low_maps) return counted_walk_bytes(m, s, FusingCountingOps<std::uint16_t>{{true}});
-  return counted_walk_bytes(m, s, FusingCountingOps<float>{{false}});
+// The memory the walk of model m at shape s takes on `device` with maps 16-bit (a bf16 or fp16
+// step's, kept channels-last) or fp32 (NCHW): what its buffers ask for, counted by building the
+// very walk a device's step builds, with the device's fusions, over an Ops that allocates
+// nothing.
+inline double walk_bytes(const ModelDesc& m, const TrainShape& s, bool low_maps, Device device) {
+  auto count = [&](auto act) {
+    using A = decltype(act);
+    if (device == Device::cpu) return counted_walk_bytes(m, s, FusingCountingOps<A>{{{low_maps}}});
+    return counted_walk_bytes(m, s, ConvFusingCountingOps<A>{{low_maps}});
+  };
+  return low_maps ? count(std::uint16_t{}) : count(float{});
 }
 
 // The same of the double-precision reference's walk (core/train_ref.cpp: NCHW, no fusions).

@@ -400,7 +400,10 @@ class Bf16Ops : public HostBuffers {
   int threads_;
   std::vector<float> a_, b_;  // fp32 copies for the fp32 op functions
 };
+static_assert(FusesConv<Bf16Ops>::value && FusesRelu<Bf16Ops>::value);
 #endif
+// The memory check counts the CPU's walk with both fusions (walk_bytes, Device::cpu).
+static_assert(FusesConv<CpuOps>::value && FusesRelu<CpuOps>::value);
 
 // A step that owns its backend (made before the step, which allocates through it).
 template <class Ops>

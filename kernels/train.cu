@@ -574,9 +574,11 @@ class GpuLowOps {
   DeviceBuffer<LossScale> scale_{kLossScaling ? 1 : 0};  // fp16's
   std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0;
 };
-// The walk fuses inference only where conv_fused's signature is the one it looks for.
+// The walk fuses inference only where conv_fused's signature is the one it looks for; the
+// memory check counts the GPU's walk with these fusions alone (walk_bytes, Device::gpu).
 static_assert(FusesConv<GpuOps>::value && FusesConv<GpuLowOps<__nv_bfloat16>>::value &&
-              FusesConv<GpuLowOps<__half>>::value);
+              FusesConv<GpuLowOps<__half>>::value && !FusesRelu<GpuOps>::value &&
+              !FusesRelu<GpuLowOps<__nv_bfloat16>>::value && !FusesRelu<GpuLowOps<__half>>::value);
 
 // train/gpu/<backend>[_h2d|_graph]: the step over the case's device buffers. With h2d, the batch
 // waits in pinned host memory and each step copies it to the device first, on the same stream;

@@ -249,7 +249,7 @@ TEST(Cases, ResNet50AtTheGpusBatchFitsAnH100) {
     s.model = "resnet50", s.batch = 256, s.image = 224, s.dtype = t;
     const TrainWorkload w(s);
     const bool low = input_bytes(t) == 2;
-    const double walk = walk_bytes(w.model(), s, low);
+    const double walk = walk_bytes(w.model(), s, low, Device::gpu);
     EXPECT_GT(w.device_bytes(), walk) << d;  // and the case's own buffers
     EXPECT_LT(w.device_bytes(), walk + 1.2e9) << d;
     bytes[low] = w.device_bytes();

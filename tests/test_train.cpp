@@ -877,9 +877,9 @@ TEST(TrainModel, InferenceSharesBuffersBetweenMapsWhoseLivesDoNotOverlap) {
   EXPECT_LT(sum, 0.1 * m.activations());
   TrainShape s;
   s.model = "resnet50", s.batch = 8, s.train = false;
-  EXPECT_LT(walk_bytes(m, s, false), 4.0 * 8 * 0.1 * m.activations());
+  EXPECT_LT(walk_bytes(m, s, false, Device::cpu), 4.0 * 8 * 0.1 * m.activations());
   s.train = true;
-  EXPECT_GT(walk_bytes(m, s, false), 4.0 * 8 * m.activations());
+  EXPECT_GT(walk_bytes(m, s, false, Device::cpu), 4.0 * 8 * m.activations());
 }
 
 // A training walk adds a residual in place, over its first operand where the add alone reads
@@ -898,8 +898,9 @@ TEST(TrainModel, TrainingAddsTheResidualInPlace) {
   for (const Layer& l : m.layers)
     if (l.kind == LayerKind::add) adds += static_cast<double>(l.out.size()), ++count;
   EXPECT_EQ(count, 16);
-  EXPECT_DOUBLE_EQ(counted_walk_bytes(m, s, KeepingCountingOps{}) - walk_bytes(m, s, false),
-                   4.0 * 8 * adds);
+  EXPECT_DOUBLE_EQ(
+      counted_walk_bytes(m, s, KeepingCountingOps{}) - walk_bytes(m, s, false, Device::cpu),
+      4.0 * 8 * adds);
 }
 
 // Inference with batch norms far from the identity through every fusion
