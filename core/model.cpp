@@ -120,29 +120,126 @@ std::vector<int> inference_buffers(const ModelDesc& m, const std::vector<Fusion>
     for (int t : passes[static_cast<std::size_t>(j)].reads)
       last_read[static_cast<std::size_t>(t)] = j;
   last_read[static_cast<std::size_t>(m.storage(m.logits()))] = count;
-  struct Buffer {
-    int owner;
-    std::int64_t elements;
-    int busy_until;  // the last pass that reads its map
-  };
-  std::vector<Buffer> buffers;
-  std::vector<int> out(m.layers.size() + 1, -1);
+  std::vector<Life> lives;
   for (int j = 0; j < count; ++j) {
     const int t = passes[static_cast<std::size_t>(j)].writes;
-    const std::int64_t need = m.dims(t).size();
+    lives.push_back({j, std::max(last_read[static_cast<std::size_t>(t)], j), m.dims(t).size()});
+  }
+  const std::vector<int> opener = share_buffers(lives);
+  std::vector<int> out(m.layers.size() + 1, -1);
+  for (std::size_t j = 0; j < passes.size(); ++j)
+    out[static_cast<std::size_t>(passes[j].writes)] =
+        passes[static_cast<std::size_t>(opener[j])].writes;
+  return out;
+}
+
+TrainBuffers training_buffers(const ModelDesc& m, bool in_place) {
+  const std::size_t tensors = m.layers.size() + 1;
+  const int last_layer = static_cast<int>(m.layers.size()) - 1;
+  std::vector<std::vector<int>> readers(tensors);  // per storage tensor: the layers reading it
+  for (std::size_t i = 0; i < m.layers.size(); ++i) {
+    const Layer& l = m.layers[i];
+    if (l.kind == LayerKind::flatten) continue;  // not a reader: its output is the memory
+    readers[static_cast<std::size_t>(m.storage(l.in))].push_back(static_cast<int>(i));
+    if (l.kind == LayerKind::add)
+      readers[static_cast<std::size_t>(m.storage(l.in2))].push_back(static_cast<int>(i));
+  }
+  // A tensor with memory of its own: not the input, a flatten's output or the loss's.
+  auto kept = [&](std::size_t t) {
+    return t > 0 && m.storage(static_cast<int>(t)) == static_cast<int>(t) &&
+           m.layers[t - 1].kind != LayerKind::loss;
+  };
+  TrainBuffers b;
+  b.value.assign(tensors, -1);
+  for (std::size_t t = 1; t < tensors; ++t) {
+    if (!kept(t)) continue;
+    const Layer& l = m.layers[t - 1];
+    const int u = m.storage(l.in);
+    const bool over =
+        in_place && u > 0 && readers[static_cast<std::size_t>(u)].size() == 1 &&
+        (l.kind == LayerKind::relu || (l.kind == LayerKind::add && u != m.storage(l.in2)));
+    b.value[t] = over ? b.value[static_cast<std::size_t>(u)] : static_cast<int>(t);
+  }
+  auto needs_value = [&](int i) {
+    const LayerKind k = m.layers[static_cast<std::size_t>(i)].kind;
+    return k != LayerKind::maxpool && k != LayerKind::add && k != LayerKind::avgpool;
+  };
+  b.grad.resize(tensors);
+  b.in_value.assign(tensors, false);
+  for (std::size_t t = 1; t < tensors; ++t) {
+    b.grad[t] = static_cast<int>(t);
+    const std::vector<int>& r = readers[t];
+    if (r.size() > 1) b.accumulated = std::max(b.accumulated, m.dims(static_cast<int>(t)).size());
+    // An in-place ReLU's backward reads its mask from its output's buffer.
+    const bool mask = m.layers[t - 1].kind == LayerKind::relu && b.value[t] != static_cast<int>(t);
+    b.in_value[t] = static_cast<int>(t) != m.storage(m.logits()) && !r.empty() && !mask &&
+                    std::none_of(r.begin(), r.end() - 1, needs_value);
+  }
+  for (std::size_t i = m.layers.size(); i-- > 0;) {  // a later layer's choice first
+    const Layer& l = m.layers[i];
+    const auto in = static_cast<std::size_t>(m.storage(l.in));
+    const bool elementwise = l.kind == LayerKind::relu || l.kind == LayerKind::batchnorm ||
+                             (l.kind == LayerKind::add && m.storage(l.in2) != static_cast<int>(in));
+    if (elementwise && in != 0 && readers[in].size() == 1) b.grad[in] = b.grad[i + 1];
+  }
+  // The gradients in buffers of their own: each lives in the backward pass (its steps count
+  // down the layers) from the backward pass of the last layer reading one of its tensors, which
+  // writes it first, to that of the first layer writing one, which reads it last.
+  b.grad_buffer.assign(tensors, -1);
+  std::vector<int> owners;
+  std::vector<Life> lives;
+  for (std::size_t o = 1; o < tensors; ++o) {
+    if (!kept(o) || b.grad[o] != static_cast<int>(o) || b.in_value[o]) continue;
+    int first = static_cast<int>(o) - 1, last = first;  // layers
+    std::int64_t elements = 0;
+    for (std::size_t t = 1; t < tensors; ++t)
+      if (kept(t) && b.grad[t] == static_cast<int>(o)) {
+        first = std::min(first, static_cast<int>(t) - 1);
+        for (int r : readers[t]) last = std::max(last, r);
+        elements = std::max(elements, m.dims(static_cast<int>(t)).size());
+      }
+    owners.push_back(static_cast<int>(o));
+    lives.push_back({last_layer - last, last_layer - first, elements});
+  }
+  std::vector<std::size_t> order(owners.size());
+  for (std::size_t j = 0; j < order.size(); ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t x, std::size_t y) { return lives[x].from < lives[y].from; });
+  std::vector<Life> sorted;
+  for (std::size_t j : order) sorted.push_back(lives[j]);
+  const std::vector<int> opener = in_place ? share_buffers(sorted) : std::vector<int>();
+  for (std::size_t j = 0; j < order.size(); ++j) {
+    const int o = owners[order[j]];
+    b.grad_buffer[static_cast<std::size_t>(o)] =
+        in_place ? owners[order[static_cast<std::size_t>(opener[j])]] : o;
+  }
+  return b;
+}
+
+std::vector<int> share_buffers(const std::vector<Life>& lives) {
+  struct Buffer {
+    int opener;
+    std::int64_t elements;
+    int busy_until;  // the last step of its last life
+  };
+  std::vector<Buffer> buffers;
+  std::vector<int> out;
+  for (std::size_t j = 0; j < lives.size(); ++j) {
+    const Life& life = lives[j];
+    const std::int64_t need = life.elements;
     Buffer* best = nullptr;
     for (Buffer& b : buffers) {
-      if (b.busy_until >= j) continue;
+      if (b.busy_until >= life.from) continue;
       const bool fits = b.elements >= need;
       if (!best || (fits != (best->elements >= need)
                         ? fits
                         : (fits ? b.elements < best->elements : b.elements > best->elements)))
         best = &b;
     }
-    if (!best) best = &buffers.emplace_back(Buffer{t, need, j});
+    if (!best) best = &buffers.emplace_back(Buffer{static_cast<int>(j), need, life.until});
     best->elements = std::max(best->elements, need);
-    best->busy_until = std::max(last_read[static_cast<std::size_t>(t)], j);
-    out[static_cast<std::size_t>(t)] = best->owner;
+    best->busy_until = life.until;
+    out.push_back(best->opener);
   }
   return out;
 }

@@ -104,6 +104,41 @@ std::vector<Fusion> inference_fusions(const ModelDesc& m, bool convs, bool relus
 // flatten's output (its input's memory), a map a pass takes, the loss's output.
 std::vector<int> inference_buffers(const ModelDesc& m, const std::vector<Fusion>& fusions);
 
+// A training walk's buffers (core/train_step.hpp's Walk), per tensor. With `in_place` (every
+// device's walk; the reference's keeps every map and gradient at an address of its own):
+// - a map is written over the one map before it where that map's one reader is this layer and
+//   no backward pass reads it after this layer's: a ReLU's input (its backward takes the mask
+//   from its output) and an add's first operand (an add's backward reads no value), as
+//   PyTorch's in-place ReLU and `out += identity`;
+// - a gradient that takes no map's buffer takes one that gradients whose lives in the backward
+//   pass do not overlap share (share_buffers), from its first write to the backward pass of its
+//   tensor's layer.
+// Everywhere, a ReLU or a batch norm that is its input's one reader writes the input's gradient
+// over its output's, elementwise, and an add's first operand's gradient, which equals its
+// output's, is its output's (grad); a gradient takes its own map's buffer (in_value) when no
+// reader but the last (whose backward runs first and reads its input before it writes the
+// input's gradient) needs the value in its backward pass (a max pool, an add or an average pool
+// needs none), and no backward pass reads that buffer afterwards. The logits' gradient takes no
+// map's: the loss's gradient is computed from them.
+struct TrainBuffers {
+  std::vector<int> value;        // the tensor whose buffer holds its map (-1: none of its own)
+  std::vector<int> grad;         // the tensor whose gradient buffer its gradient uses
+  std::vector<bool> in_value;    // its gradient (where grad is itself) is in its map's buffer
+  std::vector<int> grad_buffer;  // (grad is itself, not in_value) whose gradient buffer it takes
+  std::int64_t accumulated = 0;  // per sample: the largest tensor with more than one reader
+};
+TrainBuffers training_buffers(const ModelDesc& m, bool in_place);
+
+// Buffers shared by values whose lives do not overlap. A life holds its buffer from step `from`
+// to step `until`, both included, and needs `elements`; lives come in order of `from`. Each takes
+// a buffer that no live value holds: the smallest that holds it, else the largest (grown to it),
+// else a new one. Per life: the index of the life that took its buffer first (its own: new).
+struct Life {
+  int from = 0, until = 0;
+  std::int64_t elements = 0;
+};
+std::vector<int> share_buffers(const std::vector<Life>& lives);
+
 // Builds a description, layer by layer, each call returning the tensor it writes; build()
 // checks the whole. Every shape that does not chain is a std::invalid_argument naming the model
 // and the layer: a convolution's filter larger than its padded input, a linear layer on a

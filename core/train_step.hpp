@@ -132,9 +132,10 @@ struct FusesConv<
              std::declval<const ConvTail<typename Ops::ActType, typename Ops::ParamType>&>(),
              std::declval<typename Ops::ActType*>()))>> : std::true_type {};
 
-// Whether an Ops needs every map at an address of its own (it has kKeepsEveryMap): the
-// reference's, whose kinks pass keys each map's terms by its address. Every other Ops' training
-// walk adds a residual in place (see Walk::adds_in_place).
+// Whether an Ops needs every map and gradient at an address of its own (it has kKeepsEveryMap):
+// the reference's, whose kinks pass keys each map's terms by its address. Every other Ops'
+// training walk writes ReLUs and residual adds in place and shares gradient buffers
+// (core/model.hpp's training_buffers).
 template <class Ops, class = void>
 struct KeepsEveryMap : std::false_type {};
 template <class Ops>
@@ -161,35 +162,32 @@ class Walk {
     if constexpr (HasLayouts<Ops>::value) channels_last_ = ops.channels_last();
     if (kLowMaps || (channels_last_ && !m.input.flat()))
       input_ = ops.template buffer<T>(B * m.input.size());
-    readers_.resize(tensors);
-    for (const Layer& l : m_.layers) {
-      if (l.kind == LayerKind::flatten) continue;  // not a reader: its output is the memory
-      readers_[m.storage(l.in)].push_back(&l);
-      if (l.kind == LayerKind::add) readers_[m.storage(l.in2)].push_back(&l);
-    }
-    share_gradients();
     fusions_ = inference_fusions(m, FusesConv<Ops>::value, FusesRelu<Ops>::value);
-    // Each map's buffer: in training its own, but an add's output, which takes its first
-    // operand's where it adds in place (the backward pass reads the rest); in inference one that
-    // maps whose lives do not overlap share (core/model.hpp's inference_buffers).
-    buffer_of_.assign(tensors, -1);
-    if (!s.train) buffer_of_ = inference_buffers(m, fusions_);
-    std::vector<std::int64_t> elements(tensors, 0);  // per buffer's owner: per sample
+    // Each map's buffer and, in training, each gradient's (core/model.hpp): inference's maps
+    // share buffers where their lives do not overlap; training's are written in place where no
+    // backward pass reads what they overwrite, and its gradients share theirs, but the
+    // reference's (KeepsEveryMap).
+    if (s.train) plan_ = training_buffers(m, !KeepsEveryMap<Ops>::value);
+    buffer_of_ = s.train ? plan_.value : inference_buffers(m, fusions_);
+    std::vector<std::int64_t> elements(tensors, 0), grad_elements(tensors, 0);  // per sample
     for (std::size_t t = 1; t < tensors; ++t) {
-      const Layer& l = m.layers[t - 1];
-      if (s.train && kept(static_cast<int>(t)))
-        buffer_of_[t] = adds_in_place(l) ? buffer_of_[m.storage(l.in)] : static_cast<int>(t);
+      const std::int64_t size = m.layers[t - 1].out.size();
       const int b = buffer_of_[t];
-      if (b > 0) elements[b] = std::max(elements[b], l.out.size());
+      if (b <= 0) continue;
+      elements[b] = std::max(elements[b], size);
+      if (!s.train) continue;
+      const auto owner = static_cast<std::size_t>(plan_.grad[t]);
+      if (plan_.in_value[owner]) continue;
+      const auto g = static_cast<std::size_t>(plan_.grad_buffer[owner]);
+      grad_elements[g] = std::max(grad_elements[g], size);
     }
-    for (std::size_t t = 1; t < tensors; ++t)
+    for (std::size_t t = 1; t < tensors; ++t) {
       if (elements[t] > 0) values_[t] = ops.template buffer<T>(B * elements[t]);
+      if (grad_elements[t] > 0) grads_[t] = ops.template buffer<T>(B * grad_elements[t]);
+    }
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
       const Layer& l = m.layers[i];
-      const int t = static_cast<int>(i) + 1;
-      if (s.train && kept(t) && grad_of_[t] == t && !in_value_[t])
-        grads_[t] = ops.template buffer<T>(B * l.out.size());
       if (l.kind == LayerKind::maxpool)
         args_[i] = ops.template buffer<std::int32_t>(B * l.out.size());
       if (l.kind == LayerKind::batchnorm) aux_[i] = ops.template buffer<P>(2 * l.out.c);
@@ -212,7 +210,7 @@ class Walk {
     losses_ = ops.template buffer<P>(B);
     loss_ = ops.template buffer<P>(1);
     if (!s.train) return;
-    scratch_ = ops.template buffer<T>(B * accumulated_);  // none where no tensor has two readers
+    scratch_ = ops.template buffer<T>(B * plan_.accumulated);  // none: no tensor has two readers
     param_grads_ = ops.template buffer<P>(m.param_count);
   }
 
@@ -414,21 +412,6 @@ class Walk {
     const int st = m_.storage(t);
     return st == 0 ? x_ : map(st);
   }
-  // A tensor with memory of its own: not the input, a flatten's output or the loss's.
-  bool kept(int t) const {
-    return t > 0 && m_.storage(t) == t &&
-           m_.layers[static_cast<std::size_t>(t) - 1].kind != LayerKind::loss;
-  }
-  // Whether an add writes its sum over its first operand in a training walk: where that
-  // operand is a map of the walk's (not the model's input) that the add alone reads and that is
-  // not its second operand too. No backward pass reads it then (an add's needs no value, and no
-  // layer's reads its own output), so ResNet-50 keeps one map less a block (its last batch
-  // norm's output), as PyTorch's `out += identity` does.
-  bool adds_in_place(const Layer& l) const {
-    if (KeepsEveryMap<Ops>::value || l.kind != LayerKind::add) return false;
-    const int u = m_.storage(l.in);
-    return u > 0 && u != m_.storage(l.in2) && readers_[static_cast<std::size_t>(u)].size() == 1;
-  }
   // Tensor t's buffer (none: null).
   T* map(int t) const {
     const int b = buffer_of_[static_cast<std::size_t>(t)];
@@ -475,42 +458,9 @@ class Walk {
     return true;
   }
   T* gradient(int storage) {
-    const int owner = grad_of_[storage];
-    return in_value_[owner] ? map(owner) : grads_[owner].data();
-  }
-  // Where the gradients live, planned once so that the backward pass touches little more memory
-  // than the forward pass did (as the hand-written steps did):
-  // - a ReLU or a batch norm that is its input's one reader writes the input's gradient over its
-  //   output's, elementwise (PyTorch's in-place layers), and an add's first operand's gradient,
-  //   which equals its output's, is its output's buffer (no copy): grad_of_ names whose buffer a
-  //   tensor's gradient uses;
-  // - a gradient may take its own tensor's value buffer (in_value_) when no reader but the last
-  //   (whose backward runs first and reads its input before it writes the input's gradient)
-  //   needs the value in its backward pass: a max pool, an add or an average pool needs none.
-  //   The logits stay: the loss's gradient is computed from them.
-  void share_gradients() {
-    const std::size_t tensors = m_.layers.size() + 1;
-    const auto& readers = readers_;
-    auto needs_value = [](const Layer* l) {
-      return l->kind != LayerKind::maxpool && l->kind != LayerKind::add &&
-             l->kind != LayerKind::avgpool;
-    };
-    grad_of_.resize(tensors);
-    in_value_.assign(tensors, false);
-    for (std::size_t t = 1; t < tensors; ++t) {
-      grad_of_[t] = static_cast<int>(t);
-      const auto& r = readers[t];
-      if (r.size() > 1) accumulated_ = std::max(accumulated_, m_.dims(static_cast<int>(t)).size());
-      in_value_[t] = static_cast<int>(t) != m_.storage(m_.logits()) && !r.empty() &&
-                     std::none_of(r.begin(), r.end() - 1, needs_value);
-    }
-    for (std::size_t i = m_.layers.size(); i-- > 0;) {  // a later layer's choice first
-      const Layer& l = m_.layers[i];
-      const int in = m_.storage(l.in);
-      const bool elementwise = l.kind == LayerKind::relu || l.kind == LayerKind::batchnorm ||
-                               (l.kind == LayerKind::add && m_.storage(l.in2) != in);
-      if (elementwise && in != 0 && readers[in].size() == 1) grad_of_[in] = grad_of_[i + 1];
-    }
+    const auto owner = static_cast<std::size_t>(plan_.grad[static_cast<std::size_t>(storage)]);
+    if (plan_.in_value[owner]) return map(static_cast<int>(owner));
+    return grads_[static_cast<std::size_t>(plan_.grad_buffer[owner])].data();
   }
 
   template <class E>
@@ -520,22 +470,19 @@ class Walk {
   Ops& ops_;
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
-  std::vector<Buf<T>> values_, grads_;              // per tensor, where it owns its memory
-  std::vector<int> buffer_of_;                      // per tensor: whose values_ hold it (none: -1)
-  std::vector<std::vector<const Layer*>> readers_;  // per storage tensor: the layers reading it
+  std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
+  std::vector<int> buffer_of_;           // per tensor: whose values_ hold it (none: -1)
+  TrainBuffers plan_;                    // training's: the maps' buffers and the gradients'
   std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
   std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
   std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
   bool channels_last_ = false;           // the Ops keeps maps NHWC
   Buf<T> input_;                         // the model's input, NHWC
   std::vector<bool> written_;            // per tensor: its gradient has a first term
-  std::vector<int> grad_of_;             // per tensor: whose gradient buffer it uses
-  std::vector<bool> in_value_;           // per tensor: its gradient buffer is its value's
   std::vector<Fusion> fusions_;          // per layer: what its pass computes in inference
   Buf<T> scratch_;
   Buf<P> losses_, loss_;
-  Buf<float> logits_f32_;         // kLowMaps: the logits converted (the device's memory)
-  std::int64_t accumulated_ = 0;  // per sample: the largest tensor with more than one reader
+  Buf<float> logits_f32_;                  // kLowMaps: the logits converted (the device's memory)
   std::vector<std::int64_t> params_from_;  // per layer: the lowest parameter offset from it on
   Buf<P> param_grads_, zeros_, dbias_;
 };
