@@ -151,14 +151,18 @@ TrainBuffers training_buffers(const ModelDesc& m, bool in_place) {
   };
   TrainBuffers b;
   b.value.assign(tensors, -1);
+  // Per buffer: an in-place ReLU wrote it, and its backward reads its mask from there.
+  std::vector<bool> masks(tensors, false);
   for (std::size_t t = 1; t < tensors; ++t) {
     if (!kept(t)) continue;
     const Layer& l = m.layers[t - 1];
     const int u = m.storage(l.in);
     const bool over =
         in_place && u > 0 && readers[static_cast<std::size_t>(u)].size() == 1 &&
+        !masks[static_cast<std::size_t>(b.value[static_cast<std::size_t>(u)])] &&
         (l.kind == LayerKind::relu || (l.kind == LayerKind::add && u != m.storage(l.in2)));
     b.value[t] = over ? b.value[static_cast<std::size_t>(u)] : static_cast<int>(t);
+    if (over && l.kind == LayerKind::relu) masks[static_cast<std::size_t>(b.value[t])] = true;
   }
   auto needs_value = [&](int i) {
     const LayerKind k = m.layers[static_cast<std::size_t>(i)].kind;
@@ -170,9 +174,8 @@ TrainBuffers training_buffers(const ModelDesc& m, bool in_place) {
     b.grad[t] = static_cast<int>(t);
     const std::vector<int>& r = readers[t];
     if (r.size() > 1) b.accumulated = std::max(b.accumulated, m.dims(static_cast<int>(t)).size());
-    // An in-place ReLU's backward reads its mask from its output's buffer.
-    const bool mask = m.layers[t - 1].kind == LayerKind::relu && b.value[t] != static_cast<int>(t);
-    b.in_value[t] = static_cast<int>(t) != m.storage(m.logits()) && !r.empty() && !mask &&
+    b.in_value[t] = static_cast<int>(t) != m.storage(m.logits()) && !r.empty() &&
+                    !(b.value[t] > 0 && masks[static_cast<std::size_t>(b.value[t])]) &&
                     std::none_of(r.begin(), r.end() - 1, needs_value);
   }
   for (std::size_t i = m.layers.size(); i-- > 0;) {  // a later layer's choice first

@@ -109,7 +109,7 @@ std::vector<int> inference_buffers(const ModelDesc& m, const std::vector<Fusion>
 // - a map is written over the one map before it where that map's one reader is this layer and
 //   no backward pass reads it after this layer's: a ReLU's input (its backward takes the mask
 //   from its output) and an add's first operand (an add's backward reads no value), as
-//   PyTorch's in-place ReLU and `out += identity`;
+//   PyTorch's in-place ReLU and `out += identity`, but not over an in-place ReLU's output;
 // - a gradient that takes no map's buffer takes one that gradients whose lives in the backward
 //   pass do not overlap share (share_buffers), from its first write to the backward pass of its
 //   tensor's layer.
@@ -118,7 +118,7 @@ std::vector<int> inference_buffers(const ModelDesc& m, const std::vector<Fusion>
 // output's, is its output's (grad); a gradient takes its own map's buffer (in_value) when no
 // reader but the last (whose backward runs first and reads its input before it writes the
 // input's gradient) needs the value in its backward pass (a max pool, an add or an average pool
-// needs none), and no backward pass reads that buffer afterwards. The logits' gradient takes no
+// needs none), and no in-place ReLU's backward reads its mask there. The logits' gradient takes no
 // map's: the loss's gradient is computed from them.
 struct TrainBuffers {
   std::vector<int> value;        // the tensor whose buffer holds its map (-1: none of its own)

@@ -283,9 +283,8 @@ void tuned_batchnorm_backward(const BnShape& s, const float* x, const float* wei
       if (!dx) continue;
       for (std::int64_t image = 0; image < s.n; ++image) {
         const std::int64_t plane = (image * c + ch) * s.hw;
-        const float* __restrict g = dy + plane;
-        const float* __restrict in = x + plane;
-        float* __restrict out = dx + plane;
+        const float *g = dy + plane, *in = x + plane;  // dx may be either (in-place gradients)
+        float* out = dx + plane;
 #pragma omp simd
         for (std::int64_t i = 0; i < s.hw; ++i) out[i] = t.p * g[i] + t.q * (in[i] - mu) + t.r;
       }
@@ -306,9 +305,9 @@ void tuned_batchnorm_backward(const BnShape& s, const float* x, const float* wei
   if (!dx) return;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (std::int64_t row = 0; row < s.count(); ++row) {
-    const float* __restrict g = dy + row * c;
-    const float* __restrict in = x + row * c;
-    float* __restrict out = dx + row * c;
+    const float *g = dy + row * c, *in = x + row * c;  // dx may be either (in-place gradients)
+    float* out = dx + row * c;
+#pragma omp simd
     for (std::int64_t ch = 0; ch < c; ++ch)
       out[ch] = p[ch] * g[ch] + q[ch] * (in[ch] - mean[ch]) + r[ch];
   }

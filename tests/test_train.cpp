@@ -887,12 +887,21 @@ TEST(TrainModel, InferenceSharesBuffersBetweenMapsWhoseLivesDoNotOverlap) {
 // linear layer's and a batch norm's input, a ReLU's input or its output (its mask), and the
 // gradients the layer reads (its output's, and its input's where it adds a second term); only
 // an elementwise layer (a ReLU, a batch norm, an add) writes a gradient over the one it reads.
-// Mutating the plan to keep an in-place ReLU's gradient in its output's buffer fails it.
+// Mutating the plan to keep a gradient in the buffer where an in-place ReLU's backward finds its
+// mask fails it, for the ReLU's own output and for an add's written over it.
 TEST(TrainModel, TrainingBuffersHoldWhatEachPassReads) {
-  for (const char* name : {"mlp", "cnn", "resnet", "resnet50", "small"}) {
+  // A ReLU written over its input, then an add over the ReLU's output, read by one convolution:
+  // the add's output shares the ReLU's buffer, where the ReLU's backward finds its mask.
+  ModelBuilder relu_add("relu_add", {3, 8, 8});
+  const int skip = relu_add.conv(0, 4, 3, 1, 1);
+  const int sum = relu_add.add(relu_add.relu(relu_add.conv(skip, 4, 3, 1, 1)), skip);
+  relu_add.loss(relu_add.linear(relu_add.flatten(relu_add.conv(sum, 4, 3, 1, 1)), 10));
+  const ModelDesc relu_add_model = relu_add.build();
+  for (const char* name : {"mlp", "cnn", "resnet", "resnet50", "small", "relu_add"}) {
     const std::string n = name;
-    const ModelDesc m =
-        n == "small" ? testing::small_model() : describe_model(name, n == "resnet50" ? 64 : 32);
+    const ModelDesc m = n == "small"      ? testing::small_model()
+                        : n == "relu_add" ? relu_add_model
+                                          : describe_model(name, n == "resnet50" ? 64 : 32);
     for (bool in_place : {true, false}) {
       const TrainBuffers b = training_buffers(m, in_place);
       const std::string at = std::string(name) + (in_place ? " in place" : "");
