@@ -457,10 +457,12 @@ class Walk {
     ops_.add(gradient(st), scratch_.data(), gradient(st), n);
     return true;
   }
+  // Tensor `storage`'s gradient buffer (the model's input has none: null).
   T* gradient(int storage) {
     const auto owner = static_cast<std::size_t>(plan_.grad[static_cast<std::size_t>(storage)]);
     if (plan_.in_value[owner]) return map(static_cast<int>(owner));
-    return grads_[static_cast<std::size_t>(plan_.grad_buffer[owner])].data();
+    const int b = plan_.grad_buffer[owner];
+    return b < 0 ? nullptr : grads_[static_cast<std::size_t>(b)].data();
   }
 
   template <class E>
