@@ -86,6 +86,18 @@ TrainShape parse_train_shape(const std::vector<std::pair<std::string, std::strin
     throw std::invalid_argument("image= is for " + takers + " (model=" + s.model +
                                 " has fixed inputs)");
   }
+  // Training normalizes each channel over batch x h x w values: one value has no variance
+  // (PyTorch refuses it too). Inference reads the running statistics and needs none.
+  if (s.train) {
+    const ModelDesc m = describe_model(s);
+    for (const Layer& l : m.layers)
+      if (l.kind == LayerKind::batchnorm && s.batch * l.out.h * l.out.w < 2)
+        throw std::invalid_argument(
+            "batch=" + std::to_string(s.batch) + " on image=" + std::to_string(s.image) +
+            ": batch norm " + l.name + " would see 1 value a channel (its map is " +
+            std::to_string(l.out.h) + "x" + std::to_string(l.out.w) +
+            "), which has no variance; give a larger batch or image, or pass=infer");
+  }
   return s;
 }
 

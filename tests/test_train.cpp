@@ -550,6 +550,28 @@ TEST(TrainModel, FlopsBytesAndShapes) {
     EXPECT_THROW(parse_train_shape(kv), std::invalid_argument);
 }
 
+// Training normalizes a channel over batch x h x w values: a shape whose batch norm would see
+// one value (ResNet-50's last stage is 1x1 on 32x32 images) is refused as input, naming the
+// layer; two values, and inference at batch 1, are shapes.
+TEST(TrainModel, ABatchNormOfOneValueAChannelIsRefused) {
+  auto shape = [](const char* batch, const char* image, const char* pass) {
+    return parse_train_shape(
+        {{"model", "resnet50"}, {"batch", batch}, {"image", image}, {"pass", pass}});
+  };
+  try {
+    shape("1", "32", "train");
+    ADD_FAILURE() << "batch 1 on 32x32 images was taken";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("batch norm layer4.0.bn2 would see 1 value"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(shape("1", "8", "train"), std::invalid_argument);
+  EXPECT_NO_THROW(shape("2", "32", "train"));
+  EXPECT_NO_THROW(shape("1", "64", "train"));  // layer4 is 2x2
+  EXPECT_NO_THROW(shape("1", "8", "infer"));
+}
+
 // A layer may read the flattened input itself (its memory is the input's): a linear model of
 // images, on the CPU against the reference.
 TEST(TrainModel, ALinearLayerOnTheFlattenedInput) {
