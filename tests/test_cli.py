@@ -102,6 +102,8 @@ BAD_INPUTS = [
     # inference.
     (["--ops=train", "--shape=batch=1"], "needs model= and batch="),
     (["--ops=train", "--shape=model=resnet50,batch=1,image=0"], "image=0 must be at least 8"),
+    (["--ops=train", "--shape=model=resnet50,batch=1,image=16"],
+     "batch norm layer3.0.bn2 would see 1 value a channel"),
     (["--ops=train", "--shape=model=mlp,batch=4,lr=0"], "not a learning rate above 0"),
     (["--ops=train", "--shape=model=mlp,batch=4,lr=1e10"], "not a learning rate above 0"),
     (["--ops=train", "--shape=model=mlp,batch=4,momentum=2"], "not a momentum from 0"),
