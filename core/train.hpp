@@ -108,18 +108,19 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 //
 // The bound follows from the model's conditioning (rounding_bound): 1e-3, or kRoundingMargin
 // times the largest distance of any tensor's update between the exact reference and the
-// reference rounded as the step's dtype rounds (every result stored in fp32; in bf16 the
-// convolutions' and GEMMs' inputs rounded to bf16 too), whichever is larger. Fifty layers of batch
-// norm, each followed by ReLUs whose kinks single rounding errors cross, move ResNet-50's gradients
-// at PyTorch's initialisation by percents between fp32 and double (PyTorch's own differ by up to
-// 3.4% at batch 8 on 32x32): no fp32 step can do better, and which elements a run's rounding
-// flips is chance, so one rounded run's distance is a scale, not a ceiling (the margin). The
-// mlp, the cnn and the reduced resnet stay at 1e-3, beyond their kinks' slack: an element of
-// an update may move, on top of the bound, as far as fp32 deciding otherwise at the ReLU inputs
-// within its summation error of 0, and at the max-pooling choices as close, can move it
+// reference rounded as the step's dtype rounds (every result stored in fp32 and every GEMM summed
+// in fp32; in bf16 the convolutions' and GEMMs' inputs rounded to bf16 too), whichever is larger.
+// Fifty layers of batch norm, each followed by ReLUs whose kinks single rounding errors cross, move
+// ResNet-50's gradients at PyTorch's initialisation by percents between fp32 and double (PyTorch's
+// own differ by up to 3.4% at batch 8 on 32x32): no fp32 step can do better, and which elements a
+// run's rounding flips is chance, so one rounded run's distance is a scale, not a ceiling (the
+// margin). The mlp, the cnn and the reduced resnet stay at 1e-3, beyond their kinks' slack: an
+// element of an update may move, on top of the bound, as far as fp32 deciding otherwise at the ReLU
+// inputs within its summation error of 0, and at the max-pooling choices as close, can move it
 // (ReferenceStep::slack; one such flip moved the mlp's fc2 bias 1.5x the bound at batch 256).
-// Above kMostBound (25%) a shape is not verifiable in its dtype and fails verification saying
-// so (ResNet-50 at batch 2 on 32x32: its last batch norms see two values a channel).
+// Above kMostBound (50%) a shape is not verifiable in its dtype and fails verification saying
+// so (ResNet-50 at batch 1 on 64x64, or batch 4 on 32x32: its last batch norms see four values
+// a channel); below it, a wrong index, sign or layer still fails (errors of order one).
 //
 // A bf16 step's update cannot be checked so: its rounding, 2^16 times fp32's, crosses so many
 // kinks that ResNet-50's gradients at initialisation are chaotic in bf16 (PyTorch's own autocast
@@ -136,7 +137,7 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 constexpr double kUpdateTolerance = 1e-3, kLossTolerance = 1e-5;
 constexpr double kKinkSigmas = 8;  // the kinks' width, in probabilistic error bounds
 constexpr double kRoundingMargin = 10;
-constexpr double kMostBound = 0.25;
+constexpr double kMostBound = 0.5;
 constexpr double kUpdateNormFactor = 2;
 // The most host memory a reference step may take (TrainWorkload::period): ResNet-50's at batch
 // 32 on 224x224 fits (about 13 GB measured), its batch 64 does not.

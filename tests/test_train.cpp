@@ -620,9 +620,9 @@ TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
 }
 
 // The training check's bound follows from the model: 1e-3 for a model that does not amplify
-// fp32's rounding (the cnn), ten times the distance fp32 storage alone moves an update for one
-// that does (ResNet-50: percents), and no check at all where that distance is beyond 2.5% (its
-// last batch norms see two values a channel at batch 2 on 32x32).
+// fp32's rounding (the cnn), ten times the distance fp32's rounding (the stores and the sums)
+// moves an update for one that does (ResNet-50: percents), and no check at all where that
+// distance is beyond 5% (its last batch norms see two values a channel at batch 2 on 32x32).
 TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
   auto bound = [](const TrainWorkload& w) {
     const Tensors in = w.make_inputs();
@@ -648,6 +648,27 @@ TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
   const Check c = step_checked(TrainWorkload(s), "openblas");
   EXPECT_FALSE(c.ok);
   EXPECT_NE(c.detail.find("not verifiable in fp32 at this shape"), std::string::npos) << c.detail;
+}
+
+// Shapes where rounding only the results put the reference 0.07-0.1% from the exact step,
+// while both CPU steps, as PyTorch's own fp32 step, lay 2-4% from it: each step failed its check
+// "off by 2-5x its tolerance". With the sums in fp32 the reference lands where the steps do, and
+// every step passes; a shape whose sums move it beyond kMostBound (batch 1 on 64x64: 4-15%,
+// by the CPU's summation order) says it is not verifiable. Neither fails "off by".
+TEST(TrainModel, TheBoundHoldsWhereTheSumsDecideTheKinks) {
+  for (auto [batch, image] : {std::pair{2, 48}, std::pair{1, 64}}) {
+    TrainShape s;
+    s.model = "resnet50", s.batch = batch, s.image = image;
+    const TrainWorkload w(s);
+    for (const char* backend : {"openblas", "onednn"}) {
+      const ImplSpec spec = testing::find_impl(cpu::train_impls(), backend);
+      if (spec.unavailable && !spec.unavailable(w).empty()) continue;
+      const Check c = step_checked(w, backend);
+      SCOPED_TRACE(std::string(backend) + " " + w.shape().to_string() + ": " + c.detail);
+      const bool unverifiable = c.detail.find("not verifiable in fp32") != std::string::npos;
+      EXPECT_TRUE(c.ok || (batch == 1 && unverifiable));
+    }
+  }
 }
 
 // A bf16 or tf32 step's check (compare_step): the loss, every running statistic and every

@@ -67,9 +67,10 @@ OpFamily train_family() {
     // GPU alone in the standard suite (the CPU's step there takes about two minutes on two cores
     // and 45 GB), 64 to 256 on both devices in the full one (a machine without the memory skips
     // the case, saying so), with inference at batch 1 there too (its training step at batch 1 is
-    // not verifiable in fp32: core/train.cpp). Each batch above the reference's is checked on
-    // one period of a batch of repeats (TrainWorkload::period), which the double-precision
-    // reference can step on.
+    // checked within about 32% in fp32, near the 50% beyond which a shape is not verifiable, so
+    // another CPU's sums could tip it over: core/train.hpp). Each batch above the reference's is
+    // checked on one period of a batch of repeats (TrainWorkload::period), which the
+    // double-precision reference can step on.
     const std::vector<std::int64_t> large = level == 0 ? std::vector<std::int64_t>{}
                                             : level == 1
                                                 ? std::vector<std::int64_t>{256}
