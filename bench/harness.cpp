@@ -536,6 +536,7 @@ json case_record(const CaseRun& r, const std::string& status, const std::string&
   if (!r.detail.empty()) j["impl_detail"] = r.detail;
   if (!message.empty()) j["message"] = message;
   j["verified"] = r.started && r.check.ok;
+  if (r.started && !r.check.method.empty()) j["verification"] = r.check.method;
   if (r.started && (r.check.ok || !r.check.detail.empty())) {
     j["max_error"] = r.check.max_error;
     j["tolerance"] = r.check.tolerance;

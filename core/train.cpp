@@ -289,7 +289,29 @@ double change_norm(const ParamSlice& sl, const A* after, const float* before) {
   return std::sqrt(r) + 1e-300;
 }
 
+// How far, in octaves (|log2| of the ratio), one parameter tensor's update and velocity are from
+// the expected step's in norm, whichever is further.
+template <class G>
+double norm_off(const ParamSlice& sl, const G* params, const G* velocity, const ReferenceStep& want,
+                const Tensors& in) {
+  const float* p = at(in, "params").f32().data();
+  const float* v = at(in, "velocity").f32().data();
+  return std::max(
+      std::fabs(std::log2(change_norm(sl, params, p) / change_norm(sl, want.params.data(), p))),
+      std::fabs(
+          std::log2(change_norm(sl, velocity, v) / change_norm(sl, want.velocity.data(), v))));
+}
+
 }  // namespace
+
+double norm_spread(const ModelDesc& m, const Tensors& in, const ReferenceStep& exact,
+                   const ReferenceStep& rounded) {
+  double spread = 0;
+  for (const ParamSlice& sl : m.params)
+    spread =
+        std::max(spread, norm_off(sl, rounded.params.data(), rounded.velocity.data(), exact, in));
+  return spread;
+}
 
 double rounding_bound(const ModelDesc& m, const TrainShape& s, const Tensors& in,
                       const ReferenceStep& exact, const ReferenceStep& rounded) {
@@ -375,10 +397,11 @@ const StepBounds& TrainWorkload::reference(const Tensors& in) const {
     if (s_.train) {
       const ReferenceStep rounded = reference(true);
       b.loss_bound = rounding_loss_bound(r, rounded);
-      if (s_.dtype == Dtype::fp32)
-        b.bound = rounding_bound(*m_, rs, in, r, rounded);
-      else
+      if (s_.dtype == Dtype::fp32) b.bound = rounding_bound(*m_, rs, in, r, rounded);
+      if (s_.dtype != Dtype::fp32 || b.bound > kMostBound) {  // checked in norm (compare_step)
         b.state_bounds = low_precision_state_bounds(*m_, in, r, rounded);
+        b.norm_spread = norm_spread(*m_, in, r, rounded);
+      }
     }
     return b;
   });
@@ -451,25 +474,35 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     if (!loss || !params || !velocity || (m.state_count && !state)) return chk;
     const float* before = at(in, "params").f32().data();
     note(std::fabs(*loss - ref.loss) / (b.loss_bound * (std::fabs(ref.loss) + 1.0)), "loss");
-    if (s.dtype != Dtype::fp32) {  // the statistics, and the updates in norm
+    // In norm where the updates cannot be bounded tensor by tensor: below fp32, or in fp32
+    // where its rounding alone moves an update beyond kMostBound.
+    const bool in_norm = s.dtype != Dtype::fp32 || b.bound > kMostBound;
+    if (s.dtype == Dtype::fp32 && in_norm && b.norm_spread > kMostNormSpread) {
+      std::ostringstream os;
+      os << "not verifiable in fp32 at this shape: rounding to fp32 alone moves an update by "
+         << b.bound / kRoundingMargin << " relative, and its norm by a factor "
+         << std::exp2(b.norm_spread)
+         << " (batch norm over this few values a channel is ill-conditioned)";
+      chk.detail = os.str();
+      return chk;
+    }
+    if (in_norm) {  // the statistics, and the updates in norm
+      std::ostringstream os;
+      os << "the loss, each running statistic and each update's norm (";
+      if (s.dtype == Dtype::fp32)
+        os << "fp32's rounding alone moves an update by " << b.bound / kRoundingMargin
+           << " relative here, in norm, beyond what a bound on each update can hold: batch norm "
+              "over this few values a channel is ill-conditioned)";
+      else
+        os << to_string(s.dtype) << "'s rounding makes the updates chaotic)";
+      chk.method = os.str();
       for (std::size_t i = 0; i < m.state.size(); ++i)
         note(relative_change(m.state[i], state, ref.state, at(in, "state").f32().data()) /
                  b.state_bounds.at(i),
              m.state[i].name);
-      for (const ParamSlice& sl : m.params) {
-        const double ratio =
-            change_norm(sl, params, before) / change_norm(sl, ref.params.data(), before);
-        // log(ratio) against log(kUpdateNormFactor): 1 at a factor of two either way
-        note(std::fabs(std::log(ratio)) / std::log(kUpdateNormFactor),
+      for (const ParamSlice& sl : m.params)  // 1 at a factor kUpdateNormFactor either way
+        note(norm_off(sl, params, velocity, ref, in) / std::log2(kUpdateNormFactor),
              "the norm of the update of " + sl.name);
-      }
-    } else if (b.bound > kMostBound) {
-      std::ostringstream os;
-      os << "not verifiable in fp32 at this shape: rounding to fp32 alone moves an update by "
-         << b.bound / kRoundingMargin
-         << " relative, in norm (batch norm over this few values a channel is ill-conditioned)";
-      chk.detail = os.str();
-      return chk;
     } else {
       // Per tensor, the change in norm: a few of the thousands of ReLUs and pooling windows with
       // inputs within rounding of their kink may decide otherwise in fp32 than in double, which
@@ -491,7 +524,7 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
   if (!chk.ok) {
     std::ostringstream os;
     os << why.str() << " is off by " << worst << (s.train ? " of its tolerance" : " of their rms");
-    if (s.train && s.dtype != Dtype::fp32)
+    if (s.train && !chk.method.empty())
       os << " (the loss within " << b.loss_bound << "; each running statistic within "
          << kRoundingMargin << " times what " << to_string(s.dtype)
          << " rounding moves it; each update's norm within a factor " << kUpdateNormFactor << ")";

@@ -59,6 +59,9 @@ struct Check {
   double max_error = 0;  // in the workload's own error unit (see its verify())
   double tolerance = 0;
   std::string detail;  // why it failed, for the report
+  // How the result was checked, where a workload checks some of its shapes or dtypes otherwise
+  // than its usual way (the report's `verification`); empty for the usual way.
+  std::string method;
 };
 
 class Workload {

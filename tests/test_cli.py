@@ -301,6 +301,23 @@ def test_failed_verification_is_an_error_entry_and_exit_1(pairbench, tmp_path):
     assert not [b for b in doc["benchmarks"] if "/omp/" in b["name"]]
 
 
+def test_a_step_checked_in_norm_says_so_in_its_record(pairbench, tmp_path):
+    # ResNet-50 at batch 4 on 32x32: fp32's rounding alone moves its updates beyond a useful
+    # bound, and the step is checked by its loss, statistics and update norms; at batch 8, as usual.
+    report = tmp_path / "r.json"
+    r = pairbench("--ops=train", "--devices=cpu", "--impls=openblas", "--dtypes=fp32",
+                  "--shape=model=resnet50,batch=4,image=32", "--shape=model=resnet50,batch=8,image=32",
+                  f"--report={report}", "--benchmark_min_time=0.01")
+    assert r.returncode == 0, r.stderr
+    doc = validate_report.load_strict(report)
+    assert validate_report.problems(doc) == []
+    cases = {c["shape"]["batch"]: c for c in doc["pairbench"]["cases"]}
+    assert cases["4"]["status"] == "ok" and cases["4"]["verified"], cases["4"]
+    assert cases["4"]["verification"].startswith(
+        "the loss, each running statistic and each update's norm (fp32's rounding"), cases["4"]
+    assert cases["8"]["status"] == "ok" and "verification" not in cases["8"], cases["8"]
+
+
 def test_progress_is_a_plain_line_per_case_in_a_log_and_none_under_quiet(pairbench, tmp_path):
     args = ["--ops=gemm", "--shape=m=64,n=64,k=64", "--devices=cpu", "--dtypes=fp32",
             "--impls=openblas,omp", "--threads=1,2", "--benchmark_min_time=0.01"]
