@@ -477,12 +477,12 @@ Check compare_step(const ModelDesc& m, const TrainShape& s, const Tensors& in,
     // In norm where the updates cannot be bounded tensor by tensor: below fp32, or in fp32
     // where its rounding alone moves an update beyond kMostBound.
     const bool in_norm = s.dtype != Dtype::fp32 || b.bound > kMostBound;
-    if (s.dtype == Dtype::fp32 && in_norm && b.norm_spread > kMostNormSpread) {
+    if (in_norm && b.norm_spread > kMostNormSpread) {
       std::ostringstream os;
-      os << "not verifiable in fp32 at this shape: rounding to fp32 alone moves an update by "
-         << b.bound / kRoundingMargin << " relative, and its norm by a factor "
-         << std::exp2(b.norm_spread)
-         << " (batch norm over this few values a channel is ill-conditioned)";
+      os << "not verifiable in " << to_string(s.dtype) << " at this shape: rounding as "
+         << to_string(s.dtype) << " rounds alone moves an update's norm by a factor "
+         << std::exp2(b.norm_spread) << ", too near or beyond the factor " << kUpdateNormFactor
+         << " the check allows (batch norm over this few values a channel is ill-conditioned)";
       chk.detail = os.str();
       return chk;
     }

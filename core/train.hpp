@@ -125,10 +125,7 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // on 32x32: its last batch norms see four values a channel), and the step is checked as a bf16
 // step is, below, saying so (Check::method): its update norms are not chaotic there (the rounded
 // reference's within 2^0.03-2^0.11 of the exact step's, tensor by tensor, at those shapes and batch
-// 1 on 48x48). Where they are too, beyond kMostNormSpread octaves (batch 2 on 32x32: its last
-// batch norms see two values a channel, and every update's norm moves 13x), the shape is not
-// verifiable in fp32 and fails saying so. Below kMostBound, a wrong index, sign or layer still
-// fails (errors of order one).
+// 1 on 48x48). Below kMostBound, a wrong index, sign or layer still fails (errors of order one).
 //
 // A bf16 step's update cannot be checked so: its rounding, 2^16 times fp32's, crosses so many
 // kinks that ResNet-50's gradients at initialisation are chaotic in bf16 (PyTorch's own autocast
@@ -141,13 +138,20 @@ ReferenceStep reference_step(const ModelDesc& m, const TrainShape& s, const floa
 // step's (a lost, doubled or misplaced gradient fails it). The convolutions and GEMMs the step runs
 // are verified one by one in bf16 as the conv and gemm cases. A tf32 step (the GPU's tensor cores
 // on fp32 maps: products of inputs rounded to 10-bit mantissas, 2^13 times fp32's rounding) is
-// checked the same way, against the reference rounded as tf32 rounds.
+// checked the same way, against the reference rounded as tf32 rounds. Where the rounded
+// reference's own update norms lie beyond kMostNormSpread octaves of the exact step's (a factor
+// 1.68, too near the factor 2 a step is allowed to tell a correct step from a wrong one), the
+// norms are chance too, and the shape is not verifiable in its dtype and fails saying so: ResNet-50
+// at batch 2 on 32x32 in fp32 (its last batch norms see two values a channel: every update's
+// norm moves 13x) and in bf16, batch 4 on 32x32 in bf16 (2^1.28), batch 1 on 64x64 in bf16 and
+// fp16 (2^1.04, 2^1.15); at batch 8 on 32x32 to 224x224 the rounded reference's bf16 norms lie
+// within 2^0.45-2^0.55, and at batch 1 on 224x224 within 2^0.28.
 constexpr double kUpdateTolerance = 1e-3, kLossTolerance = 1e-5;
 constexpr double kKinkSigmas = 8;  // the kinks' width, in probabilistic error bounds
 constexpr double kRoundingMargin = 10;
 constexpr double kMostBound = 0.5;
 constexpr double kUpdateNormFactor = 2;
-constexpr double kMostNormSpread = 0.25;
+constexpr double kMostNormSpread = 0.75;
 // The most host memory a reference step may take (TrainWorkload::period): ResNet-50's at batch
 // 32 on 224x224 fits (about 13 GB measured), its batch 64 does not.
 constexpr double kMostReferenceBytes = 16e9;

@@ -624,7 +624,7 @@ TEST(TrainModel, ResNet50AsTorchvisionBuildsIt) {
 // moves an update for one that does (ResNet-50: percents), and no bound on each update where
 // that distance is beyond 5%: the step is checked in norm there, as a bf16 step is, and says so
 // (batch 4 on 32x32, whose last batch norms see four values a channel), or, where the norms are
-// chance too, it is not verifiable (batch 2: two values a channel).
+// chance too, it is not verifiable (batch 2: two values a channel), in fp32 as in bf16.
 TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
   auto bound = [](const TrainWorkload& w) {
     const Tensors in = w.make_inputs();
@@ -660,6 +660,14 @@ TEST(TrainModel, TheUpdatesBoundFollowsFromTheModel) {
   EXPECT_FALSE(chaos.ok);
   EXPECT_NE(chaos.detail.find("not verifiable in fp32 at this shape"), std::string::npos)
       << chaos.detail;
+  // and in bf16 (its step checked in norm at any shape), whatever the step did
+  s.dtype = Dtype::bf16;
+  const TrainWorkload bf16(s);
+  const Tensors in = bf16.make_inputs();
+  const Check b = bf16.verify(in, {Tensor::of("loss", std::vector<float>{0.0f}), at(in, "params"),
+                                   at(in, "velocity"), at(in, "state")});
+  EXPECT_FALSE(b.ok);
+  EXPECT_NE(b.detail.find("not verifiable in bf16 at this shape"), std::string::npos) << b.detail;
 }
 
 // Shapes where rounding only the results put the reference 0.07-0.1% from the exact step,
