@@ -225,6 +225,10 @@ int run(int argc_in, char** argv_in) {
   // Several ranks must run one build on the same cases, or their collectives would not match:
   // a launch where they differ, or where any rank had bad input, is one error on every rank.
   if (world.size > 1) {
+    if (usage_error.empty() && pb::random_interleaving(argc_in, argv_in))
+      usage_error =
+          "--benchmark_enable_random_interleaving: each rank would shuffle the cases by a seed of "
+          "its own, and their collectives would not match; several ranks run the cases in order";
     std::vector<std::string> names = {pb::build_identity()};
     for (const pb::Case& c : cases) names.push_back(c.name + (c.skip.empty() ? "" : " skipped"));
     const std::vector<std::string> all =

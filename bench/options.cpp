@@ -162,7 +162,28 @@ bool boolean_word(const std::string& v) {
   return false;
 }
 
+// A flag's value as Google Benchmark 1.7.1 reads a yes (IsTruthyFlagValue): any but a no.
+bool truthy(const std::string& v) {
+  if (v.size() == 1)
+    return std::isalnum(static_cast<unsigned char>(v[0])) &&
+           std::string("0fFnN").find(v[0]) == std::string::npos;
+  std::string w = v;
+  for (char& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return w != "false" && w != "no" && w != "off";
+}
+
 }  // namespace
+
+bool random_interleaving(int argc, char** argv) {
+  const std::string flag = "--benchmark_enable_random_interleaving";
+  for (int i = argc - 1; i >= 1; --i) {
+    const std::string a = argv[i];
+    if (a == flag) return true;
+    if (a.rfind(flag + "=", 0) == 0) return truthy(a.substr(flag.size() + 1));
+  }
+  const char* env = std::getenv("BENCHMARK_ENABLE_RANDOM_INTERLEAVING");
+  return env && truthy(env);
+}
 
 std::string output_path_problem(const std::string& flag, const std::string& path) {
   if (path.empty()) return flag + " needs a file name";

@@ -49,6 +49,10 @@ Options parse_options(int argc, char** argv);
 // expression, --benchmark_list_tests), a --benchmark_out it could not write at the end, a flag
 // given twice. Checked before Google Benchmark sees the flags.
 std::string check_benchmark_flags(int argc, char** argv);
+// Whether Google Benchmark will shuffle the cases, as it reads
+// --benchmark_enable_random_interleaving (or its variable, BENCHMARK_ENABLE_RANDOM_INTERLEAVING):
+// each process by a seed of its own.
+bool random_interleaving(int argc, char** argv);
 // Why `flag`'s output file `path` cannot be written, as one line ("" if it can, as far as its
 // folder says): no name, a directory, a folder that does not exist or is not writable.
 std::string output_path_problem(const std::string& flag, const std::string& path);

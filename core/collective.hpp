@@ -54,12 +54,16 @@ class CollectiveWorkload : public Workload {
   Dtype dtype() const override { return s_.dtype; }
   double flops() const override { return 0; }
   // The bytes as nccl-tests counts them; none on one rank, where nothing moves between ranks
-  // (NCCL's collectives then run and are checked, but measure a call, not a bandwidth).
+  // (NCCL's collectives then run out of place and are checked, but measure a call and a copy
+  // on the GPU, not a bandwidth between ranks).
   double min_bytes() const override { return s_.ranks > 1 ? static_cast<double>(s_.bytes) : 0.0; }
   bool bandwidth_bound() const override { return true; }
   Role role() const override { return Role::collective; }
   double host_bytes(Device) const override { return 3.0 * static_cast<double>(s_.bytes); }
-  double device_bytes() const override { return static_cast<double>(s_.bytes); }
+  // In place; one rank's out of place (kernels/collective.cu): two buffers.
+  double device_bytes() const override {
+    return (s_.ranks == 1 ? 2.0 : 1.0) * static_cast<double>(s_.bytes);
+  }
   // "buf": this rank's buffer before the collective, in f32 (bf16 values are exact in it):
   // all-gather's holds its own chunk in place, reduce-scatter's and all-reduce's the whole
   // input, broadcast's the root's data on rank 0 and zeros elsewhere.

@@ -36,6 +36,11 @@ struct Nccl {
 const Nccl& nccl() {
   static const Nccl n = [] {
     Nccl x;
+    // Every connection between the ranks made while the communicator comes up, under its
+    // deadline (device_nccl_init), not in a collective's first call, as NCCL 2.22 and later
+    // make them by default, where a rank that cannot reach another would leave the others
+    // waiting in the timed loop. A value the user set is kept.
+    setenv("NCCL_RUNTIME_CONNECT", "0", 0);
     void* h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
     if (!h) {
@@ -90,6 +95,10 @@ class NcclCollective : public GpuImpl {
   void prepare(const Tensors& in) override {
     const std::vector<float>& v = at(in, "buf").f32();
     buf_ = DeviceMem(v.size() * elem());
+    if (s_.ranks == 1) {  // out of place: all bits set, a NaN in fp32 and bf16, until NCCL writes
+      out_ = DeviceMem(v.size() * elem());
+      PB_CUDA(cudaMemsetAsync(out_.as<void>(), 0xff, v.size() * elem(), stream_));
+    }
     if (bf16()) {
       std::vector<__nv_bfloat16> h(v.size());
       for (std::size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16(v[i]);
@@ -104,27 +113,31 @@ class NcclCollective : public GpuImpl {
     const std::size_t chunk = count / static_cast<std::size_t>(s_.ranks);
     char* base = buf_.as<char>();
     // In place as NCCL defines it: all-gather's and reduce-scatter's own chunk sits at
-    // rank x chunk of the whole buffer.
+    // rank x chunk of the whole buffer. On one rank NCCL moves nothing in place (a collective
+    // there is a copy to itself, which it leaves out): out of place, it copies the buffer, and
+    // the check sees whether it did.
     char* own = base + static_cast<std::size_t>(s_.rank) * chunk * elem();
+    char* to = s_.ranks == 1 ? out_.as<char>() : base;     // the whole result's
+    char* to_own = s_.ranks == 1 ? out_.as<char>() : own;  // reduce-scatter's chunk's
     const ncclDataType_t t = bf16() ? ncclBfloat16 : ncclFloat32;
     ncclResult_t r = ncclSuccess;
     const char* call = "";
     switch (s_.kind) {
       case CollectiveKind::allreduce:
         call = "ncclAllReduce";
-        r = n.all_reduce(base, base, count, t, ncclSum, g_comm, stream_);
+        r = n.all_reduce(base, to, count, t, ncclSum, g_comm, stream_);
         break;
       case CollectiveKind::allgather:
         call = "ncclAllGather";
-        r = n.all_gather(own, base, chunk, t, g_comm, stream_);
+        r = n.all_gather(own, to, chunk, t, g_comm, stream_);
         break;
       case CollectiveKind::reduce_scatter:
         call = "ncclReduceScatter";
-        r = n.reduce_scatter(base, own, chunk, t, ncclSum, g_comm, stream_);
+        r = n.reduce_scatter(base, to_own, chunk, t, ncclSum, g_comm, stream_);
         break;
       case CollectiveKind::broadcast:
         call = "ncclBroadcast";
-        r = n.broadcast(base, base, count, t, 0, g_comm, stream_);
+        r = n.broadcast(base, to, count, t, 0, g_comm, stream_);
         break;
     }
     if (r != ncclSuccess) throw std::runtime_error(nccl_error(call, r));
@@ -134,7 +147,7 @@ class NcclCollective : public GpuImpl {
     const bool scattered = s_.kind == CollectiveKind::reduce_scatter;
     const std::int64_t first = scattered ? s_.rank * chunk : 0, keep = scattered ? chunk : n;
     std::vector<float> out(static_cast<std::size_t>(keep));
-    const char* from = buf_.as<char>() + first * elem();
+    const char* from = (s_.ranks == 1 ? out_ : buf_).as<char>() + first * elem();
     if (bf16()) {
       std::vector<__nv_bfloat16> h(out.size());
       download(h.data(), from, h.size() * elem());
@@ -144,13 +157,16 @@ class NcclCollective : public GpuImpl {
     }
     return {Tensor::of("out", out)};
   }
-  std::string detail() const override { return "NCCL, in place"; }
+  std::string detail() const override {
+    return s_.ranks == 1 ? "NCCL, out of place (one rank: in place it moves nothing)"
+                         : "NCCL, in place";
+  }
 
  private:
   bool bf16() const { return s_.dtype == Dtype::bf16; }
   std::size_t elem() const { return bf16() ? 2 : 4; }
   CollectiveShape s_;
-  DeviceMem buf_;
+  DeviceMem buf_, out_;  // out_: one rank's result (out of place)
 };
 
 std::unique_ptr<Impl> make_collective(const std::string&, const std::string& name,

@@ -37,6 +37,9 @@ TEST(Collective, OneRankMovesNoBytes) {
       parse_collective_shape({{"coll", "allreduce"}, {"bytes", "4096"}}, Dtype::fp32, 2, 0);
   EXPECT_DOUBLE_EQ(CollectiveWorkload(one).min_bytes(), 0.0);
   EXPECT_DOUBLE_EQ(CollectiveWorkload(two).min_bytes(), 4096.0);
+  // One rank's GPU case runs out of place (in place NCCL moves nothing there): two buffers.
+  EXPECT_DOUBLE_EQ(CollectiveWorkload(one).device_bytes(), 8192.0);
+  EXPECT_DOUBLE_EQ(CollectiveWorkload(two).device_bytes(), 4096.0);
 }
 
 TEST(Collective, SuiteSizes) {

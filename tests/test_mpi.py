@@ -71,6 +71,23 @@ def test_a_shape_for_another_number_of_ranks_is_bad_input_on_every_rank(pairbenc
     assert len(errors) == 2 and all("ranks=3 but this run has 2" in l for l in errors), r.stderr
 
 
+@pytest.mark.parametrize("how", [["--benchmark_enable_random_interleaving"],
+                                 ["--benchmark_enable_random_interleaving=yes"], "env"])
+def test_random_interleaving_under_ranks_is_bad_input_on_every_rank(pairbench, tmp_path, how):
+    # Google Benchmark shuffles the cases by each process's own seed: the ranks' collectives
+    # would not match, and the run would hang.
+    args = [] if how == "env" else how
+    env = ["-x", "BENCHMARK_ENABLE_RANDOM_INTERLEAVING=true"] if how == "env" else []
+    r = mpirun(*env, "-np", "2", str(pairbench.exe), "--ops=collective", "--suite=quick",
+               "--devices=cpu", *args, f"--report={tmp_path / 'c.json'}", timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("pairbench: error:")]
+    assert len(errors) == 2, r.stderr
+    assert all("--benchmark_enable_random_interleaving: each rank would shuffle" in l
+               for l in errors), r.stderr
+    assert not (tmp_path / "c.json").exists()
+
+
 def test_a_check_failing_on_one_rank_fails_the_case_on_both_without_a_hang(pairbench, tmp_path):
     # The fault hook on rank 1 only: its all-reduce fails its check; rank 0's passes alone.
     report = tmp_path / "f.json"

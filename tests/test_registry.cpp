@@ -77,6 +77,21 @@ class DoublingCpu : public cpu::CpuImpl {
   float sum_ = 0;
 };
 
+// The same work under a timer that sees none of it (as CUDA's events between which nothing
+// was queued): the case is an error, not a figure, and Google Benchmark does not grow its
+// iterations without end to fill its minimum time.
+class DoublingUnseen : public DoublingCpu {
+ public:
+  using DoublingCpu::DoublingCpu;
+  std::unique_ptr<Timer> make_timer() override {
+    struct Blind : Timer {
+      void start() override {}
+      double stop() override { return 0; }
+    };
+    return std::make_unique<Blind>();
+  }
+};
+
 OpFamily doubling_family() {
   OpFamily f;
   f.name = "doubling";
@@ -93,7 +108,12 @@ OpFamily doubling_family() {
   cpu.make = [](const Workload&, int threads) -> std::unique_ptr<Impl> {
     return std::make_unique<DoublingCpu>(threads);
   };
-  f.impls = {cpu};
+  ImplSpec unseen = cpu;
+  unseen.name = "unseen";
+  unseen.make = [](const Workload&, int threads) -> std::unique_ptr<Impl> {
+    return std::make_unique<DoublingUnseen>(threads);
+  };
+  f.impls = {cpu, unseen};
   return f;
 }
 
@@ -112,7 +132,7 @@ TEST(Registry, AnOpFromItsOwnFileRunsEndToEnd) {
   EXPECT_NE(usage_from_registry().find("doubling: n=N"), std::string::npos);
   Resources r;
   r.host_available_bytes = 1e12;
-  const auto cases = build_cases(parse({"--ops=doubling", "--suite=quick"}), r);
+  const auto cases = build_cases(parse({"--ops=doubling", "--impls=loop", "--suite=quick"}), r);
   ASSERT_EQ(cases.size(), 1u);
   EXPECT_EQ(cases[0].name, "doubling/cpu/loop/n=4096,dtype=fp32,threads=1");
 
@@ -145,6 +165,17 @@ TEST(Registry, AnOpFromItsOwnFileRunsEndToEnd) {
   EXPECT_NE(faulty.cases[0].dump().find("sum is not the sum of y"), std::string::npos)
       << faulty.cases[0].dump();
   EXPECT_EQ(faulty.failed, 1);
+
+  report::Log log3(log_path);
+  const HarnessResult unseen =
+      run_cases(build_cases(parse({"--ops=doubling", "--impls=unseen", "--suite=quick"}), r),
+                HarnessConfig{}, log3);
+  std::remove(log_path.c_str());
+  ASSERT_EQ(unseen.cases.size(), 1u);
+  EXPECT_EQ(unseen.cases[0]["status"], "error") << unseen.cases[0].dump();
+  EXPECT_NE(unseen.cases[0].dump().find("the timer read 0"), std::string::npos)
+      << unseen.cases[0].dump();
+  EXPECT_FALSE(unseen.cases[0].contains("time"));
 }
 
 // Which GPU convolutions run in tf32: the libraries' (cuDNN, and im2col's cuBLAS GEMMs), not the
