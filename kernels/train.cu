@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <type_traits>
 #include <map>
 #include <memory>
@@ -585,6 +586,14 @@ static_assert(FusesConv<GpuOps>::value && FusesConv<GpuLowOps<__nv_bfloat16>>::v
 // with graph, run() replays the step captured in prepare().
 // Ops: GpuOps (fp32 and tf32) or GpuLowOps (bf16, fp16).
 enum class Variant { plain, h2d, graph };
+// A test's hook (tests/test_collective_gpu.cpp): PAIRBENCH_TEST_NCCL_REDUCE=1 makes a one-rank
+// step (not a graph) average its gradients through NCCL too, an average over one rank that
+// changes nothing, so that a machine with one GPU runs the data-parallel step's NCCL calls.
+bool nccl_reduce_on_one_rank() {
+  const char* v = std::getenv("PAIRBENCH_TEST_NCCL_REDUCE");
+  return v && std::string(v) == "1";
+}
+
 template <class Ops>
 class GpuTrain : public GpuImpl {
  public:
@@ -602,7 +611,7 @@ class GpuTrain : public GpuImpl {
         state_(m_.state_count) {
     // Over several ranks (data parallel, core/train.hpp): the gradients averaged by NCCL on
     // the step's stream, between the backward pass and the update.
-    if (s_.train && s_.ranks > 1 && !s_.local)
+    if (s_.train && !s_.local && (s_.ranks > 1 || (nccl_reduce_on_one_rank() && !graph_)))
       step_->reduce = [this](float* g, std::int64_t n) { nccl_average(g, n, stream_); };
     if (Ops::kLossScaling && step_->reduce)
       throw std::runtime_error("the fp16 step runs on one rank (or with grads=local)");
@@ -682,6 +691,9 @@ class GpuTrain : public GpuImpl {
                    " B) copied from pinned host memory in each step"
         : graph_ ? "replayed as one CUDA graph of " + std::to_string(graph_nodes_) + " nodes"
                  : "";
+    if (step_->reduce)
+      how += std::string(how.empty() ? "" : "; ") + "gradients averaged over " +
+             std::to_string(s_.ranks) + " rank(s) by NCCL (ncclAvg)";
     const std::string note = math_note(s_.dtype);  // tf32 where the GPU or the override says no
     if (!note.empty()) how += (how.empty() ? "" : "; ") + note;
     if (!scaling_.empty()) how += (how.empty() ? "" : "; ") + scaling_;
