@@ -15,19 +15,21 @@ using report::json;
 
 const std::vector<GpuDatasheet>& gpu_datasheets() {
   // Dense TFLOP/s (the datasheets' sparsity figures halved), memory and host link GB/s per
-  // direction. More specific patterns first: "H100 NVL" before "H100".
+  // direction. More specific patterns first: "H100 NVL" before "H100". A name inside another
+  // word is another part: GH200 and GB200 (their host links are NVLink-C2C, not PCIe) match no
+  // row.
   static const std::vector<GpuDatasheet> table = {
-      {"B200", "B200", 0, 75, 1125, 2250, 2250, 8000, "PCIe 5.0 x16", 64,
+      {"B200", "\\bB200\\b", 0, 75, 1125, 2250, 2250, 8000, "PCIe 5.0 x16", 64,
        "NVIDIA HGX B200 datasheet, per GPU (the 8-GPU figures / 8)"},
-      {"H200 NVL", "H200 NVL", 1785, 60, 417.5, 835.5, 835.5, 4800, "PCIe 5.0 x16", 64,
+      {"H200 NVL", "\\bH200 NVL", 1785, 60, 417.5, 835.5, 835.5, 4800, "PCIe 5.0 x16", 64,
        "NVIDIA H200 datasheet (NVL)"},
-      {"H200 SXM 141 GB", "H200", 1980, 66.9, 494.7, 989.4, 989.4, 4800, "PCIe 5.0 x16", 64,
+      {"H200 SXM 141 GB", "\\bH200\\b", 1980, 66.9, 494.7, 989.4, 989.4, 4800, "PCIe 5.0 x16", 64,
        "NVIDIA H200 datasheet (SXM)"},
-      {"H100 NVL", "H100 NVL", 1785, 60, 417.5, 835.5, 835.5, 3938, "PCIe 5.0 x16", 64,
+      {"H100 NVL", "\\bH100 NVL", 1785, 60, 417.5, 835.5, 835.5, 3938, "PCIe 5.0 x16", 64,
        "NVIDIA H100 datasheet (NVL)"},
-      {"H100 PCIe 80 GB", "H100.*PCIe", 1755, 51.2, 378, 756, 756, 2039, "PCIe 5.0 x16", 64,
+      {"H100 PCIe 80 GB", "\\bH100.*PCIe", 1755, 51.2, 378, 756, 756, 2039, "PCIe 5.0 x16", 64,
        "NVIDIA H100 datasheet (PCIe)"},
-      {"H100 SXM5 80 GB", "H100", 1980, 66.9, 494.7, 989.4, 989.4, 3352, "PCIe 5.0 x16", 64,
+      {"H100 SXM5 80 GB", "\\bH100\\b", 1980, 66.9, 494.7, 989.4, 989.4, 3352, "PCIe 5.0 x16", 64,
        "NVIDIA H100 datasheet (SXM)"},
       {"A100 SXM4 80 GB", "A100.*SXM.*80", 1410, 19.5, 156, 312, 312, 2039, "PCIe 4.0 x16", 32,
        "NVIDIA A100 datasheet (80GB SXM)"},
@@ -49,6 +51,8 @@ const std::vector<GpuDatasheet>& gpu_datasheets() {
        "NVIDIA L40 datasheet"},
       {"L4", "\\bL4\\b", 2040, 30.3, 60, 121, 121, 300, "PCIe 4.0 x16", 32, "NVIDIA L4 datasheet"},
       {"T4", "\\bT4\\b", 1590, 8.1, 0, 0, 65, 320, "PCIe 3.0 x16", 16, "NVIDIA T4 datasheet"},
+      {"V100S PCIe", "V100S", 1601, 16.4, 0, 0, 130, 1134, "PCIe 3.0 x16", 16,
+       "NVIDIA V100 datasheet (V100S PCIe)"},
       {"V100 SXM2", "V100.*SXM", 1530, 15.7, 0, 0, 125, 900, "PCIe 3.0 x16", 16,
        "NVIDIA V100 datasheet (SXM2)"},
       {"V100 PCIe", "V100", 1380, 14, 0, 0, 112, 900, "PCIe 3.0 x16", 16,

@@ -370,6 +370,7 @@ void CaseEnergy::add(const Mark& before, const Mark& after, long iterations) {
   joules_ += after.joules - before.joules;
   seconds_ += after.t_s - before.t_s;
   iterations_ += iterations;
+  ++regions_;
   last_ = after.state;
   reasons_ |= before.state.reasons | after.state.reasons;
   for (int k = 0; k < 5; ++k) {
@@ -400,6 +401,7 @@ json CaseEnergy::record(const Calibrated& c, double flops, double bytes, double 
             {"above_idle_joules_per_iter", above},
             {"region_s", seconds_},
             {"iterations", iterations_},
+            {"counter_error_bound", regions_ * c.update_period_s / seconds_},
             {"lengthened", lengthened}};
   // Per unit of the work, in the unit its throughput is read in.
   if (items > 0)

@@ -87,13 +87,16 @@ class CaseEnergy {
   // has samples, else per GB for work read in GB/s, else per GFLOP), mean power, the same above
   // idle, and for a GPU its clocks, temperature, clock-event reasons and the seconds it was held
   // below its clocks. `lengthened`: the iterations were run again, after the timed ones, because
-  // those lasted less than the meter's shortest region.
+  // those lasted less than the meter's shortest region. `counter_error_bound`: the most, as a
+  // fraction, that the counter's pace can move the joules (each region's reads return the energy
+  // up to the counter's last update, up to one update period late: regions x period / seconds).
   report::json record(const Calibrated& c, double flops, double bytes, double items, bool gbs,
                       bool lengthened) const;
 
  private:
   double joules_ = 0, seconds_ = 0;
   long iterations_ = 0;
+  int regions_ = 0;  // metered regions: each one's two reads lag the energy by a counter update
   GpuState first_, last_;
   unsigned long long reasons_ = 0;
   double held_s_[5] = {0, 0, 0, 0, 0};

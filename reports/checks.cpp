@@ -1,7 +1,8 @@
 // The report's self-check and labels: every measured figure against its device's ceiling
 // (context.ceilings, see bench/ceilings.hpp), and the cases whose figures mean less than they
-// seem (latency_bound, cache_resident).
+// seem (latency_bound, cache_resident, effective_flops).
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 #include "reports/report.hpp"
@@ -19,6 +20,21 @@ double llc_bytes(const json& context, const std::string& device) {
   if (device == "gpu") return num(context, "gpu_l2_bytes");
   const double l3 = num(context, "cpu_l3_bytes");
   return l3 > 0 ? l3 : num(context, "cpu_l2_bytes");
+}
+
+// A copy between host and device: it crosses the link whatever its size.
+bool over_host_link(const json& c) {
+  return c.value("role", "") == "transfer" && c["shape"].value("dir", "") != "d2d";
+}
+
+// A convolution computed with fewer multiplications than its direct form counts (Winograd or
+// FFT algorithms, as cuDNN may choose in fp32, or oneDNN's Winograd): its GFLOP/s is an effective
+// rate, the direct form's FLOPs over the time, which may stand above what the device multiplies.
+bool effective_flops(const json& c) {
+  std::string d = c.value("impl_detail", "");
+  for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return c.value("op", "") == "conv" &&
+         (d.find("wino") != std::string::npos || d.find("fft") != std::string::npos);
 }
 
 // The ceiling a figure of the case is held against: {"metric", "value", "bound", ...}; null
@@ -40,11 +56,10 @@ json ceiling_for(const json& c, const json& ceilings) {
   };
   if (c.value("metric", "GFLOP/s") == "GB/s") {
     if (c.value("cache_resident", false)) return nullptr;  // a cache is faster than memory
-    const std::string dir = c["shape"].value("dir", "");
-    if (c.value("role", "") == "transfer" && dir != "d2d") return with("host_link", "gbs");
+    if (over_host_link(c)) return with("host_link", "gbs");
     return with("memory", "gbs");
   }
-  if (num(c, "flops") <= 0) return nullptr;
+  if (num(c, "flops") <= 0 || effective_flops(c)) return nullptr;
   return with(c["dtype"].get<std::string>().c_str(), "gflops");
 }
 
@@ -61,7 +76,9 @@ json checked_cases(const json& cases, const json& context) {
     c["latency_bound"] = t < kLatencyBoundS && (device == "gpu" || c.value("threads", 1) > 1);
     const double llc = llc_bytes(context, device);
     const double ranks = std::stod(c["shape"].value("ranks", "1"));
-    c["cache_resident"] = !cold && llc > 0 && num(c, "min_bytes") / ranks <= llc;
+    c["cache_resident"] =
+        !cold && !over_host_link(c) && llc > 0 && num(c, "min_bytes") / ranks <= llc;
+    if (effective_flops(c)) c["effective_flops"] = true;
     const json ceil = ceiling_for(c, ceilings);
     if (ceil.is_null() || num(ceil, "value") <= num(ceil, "bound")) continue;
     char buf[512];

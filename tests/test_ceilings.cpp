@@ -37,6 +37,9 @@ TEST(Ceilings, FindsEachGpuByItsCudaNameAndNoOtherByAccident) {
   EXPECT_EQ(table_name("NVIDIA GeForce RTX 3090 Ti"), "(none)");
   EXPECT_EQ(table_name("NVIDIA L40G"), "(none)");
   EXPECT_EQ(table_name("Some Future GPU"), "(none)");
+  EXPECT_EQ(table_name("NVIDIA GH200 480GB"), "(none)");  // NVLink-C2C to its host, not PCIe
+  EXPECT_EQ(table_name("NVIDIA GB200"), "(none)");
+  EXPECT_EQ(table_name("Tesla V100S-PCIE-32GB"), "V100S PCIe");  // faster memory than a V100's
   for (const GpuDatasheet& d : gpu_datasheets()) {
     EXPECT_GT(d.fp32, 0) << d.name;
     EXPECT_GE(d.bf16, d.tf32) << d.name;  // tensor cores: half precision at least as fast

@@ -284,6 +284,9 @@ TEST(Energy, NvmlGivesTheBoardsJoulesClocksAndWhyItWasHeldBack) {
   EXPECT_NEAR(rec["joules_per_iter"].get<double>(), 300.0 * (b.t_s - a.t_s) / 100, 0.05 * 1.2);
   EXPECT_NEAR(rec["joules_per_gflop"].get<double>(), rec["joules_per_iter"].get<double>() / 2000,
               1e-12);
+  // One region: each read up to one update period late, over the region's seconds.
+  EXPECT_DOUBLE_EQ(rec["counter_error_bound"].get<double>(),
+                   c.update_period_s / rec["region_s"].get<double>());
   EXPECT_EQ(rec["sm_clock_mhz"], 1755);
   EXPECT_EQ(rec["memory_clock_mhz"], 2619);
   EXPECT_EQ(rec["temperature_c"], 64);

@@ -736,6 +736,25 @@ TEST(Checks, AFigureAboveItsCeilingMakesTheCaseAnErrorWithoutATime) {
   EXPECT_EQ(doc["benchmarks"][0]["run_name"], fine["name"].get<std::string>() + "/manual_time");
 }
 
+// A convolution computed by Winograd or FFT does fewer multiplications than the direct form
+// its FLOPs count: its effective rate is labelled and held to no compute ceiling; the same
+// figure by an algorithm that does them all is impossible.
+TEST(Checks, AWinogradConvolutionsEffectiveRateIsLabelledNotImpossible) {
+  json wino = make_case("gpu", "cudnn", "fp32", 1e-3), direct = wino;
+  wino["op"] = direct["op"] = "conv";
+  wino["gflops"] = direct["gflops"] = 80000.0;
+  wino["min_bytes"] = direct["min_bytes"] = 1e9;
+  wino["impl_detail"] = "cudnn 91400: winograd_nonfused, fma math, workspace 28311552";
+  direct["impl_detail"] = "cudnn 91400: implicit_precomp_gemm, fma math, workspace 0";
+  const json context = {{"gpu_l2_bytes", 5e7},
+                        {"ceilings", {{"gpu", {{"fp32", ceiling(50000, 66900)}}}}}};
+  const json c = report::checked_cases({wino, direct}, context);
+  EXPECT_EQ(c[0]["status"], "ok");
+  EXPECT_TRUE(c[0]["effective_flops"].get<bool>());
+  EXPECT_EQ(c[1]["status"], "error");
+  EXPECT_FALSE(c[1].contains("effective_flops"));
+}
+
 TEST(Checks, TheCpuMemoryBoundRestsOnTheBestProbeOfTheRun) {
   // The ceiling probe ran while the memory was slow (20 GB/s bound); the machine probes saw 15
   // GB/s of copy later, and a STREAM case 25 GB/s: a fast moment, not an impossible figure.
@@ -770,6 +789,14 @@ TEST(Checks, LabelsLatencyBoundAndCacheResidentCases) {
   json cold = context;
   cold["cold_cache"] = true;
   EXPECT_FALSE(report::checked_cases(json::array({tiny}), cold)[0]["cache_resident"].get<bool>());
+  // A copy between host and device crosses the link whatever its size; one on the device may
+  // stay in its L2.
+  json h2d = tiny, d2d = tiny;
+  h2d["role"] = d2d["role"] = "transfer";
+  h2d["shape"]["dir"] = "h2d", d2d["shape"]["dir"] = "d2d";
+  const json copies = report::checked_cases({h2d, d2d}, context);
+  EXPECT_FALSE(copies[0]["cache_resident"].get<bool>());
+  EXPECT_TRUE(copies[1]["cache_resident"].get<bool>());
 }
 
 TEST(Speedup, SetsApartWhatMeansLessAndMarksAThrottledHost) {

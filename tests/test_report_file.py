@@ -86,6 +86,44 @@ def test_a_figure_above_its_ceiling_is_named_by_the_validator(quick_reports):
     assert len(found) == 1 and found[0].startswith(case["name"] + ": ") and "fp32 ceiling" in found[0]
 
 
+def test_a_figure_of_several_ranks_is_held_per_rank(quick_reports):
+    # A data-parallel case's figure is every rank's together, each on a device of its own.
+    doc = validate_report.load_strict(quick_reports[0])
+    case = next(c for c in doc["pairbench"]["cases"]
+                if c["status"] == "ok" and c["op"] == "gemm" and c["impl"] == "openblas")
+    bound = doc["context"]["ceilings"]["cpu"]["fp32"]["bound"]
+    case["shape"]["ranks"] = "8"
+    case["gflops"] = 4 * bound  # eight devices at half their bound
+    assert validate_report.impossible_figures(doc) == []
+    case["gflops"] = 10 * bound
+    assert [f.split(": ")[0] for f in validate_report.impossible_figures(doc)] == [case["name"]]
+
+
+def test_a_copy_over_the_host_link_is_held_to_it_whatever_its_size():
+    # No cache holds a copy between host and device: a label saying one does changes nothing.
+    doc = json.loads(H100_SAMPLE.read_text())
+    case = next(c for c in doc["pairbench"]["cases"]
+                if c["status"] == "ok" and c.get("role") == "transfer"
+                and c["shape"].get("dir") == "h2d")
+    doc["context"]["ceilings"] = {"gpu": {"host_link": {"bound": 64.0, "bound_source": "PCIe 5"}}}
+    case["cache_resident"] = True
+    case["gbs"] = 640.0
+    found = validate_report.impossible_figures(doc)
+    assert len(found) == 1 and found[0].startswith(case["name"] + ": ") and "host_link" in found[0]
+
+
+def test_a_winograd_convolutions_effective_rate_is_held_to_no_compute_ceiling():
+    # Its GFLOP/s counts the direct form's multiplications, which Winograd does not all do.
+    doc = json.loads(H100_SAMPLE.read_text())
+    doc["context"]["ceilings"] = {"gpu": {"fp32": {"bound": 66900.0, "bound_source": "H100"}}}
+    case = next(c for c in doc["pairbench"]["cases"]
+                if c["status"] == "ok" and "winograd" in c.get("impl_detail", ""))
+    case["gflops"] = 80000.0
+    assert validate_report.impossible_figures(doc) == []
+    case["impl_detail"] = "cudnn 91400: implicit_gemm, fma math"
+    assert [f.split(": ")[0] for f in validate_report.impossible_figures(doc)] == [case["name"]]
+
+
 def test_committed_samples_are_valid_reports():
     # Reports from before the energy meters and --price: every new field is optional.
     samples = sorted((ROOT / "reports" / "samples").glob("*.json"))
