@@ -84,13 +84,26 @@ CpuRate cpu_flop_per_cycle(const std::vector<std::string>& isa, Dtype t) {
   return {8, "SSE, one add and one multiply"};
 }
 
+CpuMaxClock cpu_max_clock(double max_khz, const std::string& driver, const std::string& boost) {
+  if (max_khz <= 0) return {0, ""};
+  if (driver == "acpi-cpufreq" && boost == "1") {
+    char note[192];
+    std::snprintf(note, sizeof note,
+                  "cpufreq's maximum (%.2f GHz) is acpi-cpufreq's highest clock without boost, "
+                  "and boost is on",
+                  max_khz / 1e6);
+    return {0, note};
+  }
+  return {max_khz / 1e6, ""};
+}
+
 namespace {
 
 // Measured ceilings at most this much below a bound are what no datasheet gives: the margin
 // the check allows above the measured figure.
 constexpr double kMeasuredMargin = 2.0;
-// A CPU whose maximum clock is not visible (a VM has no cpufreq) may run turbo above the
-// nominal clock; its check allows twice the nominal.
+// A CPU whose maximum clock is not visible (a VM has no cpufreq; acpi-cpufreq hides boost) may
+// run turbo above the nominal clock; its check allows twice the nominal.
 constexpr double kTurboAllowance = 2.0;
 
 std::string fmt(const char* f, double a, double b = 0, double c = 0) {
@@ -144,9 +157,10 @@ json cpu_ceilings(const json& context, const json& measured) {
     out[to_string(t)] =
         entry("GFLOP/s", cpus * ghz * r.flop_per_cycle, source,
               measured.value(to_string(t), json()), max_known ? 1.0 : kTurboAllowance,
-              fmt("the peak at %.0fx the nominal clock: the maximum clock is not visible here "
-                  "(no cpufreq) and turbo runs above the nominal",
-                  kTurboAllowance));
+              fmt("the peak at %.0fx the nominal clock: the maximum clock is not visible here (",
+                  kTurboAllowance) +
+                  context.value("cpu_max_ghz_note", std::string("no cpufreq")) +
+                  ") and turbo runs above the nominal");
   }
   out["memory"] = entry("GB/s", 0,
                         "not knowable from inside the machine (the number and speed of the "

@@ -44,8 +44,20 @@ struct CpuRate {
 };
 CpuRate cpu_flop_per_cycle(const std::vector<std::string>& isa, Dtype t);
 
+// The CPU's maximum clock from cpufreq (cpuinfo_max_freq in kHz, the scaling driver, and
+// cpufreq/boost's "0" or "1", empty where absent): its GHz, or 0 with a note where cpufreq's
+// maximum is not the clock the CPU can reach. acpi-cpufreq with boost on gives its highest
+// P-state without boost (an AMD's base clock, an Intel's base + 1 MHz); intel_pstate and
+// amd-pstate give the boost clock. No cpufreq at all (a VM) is 0 and no note.
+struct CpuMaxClock {
+  double ghz;
+  std::string note;
+};
+CpuMaxClock cpu_max_clock(double max_khz, const std::string& driver, const std::string& boost);
+
 // context.ceilings from the context (cpu_isa, cpu_logical_cores, cpu_nominal_ghz, cpu_max_ghz
-// where visible, gpu_* as make_context writes them) and what measure_ceilings measured.
+// where visible or cpu_max_ghz_note where it is not, gpu_* as make_context writes them) and what
+// measure_ceilings measured.
 report::json ceilings(const report::json& context, const report::json& measured);
 
 // Runs the probes the run's cases need (only the devices, dtypes and metrics they have): per

@@ -41,11 +41,19 @@ double cpu_ghz() {
   return benchmark::CPUInfo::Get().cycles_per_second / 1e9;
 }
 
-// The maximum clock in GHz as cpufreq gives it; 0 where it is not visible (a VM).
-double cpu_max_ghz() {
-  std::ifstream f("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");
-  double khz = 0;
-  return f >> khz ? khz / 1e6 : 0.0;
+// The first word of a sysfs file; empty where it is absent.
+std::string sysfs_word(const char* path) {
+  std::ifstream f(path);
+  std::string w;
+  return f >> w ? w : std::string();
+}
+
+// The maximum clock as cpufreq gives it, where that is the clock the CPU can reach.
+CpuMaxClock this_cpu_max_clock() {
+  const std::string khz = sysfs_word("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");
+  return cpu_max_clock(khz.empty() ? 0.0 : std::atof(khz.c_str()),
+                       sysfs_word("/sys/devices/system/cpu/cpu0/cpufreq/scaling_driver"),
+                       sysfs_word("/sys/devices/system/cpu/cpufreq/boost"));
 }
 
 }  // namespace
@@ -98,7 +106,9 @@ report::json make_context(const char* argv0, const Options& o) {
                        std::to_string(cpu_flop_per_cycle(cpu.isa, Dtype::fp32).flop_per_cycle) +
                        " FLOP/cycle (widest FMA, two FMA units assumed)";
   c["cpu_nominal_ghz"] = cpu_ghz();
-  if (cpu_max_ghz() > 0) c["cpu_max_ghz"] = cpu_max_ghz();
+  const CpuMaxClock max_clock = this_cpu_max_clock();
+  if (max_clock.ghz > 0) c["cpu_max_ghz"] = max_clock.ghz;
+  if (!max_clock.note.empty()) c["cpu_max_ghz_note"] = max_clock.note;
   c["openblas_config"] = cpu.openblas_config;
   c["openblas_core"] = cpu.openblas_core;
   c["openblas_core_detected"] = cpu.openblas_core_detected.empty()

@@ -88,6 +88,23 @@ TEST(Ceilings, TheCpuPeakAllowsTurboOnlyWhereTheMaximumClockIsNotVisible) {
   EXPECT_EQ(c["cpu"]["fp32"]["bound_source"], "the peak");
 }
 
+TEST(Ceilings, AcpiCpufreqWithBoostOnHidesTheMaximumClock) {
+  EXPECT_EQ(cpu_max_clock(3'500'000, "intel_pstate", "").ghz, 3.5);  // the turbo clock
+  EXPECT_EQ(cpu_max_clock(3'500'000, "amd-pstate-epp", "").ghz, 3.5);
+  EXPECT_EQ(cpu_max_clock(2'450'000, "acpi-cpufreq", "0").ghz, 2.45);  // boost off: the maximum
+  const CpuMaxClock hidden = cpu_max_clock(2'450'000, "acpi-cpufreq", "1");
+  EXPECT_EQ(hidden.ghz, 0);
+  EXPECT_NE(hidden.note.find("2.45 GHz"), std::string::npos);
+  EXPECT_TRUE(cpu_max_clock(0, "", "").note.empty());  // no cpufreq: a VM
+
+  // The check then allows turbo over the nominal clock, and says why.
+  json ctx = cpu_context();
+  ctx["cpu_max_ghz_note"] = hidden.note;
+  const json fp32 = ceilings(ctx, json::object())["cpu"]["fp32"];
+  EXPECT_EQ(fp32["bound"], 2 * 4 * 2.0 * 64);
+  EXPECT_NE(fp32["bound_source"].get<std::string>().find("acpi-cpufreq"), std::string::npos);
+}
+
 TEST(Ceilings, AGpuInTheTableGetsItsDatasheetScaledToItsClock) {
   json ctx = cpu_context();
   ctx["gpu_available"] = true;
