@@ -20,6 +20,17 @@ def _binary():
     pytest.exit("no pairbench binary: run scripts/build or set PAIRBENCH_BIN", returncode=2)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under PAIRBENCH_TEST_PROGRAM_ONLY=1, only the tests that run the program (those using the
+    pairbench fixture, quick_reports included): scripts/test's second pytest, on the CPU-only
+    build."""
+    if os.environ.get("PAIRBENCH_TEST_PROGRAM_ONLY") != "1":
+        return
+    runs = [i for i in items if "pairbench" in getattr(i, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[i for i in items if i not in runs])
+    items[:] = runs
+
+
 @pytest.fixture(scope="session")
 def pairbench():
     exe = _binary()
