@@ -4,6 +4,7 @@
 #include <cpuid.h>
 #endif
 #include <linux/perf_event.h>
+#include <sched.h>
 #include <strings.h>
 #include <omp.h>
 #include <sys/syscall.h>
@@ -313,6 +314,31 @@ std::string clock_unavailable() {
   return reason;
 }
 
+long cache_bytes(const std::string& sysfs, const std::vector<int>& cpus, int level) {
+  std::map<std::string, long> caches;  // shared_cpu_list -> bytes
+  for (int cpu : cpus) {
+    const std::string dir = sysfs + "/devices/system/cpu/cpu" + std::to_string(cpu) + "/cache/";
+    for (int i = 0;; ++i) {
+      const std::string index = dir + "index" + std::to_string(i) + "/";
+      std::ifstream lv(index + "level"), type(index + "type"), size(index + "size"),
+          shared(index + "shared_cpu_list");
+      int l = 0;
+      if (!(lv >> l)) break;
+      std::string t, sharers;
+      long bytes = 0;
+      char unit = 0;
+      if (!(type >> t) || t == "Instruction" || l != level || !(size >> bytes) || bytes <= 0 ||
+          !(shared >> sharers))
+        continue;
+      if (size >> unit) bytes <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
+      caches[sharers] = bytes;
+    }
+  }
+  long total = 0;
+  for (const auto& kv : caches) total += kv.second;
+  return total;
+}
+
 const CpuInfo& cpu_info() {
   static const CpuInfo info = [] {
     CpuInfo c;
@@ -327,8 +353,19 @@ const CpuInfo& cpu_info() {
                   c.isa.end());
     }
     c.logical_cpus = omp_get_num_procs();
-    c.l2_bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    c.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    std::vector<int> cpus;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+      for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &allowed)) cpus.push_back(i);
+    const std::string sysfs =
+        env("PAIRBENCH_SYSFS_ROOT").empty() ? "/sys" : env("PAIRBENCH_SYSFS_ROOT");
+    c.l2_bytes = cache_bytes(sysfs, cpus, 2);
+    c.l3_bytes = cache_bytes(sysfs, cpus, 3);
+    if (c.l2_bytes == 0 && c.l3_bytes == 0) {  // no sysfs: glibc's figures
+      c.l2_bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+      c.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    }
     c.openblas_config = openblas_get_config();
     c.openblas_core = openblas_get_corename();
     const std::string marker = env(kOpenblasDetectedEnv), fake = env(kFakeOpenblasCoreEnv);

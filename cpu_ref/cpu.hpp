@@ -270,6 +270,8 @@ struct CpuInfo {
   std::vector<std::string> isa;  // the SIMD extensions present, e.g. avx2, avx512f
   bool no_16bit_fake = false;    // kFakeNo16BitEnv hid the 16-bit flags
   int logical_cpus = 0;
+  // Each level's caches that the CPUs this process may run on have, each cache counted once
+  // (cache_bytes).
   long l2_bytes = 0, l3_bytes = 0;
   std::string openblas_config, openblas_threading;
   std::string openblas_core;           // the core whose kernels OpenBLAS runs
@@ -283,6 +285,14 @@ struct CpuInfo {
   AmxState amx = AmxState::absent;
 };
 const CpuInfo& cpu_info();
+
+// The bytes of the level-`level` data caches (L2, L3) that these CPUs have, each cache counted
+// once: the sizes under SYSFS/devices/system/cpu/cpuN/cache/index*/ (SYSFS is /sys), a cache
+// told apart by its shared_cpu_list. 0 where sysfs has none. glibc's sysconf gives one size from
+// CPUID instead, which a VM can report as the host's: 320 MiB of L3 on a 2-vCPU AMD EPYC VM whose
+// kernel shows one 32 MiB L3 for both CPUs (its 256 MiB STREAM copies were then labelled
+// cache_resident).
+long cache_bytes(const std::string& sysfs, const std::vector<int>& cpus, int level);
 
 // --- The machine's speed, now -------------------------------------------------------------------
 // A short probe (a few tenths of a second, all cores): the best of three STREAM copies of

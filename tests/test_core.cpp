@@ -1,9 +1,12 @@
 // core/: dtype rounding, the index math GPU kernels share, the FLOP and byte models,
 // Freivalds' verification, shape parsing; OpenBLAS's core, AMX and oneDNN's dtypes.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
 #include "core/gemm.hpp"
 #include "core/activation.hpp"
@@ -324,3 +327,38 @@ TEST(GpuProbe, TheReasonTellsAMissingDriverFromAnOldOne) {
 
 }  // namespace
 }  // namespace pb
+
+// The caches from sysfs, each counted once: two CPUs with an L2 each and one L3 between them
+// (the 2-vCPU AMD EPYC VM's 1 MiB L2s and 32 MiB L3, where glibc's sysconf said 320 MiB of L3);
+// the instruction cache and other levels left out; a CPU not in the list not counted.
+TEST(CpuInfo, CachesAreCountedOnceFromSysfs) {
+  const std::string root = ::testing::TempDir() + "pb-sysfs-caches-" + std::to_string(::getpid());
+  auto cache = [&](int cpu, int index, int level, const char* type, const char* size,
+                   const char* shared) {
+    const std::string dir = root + "/devices/system/cpu/cpu" + std::to_string(cpu) +
+                            "/cache/index" + std::to_string(index);
+    std::filesystem::create_directories(dir);
+    auto put = [&](const char* name, const std::string& text) {
+      std::ofstream(dir + "/" + name) << text << "\n";
+    };
+    put("level", std::to_string(level));
+    put("type", type);
+    put("size", size);
+    put("shared_cpu_list", shared);
+  };
+  for (int cpu : {0, 1, 2}) {
+    const std::string self = std::to_string(cpu);
+    cache(cpu, 0, 1, "Data", "32K", self.c_str());
+    cache(cpu, 1, 1, "Instruction", "32K", self.c_str());
+    cache(cpu, 2, 2, "Unified", "1024K", self.c_str());
+    cache(cpu, 3, 3, "Unified", cpu < 2 ? "32768K" : "16M", cpu < 2 ? "0-1" : "2");
+  }
+  EXPECT_EQ(pb::cpu::cache_bytes(root, {0, 1}, 3), 32L << 20);
+  EXPECT_EQ(pb::cpu::cache_bytes(root, {0, 1}, 2), 2L << 20);
+  EXPECT_EQ(pb::cpu::cache_bytes(root, {0, 1}, 1), 64L << 10);  // two L1d, no L1i
+  EXPECT_EQ(pb::cpu::cache_bytes(root, {0, 1, 2}, 3), 48L << 20);
+  EXPECT_EQ(pb::cpu::cache_bytes(root + "/none", {0, 1}, 3), 0);  // no sysfs: the caller's fallback
+  std::filesystem::remove_all(root);
+  // This machine has a last level, from sysfs or sysconf.
+  EXPECT_GT(std::max(pb::cpu::cpu_info().l3_bytes, pb::cpu::cpu_info().l2_bytes), 0);
+}
