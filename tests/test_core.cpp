@@ -359,6 +359,4 @@ TEST(CpuInfo, CachesAreCountedOnceFromSysfs) {
   EXPECT_EQ(pb::cpu::cache_bytes(root, {0, 1, 2}, 3), 48L << 20);
   EXPECT_EQ(pb::cpu::cache_bytes(root + "/none", {0, 1}, 3), 0);  // no sysfs: the caller's fallback
   std::filesystem::remove_all(root);
-  // This machine has a last level, from sysfs or sysconf.
-  EXPECT_GT(std::max(pb::cpu::cpu_info().l3_bytes, pb::cpu::cpu_info().l2_bytes), 0);
 }
