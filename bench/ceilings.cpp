@@ -19,47 +19,48 @@ const std::vector<GpuDatasheet>& gpu_datasheets() {
   // word is another part: GH200 and GB200 (their host links are NVLink-C2C, not PCIe) match no
   // row.
   static const std::vector<GpuDatasheet> table = {
-      {"B200", "\\bB200\\b", 0, 75, 1125, 2250, 2250, 8000, "PCIe 5.0 x16", 64,
+      {"B200", "\\bB200\\b", 0, 0, 75, 1125, 2250, 2250, 8000, "PCIe 5.0 x16", 64,
        "NVIDIA HGX B200 datasheet, per GPU (the 8-GPU figures / 8)"},
-      {"H200 NVL", "\\bH200 NVL", 1785, 60, 417.5, 835.5, 835.5, 4800, "PCIe 5.0 x16", 64,
+      {"H200 NVL", "\\bH200 NVL", 1785, 1545, 60, 417.5, 835.5, 835.5, 4800, "PCIe 5.0 x16", 64,
        "NVIDIA H200 datasheet (NVL)"},
-      {"H200 SXM 141 GB", "\\bH200\\b", 1980, 66.9, 494.7, 989.4, 989.4, 4800, "PCIe 5.0 x16", 64,
-       "NVIDIA H200 datasheet (SXM)"},
-      {"H100 NVL", "\\bH100 NVL", 1785, 60, 417.5, 835.5, 835.5, 3938, "PCIe 5.0 x16", 64,
+      {"H200 SXM 141 GB", "\\bH200\\b", 1980, 1830, 66.9, 494.7, 989.4, 989.4, 4800, "PCIe 5.0 x16",
+       64, "NVIDIA H200 datasheet (SXM)"},
+      {"H100 NVL", "\\bH100 NVL", 1785, 1545, 60, 417.5, 835.5, 835.5, 3938, "PCIe 5.0 x16", 64,
        "NVIDIA H100 datasheet (NVL)"},
-      {"H100 PCIe 80 GB", "\\bH100.*PCIe", 1755, 51.2, 378, 756, 756, 2039, "PCIe 5.0 x16", 64,
-       "NVIDIA H100 datasheet (PCIe)"},
-      {"H100 SXM5 80 GB", "\\bH100\\b", 1980, 66.9, 494.7, 989.4, 989.4, 3352, "PCIe 5.0 x16", 64,
-       "NVIDIA H100 datasheet (SXM)"},
-      {"A100 SXM4 80 GB", "A100.*SXM.*80", 1410, 19.5, 156, 312, 312, 2039, "PCIe 4.0 x16", 32,
-       "NVIDIA A100 datasheet (80GB SXM)"},
-      {"A100 SXM4 40 GB", "A100.*SXM", 1410, 19.5, 156, 312, 312, 1555, "PCIe 4.0 x16", 32,
+      {"H100 PCIe 80 GB", "\\bH100.*PCIe", 1755, 1620, 51.2, 378, 756, 756, 2039, "PCIe 5.0 x16",
+       64, "NVIDIA H100 datasheet (PCIe)"},
+      {"H100 SXM5 80 GB", "\\bH100\\b", 1980, 1830, 66.9, 494.7, 989.4, 989.4, 3352, "PCIe 5.0 x16",
+       64, "NVIDIA H100 datasheet (SXM)"},
+      {"A100 SXM4 80 GB", "A100.*SXM.*80", 1410, 1410, 19.5, 156, 312, 312, 2039, "PCIe 4.0 x16",
+       32, "NVIDIA A100 datasheet (80GB SXM)"},
+      {"A100 SXM4 40 GB", "A100.*SXM", 1410, 1410, 19.5, 156, 312, 312, 1555, "PCIe 4.0 x16", 32,
        "NVIDIA A100 datasheet (40GB SXM)"},
-      {"A100 PCIe 80 GB", "A100.*80GB|A100.*PCIE.*80", 1410, 19.5, 156, 312, 312, 1935,
+      {"A100 PCIe 80 GB", "A100.*80GB|A100.*PCIE.*80", 1410, 1410, 19.5, 156, 312, 312, 1935,
        "PCIe 4.0 x16", 32, "NVIDIA A100 datasheet (80GB PCIe)"},
-      {"A100 PCIe 40 GB", "A100", 1410, 19.5, 156, 312, 312, 1555, "PCIe 4.0 x16", 32,
+      {"A100 PCIe 40 GB", "A100", 1410, 1410, 19.5, 156, 312, 312, 1555, "PCIe 4.0 x16", 32,
        "NVIDIA A100 datasheet (40GB PCIe)"},
-      {"A40", "\\bA40\\b", 1740, 37.4, 74.8, 149.7, 149.7, 696, "PCIe 4.0 x16", 32,
+      {"A40", "\\bA40\\b", 1740, 1740, 37.4, 74.8, 149.7, 149.7, 696, "PCIe 4.0 x16", 32,
        "NVIDIA A40 datasheet"},
-      {"A30", "\\bA30\\b", 1440, 10.3, 82, 165, 165, 933, "PCIe 4.0 x16", 32,
+      {"A30", "\\bA30\\b", 1440, 1440, 10.3, 82, 165, 165, 933, "PCIe 4.0 x16", 32,
        "NVIDIA A30 datasheet"},
-      {"A10", "\\bA10\\b", 1695, 31.2, 62.5, 125, 125, 600, "PCIe 4.0 x16", 32,
+      {"A10", "\\bA10\\b", 1695, 1695, 31.2, 62.5, 125, 125, 600, "PCIe 4.0 x16", 32,
        "NVIDIA A10 datasheet"},
-      {"L40S", "\\bL40S\\b", 2520, 91.6, 183, 362, 362, 864, "PCIe 4.0 x16", 32,
+      {"L40S", "\\bL40S\\b", 2520, 2490, 91.6, 183, 362, 362, 864, "PCIe 4.0 x16", 32,
        "NVIDIA L40S datasheet"},
-      {"L40", "\\bL40\\b", 2490, 90.5, 90.5, 181, 181, 864, "PCIe 4.0 x16", 32,
+      {"L40", "\\bL40\\b", 2490, 2490, 90.5, 90.5, 181, 181, 864, "PCIe 4.0 x16", 32,
        "NVIDIA L40 datasheet"},
-      {"L4", "\\bL4\\b", 2040, 30.3, 60, 121, 121, 300, "PCIe 4.0 x16", 32, "NVIDIA L4 datasheet"},
-      {"T4", "\\bT4\\b", 1590, 8.1, 0, 0, 65, 320, "PCIe 3.0 x16", 16, "NVIDIA T4 datasheet"},
-      {"V100S PCIe", "V100S", 1601, 16.4, 0, 0, 130, 1134, "PCIe 3.0 x16", 16,
+      {"L4", "\\bL4\\b", 2040, 2040, 30.3, 60, 121, 121, 300, "PCIe 4.0 x16", 32,
+       "NVIDIA L4 datasheet"},
+      {"T4", "\\bT4\\b", 1590, 1590, 8.1, 0, 0, 65, 320, "PCIe 3.0 x16", 16, "NVIDIA T4 datasheet"},
+      {"V100S PCIe", "V100S", 1601, 1601, 16.4, 0, 0, 130, 1134, "PCIe 3.0 x16", 16,
        "NVIDIA V100 datasheet (V100S PCIe)"},
-      {"V100 SXM2", "V100.*SXM", 1530, 15.7, 0, 0, 125, 900, "PCIe 3.0 x16", 16,
+      {"V100 SXM2", "V100.*SXM", 1530, 1530, 15.7, 0, 0, 125, 900, "PCIe 3.0 x16", 16,
        "NVIDIA V100 datasheet (SXM2)"},
-      {"V100 PCIe", "V100", 1380, 14, 0, 0, 112, 900, "PCIe 3.0 x16", 16,
+      {"V100 PCIe", "V100", 1380, 1380, 14, 0, 0, 112, 900, "PCIe 3.0 x16", 16,
        "NVIDIA V100 datasheet (PCIe)"},
-      {"GeForce RTX 4090", "RTX 4090", 2520, 82.6, 82.6, 165.2, 165.2, 1008, "PCIe 4.0 x16", 32,
-       "NVIDIA Ada GPU architecture whitepaper (FP32 accumulate)"},
-      {"GeForce RTX 3090", "RTX 3090$", 1695, 35.6, 35.6, 71, 71, 936, "PCIe 4.0 x16", 32,
+      {"GeForce RTX 4090", "RTX 4090", 2520, 2520, 82.6, 82.6, 165.2, 165.2, 1008, "PCIe 4.0 x16",
+       32, "NVIDIA Ada GPU architecture whitepaper (FP32 accumulate)"},
+      {"GeForce RTX 3090", "RTX 3090$", 1695, 1695, 35.6, 35.6, 71, 71, 936, "PCIe 4.0 x16", 32,
        "NVIDIA Ampere GA102 GPU architecture whitepaper (FP32 accumulate)"},
   };
   return table;
@@ -172,19 +173,25 @@ json cpu_ceilings(const json& context, const json& measured) {
 json gpu_ceilings(const json& context, const json& measured) {
   const std::string name = context.value("gpu_name", std::string());
   const GpuDatasheet* d = find_gpu_datasheet(name);
-  const double clock = num(context, "gpu_clock_mhz");
-  // The datasheet's figures at its boost clock; a part clocked above it (reported maximum)
-  // scales them.
-  const double scale = d && d->boost_mhz > 0 ? std::max(1.0, clock / d->boost_mhz) : 1.0;
-  const std::string sheet =
-      d ? std::string(d->source) + " (" + d->name + ")" +
-              (scale > 1 ? fmt(", scaled to the %.0f MHz clock", clock) : std::string())
-        : std::string();
+  // The datasheet's figures at the clocks it quotes them at, scaled to the highest clock the
+  // part may run: its boost clock, or the device's reported maximum where that is higher. The
+  // tensor cores' figures are quoted below boost on some parts (tensor_mhz), and scale up to it.
+  const double clock = d ? std::max(num(context, "gpu_clock_mhz"), d->boost_mhz) : 0;
+  auto sheet = [&](double quoted_mhz) {
+    std::string s = std::string(d->source) + " (" + d->name + ")";
+    if (quoted_mhz > 0 && clock > quoted_mhz)
+      s += fmt(", quoted at %.0f MHz, scaled to the %.0f MHz clock", quoted_mhz, clock);
+    return s;
+  };
+  auto scaled = [&](double tflops, double quoted_mhz) {
+    return 1e3 * tflops * (quoted_mhz > 0 ? std::max(1.0, clock / quoted_mhz) : 1.0);
+  };
   json out = json::object();
   out["datasheet"] = d ? json(d->name) : json(nullptr);
   if (!d) out["datasheet_note"] = "\"" + name + "\" is not in pairbench's table of GPUs";
   const json m = measured;
-  out["fp32"] = d ? entry("GFLOP/s", 1e3 * d->fp32 * scale, sheet, m.value("fp32", json()))
+  out["fp32"] = d ? entry("GFLOP/s", scaled(d->fp32, d->boost_mhz), sheet(d->boost_mhz),
+                          m.value("fp32", json()))
                   : entry("GFLOP/s", num(context, "gpu_peak_fp32_gflops"),
                           "SMs x FP32 lanes x 2 x clock, from the device's attributes",
                           m.value("fp32", json()));
@@ -192,20 +199,22 @@ json gpu_ceilings(const json& context, const json& measured) {
                                              {Dtype::bf16, d ? d->bf16 : 0},
                                              {Dtype::fp16, d ? d->fp16 : 0}};
   for (const auto& [t, tflops] : tensor) {
-    const double peak = d ? 1e3 * (tflops > 0 ? tflops : d->fp32) * scale : 0;
-    const std::string src =
-        !d           ? "not known: the GPU is not in the table"
-        : tflops > 0 ? sheet
-                     : sheet + ": no tensor-core path for " + to_string(t) + ", the fp32 rate";
+    const double peak = !d           ? 0
+                        : tflops > 0 ? scaled(tflops, d->tensor_mhz)
+                                     : scaled(d->fp32, d->boost_mhz);
+    const std::string src = !d           ? "not known: the GPU is not in the table"
+                            : tflops > 0 ? sheet(d->tensor_mhz)
+                                         : sheet(d->boost_mhz) + ": no tensor-core path for " +
+                                               to_string(t) + ", the fp32 rate";
     out[to_string(t)] = entry("GFLOP/s", peak, src, m.value(to_string(t), json()));
   }
-  out["memory"] = d ? entry("GB/s", d->memory_gbs, sheet, m.value("memory", json()))
+  out["memory"] = d ? entry("GB/s", d->memory_gbs, sheet(0), m.value("memory", json()))
                     : entry("GB/s", num(context, "gpu_peak_bandwidth_gbs"),
                             "2 x memory clock x bus width, from the device's attributes",
                             m.value("memory", json()));
   out["host_link"] =
       entry("GB/s", d ? d->host_link_gbs : 0,
-            d ? sheet + ": " + d->host_link + ", per direction" : "not known: not in the table",
+            d ? sheet(0) + ": " + d->host_link + ", per direction" : "not known: not in the table",
             m.value("host_link", json()));
   return out;
 }

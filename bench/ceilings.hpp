@@ -26,7 +26,11 @@ namespace pb {
 struct GpuDatasheet {
   const char* name;     // e.g. "H100 SXM5 80 GB"
   const char* pattern;  // ECMAScript regex, case-insensitive, on the CUDA device name
-  double boost_mhz;     // the clock the figures are quoted at; 0 when the datasheet gives none
+  double boost_mhz;     // the maximum clock, at which the fp32 figure is quoted; 0: none given
+  // The clock the tensor-core figures are quoted at: below boost_mhz on some parts (H100 SXM:
+  // fp32 66.9 TFLOP/s = 132 SMs x 256 FLOP x 1980 MHz, bf16 989.4 = 132 x 4096 x 1830 MHz),
+  // while the tensor cores, clocked with the SMs, may run up to boost_mhz.
+  double tensor_mhz;
   double fp32, tf32, bf16, fp16;  // TFLOP/s; 0: no tensor-core path (runs at the fp32 rate)
   double memory_gbs;
   const char* host_link;

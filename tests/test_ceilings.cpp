@@ -113,7 +113,14 @@ TEST(Ceilings, AGpuInTheTableGetsItsDatasheetScaledToItsClock) {
   const json measured = {{"gpu", {{"bf16", {{"value", 700000.0}, {"case", "gemm/gpu/cublas/x"}}}}}};
   json g = ceilings(ctx, measured)["gpu"];
   EXPECT_EQ(g["datasheet"], "H100 SXM5 80 GB");
-  EXPECT_NEAR(g["bf16"]["peak"].get<double>(), 989400, 1e-6);
+  EXPECT_NEAR(g["fp32"]["peak"].get<double>(), 66900, 1e-6);  // quoted at its 1980 MHz boost
+  // Its tensor figures are quoted at 1830 MHz (989.4 = 132 SMs x 4096 FLOP x 1.83 GHz); at the
+  // 1980 MHz the tensor cores may run at, 8% more is physically possible.
+  EXPECT_NEAR(g["bf16"]["peak"].get<double>(), 989400 * 1980.0 / 1830, 1e-6);
+  EXPECT_NEAR(g["tf32"]["peak"].get<double>(), 494700 * 1980.0 / 1830, 1e-6);
+  EXPECT_NE(g["bf16"]["peak_source"].get<std::string>().find("quoted at 1830 MHz"),
+            std::string::npos);
+  EXPECT_EQ(g["fp32"]["peak_source"].get<std::string>().find("quoted at"), std::string::npos);
   EXPECT_EQ(g["bf16"]["bound"], g["bf16"]["peak"]);
   EXPECT_EQ(g["bf16"]["measured"], 700000.0);
   EXPECT_EQ(g["memory"]["bound"], 3352.0);
@@ -121,7 +128,19 @@ TEST(Ceilings, AGpuInTheTableGetsItsDatasheetScaledToItsClock) {
   ctx["gpu_clock_mhz"] = 2178.0;  // 10% above the datasheet's boost clock
   g = ceilings(ctx, measured)["gpu"];
   EXPECT_NEAR(g["fp32"]["peak"].get<double>(), 66900 * 1.1, 1e-6);
+  EXPECT_NEAR(g["bf16"]["peak"].get<double>(), 989400 * 2178.0 / 1830, 1e-6);
   EXPECT_EQ(g["memory"]["peak"], 3352.0);  // the memory's clock is another matter
+  // A device that reports no clock is held to its datasheet's boost clock.
+  ctx.erase("gpu_clock_mhz");
+  g = ceilings(ctx, measured)["gpu"];
+  EXPECT_NEAR(g["bf16"]["peak"].get<double>(), 989400 * 1980.0 / 1830, 1e-6);
+  EXPECT_NEAR(g["fp32"]["peak"].get<double>(), 66900, 1e-6);
+  // A part whose figures are all quoted at one clock is not scaled at that clock.
+  ctx["gpu_name"] = "NVIDIA A100-SXM4-80GB";
+  ctx["gpu_clock_mhz"] = 1410.0;
+  g = ceilings(ctx, measured)["gpu"];
+  EXPECT_NEAR(g["bf16"]["peak"].get<double>(), 312000, 1e-6);
+  EXPECT_EQ(g["bf16"]["peak_source"].get<std::string>().find("scaled"), std::string::npos);
   // T4: no bf16 tensor cores; bf16 is held to the fp32 rate.
   ctx["gpu_name"] = "Tesla T4";
   ctx["gpu_clock_mhz"] = 1590.0;
@@ -129,6 +148,14 @@ TEST(Ceilings, AGpuInTheTableGetsItsDatasheetScaledToItsClock) {
   EXPECT_NEAR(g["bf16"]["peak"].get<double>(), 8100, 1e-6);
   EXPECT_NE(g["bf16"]["peak_source"].get<std::string>().find("no tensor-core path"),
             std::string::npos);
+}
+
+TEST(Ceilings, NoDatasheetQuotesItsTensorFiguresAboveItsBoostClock) {
+  for (const GpuDatasheet& d : gpu_datasheets()) {
+    SCOPED_TRACE(d.name);
+    EXPECT_LE(d.tensor_mhz, d.boost_mhz);
+    EXPECT_EQ(d.tensor_mhz > 0, d.boost_mhz > 0);
+  }
 }
 
 TEST(Ceilings, AnUnknownGpuUsesItsAttributesAndItsProbesWithAMargin) {
