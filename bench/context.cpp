@@ -41,19 +41,19 @@ double cpu_ghz() {
   return benchmark::CPUInfo::Get().cycles_per_second / 1e9;
 }
 
-// The first word of a sysfs file; empty where it is absent.
+// The first word of a file under sysfs's root; empty where it is absent.
 std::string sysfs_word(const char* path) {
-  std::ifstream f(path);
+  std::ifstream f(cpu::sysfs_root() + path);
   std::string w;
   return f >> w ? w : std::string();
 }
 
 // The maximum clock as cpufreq gives it, where that is the clock the CPU can reach.
 CpuMaxClock this_cpu_max_clock() {
-  const std::string khz = sysfs_word("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");
+  const std::string khz = sysfs_word("/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");
   return cpu_max_clock(khz.empty() ? 0.0 : std::atof(khz.c_str()),
-                       sysfs_word("/sys/devices/system/cpu/cpu0/cpufreq/scaling_driver"),
-                       sysfs_word("/sys/devices/system/cpu/cpufreq/boost"));
+                       sysfs_word("/devices/system/cpu/cpu0/cpufreq/scaling_driver"),
+                       sysfs_word("/devices/system/cpu/cpufreq/boost"));
 }
 
 }  // namespace

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_ref/cpu.hpp"
+
 namespace pb::energy {
 
 namespace {
@@ -69,7 +71,7 @@ bool read_u64(const std::string& path, unsigned long long* v, std::string* why) 
 class RaplMeter : public Meter {
  public:
   RaplMeter() {
-    const std::string dir = env_or("PAIRBENCH_SYSFS_ROOT", "/sys") + "/class/powercap";
+    const std::string dir = cpu::sysfs_root() + "/class/powercap";
     DIR* d = opendir(dir.c_str());
     if (!d) {
       reason_ = "no RAPL counters: " + dir + ": " + std::strerror(errno) +

@@ -189,6 +189,14 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
+}  // namespace
+
+std::string sysfs_root() {
+  return env("PAIRBENCH_SYSFS_ROOT").empty() ? "/sys" : env("PAIRBENCH_SYSFS_ROOT");
+}
+
+namespace {
+
 CpuidRegs cpuid(std::uint32_t leaf, std::uint32_t subleaf) {
   CpuidRegs r;
 #if defined(__x86_64__) || defined(__i386__)
@@ -358,10 +366,8 @@ const CpuInfo& cpu_info() {
     if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
       for (int i = 0; i < CPU_SETSIZE; ++i)
         if (CPU_ISSET(i, &allowed)) cpus.push_back(i);
-    const std::string sysfs =
-        env("PAIRBENCH_SYSFS_ROOT").empty() ? "/sys" : env("PAIRBENCH_SYSFS_ROOT");
-    c.l2_bytes = cache_bytes(sysfs, cpus, 2);
-    c.l3_bytes = cache_bytes(sysfs, cpus, 3);
+    c.l2_bytes = cache_bytes(sysfs_root(), cpus, 2);
+    c.l3_bytes = cache_bytes(sysfs_root(), cpus, 3);
     if (c.l2_bytes == 0 && c.l3_bytes == 0) {  // no sysfs: glibc's figures
       c.l2_bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
       c.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);

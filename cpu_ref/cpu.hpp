@@ -125,7 +125,8 @@ void conv_im2col(const ConvShape& s, const float* in0, const float* in1, const f
 // s.dtype), execute() runs it alone, store() reorders the outputs back; run() is the three.
 // channels_last: the maps (x, y and their gradients) are NHWC, the primitive's own layout, and
 // run() hands oneDNN the caller's buffers where no conversion is needed (load, execute and store
-// are then not for separate use: only run() binds the outputs).
+// are then not for separate use: only run() binds the outputs). A shape without a bias (s.bias
+// false) gets primitives without one: fwd's b and bwd_filter's db are neither read nor written.
 // What a forward convolution computes after itself, in its own pass (oneDNN's post-ops;
 // inference's fusion): y = relu(scale (conv + b) + shift + residual), each part optional, the
 // scale and shift per output channel (fp32), the residual maps like y.
@@ -293,6 +294,10 @@ const CpuInfo& cpu_info();
 // kernel shows one 32 MiB L3 for both CPUs (its 256 MiB STREAM copies were then labelled
 // cache_resident).
 long cache_bytes(const std::string& sysfs, const std::vector<int>& cpus, int level);
+
+// Where sysfs is read from: /sys, or $PAIRBENCH_SYSFS_ROOT where set (tests give a fake tree:
+// the caches, cpufreq, powercap).
+std::string sysfs_root();
 
 // --- The machine's speed, now -------------------------------------------------------------------
 // A short probe (a few tenths of a second, all cores): the best of three STREAM copies of

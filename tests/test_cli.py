@@ -259,6 +259,37 @@ def test_a_cpu_without_16_bit_arithmetic_skips_those_cases_and_caps_onednn(pairb
     assert "this CPU has no bf16 arithmetic" in cases["bf16"]["message"]
 
 
+def test_the_cpu_peak_takes_its_clock_from_cpufreq_as_sysfs_gives_it(pairbench, tmp_path):
+    """cpufreq is read under PAIRBENCH_SYSFS_ROOT as the caches are: a maximum clock it gives is
+    the peak's; acpi-cpufreq with boost on gives its highest clock without boost, so the peak
+    takes the nominal clock, the bound allows turbo, and the context says why."""
+    def sysfs(driver, khz, boost=None):
+        root = tmp_path / driver
+        freq = root / "devices/system/cpu/cpu0/cpufreq"
+        freq.mkdir(parents=True)
+        (freq / "cpuinfo_max_freq").write_text(f"{khz}\n")
+        (freq / "scaling_driver").write_text(f"{driver}\n")
+        if boost is not None:
+            (root / "devices/system/cpu/cpufreq").mkdir(parents=True)
+            (root / "devices/system/cpu/cpufreq/boost").write_text(f"{boost}\n")
+        return {"PAIRBENCH_SYSFS_ROOT": str(root)}
+
+    _, doc = _gemm_run(pairbench, tmp_path, "--impls=omp", "--dtypes=fp32",
+                       env=sysfs("intel_pstate", 3500000))
+    ctx, fp32 = doc["context"], doc["context"]["ceilings"]["cpu"]["fp32"]
+    assert ctx["cpu_max_ghz"] == 3.5 and "cpu_max_ghz_note" not in ctx
+    assert "x 3.50 GHz (maximum clock, cpufreq)" in fp32["peak_source"]
+    assert fp32["bound"] == fp32["peak"]
+
+    _, doc = _gemm_run(pairbench, tmp_path, "--impls=omp", "--dtypes=fp32",
+                       env=sysfs("acpi-cpufreq", 2450000, boost=1))
+    ctx, fp32 = doc["context"], doc["context"]["ceilings"]["cpu"]["fp32"]
+    assert "cpu_max_ghz" not in ctx and "(2.45 GHz)" in ctx["cpu_max_ghz_note"]
+    assert "(nominal clock)" in fp32["peak_source"]
+    assert fp32["bound"] == pytest.approx(2 * fp32["peak"])
+    assert "acpi-cpufreq" in fp32["bound_source"]
+
+
 def test_help(pairbench):
     r = pairbench("--help")
     assert r.returncode == 0
