@@ -168,6 +168,11 @@ void activation_naive(cudaStream_t stream, Act a, const float* x, const float* d
 
 void activation_vectorized(cudaStream_t stream, Act a, const float* x, const float* dy, float* out,
                            std::int64_t n) {
+  // float4 loads and stores need 16-byte aligned pointers: cudaMalloc's always are, a pointer
+  // into a buffer at an offset may not be; such a call takes a value a thread.
+  auto aligned = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  if (!aligned(x) || !aligned(dy) || !aligned(out))
+    return activation_naive(stream, a, x, dy, out, n);
   with_activation(a, [&](auto f) {
     using F = decltype(f);
     act_vec4<F><<<grid_for(act_vec4<F>, n / 4), kThreads, 0, stream>>>(x, dy, out, n);
