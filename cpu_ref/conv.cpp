@@ -217,18 +217,24 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, boo
     attr.set_post_ops(po);
   }
   try {
-    // The forward description: the pass itself, or the backward passes' hint.
-    const dnnl::convolution_forward::primitive_desc fwd(
-        eng, post.any() ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training,
-        algo, md(x_dims, t, maps), md(w_dims, t, tag::any), b_md, md(y_dims, y_t, maps), strides,
-        pad_l, pad_r, attr);
+    // The forward description: the pass itself, or the backward passes' hint. A layer without
+    // a bias (s.bias false: ResNet-50's) gets primitives without one: no zeros added forward, no
+    // bias gradient summed in bwd_filter.
+    const auto prop =
+        post.any() ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training;
+    const md x_fwd(x_dims, t, maps), w_fwd(w_dims, t, tag::any), y_fwd(y_dims, y_t, maps);
+    const dnnl::convolution_forward::primitive_desc fwd =
+        s.bias ? dnnl::convolution_forward::primitive_desc(eng, prop, algo, x_fwd, w_fwd, b_md,
+                                                           y_fwd, strides, pad_l, pad_r, attr)
+               : dnnl::convolution_forward::primitive_desc(eng, prop, algo, x_fwd, w_fwd, y_fwd,
+                                                           strides, pad_l, pad_r, attr);
     switch (s.dir) {
       case ConvDir::fwd:
         st_->prim = dnnl::convolution_forward(fwd);
         st_->kernel = fwd.impl_info_str();
         arg(st_->inputs, DNNL_ARG_SRC, fwd.src_desc(), x_user);
         arg(st_->inputs, DNNL_ARG_WEIGHTS, fwd.weights_desc(), w_user);
-        arg(st_->inputs, DNNL_ARG_BIAS, b_md, b_md);
+        if (s.bias) arg(st_->inputs, DNNL_ARG_BIAS, b_md, b_md);
         arg(st_->outputs, DNNL_ARG_DST, fwd.dst_desc(), y_user);
         break;
       case ConvDir::bwd_data: {
@@ -241,14 +247,17 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, boo
         arg(st_->outputs, DNNL_ARG_DIFF_SRC, pd.diff_src_desc(), x_user);
       } break;
       case ConvDir::bwd_filter: {
-        const dnnl::convolution_backward_weights::primitive_desc pd(
-            eng, algo, x_any, w_any, b_md, y_any, strides, pad_l, pad_r, fwd);
+        const dnnl::convolution_backward_weights::primitive_desc pd =
+            s.bias ? dnnl::convolution_backward_weights::primitive_desc(
+                         eng, algo, x_any, w_any, b_md, y_any, strides, pad_l, pad_r, fwd)
+                   : dnnl::convolution_backward_weights::primitive_desc(
+                         eng, algo, x_any, w_any, y_any, strides, pad_l, pad_r, fwd);
         st_->prim = dnnl::convolution_backward_weights(pd);
         st_->kernel = pd.impl_info_str();
         arg(st_->inputs, DNNL_ARG_SRC, pd.src_desc(), x_user);
         arg(st_->inputs, DNNL_ARG_DIFF_DST, pd.diff_dst_desc(), y_user);
         arg(st_->outputs, DNNL_ARG_DIFF_WEIGHTS, pd.diff_weights_desc(), w_user);
-        arg(st_->outputs, DNNL_ARG_DIFF_BIAS, pd.diff_bias_desc(), b_md);
+        if (s.bias) arg(st_->outputs, DNNL_ARG_DIFF_BIAS, pd.diff_bias_desc(), b_md);
       } break;
     }
   } catch (const dnnl::error& e) {

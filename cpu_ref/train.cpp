@@ -162,7 +162,7 @@ class ConvRunner {
     const std::int64_t tail = post.scale_shift | post.residual << 1 | post.relu << 2;
     auto [it, fresh] = plans_.try_emplace(
         {s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-         static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype), tail});
+         static_cast<std::int64_t>(s.dir), static_cast<std::int64_t>(s.dtype), s.bias, tail});
     if (fresh) {
       try {
         it->second = std::make_unique<OnednnConvolution>(s, true, low_maps_, post);
@@ -180,7 +180,7 @@ class ConvRunner {
   bool low_maps_;
   std::vector<float> col_;
   std::vector<float> scale_, shift_;  // a folded batch norm
-  std::map<std::array<std::int64_t, 14>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
+  std::map<std::array<std::int64_t, 15>, std::unique_ptr<OnednnConvolution>> plans_;  // by shape
 };
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN

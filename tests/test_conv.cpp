@@ -127,6 +127,30 @@ TEST(OnednnConvolutionPlan, RunsOnTheCallersBuffers) {
   }
 }
 
+// A layer without a bias (ResNet-50's convolutions): its plan takes no b and gives no db (null
+// pointers, never touched), and its y and dw are those of a plan with a bias of zeros.
+TEST(OnednnConvolutionPlan, ALayerWithoutABiasTakesNoneAndSumsNone) {
+  for (ConvDir d : {ConvDir::fwd, ConvDir::bwd_data, ConvDir::bwd_filter}) {
+    ConvShape with = shape(2, 5, 9, 8, 6, 3, 3, 2, 1);
+    with.dir = d;
+    if (!cpu::onednn::unavailable(with.dtype).empty())
+      GTEST_SKIP() << cpu::onednn::unavailable(with.dtype);
+    ConvShape without = with;
+    without.bias = false;
+    const ConvWorkload w(with, 7);
+    const Tensors in = w.make_inputs();
+    const auto [n0, n1] = conv_operands(d);
+    const std::vector<float> zeros(static_cast<std::size_t>(with.k), 0.0f);
+    Tensors a = conv_outputs(with), b = conv_outputs(with);
+    cpu::OnednnConvolution(with).run(at(in, n0).f32().data(), at(in, n1).f32().data(),
+                                     zeros.data(), a[0].f32().data(),
+                                     a.size() > 1 ? a[1].f32().data() : nullptr);
+    cpu::OnednnConvolution(without).run(at(in, n0).f32().data(), at(in, n1).f32().data(), nullptr,
+                                        b[0].f32().data(), nullptr);
+    EXPECT_LT(testing::max_rel_diff(b[0].f32(), a[0].f32()), 1e-6) << to_string(d);
+  }
+}
+
 // L(x, w, b) = sum_i g_i y_i(x, w, b), y computed in double by the forward reference: its
 // derivatives by central differences are what bwd_data (dy = g) and bwd_filter give.
 TEST(ConvBackward, MatchesFiniteDifferencesOfTheForwardPass) {
