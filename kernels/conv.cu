@@ -550,7 +550,8 @@ class CudnnLowConv : public GpuConv {
     PB_CUDA(cudaStreamSynchronize(stream_));
   }
   void run() override {
-    // fwd: the bias first in y, which cuDNN adds the convolution to (y rounded once).
+    // fwd: the bias first in y (rounded to T there), which cuDNN adds the
+    // convolution to.
     const bool fwd = s_.dir == ConvDir::fwd;
     if (fwd) bias_rows(stream_, b_.as<float>(), lo_out_.as<T>(), s_.n * s_.pq(), s_.k);
     plan_.run(lo0_.as<T>(), lo1_.as<T>(), nullptr, lo_out_.as<T>(), nullptr, workspace_.as<void>(),

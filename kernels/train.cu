@@ -446,8 +446,8 @@ class GpuLowOps {
   void conv(const ConvShape& s, const T* in0, const float* w, const float* b, T* out, float*) {
     T* wl = room(w_low_, w_floats_, s.w_size());
     relayout(Maps{s.k, s.c, s.r * s.s, false}, w, wl);
-    // The bias (a 16-bit plan takes none) first in y, which cuDNN adds the convolution to:
-    // y rounded once.
+    // The bias (a 16-bit plan takes none) first in y, rounded to T there, and cuDNN adds the
+    // convolution to it: y = round(conv + round(b)), two roundings.
     const bool biased = s.dir == ConvDir::fwd && s.bias;
     if (biased) gpu::bias_rows(stream_, b, out, s.n * s.pq(), s.k);
     f32_.run_cudnn(plan(s), true, in0, wl, nullptr, out, nullptr, biased);
