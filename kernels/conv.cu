@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "core/conv.hpp"
 #include "kernels/gpu.hpp"
@@ -334,9 +335,19 @@ struct CudnnConvolution::State {
       }
       (chosen ? runner_up : chosen) = &a;
     }
-    if (!chosen)
-      throw std::runtime_error("cuDNN offers no algorithm for this convolution within " +
-                               std::to_string(kConvWorkspaceCap >> 20) + " MiB of workspace");
+    if (!chosen) {
+      std::string returned_all;  // every entry Find returned, with its status, math and memory
+      for (int i = 0; i < returned; ++i)
+        returned_all += (i ? ", " : "") + timed(perf[i]) + " " +
+                        cudnnGetErrorString(perf[i].status) + " math " +
+                        std::to_string(static_cast<int>(perf[i].mathType)) + " workspace " +
+                        std::to_string(perf[i].memory >> 20) + " MiB";
+      throw std::runtime_error(
+          "cuDNN's Find kept no algorithm for this convolution (the workspace cap " +
+          std::to_string(kConvWorkspaceCap >> 20) + " MiB; fp32 takes FMA math only; below fp32 " +
+          "no FFT, Winograd or fp16 conversion): it returned " + std::to_string(returned) +
+          (returned ? ": " + returned_all : std::string()));
+    }
     PB_CUDNN(cudnnSetConvolutionMathType(conv.get(), chosen->mathType));
     workspace_bytes = chosen->memory;
     search = "Find: " + timed(*chosen) +
@@ -394,35 +405,44 @@ struct CudnnConvolution::State {
     search = f.search + " (an earlier plan's search in this run)";
   }
   // cuDNN's Find, timing every algorithm for this convolution; pick() keeps the fastest allowed.
+  // Its list has room for as many entries as cuDNN says it may return (MaxCount: each algorithm
+  // once per math type this device runs it in, more than the enum's ALGO_COUNT). Find allocates
+  // its own buffers: one it could not allocate (an algorithm counted in `unallocated`) may leave
+  // cudaErrorMemoryAllocation as the runtime's last error, which the next launch's check would
+  // report as that launch's failure; it is cleared before anything else can throw.
   void find(cudnnMathType_t math) {
-    int returned = 0;
+    int most = 0, returned = 0;
+    auto found = [](cudnnStatus_t st, const char* what) {
+      (void)cudaGetLastError();
+      if (st != CUDNN_STATUS_SUCCESS)
+        fail(what, cudnn_detail::cudnn_error(st).c_str(), __FILE__, __LINE__);
+    };
     switch (s.dir) {
       case ConvDir::fwd: {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        PB_CUDNN(cudnnFindConvolutionForwardAlgorithm(handle.get(), x.get(), w.get(), conv.get(),
-                                                      y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                      &returned, perf));
-        fwd = pick(perf, returned, math, fwd_algo_name)->algo;
+        PB_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(handle.get(), &most));
+        std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<std::size_t>(most));
+        const cudnnStatus_t st = cudnnFindConvolutionForwardAlgorithm(
+            handle.get(), x.get(), w.get(), conv.get(), y.get(), most, &returned, perf.data());
+        found(st, "cudnnFindConvolutionForwardAlgorithm");
+        fwd = pick(perf.data(), returned, math, fwd_algo_name)->algo;
       } break;
       case ConvDir::bwd_data: {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        PB_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(
-            handle.get(), w.get(), y.get(), conv.get(), x.get(),
-            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
-        bwd_data = pick(perf, returned, math, bwd_data_algo_name)->algo;
+        PB_CUDNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle.get(), &most));
+        std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<std::size_t>(most));
+        const cudnnStatus_t st = cudnnFindConvolutionBackwardDataAlgorithm(
+            handle.get(), w.get(), y.get(), conv.get(), x.get(), most, &returned, perf.data());
+        found(st, "cudnnFindConvolutionBackwardDataAlgorithm");
+        bwd_data = pick(perf.data(), returned, math, bwd_data_algo_name)->algo;
       } break;
       case ConvDir::bwd_filter: {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        PB_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(
-            handle.get(), x.get(), y.get(), conv.get(), w.get(),
-            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-        bwd_filter = pick(perf, returned, math, bwd_filter_algo_name)->algo;
+        PB_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle.get(), &most));
+        std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<std::size_t>(most));
+        const cudnnStatus_t st = cudnnFindConvolutionBackwardFilterAlgorithm(
+            handle.get(), x.get(), y.get(), conv.get(), w.get(), most, &returned, perf.data());
+        found(st, "cudnnFindConvolutionBackwardFilterAlgorithm");
+        bwd_filter = pick(perf.data(), returned, math, bwd_filter_algo_name)->algo;
       } break;
     }
-    // Find allocates its own buffers: one it could not allocate (an algorithm counted in
-    // `unallocated`) may leave cudaErrorMemoryAllocation as the runtime's last error, which the
-    // next launch's check would report as that launch's failure.
-    (void)cudaGetLastError();
   }
 };
 
