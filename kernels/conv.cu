@@ -14,6 +14,7 @@
 //            step's mixed-precision plans), the case's operands converted in prepare.
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <map>
@@ -411,38 +412,47 @@ struct CudnnConvolution::State {
   // cudaErrorMemoryAllocation as the runtime's last error, which the next launch's check would
   // report as that launch's failure; it is cleared before anything else can throw.
   void find(cudnnMathType_t math) {
-    int most = 0, returned = 0;
-    auto found = [](cudnnStatus_t st, const char* what) {
-      (void)cudaGetLastError();
-      if (st != CUDNN_STATUS_SUCCESS)
-        fail(what, cudnn_detail::cudnn_error(st).c_str(), __FILE__, __LINE__);
-    };
     switch (s.dir) {
-      case ConvDir::fwd: {
-        PB_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(handle.get(), &most));
-        std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<std::size_t>(most));
-        const cudnnStatus_t st = cudnnFindConvolutionForwardAlgorithm(
-            handle.get(), x.get(), w.get(), conv.get(), y.get(), most, &returned, perf.data());
-        found(st, "cudnnFindConvolutionForwardAlgorithm");
-        fwd = pick(perf.data(), returned, math, fwd_algo_name)->algo;
-      } break;
-      case ConvDir::bwd_data: {
-        PB_CUDNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle.get(), &most));
-        std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<std::size_t>(most));
-        const cudnnStatus_t st = cudnnFindConvolutionBackwardDataAlgorithm(
-            handle.get(), w.get(), y.get(), conv.get(), x.get(), most, &returned, perf.data());
-        found(st, "cudnnFindConvolutionBackwardDataAlgorithm");
-        bwd_data = pick(perf.data(), returned, math, bwd_data_algo_name)->algo;
-      } break;
-      case ConvDir::bwd_filter: {
-        PB_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle.get(), &most));
-        std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<std::size_t>(most));
-        const cudnnStatus_t st = cudnnFindConvolutionBackwardFilterAlgorithm(
-            handle.get(), x.get(), y.get(), conv.get(), w.get(), most, &returned, perf.data());
-        found(st, "cudnnFindConvolutionBackwardFilterAlgorithm");
-        bwd_filter = pick(perf.data(), returned, math, bwd_filter_algo_name)->algo;
-      } break;
+      case ConvDir::fwd:
+        fwd = find_pass<cudnnConvolutionFwdAlgoPerf_t>(
+            math, fwd_algo_name, cudnnGetConvolutionForwardAlgorithmMaxCount,
+            "cudnnFindConvolutionForwardAlgorithm", [&](int most, int* returned, auto* perf) {
+              return cudnnFindConvolutionForwardAlgorithm(
+                  handle.get(), x.get(), w.get(), conv.get(), y.get(), most, returned, perf);
+            });
+        break;
+      case ConvDir::bwd_data:
+        bwd_data = find_pass<cudnnConvolutionBwdDataAlgoPerf_t>(
+            math, bwd_data_algo_name, cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+            "cudnnFindConvolutionBackwardDataAlgorithm", [&](int most, int* returned, auto* perf) {
+              return cudnnFindConvolutionBackwardDataAlgorithm(
+                  handle.get(), w.get(), y.get(), conv.get(), x.get(), most, returned, perf);
+            });
+        break;
+      case ConvDir::bwd_filter:
+        bwd_filter = find_pass<cudnnConvolutionBwdFilterAlgoPerf_t>(
+            math, bwd_filter_algo_name, cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+            "cudnnFindConvolutionBackwardFilterAlgorithm",
+            [&](int most, int* returned, auto* perf) {
+              return cudnnFindConvolutionBackwardFilterAlgorithm(
+                  handle.get(), x.get(), y.get(), conv.get(), w.get(), most, returned, perf);
+            });
+        break;
     }
+  }
+  // One pass's Find (find_in: the pass's cudnnFind* on this plan's descriptors), then pick().
+  template <class Perf, class FindIn>
+  decltype(Perf::algo) find_pass(cudnnMathType_t math, const char* (*name)(int),
+                                 cudnnStatus_t (*max_count)(cudnnHandle_t, int*), const char* what,
+                                 FindIn find_in) {
+    int most = 0, returned = 0;
+    PB_CUDNN(max_count(handle.get(), &most));
+    std::vector<Perf> perf(static_cast<std::size_t>(std::max(most, 1)));
+    const cudnnStatus_t st = find_in(most, &returned, perf.data());
+    (void)cudaGetLastError();
+    if (st != CUDNN_STATUS_SUCCESS)
+      fail(what, cudnn_detail::cudnn_error(st).c_str(), __FILE__, __LINE__);
+    return pick(perf.data(), returned, math, name)->algo;
   }
 };
 

@@ -142,9 +142,8 @@ TEST(OnednnConvolutionPlan, ALayerWithoutABiasTakesNoneAndSumsNone) {
     const auto [n0, n1] = conv_operands(d);
     const std::vector<float> zeros(static_cast<std::size_t>(with.k), 0.0f);
     Tensors a = conv_outputs(with), b = conv_outputs(with);
-    cpu::OnednnConvolution(with).run(at(in, n0).f32().data(), at(in, n1).f32().data(),
-                                     zeros.data(), a[0].f32().data(),
-                                     a.size() > 1 ? a[1].f32().data() : nullptr);
+    cpu::OnednnConvolution(with).run(at(in, n0).f32().data(), at(in, n1).f32().data(), zeros.data(),
+                                     a[0].f32().data(), a.size() > 1 ? a[1].f32().data() : nullptr);
     cpu::OnednnConvolution(without).run(at(in, n0).f32().data(), at(in, n1).f32().data(), nullptr,
                                         b[0].f32().data(), nullptr);
     EXPECT_LT(testing::max_rel_diff(b[0].f32(), a[0].f32()), 1e-6) << to_string(d);
