@@ -6,7 +6,9 @@
 //          and group of rows of its planes; NHWC: a block per 32 channels and group of rows), so
 //          that a warp reads neighbouring values and every SM has work; y and dx grid-stride; the
 //          per-element math of core/layers.hpp. The op functions also take a mixed-precision
-//          step's bf16 and fp16 maps (the statistics and parameters stay fp32).
+//          step's bf16 and fp16 maps (the statistics and parameters stay fp32). The same sums
+//          give a bias's gradient on NHWC maps (column_sums, the training step's and the
+//          16-bit convolutions').
 //   cudnn - cuDNN's batch normalization through its legacy API
 //           (cudnnBatchNormalizationForwardTraining, ...Backward, ...ForwardInference; PyTorch
 //           calls the ...Ex forms of the first two, the same computation given a workspace),
@@ -182,6 +184,13 @@ struct GradientTerms {
   }
 };
 
+// A column's values (column_sums: the columns as the channels of NHWC maps); no second sum.
+template <class T>
+struct ValueTerms {
+  const T* x;
+  __device__ double2 operator()(std::int64_t e, std::int64_t) const { return {to_f32(x[e]), 0.0}; }
+};
+
 // Every term of the maps added into sums (which the caller zeroed), about 32 blocks of 256
 // threads an SM in all.
 template <class Term>
@@ -204,6 +213,27 @@ void per_channel_sums(cudaStream_t stream, const BnShape& s, Term term, double* 
   const auto down = static_cast<unsigned>(std::min<std::int64_t>({want, most, 65535}));
   nhwc_sums_kernel<<<dim3(across, down), dim3(32, kRowGroups), 0, stream>>>(s, term, sums);
   PB_CUDA(cudaGetLastError());
+}
+
+// column_sums of few rows: one block a column, its threads down the rows, then a tree in shared
+// memory (kThreads a power of two). One launch; its reads are a value every `cols`.
+template <class T>
+__global__ void column_sums_kernel(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
+  __shared__ float part[kThreads];
+  const std::int64_t j = blockIdx.x;
+  float sum = 0;
+  for (std::int64_t i = threadIdx.x; i < rows; i += blockDim.x) sum += to_f32(x[i * cols + j]);
+  part[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[j] = part[0];
+}
+
+__global__ void sums_to_floats_kernel(const double* sums, std::int64_t n, float* out) {
+  PB_GRID_STRIDE(j, n) { out[j] = static_cast<float>(sums[j]); }
 }
 
 // The statistics from ShiftedTerms' sums, invstd, and the running statistics moved: a thread a
@@ -311,12 +341,33 @@ void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const
   PB_CUDA(cudaGetLastError());
 }
 
+// Up to this many rows (a linear layer's batch), column_sums_kernel's one launch costs less than
+// the two more that the per-channel sums take (an estimate: 16 strided reads a thread, against
+// about 5 us of launches; not yet measured on a GPU).
+constexpr std::int64_t kFewRows = 4096;
+
+template <class T>
+void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_t cols, float* out,
+                 double* sums) {
+  if (rows <= kFewRows) {
+    column_sums_kernel<T><<<static_cast<unsigned>(cols), kThreads, 0, stream>>>(x, rows, cols, out);
+    PB_CUDA(cudaGetLastError());
+    return;
+  }
+  BnShape s;  // a row a pixel, a column a channel
+  s.n = rows, s.c = cols, s.channels_last = true;
+  PB_CUDA(cudaMemsetAsync(sums, 0, 2 * static_cast<std::size_t>(cols) * sizeof(double), stream));
+  per_channel_sums(stream, s, ValueTerms<T>{x}, sums);
+  launch(stream, sums_to_floats_kernel, cols, static_cast<const double*>(sums), cols, out);
+}
+
 #define PB_BATCHNORM(T)                                                                          \
   template void batchnorm_forward<T>(cudaStream_t, const BnShape&, bool, const T*, const float*, \
                                      const float*, T*, float*, float*, float*, float*, double*); \
   template void batchnorm_backward<T>(cudaStream_t, const BnShape&, const T*, const float*,      \
                                       const float*, const float*, const T*, T*, float*, float*,  \
-                                      double*);
+                                      double*);                                                  \
+  template void column_sums<T>(cudaStream_t, const T*, std::int64_t, std::int64_t, float*, double*);
 PB_BATCHNORM(float)
 PB_BATCHNORM(__nv_bfloat16)
 PB_BATCHNORM(__half)

@@ -572,7 +572,10 @@ template <class T>
 class CudnnLowConv : public GpuConv {
  public:
   explicit CudnnLowConv(const ConvShape& s)
-      : GpuConv(s), plan_(stream_, unbiased(s), true), workspace_(plan_.workspace_bytes()) {}
+      : GpuConv(s),
+        plan_(stream_, unbiased(s), true),
+        workspace_(plan_.workspace_bytes()),
+        sums_(2 * static_cast<std::size_t>(s.k) * sizeof(double)) {}
   void prepare(const Tensors& in) override {
     GpuConv::prepare(in);
     lo0_ = to_low(in0_, operand(0)), lo1_ = to_low(in1_, operand(1));
@@ -587,7 +590,7 @@ class CudnnLowConv : public GpuConv {
     plan_.run(lo0_.as<T>(), lo1_.as<T>(), nullptr, lo_out_.as<T>(), nullptr, workspace_.as<void>(),
               fwd);
     if (s_.dir == ConvDir::bwd_filter)  // dy (NHWC): n p q rows of k channels
-      column_sums(stream_, lo1_.as<T>(), s_.n * s_.pq(), s_.k, db_.as<float>());
+      column_sums(stream_, lo1_.as<T>(), s_.n * s_.pq(), s_.k, db_.as<float>(), sums_.as<double>());
   }
   Tensors result() override {
     Maps back = output();
@@ -631,6 +634,7 @@ class CudnnLowConv : public GpuConv {
 
   CudnnConvolution plan_;
   DeviceMem workspace_, lo0_, lo1_, lo_out_;
+  DeviceMem sums_;  // column_sums' scratch
 };
 
 std::unique_ptr<Impl> make_conv(const std::string&, const std::string& name, const Workload& w,

@@ -283,6 +283,15 @@ template <class T>
 void batchnorm_backward(cudaStream_t stream, const BnShape& s, const T* x, const float* weight,
                         const float* mean, const float* invstd, const T* dy, T* dx, float* dweight,
                         float* dbias, double* sums);
+// out[j] = the sum of column j of x (rows x cols, row-major: a bias's gradient; a linear layer's
+// over the batch's rows, a convolution's on NHWC maps over n p q rows of k channels). Few rows:
+// one block a column. Many (a convolution's pixels): the columns as the channels of NHWC maps,
+// through batch norm's per-channel sums, where a warp reads 32 neighbouring values and the rows
+// spread over the device (a block a column would read a value every cols elements, on cols
+// blocks). sums: scratch of 2 cols doubles, the caller's.
+template <class T>
+void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_t cols, float* out,
+                 double* sums);
 
 // Each op's file registers its factory when the library loads, so make_device_impl() knows no
 // op by name: `const bool registered = register_factory("gemm", make_gemm);`.

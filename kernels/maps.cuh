@@ -1,7 +1,7 @@
 // What the training step and the convolutions share on the GPU for maps of any element type
 // (float, __nv_bfloat16, __half): a grid-stride launch, the maps in the other layout (NCHW and
-// NHWC) and converted on the way, a conversion, rows set to a bias and the column sums (a
-// bias's gradient). Internal to each file that includes it.
+// NHWC) and converted on the way, a conversion, and rows set to a bias. Internal to each file
+// that includes it. (A bias's gradient, column_sums, is in kernels/batchnorm.cu.)
 #pragma once
 
 #include <cstdint>
@@ -14,7 +14,7 @@ namespace {
 
 namespace maps {
 
-constexpr int kThreads = 256;  // a power of two: column_sums_kernel halves it
+constexpr int kThreads = 256;
 
 // The maps in the other layout (Maps::at's two orders), each value converted from X to Y.
 template <class X, class Y>
@@ -37,23 +37,6 @@ __global__ void convert_kernel(const X* x, Y* out, std::int64_t n) {
 template <class T>
 __global__ void bias_rows_kernel(const float* b, T* out, std::int64_t rows, std::int64_t cols) {
   PB_GRID_STRIDE(i, rows * cols) { out[i] = from_f32<T>(b[i % cols]); }
-}
-
-// One block a column (a linear layer's bias gradient: batch rows; a convolution's on NHWC maps:
-// n p q rows, k columns), its threads down the rows, then a tree in shared memory.
-template <class T>
-__global__ void column_sums_kernel(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
-  __shared__ float part[kThreads];
-  const std::int64_t j = blockIdx.x;
-  float sum = 0;
-  for (std::int64_t i = threadIdx.x; i < rows; i += blockDim.x) sum += to_f32(x[i * cols + j]);
-  part[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) out[j] = part[0];
 }
 
 }  // namespace maps
@@ -81,15 +64,6 @@ void convert(cudaStream_t stream, const X* x, Y* out, std::int64_t n) {
 template <class T>
 void bias_rows(cudaStream_t stream, const float* b, T* out, std::int64_t rows, std::int64_t cols) {
   launch(stream, maps::bias_rows_kernel<T>, rows * cols, b, out, rows, cols);
-}
-
-// out[j] = the sum of column j of x (rows x cols).
-template <class T>
-void column_sums(cudaStream_t stream, const T* x, std::int64_t rows, std::int64_t cols,
-                 float* out) {
-  maps::column_sums_kernel<T>
-      <<<static_cast<unsigned>(cols), maps::kThreads, 0, stream>>>(x, rows, cols, out);
-  PB_CUDA(cudaGetLastError());
 }
 
 }  // namespace

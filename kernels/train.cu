@@ -316,7 +316,7 @@ class GpuOps {
     gpu::bias_rows(stream_, b, out, rows, cols);
   }
   void column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* out) {
-    gpu::column_sums(stream_, x, rows, cols, out);
+    gpu::column_sums(stream_, x, rows, cols, out, bn_sums(cols));
   }
   void maxpool_forward(const PoolShape& s, const float* x, float* out, std::int32_t* arg) {
     launch(stream_, maxpool_forward_kernel<float>, s.planes * s.oh() * s.ow(), s, x, out, arg);
@@ -490,7 +490,7 @@ class GpuLowOps {
     gpu::bias_rows(stream_, b, out, rows, cols);
   }
   void column_sums(const T* x, std::int64_t rows, std::int64_t cols, float* out) {
-    gpu::column_sums(stream_, x, rows, cols, out);
+    gpu::column_sums(stream_, x, rows, cols, out, f32_.bn_sums(cols));
   }
   void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {
     launch(stream_, maxpool_forward_kernel<T>, s.planes * s.oh() * s.ow(), s, x, out, arg);
