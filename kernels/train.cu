@@ -15,8 +15,9 @@
 // maps are 16-bit and NHWC, the parameters, their gradients and the update fp32 (mixed
 // precision, AMP's rules); fp16 scales the loss dynamically, as PyTorch's GradScaler.
 // ReLU, the loss rows and the mean are the op functions of kernels/activation.cu and
-// kernels/conv.cu, batch normalization kernels/batchnorm.cu's; the bias broadcast, the column
-// sums (the bias gradient) and the maps' relayouts and conversions kernels/maps.cuh's; max
+// kernels/conv.cu, batch normalization and the column sums (a bias's gradient)
+// kernels/batchnorm.cu's; the bias broadcast and the maps' relayouts and conversions
+// kernels/maps.cuh's; max
 // pooling, the residual add, global average pooling, inference's convolution tails (a batch norm,
 // residual and ReLU after a convolution, in one pass), the loss scaling and SGD are here, their
 // per-element math from core/layers.hpp.
@@ -336,8 +337,9 @@ class GpuOps {
     gpu::batchnorm_backward(stream_, s, x, weight, mean, invstd, dy, dx, dweight, dbias,
                             bn_sums(s.c));
   }
-  // Scratch for a batch norm's sums and coefficients, 4 c doubles (grown in the first step,
-  // untimed; every batch norm of the step uses it in turn on the stream).
+  // Scratch for a batch norm's sums and coefficients, 4 c doubles, and column_sums' 2 cols
+  // (grown in the first step, untimed; every batch norm and column sum of the step uses it in
+  // turn on the stream).
   double* bn_sums(std::int64_t c) {
     if (4 * c > bn_doubles_) {
       PB_CUDA(cudaStreamSynchronize(stream_));
@@ -382,7 +384,7 @@ class GpuOps {
   CublasHandle cublas_;
   DeviceMem cublas_workspace_;      // fix_cublas_workspace's
   DeviceBuffer<float> col_, fold_;  // im2col's columns; a tail's batch norm folded (conv_tail)
-  DeviceBuffer<double> bn_sums_;    // batch norm's sums (bn_sums)
+  DeviceBuffer<double> bn_sums_;    // batch norm's and column_sums' sums (bn_sums)
   std::int64_t col_floats_ = 0, fold_floats_ = 0, bn_doubles_ = 0;
   std::map<ConvPlanKey, std::unique_ptr<CudnnConvolution>> plans_;
   DeviceMem workspace_;  // the largest any plan needs, shared
