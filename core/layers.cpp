@@ -1,27 +1,45 @@
 #include "core/layers.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 namespace pb {
 
+namespace {
+
+// A map value as float (T: float, double, or a bf16's bits, the upper half of an fp32), and back.
 template <class T>
-void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {
+T value_of(T v) {
+  return v;
+}
+float value_of(std::uint16_t bf16) {
+  const std::uint32_t u = static_cast<std::uint32_t>(bf16) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+template <class T>
+void store_to(T v, T* out) {
+  *out = v;
+}
+void store_to(float v, std::uint16_t* out) {  // rounded to nearest even
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  *out = static_cast<std::uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// NHWC: a row of outputs a task; each window's taps in maxpool_at's order, every channel at
+// once (neighbours in memory, one vector), the first tap taken and a later one only where it is
+// larger: maxpool_at's choice, channel by channel, at the speed of a copy. T is compared as
+// value_of(T) (bf16: on its float; a maximum is exact, so the choice and the value are those of
+// the fp32 maps).
+template <class T>
+void maxpool_forward_nhwc(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {
   const std::int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w;
-  if (!s.channels_last) {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t p = 0; p < s.planes; ++p)
-      for (std::int64_t i = 0; i < oh; ++i)
-        for (std::int64_t j = 0; j < ow; ++j) {
-          const std::int64_t o = (p * oh + i) * ow + j;
-          out[o] = maxpool_at(s, x + p * hw, i, j, arg + o);
-        }
-    return;
-  }
-  // NHWC: a row of outputs a task; each window's taps in maxpool_at's order, every channel at
-  // once (neighbours in memory, one vector), the first tap taken and a later one only where it is
-  // larger: maxpool_at's choice, channel by channel, at the speed of a copy.
 #pragma omp parallel for schedule(static)
   for (std::int64_t row = 0; row < s.planes / s.c * oh; ++row) {
     const std::int64_t image = row / oh, i = row % oh, c = s.c;
@@ -49,8 +67,9 @@ void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) 
 #pragma omp simd
           for (std::int64_t ch = 0; ch < c; ++ch) {
             const T val = v[ch], cur = o[ch];
-            const std::int32_t larger = -static_cast<std::int32_t>(val > cur);
-            o[ch] = val > cur ? val : cur;
+            const bool larger_value = value_of(val) > value_of(cur);
+            const std::int32_t larger = -static_cast<std::int32_t>(larger_value);
+            o[ch] = larger_value ? val : cur;
             a[ch] = (at & larger) | (a[ch] & ~larger);
           }
         }
@@ -61,26 +80,70 @@ void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) 
 
 // A scatter of each gradient to its maximum on the CPU: 2.7x faster here than a gather over the
 // inputs through maxpool_grad_at (what the GPU's threads do, one input each). The threads split
-// the planes (NCHW) or the images (NHWC), whose gradients are disjoint.
+// the images, whose gradients are disjoint. T without arithmetic of its own (bf16) sums each
+// image's gradients in a float copy of it, rounded once (as maxpool_grad_at's Sum).
+template <class T>
+void maxpool_backward_nhwc(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx) {
+  const std::int64_t hw = s.h * s.w, per_out = s.oh() * s.ow(), c = s.c;
+  using Sum = std::conditional_t<std::is_floating_point_v<T>, T, float>;
+#pragma omp parallel
+  {
+    std::vector<Sum> mine;  // the image's sums, where T is not Sum
+#pragma omp for schedule(static)
+    for (std::int64_t image = 0; image < s.planes / c; ++image) {
+      T* d = dx + image * hw * c;
+      Sum* sums = nullptr;
+      if constexpr (std::is_same_v<T, Sum>) {
+        sums = d;
+      } else {
+        mine.resize(static_cast<std::size_t>(hw * c));
+        sums = mine.data();
+      }
+      std::fill(sums, sums + hw * c, Sum(0));
+      for (std::int64_t o = image * per_out * c; o < (image + 1) * per_out * c; ++o)
+        sums[arg[o] * c + o % c] += value_of(dout[o]);
+      if constexpr (!std::is_same_v<T, Sum>)
+        for (std::int64_t e = 0; e < hw * c; ++e) store_to(sums[e], d + e);
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg) {
+  if (s.channels_last) return maxpool_forward_nhwc(s, x, out, arg);
+  const std::int64_t oh = s.oh(), ow = s.ow(), hw = s.h * s.w;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < s.planes; ++p)
+    for (std::int64_t i = 0; i < oh; ++i)
+      for (std::int64_t j = 0; j < ow; ++j) {
+        const std::int64_t o = (p * oh + i) * ow + j;
+        out[o] = maxpool_at(s, x + p * hw, i, j, arg + o);
+      }
+}
+
 template <class T>
 void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx) {
+  if (s.channels_last) return maxpool_backward_nhwc(s, dout, arg, dx);
   const std::int64_t hw = s.h * s.w, per_out = s.oh() * s.ow();
-  if (!s.channels_last) {
 #pragma omp parallel for schedule(static)
-    for (std::int64_t p = 0; p < s.planes; ++p) {
-      std::fill(dx + p * hw, dx + (p + 1) * hw, T(0));
-      for (std::int64_t o = 0; o < per_out; ++o)
-        dx[p * hw + arg[p * per_out + o]] += dout[p * per_out + o];
-    }
-    return;
+  for (std::int64_t p = 0; p < s.planes; ++p) {
+    std::fill(dx + p * hw, dx + (p + 1) * hw, T(0));
+    for (std::int64_t o = 0; o < per_out; ++o)
+      dx[p * hw + arg[p * per_out + o]] += dout[p * per_out + o];
   }
-#pragma omp parallel for schedule(static)
-  for (std::int64_t image = 0; image < s.planes / s.c; ++image) {
-    T* d = dx + image * hw * s.c;
-    std::fill(d, d + hw * s.c, T(0));
-    for (std::int64_t o = image * per_out * s.c; o < (image + 1) * per_out * s.c; ++o)
-      d[arg[o] * s.c + o % s.c] += dout[o];
-  }
+}
+
+void maxpool_forward_bf16(const PoolShape& s, const std::uint16_t* x, std::uint16_t* out,
+                          std::int32_t* arg) {
+  if (!s.channels_last) throw std::invalid_argument("bf16 maps are pooled NHWC only");
+  maxpool_forward_nhwc(s, x, out, arg);
+}
+void maxpool_backward_bf16(const PoolShape& s, const std::uint16_t* dout, const std::int32_t* arg,
+                           std::uint16_t* dx) {
+  if (!s.channels_last) throw std::invalid_argument("bf16 maps are pooled NHWC only");
+  maxpool_backward_nhwc(s, dout, arg, dx);
 }
 
 namespace {

@@ -81,6 +81,13 @@ template <class T>
 void maxpool_forward(const PoolShape& s, const T* x, T* out, std::int32_t* arg);
 template <class T>
 void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg, T* dx);
+// The same over bf16 maps (each value the upper half of an fp32's bits), NHWC only: the same
+// choices and values as over the fp32 maps (a maximum is exact); backward sums each input's
+// gradients in float and rounds once.
+void maxpool_forward_bf16(const PoolShape& s, const std::uint16_t* x, std::uint16_t* out,
+                          std::int32_t* arg);
+void maxpool_backward_bf16(const PoolShape& s, const std::uint16_t* dout, const std::int32_t* arg,
+                           std::uint16_t* dx);
 
 // n images of c maps of hw pixels each, NCHW or NHWC.
 //

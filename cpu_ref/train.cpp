@@ -271,9 +271,9 @@ class CpuOps : public HostOps<float> {
 // bf16): the maps and their gradients stored in bf16 between layers, NHWC; the parameters,
 // their gradients, the momentum and the update fp32. Convolutions and GEMMs in bf16 through
 // oneDNN (fp32 accumulation), batch norm through oneDNN's primitive (fp32 statistics), ReLU,
-// the residual add, the bias and the conversions here; the loss, max pooling and global
-// average pooling through CpuOps's fp32 op functions on converted copies (of the logits, the
-// stem's maps, the last maps).
+// the residual add, the bias and the conversions here, max pooling on the bf16 maps
+// (core/layers.hpp); the loss and global average pooling through CpuOps's fp32 op functions on
+// converted copies (of the logits, the last maps).
 class Bf16Ops : public HostBuffers {
  public:
   using ActType = Bf16;
@@ -355,14 +355,10 @@ class Bf16Ops : public HostBuffers {
   void copy(const Bf16* x, Bf16* out, std::int64_t n) { std::copy(x, x + n, out); }
   void zero(float* x, std::int64_t n) { std::fill(x, x + n, 0.0f); }
   void maxpool_forward(const PoolShape& s, const Bf16* x, Bf16* out, std::int32_t* arg) {
-    const std::int64_t in = s.planes * s.h * s.w, n = s.planes * s.oh() * s.ow();
-    f32_.maxpool_forward(s, floats(x, in, a_), room(b_, n), arg);
-    convert(b_.data(), out, n, threads_, to_bf16);
+    pb::maxpool_forward_bf16(s, x, out, arg);
   }
   void maxpool_backward(const PoolShape& s, const Bf16* dout, const std::int32_t* arg, Bf16* dx) {
-    const std::int64_t in = s.planes * s.h * s.w, n = s.planes * s.oh() * s.ow();
-    f32_.maxpool_backward(s, floats(dout, n, a_), arg, room(b_, in));
-    convert(b_.data(), dx, in, threads_, to_bf16);
+    pb::maxpool_backward_bf16(s, dout, arg, dx);
   }
   void plane_means(const Maps& s, const Bf16* x, Bf16* out) {
     f32_.plane_means(s, floats(x, s.size(), a_), room(b_, s.n * s.c));

@@ -300,6 +300,42 @@ TEST(MaxPool, EveryPlaneAndWindowAgainstBruteForce) {
   }
 }
 
+// The bf16 step pools its bf16 maps as they are: the outputs and choices of the fp32 loops over
+// the same values (ties and negative values among them), and gradients that are the fp32 loops'
+// float sums, rounded once.
+TEST(Layouts, Bf16PoolingIsTheFp32PoolingOfTheSameValues) {
+  const std::int64_t n = 2, c = 19, h = 9, w = 8, hw = h * w;
+  std::vector<float> x(static_cast<std::size_t>(n * c * hw));
+  std::vector<cpu::Bf16> xb(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xb[i] = cpu::to_bf16(static_cast<float>((i * 7919) % 61) / 7 - 4);
+    x[i] = cpu::from_bf16(xb[i]);
+  }
+  for (PoolShape s :
+       {PoolShape{n * c, h, w, 3, 2, 1, c, true}, PoolShape{n * c, h, w, 2, 2, 0, c, true}}) {
+    const auto outs = static_cast<std::size_t>(s.planes * s.oh() * s.ow());
+    std::vector<float> y(outs), dy(outs), dx(x.size());
+    std::vector<cpu::Bf16> yb(outs), dyb(outs), dxb(x.size());
+    std::vector<std::int32_t> arg(outs), argb(outs);
+    for (std::size_t i = 0; i < outs; ++i) {
+      dyb[i] = cpu::to_bf16(static_cast<float>(i % 23) * 0.37f - 3);
+      dy[i] = cpu::from_bf16(dyb[i]);
+    }
+    maxpool_forward(s, x.data(), y.data(), arg.data());
+    maxpool_backward(s, dy.data(), arg.data(), dx.data());
+    maxpool_forward_bf16(s, xb.data(), yb.data(), argb.data());
+    maxpool_backward_bf16(s, dyb.data(), argb.data(), dxb.data());
+    EXPECT_EQ(argb, arg) << s.k << "x" << s.k;
+    for (std::size_t i = 0; i < outs; ++i) ASSERT_EQ(cpu::from_bf16(yb[i]), y[i]) << i;
+    for (std::size_t i = 0; i < x.size(); ++i) ASSERT_EQ(dxb[i], cpu::to_bf16(dx[i])) << i;
+  }
+  PoolShape nchw{n * c, h, w, 3, 2, 1, c, false};
+  std::vector<cpu::Bf16> out(xb.size());
+  std::vector<std::int32_t> arg(xb.size());
+  EXPECT_THROW(maxpool_forward_bf16(nchw, xb.data(), out.data(), arg.data()),
+               std::invalid_argument);
+}
+
 // The CPU's oneDNN step keeps maps NHWC (core/train_step.hpp): max pooling, batch norm and
 // global average pooling in NHWC give what they give in NCHW, relayouted (pooling and routing
 // exactly; batch norm's double sums, added in another order, within float rounding).
