@@ -1,7 +1,6 @@
 #include "core/layers.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
@@ -11,26 +10,17 @@ namespace pb {
 
 namespace {
 
-// A map value as float (T: float, double, or a bf16's bits, the upper half of an fp32), and back.
+// A map value as float (T: float, double, or bf16: core/types.hpp), and back.
 template <class T>
 T value_of(T v) {
   return v;
 }
-float value_of(std::uint16_t bf16) {
-  const std::uint32_t u = static_cast<std::uint32_t>(bf16) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float value_of(Bf16 v) { return from_bf16(v); }
 template <class T>
 void store_to(T v, T* out) {
   *out = v;
 }
-void store_to(float v, std::uint16_t* out) {  // rounded to nearest even
-  std::uint32_t u;
-  std::memcpy(&u, &v, 4);
-  *out = static_cast<std::uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
+void store_to(float v, Bf16* out) { *out = to_bf16(v); }
 
 // NHWC: a row of outputs a task; each window's taps in maxpool_at's order, every channel at
 // once (neighbours in memory, one vector), the first tap taken and a later one only where it is
@@ -135,13 +125,12 @@ void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg
   }
 }
 
-void maxpool_forward_bf16(const PoolShape& s, const std::uint16_t* x, std::uint16_t* out,
-                          std::int32_t* arg) {
+void maxpool_forward_bf16(const PoolShape& s, const Bf16* x, Bf16* out, std::int32_t* arg) {
   if (!s.channels_last) throw std::invalid_argument("bf16 maps are pooled NHWC only");
   maxpool_forward_nhwc(s, x, out, arg);
 }
-void maxpool_backward_bf16(const PoolShape& s, const std::uint16_t* dout, const std::int32_t* arg,
-                           std::uint16_t* dx) {
+void maxpool_backward_bf16(const PoolShape& s, const Bf16* dout, const std::int32_t* arg,
+                           Bf16* dx) {
   if (!s.channels_last) throw std::invalid_argument("bf16 maps are pooled NHWC only");
   maxpool_backward_nhwc(s, dout, arg, dx);
 }

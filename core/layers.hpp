@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/hd.hpp"
+#include "core/types.hpp"
 
 namespace pb {
 
@@ -84,10 +85,8 @@ void maxpool_backward(const PoolShape& s, const T* dout, const std::int32_t* arg
 // The same over bf16 maps (each value the upper half of an fp32's bits), NHWC only: the same
 // choices and values as over the fp32 maps (a maximum is exact); backward sums each input's
 // gradients in float and rounds once.
-void maxpool_forward_bf16(const PoolShape& s, const std::uint16_t* x, std::uint16_t* out,
-                          std::int32_t* arg);
-void maxpool_backward_bf16(const PoolShape& s, const std::uint16_t* dout, const std::int32_t* arg,
-                           std::uint16_t* dx);
+void maxpool_forward_bf16(const PoolShape& s, const Bf16* x, Bf16* out, std::int32_t* arg);
+void maxpool_backward_bf16(const PoolShape& s, const Bf16* dout, const std::int32_t* arg, Bf16* dx);
 
 // n images of c maps of hw pixels each, NCHW or NHWC.
 //

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,20 @@ double unit_roundoff(Dtype t);
 float round_to(Dtype t, float x);
 // Bytes one element of an input operand of type t occupies in memory.
 int input_bytes(Dtype t);
+
+// bf16 storage on the host: the upper half of an fp32's bits (to_bf16 rounds to nearest even).
+using Bf16 = std::uint16_t;
+inline Bf16 to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<Bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+inline float from_bf16(Bf16 b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 // The value among `all` whose to_string() is s (an enum's name as flags and shapes spell it).
 template <class E>

@@ -38,19 +38,10 @@ class SteadyTimer : public Timer {
 };
 
 // Shared by every CPU implementation: steady-clock timing, last-level-cache flush, threads.
-// bf16 storage: the upper half of an fp32 (to_bf16 rounds to nearest even).
-using Bf16 = std::uint16_t;
-inline Bf16 to_bf16(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<Bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-inline float from_bf16(Bf16 b) {
-  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+// bf16 storage (core/types.hpp).
+using pb::Bf16;
+using pb::from_bf16;
+using pb::to_bf16;
 
 class CpuImpl : public Impl {
  public:
