@@ -31,6 +31,14 @@
 //                                      BnShape::relu)
 //   conv_fused(ConvShape, x, w, b, ConvTail, out)
 //                                      a forward convolution and what follows it (ConvTail)
+// and, where it fuses a ReLU into the batch norm before it in training too:
+//   batchnorm_relu_mask_bytes(BnShape) the bytes of the mask the fused passes keep (-1: this
+//                                      batch norm is not fused)
+//   batchnorm_relu_forward(BnShape, x, weight, bias, y, mean, invstd, running_mean, running_var,
+//                          mask) / batchnorm_relu_backward(BnShape, x, weight, mean, invstd,
+//                          mask, dy, dx, dweight, dbias)
+//                                      y = relu(batch norm(x)), and where y > 0 into the mask;
+//                                      backward from the ReLU's output's gradient dy
 // Every pointer a step passes is the device's memory; so are the loss and the logits it leaves.
 //
 // Maps are NCHW unless the Ops keeps them channels-last between layers (NHWC, oneDNN's layout on
@@ -99,7 +107,7 @@ struct HasLayouts<Ops, std::void_t<decltype(std::declval<const Ops&>().channels_
     : std::true_type {};
 
 // Whether an Ops fuses a ReLU into the op before it in inference (it has add_relu(a, b, out, n),
-// and its batchnorm_forward honours BnShape::relu).
+// and its batchnorm_forward honours BnShape::relu); training's forward pass takes add_relu too.
 template <class Ops, class = void>
 struct FusesRelu : std::false_type {};
 template <class Ops>
@@ -107,6 +115,17 @@ struct FusesRelu<Ops, std::void_t<decltype(std::declval<Ops&>().add_relu(
                           std::declval<const typename Ops::ActType*>(),
                           std::declval<const typename Ops::ActType*>(),
                           std::declval<typename Ops::ActType*>(), std::int64_t{}))>>
+    : std::true_type {};
+
+// Whether an Ops fuses a ReLU into the batch norm before it in training (it has
+// batchnorm_relu_mask_bytes): the batch norm's forward pass writes the ReLU's output, and its
+// backward pass takes the ReLU's, so that neither the batch norm's output nor its gradient is
+// written. The walk keeps each fused batch norm's mask from its forward pass to its backward.
+template <class Ops, class = void>
+struct FusesTrainingRelu : std::false_type {};
+template <class Ops>
+struct FusesTrainingRelu<
+    Ops, std::void_t<decltype(std::declval<Ops&>().batchnorm_relu_mask_bytes(BnShape{}))>>
     : std::true_type {};
 
 // What a convolution computes after itself in inference (an Ops with conv_fused), each part
@@ -184,6 +203,26 @@ class Walk {
     for (std::size_t t = 1; t < tensors; ++t) {
       if (elements[t] > 0) values_[t] = ops.template buffer<T>(B * elements[t]);
       if (grad_elements[t] > 0) grads_[t] = ops.template buffer<T>(B * grad_elements[t]);
+    }
+    // Training's fusions of a ReLU into the layer before it, where the ReLU alone reads that
+    // layer's output (inference_fusions without convolutions): into a batch norm both ways
+    // (FusesTrainingRelu, through its mask), and into an add's forward pass (FusesRelu) where
+    // the ReLU writes over the add's output, so that the ReLU's backward pass, its own still,
+    // reads its mask there as it does unfused.
+    masks_.resize(m.layers.size());
+    train_relu_.assign(m.layers.size(), false);
+    const std::vector<Fusion> relus = inference_fusions(m, false, true);  // each ReLU's taker
+    for (std::size_t i = 0; i < m.layers.size() && s.train; ++i) {
+      if (!relus[i].relu) continue;
+      if (m.layers[i].kind == LayerKind::add)
+        train_relu_[i] = FusesRelu<Ops>::value && buffer_of_[i + 1] == buffer_of_[i + 2];
+      if constexpr (FusesTrainingRelu<Ops>::value) {
+        if (m.layers[i].kind != LayerKind::batchnorm) continue;
+        const std::int64_t bytes = ops.batchnorm_relu_mask_bytes(bn(m.layers[i]));
+        if (bytes < 0) continue;
+        masks_[i] = ops.template buffer<std::uint8_t>(std::max<std::int64_t>(bytes, 1));
+        train_relu_[i] = true;
+      }
     }
     std::int64_t widest = 1;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
@@ -266,11 +305,18 @@ class Walk {
         }
         case LayerKind::batchnorm: {
           BnShape b = bn(l);
-          const bool fuse = !train && fusions_[i].relu;
+          const bool fuse = train ? train_relu_[i] : fusions_[i].relu;
           if (fuse) b.relu = true, out = map(static_cast<int>(i) + 2);  // the ReLU's output
-          ops_.batchnorm_forward(b, train, a, params + l.weight, params + l.bias_at, out,
-                                 aux_[i].data(), aux_[i].data() + in.c, state + l.state,
-                                 state + l.state + in.c);
+          P* stats = aux_[i].data();
+          if (train && fuse) {
+            if constexpr (FusesTrainingRelu<Ops>::value)
+              ops_.batchnorm_relu_forward(b, a, params + l.weight, params + l.bias_at, out, stats,
+                                          stats + in.c, state + l.state, state + l.state + in.c,
+                                          masks_[i].data());
+          } else {
+            ops_.batchnorm_forward(b, train, a, params + l.weight, params + l.bias_at, out, stats,
+                                   stats + in.c, state + l.state, state + l.state + in.c);
+          }
           if (fuse) ++i;  // the ReLU is done
           break;
         }
@@ -282,7 +328,7 @@ class Walk {
           break;
         case LayerKind::add:
           if constexpr (FusesRelu<Ops>::value) {
-            if (!train && fusions_[i].relu) {
+            if (train ? train_relu_[i] : fusions_[i].relu) {
               ops_.add_relu(a, value(l.in2), map(static_cast<int>(i) + 2), n);
               ++i;  // the ReLU is done
               break;
@@ -348,6 +394,15 @@ class Walk {
         case LayerKind::batchnorm: {
           const P* stats = aux_[i].data();
           auto backward = [&](T* d) {
+            if constexpr (FusesTrainingRelu<Ops>::value) {
+              if (train_relu_[i]) {  // from the ReLU's output's gradient
+                BnShape b = bn(l);
+                b.relu = true;
+                return ops_.batchnorm_relu_backward(
+                    b, a, params + l.weight, stats, stats + in.c, masks_[i].data(),
+                    gradient(m_.storage(static_cast<int>(i) + 2)), d, g + l.weight, g + l.bias_at);
+              }
+            }
             ops_.batchnorm_backward(bn(l), a, params + l.weight, stats, stats + in.c, dout, d,
                                     g + l.weight, g + l.bias_at);
           };
@@ -355,6 +410,8 @@ class Walk {
           break;
         }
         case LayerKind::relu:
+          if (i > 0 && train_relu_[i - 1] && m_.layers[i - 1].kind == LayerKind::batchnorm)
+            break;  // in the batch norm's backward pass
           into(l.in, [&](T* d) { ops_.relu(a, dout, d, B * in.size()); });
           break;
         case LayerKind::maxpool:
@@ -472,16 +529,18 @@ class Walk {
   Ops& ops_;
   const T* x_ = nullptr;
   const std::int32_t* labels_ = nullptr;
-  std::vector<Buf<T>> values_, grads_;   // per tensor, where it owns its memory
-  std::vector<int> buffer_of_;           // per tensor: whose values_ hold it (none: -1)
-  TrainBuffers plan_;                    // training's: the maps' buffers and the gradients'
-  std::vector<Buf<P>> aux_;              // per batch norm: mean, invstd (or the Ops' own pair)
-  std::vector<Buf<std::int32_t>> args_;  // per max pool: each window's choice
-  std::vector<Buf<T>> flat_;             // per linear layer reading channels-last maps: NCHW's
-  bool channels_last_ = false;           // the Ops keeps maps NHWC
-  Buf<T> input_;                         // the model's input, NHWC
-  std::vector<bool> written_;            // per tensor: its gradient has a first term
-  std::vector<Fusion> fusions_;          // per layer: what its pass computes in inference
+  std::vector<Buf<T>> values_, grads_;    // per tensor, where it owns its memory
+  std::vector<int> buffer_of_;            // per tensor: whose values_ hold it (none: -1)
+  TrainBuffers plan_;                     // training's: the maps' buffers and the gradients'
+  std::vector<Buf<P>> aux_;               // per batch norm: mean, invstd (or the Ops' own pair)
+  std::vector<Buf<std::int32_t>> args_;   // per max pool: each window's choice
+  std::vector<bool> train_relu_;          // per batch norm or add: training fuses the ReLU after it
+  std::vector<Buf<std::uint8_t>> masks_;  // per such batch norm: its mask (FusesTrainingRelu)
+  std::vector<Buf<T>> flat_;              // per linear layer reading channels-last maps: NCHW's
+  bool channels_last_ = false;            // the Ops keeps maps NHWC
+  Buf<T> input_;                          // the model's input, NHWC
+  std::vector<bool> written_;             // per tensor: its gradient has a first term
+  std::vector<Fusion> fusions_;           // per layer: what its pass computes in inference
   Buf<T> scratch_;
   Buf<P> losses_, loss_;
   Buf<float> logits_f32_;                  // kLowMaps: the logits converted (the device's memory)
@@ -542,14 +601,19 @@ struct ConvFusingCountingOps : CountingOps<Act> {
   void conv_fused(const ConvShape&, const Act*, const float*, const float*,
                   const ConvTail<Act, float>&, Act*) {}
 };
-// ... and a ReLU into a batch norm or an add before it too, as the CPU's (cpu_ref/train.cpp).
+// ... and a ReLU into a batch norm or an add before it too, as the CPU's (cpu_ref/train.cpp), and
+// in training into a batch norm, its mask counted a byte a value (oneDNN's is a bit a value in
+// its JIT kernels, a byte in its reference ones).
 template <class Act>
 struct FusingCountingOps : ConvFusingCountingOps<Act> {
   void add_relu(const Act*, const Act*, Act*, std::int64_t) {}
+  std::int64_t batchnorm_relu_mask_bytes(const BnShape& s) { return s.size(); }
 };
 static_assert(FusesConv<ConvFusingCountingOps<float>>::value &&
               !FusesRelu<ConvFusingCountingOps<float>>::value &&
-              FusesRelu<FusingCountingOps<float>>::value);
+              !FusesTrainingRelu<ConvFusingCountingOps<float>>::value &&
+              FusesRelu<FusingCountingOps<float>>::value &&
+              FusesTrainingRelu<FusingCountingOps<float>>::value);
 
 template <class Ops>
 double counted_walk_bytes(const ModelDesc& m, const TrainShape& s, Ops ops) {

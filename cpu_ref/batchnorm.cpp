@@ -22,7 +22,7 @@ namespace pb::cpu {
 #ifdef PAIRBENCH_HAVE_DNNL
 struct OnednnBatchNorm::State {
   struct Plan {
-    dnnl::memory::desc maps, stats;
+    dnnl::memory::desc maps, stats, mask;  // mask: a fused ReLU's in training (oneDNN's workspace)
     dnnl::primitive fwd, bwd;
     std::string kernel;
   };
@@ -32,9 +32,10 @@ struct OnednnBatchNorm::State {
   std::vector<std::uint8_t> unused;  // the dx oneDNN writes when the caller needs none
   std::string kernel;
 
+  // BnShape::relu: the ReLU fused (fuse_norm_relu); in training, forward also writes where the
+  // output was positive into the mask (oneDNN's workspace), which backward reads.
   Plan& plan(const BnShape& s, bool train) {
-    const bool relu = s.relu && !train;  // inference's fused ReLU (no workspace)
-    const auto key = std::make_tuple(s.n, s.c, s.hw, train, relu);
+    const auto key = std::make_tuple(s.n, s.c, s.hw, train, s.relu);
     Plan& p = plans[key];
     if (p.fwd) return p;
     using md = dnnl::memory::desc;
@@ -43,20 +44,21 @@ struct OnednnBatchNorm::State {
     p.maps = md({s.n, s.c, s.hw, 1}, onednn::data_type(dtype),
                 channels_last ? dnnl::memory::format_tag::nhwc : dnnl::memory::format_tag::nchw);
     p.stats = md({s.c}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::x);
-    const flags f = train  ? flags::use_scale | flags::use_shift
-                    : relu ? flags::use_scale | flags::use_shift | flags::use_global_stats |
-                                 flags::fuse_norm_relu
-                           : flags::use_scale | flags::use_shift | flags::use_global_stats;
+    flags f = flags::use_scale | flags::use_shift;
+    if (!train) f |= flags::use_global_stats;
+    if (s.relu) f |= flags::fuse_norm_relu;
     try {
       const dnnl::batch_normalization_forward::primitive_desc fwd(
           eng, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
           p.maps, p.maps, s.eps, f);
       p.fwd = dnnl::batch_normalization_forward(fwd);
       p.kernel = fwd.impl_info_str();
-      if (train)
+      if (train) {
+        p.mask = fwd.workspace_desc();
         p.bwd =
             dnnl::batch_normalization_backward(dnnl::batch_normalization_backward::primitive_desc(
                 eng, dnnl::prop_kind::backward, p.maps, p.maps, p.maps, s.eps, f, fwd));
+      }
     } catch (const dnnl::error& e) {
       plans.erase(key);
       if (e.status != dnnl_unimplemented) throw;
@@ -70,8 +72,9 @@ struct OnednnBatchNorm::State {
       dnnl::primitive& prim,
       std::initializer_list<std::pair<int, std::pair<dnnl::memory::desc, const void*>>> args) {
     std::unordered_map<int, dnnl::memory> mem;
-    for (const auto& [arg, buf] : args)
-      mem[arg] = dnnl::memory(buf.first, onednn::engine(), const_cast<void*>(buf.second));
+    for (const auto& [arg, buf] : args)  // an empty desc: an argument this pass has not (a mask)
+      if (buf.first.get_size() > 0)
+        mem[arg] = dnnl::memory(buf.first, onednn::engine(), const_cast<void*>(buf.second));
     prim.execute(onednn::stream(), mem);
     onednn::stream().wait();
   }
@@ -86,22 +89,28 @@ OnednnBatchNorm::OnednnBatchNorm(Dtype maps, bool channels_last) : st_(std::make
 
 void OnednnBatchNorm::forward(const BnShape& s, bool train, const void* x, const float* w,
                               const float* b, void* y, float* mean, float* var, float* running_mean,
-                              float* running_var) {
+                              float* running_var, void* relu_mask) {
   State::Plan& p = st_->plan(s, train);
+  if (train && s.relu && !relu_mask)
+    throw std::invalid_argument("a batch norm with its ReLU in training writes a mask");
   State::execute(p.fwd, {{DNNL_ARG_SRC, {p.maps, x}},
                          {DNNL_ARG_DST, {p.maps, y}},
                          {DNNL_ARG_SCALE, {p.stats, w}},
                          {DNNL_ARG_SHIFT, {p.stats, b}},
                          {DNNL_ARG_MEAN, {p.stats, train ? mean : running_mean}},
-                         {DNNL_ARG_VARIANCE, {p.stats, train ? var : running_var}}});
+                         {DNNL_ARG_VARIANCE, {p.stats, train ? var : running_var}},
+                         {DNNL_ARG_WORKSPACE, {p.mask, relu_mask}}});
   if (train)
     for (std::int64_t c = 0; c < s.c; ++c)
       bn_running_at(s, mean[c], var[c], running_mean + c, running_var + c);
 }
 
 void OnednnBatchNorm::backward(const BnShape& s, const void* x, const float* w, const float* mean,
-                               const float* var, const void* dy, void* dx, float* dw, float* db) {
+                               const float* var, const void* relu_mask, const void* dy, void* dx,
+                               float* dw, float* db) {
   State::Plan& p = st_->plan(s, true);
+  if (s.relu && !relu_mask)
+    throw std::invalid_argument("a batch norm with its ReLU reads its forward pass's mask");
   if (!dx) {
     st_->unused.resize(std::max(st_->unused.size(), p.maps.get_size()));
     dx = st_->unused.data();
@@ -111,9 +120,16 @@ void OnednnBatchNorm::backward(const BnShape& s, const void* x, const float* w, 
                          {DNNL_ARG_VARIANCE, {p.stats, var}},
                          {DNNL_ARG_DIFF_DST, {p.maps, dy}},
                          {DNNL_ARG_SCALE, {p.stats, w}},
+                         {DNNL_ARG_WORKSPACE, {p.mask, relu_mask}},
                          {DNNL_ARG_DIFF_SRC, {p.maps, dx}},
                          {DNNL_ARG_DIFF_SCALE, {p.stats, dw}},
                          {DNNL_ARG_DIFF_SHIFT, {p.stats, db}}});
+}
+
+std::int64_t OnednnBatchNorm::relu_mask_bytes(const BnShape& s) {
+  BnShape fused = s;
+  fused.relu = true;
+  return static_cast<std::int64_t>(st_->plan(fused, true).mask.get_size());
 }
 
 std::string OnednnBatchNorm::kernel() const { return st_->kernel; }
@@ -121,9 +137,10 @@ std::string OnednnBatchNorm::kernel() const { return st_->kernel; }
 struct OnednnBatchNorm::State {};
 OnednnBatchNorm::OnednnBatchNorm(Dtype maps, bool) { throw Unavailable(onednn::unavailable(maps)); }
 void OnednnBatchNorm::forward(const BnShape&, bool, const void*, const float*, const float*, void*,
-                              float*, float*, float*, float*) {}
+                              float*, float*, float*, float*, void*) {}
 void OnednnBatchNorm::backward(const BnShape&, const void*, const float*, const float*,
-                               const float*, const void*, void*, float*, float*) {}
+                               const float*, const void*, const void*, void*, float*, float*) {}
+std::int64_t OnednnBatchNorm::relu_mask_bytes(const BnShape&) { return 0; }
 std::string OnednnBatchNorm::kernel() const { return ""; }
 #endif
 
@@ -372,8 +389,8 @@ class OnednnBatchNormCase : public BatchNormCase {
       : BatchNormCase(w, threads), bn_(Dtype::fp32, false) {}
   void run() override {
     if (s_.dir == BnDir::bwd)
-      bn_.backward(m_, x_.data(), w_.data(), mean_.data(), var_.data(), dy_.data(), out_.data(),
-                   dw_.data(), db_.data());
+      bn_.backward(m_, x_.data(), w_.data(), mean_.data(), var_.data(), nullptr, dy_.data(),
+                   out_.data(), dw_.data(), db_.data());
     else
       bn_.forward(m_, s_.dir == BnDir::fwd, x_.data(), w_.data(), b_.data(), out_.data(),
                   mean_.data(), var_.data(), rm_.data(), rv_.data());

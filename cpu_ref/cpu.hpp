@@ -153,9 +153,12 @@ class OnednnConvolution {
 // oneDNN's batch normalization with core/layers.hpp's semantics, over maps stored in `maps`
 // (fp32 or bf16), NCHW or NHWC, with fp32 scale, shift and statistics: forward with the batch's
 // mean and biased variance (training: mean and var out, the running statistics then moved here)
-// or the running ones (inference; with BnShape::relu, the ReLU fused: fuse_norm_relu), and
-// backward; one primitive per shape and pass, built on first use. Throws Unavailable where oneDNN
-// has no implementation for it here.
+// or the running ones (inference), and backward; one primitive per shape and pass, built on
+// first use. With BnShape::relu the ReLU after it is fused (fuse_norm_relu): forward writes
+// relu(batch norm), and in training also a mask of relu_mask_bytes(s) bytes (oneDNN's
+// workspace: where the output is positive), from which backward, given the ReLU's output's
+// gradient as dy, takes the ReLU's backward pass. Throws Unavailable where oneDNN has no
+// implementation for it here.
 class OnednnBatchNorm {
  public:
   OnednnBatchNorm(Dtype maps, bool channels_last);
@@ -165,10 +168,13 @@ class OnednnBatchNorm {
   OnednnBatchNorm& operator=(OnednnBatchNorm&&) noexcept;
   ~OnednnBatchNorm();
   void forward(const BnShape& s, bool train, const void* x, const float* w, const float* b, void* y,
-               float* mean, float* var, float* running_mean, float* running_var);
+               float* mean, float* var, float* running_mean, float* running_var,
+               void* relu_mask = nullptr);
   // dx may be null (a model's input needs no gradient).
   void backward(const BnShape& s, const void* x, const float* w, const float* mean,
-                const float* var, const void* dy, void* dx, float* dw, float* db);
+                const float* var, const void* relu_mask, const void* dy, void* dx, float* dw,
+                float* db);
+  std::int64_t relu_mask_bytes(const BnShape& s);
   std::string kernel() const;  // what oneDNN chose for the last pass built
 
  private:

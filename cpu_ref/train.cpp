@@ -184,7 +184,8 @@ class ConvRunner {
 };
 
 // The CPU's backend for core/train_step.hpp: host vectors and the OpenMP, OpenBLAS and oneDNN
-// op functions, on `threads` threads, in fp32. With oneDNN the maps stay NHWC between layers.
+// op functions, on `threads` threads, in fp32. With oneDNN the maps stay NHWC between layers,
+// and training fuses a ReLU into the batch norm before it through oneDNN's primitive.
 class CpuOps : public HostOps<float> {
  public:
   CpuOps(TrainBackend backend, int threads)
@@ -192,7 +193,10 @@ class CpuOps : public HostOps<float> {
         gemm_(backend, Dtype::fp32, threads),
         conv_(backend, threads, Dtype::fp32, false),
         threads_(threads),
-        tmp_(static_cast<std::size_t>(10 * threads)) {}
+        tmp_(static_cast<std::size_t>(10 * threads)) {
+    if (backend == TrainBackend::onednn && onednn::built())
+      relu_bn_ = std::make_unique<OnednnBatchNorm>(Dtype::fp32, true);
+  }
   bool channels_last() const { return channels_last_; }
   // Batch norm: the loops tuned for the CPU, in either layout.
   void batchnorm_forward(const BnShape& s, bool train, const float* x, const float* weight,
@@ -205,6 +209,22 @@ class CpuOps : public HostOps<float> {
                           const float* invstd, const float* dy, float* dx, float* dweight,
                           float* dbias) {
     tuned_batchnorm_backward(s, x, weight, mean, invstd, dy, dx, dweight, dbias, threads_);
+  }
+  // Training's fusion of a ReLU into the batch norm before it (core/train_step.hpp's
+  // FusesTrainingRelu; with oneDNN alone): oneDNN's primitive with the ReLU fused, which keeps
+  // the variance where the loops keep invstd, and its workspace for the mask.
+  std::int64_t batchnorm_relu_mask_bytes(const BnShape& s) {
+    return relu_bn_ ? relu_bn_->relu_mask_bytes(s) : -1;
+  }
+  void batchnorm_relu_forward(const BnShape& s, const float* x, const float* weight,
+                              const float* bias, float* y, float* mean, float* var,
+                              float* running_mean, float* running_var, std::uint8_t* mask) {
+    relu_bn_->forward(s, true, x, weight, bias, y, mean, var, running_mean, running_var, mask);
+  }
+  void batchnorm_relu_backward(const BnShape& s, const float* x, const float* weight,
+                               const float* mean, const float* var, const std::uint8_t* mask,
+                               const float* dy, float* dx, float* dweight, float* dbias) {
+    relu_bn_->backward(s, x, weight, mean, var, mask, dy, dx, dweight, dbias);
   }
   void relayout(const Maps& s, const float* x, float* out) { pb::relayout(s, x, out); }
   void gemm(const GemmShape& g, const float* a, const float* b, float* c) { gemm_(g, a, b, c); }
@@ -251,8 +271,9 @@ class CpuOps : public HostOps<float> {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
   }
-  // Inference's fusions (core/train_step.hpp's FusesRelu): relu(a + b) here, relu(batch norm)
-  // in core/layers.cpp's loops (BnShape::relu): one pass over the maps where there were two.
+  // Inference's fusions (core/train_step.hpp's FusesRelu): relu(a + b) here (training's too),
+  // relu(batch norm) in core/layers.cpp's loops (BnShape::relu): one pass over the maps where
+  // there were two.
   void add_relu(const float* a, const float* b, float* out, std::int64_t n) {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = std::max(a[j] + b[j], 0.0f);
@@ -263,17 +284,18 @@ class CpuOps : public HostOps<float> {
   GemmRunner gemm_;
   ConvRunner conv_;
   int threads_;
-  std::vector<float> tmp_;  // the row functions' scratch: a row's floats a thread
+  std::vector<float> tmp_;                    // the row functions' scratch: a row's floats a thread
+  std::unique_ptr<OnednnBatchNorm> relu_bn_;  // training's batch norms with their ReLU (oneDNN)
 };
 
 #ifdef PAIRBENCH_HAVE_DNNL
 // The backend of a bf16 step (mixed precision, as PyTorch's autocast trains on a CPU with
 // bf16): the maps and their gradients stored in bf16 between layers, NHWC; the parameters,
 // their gradients, the momentum and the update fp32. Convolutions and GEMMs in bf16 through
-// oneDNN (fp32 accumulation), batch norm through oneDNN's primitive (fp32 statistics), ReLU,
-// the residual add, the bias and the conversions here, max pooling on the bf16 maps
-// (core/layers.hpp); the loss and global average pooling through CpuOps's fp32 op functions on
-// converted copies (of the logits, the last maps).
+// oneDNN (fp32 accumulation), batch norm through oneDNN's primitive (fp32 statistics; a ReLU
+// after it fused, in training too), ReLU, the residual add, the bias and the conversions here, max
+// pooling on the bf16 maps (core/layers.hpp); the loss and global average pooling through CpuOps's
+// fp32 op functions on converted copies (of the logits, the last maps).
 class Bf16Ops : public HostBuffers {
  public:
   using ActType = Bf16;
@@ -343,8 +365,8 @@ class Bf16Ops : public HostBuffers {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) out[j] = to_bf16(from_bf16(a[j]) + from_bf16(b[j]));
   }
-  // Inference's fusions, as CpuOps's: relu(a + b) here (relu's bits, as relu() takes them),
-  // relu(batch norm) through oneDNN's fused primitive (BnShape::relu).
+  // Inference's fusions, as CpuOps's: relu(a + b) here (relu's bits, as relu() takes them;
+  // training's too), relu(batch norm) through oneDNN's fused primitive (BnShape::relu).
   void add_relu(const Bf16* a, const Bf16* b, Bf16* out, std::int64_t n) {
 #pragma omp parallel for simd num_threads(threads_) schedule(static)
     for (std::int64_t j = 0; j < n; ++j) {
@@ -377,7 +399,20 @@ class Bf16Ops : public HostBuffers {
   void batchnorm_backward(const BnShape& s, const Bf16* x, const float* weight, const float* mean,
                           const float* var, const Bf16* dy, Bf16* dx, float* dweight,
                           float* dbias) {
-    bn_.backward(s, x, weight, mean, var, dy, dx, dweight, dbias);
+    bn_.backward(s, x, weight, mean, var, nullptr, dy, dx, dweight, dbias);
+  }
+  // Training's fusion of a ReLU into the batch norm before it (core/train_step.hpp's
+  // FusesTrainingRelu): oneDNN's primitive with the ReLU fused, its workspace the mask.
+  std::int64_t batchnorm_relu_mask_bytes(const BnShape& s) { return bn_.relu_mask_bytes(s); }
+  void batchnorm_relu_forward(const BnShape& s, const Bf16* x, const float* weight,
+                              const float* bias, Bf16* y, float* mean, float* var,
+                              float* running_mean, float* running_var, std::uint8_t* mask) {
+    bn_.forward(s, true, x, weight, bias, y, mean, var, running_mean, running_var, mask);
+  }
+  void batchnorm_relu_backward(const BnShape& s, const Bf16* x, const float* weight,
+                               const float* mean, const float* var, const std::uint8_t* mask,
+                               const Bf16* dy, Bf16* dx, float* dweight, float* dbias) {
+    bn_.backward(s, x, weight, mean, var, mask, dy, dx, dweight, dbias);
   }
 
  private:
@@ -396,10 +431,12 @@ class Bf16Ops : public HostBuffers {
   int threads_;
   std::vector<float> a_, b_;  // fp32 copies for the fp32 op functions
 };
-static_assert(FusesConv<Bf16Ops>::value && FusesRelu<Bf16Ops>::value);
+static_assert(FusesConv<Bf16Ops>::value && FusesRelu<Bf16Ops>::value &&
+              FusesTrainingRelu<Bf16Ops>::value);
 #endif
 // The memory check counts the CPU's walk with both fusions (walk_bytes, Device::cpu).
-static_assert(FusesConv<CpuOps>::value && FusesRelu<CpuOps>::value);
+static_assert(FusesConv<CpuOps>::value && FusesRelu<CpuOps>::value &&
+              FusesTrainingRelu<CpuOps>::value);
 
 // A step that owns its backend (made before the step, which allocates through it).
 template <class Ops>

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <iostream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -168,6 +170,105 @@ TEST(BatchNorm, TheTunedLoopsEqualTheLoopsInDouble) {
             }
           }
         }
+  }
+}
+
+// oneDNN's batch norm with the ReLU after it fused in training (OnednnBatchNorm with
+// BnShape::relu, the training steps' fusion): forward writes relu of the unfused pass's output,
+// the same statistics; backward, given the ReLU's output's gradient and the forward pass's mask,
+// equals the unfused backward pass of that gradient masked where the output was not positive
+// (the ReLU's backward pass), in fp32 (NCHW and NHWC) and in bf16 (NHWC) where the CPU has it;
+// zero outputs and negative ones among them. A fused pass without its mask is refused.
+TEST(BatchNorm, OnednnFusesTheReluInTraining) {
+  if (!cpu::onednn::built()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
+  for (const auto& [t, channels_last] :
+       {std::pair{Dtype::fp32, false}, {Dtype::fp32, true}, {Dtype::bf16, true}}) {
+    if (!cpu::onednn::unavailable(t).empty()) {
+      std::cout << to_string(t) << " not run: " << cpu::onednn::unavailable(t) << "\n";
+      continue;
+    }
+    BnShape s;
+    s.n = 3, s.c = 35, s.hw = 13, s.channels_last = channels_last;
+    const auto size = static_cast<std::size_t>(s.size()), cs = static_cast<std::size_t>(s.c);
+    Rng rng(11);
+    std::vector<float> xf(size), dyf(size), w(cs), b(cs), rm(cs, 0.0f), rv(cs, 1.0f);
+    for (float& v : xf) v = rng.uniform() * 4 - 2;
+    for (float& v : dyf) v = rng.uniform() * 2 - 1;
+    for (std::size_t ch = 0; ch < cs; ++ch)
+      w[ch] = 0.5f + rng.uniform(), b[ch] = rng.uniform() - 0.5f;
+    b[0] = -100.0f;  // a channel the ReLU zeroes everywhere
+    const bool low = t == Dtype::bf16;
+    const std::size_t bytes = low ? 2 : 4;
+    // The maps in t's storage, and a value of it as float.
+    auto stored = [&](const std::vector<float>& v) {
+      std::vector<std::uint8_t> out(v.size() * bytes);
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        if (low) {
+          const cpu::Bf16 h = cpu::to_bf16(v[i]);
+          std::memcpy(out.data() + 2 * i, &h, 2);
+        } else {
+          std::memcpy(out.data() + 4 * i, &v[i], 4);
+        }
+      }
+      return out;
+    };
+    auto value = [&](const std::vector<std::uint8_t>& m, std::size_t i) {
+      if (!low) {
+        float f;
+        std::memcpy(&f, m.data() + 4 * i, 4);
+        return f;
+      }
+      cpu::Bf16 h;
+      std::memcpy(&h, m.data() + 2 * i, 2);
+      return cpu::from_bf16(h);
+    };
+    const std::vector<std::uint8_t> x = stored(xf), dy = stored(dyf);
+    cpu::OnednnBatchNorm bn(t, channels_last);
+    BnShape fused = s;
+    fused.relu = true;
+    const std::string at = std::string(to_string(t)) + (channels_last ? " NHWC" : " NCHW");
+    std::vector<std::uint8_t> y(x.size()), yr(x.size());
+    std::vector<float> mean(cs), var(cs), mean_r(cs), var_r(cs), rm1 = rm, rv1 = rv, rm2 = rm,
+                                                                 rv2 = rv;
+    std::vector<std::uint8_t> mask(static_cast<std::size_t>(bn.relu_mask_bytes(s)));
+    ASSERT_GT(mask.size(), 0u) << at;
+    bn.forward(s, true, x.data(), w.data(), b.data(), y.data(), mean.data(), var.data(), rm1.data(),
+               rv1.data());
+    bn.forward(fused, true, x.data(), w.data(), b.data(), yr.data(), mean_r.data(), var_r.data(),
+               rm2.data(), rv2.data(), mask.data());
+    EXPECT_EQ(mean_r, mean) << at;
+    EXPECT_EQ(var_r, var) << at;
+    EXPECT_EQ(rm2, rm1) << at;
+    std::vector<float> masked(size);  // the ReLU's backward pass of dy
+    int zeroed = 0;
+    for (std::size_t i = 0; i < size; ++i) {
+      const float unfused = value(y, i);
+      ASSERT_EQ(value(yr, i), std::max(unfused, 0.0f)) << at << " y " << i;
+      masked[i] = unfused > 0 ? value(dy, i) : 0.0f;
+      zeroed += unfused <= 0;
+    }
+    EXPECT_GT(zeroed, static_cast<int>(size) / 4) << at;
+    const std::vector<std::uint8_t> dy_masked = stored(masked);
+    std::vector<std::uint8_t> dx(x.size()), dxr(x.size());
+    std::vector<float> dw(cs), db(cs), dwr(cs), dbr(cs);
+    bn.backward(s, x.data(), w.data(), mean.data(), var.data(), nullptr, dy_masked.data(),
+                dx.data(), dw.data(), db.data());
+    bn.backward(fused, x.data(), w.data(), mean.data(), var.data(), mask.data(), dy.data(),
+                dxr.data(), dwr.data(), dbr.data());
+    for (std::size_t ch = 0; ch < cs; ++ch) {
+      EXPECT_NEAR(dbr[ch], db[ch], 1e-5f * (1 + std::fabs(db[ch]))) << at << " db " << ch;
+      EXPECT_NEAR(dwr[ch], dw[ch], 1e-5f * (1 + std::fabs(dw[ch]))) << at << " dw " << ch;
+    }
+    EXPECT_EQ(db[0], 0.0f) << at;  // nothing passed the ReLU there
+    const float ulp = low ? 1.0f / 128 : 1e-5f;
+    for (std::size_t i = 0; i < size; ++i)
+      ASSERT_NEAR(value(dxr, i), value(dx, i), ulp * (1 + std::fabs(value(dx, i)))) << at << i;
+    EXPECT_THROW(bn.forward(fused, true, x.data(), w.data(), b.data(), yr.data(), mean_r.data(),
+                            var_r.data(), rm2.data(), rv2.data()),
+                 std::invalid_argument);
+    EXPECT_THROW(bn.backward(fused, x.data(), w.data(), mean.data(), var.data(), nullptr, dy.data(),
+                             dxr.data(), dwr.data(), dbr.data()),
+                 std::invalid_argument);
   }
 }
 

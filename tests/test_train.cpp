@@ -880,33 +880,37 @@ TEST(TrainModel, ResNet50LearnsInEachPrecision) {
 }
 
 // Inference fuses a ReLU into the batch norm or add before it (CpuOps: one pass over the maps)
-// only where the ReLU is that output's sole reader. Here bn1's output is read by a ReLU and by an
-// add (not fused: the add needs it), the add's by a ReLU alone (fused), bn2's likewise (fused);
-// each CPU step's logits equal the reference's, as unfused; in bf16 too (oneDNN's batch norm with
-// its ReLU fused) where the CPU has it.
-TEST(TrainModel, InferenceFusesAReluOnlyIntoItsSoleInput) {
+// only where the ReLU is that output's sole reader, and oneDNN's steps fuse it into the batch norm
+// in training too (FusesTrainingRelu: forward and backward). Here bn1's output is read by a ReLU
+// and by an add (not fused: the add needs it), the add's by a ReLU alone (fused in inference),
+// bn2's likewise (fused); each CPU step's results pass the reference's check, as unfused, in
+// inference and training; in bf16 too (oneDNN's batch norm with its ReLU fused) where the CPU has
+// it.
+TEST(TrainModel, AReluIsFusedOnlyIntoItsSoleInput) {
   ModelBuilder b("fusions", {3, 8, 8});
   const int bn1 = b.batchnorm(b.conv(0, 8, 3, 1, 1, false, "conv1"), "bn1");
   const int sum = b.relu(b.add(b.relu(bn1), bn1));
   const int bn2 = b.relu(b.batchnorm(b.conv(sum, 8, 3, 1, 1, false, "conv2"), "bn2"));
   b.loss(b.linear(b.avgpool(bn2), 10, true, "fc"));
   auto m = std::make_shared<const ModelDesc>(b.build());
-  for (Dtype t : {Dtype::fp32, Dtype::bf16}) {
-    TrainShape s;
-    s.model = m->name, s.batch = 4, s.train = false, s.dtype = t;
-    const TrainWorkload w(s, m);
-    const Tensors in = w.make_inputs();
-    for (const char* backend : {"openblas", "onednn"}) {
-      const bool dnn = std::string(backend) == "onednn";
-      if ((dnn && !cpu::onednn::unavailable(t).empty()) || (!dnn && t != Dtype::fp32)) continue;
-      auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
-      impl->activate();
-      impl->prepare(in);
-      impl->run();
-      const Check c = w.verify(in, impl->result());
-      EXPECT_TRUE(c.ok) << backend << " " << to_string(t) << ": " << c.detail;
+  for (bool train : {false, true})
+    for (Dtype t : {Dtype::fp32, Dtype::bf16}) {
+      TrainShape s;
+      s.model = m->name, s.batch = 4, s.train = train, s.dtype = t;
+      const TrainWorkload w(s, m);
+      const Tensors in = w.make_inputs();
+      for (const char* backend : {"openblas", "onednn"}) {
+        const bool dnn = std::string(backend) == "onednn";
+        if ((dnn && !cpu::onednn::unavailable(t).empty()) || (!dnn && t != Dtype::fp32)) continue;
+        auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
+        impl->activate();
+        impl->prepare(in);
+        impl->run();
+        const Check c = w.verify(in, impl->result());
+        EXPECT_TRUE(c.ok) << backend << " " << to_string(t) << (train ? " train" : " infer") << ": "
+                          << c.detail;
+      }
     }
-  }
 }
 
 // Inference's plan of fusions (core/model.hpp's inference_fusions) on ResNet-50: every
