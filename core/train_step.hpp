@@ -602,12 +602,12 @@ struct ConvFusingCountingOps : CountingOps<Act> {
                   const ConvTail<Act, float>&, Act*) {}
 };
 // ... and a ReLU into a batch norm or an add before it too, as the CPU's (cpu_ref/train.cpp), and
-// in training into a batch norm, its mask counted a byte a value (oneDNN's is a bit a value in
-// its JIT kernels, a byte in its reference ones).
+// in training into a batch norm, its mask counted a bit a value, as oneDNN's JIT kernels keep it
+// (on x86-64 from AVX2 on; its reference kernels keep a byte, beyond the count).
 template <class Act>
 struct FusingCountingOps : ConvFusingCountingOps<Act> {
   void add_relu(const Act*, const Act*, Act*, std::int64_t) {}
-  std::int64_t batchnorm_relu_mask_bytes(const BnShape& s) { return s.size(); }
+  std::int64_t batchnorm_relu_mask_bytes(const BnShape& s) { return (s.size() + 7) / 8; }
 };
 static_assert(FusesConv<ConvFusingCountingOps<float>>::value &&
               !FusesRelu<ConvFusingCountingOps<float>>::value &&

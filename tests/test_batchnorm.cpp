@@ -1,6 +1,7 @@
 // Batch normalization as an op (core/batchnorm.hpp): the double reference's backward pass
 // against central differences of its forward pass, each CPU implementation in each direction
-// through the workload's check on awkward shapes, a wrong output caught, bad shapes refused.
+// through the workload's check on awkward shapes, oneDNN's with the ReLU fused in training
+// against it unfused, a wrong output caught, bad shapes refused.
 #include <gtest/gtest.h>
 
 #include <cmath>
