@@ -30,6 +30,21 @@ ModelDesc model_named(const std::string& name) {
   return name == "small" ? testing::small_model() : describe_model(name, 16);
 }
 
+// f(backend, outputs) for each CPU backend that runs w's dtype here, after one run on `in`.
+template <class F>
+void each_cpu_step(const TrainWorkload& w, const Tensors& in, F f) {
+  const Dtype t = w.train().dtype;
+  for (const char* backend : {"openblas", "onednn"}) {
+    const bool dnn = std::string(backend) == "onednn";
+    if ((dnn && !cpu::onednn::unavailable(t).empty()) || (!dnn && t != Dtype::fp32)) continue;
+    auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
+    impl->activate();
+    impl->prepare(in);
+    impl->run();
+    f(backend, impl->result());
+  }
+}
+
 TrainShape shape_of(const ModelDesc& m, std::int64_t batch, bool train = true) {
   TrainShape s;
   s.model = m.name, s.batch = batch, s.train = train, s.image = 16;
@@ -899,17 +914,11 @@ TEST(TrainModel, AReluIsFusedOnlyIntoItsSoleInput) {
       s.model = m->name, s.batch = 4, s.train = train, s.dtype = t;
       const TrainWorkload w(s, m);
       const Tensors in = w.make_inputs();
-      for (const char* backend : {"openblas", "onednn"}) {
-        const bool dnn = std::string(backend) == "onednn";
-        if ((dnn && !cpu::onednn::unavailable(t).empty()) || (!dnn && t != Dtype::fp32)) continue;
-        auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
-        impl->activate();
-        impl->prepare(in);
-        impl->run();
-        const Check c = w.verify(in, impl->result());
+      each_cpu_step(w, in, [&](const char* backend, const Tensors& out) {
+        const Check c = w.verify(in, out);
         EXPECT_TRUE(c.ok) << backend << " " << to_string(t) << (train ? " train" : " infer") << ": "
                           << c.detail;
-      }
+      });
     }
 }
 
@@ -1155,19 +1164,12 @@ TEST(TrainModel, InferenceWithBatchNormFoldedIntoTheConvolutions) {
   for (Dtype dt : {Dtype::fp32, Dtype::bf16}) {
     const TrainWorkload w = testing::folded_inference_workload(dt);
     const Tensors in = testing::drawn_batch_norms(w);
-    for (const char* backend : {"openblas", "onednn"}) {
-      const bool dnn = std::string(backend) == "onednn";
-      if ((dnn && !cpu::onednn::unavailable(dt).empty()) || (!dnn && dt != Dtype::fp32)) continue;
-      auto impl = testing::find_impl(cpu::train_impls(), backend).make(w, 2);
-      impl->activate();
-      impl->prepare(in);
-      impl->run();
-      Tensors out = impl->result();
+    each_cpu_step(w, in, [&](const char* backend, const Tensors& out) {
       const Check c = w.verify(in, out);
       EXPECT_TRUE(c.ok) << backend << " " << to_string(dt) << ": " << c.detail;
       // The same logits checked against PyTorch's initial batch norms: they differ.
       EXPECT_FALSE(w.verify(w.make_inputs(), out).ok) << backend << " " << to_string(dt);
-    }
+    });
   }
 }
 
