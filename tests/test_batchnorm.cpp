@@ -178,18 +178,24 @@ TEST(BatchNorm, TheTunedLoopsEqualTheLoopsInDouble) {
 // BnShape::relu, the training steps' fusion): forward writes relu of the unfused pass's output,
 // the same statistics; backward, given the ReLU's output's gradient and the forward pass's mask,
 // equals the unfused backward pass of that gradient masked where the output was not positive
-// (the ReLU's backward pass), in fp32 (NCHW and NHWC) and in bf16 (NHWC) where the CPU has it;
+// (the ReLU's backward pass), in fp32 (NCHW and NHWC) and in bf16 (NHWC) where the CPU has it,
+// through oneDNN's plain kernels and its JIT ones;
 // zero outputs and negative ones among them. A fused pass without its mask is refused.
 TEST(BatchNorm, OnednnFusesTheReluInTraining) {
   if (!cpu::onednn::built()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
-  for (const auto& [t, channels_last] :
-       {std::pair{Dtype::fp32, false}, {Dtype::fp32, true}, {Dtype::bf16, true}}) {
+  // 35 channels take oneDNN's plain C++ kernels, 64 its JIT ones (the steps' shapes) where the
+  // ISA has them.
+  for (const auto& [t, channels_last, channels] : {std::tuple{Dtype::fp32, false, 35},
+                                                   {Dtype::fp32, true, 35},
+                                                   {Dtype::fp32, true, 64},
+                                                   {Dtype::bf16, true, 35},
+                                                   {Dtype::bf16, true, 64}}) {
     if (!cpu::onednn::unavailable(t).empty()) {
       std::cout << to_string(t) << " not run: " << cpu::onednn::unavailable(t) << "\n";
       continue;
     }
     BnShape s;
-    s.n = 3, s.c = 35, s.hw = 13, s.channels_last = channels_last;
+    s.n = 3, s.c = channels, s.hw = 13, s.channels_last = channels_last;
     const auto size = static_cast<std::size_t>(s.size()), cs = static_cast<std::size_t>(s.c);
     Rng rng(11);
     std::vector<float> xf(size), dyf(size), w(cs), b(cs), rm(cs, 0.0f), rv(cs, 1.0f);
@@ -227,7 +233,8 @@ TEST(BatchNorm, OnednnFusesTheReluInTraining) {
     cpu::OnednnBatchNorm bn(t, channels_last);
     BnShape fused = s;
     fused.relu = true;
-    const std::string at = std::string(to_string(t)) + (channels_last ? " NHWC" : " NCHW");
+    const std::string at = std::string(to_string(t)) + (channels_last ? " NHWC " : " NCHW ") +
+                           std::to_string(channels) + " channels";
     std::vector<std::uint8_t> y(x.size()), yr(x.size());
     std::vector<float> mean(cs), var(cs), mean_r(cs), var_r(cs), rm1 = rm, rv1 = rv, rm2 = rm,
                                                                  rv2 = rv;
