@@ -193,14 +193,16 @@ double TrainWorkload::host_bytes(Device device) const {
   // an implementation. An implementation: its copies and outputs (6 p floats) and, on the CPU, its
   // walk's buffers in fp32 (counted: walk_bytes); on the GPU, whose walk is in device memory,
   // a pinned copy of the batch (the variant that copies it in each step). Inference:
-  // parameters and the walk's buffers. Beside an implementation, the exact reference's results
+  // parameters and the walk's buffers, and on the CPU the convolutions' weights held in oneDNN's
+  // layout (p floats at most). Beside an implementation, the exact reference's results
   // stay for its check: parameters, velocity and state, and the logits of a period, in double
   // (0.4 GB for ResNet-50).
   const double batch = b * static_cast<double>(m_->input.size() + 1);
   const double inputs = 4.0 * (2.0 * p + s_.ranks * batch);
   const double kept = 8.0 * (2.0 * p + static_cast<double>(m_->state_count) +
                              static_cast<double>(period()) * static_cast<double>(m_->classes));
-  const double impl = kept + 4.0 * (s_.train ? 6.0 : 2.0) * p +
+  const double copies = s_.train ? 6.0 : device == Device::cpu ? 3.0 : 2.0;  // of p floats
+  const double impl = kept + 4.0 * copies * p +
                       (device == Device::cpu ? walk_bytes(*m_, s_, false, device) : 4.0 * batch);
   return inputs + std::max(ref, impl);
 }

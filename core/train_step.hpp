@@ -31,6 +31,9 @@
 //                                      BnShape::relu)
 //   conv_fused(ConvShape, x, w, b, ConvTail, out)
 //                                      a forward convolution and what follows it (ConvTail)
+//   drop_held_weights()                (optional) where conv_fused keeps the weights converted
+//                                      from one pass to the next: forget them (an inference
+//                                      pass whose caller does not promise the same parameters)
 // and, where it fuses a ReLU into the batch norm before it in training too:
 //   batchnorm_relu_mask_bytes(BnShape) the bytes of the mask the fused passes keep (-1: this
 //                                      batch norm is not fused)
@@ -73,8 +76,13 @@ namespace pb {
 class ModelStep {
  public:
   virtual ~ModelStep() = default;
+  // Whether params may differ from a forward pass to the next: `fresh` (the first pass over
+  // these values, or any pass that promises nothing), or `unchanged` (the same values at the
+  // same address as the step's last forward pass: a device may reuse the weights it converted
+  // then, as cpu_ref/train.cpp's oneDNN convolutions do; an update in between forgets them).
+  enum class Params { fresh, unchanged };
   // The forward pass alone, with the running statistics: the logits (batch x classes).
-  virtual void forward(const float* x, const float* params, float* state) = 0;
+  virtual void forward(const float* x, const float* params, float* state, Params p) = 0;
   // Forward (the state updated), the loss, backward: the gradients in grads(), the loss in loss().
   virtual void forward_backward(const float* x, const std::int32_t* labels, const float* params,
                                 float* state) = 0;
@@ -150,6 +158,14 @@ struct FusesConv<
              std::declval<const typename Ops::ParamType*>(),
              std::declval<const ConvTail<typename Ops::ActType, typename Ops::ParamType>&>(),
              std::declval<typename Ops::ActType*>()))>> : std::true_type {};
+
+// Whether an Ops keeps an inference pass's converted weights for the next (it has
+// drop_held_weights()).
+template <class Ops, class = void>
+struct HoldsWeights : std::false_type {};
+template <class Ops>
+struct HoldsWeights<Ops, std::void_t<decltype(std::declval<Ops&>().drop_held_weights())>>
+    : std::true_type {};
 
 // Whether an Ops needs every map and gradient at an address of its own (it has kKeepsEveryMap):
 // the reference's, whose kinks pass keys each map's terms by its address. Every other Ops'
@@ -350,6 +366,13 @@ class Walk {
     }
   }
 
+  // Inference's pass (ModelStep::forward): the weights an Ops held from the last pass dropped
+  // first unless the caller promises the same parameters.
+  void infer(const float* x, const P* params, P* state, ModelStep::Params p) {
+    if constexpr (HoldsWeights<Ops>::value)
+      if (p != ModelStep::Params::unchanged) ops_.drop_held_weights();
+    forward(x, params, state, false);
+  }
   template <class X>
   void forward_backward(const X* x, const std::int32_t* labels, const P* params, P* state) {
     labels_ = labels;
@@ -447,6 +470,7 @@ class Walk {
   std::function<void(P* grads, std::int64_t from)> on_ready;
 
   void update(P* params, P* velocity) {
+    if constexpr (HoldsWeights<Ops>::value) ops_.drop_held_weights();  // stale after this
     ops_.sgd_momentum(params, velocity, param_grads_.data(), m_.param_count, s_.lr, s_.momentum,
                       s_.weight_decay);
   }
@@ -553,8 +577,8 @@ template <class Ops>
 class WalkStep : public ModelStep {
  public:
   WalkStep(const ModelDesc& m, const TrainShape& s, Ops& ops) : walk_(m, s, ops) {}
-  void forward(const float* x, const float* params, float* state) override {
-    walk_.forward(x, params, state, false);
+  void forward(const float* x, const float* params, float* state, Params p) override {
+    walk_.infer(x, params, state, p);
   }
   void forward_backward(const float* x, const std::int32_t* labels, const float* params,
                         float* state) override {

@@ -156,8 +156,11 @@ struct OnednnConvolution::State {
     int arg;
     dnnl::memory::desc user;  // the caller's layout (NCHW or NHWC, OIHW, fp32)
     bool direct;              // the primitive's layout too: no reorder
+    dnnl::memory own;         // the plan's: args[arg] unless a held copy is bound there
   };
   std::vector<Arg> inputs, outputs;
+  // The weights held for inference (load's hold_weights), in the primitive's layout, by source.
+  std::unordered_map<const void*, dnnl::memory> held;
   // The post-ops' operands, bound by post_inputs(): the argument and which (0 scale, 1 shift,
   // 2 residual).
   std::vector<std::pair<int, int>> post;
@@ -196,7 +199,7 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, boo
   auto arg = [&](std::vector<State::Arg>& list, int a, const md& want, const md& user) {
     const bool direct = channels_last && want == user;
     st_->args[a] = direct ? dnnl::memory(want, eng, DNNL_MEMORY_NONE) : dnnl::memory(want, eng);
-    list.push_back({a, user, direct});
+    list.push_back({a, user, direct, st_->args[a]});
   };
   dnnl::primitive_attr attr;
   if (post.any()) {
@@ -277,7 +280,7 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool channels_last, boo
 
 OnednnConvolution::~OnednnConvolution() = default;
 
-void OnednnConvolution::load(const void* in0, const void* in1, const float* b) {
+void OnednnConvolution::load(const void* in0, const void* in1, const float* b, bool hold_weights) {
   const void* from[3] = {in0, in1, b};
   for (std::size_t j = 0; j < st_->inputs.size(); ++j) {
     const State::Arg& a = st_->inputs[j];
@@ -287,10 +290,22 @@ void OnednnConvolution::load(const void* in0, const void* in1, const float* b) {
       continue;
     }
     dnnl::memory user(a.user, onednn::engine(), const_cast<void*>(from[j]));
+    if (hold_weights && a.arg == DNNL_ARG_WEIGHTS) {
+      auto [copy, fresh] = st_->held.try_emplace(from[j]);
+      if (fresh) {
+        copy->second = dnnl::memory(a.own.get_desc(), onednn::engine());
+        dnnl::reorder(user, copy->second).execute(onednn::stream(), user, copy->second);
+      }
+      mem = copy->second;
+      continue;
+    }
+    mem = a.own;
     dnnl::reorder(user, mem).execute(onednn::stream(), user, mem);
   }
   onednn::stream().wait();
 }
+
+void OnednnConvolution::drop_held_weights() { st_->held.clear(); }
 
 void OnednnConvolution::execute() {
   st_->prim.execute(onednn::stream(), st_->args);
@@ -328,16 +343,17 @@ OnednnConvolution::OnednnConvolution(const ConvShape& s, bool, bool, ConvPost) {
 }
 void OnednnConvolution::post_inputs(const float*, const float*, const void*) {}
 OnednnConvolution::~OnednnConvolution() = default;
-void OnednnConvolution::load(const void*, const void*, const float*) {}
+void OnednnConvolution::load(const void*, const void*, const float*, bool) {}
+void OnednnConvolution::drop_held_weights() {}
 void OnednnConvolution::execute() {}
 void OnednnConvolution::store(void*, float*) {}
 void OnednnConvolution::bind(void*, float*) {}
 std::string OnednnConvolution::kernel() const { return ""; }
 #endif
 
-void OnednnConvolution::run(const void* in0, const void* in1, const float* b, void* out,
-                            float* db) {
-  load(in0, in1, b);
+void OnednnConvolution::run(const void* in0, const void* in1, const float* b, void* out, float* db,
+                            bool hold_weights) {
+  load(in0, in1, b, hold_weights);
   bind(out, db);
   execute();
   store(out, db);

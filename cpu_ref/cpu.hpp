@@ -137,11 +137,17 @@ class OnednnConvolution {
   OnednnConvolution(const OnednnConvolution&) = delete;
   OnednnConvolution& operator=(const OnednnConvolution&) = delete;
   ~OnednnConvolution();
-  // The maps as the constructor says (fp32, or s.dtype's 16 bits); weights fp32.
-  void load(const void* in0, const void* in1, const float* b);
+  // The maps as the constructor says (fp32, or s.dtype's 16 bits); weights fp32. hold_weights
+  // (inference, whose weights do not change between passes): a forward pass's weights (in1) are
+  // reordered into the primitive's layout and dtype once per source address, and that copy is
+  // reused by each later load with hold_weights from the same address until
+  // drop_held_weights(); the caller promises the values there do not change meanwhile.
+  void load(const void* in0, const void* in1, const float* b, bool hold_weights = false);
   void execute();
   void store(void* out, float* db);
-  void run(const void* in0, const void* in1, const float* b, void* out, float* db);
+  void run(const void* in0, const void* in1, const float* b, void* out, float* db,
+           bool hold_weights = false);
+  void drop_held_weights();
   std::string kernel() const;  // what oneDNN chose, e.g. "jit:avx512_core"
 
  private:

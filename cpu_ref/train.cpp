@@ -130,8 +130,9 @@ class ConvRunner {
     plan(s, {})->run(in0, in1, bias, out, db);
   }
   // A forward convolution and its inference tail (the batch norm folded into a per-channel scale
-  // and shift): in oneDNN's pass as post-ops, else (OpenBLAS, or post-ops oneDNN cannot run
-  // here) in a pass over the output after it.
+  // and shift): in oneDNN's pass as post-ops, its weights held in oneDNN's layout from one pass
+  // to the next (until drop_held_weights()), else (OpenBLAS, or post-ops oneDNN cannot run here)
+  // in a pass over the output after it.
   template <class T>
   void fused(ConvShape s, const T* x, const float* w, const float* b, const ConvTail<T, float>& t,
              T* out) {
@@ -147,12 +148,16 @@ class ConvRunner {
     if (backend_ == TrainBackend::onednn) {
       if (OnednnConvolution* p = plan(s, {t.weight != nullptr, t.residual != nullptr, t.relu})) {
         p->post_inputs(scale, shift, t.residual);
-        return p->run(x, w, b, out, nullptr);
+        return p->run(x, w, b, out, nullptr, /*hold_weights=*/true);
       }
     }
     (*this)(s, x, w, b, out, nullptr);
     apply_tail(Maps{s.n, s.k, s.pq(), backend_ == TrainBackend::onednn}, scale, shift, t.residual,
                t.relu, out, threads_);
+  }
+  void drop_held_weights() {
+    for (auto& [key, p] : plans_)
+      if (p) p->drop_held_weights();
   }
 
  private:
@@ -237,6 +242,7 @@ class CpuOps : public HostOps<float> {
                   const ConvTail<float, float>& t, float* out) {
     conv_.fused(s, x, w, b, t, out);
   }
+  void drop_held_weights() { conv_.drop_held_weights(); }
   void relu(const float* z, const float* dy, float* out, std::int64_t n) {
     activation_omp(Act::relu, z, dy, out, n, threads_);
   }
@@ -325,6 +331,7 @@ class Bf16Ops : public HostBuffers {
                   const ConvTail<Bf16, float>& t, Bf16* out) {
     conv_.fused(s, x, w, b, t, out);
   }
+  void drop_held_weights() { conv_.drop_held_weights(); }
   // On the bits: z > 0 where the sign is clear and z is not zero.
   void relu(const Bf16* z, const Bf16* dy, Bf16* out, std::int64_t n) {
     if (dy) {
@@ -432,11 +439,11 @@ class Bf16Ops : public HostBuffers {
   std::vector<float> a_, b_;  // fp32 copies for the fp32 op functions
 };
 static_assert(FusesConv<Bf16Ops>::value && FusesRelu<Bf16Ops>::value &&
-              FusesTrainingRelu<Bf16Ops>::value);
+              FusesTrainingRelu<Bf16Ops>::value && HoldsWeights<Bf16Ops>::value);
 #endif
 // The memory check counts the CPU's walk with both fusions (walk_bytes, Device::cpu).
 static_assert(FusesConv<CpuOps>::value && FusesRelu<CpuOps>::value &&
-              FusesTrainingRelu<CpuOps>::value);
+              FusesTrainingRelu<CpuOps>::value && HoldsWeights<CpuOps>::value);
 
 // A step that owns its backend (made before the step, which allocates through it).
 template <class Ops>
@@ -494,13 +501,16 @@ class TrainCpu : public CpuImpl {
     params_ = at(in, "params").f32();
     velocity_ = at(in, "velocity").f32();
     if (const Tensor* state = find(in, "state")) state_ = state->f32();
+    forwarded_ = false;
   }
   void run() override {
     if (w_.train().train)
       step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
                   w_.model().param_count);
-    else
-      step_->forward(x_.data(), params_.data(), state_.data());
+    else  // params_ changes only in prepare(): the passes after the first reuse its weights
+      step_->forward(x_.data(), params_.data(), state_.data(),
+                     forwarded_ ? ModelStep::Params::unchanged : ModelStep::Params::fresh);
+    forwarded_ = true;
   }
   Tensors result() override {
     const std::int64_t batch = w_.train().batch, classes = w_.model().classes;
@@ -523,6 +533,7 @@ class TrainCpu : public CpuImpl {
   std::unique_ptr<GradientReducer> reducer_;
   std::vector<float> x_, params_, velocity_, state_;
   std::vector<std::int32_t> labels_;
+  bool forwarded_ = false;  // a forward pass ran on params_ since prepare()
 };
 
 ImplSpec spec(const char* name, TrainBackend backend, bool overlap = false) {

@@ -708,7 +708,7 @@ class GpuTrain : public GpuImpl {
       step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
                   m_.param_count);
     else
-      step_->forward(x_.data(), params_.data(), state_.data());
+      step_->forward(x_.data(), params_.data(), state_.data(), ModelStep::Params::fresh);
   }
   // One step outside the capture (cuDNN's plans and the column buffer are made in a first step,
   // and both synchronize, which a capturing stream may not), its parameters, velocity and state

@@ -127,6 +127,41 @@ TEST(OnednnConvolutionPlan, RunsOnTheCallersBuffers) {
   }
 }
 
+// Inference's held weights: with hold_weights a plan reorders a source's weights on their first
+// use and reuses that copy until drop_held_weights(), each source its own copy (one plan serves
+// every layer of its shape); a load without hold_weights reorders what it is given and leaves the
+// held copies alone. New values at a held source are not seen: the caller promised none.
+TEST(OnednnConvolutionPlan, HoldsEachSourcesWeightsUntilDropped) {
+  const ConvShape s = shape(2, 5, 9, 8, 6, 3, 3, 2, 1);
+  if (!cpu::onednn::unavailable(s.dtype).empty()) GTEST_SKIP() << cpu::onednn::unavailable(s.dtype);
+  const Tensors in = ConvWorkload(s, 3).make_inputs(), other = ConvWorkload(s, 4).make_inputs();
+  const std::vector<float>&w1 = at(in, "w").f32(), &w2 = at(other, "w").f32();
+  cpu::OnednnConvolution plan(s);
+  auto y = [&](cpu::OnednnConvolution& p, const std::vector<float>& w, bool hold) {
+    Tensors out = conv_outputs(s);
+    p.run(at(in, "x").f32().data(), w.data(), at(in, "b").f32().data(), out[0].f32().data(),
+          nullptr, hold);
+    return out[0].f32();
+  };
+  auto plain = [&](const std::vector<float>& w) {
+    cpu::OnednnConvolution p(s);
+    return y(p, w, false);
+  };
+  const std::vector<float> y1 = plain(w1), y2 = plain(w2);
+  ASSERT_NE(y1, y2);
+  std::vector<float> source = w1;
+  EXPECT_EQ(y(plan, source, true), y1);
+  EXPECT_EQ(y(plan, w2, true), y2);  // another source: its own copy
+  EXPECT_EQ(y(plan, w2, false), y2);
+  std::copy(w2.begin(), w2.end(), source.begin());  // new values at the held source
+  EXPECT_EQ(y(plan, source, true), y1);
+  EXPECT_EQ(y(plan, source, false), y2);  // reordered as given ...
+  EXPECT_EQ(y(plan, source, true), y1);   // ... and the held copy left alone
+  EXPECT_EQ(y(plan, w2, true), y2);
+  plan.drop_held_weights();
+  EXPECT_EQ(y(plan, source, true), y2);
+}
+
 // A layer without a bias (ResNet-50's convolutions): its plan takes no b and gives no db (null
 // pointers, never touched), and its y and dw are those of a plan with a bias of zeros.
 TEST(OnednnConvolutionPlan, ALayerWithoutABiasTakesNoneAndSumsNone) {

@@ -922,6 +922,47 @@ TEST(TrainModel, AReluIsFusedOnlyIntoItsSoleInput) {
     }
 }
 
+// Inference through oneDNN holds the convolutions' weights from one pass to the next
+// (ModelStep::Params::unchanged): a pass gives the logits of a step that has never held any, and
+// a fresh pass after the parameters changed at the same address gives the new parameters'
+// logits, in each dtype the CPU has. conv2 and conv3 share a shape, so one plan holds both
+// layers' weights.
+TEST(TrainModel, InferenceHoldsItsWeightsOnlyWhileTheyAreUnchanged) {
+  ModelBuilder b("held", {3, 8, 8});
+  int a = b.relu(b.batchnorm(b.conv(0, 8, 3, 1, 1, false, "conv1"), "bn1"));
+  a = b.relu(b.batchnorm(b.conv(a, 8, 3, 1, 1, false, "conv2"), "bn2"));
+  a = b.relu(b.batchnorm(b.conv(a, 8, 3, 1, 1, false, "conv3"), "bn3"));
+  b.loss(b.linear(b.avgpool(a), 10, true, "fc"));
+  const ModelDesc m = b.build();
+  using Params = ModelStep::Params;
+  for (Dtype t : {Dtype::fp32, Dtype::bf16}) {
+    if (!cpu::onednn::unavailable(t).empty()) continue;  // bf16 where the CPU has it
+    TrainShape s;
+    s.model = m.name, s.batch = 2, s.train = false, s.dtype = t;
+    const std::int64_t f = m.input.size();
+    std::vector<float> x(static_cast<std::size_t>(s.batch * f));
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
+    synthetic_batch(f, m.classes, s.batch, 0, x.data(), labels.data());
+    std::vector<float> state = initial_state(m), p = initial_params(m);
+    auto logits = [&](ModelStep& step, Params how) {
+      step.forward(x.data(), p.data(), state.data(), how);
+      return std::vector<float>(step.logits(), step.logits() + s.batch * m.classes);
+    };
+    auto once = [&] {
+      return logits(*cpu::make_model_step(m, s, cpu::TrainBackend::onednn, 2), Params::fresh);
+    };
+    auto step = cpu::make_model_step(m, s, cpu::TrainBackend::onednn, 2);
+    const std::vector<float> before = once();
+    EXPECT_EQ(logits(*step, Params::fresh), before) << to_string(t);
+    EXPECT_EQ(logits(*step, Params::unchanged), before) << to_string(t);
+    for (std::size_t i = 0; i < p.size(); i += 3) p[i] = -p[i];
+    const std::vector<float> after = once();
+    ASSERT_NE(after, before);
+    EXPECT_EQ(logits(*step, Params::fresh), after) << to_string(t);
+    EXPECT_EQ(logits(*step, Params::unchanged), after) << to_string(t);
+  }
+}
+
 // Inference's plan of fusions (core/model.hpp's inference_fusions) on ResNet-50: every
 // convolution takes its batch norm; each block's residual add and the ReLU after it go into the
 // block's last convolution (the projection's, in a stage's first block, whose add comes after
