@@ -297,6 +297,12 @@ json ceilings(const json& context, const json& measured) {
   return out;
 }
 
+double pct_peak_gflops(const json& ceilings, Device d, double fallback) {
+  const json fp32 = ceilings.value(to_string(d), json::object()).value("fp32", json::object());
+  const double best = std::max(num(fp32, "peak"), num(fp32, "measured"));
+  return best > 0 ? best : fallback;
+}
+
 json measure_ceilings(const std::vector<Case>& run, const Resources& res, bool quiet) {
   json out = json::object();
   for (Device d : {Device::cpu, Device::gpu}) {

@@ -64,6 +64,12 @@ CpuMaxClock cpu_max_clock(double max_khz, const std::string& driver, const std::
 // measure_ceilings measured.
 report::json ceilings(const report::json& context, const report::json& measured);
 
+// What a case's pct_peak divides by on device d: its fp32 ceiling's peak, or the measured
+// figure where the run's own probe beat the peak (a CPU clocked above the nominal clock its peak
+// assumes, the maximum hidden from it, as in a VM: that peak is then no peak); `fallback` where
+// context.ceilings (`ceilings`) has no fp32 figure for d.
+double pct_peak_gflops(const report::json& ceilings, Device d, double fallback);
+
 // Runs the probes the run's cases need (only the devices, dtypes and metrics they have): per
 // device {"fp32": {"value": GFLOP/s, "case": name}, ..., "memory": {"value": GB/s, ...},
 // "host_link": ...}; a probe that could not run has {"error": why}.

@@ -13,7 +13,7 @@ namespace pb {
 
 struct HarnessConfig {
   bool cold = false;
-  double cpu_peak_gflops = 0;  // theoretical fp32 peaks for the "% of peak" counter
+  double cpu_peak_gflops = 0;  // the fp32 peaks pct_peak divides by (pct_peak_gflops)
   double gpu_peak_gflops = 0;
   // Keep Google Benchmark's entries of failed cases (error_occurred, a zero time) in
   // `benchmarks`; by default they are left out, so no CI tool reads them as times.
@@ -25,6 +25,12 @@ struct HarnessConfig {
   const energy::Calibrated* cpu_energy = nullptr;
   const energy::Calibrated* gpu_energy = nullptr;
 };
+
+// An fp32 case's GFLOP/s as a percentage of its device's peak: {"pct_peak"}, or, where it beat
+// the peak (one that is no ceiling: the turbo clock a VM hides from the nominal-clock peak),
+// {"pct_peak": 100, "beat_peak_by": the fraction above}, as the roofline marks a case above its
+// measured ceiling; {} where no peak is known (0).
+report::json pct_of_peak(double gflops, double peak);
 
 struct HarnessResult {
   report::json benchmarks = report::json::array();  // Google Benchmark's run entries

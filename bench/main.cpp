@@ -329,14 +329,18 @@ int run(int argc_in, char** argv_in) {
   per_device("price_usd_per_hour", o.price_cpu, o.price_gpu);
   per_device("cluster_busbw_gbs", o.busbw_cpu, o.busbw_gpu);
   context["ceilings"] = pb::ceilings(context, pb::measure_ceilings(cases, res, o.quiet));
+  context["pct_peak_gflops"] = {{"cpu", pb::pct_peak_gflops(context["ceilings"], pb::Device::cpu,
+                                                            pb::cpu_peak_fp32_gflops())},
+                                {"gpu", pb::pct_peak_gflops(context["ceilings"], pb::Device::gpu,
+                                                            pb::gpu::probe().peak_fp32_gflops)}};
   log->append("context", context);
   pb::HarnessConfig cfg;
   cfg.cold = o.cold;
   cfg.keep_error_entries = o.keep_error_entries;
   cfg.quiet = o.quiet || world.rank > 0;
   cfg.suite = o.shapes.empty() ? o.suite : "";  // --shape runs have no expected time
-  cfg.cpu_peak_gflops = pb::cpu_peak_fp32_gflops();
-  cfg.gpu_peak_gflops = pb::gpu::probe().peak_fp32_gflops;
+  cfg.cpu_peak_gflops = context["pct_peak_gflops"]["cpu"];
+  cfg.gpu_peak_gflops = context["pct_peak_gflops"]["gpu"];
   cfg.cpu_energy = &cpu_energy;
   cfg.gpu_energy = &gpu_energy;
   const pb::HarnessResult result = pb::run_cases(cases, cfg, *log);

@@ -160,11 +160,15 @@ def impossible_figures(doc):
     """Every figure of the report above what its device can do, as one line each: measured
     cases (not those the report itself marked above_ceiling: they are errors with no time), the
     STREAM figures of memory_bandwidth (write-allocate traffic included), and any roofline point
-    above 100% of its attainable."""
+    or case above 100% of its attainable or its peak (pct_peak: a case that beat the peak reads
+    100 with beat_peak_by)."""
     ctx, out = doc["context"], []
     for c in doc["pairbench"]["cases"]:
         if c.get("status") != "ok":
             continue
+        if c.get("pct_peak", 0) > 100:
+            out.append(f"{c['name']}: at {c['pct_peak']:.0f}% of its device's peak: no figure may "
+                       f"stand above its ceiling")
         if c.get("metric") == "GB/s":
             host_link = c.get("role") == "transfer" and c["shape"].get("dir") != "d2d"
             if c.get("cache_resident") and not host_link:  # no cache holds a copy over the link

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "bench/ceilings.hpp"
+#include "bench/harness.hpp"
 #include "kernels/gpu.hpp"
 
 namespace pb {
@@ -86,6 +87,26 @@ TEST(Ceilings, TheCpuPeakAllowsTurboOnlyWhereTheMaximumClockIsNotVisible) {
   EXPECT_EQ(c["cpu"]["fp32"]["peak"], 4 * 3.0 * 64);
   EXPECT_EQ(c["cpu"]["fp32"]["bound"], 4 * 3.0 * 64);
   EXPECT_EQ(c["cpu"]["fp32"]["bound_source"], "the peak");
+}
+
+// pct_peak divides by the fp32 peak, or by the run's own probe where that beat the peak (a VM's
+// CPU at a turbo clock above the nominal one the peak assumes); the caller's fallback where the
+// run has no fp32 ceiling. No percentage exceeds 100.
+TEST(Ceilings, PctPeakDividesByThePeakOrTheProbeThatBeatIt) {
+  auto with_probe = [](double gflops) {
+    return ceilings(cpu_context(),
+                    {{"cpu", {{"fp32", {{"value", gflops}, {"case", "gemm/cpu/onednn/x"}}}}}});
+  };
+  const double peak = 4 * 2.0 * 64;
+  EXPECT_EQ(pct_peak_gflops(with_probe(300.0), Device::cpu, 1.0), peak);
+  EXPECT_EQ(pct_peak_gflops(with_probe(700.0), Device::cpu, 1.0), 700.0);
+  EXPECT_EQ(pct_peak_gflops(ceilings(cpu_context(), json::object()), Device::cpu, 1.0), peak);
+  EXPECT_EQ(pct_peak_gflops(with_probe(300.0), Device::gpu, 42.0), 42.0);  // no GPU ceiling
+  EXPECT_EQ(pct_peak_gflops(json::object(), Device::cpu, 7.0), 7.0);
+  // A case above its divisor reads 100%, and by how much it beat it, as the roofline marks one.
+  EXPECT_EQ(pct_of_peak(50.0, 200.0), json({{"pct_peak", 25.0}}));
+  EXPECT_EQ(pct_of_peak(300.0, 200.0), json({{"pct_peak", 100.0}, {"beat_peak_by", 0.5}}));
+  EXPECT_EQ(pct_of_peak(300.0, 0.0), json::object());
 }
 
 TEST(Ceilings, AcpiCpufreqWithBoostOnHidesTheMaximumClock) {

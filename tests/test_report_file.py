@@ -77,6 +77,20 @@ def test_a_quick_run_holds_every_figure_under_a_named_ceiling(quick_reports):
     assert not any("above_ceiling" in c for c in doc["pairbench"]["cases"])
 
 
+def test_no_case_of_a_quick_run_stands_above_100_percent_of_its_peak(quick_reports):
+    # pct_peak divides by the fp32 peak or the run's probe where that beat it; a case above both
+    # reads 100 with beat_peak_by. The validator names any figure above 100.
+    doc = validate_report.load_strict(quick_reports[0])
+    fp32 = doc["context"]["ceilings"]["cpu"]["fp32"]
+    assert doc["context"]["pct_peak_gflops"]["cpu"] == max(fp32["peak"], fp32["measured"])
+    ok = [c for c in doc["pairbench"]["cases"] if c["status"] == "ok" and "pct_peak" in c]
+    assert ok and all(0 < c["pct_peak"] <= 100 for c in ok)
+    assert all(c["pct_peak"] == 100 and c["beat_peak_by"] > 0 for c in ok if "beat_peak_by" in c)
+    ok[0]["pct_peak"] = 120.0
+    found = validate_report.impossible_figures(doc)
+    assert len(found) == 1 and found[0].startswith(ok[0]["name"] + ": at 120% of its device's peak")
+
+
 def test_a_figure_above_its_ceiling_is_named_by_the_validator(quick_reports):
     doc = validate_report.load_strict(quick_reports[0])
     case = next(c for c in doc["pairbench"]["cases"]
