@@ -23,7 +23,7 @@
 namespace pb {
 
 report::json pct_of_peak(double gflops, double peak) {
-  if (!(peak > 0)) return report::json::object();
+  if (!(peak > 0) || !(gflops > 0)) return report::json::object();  // no FLOPs: no percentage
   const double pct = 100.0 * gflops / peak;
   if (pct <= 100) return {{"pct_peak", pct}};
   return {{"pct_peak", 100.0}, {"beat_peak_by", pct / 100 - 1}};

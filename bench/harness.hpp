@@ -29,7 +29,7 @@ struct HarnessConfig {
 // An fp32 case's GFLOP/s as a percentage of its device's peak: {"pct_peak"}, or, where it beat
 // the peak (one that is no ceiling: the turbo clock a VM hides from the nominal-clock peak),
 // {"pct_peak": 100, "beat_peak_by": the fraction above}, as the roofline marks a case above its
-// measured ceiling; {} where no peak is known (0).
+// measured ceiling; {} where no peak is known (0) or the case counts no FLOPs (STREAM copy).
 report::json pct_of_peak(double gflops, double peak);
 
 struct HarnessResult {

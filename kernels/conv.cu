@@ -497,7 +497,11 @@ CudnnConvolution::CudnnConvolution(cudaStream_t stream, const ConvShape& s, bool
                                                  &oq));
   if (on != n || oc != k || op != p || oq != q)
     throw std::runtime_error("cuDNN's output size differs from the workload's");
-  t.choose_algorithm(math, conv_plan_key(s, channels_last));
+  // Find times the convolution alone (run() adds the bias and sums its gradient apart): a layer
+  // with a bias and one without share a search.
+  ConvShape searched = s;
+  searched.bias = false;
+  t.choose_algorithm(math, conv_plan_key(searched, channels_last));
 }
 
 CudnnConvolution::~CudnnConvolution() = default;

@@ -107,6 +107,7 @@ TEST(Ceilings, PctPeakDividesByThePeakOrTheProbeThatBeatIt) {
   EXPECT_EQ(pct_of_peak(50.0, 200.0), json({{"pct_peak", 25.0}}));
   EXPECT_EQ(pct_of_peak(300.0, 200.0), json({{"pct_peak", 100.0}, {"beat_peak_by", 0.5}}));
   EXPECT_EQ(pct_of_peak(300.0, 0.0), json::object());
+  EXPECT_EQ(pct_of_peak(0.0, 200.0), json::object());  // a copy counts no FLOPs
 }
 
 TEST(Ceilings, AcpiCpufreqWithBoostOnHidesTheMaximumClock) {
