@@ -28,14 +28,14 @@ struct OnednnBatchNorm::State {
   };
   Dtype dtype = Dtype::fp32;
   bool channels_last = false;
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool>, Plan> plans;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, float, bool, bool>, Plan> plans;
   std::vector<std::uint8_t> unused;  // the dx oneDNN writes when the caller needs none
   std::string kernel;
 
   // BnShape::relu: the ReLU fused (fuse_norm_relu); in training, forward also writes where the
   // output was positive into the mask (oneDNN's workspace), which backward reads.
   Plan& plan(const BnShape& s, bool train) {
-    const auto key = std::make_tuple(s.n, s.c, s.hw, train, s.relu);
+    const auto key = std::make_tuple(s.n, s.c, s.hw, s.eps, train, s.relu);
     Plan& p = plans[key];
     if (p.fwd) return p;
     using md = dnnl::memory::desc;

@@ -280,6 +280,36 @@ TEST(BatchNorm, OnednnFusesTheReluInTraining) {
   }
 }
 
+// One oneDNN batch norm given one shape with two epsilons builds a plan for each: every pass,
+// in inference and training, equals the loops in double with its own eps (variances of 0.01,
+// so eps = 0.5 moves every output).
+TEST(BatchNorm, OnednnKeepsAPlanForEachEpsilon) {
+  if (!cpu::onednn::built()) GTEST_SKIP() << cpu::onednn::unavailable(Dtype::fp32);
+  BnShape s;
+  s.n = 2, s.c = 8, s.hw = 9, s.channels_last = true;
+  const auto size = static_cast<std::size_t>(s.size()), cs = static_cast<std::size_t>(s.c);
+  Rng rng(3);
+  std::vector<float> x(size), w(cs), b(cs), rm(cs), rv(cs);
+  for (float& v : x) v = 0.1f * rng.uniform();
+  for (std::size_t ch = 0; ch < cs; ++ch)
+    w[ch] = 1 + rng.uniform(), b[ch] = rng.uniform(), rm[ch] = 0.05f, rv[ch] = 0.01f;
+  auto d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  cpu::OnednnBatchNorm bn(Dtype::fp32, true);
+  for (bool train : {false, true})
+    for (float eps : {1e-5f, 0.5f, 1e-5f}) {
+      s.eps = eps;
+      std::vector<double> yd(size), md(cs), isd(cs), rmd = d(rm), rvd = d(rv);
+      batchnorm_forward(s, train, d(x).data(), d(w).data(), d(b).data(), yd.data(), md.data(),
+                        isd.data(), rmd.data(), rvd.data());
+      std::vector<float> y(size), mean(cs), var(cs), rmf = rm, rvf = rv;
+      bn.forward(s, train, x.data(), w.data(), b.data(), y.data(), mean.data(), var.data(),
+                 rmf.data(), rvf.data());
+      for (std::size_t i = 0; i < size; ++i)
+        ASSERT_NEAR(y[i], yd[i], 1e-4 * (1 + std::fabs(yd[i])))
+            << (train ? "train" : "infer") << " eps " << eps << " y " << i;
+    }
+}
+
 // The GPU's NCHW sums (kernels/batchnorm.cu's nchw_sums_kernel) walk a channel as rows of
 // Maps::piece_at: its loops, replayed here over every block and thread of a few grid heights,
 // visit each value of the channel once and nothing else, for planes under, at and over a piece
