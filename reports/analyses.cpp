@@ -34,6 +34,7 @@ json side(const json& c) {
             {"gbs", c.value("gbs", 0.0)},
             {"metric", c.value("metric", "GFLOP/s")},
             {"transfer_s", c["transfer_s"]}};
+  if (c.contains("samples_per_s")) s["samples_per_s"] = c["samples_per_s"];
   if (c["device"] == "cpu") s["threads"] = c["threads"];
   return s;
 }
@@ -108,8 +109,8 @@ json speedup(const json& cases, const json& probes) {
     // The fastest of each per implementation name and dtype: the same algorithm on both devices
     // where the names match (conv's im2col against im2col).
     std::map<std::pair<std::string, std::string>, const json*> cpu_impl, gpu_impl;
-    std::string gpu_missing;
-    bool any_cpu = false;  // a CPU case of this problem exists, whatever its status
+    std::string cpu_missing, gpu_missing;  // why the first case of each that did not run
+    bool any_cpu = false;                  // a CPU case of this problem exists, whatever its status
   };
   std::vector<Group> groups;
   std::map<std::string, std::size_t> index;
@@ -117,13 +118,14 @@ json speedup(const json& cases, const json& probes) {
     const std::string op = c["op"], shape = problem_key(c), key = op + "/" + shape;
     if (!index.count(key)) {
       index[key] = groups.size();
-      groups.push_back(Group{op, shape, nullptr, nullptr, {}, {}, {}, {}, "", false});
+      groups.push_back(Group{op, shape, nullptr, nullptr, {}, {}, {}, {}, "", "", false});
     }
     Group& g = groups[index[key]];
     const bool gpu = c["device"] == "gpu";
     g.any_cpu = g.any_cpu || !gpu;
     if (c["status"] != "ok") {
-      if (gpu && g.gpu_missing.empty()) g.gpu_missing = c["message"];
+      std::string& missing = gpu ? g.gpu_missing : g.cpu_missing;
+      if (missing.empty()) missing = c.value("message", c["status"].get<std::string>());
       continue;
     }
     const json*& best = gpu ? g.gpu : g.cpu;
@@ -158,6 +160,7 @@ json speedup(const json& cases, const json& probes) {
                       {"speedup", median_s(*cpu_case) / median_s(*d->second)}});
     }
     if (!same.empty()) e["same_algorithm"] = same;
+    if (!g.cpu) e["cpu_missing"] = g.cpu_missing;
     if (!g.gpu)
       e["gpu_missing"] = g.gpu_missing.empty() ? "no GPU case was selected" : g.gpu_missing;
     const json apart = apart_labels(g.cpu, g.gpu);

@@ -110,13 +110,21 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
+// A side of a speedup row: "onednn fp32 1.23 ms (456.7 GFLOP/s)"; a training step's
+// samples/s before its GFLOP/s.
 std::string describe(const json& s) {
   if (s.is_null()) return "-";
   char buf[160];
   const double gflops = s["gflops"], gbs = s.value("gbs", 0.0);
   const bool bytes = s.value("metric", "GFLOP/s") == "GB/s";
-  std::snprintf(buf, sizeof buf, "%s %s %s (%.1f %s)", s["impl"].get<std::string>().c_str(),
-                s["dtype"].get<std::string>().c_str(), fmt_time(s["time_s"]).c_str(),
+  char samples[48] = "";
+  if (s.contains("samples_per_s")) {
+    const double sps = s["samples_per_s"];
+    std::snprintf(samples, sizeof samples, sps < 100 ? "%.1f samples/s, " : "%.0f samples/s, ",
+                  sps);
+  }
+  std::snprintf(buf, sizeof buf, "%s %s %s (%s%.1f %s)", s["impl"].get<std::string>().c_str(),
+                s["dtype"].get<std::string>().c_str(), fmt_time(s["time_s"]).c_str(), samples,
                 bytes ? gbs : gflops, bytes ? "GB/s" : "GFLOP/s");
   return buf;
 }
@@ -139,9 +147,6 @@ std::string summary(const json& report) {
   }
   if (!shared.empty()) os << "No GPU numbers: " << shared << "\n";
   char buf[1024];
-  std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", "op / shape", "best CPU", "best GPU",
-                "GPU speedup");
-  os << buf;
   // A row whose figures mean less than they seem (checked_cases's labels, a throttled host) is
   // shown apart, below the others, with why.
   auto why_apart = [](const json& r) {
@@ -153,8 +158,27 @@ std::string summary(const json& report) {
       why += (why.empty() ? "" : ", ") + r["host_throttled"]["note"].get<std::string>();
     return why;
   };
-  std::string apart;
+  std::string table, apart;
+  // Problems that ran on neither device: one line per op and reason, not a row of dashes each.
+  struct NotRun {
+    std::string op, why;
+    int shapes;
+  };
+  std::vector<NotRun> not_run;
   for (const json& r : rows) {
+    if (r["cpu"].is_null() && r["gpu"].is_null()) {
+      const std::string op = r["op"], on_cpu = r.value("cpu_missing", "its cases did not run"),
+                        on_gpu = r.value("gpu_missing", "");
+      const std::string why =
+          on_gpu == on_cpu || on_gpu.rfind("no GPU", 0) == 0 ? on_cpu : on_cpu + "; GPU: " + on_gpu;
+      const auto seen = std::find_if(not_run.begin(), not_run.end(),
+                                     [&](const NotRun& n) { return n.op == op && n.why == why; });
+      if (seen == not_run.end())
+        not_run.push_back({op, why, 1});
+      else
+        ++seen->shapes;
+      continue;
+    }
     std::string speed;
     if (r.contains("speedup")) {
       char s[96];
@@ -164,16 +188,21 @@ std::string summary(const json& report) {
     } else if (r["gpu"].is_null()) {
       speed = shared.empty() ? r["gpu_missing"].get<std::string>() : "-";
     } else {
-      speed = "no CPU case ran";
+      speed = "no CPU case ran: " + r.value("cpu_missing", std::string("-"));
     }
     const std::string what = r["op"].get<std::string>() + " " + r["shape"].get<std::string>();
     std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", what.c_str(),
                   describe(r["cpu"]).c_str(), describe(r["gpu"]).c_str(), speed.c_str());
     const std::string why = why_apart(r);
     if (why.empty())
-      os << buf;
+      table += buf;
     else
       apart += std::string(buf, std::strlen(buf) - 1) + "  [" + why + "]\n";
+  }
+  if (!table.empty() || !apart.empty()) {
+    std::snprintf(buf, sizeof buf, "%-44s %-40s %-40s %s\n", "op / shape", "best CPU", "best GPU",
+                  "GPU speedup");
+    os << buf << table;
   }
   if (!apart.empty())
     os << "Apart: figures that mean less than they seem (latency-bound: under "
@@ -181,6 +210,12 @@ std::string summary(const json& report) {
        << " us, launch or fork-join latency as much as work; cache-resident: work read in GB/s "
           "whose working set fits the last-level cache; a throttled host):\n"
        << apart;
+  if (!not_run.empty()) {
+    os << "Not run on either device:\n";
+    for (const NotRun& n : not_run)
+      os << "  " << n.op << ", " << n.shapes << (n.shapes == 1 ? " shape: " : " shapes: ") << n.why
+         << "\n";
+  }
   // Like precision against like: the speedup per dtype where both devices ran it.
   std::string like;
   for (const json& r : rows) {

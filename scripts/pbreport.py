@@ -242,6 +242,18 @@ def apart_reason(row):
     return "; ".join(why)
 
 
+def not_run_reason(row, doc):
+    """Why a speedup row has neither a CPU nor a GPU figure: the CPU's reason, and the GPU's
+    where it differs (a report from before cpu_missing: the message of its first CPU case)."""
+    cpu = row.get("cpu_missing") or next(
+        (c.get("message", c["status"]) for c in doc["pairbench"]["cases"]
+         if c["op"] == row["op"] and c["device"] == "cpu" and c["status"] != "ok"
+         and c["name"].split("/", 3)[-1].startswith(row["shape"] + ",")),
+        "its cases did not run")
+    gpu = row.get("gpu_missing", cpu)
+    return cpu if gpu in (cpu, "") or gpu.startswith("no GPU") else f"{cpu}; GPU: {gpu}"
+
+
 def reference_medians(doc, framework="torch"):
     """Per op and device, the median and range of pairbench's best time over the framework's
     (pairbench.references): [(op, device, median, low, high, workloads)], [] without one."""

@@ -9,6 +9,7 @@ kernel-only and with transfers, and like precision), parallelism (throughput aga
 with ideal scaling), memory bandwidth (per device, % of peak; host<->device curves), batch size
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
 where that reads well. Exit codes: 0 written; 2 bad input."""
+import collections
 import os
 import statistics
 import sys
@@ -489,15 +490,22 @@ def summary(reports, written):
     def side(s):
         if not s:
             return "-"
+        sps = s.get("samples_per_s")
+        samples = f"{sps:.{1 if sps < 100 else 0}f} samples/s, " if sps else ""
         if s["gflops"] >= s.get("gbs", 0):
-            return f"{s['impl']} {s['dtype']} {s['gflops']:.1f} GFLOP/s"
-        return f"{s['impl']} {s['dtype']} {s['gbs']:.1f} GB/s"
+            return f"{s['impl']} {s['dtype']} {samples}{s['gflops']:.1f} GFLOP/s"
+        return f"{s['impl']} {s['dtype']} {samples}{s['gbs']:.1f} GB/s"
 
-    # Rows whose figures mean less than they seem go to a table of their own, with why.
+    # Rows whose figures mean less than they seem go to a table of their own, with why; problems
+    # that ran on neither device to one line per op and reason.
     head = "| machine | op | shape | best CPU | best GPU | GPU speedup | like precision |"
     tables = {False: [], True: []}
+    not_run = collections.Counter()
     for i, (_, doc) in enumerate(reports):
         for row in doc["pairbench"]["analyses"]["speedup"]:
+            if not row["cpu"] and not row["gpu"]:
+                not_run[(i, row["op"], pbreport.not_run_reason(row, doc))] += 1
+                continue
             speed = (f"{row['speedup']:.1f}x ({row['speedup_with_transfer']:.1f}x with copies)"
                      if "speedup" in row else "-")
             why = pbreport.apart_reason(row)
@@ -511,6 +519,10 @@ def summary(reports, written):
                   "launch or fork-join latency as much as work; cache-resident: work read in GB/s "
                   "whose working set fits the last-level cache; a throttled host):", "",
                   head + " why |", "|---|---|---|---|---|---|---|---|"] + tables[True]
+    if not_run:
+        lines += ["", "Not run on either device:", ""]
+        lines += [f"- machine {i + 1}, {op}, {n} shape{'s' if n > 1 else ''}: {why}"
+                  for (i, op, why), n in not_run.items()]
     lines += reference_table(reports)
     scaling = [(i, e) for i, (_, doc) in enumerate(reports) if (e := pbreport.scaling_lines(doc))]
     if scaling:

@@ -369,6 +369,38 @@ TEST(Speedup, SaysWhyThereIsNoGpuNumber) {
   EXPECT_NE(text.find("openblas"), std::string::npos);
 }
 
+// A problem that ran on neither device (collectives on one rank) says why in cpu_missing, and
+// the summary gives one line per op and reason instead of rows of dashes; a training step's
+// side says its samples/s.
+TEST(Speedup, ProblemsThatRanNowhereAreOneLineEach) {
+  json cases = json::array();
+  for (const char* m : {"8", "16", "32"}) {
+    json c = make_case("cpu", "mpi", "fp32", 0, "skipped");
+    c["op"] = "collective";
+    c["shape"] = {{"bytes", m}, {"ranks", "1"}};
+    c["message"] = "one rank: a collective needs several";
+    cases.push_back(c);
+    json g = make_case("gpu", "nccl", "fp32", 0, "skipped");
+    g["op"] = "collective";
+    g["shape"] = c["shape"];
+    cases.push_back(g);
+  }
+  cases.push_back(train_case("cpu", "onednn", 32, 1234.4));
+  const json s = report::speedup(cases);
+  ASSERT_EQ(s.size(), 4u);
+  EXPECT_EQ(s[0]["cpu_missing"], "one rank: a collective needs several");
+  EXPECT_EQ(s[0]["gpu_missing"], "no GPU: test");
+  EXPECT_FALSE(s[3].contains("cpu_missing"));
+  EXPECT_EQ(s[3]["cpu"]["samples_per_s"], 1234.4);
+  const std::string text = report::summary(report::build(json::object(), json::array(), cases));
+  EXPECT_NE(text.find("Not run on either device:\n  collective, 3 shapes: one rank: a collective "
+                      "needs several\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("collective bytes=8"), std::string::npos) << text;
+  EXPECT_NE(text.find("(1234 samples/s, "), std::string::npos) << text;
+}
+
 TEST(Report, IsAGoogleBenchmarkDocumentWithAPairbenchKey) {
   const json doc = report::build({{"host_name", "x"}}, json::array(), json::array());
   EXPECT_TRUE(doc.contains("context"));

@@ -472,9 +472,21 @@ def test_the_summary_opens_with_the_answer_and_the_charts_render(sample, tmp_pat
         assert "- stream, GPU over CPU at like precision: fp32 22.2x (19.9-24.5x, 2 cases)\n" in summary
     else:
         assert "- no like-precision GPU speedup (no GPU:" in summary
+        # Its collectives (one rank) ran on neither device: one line, not twelve rows of dashes.
+        assert ("Not run on either device:\n\n- machine 1, collective, 12 shapes: one rank: a "
+                "collective needs several (mpirun") in summary
+        assert "| collective |" not in summary
         # The CPU sample ran with --reference=torch: its chart and tables.
         assert (tmp_path / "torch.png").stat().st_size > 1000
         assert "![torch](torch.png)" in summary and "**PyTorch 2.15.0" in summary
+
+
+def test_a_training_row_of_the_summary_says_its_samples_per_second(tmp_path):
+    doc = json.loads((ROOT / "reports" / "samples" / "quick-cpu-only.json").read_text())
+    row = next(r for r in doc["pairbench"]["analyses"]["speedup"] if r["op"] == "train")
+    row["cpu"]["samples_per_s"] = 1234.4
+    summary, _ = plotted(doc, tmp_path / "out")
+    assert f"| {row['cpu']['impl']} {row['cpu']['dtype']} 1234 samples/s, " in summary
 
 
 def test_speedup_labels_are_short():
