@@ -210,10 +210,10 @@ double TrainWorkload::host_bytes(Device device) const {
 double TrainWorkload::device_bytes() const {
   // What the GPU's step (kernels/train.cu) allocates: the walk's buffers, counted (16-bit NHWC
   // maps in bf16 and fp16, as GpuLowOps keeps them; fp32 otherwise); the case's batch, labels,
-  // parameters, velocity and state; and its backend's scratch, the larger of GpuLowOps's (one
-  // layer's weights and their gradient in 16 bits, the logits and their gradient in fp32) and
-  // the im2col backend's (one image's columns). cuDNN's and cuBLAS's workspaces are the
-  // implementation's (ImplSpec::workspace_bytes).
+  // parameters, velocity and state; GpuLowOps's weights held in 16 bits (p values at most); and
+  // its backend's scratch, the larger of GpuLowOps's (one layer's weight gradient in 16 bits,
+  // the logits and their gradient in fp32) and the im2col backend's (one image's columns).
+  // cuDNN's and cuBLAS's workspaces are the implementation's (ImplSpec::workspace_bytes).
   const bool low = input_bytes(s_.dtype) == 2;
   const double b = static_cast<double>(s_.batch), p = static_cast<double>(m_->param_count);
   const double own =
@@ -226,8 +226,9 @@ double TrainWorkload::device_bytes() const {
       const ConvShape c = m_->conv(l, 1, ConvDir::fwd);
       columns = std::max(columns, static_cast<double>(c.crs() * c.pq()));
     }
-  const double scratch = std::max(2.0 * 2.0 * weights + 2.0 * 4.0 * b * m_->classes, 4.0 * columns);
-  return walk_bytes(*m_, s_, low, Device::gpu) + own + scratch;
+  const double scratch = std::max(2.0 * weights + 2.0 * 4.0 * b * m_->classes, 4.0 * columns);
+  const double held = low ? 2.0 * p : 0.0;
+  return walk_bytes(*m_, s_, low, Device::gpu) + own + held + scratch;
 }
 
 Tensors TrainWorkload::make_inputs() const {

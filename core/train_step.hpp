@@ -31,9 +31,11 @@
 //                                      BnShape::relu)
 //   conv_fused(ConvShape, x, w, b, ConvTail, out)
 //                                      a forward convolution and what follows it (ConvTail)
-//   drop_held_weights()                (optional) where conv_fused keeps the weights converted
-//                                      from one pass to the next: forget them (an inference
-//                                      pass whose caller does not promise the same parameters)
+//   drop_held_weights()                (optional) where it keeps weights converted from one use
+//                                      to the next (the CPU's conv_fused; the 16-bit steps'
+//                                      gemm and conv: core/held_weights.hpp): forget them (the
+//                                      parameters changed: an update, or an inference pass
+//                                      whose caller does not promise the same parameters)
 // and, where it fuses a ReLU into the batch norm before it in training too:
 //   batchnorm_relu_mask_bytes(BnShape) the bytes of the mask the fused passes keep (-1: this
 //                                      batch norm is not fused)
@@ -79,7 +81,8 @@ class ModelStep {
   // Whether params may differ from a forward pass to the next: `fresh` (the first pass over
   // these values, or any pass that promises nothing), or `unchanged` (the same values at the
   // same address as the step's last forward pass: a device may reuse the weights it converted
-  // then, as cpu_ref/train.cpp's oneDNN convolutions do; an update in between forgets them).
+  // then, as cpu_ref/train.cpp's oneDNN convolutions and the 16-bit steps' held weights
+  // (core/held_weights.hpp) do; an update in between forgets them).
   enum class Params { fresh, unchanged };
   // The forward pass alone, with the running statistics: the logits (batch x classes).
   virtual void forward(const float* x, const float* params, float* state, Params p) = 0;
@@ -159,8 +162,7 @@ struct FusesConv<
              std::declval<const ConvTail<typename Ops::ActType, typename Ops::ParamType>&>(),
              std::declval<typename Ops::ActType*>()))>> : std::true_type {};
 
-// Whether an Ops keeps an inference pass's converted weights for the next (it has
-// drop_held_weights()).
+// Whether an Ops keeps converted weights from one use to the next (it has drop_held_weights()).
 template <class Ops, class = void>
 struct HoldsWeights : std::false_type {};
 template <class Ops>

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "core/activation.hpp"
+#include "core/held_weights.hpp"
 #include "core/train.hpp"
 #include "core/train_step.hpp"
 #include "cpu_ref/cpu.hpp"
@@ -319,9 +320,19 @@ class Bf16Ops : public HostBuffers {
   void to_float(const Bf16* x, float* out, std::int64_t n) {
     convert(x, out, n, threads_, from_bf16);
   }
+  // A float b is a linear layer's weights (the forward pass and the input's gradient): held in
+  // bf16 from one use to the next (core/held_weights.hpp), so that the two share a conversion.
   template <class A, class B, class C>
   void gemm(const GemmShape& g, const A* a, const B* b, C* c) {
-    gemm_(g, a, b, c);
+    if constexpr (std::is_same_v<B, float>) {
+      const std::int64_t n = g.k * g.n;
+      const Bf16* w = held_.get(
+          b, n, [](std::int64_t size) { return std::vector<Bf16>(static_cast<std::size_t>(size)); },
+          [&](Bf16* out) { convert(b, out, n, threads_, to_bf16); });
+      gemm_(g, a, w, c);
+    } else {
+      gemm_(g, a, b, c);
+    }
   }
   template <class A, class B, class C>
   void conv(const ConvShape& s, const A* in0, const B* in1, const float* b, C* out, float* db) {
@@ -331,7 +342,10 @@ class Bf16Ops : public HostBuffers {
                   const ConvTail<Bf16, float>& t, Bf16* out) {
     conv_.fused(s, x, w, b, t, out);
   }
-  void drop_held_weights() { conv_.drop_held_weights(); }
+  void drop_held_weights() {
+    conv_.drop_held_weights();
+    held_.drop();
+  }
   // On the bits: z > 0 where the sign is clear and z is not zero.
   void relu(const Bf16* z, const Bf16* dy, Bf16* out, std::int64_t n) {
     if (dy) {
@@ -436,7 +450,8 @@ class Bf16Ops : public HostBuffers {
   ConvRunner conv_;
   OnednnBatchNorm bn_{Dtype::bf16, true};  // NHWC bf16 maps, fp32 statistics
   int threads_;
-  std::vector<float> a_, b_;  // fp32 copies for the fp32 op functions
+  std::vector<float> a_, b_;             // fp32 copies for the fp32 op functions
+  HeldWeights<std::vector<Bf16>> held_;  // the linear layers' weights in bf16
 };
 static_assert(FusesConv<Bf16Ops>::value && FusesRelu<Bf16Ops>::value &&
               FusesTrainingRelu<Bf16Ops>::value && HoldsWeights<Bf16Ops>::value);

@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 
+#include "core/held_weights.hpp"
 #include "core/layers.hpp"
 #include "core/train.hpp"
 #include "core/train_step.hpp"
@@ -394,8 +395,10 @@ class GpuOps {
 // The GPU's mixed-precision backend (AMP's rules, as the CPU's Bf16Ops): the maps in T
 // (__nv_bfloat16 or __half) and NHWC; the parameters, their gradients, the momentum and the
 // update fp32. Convolutions through cuDNN on tensor cores (T in, T out, fp32 accumulation; the
-// fp32 KCRS weights converted to T KRSC for each pass, the weight gradient converted back), the
-// linear layers through cuBLAS (T operands, fp32 accumulation), batch norm through the
+// fp32 KCRS weights converted to T KRSC and held (core/held_weights.hpp): once a training step,
+// for its forward pass and its input's gradient, and once a set of parameters in inference; the
+// weight gradient converted back), the linear layers through cuBLAS (T operands, fp32
+// accumulation; their weights in T held likewise), batch norm through the
 // project's kernels (fp32 statistics); the loss on fp32 copies of the logits. fp16 scales the
 // loss dynamically (LossScale; bf16 has fp32's range and needs none).
 template <class T>
@@ -436,8 +439,8 @@ class GpuLowOps {
   void to_float(const T* x, float* out, std::int64_t n) { convert(stream_, x, out, n); }
   // c = a op(w): the forward pass (w: the weights) and the input's gradient.
   void gemm(const GemmShape& g, const T* a, const float* w, T* c) {
-    T* wl = room(w_low_, w_floats_, g.n * g.k);
-    convert(stream_, w, wl, g.n * g.k);
+    const std::int64_t n = g.n * g.k;
+    const T* wl = held(w, n, [&](T* to) { convert(stream_, w, to, n); });
     gemm_cublas(f32_.cublas(), low(g), a, wl, c, kType);
   }
   // The weights' gradient, in fp32.
@@ -446,8 +449,9 @@ class GpuLowOps {
   }
   // fwd (in0 x) and bwd_data (in0 dy): the weights as cuDNN's NHWC takes them (KRSC, in T).
   void conv(const ConvShape& s, const T* in0, const float* w, const float* b, T* out, float*) {
-    T* wl = room(w_low_, w_floats_, s.w_size());
-    relayout(Maps{s.k, s.c, s.r * s.s, false}, w, wl);
+    const T* wl = held(w, s.w_size(), [&](T* to) {
+      relayout(Maps{s.k, s.c, s.r * s.s, false}, w, to);
+    });
     // The bias (a 16-bit plan takes none) first in y, rounded to T there, and cuDNN adds the
     // convolution to it: y = round(conv + round(b)), two roundings.
     const bool biased = s.dir == ConvDir::fwd && s.bias;
@@ -460,6 +464,8 @@ class GpuLowOps {
     conv(s, x, w, b, out, nullptr);
     f32_.conv_tail(Maps{s.n, s.k, s.pq(), true}, t, out);
   }
+  // The held weights stale (core/train_step.hpp's HoldsWeights): the parameters changed.
+  void drop_held_weights() { held_.drop(); }
   // bwd_filter: cuDNN's KRSC gradient in T, converted to the fp32 KCRS one; db where s.bias.
   void conv(const ConvShape& s, const T* x, const T* dy, const float*, float* dw, float* db) {
     T* dwl = room(dw_low_, dw_floats_, s.w_size());
@@ -552,6 +558,17 @@ class GpuLowOps {
     s.dtype = math_, s.bias = false;
     return s;
   }
+  // The weights at w (n floats) in T as cuBLAS and cuDNN take them, converted by convert(out)
+  // where the held copy is stale. A copy is made in the first step (untimed; a copy it replaces
+  // freed once the stream is done with it), so a captured step makes none.
+  template <class Convert>
+  const T* held(const float* w, std::int64_t n, Convert&& convert) {
+    auto make = [this](std::int64_t size) {
+      PB_CUDA(cudaStreamSynchronize(stream_));
+      return DeviceBuffer<T>(size);
+    };
+    return held_.get(w, n, make, convert);
+  }
   // n elements of scratch, grown in the first step (untimed; the old buffer freed once the
   // stream is done with it).
   template <class E>
@@ -571,17 +588,20 @@ class GpuLowOps {
 
   cudaStream_t stream_;
   Dtype math_;
-  GpuOps f32_;  // the fp32 op functions, cuBLAS and cuDNN's plans
-  DeviceBuffer<T> w_low_, dw_low_;
+  GpuOps f32_;                         // the fp32 op functions, cuBLAS and cuDNN's plans
+  HeldWeights<DeviceBuffer<T>> held_;  // the layers' weights in T (held)
+  DeviceBuffer<T> dw_low_;
   DeviceBuffer<float> x_f32_, grad_f32_;
   DeviceBuffer<LossScale> scale_{kLossScaling ? 1 : 0};  // fp16's
-  std::int64_t w_floats_ = 0, dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0;
+  std::int64_t dw_floats_ = 0, x_floats_ = 0, grad_floats_ = 0;
 };
 // The walk fuses inference only where conv_fused's signature is the one it looks for; the
 // memory check counts the GPU's walk with these fusions alone (walk_bytes, Device::gpu).
 static_assert(FusesConv<GpuOps>::value && FusesConv<GpuLowOps<__nv_bfloat16>>::value &&
               FusesConv<GpuLowOps<__half>>::value && !FusesRelu<GpuOps>::value &&
               !FusesRelu<GpuLowOps<__nv_bfloat16>>::value && !FusesRelu<GpuLowOps<__half>>::value);
+static_assert(!HoldsWeights<GpuOps>::value && HoldsWeights<GpuLowOps<__nv_bfloat16>>::value &&
+              HoldsWeights<GpuLowOps<__half>>::value);
 
 // train/gpu/<backend>[_h2d|_graph]: the step over the case's device buffers. With h2d, the batch
 // waits in pinned host memory and each step copies it to the device first, on the same stream;
@@ -630,6 +650,8 @@ class GpuTrain : public GpuImpl {
     upload(params_.data(), at(in, "params"));
     upload(velocity_.data(), at(in, "velocity"));
     if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
+    if constexpr (HoldsWeights<Ops>::value) ops_.drop_held_weights();  // new parameters
+    forwarded_ = false;
     upload(x_.data(), x, x_bytes);
     upload(labels_.data(), labels, label_bytes);
     if (step_->reduce) {
@@ -708,7 +730,9 @@ class GpuTrain : public GpuImpl {
       step_->step(x_.data(), labels_.data(), params_.data(), velocity_.data(), state_.data(),
                   m_.param_count);
     else
-      step_->forward(x_.data(), params_.data(), state_.data(), ModelStep::Params::fresh);
+      step_->forward(x_.data(), params_.data(), state_.data(),
+                     forwarded_ ? ModelStep::Params::unchanged : ModelStep::Params::fresh);
+    forwarded_ = !s_.train;
   }
   // One step outside the capture (cuDNN's plans and the column buffer are made in a first step,
   // and both synchronize, which a capturing stream may not), its parameters, velocity and state
@@ -740,7 +764,8 @@ class GpuTrain : public GpuImpl {
     graph_nodes_ = nodes;
   }
 
-  // The parameters, velocity and state as the case gave them.
+  // The parameters, velocity and state as the case gave them (the parameters prepare() gave:
+  // inference's held weights stay current).
   void restore(const Tensors& in) {
     upload(params_.data(), at(in, "params"));
     upload(velocity_.data(), at(in, "velocity"));
@@ -776,6 +801,7 @@ class GpuTrain : public GpuImpl {
   bool h2d_, graph_;
   cudaGraphExec_t graph_exec_ = nullptr;
   std::size_t graph_nodes_ = 0;
+  bool forwarded_ = false;  // an inference pass ran on params_ since prepare()
   Ops ops_;
   std::unique_ptr<ModelStep> step_;
   DeviceBuffer<float> x_;

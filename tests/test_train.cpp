@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "core/collective.hpp"
+#include "core/held_weights.hpp"
 #include "core/rng.hpp"
 #include "core/train.hpp"
 #include "core/train_step.hpp"
@@ -961,6 +962,90 @@ TEST(TrainModel, InferenceHoldsItsWeightsOnlyWhileTheyAreUnchanged) {
     EXPECT_EQ(logits(*step, Params::fresh), after) << to_string(t);
     EXPECT_EQ(logits(*step, Params::unchanged), after) << to_string(t);
   }
+}
+
+// core/held_weights.hpp, the GPU's 16-bit steps' logic as the CPU's bf16 step runs it: a source's
+// copy is converted on its first use, reused until drop(), then converted again into the same
+// buffer (a replayed CUDA graph writes where its capture did); each source has its own, and a
+// copy grows where more values are asked of it.
+TEST(HeldWeights, EachSourceIsConvertedOnceUntilDroppedIntoTheSameCopy) {
+  HeldWeights<std::vector<int>> held;
+  int made = 0, converted = 0;
+  auto make = [&made](std::int64_t n) {
+    ++made;
+    return std::vector<int>(static_cast<std::size_t>(n));
+  };
+  auto from = [&converted](const std::vector<float>& w, std::int64_t n) {
+    return [&converted, &w, n](int* out) {
+      ++converted;
+      for (std::int64_t i = 0; i < n; ++i)
+        out[i] = static_cast<int>(10 * w[static_cast<std::size_t>(i)]);
+    };
+  };
+  std::vector<float> w1 = {1, 2, 3, 4}, w2 = {5, 6, 3};
+  int* first = held.get(w1.data(), 4, make, from(w1, 4));
+  EXPECT_EQ(std::vector<int>(first, first + 4), (std::vector<int>{10, 20, 30, 40}));
+  EXPECT_EQ(held.get(w1.data(), 4, make, from(w1, 4)), first);
+  EXPECT_EQ(converted, 1);
+  int* second = held.get(w2.data(), 2, make, from(w2, 2));
+  EXPECT_NE(second, first);
+  EXPECT_EQ(second[1], 60);
+  EXPECT_EQ(made, 2);
+  w1[0] = 7;  // the parameters change; until the walk drops, the copy is what it was
+  EXPECT_EQ(held.get(w1.data(), 4, make, from(w1, 4))[0], 10);
+  held.drop();
+  EXPECT_EQ(held.get(w1.data(), 4, make, from(w1, 4)), first);
+  EXPECT_EQ(first[0], 70);
+  EXPECT_EQ(converted, 3);
+  EXPECT_EQ(made, 2);
+  EXPECT_EQ(held.get(w2.data(), 3, make, from(w2, 3))[2], 30);  // more values: a new copy
+  EXPECT_EQ(made, 3);
+  EXPECT_EQ(held.copies(), 2u);
+}
+
+// The bf16 step holds its linear layers' weights in bf16 from the forward pass to the input's
+// gradient and forgets them in the update: two steps on one step object equal, bit for bit, the
+// same two steps each on a fresh object (which holds nothing from before); inference after them
+// on that object, fresh and then unchanged, gives a fresh object's logits.
+TEST(TrainModel, HeldWeightsAreForgottenByEachUpdate) {
+  if (!cpu::onednn::unavailable(Dtype::bf16).empty())
+    GTEST_SKIP() << cpu::onednn::unavailable(Dtype::bf16);
+  ModelBuilder b("held", {3, 8, 8});
+  const int a = b.relu(b.batchnorm(b.conv(0, 8, 3, 1, 1, false, "conv1"), "bn1"));
+  b.loss(b.linear(b.relu(b.linear(b.avgpool(a), 16, true, "fc1")), 10, true, "fc2"));
+  const ModelDesc m = b.build();
+  TrainShape s;
+  s.model = m.name, s.batch = 4, s.train = true, s.dtype = Dtype::bf16;
+  const std::int64_t f = m.input.size();
+  std::vector<float> x(static_cast<std::size_t>(s.batch * f));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(s.batch));
+  synthetic_batch(f, m.classes, s.batch, 0, x.data(), labels.data());
+  struct Run {
+    std::vector<float> p, v, state;
+  };
+  const std::vector<float> p0 = initial_params(m);
+  Run held{p0, std::vector<float>(p0.size()), initial_state(m)}, apart = held;
+  auto step = [&](ModelStep& on, Run& r) {
+    on.step(x.data(), labels.data(), r.p.data(), r.v.data(), r.state.data(), m.param_count);
+  };
+  auto one = cpu::make_model_step(m, s, cpu::TrainBackend::onednn, 2);
+  for (int i = 0; i < 2; ++i) {
+    step(*one, held);
+    step(*cpu::make_model_step(m, s, cpu::TrainBackend::onednn, 2), apart);
+    EXPECT_EQ(held.p, apart.p) << "step " << i + 1;
+    EXPECT_EQ(held.v, apart.v) << "step " << i + 1;
+  }
+  ASSERT_NE(held.p, p0);
+  s.train = false;
+  auto logits = [&](ModelStep& on, ModelStep::Params how) {
+    on.forward(x.data(), held.p.data(), held.state.data(), how);
+    return std::vector<float>(on.logits(), on.logits() + s.batch * m.classes);
+  };
+  auto infer = cpu::make_model_step(m, s, cpu::TrainBackend::onednn, 2);
+  const std::vector<float> expected =
+      logits(*cpu::make_model_step(m, s, cpu::TrainBackend::onednn, 2), ModelStep::Params::fresh);
+  EXPECT_EQ(logits(*infer, ModelStep::Params::fresh), expected);
+  EXPECT_EQ(logits(*infer, ModelStep::Params::unchanged), expected);
 }
 
 // Inference's plan of fusions (core/model.hpp's inference_fusions) on ResNet-50: every

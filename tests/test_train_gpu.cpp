@@ -93,8 +93,9 @@ TEST_P(GpuTrain, ResNet50InferenceEqualsTheReferenceAndTheCpus) {
 // ResNet-50 below fp32 on the library backends: tf32 (tensor cores on fp32 maps) on cuBLAS and
 // cuDNN, bf16 and fp16 (mixed precision: 16-bit NHWC maps, fp32 parameters; fp16 with dynamic
 // loss scaling) on cuDNN, plain and replayed as a graph. The step and inference at batch 8 on 32x32
-// pass the workload's check (against the reference rounded as the dtype rounds), cuDNN says it
-// allowed tensor-op math, and the loss falls over 50 steps on fresh batches as test_train's
+// pass the workload's check (against the reference rounded as the dtype rounds), and so does a
+// second run of each on the same impl (held weights reused, or forgotten after an update), cuDNN
+// says it allowed tensor-op math, and the loss falls over 50 steps on fresh batches as test_train's
 // ResNet50LearnsInEachPrecision has it fall on the CPU.
 struct LowPrecision {
   Dtype dtype;
@@ -121,6 +122,21 @@ TEST_P(GpuTrainLow, ResNet50StepsAndInferencePassTheirChecksAndLearn) {
     impl->run();
     const Check c = w.verify(in, impl->result());
     EXPECT_TRUE(c.ok) << name << " " << w.shape().to_string() << ": " << c.detail;
+    // A second run on the same impl, checked too: inference reuses the weights the first pass
+    // held (core/held_weights.hpp), and a training step, from the first step's results, must
+    // not (that step's update made them stale). make_inputs' order: x, labels, params,
+    // velocity, state.
+    Tensors next = in;
+    if (train) {
+      const Tensors first = impl->result();
+      next[2].f32() = at(first, "params").f32();
+      next[3].f32() = at(first, "velocity").f32();
+      next[4].f32() = at(first, "state").f32();
+    }
+    impl->run();
+    const Check again = w.verify(next, impl->result());
+    EXPECT_TRUE(again.ok) << name << " " << w.shape().to_string()
+                          << ", second run: " << again.detail;
     if (cudnn) {
       EXPECT_NE(impl->detail().find("tensor-op math allowed"), std::string::npos) << impl->detail();
     }
