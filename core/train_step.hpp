@@ -377,6 +377,9 @@ class Walk {
   }
   template <class X>
   void forward_backward(const X* x, const std::int32_t* labels, const P* params, P* state) {
+    // The parameters may have changed since the last update (a caller's own upload): a
+    // training pass converts from them (once, its backward pass reusing the copies).
+    if constexpr (HoldsWeights<Ops>::value) ops_.drop_held_weights();
     labels_ = labels;
     forward(x, params, state, true);
     const std::int64_t B = s_.batch;
