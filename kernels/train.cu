@@ -559,15 +559,12 @@ class GpuLowOps {
     return s;
   }
   // The weights at w (n floats) in T as cuBLAS and cuDNN take them, converted by convert(out)
-  // where the held copy is stale. A copy is made in the first step (untimed; a copy it replaces
-  // freed once the stream is done with it), so a captured step makes none.
+  // where the held copy is stale. A layer's copy is made on its first use, in the first step
+  // (untimed), so a captured step makes none (HeldWeights never replaces a copy).
   template <class Convert>
   const T* held(const float* w, std::int64_t n, Convert&& convert) {
-    auto make = [this](std::int64_t size) {
-      PB_CUDA(cudaStreamSynchronize(stream_));
-      return DeviceBuffer<T>(size);
-    };
-    return held_.get(w, n, make, convert);
+    return held_.get(
+        w, n, [](std::int64_t size) { return DeviceBuffer<T>(size); }, convert);
   }
   // n elements of scratch, grown in the first step (untimed; the old buffer freed once the
   // stream is done with it).
