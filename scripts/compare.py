@@ -165,12 +165,6 @@ def regression(base, new, pct, scale=1.0):
     return diff > 3 * se, f"median {diff:+.3g} s vs 3 standard errors {3 * se:.3g} s"
 
 
-def rate(case):
-    if case["gflops"] >= case["gbs"]:
-        return f"{case['gflops']:.1f} GFLOP/s"
-    return f"{case['gbs']:.1f} GB/s"
-
-
 def compare(paths, docs, fail_above):
     cases = [{c["name"]: c for c in pbreport.ok_cases(d)} for d in docs]
     speeds = [machine_speeds(d) for d in docs]
@@ -179,11 +173,11 @@ def compare(paths, docs, fail_above):
     for name in common:
         base = cases[0][name]
         row = {"case": name, "base": {"report": paths[0], "median_s": base["time"]["median_s"],
-                                      "rate": rate(base)}, "others": []}
+                                      "rate": pbreport.rate(base)}, "others": []}
         for path, by, sp in zip(paths[1:], cases[1:], speeds[1:]):
             new = by[name]
             ratio = new["time"]["median_s"] / base["time"]["median_s"]
-            entry = {"report": path, "median_s": new["time"]["median_s"], "rate": rate(new),
+            entry = {"report": path, "median_s": new["time"]["median_s"], "rate": pbreport.rate(new),
                      "time_ratio": ratio if math.isfinite(ratio) else None}
             machine = machine_ratio(base, new, speeds[0], sp)
             if machine:  # NEW's probe speed over BASE's, before and after the case

@@ -99,6 +99,16 @@ def drift_line(doc):
             f"quiet machine")
 
 
+def rate(x):
+    """A case's or a speedup side's figure in its metric's unit, as the console writes it: GB/s
+    for work read in GB/s, else GFLOP/s (a training step's too, its samples/s said apart); a
+    side from before sides carried their metric, by the larger of its two figures."""
+    metric = x.get("metric") or ("GFLOP/s" if x["gflops"] >= x.get("gbs", 0) else "GB/s")
+    if metric == "GB/s":
+        return f"{x['gbs']:.1f} GB/s"
+    return f"{x['gflops']:.1f} GFLOP/s"
+
+
 def ok_cases(doc):
     return [c for c in doc["pairbench"]["cases"] if c["status"] == "ok"]
 

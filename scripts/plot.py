@@ -492,9 +492,7 @@ def summary(reports, written):
             return "-"
         sps = s.get("samples_per_s")
         samples = f"{sps:.{1 if sps < 100 else 0}f} samples/s, " if sps else ""
-        if s["gflops"] >= s.get("gbs", 0):
-            return f"{s['impl']} {s['dtype']} {samples}{s['gflops']:.1f} GFLOP/s"
-        return f"{s['impl']} {s['dtype']} {samples}{s['gbs']:.1f} GB/s"
+        return f"{s['impl']} {s['dtype']} {samples}{pbreport.rate(s)}"
 
     # Rows whose figures mean less than they seem go to a table of their own, with why; problems
     # that ran on neither device to one line per op and reason.

@@ -489,6 +489,20 @@ def test_a_training_row_of_the_summary_says_its_samples_per_second(tmp_path):
     assert f"| {row['cpu']['impl']} {row['cpu']['dtype']} 1234 samples/s, " in summary
 
 
+def test_summary_and_compare_give_each_figure_in_its_metric(tmp_path):
+    # GELU reads more GFLOP/s than GB/s, but its metric is GB/s: the console said GB/s while
+    # summary.md and compare.py picked the larger number (33 such cases in the CPU sample).
+    doc = json.loads(CPU_SAMPLE.read_text())
+    row = next(r for r in doc["pairbench"]["analyses"]["speedup"] if r["cpu"]
+               and r["cpu"]["metric"] == "GB/s" and r["cpu"]["gflops"] > r["cpu"]["gbs"])
+    case = case_named(doc, row["cpu"]["name"])
+    summary, _ = plotted(doc, tmp_path / "out")
+    assert f"| {row['cpu']['impl']} {row['cpu']['dtype']} {row['cpu']['gbs']:.1f} GB/s |" in summary
+    r = run(COMPARE, CPU_SAMPLE, CPU_SAMPLE, "--format", "json")
+    compared = next(c for c in json.loads(r.stdout)["cases"] if c["case"] == case["name"])
+    assert compared["base"]["rate"] == f"{case['gbs']:.1f} GB/s"
+
+
 def test_speedup_labels_are_short():
     import plot
     conv = "dir=bwd_data,batch=8,c=64,h=56,w=56,k=64,r=3,stride=2,pad=1"
