@@ -2,10 +2,13 @@
 """Compares pairbench reports case by case: scripts/compare.py BASE NEW [MORE...]
 
 Prints a side-by-side table (Markdown, or JSON with --format=json) of every case that ran in all
-the reports: median time per iteration on each machine, GFLOP/s or GB/s, and the ratio to BASE
+the reports: median time per iteration on each machine, its figure in the unit of its metric
+(GB/s for work read in GB/s, else GFLOP/s), and the ratio to BASE
 (time_ratio in JSON: null where the quotient overflows a double; no NaN or Infinity is written).
-With --fail-above PCT it exits 1 when a case regressed: its median, the table's figure, more
-than PCT percent slower than in BASE, and the slowdown larger than the noise, judged on medians
+BASE's verified cases that another report failed, or did not run, are said on stderr whatever
+the flags. With --fail-above PCT it exits 1 when a case verified in BASE failed in another
+report, or when a case regressed: its median, the table's figure, more than PCT percent slower
+than in BASE, and the slowdown larger than the noise, judged on medians
 too: where there are repetitions enough (--benchmark_repetitions; 4 a side will do, 3 a side
 never can) for a two-sided Mann-Whitney U test on their medians to reach p < 0.05 at all, that
 test; otherwise the difference of the medians must exceed three standard errors (stddev_s over
@@ -193,6 +196,20 @@ def compare(paths, docs, fail_above):
     return rows
 
 
+def lost_cases(base, new):
+    """BASE's verified cases that NEW did not verify: (those whose record in NEW is an error,
+    those NEW did not run: no record, or skipped)."""
+    records = {c["name"]: c for c in new["pairbench"]["cases"]}
+    verified = [c["name"] for c in pbreport.ok_cases(base)]
+    failed = [n for n in verified if records.get(n, {}).get("status") == "error"]
+    absent = [n for n in verified if records.get(n, {}).get("status") in (None, "skipped")]
+    return failed, absent
+
+
+def listed(names, most=5):
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def probe_lines(docs):
     """One line per report on how fast its machine probed against BASE's (medians over each
     run), when both have probes."""
@@ -258,11 +275,23 @@ def main(argv=None):
     if not rows:
         print("compare.py: error: the reports have no verified case in common", file=sys.stderr)
         return 2
+    lost = [lost_cases(docs[0], d) for d in docs[1:]]
     if a.format == "json":
-        print(json.dumps({"machines": [pbreport.machine(d) for d in docs], "cases": rows}, indent=1,
-                         allow_nan=False))
+        print(json.dumps({"machines": [pbreport.machine(d) for d in docs], "cases": rows,
+                          "not_verified": [{"report": p, "failed": f, "not_run": n}
+                                           for p, (f, n) in zip(a.reports[1:], lost)]},
+                         indent=1, allow_nan=False))
     else:
         print(markdown(a.reports, docs, rows))
+    failed = []
+    for path, (f, n) in zip(a.reports[1:], lost):
+        if n:
+            print(f"compare.py: {len(n)} case(s) verified in {a.reports[0]} did not run in {path} "
+                  f"(no record, or skipped): {listed(n)}", file=sys.stderr)
+        if f:
+            print(f"compare.py: {len(f)} case(s) verified in {a.reports[0]} failed in {path} "
+                  f"(their records say why): {', '.join(f)}", file=sys.stderr)
+        failed += f
     regressed = [r["case"] for r in rows for o in r["others"] if o.get("regressed")]
     excused = [r["case"] for r in rows for o in r["others"] if o.get("excused")]
     if excused:
@@ -273,7 +302,7 @@ def main(argv=None):
         print(f"compare.py: {len(regressed)} case(s) regressed by more than {a.fail_above}%: "
               + ", ".join(regressed), file=sys.stderr)
         return 1
-    return 0
+    return 1 if failed and a.fail_above is not None else 0
 
 
 if __name__ == "__main__":

@@ -229,6 +229,41 @@ def test_compare_flags_an_injected_regression(quick_reports, tmp_path):
     assert run(COMPARE, base_path, path, "--fail-above", "25").returncode == 0
 
 
+def failed_in(doc, name):
+    """doc with its case `name` as a case whose check failed records it (no time), and its Google
+    Benchmark entries gone, as pairbench leaves them."""
+    case = case_named(doc, name)
+    keep = {k: case[k] for k in ("name", "op", "device", "impl", "shape", "dtype", "threads",
+                                 "flops", "min_bytes", "write_allocate_bytes", "metric")}
+    case.clear()
+    case.update(keep, status="error", message="check failed: injected", verified=False)
+    doc["benchmarks"] = [b for b in doc["benchmarks"]
+                         if b["run_name"].removesuffix("/manual_time") != name]
+    return doc
+
+
+def test_compare_fails_a_case_that_failed_in_new_and_names_one_not_run(tmp_path):
+    # A case that stopped verifying left the table (it has no time) and the gate passed.
+    base = json.loads(CPU_SAMPLE.read_text())
+    ok = [c["name"] for c in base["pairbench"]["cases"] if c["status"] == "ok"]
+    new = failed_in(copy.deepcopy(base), ok[0])
+    new["pairbench"]["cases"] = [c for c in new["pairbench"]["cases"] if c["name"] != ok[1]]
+    new["benchmarks"] = [b for b in new["benchmarks"]
+                         if b["run_name"].removesuffix("/manual_time") != ok[1]]
+    path = write(tmp_path / "new.json", new)
+    r = run(COMPARE, CPU_SAMPLE, path, "--fail-above", "1000")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"compare.py: 1 case(s) verified in {CPU_SAMPLE} failed in {path} (their records "
+            f"say why): {ok[0]}") in r.stderr.splitlines()
+    assert (f"compare.py: 1 case(s) verified in {CPU_SAMPLE} did not run in {path} (no record, "
+            f"or skipped): {ok[1]}") in r.stderr.splitlines()
+    # Without the gate: the same lines, exit 0; in JSON, the names.
+    r = run(COMPARE, CPU_SAMPLE, path, "--format", "json")
+    assert r.returncode == 0 and ok[0] in r.stderr
+    assert strict(r.stdout)["not_verified"] == [{"report": str(path), "failed": [ok[0]],
+                                                 "not_run": [ok[1]]}]
+
+
 def probes_slower(doc, factor):
     """doc with every machine probe `factor` times slower: a slower machine, measured."""
     for p in doc["context"]["machine_probes"]:
