@@ -14,6 +14,7 @@ import os
 import statistics
 import sys
 import textwrap
+import warnings
 
 import pbreport
 
@@ -588,9 +589,19 @@ def main(argv=None):
         return 2
     reports = [(pbreport.machine(d), d) for d in docs]
     written = []
+    # numpy's overflow warnings on extreme figures: each chart either draws or says in one line
+    # why it cannot.
+    warnings.simplefilter("ignore", RuntimeWarning)
     for chart in (chart_projection, chart_speedup, chart_reference, chart_parallelism,
                   chart_bandwidth, chart_batch, chart_roofline):
-        chart(reports, a.outdir, written)
+        try:
+            chart(reports, a.outdir, written)
+        except (ArithmeticError, ValueError) as e:  # figures a valid report holds but no axis
+            # can (a projection of 1e308 hours, an intensity of 5e-324 FLOP/B)
+            name = chart.__name__.removeprefix("chart_")
+            print(f"plot.py: error: the {name} chart cannot be drawn from these reports: {e}",
+                  file=sys.stderr)
+            return 2
     with open(os.path.join(a.outdir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(summary(reports, written))
     print(os.path.join(a.outdir, "summary.md"))

@@ -6,6 +6,7 @@ device's ceiling (context.ceilings; the peaks of older reports), and metered ene
 projected dollars against the figures they come from. Each problem is one line: where (the path,
 and the name of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
+import errno
 import importlib
 import json
 import math
@@ -48,7 +49,11 @@ def _in_range(convert):
 def load_strict(path):
     """Parses as strictly as JSON.parse or serde: NaN, Infinity and -Infinity are errors, and
     so is a number beyond a double's range; ValueError says which."""
-    if os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode):
+    mode = os.stat(path).st_mode if os.path.exists(path) else 0
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        # /dev/zero would be read until memory ran out.
+        raise OSError(errno.EINVAL, "a device or socket, not a file")
+    if stat.S_ISFIFO(mode):
         # A pipe: what its writer gives (a process substitution, /dev/stdin), and at once
         # nothing where none writes (a named pipe would otherwise be waited on for ever).
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -159,9 +164,9 @@ def effective_flops(c):
 def impossible_figures(doc):
     """Every figure of the report above what its device can do, as one line each: measured
     cases (not those the report itself marked above_ceiling: they are errors with no time), the
-    STREAM figures of memory_bandwidth (write-allocate traffic included), and any roofline point
-    or case above 100% of its attainable or its peak (pct_peak: a case that beat the peak reads
-    100 with beat_peak_by)."""
+    machine probes, the STREAM figures of memory_bandwidth (write-allocate traffic included),
+    and any roofline point or case above 100% of its attainable or its peak (pct_peak: a case
+    that beat the peak reads 100 with beat_peak_by)."""
     ctx, out = doc["context"], []
     for c in doc["pairbench"]["cases"]:
         if c.get("status") != "ok":
@@ -186,6 +191,15 @@ def impossible_figures(doc):
         if limit and figure > limit:
             out.append(f"{c['name']}: {figure:.1f} {unit} is above the {c['device']}'s {key} "
                        f"ceiling {limit:.1f} ({why})")
+    # The machine probes weigh the CPU cases' times in compare.py: an impossible one would excuse
+    # any slowdown there.
+    for p in ctx.get("machine_probes", []):
+        for field, key, unit in (("compute_gflops", "fp32", "GFLOP/s"), ("copy_gbs", "memory",
+                                                                         "GB/s")):
+            limit, why = bound(ctx, "cpu", key)
+            if limit and p[field] > limit:
+                out.append(f"machine probe {p['when']!r}: {field} {p[field]:.1f} {unit} is above "
+                           f"the cpu's {key} ceiling {limit:.1f} ({why})")
     analyses = doc["pairbench"]["analyses"]
     in_cache = {c["name"] for c in doc["pairbench"]["cases"] if c.get("cache_resident")}
     for dev, d in analyses.get("memory_bandwidth", {}).items():
@@ -243,9 +257,11 @@ def case_problems(doc):
     """What the schema cannot say of the cases, one line each: a name given twice, or not its
     op/device/impl; a median time outside its repetitions' medians (the pooled median never
     is); a figure more than 1% from its work over its median time (GFLOP/s from flops, GB/s from
-    min_bytes, samples/s from items), which the ceilings below then hold as measured; time
-    statistics that no timed iterations can give (time_problems)."""
+    min_bytes, samples/s from items), which the ceilings below then hold as measured; more ranks
+    than the run had (each rank's share of a figure is what the ceilings hold); time statistics
+    that no timed iterations can give (time_problems)."""
     out, seen = [], set()
+    ranks = doc["context"].get("ranks", {}).get("size", 1)
     runs = {}  # run_name -> its iteration entries that carry a time, as ci_tool_problems checks
     for b in doc["benchmarks"]:
         if (b["run_type"] == "iteration" and not b.get("error_occurred")
@@ -263,6 +279,9 @@ def case_problems(doc):
                        f"({c['op']}/{c['device']}/{c['impl']})")
         if c["status"] != "ok":
             continue
+        if int(c["shape"].get("ranks", "1")) > ranks:
+            out.append(f"{name}: ran over {c['shape']['ranks']} ranks, more than the run's "
+                       f"{ranks} (context.ranks)")
         t = c["time"]
         median, reps = t["median_s"], t["repetition_medians_s"]
         if len(reps) != t["repetitions"]:
@@ -339,16 +358,17 @@ def main(argv):
               file=sys.stderr)
         return 2
     status = 0
-    for path in argv[1:]:
+    for path in argv[1:]:  # each checked, the worst status returned
         try:
             doc = load_strict(path)
         except (OSError, ValueError) as e:
             print(f"{path}: not a readable JSON report: {e}", file=sys.stderr)
-            return 2
+            status = 2
+            continue
         found = problems(doc)
         for p in found:
             print(f"{path}: {p}", file=sys.stderr)
-        status = status or (1 if found else 0)
+        status = max(status, 1 if found else 0)
     return status
 
 

@@ -321,3 +321,51 @@ def test_validator_usage(capsys):
     assert validate_report.main(["v", "--bogus", str(H100_SAMPLE)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("validate_report.py: error: unknown option --bogus")
+
+
+@pytest.mark.parametrize("ranks, says", [
+    ("0", "'0' does not match"), ("two", "'two' does not match"), ("1e9", "'1e9' does not match"),
+    ("-1", "'-1' does not match"), ("64", "ran over 64 ranks, more than the run's 1"),
+])
+def test_a_cases_ranks_are_a_count_the_run_had(ranks, says):
+    # '0' crashed every script (a division by it), '-1' or '1e9' let any figure through the
+    # ceilings (they hold each rank's share of it).
+    doc = h100()
+    case = gpu_case(doc)
+    case["shape"]["ranks"] = ranks
+    found = validate_report.problems(doc)
+    assert len(found) == 1 and case["name"] in found[0] and says in found[0], found
+
+
+def test_a_robust_cv_no_positive_times_can_give_is_refused():
+    # At least half the times lie in (0, median]: the median absolute deviation is at most the
+    # median. A made-up 500% excused a tenfold slowdown as noise in compare.py.
+    doc = h100()
+    case = gpu_case(doc)
+    case["time"]["robust_cv"] = 1.4826  # the most positive times can spread
+    assert validate_report.problems(doc) == []
+    case["time"]["robust_cv"] = 5.0
+    found = validate_report.problems(doc)
+    assert len(found) == 1 and found[0].endswith("5.0 is greater than the maximum of 1.48261")
+
+
+def test_a_machine_probe_above_the_cpus_ceiling_is_named(quick_reports):
+    # compare.py weighs CPU times against the probes: a probe 1000x too fast excused any slowdown.
+    doc = validate_report.load_strict(quick_reports[0])
+    assert validate_report.problems(doc) == []
+    probe = doc["context"]["machine_probes"][1]
+    probe["compute_gflops"] *= 1000
+    found = validate_report.problems(doc)
+    assert len(found) == 1 and found[0].startswith(
+        f"machine probe {probe['when']!r}: compute_gflops") and "fp32 ceiling" in found[0], found
+
+
+def test_a_device_file_is_refused_and_every_report_is_checked(tmp_path, capsys):
+    # /dev/zero was read until memory ran out; an unreadable report ended the check of the rest.
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert validate_report.main(["v", "/dev/zero", str(bad), str(H100_SAMPLE)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["/dev/zero: not a readable JSON report: [Errno 22] a device or socket, not a file",
+                   f"{bad}: not a readable JSON report: Expecting property name enclosed in double "
+                   "quotes: line 1 column 2 (char 1)"]
