@@ -160,7 +160,9 @@ report::json make_context(const char* argv0, const Options& o) {
   c["gpu_math"] = math;
   c["transfer_s_counts"] =
       "the host<->device copies of what the work reads (not an output it overwrites) and of its "
-      "result, from pinned host memory";
+      "result, from pinned host memory; for a training step or an inference pass, its batch in "
+      "and an inference pass's logits out (the parameters stay on the device between steps; an "
+      "_h2d step copies its batch inside the timed step)";
   return c;
 }
 

@@ -237,8 +237,8 @@ namespace {
 
 class Runner {
  public:
-  Runner(const std::vector<Case>& cases, const HarnessConfig& cfg)
-      : cfg_(cfg), estimate_(cfg.suite) {
+  Runner(const std::vector<Case>& cases, const HarnessConfig& cfg, report::Log& log)
+      : cfg_(cfg), log_(log), estimate_(cfg.suite) {
     for (const Case& c : cases) {
       runs_.emplace_back();
       runs_.back().c = &c;
@@ -315,6 +315,7 @@ class Runner {
     else if (probes_.empty())  // said once, on the first
       entry["effective_ghz_unavailable"] = cpu::clock_unavailable();
     probes_.push_back(entry);
+    log_.append("probe", entry);  // as it is taken: a run cut short keeps its probes
     last_probe_s_ = t;
   }
   const json& probes() const { return probes_; }
@@ -366,9 +367,14 @@ class Runner {
                     lengthened);
   }
 
+  // Over several ranks a case's figure is every rank's together, each on a device (or a share
+  // of the cores, whose peak is this process's) of its own: the peak is theirs together.
   double peak_gflops(const Case& c) const {
     if (c.workload->dtype() != Dtype::fp32) return 0;
-    return c.impl.device == Device::cpu ? cfg_.cpu_peak_gflops : cfg_.gpu_peak_gflops;
+    double ranks = 1;
+    for (const auto& [key, value] : c.shape.items)
+      if (key == "ranks") ranks = std::stod(value);
+    return ranks * (c.impl.device == Device::cpu ? cfg_.cpu_peak_gflops : cfg_.gpu_peak_gflops);
   }
 
  private:
@@ -441,13 +447,16 @@ class Runner {
     }
   }
 
-  // Between op families, at most every few seconds (random interleaving alternates them).
+  // Before each op family's first case, and between families at most every few seconds after
+  // (random interleaving alternates them): every family has the probe its speedups are weighed
+  // by (a host throttled under it, reports/analyses.cpp).
   void probe_if_op_changes(const Case& c) {
     const std::string op = c.workload->op();
     if (op == last_op_) return;
     last_op_ = op;
     const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    if (t - last_probe_s_ >= 5.0) probe("before " + op);
+    const bool first = probed_ops_.insert(op).second;
+    if (first || t - last_probe_s_ >= 5.0) probe("before " + op);
   }
 
   // A case starts: the one before it finished (the estimate learns its time), and the progress
@@ -502,6 +511,7 @@ class Runner {
 
  private:
   HarnessConfig cfg_;
+  report::Log& log_;
   std::vector<CaseRun> runs_;
   CaseRun* current_ = nullptr;
   const Workload* inputs_for_ = nullptr;  // whose inputs_ are
@@ -509,6 +519,7 @@ class Runner {
   std::string gpu_unusable_;  // the sticky CUDA error, once there is one
   json probes_ = json::array();
   std::string last_op_;
+  std::set<std::string> probed_ops_;  // the op families probed before
   double last_probe_s_ = -1e9;
   double copy_gbs_[2] = {0, 0};  // the best STREAM copy measured so far, per device
   std::size_t started_ = 0, total_ = 0;
@@ -686,7 +697,7 @@ class Recorder : public benchmark::ConsoleReporter {
 HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg,
                         report::Log& log) {
   HarnessResult out;
-  Runner runner(cases, cfg);
+  Runner runner(cases, cfg, log);
   std::size_t runnable = 0;
   std::vector<ProgressEstimate::Pending> pending;  // the cases that will run
   const std::string filter = benchmark::GetBenchmarkFilter();
@@ -714,7 +725,6 @@ HarnessResult run_cases(const std::vector<Case>& cases, const HarnessConfig& cfg
     benchmark::RunSpecifiedBenchmarks(&recorder);
     runner.clear_progress();
     runner.probe("end");
-    for (const json& p : runner.probes()) log.append("probe", p);
     out.probes = runner.probes();
   }
   benchmark::ClearRegisteredBenchmarks();

@@ -649,8 +649,11 @@ class GpuTrain : public GpuImpl {
     if (m_.state_count > 0) upload(state_.data(), at(in, "state"));
     if constexpr (HoldsWeights<Ops>::value) ops_.drop_held_weights();  // new parameters
     forwarded_ = false;
+    const double before_batch = GpuImpl::transfer_seconds();
     upload(x_.data(), x, x_bytes);
     upload(labels_.data(), labels, label_bytes);
+    // What a step copies each time: its batch in (the _h2d steps copy it inside the timed step).
+    batch_s_ = h2d_ ? 0 : GpuImpl::transfer_seconds() - before_batch;
     if (step_->reduce) {
       // Over several ranks, what may fail in a first step (cuDNN's plans, its workspace, memory)
       // fails here, before the ranks agree that every one is ready: a rank that failed in run()
@@ -690,7 +693,12 @@ class GpuTrain : public GpuImpl {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   }
   Tensors result() override {
-    if (!s_.train) return {download("logits", {s_.batch, m_.classes}, step_->logits())};
+    if (!s_.train) {
+      const double before = GpuImpl::transfer_seconds();
+      Tensors logits = {download("logits", {s_.batch, m_.classes}, step_->logits())};
+      logits_s_ = GpuImpl::transfer_seconds() - before;
+      return logits;
+    }
     if constexpr (Ops::kLossScaling) {  // a skipped step is no step to check
       const LossScale ls = ops_.loss_scale();
       if (ls.overflow != 0)
@@ -705,6 +713,10 @@ class GpuTrain : public GpuImpl {
     if (m_.state_count > 0) out.push_back(download("state", {m_.state_count}, state_.data()));
     return out;
   }
+  // A step's or a pass's own copies: its batch in and, for inference, its logits out. Its
+  // parameters and state stay on the device from one step to the next, so their uploads (and
+  // the check's downloads) are not a step's.
+  double transfer_seconds() const override { return batch_s_ + logits_s_; }
   std::string detail() const override {
     const std::string algos = ops_.detail();
     std::string how =
@@ -798,7 +810,8 @@ class GpuTrain : public GpuImpl {
   bool h2d_, graph_;
   cudaGraphExec_t graph_exec_ = nullptr;
   std::size_t graph_nodes_ = 0;
-  bool forwarded_ = false;  // an inference pass ran on params_ since prepare()
+  bool forwarded_ = false;             // an inference pass ran on params_ since prepare()
+  double batch_s_ = 0, logits_s_ = 0;  // transfer_seconds()'s copies
   Ops ops_;
   std::unique_ptr<ModelStep> step_;
   DeviceBuffer<float> x_;

@@ -76,23 +76,26 @@ json apart_labels(const json* cpu, const json* gpu) {
   return out;
 }
 
-// The compute probe taken just before an op family, against the run's best: where it read under
-// kThrottledFraction of it, the family's speedups were divided by a slowed host.
-json host_throttled(const std::string& op, const json& probes) {
+// The compute probe taken just before an op family (the slowest such, where random
+// interleaving came back to the family), against the run's best: where it read under
+// kThrottledFraction of it, the family's CPU figures were measured on a slowed host.
+json host_throttled(const std::string& op, const json& probes,
+                    const char* consequence = "its speedups were divided by a slowed host") {
   double best = 0;
   const json* before = nullptr;
   for (const json& p : probes) {
     best = std::max(best, p.value("compute_gflops", 0.0));
-    if (p.value("when", "") == "before " + op) before = &p;
+    if (p.value("when", "") == "before " + op &&
+        (!before || p.value("compute_gflops", 0.0) < before->value("compute_gflops", 0.0)))
+      before = &p;
   }
   if (!before || best <= 0) return nullptr;
   const double f = before->value("compute_gflops", 0.0) / best;
   if (f >= kThrottledFraction) return nullptr;
-  char buf[256];
+  char buf[320];
   std::snprintf(buf, sizeof buf,
-                "the CPU probe before %s read %.0f GFLOP/s, %.0f%% of the run's best %.0f: its "
-                "speedups were divided by a slowed host",
-                op.c_str(), before->value("compute_gflops", 0.0), 100 * f, best);
+                "the CPU probe before %s read %.0f GFLOP/s, %.0f%% of the run's best %.0f: %s",
+                op.c_str(), before->value("compute_gflops", 0.0), 100 * f, best, consequence);
   return {{"probe_gflops", before->value("compute_gflops", 0.0)},
           {"best_probe_gflops", best},
           {"fraction", f},
@@ -370,7 +373,8 @@ std::string heaviest_model(const json& cases) {
 }
 
 // One model's training steps: per device the best samples/s at each batch, the best batch, and
-// the smallest batch at which the GPU's step overtakes the CPU's.
+// the smallest batch at which the GPU's step overtakes the CPU's (or that it was ahead at the
+// smallest batch both ran).
 json batch_series(const json& cases, const std::string& model) {
   std::map<std::string, std::map<std::int64_t, const json*>> best;  // device -> batch -> case
   for (const json& c : cases) {
@@ -395,14 +399,23 @@ json batch_series(const json& cases, const std::string& model) {
     out["devices"][device] = series;
     out["best_batch"][device] = best_b;
   }
-  if (best.count("cpu") && best.count("gpu"))
+  // The crossover is where the GPU goes ahead after it was behind: ahead at the smallest batch
+  // both ran, it overtook the CPU below the batches measured, which the series says instead.
+  if (best.count("cpu") && best.count("gpu")) {
+    bool behind = false, compared = false;
     for (const auto& [b, g] : best["gpu"]) {
       const auto c = best["cpu"].find(b);
-      if (c != best["cpu"].end() && num(*g, "samples_per_s") > num(*c->second, "samples_per_s")) {
+      if (c == best["cpu"].end()) continue;
+      const bool ahead = num(*g, "samples_per_s") > num(*c->second, "samples_per_s");
+      if (ahead && !compared) out["gpu_ahead_at_smallest_batch"] = true;
+      compared = true;
+      if (ahead && behind) {
         out["crossover_batch"] = b;
         break;
       }
+      behind = behind || !ahead;
     }
+  }
   return out;
 }
 
@@ -475,6 +488,11 @@ json projection(const json& cases, const json& context) {
                     {"epoch_h", epoch_s / 3600.0},
                     {"training_h", epochs * epoch_s / 3600.0}};
     if (image > 0) best[device]["image"] = image;
+    const json throttled =
+        device == "cpu" ? host_throttled(c["op"], context.value("machine_probes", json::array()),
+                                         "this epoch was measured on a slowed host")
+                        : json(nullptr);
+    if (!throttled.is_null()) best[device]["host_throttled"] = throttled;
     add_energy_and_cost(best[device], c, context, epochs);
   }
   for (const auto& [device, e] : end_to_end.items())
@@ -489,6 +507,12 @@ json projection(const json& cases, const json& context) {
             "nothing is scaled to it (the standard suite runs 224x224)";
   else if (model == "resnet50")
     note += ", ResNet-50 v1.5, the claim's model; nothing is scaled";
+  else if (model.empty() && std::any_of(cases.begin(), cases.end(), [](const json& c) {
+             return ok(c) && has_role(c, {"training"});
+           }))
+    note +=
+        ": none, for no training step ran on one device (this run's ran over several "
+        "ranks: the scaling analysis projects them to cluster sizes)";
   else
     note += " (" + (model.empty() ? std::string("none") : model) +
             "), which is not the claim's model: ResNet-50 did not run, and no figure is scaled to "
@@ -791,11 +815,15 @@ json roofline(const json& cases, const json& context) {
       const double f = ceil_f(dtype);
       const double intensity = num(c, "flops") / num(c, "min_bytes");
       const json r = ridge(f);
+      // Over several ranks, one rank's share: what one device is held to (as checked_cases).
+      const int ranks = ranks_of(c);
+      const double gflops = num(c, "gflops") / ranks;
       json p = {{"name", c["name"]},
                 {"dtype", dtype},
                 {"intensity", intensity},
-                {"gflops", c["gflops"]},
+                {"gflops", gflops},
                 {"ceiling_gflops", f > 0 ? json(f) : json(nullptr)}};
+      if (ranks > 1) p["ranks"] = ranks;
       p["memory_bound"] = r.is_null() ? json(nullptr) : json(intensity < r.get<double>());
       // A working set inside the last-level cache is not held to the memory's roof.
       const bool resident = c.value("cache_resident", false);
@@ -803,7 +831,7 @@ json roofline(const json& cases, const json& context) {
       if (c.value("latency_bound", false)) p["latency_bound"] = true;
       if (f > 0) {
         const double attainable = resident || ceil_b <= 0 ? f : std::min(f, intensity * ceil_b);
-        const double pct = 100.0 * num(c, "gflops") / attainable;
+        const double pct = 100.0 * gflops / attainable;
         p["pct_of_attainable"] = std::min(pct, 100.0);
         // A case faster than the probe made for its ceiling (the machine was slower while
         // the probe ran): at the ceiling, and by how much it beat it.

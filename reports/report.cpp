@@ -58,17 +58,21 @@ json build(const json& context, const json& benchmarks, const json& measured, co
     widen_cpu_memory_bound(doc["context"]);
   }
   const json cases = checked_cases(measured, doc["context"]);
-  // A case whose figure is impossible has no time for CI tools to read; an entry whose case has
-  // no record (a run cut short between the two) has nothing that says what it measured.
-  std::set<std::string> impossible, recorded;
+  // A case that is not ok (an error, an impossible figure) has no time for CI tools to read:
+  // not the repetitions it timed before it failed, nor their aggregates (what
+  // --keep-error-entries keeps are the entries Google Benchmark marked error_occurred, with no
+  // time). An entry whose case has no record (a run cut short between the two) has nothing
+  // that says what it measured.
+  std::set<std::string> ok, recorded;
   for (const json& c : cases) {
     recorded.insert(c["name"].get<std::string>());
-    if (c.contains("above_ceiling")) impossible.insert(c["name"].get<std::string>());
+    if (c["status"] == "ok") ok.insert(c["name"].get<std::string>());
   }
   doc["benchmarks"] = json::array();
   for (const json& b : benchmarks) {
     const std::string run = case_of_entry(b);
-    if (recorded.count(run) && !impossible.count(run)) doc["benchmarks"].push_back(b);
+    if (recorded.count(run) && (ok.count(run) || b.value("error_occurred", false)))
+      doc["benchmarks"].push_back(b);
   }
   doc["pairbench"] = {{"schema_version", kSchemaVersion},
                       {"cases", cases},
@@ -320,6 +324,8 @@ std::string summary(const json& report) {
                               : "",
           d["samples_per_s"].get<double>());
       os << buf;
+      if (d.contains("host_throttled"))
+        os << " [" << d["host_throttled"]["note"].get<std::string>() << "];";
       if (d.contains("end_to_end")) {
         const json& e = d["end_to_end"];
         std::snprintf(buf, sizeof buf, " end to end, the batch copied from host memory: %s (%s);",

@@ -131,7 +131,8 @@ std::string summary(const json& report);
 void write_atomic(const std::string& path, const std::string& text);
 
 // The crash-safe log beside a report: one JSON object a line, {"context": ...} first, then
-// {"benchmark": ...} and {"case": ...} as they are measured, then {"probe": ...}, flushed at once.
+// {"benchmark": ...}, {"case": ...} and the machine probes ({"probe": ...}) as they are
+// measured, each flushed at once.
 class Log {
  public:
   // Throws std::runtime_error if it cannot be written; an empty path keeps no log (the ranks

@@ -162,6 +162,8 @@ def projection_lines(doc, energy=True):
                 f"batch {d['batch']}"
                 + (f", {d['image']}x{d['image']} images" if "image" in d else "")
                 + f", {d['samples_per_s']:.0f} samples/s)")
+        if "host_throttled" in d:
+            line += f" [{d['host_throttled']['note']}]"
         if "end_to_end" in d:
             e = d["end_to_end"]
             line += f"; end to end {duration(e['epoch_h'])} ({e['impl']})"

@@ -282,6 +282,14 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   EXPECT_EQ(b["best_batch"]["cpu"], 128);
   EXPECT_EQ(b["best_batch"]["gpu"], 128);
   EXPECT_EQ(b["crossover_batch"], 32);  // the GPU loses at 1, wins from 32
+  EXPECT_FALSE(b.contains("gpu_ahead_at_smallest_batch"));
+  // Ahead at every batch both ran: no crossover was measured (the H100 sample's said 32, its
+  // smallest batch).
+  json ahead = cases;
+  ahead[4] = train_case("gpu", "cublas", 1, 5000);
+  const json a = report::batch_size(ahead);
+  EXPECT_TRUE(a["crossover_batch"].is_null());
+  EXPECT_EQ(a["gpu_ahead_at_smallest_batch"], true);
   const json p = report::projection(cases);
   EXPECT_DOUBLE_EQ(p["devices"]["cpu"]["epoch_s"].get<double>(), report::kImagenetImages / 9000);
   EXPECT_EQ(p["devices"]["gpu"]["batch"], 128);
@@ -768,6 +776,30 @@ TEST(Checks, AFigureAboveItsCeilingMakesTheCaseAnErrorWithoutATime) {
   EXPECT_EQ(doc["benchmarks"][0]["run_name"], fine["name"].get<std::string>() + "/manual_time");
 }
 
+// A case that failed after timing some repetitions (a later repetition threw, the ranks timed
+// different iterations) had those repetitions and their aggregates left in `benchmarks`, where
+// CI tools read them as its time; what --keep-error-entries keeps (error_occurred, no time) stays.
+TEST(Report, ACaseThatFailedLeavesNoTimedEntryBehind) {
+  json failed = make_case("cpu", "omp", "fp32", 1e-3), fine = make_case("cpu", "naive", "fp32", 1);
+  failed["status"] = "error";
+  failed["message"] = "repetition 2: injected";
+  auto entry = [](const json& c, const char* type, bool error = false) {
+    json e = {{"name", c["name"].get<std::string>() + "/manual_time"},
+              {"run_name", c["name"].get<std::string>() + "/manual_time"},
+              {"run_type", type}};
+    if (error) e["error_occurred"] = true;
+    return e;
+  };
+  const json benchmarks = {entry(failed, "iteration"), entry(failed, "iteration", true),
+                           entry(failed, "aggregate"), entry(fine, "iteration"),
+                           entry(fine, "aggregate")};
+  const json doc = report::build(json::object(), benchmarks, {failed, fine});
+  ASSERT_EQ(doc["benchmarks"].size(), 3u);
+  EXPECT_EQ(doc["benchmarks"][0], benchmarks[1]);  // the failed repetition, without a time
+  EXPECT_EQ(doc["benchmarks"][1], benchmarks[3]);
+  EXPECT_EQ(doc["benchmarks"][2], benchmarks[4]);
+}
+
 // A convolution computed by Winograd or FFT does fewer multiplications than the direct form
 // its FLOPs count: its effective rate is labelled and held to no compute ceiling; the same
 // figure by an algorithm that does them all is impossible.
@@ -850,6 +882,65 @@ TEST(Speedup, SetsApartWhatMeansLessAndMarksAThrottledHost) {
       {{"ceilings", {{"cpu", json::object()}}}}, json::array(), {cpu, gpu, act, act_gpu}, probes));
   EXPECT_NE(text.find("Apart: figures that mean less"), std::string::npos) << text;
   EXPECT_NE(text.find("30% of the run's best 100"), std::string::npos) << text;
+}
+
+// Each family is probed before its first case; with random interleaving it may be probed
+// again, and the slowest of its probes decides. The CPU's epoch carries the training family's
+// mark, as its speedups do.
+TEST(Speedup, AThrottledHostMarksTheFamilysSlowestProbeAndTheCpusEpoch) {
+  json cpu = train_case("cpu", "onednn", 32, 1000), gpu = train_case("gpu", "cublas", 32, 9000);
+  const json probes = {{{"when", "start"}, {"compute_gflops", 100.0}},
+                       {{"when", "before train"}, {"compute_gflops", 95.0}},
+                       {{"when", "before gemm"}, {"compute_gflops", 90.0}},
+                       {{"when", "before train"}, {"compute_gflops", 20.0}}};
+  const json rows = report::speedup({cpu, gpu}, probes);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_DOUBLE_EQ(rows[0]["host_throttled"]["fraction"].get<double>(), 0.2);
+  const json doc = report::build(json::object(), json::array(), {cpu, gpu}, probes);
+  const json& epoch = doc["pairbench"]["analyses"]["projection"]["devices"];
+  EXPECT_FALSE(epoch["gpu"].contains("host_throttled"));
+  ASSERT_TRUE(epoch["cpu"].contains("host_throttled"));
+  const std::string note = epoch["cpu"]["host_throttled"]["note"];
+  EXPECT_EQ(note,
+            "the CPU probe before train read 20 GFLOP/s, 20% of the run's best 100: this epoch "
+            "was measured on a slowed host");
+  EXPECT_NE(report::summary(doc).find("[" + note + "]"), std::string::npos);
+  // A steady host marks nothing.
+  const json steady =
+      report::build(json::object(), json::array(), {cpu, gpu}, json::array({probes[0], probes[1]}));
+  EXPECT_FALSE(
+      steady["pairbench"]["analyses"]["projection"]["devices"]["cpu"].contains("host_throttled"));
+}
+
+// Under mpirun every training step runs over the ranks: no one-device epoch, and the note says
+// why (it used to say ResNet-50 did not run).
+TEST(Projection, StepsOverSeveralRanksAreLeftToTheScalingAnalysis) {
+  json step = train_case("cpu", "onednn", 32, 1000);
+  step["shape"]["model"] = "resnet50", step["shape"]["ranks"] = "2";
+  const json p = report::projection(json::array({step}));
+  EXPECT_TRUE(p["devices"].empty());
+  EXPECT_NE(p["note"].get<std::string>().find(
+                "no training step ran on one device (this run's ran over several ranks"),
+            std::string::npos)
+      << p["note"];
+  EXPECT_EQ(p["note"].get<std::string>().find("did not run"), std::string::npos) << p["note"];
+}
+
+// A figure of several ranks is every rank's together: its roofline point is one rank's share,
+// held to one device's ceiling (8 ranks at half their ceiling read 50%, not 400%).
+TEST(Roofline, APointOfSeveralRanksIsOneRanksShare) {
+  json gemm = make_case("cpu", "openblas", "fp32", 1e-3);
+  gemm["flops"] = 1e9;
+  gemm["min_bytes"] = 1e6;
+  gemm["gflops"] = 1000.0;
+  gemm["shape"]["ranks"] = "8";
+  const json context = {{"ceilings", {{"cpu", {{"fp32", ceiling(250, 500, 400)}}}}}};
+  const json r = report::roofline(json::array({gemm}), context);
+  const json& point = r["cpu"]["points"][0];
+  EXPECT_DOUBLE_EQ(point["gflops"].get<double>(), 125.0);
+  EXPECT_DOUBLE_EQ(point["pct_of_attainable"].get<double>(), 50.0);
+  EXPECT_EQ(point["ranks"], 8);
+  EXPECT_FALSE(point.contains("beat_measured_ceiling_by"));
 }
 
 TEST(Sweeps, AnyAxisInTheCasesOwnMetric) {
