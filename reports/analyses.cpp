@@ -359,6 +359,19 @@ bool one_device_step(const json& c) {
   return ok(c) && has_role(c, {"training"}) && ranks_of(c) == 1;
 }
 
+// A step's image size (0 for models without images).
+int image_of(const json& c) { return std::stoi(c["shape"].value("image", "0")); }
+
+// The largest images a model's one-device steps ran on (ImageNet's 224 x 224 where they ran):
+// what the projection and the batch series keep to, since a batch of smaller images is other
+// work, and an epoch of them is not an epoch of ImageNet.
+int largest_image(const json& cases, const std::string& model) {
+  int image = 0;
+  for (const json& c : cases)
+    if (one_device_step(c) && model_of(c) == model) image = std::max(image, image_of(c));
+  return image;
+}
+
 // The model closest to an image classifier: the most FLOPs per sample among those measured.
 std::string heaviest_model(const json& cases) {
   auto per_sample = [](const json& c) {
@@ -376,9 +389,12 @@ std::string heaviest_model(const json& cases) {
 // the smallest batch at which the GPU's step overtakes the CPU's (or that it was ahead at the
 // smallest batch both ran).
 json batch_series(const json& cases, const std::string& model) {
+  const int image = largest_image(cases, model);
   std::map<std::string, std::map<std::int64_t, const json*>> best;  // device -> batch -> case
   for (const json& c : cases) {
-    if (!one_device_step(c) || !c["shape"].contains("batch") || model_of(c) != model) continue;
+    if (!one_device_step(c) || !c["shape"].contains("batch") || model_of(c) != model ||
+        image_of(c) != image)
+      continue;
     const std::int64_t b = std::stoll(c["shape"]["batch"].get<std::string>());
     const json*& slot = best[c["device"].get<std::string>()][b];
     if (!slot || num(c, "samples_per_s") > num(*slot, "samples_per_s")) slot = &c;
@@ -393,7 +409,9 @@ json batch_series(const json& cases, const std::string& model) {
       series.push_back({{"batch", b},
                         {"samples_per_s", num(*c, "samples_per_s")},
                         {"impl", (*c)["impl"]},
+                        {"dtype", c->value("dtype", "fp32")},
                         {"model", model_of(*c)}});
+      if (image > 0) series.back()["image"] = image;
       if (num(*c, "samples_per_s") > best_s) best_s = num(*c, "samples_per_s"), best_b = b;
     }
     out["devices"][device] = series;
@@ -464,12 +482,7 @@ void add_energy_and_cost(json& d, const json& c, const json& context, int epochs
 json projection(const json& cases, const json& context) {
   const std::string model = heaviest_model(cases);
   const int epochs = context.value("epochs", 90);
-  // The model's largest images (ImageNet's 224 x 224 where they ran): an epoch of smaller ones
-  // is not an epoch of ImageNet.
-  auto image_of = [](const json& c) { return std::stoi(c["shape"].value("image", "0")); };
-  int image = 0;
-  for (const json& c : cases)
-    if (one_device_step(c) && model_of(c) == model) image = std::max(image, image_of(c));
+  const int image = largest_image(cases, model);
   json devices = json::object(), end_to_end = json::object();
   for (const json& c : cases) {
     if (!one_device_step(c) || model_of(c) != model || image_of(c) != image) continue;

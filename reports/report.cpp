@@ -412,7 +412,7 @@ std::string summary(const json& report) {
         const int n = z["ranks"];
         if (n != 1 && n != 8 && n != 64 && n != 1024) continue;
         std::snprintf(buf, sizeof buf, " %d: %s (%.0f%%);", n,
-                      fmt_time(3600 * z["epoch_h"].get<double>()).c_str(),
+                      fmt_duration(3600 * z["epoch_h"].get<double>()).c_str(),
                       100 * z["efficiency"].get<double>());
         os << buf;
       }

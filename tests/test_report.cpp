@@ -268,6 +268,10 @@ TEST(Scaling, EfficiencyAgainstTheLocalTwinAndTheRingModel) {
   EXPECT_EQ(given["cluster"][0]["busbw_source"], "--busbw");
   // Multi-rank steps stay out of the single-device projection.
   EXPECT_TRUE(report::projection(cases)["devices"].empty());
+  // The console gives a cluster's epoch in a readable unit (an epoch of 1,281,167 images at
+  // 3,200 samples/s on one device: 6.7 min, not "400.36 s").
+  const std::string text = report::summary(report::build(json::object(), json::array(), cases));
+  EXPECT_NE(text.find(" 1: 6.7 min (100%); 8: 1.4 min"), std::string::npos) << text;
 }
 
 TEST(BatchSize, BestBatchCrossoverAndProjection) {
@@ -282,6 +286,17 @@ TEST(BatchSize, BestBatchCrossoverAndProjection) {
   EXPECT_EQ(b["best_batch"]["cpu"], 128);
   EXPECT_EQ(b["best_batch"]["gpu"], 128);
   EXPECT_EQ(b["crossover_batch"], 32);  // the GPU loses at 1, wins from 32
+  EXPECT_EQ(b["devices"]["cpu"][1]["dtype"], "fp32");
+  // A series keeps to the model's largest images: a faster batch of smaller ones (--shape) is
+  // not the same work.
+  json images = json::array();
+  for (json c : cases) c["shape"]["image"] = "224", images.push_back(c);
+  json small_fast = train_case("cpu", "onednn", 32, 1e6);
+  small_fast["shape"]["image"] = "64";
+  images.push_back(small_fast);
+  const json bi = report::batch_size(images);
+  EXPECT_EQ(bi["devices"]["cpu"][1]["samples_per_s"], 8000);
+  EXPECT_EQ(bi["devices"]["cpu"][1]["image"], 224);
   EXPECT_FALSE(b.contains("gpu_ahead_at_smallest_batch"));
   // Ahead at every batch both ran: no crossover was measured (the H100 sample's said 32, its
   // smallest batch).
