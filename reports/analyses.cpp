@@ -34,7 +34,9 @@ json side(const json& c) {
             {"gbs", c.value("gbs", 0.0)},
             {"metric", c.value("metric", "GFLOP/s")},
             {"transfer_s", c["transfer_s"]}};
-  if (c.contains("samples_per_s")) s["samples_per_s"] = c["samples_per_s"];
+  // A training step's or inference pass's samples/s (a convolution's images/s say little).
+  if (c.contains("samples_per_s") && c.value("metric", "") == "samples/s")
+    s["samples_per_s"] = c["samples_per_s"];
   if (c["device"] == "cpu") s["threads"] = c["threads"];
   return s;
 }

@@ -409,8 +409,13 @@ TEST(Speedup, ProblemsThatRanNowhereAreOneLineEach) {
     cases.push_back(g);
   }
   cases.push_back(train_case("cpu", "onednn", 32, 1234.4));
+  json conv = make_case("cpu", "onednn", "fp32", 1e-3);  // items too, but its images/s say little
+  conv["op"] = "conv";
+  conv["samples_per_s"] = 8000.0;
+  cases.push_back(conv);
   const json s = report::speedup(cases);
-  ASSERT_EQ(s.size(), 4u);
+  ASSERT_EQ(s.size(), 5u);
+  EXPECT_FALSE(s[4]["cpu"].contains("samples_per_s"));
   EXPECT_EQ(s[0]["cpu_missing"], "one rank: a collective needs several");
   EXPECT_EQ(s[0]["gpu_missing"], "no GPU: test");
   EXPECT_FALSE(s[3].contains("cpu_missing"));
