@@ -360,7 +360,9 @@ std::string summary(const json& report) {
                     pr["cost_cpu_over_gpu"].get<double>()),
           os << buf;
     if (pr.contains("energy_cpu_over_gpu"))
-      std::snprintf(buf, sizeof buf, "  an epoch takes %.2fx the energy on the CPU\n",
+      std::snprintf(buf, sizeof buf,
+                    "  an epoch takes %.2fx the energy on the CPU (the CPU's package and "
+                    "DRAM against the GPU's board alone, not its host)\n",
                     pr["energy_cpu_over_gpu"].get<double>()),
           os << buf;
   }

@@ -179,7 +179,11 @@ def ratio_line(doc):
     said = [f"{pr[key]:.2f}x the {what}" for key, what in (("cost_cpu_over_gpu", "dollars"),
                                                            ("energy_cpu_over_gpu", "energy"))
             if key in pr]
-    return f"An epoch on the CPU takes {' and '.join(said)} of one on the GPU." if said else None
+    if not said:
+        return None
+    board = (" (energy: the CPU's package and DRAM against the GPU's board alone, not its host)"
+             if "energy_cpu_over_gpu" in pr else "")
+    return f"An epoch on the CPU takes {' and '.join(said)} of one on the GPU{board}."
 
 
 def energy_lines(doc):

@@ -373,4 +373,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    import pbreport  # its run(): an output that cannot be written is one line and exit 2
+    pbreport.run(lambda: main(sys.argv))

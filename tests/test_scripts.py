@@ -121,7 +121,8 @@ def test_projection_chart_comes_first_with_energy_and_dollars(tmp_path):
             f"{pbreport.usd(gpu['epoch_usd'])} an epoch, {pbreport.usd(gpu['training_usd'])} "
             "the training at $4.00/h") in summary
     assert ("An epoch on the CPU takes 2.32x the dollars and 2.90x the energy of one on the "
-            "GPU.") in summary
+            "GPU (energy: the CPU's package and DRAM against the GPU's board alone, not its "
+            "host).") in summary
     # The meters, and the GPU's throttled case.
     assert "- cpu: cpu meter (a test); idle 50.0 W; 8 cases metered, 100.0-100.0 W" in summary
     assert "- gpu throttled in 1 case(s): sw_power_cap (1)" in summary
@@ -681,12 +682,14 @@ def scripts_output_into(script, out, *args):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this machine")
-@pytest.mark.parametrize("script", ["compare.py", "gpu_verdict.py", "case_figure.py"])
+@pytest.mark.parametrize("script", ["compare.py", "gpu_verdict.py", "case_figure.py",
+                                    "validate_report.py"])
 def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(script):
     # A full disk under stdout was a traceback and exit 1: a regression to compare.py, a failed
     # verdict to gpu_verdict.py.
     args = {"compare.py": [CPU_SAMPLE, CPU_SAMPLE], "gpu_verdict.py": [H100_SAMPLE],
-            "case_figure.py": [CPU_SAMPLE, "stream/cpu/omp/kernel=dot,", "gbs"]}[script]
+            "case_figure.py": [CPU_SAMPLE, "stream/cpu/omp/kernel=dot,", "gbs"],
+            "validate_report.py": ["--help"]}[script]
     r = scripts_output_into(script, "/dev/full", *args)
     assert r.returncode == 2
     assert r.stderr.splitlines() == [f"{script}: error: No space left on device"]
