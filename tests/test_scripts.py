@@ -140,16 +140,23 @@ def test_projection_chart_says_why_energy_is_unavailable(tmp_path):
     cpu["energy"] = why
     del doc["pairbench"]["analyses"]["projection"]["energy_cpu_over_gpu"]
     summary, svgs = plotted(doc, tmp_path / "out")
-    assert ("batch 32, 17892 samples/s); energy: unavailable (no RAPL counters (a test)); "
-            "$0.016 an epoch") in summary
+    assert ("batch 32, 17892 samples/s) [the CPU probe before train read 94 GFLOP/s, 9% of the "
+            "run's best 1018: this epoch was measured on a slowed host]; energy: unavailable (no "
+            "RAPL counters (a test)); $0.016 an epoch") in summary
     assert "- cpu: unavailable (no RAPL counters (a test))" in summary
     assert "An epoch on the CPU takes 2.32x the dollars of one on the GPU." in summary
     assert "energy unavailable: no" in svgs["projection"]  # beside the GPU's bars
 
 
 def test_projection_chart_of_a_report_without_energy_shows_time(tmp_path):
-    # The H100 sample predates the meters and --price: the hours alone, and no energy words.
-    summary, svgs = plotted(json.loads(H100_SAMPLE.read_text()), tmp_path / "out")
+    # A report from before the meters and --price (the H100 sample as it was measured, before
+    # its rebuild gave each device "energy: unavailable"): the hours alone, no energy words.
+    doc = json.loads(H100_SAMPLE.read_text())
+    del doc["pairbench"]["analyses"]["energy"]
+    for d in doc["pairbench"]["analyses"]["projection"]["devices"].values():
+        for step in (d, d.get("end_to_end", {})):
+            step.pop("energy", None)
+    summary, svgs = plotted(doc, tmp_path / "out")
     assert (tmp_path / "out" / "projection.png").stat().st_size > 1000
     assert summary.index("![projection](projection.png)") < summary.index("![speedup]")
     assert "Time (hours, log scale)" in svgs["projection"]
