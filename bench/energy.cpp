@@ -387,6 +387,17 @@ json unavailable(const std::string& reason) {
   return {{"status", "unavailable"}, {"reason", reason}};
 }
 
+std::string shared_meter_reason(bool cpu, int case_ranks, int world_ranks) {
+  if (case_ranks > 1)
+    return "over " + std::to_string(case_ranks) +
+           " ranks: each rank's meter reads its own device, not the others' share of the work";
+  if (cpu && world_ranks > 1)
+    return "under " + std::to_string(world_ranks) +
+           " ranks: the CPU's counters read every rank's process on this host, not this case's "
+           "alone";
+  return "";
+}
+
 json CaseEnergy::record(const Calibrated& c, double flops, double bytes, double items, bool gbs,
                         bool lengthened) const {
   if (!c.usable()) return unavailable(c.context().value("reason", "no meter"));

@@ -105,4 +105,9 @@ class CaseEnergy {
 
 report::json unavailable(const std::string& reason);
 
+// Why a case's energy cannot be told apart under several ranks, or "" where it can: a case over
+// several ranks is every rank's work, where each rank's meter reads its own device alone; and
+// under several ranks, a CPU case's package counters read every rank's process on the host.
+std::string shared_meter_reason(bool cpu, int case_ranks, int world_ranks);
+
 }  // namespace pb::energy

@@ -38,6 +38,13 @@ using report::json;
 // What a rank whose first run failed tells the others, in place of its time.
 constexpr double kFailedOnARank = 1e300;
 
+// The ranks a case runs over (its shape's ranks=N; 1 where it has none).
+int ranks_of(const Case& c) {
+  for (const auto& [key, value] : c.shape.items)
+    if (key == "ranks") return std::stoi(value);
+  return 1;
+}
+
 bool inject_fault(const std::string& name) {
   const char* pattern = std::getenv("PAIRBENCH_INJECT_FAULT");
   return pattern && *pattern && name.find(pattern) != std::string::npos;
@@ -331,6 +338,9 @@ class Runner {
           r.c->impl.device == Device::cpu ? cfg_.cpu_energy : cfg_.gpu_energy;
       return energy::unavailable(m ? m->context().value("reason", "") : "no meter");
     }
+    const std::string shared = energy::shared_meter_reason(r.c->impl.device == Device::cpu,
+                                                           ranks_of(*r.c), ranks::world().size);
+    if (!shared.empty()) return energy::unavailable(shared);
     const Workload& w = *r.c->workload;
     energy::CaseEnergy e;
     const std::size_t n = r.metered.size(), first = n - std::min(repetitions, n);
@@ -371,10 +381,8 @@ class Runner {
   // of the cores, whose peak is this process's) of its own: the peak is theirs together.
   double peak_gflops(const Case& c) const {
     if (c.workload->dtype() != Dtype::fp32) return 0;
-    double ranks = 1;
-    for (const auto& [key, value] : c.shape.items)
-      if (key == "ranks") ranks = std::stod(value);
-    return ranks * (c.impl.device == Device::cpu ? cfg_.cpu_peak_gflops : cfg_.gpu_peak_gflops);
+    return ranks_of(c) *
+           (c.impl.device == Device::cpu ? cfg_.cpu_peak_gflops : cfg_.gpu_peak_gflops);
   }
 
  private:

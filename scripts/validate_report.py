@@ -2,9 +2,10 @@
 """Checks a pairbench report: strict JSON (no NaN or Infinity), the schema, the rules the
 schema cannot say (no two cases of one name; each case's median among its repetitions' medians,
 and its GFLOP/s, GB/s and samples/s its work over that median), every figure against its
-device's ceiling (context.ceilings; the peaks of older reports), and metered energy and
-projected dollars against the figures they come from. Each problem is one line: where (the path,
-and the name of the case or entry it is in) and what.
+device's ceiling (context.ceilings; the peaks of older reports) and the machine probes too,
+metered energy and projected dollars against the figures they come from, and the speedups and
+epochs against their cases. Each problem is one line: where (the path, and the name of the case
+or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import errno
 import importlib
@@ -315,7 +316,53 @@ def problems(doc):
             out.append(f"benchmark {b['name']} has no case record")
         if b.get("error_occurred") and b.get("real_time", 0) != 0:
             out.append(f"errored benchmark {b['name']} carries a time")
-    return out + impossible_figures(doc) + energy_problems(doc)
+    return out + impossible_figures(doc) + energy_problems(doc) + analysis_problems(doc)
+
+
+def analysis_problems(doc):
+    """Analyses that are not the cases they come from, as one line each: a speedup side that
+    is not its verified case's median time, a speedup other than the CPU's time over the
+    GPU's, and an epoch other than the images over the samples/s it names (charts and
+    compare.py read these figures, not the cases)."""
+    out = []
+    cases = {c["name"]: c for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
+    an = doc["pairbench"]["analyses"]
+    for row in an.get("speedup", []):
+        where = f"speedup/{row['op']}/{row['shape']}"
+        sides = {}
+        for dev in ("cpu", "gpu"):
+            side = row.get(dev)
+            if not side:
+                continue
+            case = cases.get(side["name"])
+            if case is None:
+                out.append(f"{where}: its {dev} side {side['name']} is no verified case")
+            elif not math.isclose(side["time_s"], case["time"]["median_s"], rel_tol=1e-9):
+                out.append(f"{where}: its {dev} side's time {side['time_s']:.6g} s is not its "
+                           f"case's median {case['time']['median_s']:.6g} s")
+            else:
+                sides[dev] = side["time_s"]
+        if "speedup" in row and len(sides) == 2:
+            expected = sides["cpu"] / sides["gpu"]
+            if not math.isclose(row["speedup"], expected, rel_tol=1e-6):
+                out.append(f"{where}: speedup {row['speedup']:.6g} is not the CPU's time over "
+                           f"the GPU's ({expected:.6g})")
+    pr = an.get("projection", {})
+    for dev, d in pr.get("devices", {}).items():
+        for where, p in ((dev, d), (f"{dev}/end_to_end", d.get("end_to_end"))):
+            if not p:
+                continue
+            expected = pr["images"] / p["samples_per_s"]
+            if not math.isclose(p["epoch_s"], expected, rel_tol=1e-6) or not math.isclose(
+                    p["epoch_h"], p["epoch_s"] / 3600, rel_tol=1e-6):
+                out.append(f"projection/{where}: an epoch of {p['epoch_s']:.6g} s "
+                           f"({p['epoch_h']:.6g} h) is not {pr['images']:.0f} images at "
+                           f"{p['samples_per_s']:.6g} samples/s ({expected:.6g} s)")
+            if "training_h" in p and "epochs" in pr and not math.isclose(
+                    p["training_h"], pr["epochs"] * p["epoch_h"], rel_tol=1e-6):
+                out.append(f"projection/{where}: training_h {p['training_h']:.6g} is not "
+                           f"{pr['epochs']} epochs of {p['epoch_h']:.6g} h")
+    return out
 
 
 def energy_problems(doc):

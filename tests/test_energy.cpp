@@ -250,6 +250,20 @@ TEST(Energy, TooShortARegionIsUnavailableNotAGuess) {
   EXPECT_NE(rec["reason"].get<std::string>().find("the counter needs"), std::string::npos);
 }
 
+// Under several ranks a meter reads more or less than a case's work: rank 0's board alone for
+// a step over every rank's GPU (N times too few joules a sample), every rank's process for a CPU
+// case on a shared host. Those cases say so instead of giving a figure.
+TEST(Energy, UnderSeveralRanksAMeterThatSeesOtherWorkGivesNoFigure) {
+  EXPECT_EQ(energy::shared_meter_reason(true, 1, 1), "");
+  EXPECT_EQ(energy::shared_meter_reason(false, 1, 4), "");  // each rank's own GPU
+  EXPECT_EQ(energy::shared_meter_reason(false, 4, 4),
+            "over 4 ranks: each rank's meter reads its own device, not the others' share of the "
+            "work");
+  EXPECT_EQ(energy::shared_meter_reason(true, 1, 2),
+            "under 2 ranks: the CPU's counters read every rank's process on this host, not this "
+            "case's alone");
+}
+
 // ---- the GPU side, on tests/fake_nvml.cpp ----
 
 struct FakeNvml {

@@ -369,3 +369,23 @@ def test_a_device_file_is_refused_and_every_report_is_checked(tmp_path, capsys):
     assert err == ["/dev/zero: not a readable JSON report: [Errno 22] a device or socket, not a file",
                    f"{bad}: not a readable JSON report: Expecting property name enclosed in double "
                    "quotes: line 1 column 2 (char 1)"]
+
+
+def test_a_speedup_or_an_epoch_that_is_not_its_cases_is_named():
+    # The charts and compare.py read the analyses: a speedup of 1e300 or an epoch of 1e308 h
+    # passed the validator and reached a chart.
+    doc = h100()
+    row = next(r for r in doc["pairbench"]["analyses"]["speedup"] if "speedup" in r)
+    row["speedup"] = 1e300
+    epoch = doc["pairbench"]["analyses"]["projection"]["devices"]["gpu"]
+    epoch["training_h"] = 1e308
+    found = validate_report.problems(doc)
+    assert len(found) == 2, found
+    assert found[0].startswith(f"speedup/{row['op']}/{row['shape']}: speedup 1e+300 is not the "
+                               "CPU's time over the GPU's")
+    assert found[1].startswith("projection/gpu: training_h 1e+308 is not 90 epochs of ")
+    doc = h100()
+    doc["pairbench"]["analyses"]["speedup"][0]["cpu"]["time_s"] *= 2
+    doc["pairbench"]["analyses"]["projection"]["devices"]["cpu"]["samples_per_s"] *= 2
+    found = validate_report.problems(doc)
+    assert len(found) == 2 and "side's time" in found[0] and "is not 1281167 images at" in found[1]
