@@ -180,7 +180,8 @@ def compare(paths, docs, fail_above):
         for path, by, sp in zip(paths[1:], cases[1:], speeds[1:]):
             new = by[name]
             ratio = new["time"]["median_s"] / base["time"]["median_s"]
-            entry = {"report": path, "median_s": new["time"]["median_s"], "rate": pbreport.rate(new),
+            entry = {"report": path, "median_s": new["time"]["median_s"],
+                     "rate": pbreport.rate(new),
                      "time_ratio": ratio if math.isfinite(ratio) else None}
             machine = machine_ratio(base, new, speeds[0], sp)
             if machine:  # NEW's probe speed over BASE's, before and after the case

@@ -57,7 +57,8 @@ def test_speedup_chart_and_summary_show_like_precision(quick_reports, tmp_path):
     # A GPU machine's rows, written into a real report: best of each device and like precision.
     doc = json.loads(quick_reports[0].read_text())
     row = next(r for r in doc["pairbench"]["analyses"]["speedup"] if r["op"] == "gemm")
-    gpu = dict(row["cpu"], impl="cublas", dtype="fp16", threads=None)
+    gpu = dict(row["cpu"], impl="cublas", dtype="fp16", threads=None,
+               time_s=row["cpu"]["time_s"] / 40)
     row.update(gpu=gpu, speedup=40.0, speedup_with_transfer=12.5, speedup_fp32=9.0,
                speedup_bf16=20.0, speedup_gpu_tf32_vs_cpu_fp32=18.0)
     row.pop("gpu_missing", None)
@@ -74,8 +75,11 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     doc = json.loads(quick_reports[0].read_text())
     devices = doc["pairbench"]["analyses"]["projection"]["devices"]
     assert "cpu" in devices  # the quick suite trains its models on the CPU
-    devices["gpu"] = dict(devices["cpu"], impl="cudnn", dtype="fp32", epoch_h=0.25, training_h=22.5,
-                          end_to_end=dict(devices["cpu"], impl="cudnn_h2d", epoch_h=0.5))
+    def epoch(hours, **rest):  # a step whose epoch takes `hours`
+        return dict(devices["cpu"], samples_per_s=1281167 / (3600 * hours), epoch_s=3600 * hours,
+                    epoch_h=hours, training_h=90 * hours, **rest)
+    devices["gpu"] = epoch(0.25, impl="cudnn", dtype="fp32",
+                           end_to_end=epoch(0.5, impl="cudnn_h2d"))
     doc["context"]["machine_drift"] = {  # its CPU's speed moved under the run: said
         "threshold": 0.2, "probes": 8, "changed": True,
         "copy_gbs": {"min": 19.25, "max": 113.5, "spread": 0.83},
