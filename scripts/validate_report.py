@@ -4,8 +4,8 @@ schema cannot say (no two cases of one name; each case's median among its repeti
 and its GFLOP/s, GB/s and samples/s its work over that median), every figure against its
 device's ceiling (context.ceilings; the peaks of older reports) and the machine probes too,
 metered energy and projected dollars against the figures they come from, and the speedups and
-epochs against their cases. Each problem is one line: where (the path, and the name of the case
-or entry it is in) and what.
+epochs against what they are made of. Each problem is one line: where (the path, and the name
+of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import errno
 import importlib
@@ -325,7 +325,7 @@ def analysis_problems(doc):
     other than the images over the samples/s it names (the charts read these figures, not the
     cases)."""
     out = []
-    cases = {c["name"]: c for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
+    verified = {c["name"] for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
     an = doc["pairbench"]["analyses"]
     for row in an.get("speedup", []):
         where = f"speedup/{row['op']}/{row['shape']}"
@@ -334,7 +334,7 @@ def analysis_problems(doc):
             side = row.get(dev)
             if not side:
                 continue
-            if side["name"] not in cases:
+            if side["name"] not in verified:
                 out.append(f"{where}: its {dev} side {side['name']} is no verified case")
             else:
                 sides[dev] = side["time_s"]
