@@ -157,6 +157,11 @@ std::vector<Case> build_cases(const Options& o, const Resources& r) {
               fam.name + "/" + to_string(spec.device) + "/" + spec.name + "/" + c.shape.to_string();
           if (!cpu && !r.gpu_available) c.skip = "no GPU: " + r.gpu_reason;
           if (c.skip.empty() && spec.unavailable) c.skip = spec.unavailable(*w);
+          // OpenBLAS runs at most its MAX_THREADS: the case would be named for threads it lacks.
+          if (c.skip.empty() && cpu && spec.library == "openblas" && r.openblas_max_threads > 0 &&
+              units > r.openblas_max_threads)
+            c.skip = "OpenBLAS runs at most " + std::to_string(r.openblas_max_threads) +
+                     " threads (its build's MAX_THREADS), not " + std::to_string(units);
           // Too little memory: an error for a shape asked for; a suite's case that does not fit
           // this machine is skipped, saying so.
           std::string too_big;

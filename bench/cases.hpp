@@ -55,6 +55,7 @@ struct Resources {
   int gpu_sms = 0;
   double host_available_bytes = 0;
   int cores = 1;
+  int openblas_max_threads = 0;  // OpenBLAS's MAX_THREADS (0: not known)
 };
 
 // Expands the options into cases; throws UsageError for bad values and for shapes that would

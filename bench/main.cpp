@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -45,9 +46,40 @@ std::string default_report_path() {
   return "results/" + pb::host_name() + "-" + stamp + ".json";
 }
 
+int fail_usage(const std::string& msg);
+
+// Whether paths a and b name one file, existing or not: the same string, another spelling of it
+// (./r.json, a//r.json, through a link), a hard link.
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code e1, e2, e3;
+  if (a == b || fs::equivalent(a, b, e1)) return true;
+  const fs::path ca = fs::weakly_canonical(a, e2), cb = fs::weakly_canonical(b, e3);
+  return !e2 && !e3 && ca == cb;
+}
+
+// Whether all written to stdout reached it; where not (a full disk, a closed stdout), says so.
+bool stdout_written() {
+  std::cout.flush();
+  if (std::cout.good() && std::fflush(stdout) == 0 && !std::ferror(stdout)) return true;
+  fail_usage("cannot write to stdout");
+  return false;
+}
+
 int fail_usage(const std::string& msg) {
-  // One write: the lines of several ranks on one terminal do not interleave.
-  const std::string line = "pairbench: error: " + msg + "\n";
+  // One line, whatever the user typed into a value (a newline, an escape sequence), in one
+  // write: the lines of several ranks on one terminal do not interleave.
+  std::string line = "pairbench: error: ";
+  for (const char c : msg) {
+    if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f) {
+      line += c;
+      continue;
+    }
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(c));
+    line += hex;
+  }
+  line += "\n";
   std::fputs(line.c_str(), stderr);
   return 2;
 }
@@ -61,7 +93,8 @@ std::vector<char*> with_default_min_time(int argc, char** argv) {
   std::vector<char*> args(argv, argv + argc);
   bool user = false, is_quick = false, is_standard = true, shapes = false;
   for (int i = 1; i < argc; ++i) {
-    user = user || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
+    user = user || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0 ||
+           std::getenv("BENCHMARK_MIN_TIME") != nullptr;
     shapes = shapes || std::strncmp(argv[i], "--shape", 7) == 0;
     if (std::strncmp(argv[i], "--suite=", 8) == 0) {
       is_quick = std::strcmp(argv[i], "--suite=quick") == 0;
@@ -94,6 +127,34 @@ std::string fingerprint(const std::vector<std::string>& items) {
   return std::to_string(h);
 }
 
+// The end of a run, or of --recover: the report written to path (a run's log removed once it
+// is), the summary, what failed and where the report is. 1 where a case failed (failed_cases,
+// besides those above a ceiling, which the report counts), 2 where the report or stdout could
+// not be written.
+int conclude(const pb::report::json& doc, int failed_cases, const std::string& path,
+             const std::string& log) {
+  try {
+    pb::report::write_atomic(path, doc.dump(2) + "\n");
+  } catch (const std::exception& e) {
+    return fail_usage(e.what() +
+                      (log.empty() ? std::string()
+                                   : "; the cases are in " + log + ": 'pairbench --recover=" + log +
+                                         " --report=FILE' writes their report"));
+  }
+  if (!log.empty()) std::remove(log.c_str());
+  std::cout << "\n" << pb::report::summary(doc);
+  const int impossible = pb::report::impossible_count(doc);
+  const int failed = failed_cases + impossible;
+  if (impossible > 0)
+    std::cout << impossible
+              << " case(s) measured a figure above what the hardware can do (above_ceiling in "
+                 "their records): a wrong measurement or count, not a result\n";
+  if (failed > 0) std::cout << failed << " case(s) failed; their entries in the report say why\n";
+  std::cout << "report: " << path << "\n";
+  if (!stdout_written()) return 2;
+  return failed > 0 ? 1 : 0;
+}
+
 int run(int argc_in, char** argv_in) {
   const pb::ranks::World& world = pb::ranks::init(&argc_in, &argv_in);
   // Rank 0 alone speaks on stdout and writes the report; the others only say what went wrong.
@@ -120,10 +181,15 @@ int run(int argc_in, char** argv_in) {
   }
   if (usage_error.empty() && o.help) {
     std::cout << pb::usage_from_registry();
-    return 0;
+    return stdout_written() ? 0 : 2;
   }
   if (usage_error.empty() && !o.recover.empty()) {
-    for (const std::string& f : o.given)
+    std::vector<std::string> given = o.given;
+    for (int i = 1; i < argc_in; ++i)  // Google Benchmark's flags run nothing here either
+      if (std::strncmp(argv_in[i], "--benchmark_", 12) == 0 ||
+          std::strncmp(argv_in[i], "--v", 3) == 0)
+        given.push_back(std::string(argv_in[i]).substr(0, std::string(argv_in[i]).find('=')));
+    for (const std::string& f : given)
       if (f != "--recover" && f != "--report" && f != "--quiet")
         return fail_usage("--recover writes a report from a log and runs nothing: " + f +
                           " does not go with it (only --report does)");
@@ -132,22 +198,28 @@ int run(int argc_in, char** argv_in) {
         : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14
             ? o.recover.substr(0, o.recover.size() - 14)
             : o.recover + ".json";
-    if (out == o.recover)
+    if (same_file(out, o.recover))
       return fail_usage("--report=" + out + " would overwrite the log --recover reads");
+    const std::string bad_out = pb::report_path_problem(out);
+    if (!bad_out.empty()) return fail_usage(bad_out);
     pb::report::json doc;
     try {
       doc = pb::report::recover(o.recover);
     } catch (const std::exception& e) {
       return fail_usage(e.what());
     }
-    pb::report::write_atomic(out, doc.dump(2) + "\n");
-    std::cout << pb::report::summary(doc) << "report: " << out << "\n";
-    return 0;
+    const pb::report::json& recovered = doc["pairbench"]["cases"];
+    const int failed = static_cast<int>(
+        std::count_if(recovered.begin(), recovered.end(), [](const pb::report::json& c) {
+          return c.value("status", "") == "error" && !c.contains("above_ceiling");
+        }));
+    return conclude(doc, failed, out, "");
   }
 
   pb::Resources res;
   res.cores = pb::cpu::max_threads();
   res.host_available_bytes = pb::host_available_bytes();
+  res.openblas_max_threads = pb::cpu::cpu_info().openblas_max_threads;
   const bool want_gpu = o.devices.empty() || std::find(o.devices.begin(), o.devices.end(),
                                                        pb::Device::gpu) != o.devices.end();
   std::string gpu_key;  // this rank's GPU: its host and PCI bus id
@@ -205,7 +277,13 @@ int run(int argc_in, char** argv_in) {
     auto chosen = [](const pb::Case& c) {
       return c.skip.empty() && pb::selected_by_filter(c.name);
     };
-    if (usage_error.empty() && !o.list && std::any_of(cases.begin(), cases.end(), runnable) &&
+    // Nor would flags that chose only cases this machine cannot run (--devices=gpu without one).
+    if (usage_error.empty() && !o.list && !cases.empty() &&
+        std::none_of(cases.begin(), cases.end(), runnable))
+      usage_error = "every case the flags chose is skipped on this machine (" +
+                    std::to_string(cases.size()) + "; the first: " + cases.front().skip +
+                    "): --list says why for each";
+    if (usage_error.empty() && std::any_of(cases.begin(), cases.end(), runnable) &&
         std::none_of(cases.begin(), cases.end(), chosen))
       usage_error = "--benchmark_filter=" + benchmark::GetBenchmarkFilter() +
                     " selects none of the cases the other flags chose (see --list)";
@@ -215,9 +293,11 @@ int run(int argc_in, char** argv_in) {
   if (usage_error.empty() && o.list) {
     std::vector<pb::ProgressEstimate::Pending> pending;
     for (const auto& c : cases) {
+      if (!pb::selected_by_filter(c.name)) continue;
       std::cout << c.name << (c.skip.empty() ? "" : "  (skipped: " + c.skip + ")") << "\n";
       if (c.skip.empty()) pending.push_back(pb::progress_pending(c));
     }
+    if (!stdout_written()) return 2;
     std::cerr << "pairbench: " << pb::expected_line(pending, o.shapes.empty() ? o.suite : "")
               << "\n";
     return 0;
@@ -247,7 +327,21 @@ int run(int argc_in, char** argv_in) {
   const std::string path = o.report.empty() ? default_report_path() : o.report;
   std::string bad_path;
   if (world.rank == 0) {
-    bad_path = pb::output_path_problem("--report", path);
+    bad_path = pb::report_path_problem(path);
+    // An earlier run's log, cut short, holds the only copy of its cases.
+    const std::string log = pb::report::log_path_for(path);
+    struct stat st {};
+    if (bad_path.empty() && lstat(log.c_str(), &st) == 0)
+      bad_path = "--report=" + path + ": " + log +
+                 " is the log of an earlier run cut short: 'pairbench --recover=" + log +
+                 "' writes its report; remove the log to run again";
+    // Google Benchmark's own output written over the report or its log would be lost.
+    const std::string out = pb::benchmark_flag(argc_in, argv_in, "--benchmark_out");
+    for (const std::string& ours : {path, log})
+      if (bad_path.empty() && !out.empty() && same_file(out, ours))
+        bad_path = "--benchmark_out=" + out + " is where pairbench writes " +
+                   (ours == path ? "its report" : "its log") +
+                   ": give Google Benchmark's output another name";
     try {  // the report's folder takes a file and a rename
       if (bad_path.empty()) pb::report::write_atomic(path + ".probe", "");
       std::remove((path + ".probe").c_str());
@@ -353,18 +447,7 @@ int run(int argc_in, char** argv_in) {
   const std::string drift =
       pb::report::drift_warning(doc["context"].value("machine_drift", pb::report::json::object()));
   if (!drift.empty()) std::cerr << "pairbench: " << drift << "\n";
-  pb::report::write_atomic(path, doc.dump(2) + "\n");
-  std::remove(log->path().c_str());
-  std::cout << "\n" << pb::report::summary(doc);
-  const int impossible = pb::report::impossible_count(doc);
-  const int failed = std::max(result.failed, rank_failed) + impossible;
-  if (impossible > 0)
-    std::cout << impossible
-              << " case(s) measured a figure above what the hardware can do (above_ceiling in "
-                 "their records): a wrong measurement or count, not a result\n";
-  if (failed > 0) std::cout << failed << " case(s) failed; their entries in the report say why\n";
-  std::cout << "report: " << path << "\n";
-  return failed > 0 ? 1 : 0;
+  return conclude(doc, std::max(result.failed, rank_failed), path, log->path());
 }
 
 }  // namespace

@@ -125,11 +125,15 @@ KeyValues parse_shape(const std::string& value) {
 // second: beyond any machine).
 void parse_per_device(const std::string& flag, const std::string& value, const char* unit,
                       const char* what, bool positive, double* cpu, double* gpu) {
+  std::vector<std::string> seen;
   for (const std::string& item : split_list(flag, value)) {
     const std::size_t eq = item.find('=');
     const std::string device = item.substr(0, eq);
     if (eq == std::string::npos || (device != "cpu" && device != "gpu"))
       throw UsageError(flag + ": '" + item + "' is not cpu=" + unit + " or gpu=" + unit);
+    if (std::find(seen.begin(), seen.end(), device) != seen.end())
+      throw UsageError(flag + ": " + device + " is given twice");
+    seen.push_back(device);
     const std::string number = item.substr(eq + 1);
     double v = 0;
     std::size_t used = 0;
@@ -142,7 +146,7 @@ void parse_per_device(const std::string& flag, const std::string& value, const c
         (positive && v == 0) || v > 1e6)
       throw UsageError(flag + ": '" + number + "' is not " + what + " (a number " +
                        (positive ? "> 0" : ">= 0") + " and at most 1e6)");
-    *(device == "cpu" ? cpu : gpu) = v;
+    *(device == "cpu" ? cpu : gpu) = v + 0.0;  // -0 is 0
   }
 }
 
@@ -200,17 +204,95 @@ std::string output_path_problem(const std::string& flag, const std::string& path
   return "";
 }
 
+std::string report_path_problem(const std::string& path) {
+  const std::string bad = output_path_problem("--report", path);
+  if (!bad.empty()) return bad;
+  for (const std::string& p : {path, path + ".tmp"}) {
+    struct stat st {};
+    if (lstat(p.c_str(), &st) != 0 || S_ISREG(st.st_mode)) continue;
+    return "--report=" + path + ": " + p + " is " +
+           (S_ISLNK(st.st_mode)   ? "a symbolic link"
+            : S_ISDIR(st.st_mode) ? "a directory"
+                                  : "a device, pipe or socket") +
+           ", which the report, written to " + path + ".tmp and renamed, would replace";
+  }
+  return "";
+}
+
+namespace {
+
+// The flags Google Benchmark 1.7.1 also takes from a variable (BENCHMARK_FILTER for
+// --benchmark_filter) where the command line does not give them.
+constexpr const char* kBenchmarkEnvFlags[] = {"--benchmark_list_tests",
+                                              "--benchmark_filter",
+                                              "--benchmark_min_time",
+                                              "--benchmark_min_warmup_time",
+                                              "--benchmark_repetitions",
+                                              "--benchmark_enable_random_interleaving",
+                                              "--benchmark_report_aggregates_only",
+                                              "--benchmark_display_aggregates_only",
+                                              "--benchmark_format",
+                                              "--benchmark_out_format",
+                                              "--benchmark_out",
+                                              "--benchmark_color",
+                                              "--benchmark_counters_tabular",
+                                              "--benchmark_time_unit"};
+
+// --benchmark_filter's variable: BENCHMARK_FILTER.
+std::string env_name(const std::string& flag) {
+  std::string name = flag.substr(2);
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+struct GivenFlag {
+  std::string flag, value;
+  bool from_env;
+};
+
+// Google Benchmark's flags as it will read them: the command line's, then the variables of
+// those it does not give.
+std::vector<GivenFlag> benchmark_flags_given(int argc, char** argv) {
+  std::vector<GivenFlag> out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--benchmark_", 0) != 0) continue;
+    const std::size_t eq = arg.find('=');
+    out.push_back({arg.substr(0, eq), eq == std::string::npos ? "" : arg.substr(eq + 1), false});
+  }
+  for (const char* flag : kBenchmarkEnvFlags) {
+    const char* env = std::getenv(env_name(flag).c_str());
+    auto on_line = [&](const GivenFlag& g) { return g.flag == flag && !g.from_env; };
+    if (env && std::none_of(out.begin(), out.end(), on_line)) out.push_back({flag, env, true});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string benchmark_flag(int argc, char** argv, const std::string& flag) {
+  std::string v;
+  for (const GivenFlag& g : benchmark_flags_given(argc, argv))
+    if (g.flag == flag) v = g.value;  // the last, as Google Benchmark reads them
+  return v;
+}
+
 std::string check_benchmark_flags(int argc, char** argv) {
-  std::vector<std::string> seen;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--help=", 0) == 0) return "--help takes no value";  // Google Benchmark's too
-    if (arg.rfind("--v=", 0) == 0 && !number_in(arg.substr(4), 0, false, 100))
-      return "--v: '" + arg.substr(4) + "' is not a verbosity level (0 to 100)";
-    if (arg.rfind("--benchmark_", 0) != 0) continue;
-    const std::size_t eq = arg.find('=');
-    const std::string flag = arg.substr(0, eq),
-                      v = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    const std::string level = arg.substr(std::min<std::size_t>(4, arg.size()));
+    if (arg.rfind("--v=", 0) == 0 &&
+        (level.empty() || level.size() > 3 || !std::all_of(level.begin(), level.end(), ::isdigit) ||
+         std::atoi(level.c_str()) > 100))
+      return "--v: '" + level + "' is not a verbosity level (a whole number from 0 to 100)";
+  }
+  std::vector<std::string> seen;
+  for (const GivenFlag& g : benchmark_flags_given(argc, argv)) {
+    const std::string& v = g.value;
+    // A variable is named as itself: the user may not know it is set.
+    const std::string flag =
+        g.from_env ? env_name(g.flag) + " (Google Benchmark reads it as " + g.flag + ")" : g.flag;
     if (std::find(seen.begin(), seen.end(), flag) != seen.end()) return flag + " is given twice";
     seen.push_back(flag);
     auto one_of = [&](std::initializer_list<const char*> allowed) {
@@ -222,39 +304,39 @@ std::string check_benchmark_flags(int argc, char** argv) {
       return flag + ": '" + v + "' is not one of " + list;
     };
     std::string bad;
-    if (flag == "--benchmark_format" || flag == "--benchmark_out_format") {
+    if (g.flag == "--benchmark_format" || g.flag == "--benchmark_out_format") {
       bad = one_of({"console", "json", "csv"});
-    } else if (flag == "--benchmark_time_unit") {
+    } else if (g.flag == "--benchmark_time_unit") {
       bad = one_of({"ns", "us", "ms", "s"});
-    } else if (flag == "--benchmark_repetitions") {
+    } else if (g.flag == "--benchmark_repetitions") {
       if (v.empty() || v.size() > 6 || !std::all_of(v.begin(), v.end(), ::isdigit) ||
           std::atoi(v.c_str()) < 1)
         bad = flag + ": '" + v + "' is not a count of repetitions from 1 to 999999";
-    } else if (flag == "--benchmark_min_time") {
+    } else if (g.flag == "--benchmark_min_time") {
       if (!number_in(v, 0, true, 1e6))
         bad = flag + ": '" + v + "' is not a number of seconds above 0 (e.g. 0.5)";
-    } else if (flag == "--benchmark_min_warmup_time") {
+    } else if (g.flag == "--benchmark_min_warmup_time") {
       if (!number_in(v, 0, false, 1e6))
         bad = flag + ": '" + v + "' is not a number of seconds from 0 (e.g. 0.5)";
-    } else if (flag == "--benchmark_filter") {
+    } else if (g.flag == "--benchmark_filter") {
       const std::string pattern = !v.empty() && v[0] == '-' ? v.substr(1) : v;
       regex_t re;
       if (regcomp(&re, pattern.c_str(), REG_EXTENDED | REG_NOSUB) != 0)
         bad = flag + ": '" + v + "' is not a regular expression";
       else
         regfree(&re);
-    } else if (flag == "--benchmark_color") {
+    } else if (g.flag == "--benchmark_color") {
       // Google Benchmark reads any other word as true: "maybe" would have meant yes.
       if (v != "auto" && !boolean_word(v)) bad = flag + ": '" + v + "' is not auto, true or false";
-    } else if (flag == "--benchmark_counters_tabular" ||
-               flag == "--benchmark_enable_random_interleaving" ||
-               flag == "--benchmark_report_aggregates_only" ||
-               flag == "--benchmark_display_aggregates_only") {
+    } else if (g.flag == "--benchmark_counters_tabular" ||
+               g.flag == "--benchmark_enable_random_interleaving" ||
+               g.flag == "--benchmark_report_aggregates_only" ||
+               g.flag == "--benchmark_display_aggregates_only") {
       if (!v.empty() && !boolean_word(v)) bad = flag + ": '" + v + "' is not true or false";
-    } else if (flag == "--benchmark_list_tests") {
+    } else if (g.flag == "--benchmark_list_tests") {
       if (v != "false" && v != "0")
         bad = flag + " lists Google Benchmark's names and runs nothing: --list lists the cases";
-    } else if (flag == "--benchmark_out") {
+    } else if (g.flag == "--benchmark_out") {
       // Google Benchmark writes it at the end of the run: a path that cannot take it fails now.
       bad = output_path_problem(flag, v);
     }

@@ -47,7 +47,8 @@ Options parse_options(int argc, char** argv);
 // and then print its help and exit 0 for, or run nothing with (an unknown format, time unit,
 // repetitions below 1, a min time that is not a positive number, a filter that is no regular
 // expression, --benchmark_list_tests), a --benchmark_out it could not write at the end, a flag
-// given twice. Checked before Google Benchmark sees the flags.
+// given twice; the same of the variables Google Benchmark reads for the flags the command line
+// does not give (BENCHMARK_REPETITIONS=0). Checked before Google Benchmark sees the flags.
 std::string check_benchmark_flags(int argc, char** argv);
 // Whether Google Benchmark will shuffle the cases, as it reads
 // --benchmark_enable_random_interleaving (or its variable, BENCHMARK_ENABLE_RANDOM_INTERLEAVING):
@@ -56,6 +57,13 @@ bool random_interleaving(int argc, char** argv);
 // Why `flag`'s output file `path` cannot be written, as one line ("" if it can, as far as its
 // folder says): no name, a directory, a folder that does not exist or is not writable.
 std::string output_path_problem(const std::string& flag, const std::string& path);
+// Why --report=path cannot be written, as one line ("" if it can): output_path_problem's
+// reasons, or something other than a file at path or at path.tmp (a device, a pipe, a link, a
+// folder), which the report's rename would replace.
+std::string report_path_problem(const std::string& path);
+// The value Google Benchmark will read for `flag` (e.g. "--benchmark_out"): the command
+// line's, else its variable's (BENCHMARK_OUT); "" where neither gives it.
+std::string benchmark_flag(int argc, char** argv, const std::string& flag);
 // The --help text; the op list and each op's implementations come from the registry
 // (bench/cases.hpp: usage_from_registry() fills them in).
 std::string usage(const std::string& ops, const std::string& impls, const std::string& shapes);

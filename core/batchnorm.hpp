@@ -56,8 +56,9 @@ class BatchNormWorkload : public Workload {
   // fwd: y, running_mean, running_var; bwd: dx, dweight, dbias; infer: y.
   std::vector<std::string> outputs() const override;
   // Each output against the double reference: the largest difference over the output's
-  // largest magnitude within 16 unit roundoffs x (sqrt(m) + 16), m = batch h w the values of a
-  // channel (the statistics sum m of them).
+  // largest magnitude (dx's: or its terms', dx_term_scale, where larger) within 16 unit
+  // roundoffs x (sqrt(m) + 16), m = batch h w the values of a channel (the statistics sum m of
+  // them).
   Check verify(const Tensors& inputs, const Tensors& outputs) const override;
   void prepare_reference(const Tensors& inputs) const override;
   double elements() const {
@@ -68,6 +69,7 @@ class BatchNormWorkload : public Workload {
  private:
   using Reference = std::vector<std::vector<double>>;  // in the order of outputs()
   const Reference& reference(const Tensors& inputs) const;
+  double dx_term_scale(const Tensors& inputs) const;
   BatchNormShape s_;
   ReferenceMemo<Reference> ref_;
 };

@@ -1,5 +1,6 @@
 #include "core/gemm.hpp"
 
+#include <cfloat>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -196,6 +197,11 @@ GemmShape parse_gemm_shape(const std::vector<std::pair<std::string, std::string>
           "' (keys: m, n, k, ta, tb, alpha, beta; dtypes come from --dtypes)");
   }
   if (!have_m || !have_n || !have_k) throw std::invalid_argument("a gemm shape needs m, n and k");
+  // The operands' values lie in (-1, 1): C's in |alpha| k + |beta| at most, which fp32 holds.
+  if (std::fabs(double(s.alpha)) * double(s.k) + std::fabs(double(s.beta)) > FLT_MAX)
+    throw std::invalid_argument(
+        "alpha=" + num(s.alpha) + " with k=" + std::to_string(s.k) +
+        ": the result could overflow fp32 (|alpha| k + |beta| above 3.4e38)");
   return s;
 }
 

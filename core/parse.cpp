@@ -1,6 +1,8 @@
 #include "core/parse.hpp"
 
+#include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace pb {
@@ -27,15 +29,13 @@ std::int64_t parse_count(const std::string& key, const std::string& v, std::int6
 }
 
 float parse_finite(const std::string& key, const std::string& v) {
-  std::size_t used = 0;
-  float x = 0;
-  try {
-    x = std::stof(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != v.size() || v.empty() || !std::isfinite(x))
-    throw std::invalid_argument(key + "=" + v + " is not a finite number");
+  char* end = nullptr;
+  const double d = v.empty() ? NAN : std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(d) || std::fabs(d) > FLT_MAX)
+    throw std::invalid_argument(key + "=" + v + " is not a finite number in fp32's range");
+  const auto x = static_cast<float>(d);
+  if (d != 0 && x == 0)
+    throw std::invalid_argument(key + "=" + v + " is below fp32's smallest value (it would be 0)");
   return x;
 }
 

@@ -170,15 +170,24 @@ class CpuActivation : public CpuImpl {
 // log(sum exp(x - max)) + max, the row's log-sum-exp.
 template <bool Simd>
 float row_softmax(const float* x, std::int64_t cols, float* out, std::int64_t label, float scale) {
-  float m = -approx::kInf, sum = 0;
+  float m = -approx::kInf;
+  double sum = 0;
   if (Simd) {
     m = row_max(x, cols);
-    sum = exp_and_sum(x, m, cols, out);
   } else {
     for (std::int64_t j = 0; j < cols; ++j) m = std::max(m, x[j]);
-    for (std::int64_t j = 0; j < cols; ++j) sum += (out[j] = approx::exp(x[j] - m));
   }
-  const float inv = scale / sum;
+  for (std::int64_t j0 = 0; j0 < cols; j0 += kRowSumBlock) {  // a pack's lanes too
+    const std::int64_t end = std::min(cols, j0 + kRowSumBlock);
+    float block = 0;
+    if (Simd) {
+      block = exp_and_sum(x + j0, m, end - j0, out + j0);
+    } else {
+      for (std::int64_t j = j0; j < end; ++j) block += (out[j] = approx::exp(x[j] - m));
+    }
+    sum += block;
+  }
+  const auto inv = static_cast<float>(scale / sum);
   if (Simd) {
 #pragma omp simd
     for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
@@ -186,7 +195,7 @@ float row_softmax(const float* x, std::int64_t cols, float* out, std::int64_t la
     for (std::int64_t j = 0; j < cols; ++j) out[j] *= inv;
   }
   if (label >= 0) out[label] -= scale;
-  return m + std::log(sum);
+  return m + static_cast<float>(std::log(sum));
 }
 
 template <bool Simd>

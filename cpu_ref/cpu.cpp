@@ -25,6 +25,11 @@
 
 namespace pb::cpu {
 
+int openblas_max_threads_in(const std::string& config) {
+  const std::size_t at = config.find("MAX_THREADS=");
+  return at == std::string::npos ? 0 : std::atoi(config.c_str() + at + 12);
+}
+
 void set_threads(int threads) {
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
@@ -373,6 +378,7 @@ const CpuInfo& cpu_info() {
       c.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
     }
     c.openblas_config = openblas_get_config();
+    c.openblas_max_threads = openblas_max_threads_in(c.openblas_config);
     c.openblas_core = openblas_get_corename();
     const std::string marker = env(kOpenblasDetectedEnv), fake = env(kFakeOpenblasCoreEnv);
     if (!marker.empty()) {

@@ -286,9 +286,15 @@ struct CpuInfo {
   std::string openblas_core_source;
   std::string openblas_coretype_env;  // OPENBLAS_CORETYPE as the user set it ("" when unset)
   int openblas_threads = 0, omp_threads = 0;
+  // The most threads OpenBLAS runs (its build's MAX_THREADS; 0 where its config does not say):
+  // it runs that many where asked for more.
+  int openblas_max_threads = 0;
   AmxState amx = AmxState::absent;
 };
 const CpuInfo& cpu_info();
+// MAX_THREADS=N in OpenBLAS's config string ("OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY
+// Cooperlake MAX_THREADS=64"): N, or 0 where it is not there.
+int openblas_max_threads_in(const std::string& config);
 
 // The bytes of the level-`level` data caches (L2, L3) that these CPUs have, each cache counted
 // once: the sizes under SYSFS/devices/system/cpu/cpuN/cache/index*/ (SYSFS is /sys), a cache

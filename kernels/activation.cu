@@ -47,15 +47,21 @@ __global__ void act_vec4(const float* x, const float* dy, float* out, std::int64
 // log-sum-exp. One thread does the whole row.
 __device__ float row_softmax_serial(const float* x, std::int64_t cols, float* out,
                                     std::int64_t label, float scale) {
-  float m = -approx::kInf, sum = 0;
+  float m = -approx::kInf;
   for (std::int64_t j = 0; j < cols; ++j) m = fmaxf(m, x[j]);
-  for (std::int64_t j = 0; j < cols; ++j) sum += approx::exp(x[j] - m);
+  double sum = 0;  // by blocks (kRowSumBlock): a long row's float sum stagnates
+  for (std::int64_t j0 = 0; j0 < cols; j0 += kRowSumBlock) {
+    const std::int64_t end = j0 + kRowSumBlock < cols ? j0 + kRowSumBlock : cols;
+    float block = 0;
+    for (std::int64_t j = j0; j < end; ++j) block += approx::exp(x[j] - m);
+    sum += block;
+  }
   if (out) {
-    const float inv = scale / sum;
+    const auto inv = static_cast<float>(scale / sum);
     for (std::int64_t j = 0; j < cols; ++j) out[j] = approx::exp(x[j] - m) * inv;
     if (label >= 0) out[label] -= scale;
   }
-  return m + logf(sum);
+  return m + static_cast<float>(log(sum));
 }
 
 __global__ void rows_naive_kernel(RowShape s, const float* x, const std::int32_t* labels,

@@ -105,7 +105,9 @@ std::string fmt_time(double s) {
 // An epoch's time in the unit that keeps it readable: 2.82 h, 6.1 min, 14.2 s.
 std::string fmt_duration(double s) {
   char buf[32];
-  if (s >= 3600)
+  if (s >= 3600e5)  // a hundred thousand hours and up: its size, not its digits
+    std::snprintf(buf, sizeof buf, "%.3g h", s / 3600);
+  else if (s >= 3600)
     std::snprintf(buf, sizeof buf, "%.2f h", s / 3600);
   else if (s >= 60)
     std::snprintf(buf, sizeof buf, "%.1f min", s / 60);
@@ -407,7 +409,7 @@ std::string summary(const json& report) {
     }
     for (const json& c : an["scaling"]["cluster"]) {
       os << "Cluster, " << c["device"].get<std::string>() << " " << c["model"].get<std::string>();
-      std::snprintf(buf, sizeof buf, " (busbw %.1f GB/s, %s): epoch", c["busbw_gbs"].get<double>(),
+      std::snprintf(buf, sizeof buf, " (busbw %.3g GB/s, %s): epoch", c["busbw_gbs"].get<double>(),
                     c["busbw_source"].get<std::string>().c_str());
       os << buf;
       for (const json& z : c["sizes"]) {

@@ -120,6 +120,19 @@ BAD_INPUTS = [
     (["--recover=/tmp/x.partial.jsonl", "--report=/tmp/x.partial.jsonl"],
      "would overwrite the log"),
     (["--recover=/tmp"], "is a directory"),
+    (["--recover=/nonexistent.partial.jsonl", "--benchmark_filter=gemm"],
+     "--benchmark_filter does not go with it"),
+    (["--price=cpu=1,cpu=2"], "cpu is given twice"),
+    (["--ops=gemm", "--shape=m=8,n=8,k=8,alpha=3e38"], "could overflow fp32"),
+    (["--ops=gemm", "--shape=m=8,n=8,k=8,alpha=1e-50"], "below fp32's smallest value"),
+    # What the user typed is echoed on the one line, its control characters escaped.
+    (["--ops=gemm\nconv"], "unknown op 'gemm\\x0aconv'"),
+    # --list lists what the filter runs, and a filter that runs nothing is an error there too.
+    (["--ops=gemm", "--shape=m=8,n=8,k=8", "--list", "--benchmark_filter=nomatch"], "selects none"),
+    # Flags that chose only what this machine cannot run: a collective on one rank.
+    (["--ops=collective", "--shape=coll=allreduce,bytes=4096"],
+     "every case the flags chose is skipped on this machine ("),
+    (["--v=2.5"], "'2.5' is not a verbosity level"),
 ]
 
 # Bad input on a machine where OpenBLAS picked a fallback core (made here with the test hook,
@@ -151,6 +164,81 @@ def test_bad_input_exits_2_with_one_line(pairbench, tmp_path, args, message, env
     assert len(lines) == 1 and lines[0].startswith("pairbench: error:"), r.stderr
     assert message in lines[0]
     assert r.stdout == ""
+
+
+GEMM = ("--ops=gemm", "--devices=cpu", "--impls=omp", "--dtypes=fp32", "--shape=m=8,n=8,k=8",
+        "--benchmark_min_time=0.01")
+
+
+def _refused(r, message):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("pairbench: error:") and message in lines[0], r.stderr
+
+
+def test_the_report_replaces_nothing_but_a_file(pairbench, tmp_path):
+    """--report=/dev/null replaced /dev/null with a file (the report goes in by a rename)."""
+    fifo, target, link = tmp_path / "fifo.json", tmp_path / "target.json", tmp_path / "link.json"
+    os.mkfifo(fifo)
+    target.write_text("{}")
+    link.symlink_to(target)
+    _refused(pairbench(*GEMM, f"--report={fifo}"), "is a device, pipe or socket")
+    assert fifo.is_fifo()
+    _refused(pairbench(*GEMM, f"--report={link}"), "is a symbolic link")
+    assert link.is_symlink() and target.read_text() == "{}"
+
+
+def test_a_run_cut_short_keeps_its_log_from_the_next_run(pairbench, tmp_path):
+    """The log of a run cut short is the only copy of its cases: the next run at the same
+    --report refuses rather than deleting it, and --recover still writes its report."""
+    report, log = tmp_path / "r.json", tmp_path / "r.json.partial.jsonl"
+    r = pairbench(*GEMM, f"--report={report}")
+    assert r.returncode == 0, r.stderr
+    # A whole report stands for the log here: --recover takes either.
+    log.write_text(report.read_text())
+    report.unlink()
+    _refused(pairbench(*GEMM, f"--report={report}"), "is the log of an earlier run cut short")
+    assert log.exists() and not report.exists()
+    # Nor may --recover write over the log it reads, however the path is spelled.
+    _refused(pairbench(f"--recover={log}", f"--report={tmp_path}/./r.json.partial.jsonl"),
+             "would overwrite the log")
+    r = pairbench(f"--recover={log}")
+    assert r.returncode == 0, r.stderr
+    assert validate_report.problems(validate_report.load_strict(report)) == []
+
+
+def test_google_benchmarks_output_goes_elsewhere_than_the_report(pairbench, tmp_path):
+    report = tmp_path / "r.json"
+    _refused(pairbench(*GEMM, f"--report={report}", f"--benchmark_out={tmp_path}//r.json"),
+             "is where pairbench writes its report")
+    _refused(pairbench(*GEMM, f"--report={report}", env={"BENCHMARK_OUT": f"{report}.partial.jsonl"}),
+             "is where pairbench writes its log")
+    assert not report.exists()
+
+
+def test_google_benchmarks_variables_are_checked_as_its_flags(pairbench, tmp_path):
+    """BENCHMARK_REPETITIONS=0 in the environment ran nothing and exited 0 with an empty report."""
+    report = tmp_path / "r.json"
+    _refused(pairbench(*GEMM, f"--report={report}", env={"BENCHMARK_REPETITIONS": "0"}),
+             "BENCHMARK_REPETITIONS (Google Benchmark reads it as --benchmark_repetitions)")
+    _refused(pairbench(*GEMM, f"--report={report}", env={"BENCHMARK_LIST_TESTS": "true"}),
+             "BENCHMARK_LIST_TESTS")
+    assert not report.exists()
+
+
+def test_a_recovered_report_with_a_failed_case_exits_1(pairbench, tmp_path):
+    _, doc = _gemm_run(pairbench, tmp_path, "--impls=omp,openblas", "--dtypes=fp32", rc=1,
+                       env={"PAIRBENCH_INJECT_FAULT": "cpu/omp"})
+    r = pairbench(f"--recover={tmp_path / 'r.json'}", f"--report={tmp_path / 'again.json'}")
+    assert r.returncode == 1, r.stderr
+    assert "1 case(s) failed" in r.stdout
+
+
+def test_output_that_cannot_be_written_is_an_error(pairbench):
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([str(pairbench.exe), "--list", *GEMM], stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    _refused(r, "cannot write to stdout")
 
 
 def test_more_threads_than_cores_runs_and_says_so(pairbench, tmp_path):

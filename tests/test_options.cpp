@@ -1,6 +1,12 @@
 // Command-line parsing and case building: every bad input is a UsageError (exit code 2).
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "bench/cases.hpp"
@@ -8,6 +14,7 @@
 #include "bench/progress.hpp"
 #include "bench/ranks.hpp"
 #include "core/gemm.hpp"
+#include "cpu_ref/cpu.hpp"
 #include "core/train_step.hpp"
 #include "bench/ops/family.hpp"
 
@@ -50,20 +57,74 @@ TEST(Options, ParsesLists) {
 }
 
 TEST(Options, RejectsBadInput) {
-  for (const char* bad : {"--frobnicate",  "--suite=huge",
-                          "--suite",       "--devices=tpu",
-                          "--threads=0",   "--threads=-1",
-                          "--threads=two", "--threads=1,,2",
-                          "--dtypes=fp64", "--list=yes",
-                          "--shape=m",     "--shape=",
-                          "positional",    "--benchmark_nonsense=1",
-                          "--epochs=0",    "--epochs=ten",
-                          "--epochs",      "--price=cpu=-1",
-                          "--price=cpu=x", "--price=cpu=inf",
-                          "--price=cpu=",  "--price=tpu=1",
-                          "--price=1",     "--price=cpu=1.5.2"}) {
+  for (const char* bad : {"--frobnicate",
+                          "--suite=huge",
+                          "--suite",
+                          "--devices=tpu",
+                          "--threads=0",
+                          "--threads=-1",
+                          "--threads=two",
+                          "--threads=1,,2",
+                          "--dtypes=fp64",
+                          "--list=yes",
+                          "--shape=m",
+                          "--shape=",
+                          "positional",
+                          "--benchmark_nonsense=1",
+                          "--epochs=0",
+                          "--epochs=ten",
+                          "--epochs",
+                          "--price=cpu=-1",
+                          "--price=cpu=x",
+                          "--price=cpu=inf",
+                          "--price=cpu=",
+                          "--price=tpu=1",
+                          "--price=1",
+                          "--price=cpu=1.5.2",
+                          "--price=cpu=1,cpu=2"}) {
     EXPECT_THROW(parse({bad}), UsageError) << bad;
   }
+  EXPECT_FALSE(std::signbit(parse({"--price=cpu=-0"}).price_cpu));
+}
+
+// Google Benchmark reads BENCHMARK_REPETITIONS where --benchmark_repetitions is not given: a
+// bad value there ran nothing and exited 0.
+TEST(Options, GoogleBenchmarksVariablesAreCheckedAsItsFlags) {
+  std::string exe = "pairbench", reps = "--benchmark_repetitions=2",
+              out = "--benchmark_out=/tmp/line.json";
+  char* bare[] = {exe.data(), nullptr};
+  char* with_reps[] = {exe.data(), reps.data(), nullptr};
+  char* with_out[] = {exe.data(), out.data(), nullptr};
+  setenv("BENCHMARK_REPETITIONS", "0", 1);
+  const std::string why = check_benchmark_flags(1, bare);
+  EXPECT_NE(why.find("BENCHMARK_REPETITIONS"), std::string::npos) << why;
+  EXPECT_EQ(check_benchmark_flags(2, with_reps), "");  // the command line's value wins
+  unsetenv("BENCHMARK_REPETITIONS");
+  EXPECT_EQ(check_benchmark_flags(1, bare), "");
+  setenv("BENCHMARK_OUT", "/tmp/variable.json", 1);
+  EXPECT_EQ(benchmark_flag(1, bare, "--benchmark_out"), "/tmp/variable.json");
+  EXPECT_EQ(benchmark_flag(2, with_out, "--benchmark_out"), "/tmp/line.json");
+  unsetenv("BENCHMARK_OUT");
+  EXPECT_EQ(benchmark_flag(1, bare, "--benchmark_out"), "");
+}
+
+// The report goes in by a rename: a device, pipe, link or folder at its path (or at its
+// temporary file's) would be replaced (--report=/dev/null replaced /dev/null).
+TEST(Options, TheReportReplacesOnlyAFile) {
+  const std::string dir = ::testing::TempDir() + "pb_report_paths/";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "t.json.tmp");
+  std::ofstream(dir + "old.json") << "{}";
+  ASSERT_EQ(mkfifo((dir + "fifo.json").c_str(), 0600), 0);
+  std::filesystem::create_symlink("old.json", dir + "link.json");
+  EXPECT_EQ(report_path_problem(dir + "new.json"), "");
+  EXPECT_EQ(report_path_problem(dir + "old.json"), "");
+  EXPECT_NE(report_path_problem(dir + "fifo.json").find("a device, pipe or socket"),
+            std::string::npos);
+  EXPECT_NE(report_path_problem(dir + "link.json").find("a symbolic link"), std::string::npos);
+  EXPECT_NE(report_path_problem(dir + "t.json").find("t.json.tmp is a directory"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Cases, NamesAreStableAndCarryThreadsOnTheCpu) {
@@ -307,6 +368,38 @@ TEST(Cases, EverySuiteGpuCaseFitsAnH100Machine) {
     }
     EXPECT_GT(gpu, 100) << suite;
   }
+}
+
+// OpenBLAS runs at most its build's MAX_THREADS (Debian's: 64); a case asking for more would
+// be named for threads it does not run.
+TEST(Cases, OpenblasCasesAboveItsMostThreadsAreSkipped) {
+  EXPECT_EQ(cpu::openblas_max_threads_in("OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Cooperlake "
+                                         "MAX_THREADS=64"),
+            64);
+  EXPECT_EQ(cpu::openblas_max_threads_in("OpenBLAS 0.3.21"), 0);
+  Resources r = no_gpu();
+  r.openblas_max_threads = 1;
+  const auto cases = build_cases(parse({"--ops=gemm", "--shape=m=8,n=8,k=8", "--devices=cpu",
+                                        "--dtypes=fp32", "--threads=1,2"}),
+                                 r);
+  int openblas = 0;
+  for (const auto& c : cases) {
+    const bool capped = c.impl.library == "openblas" && c.units > 1;
+    openblas += c.impl.library == "openblas";
+    if (capped)
+      EXPECT_NE(c.skip.find("at most 1 threads"), std::string::npos) << c.name << ": " << c.skip;
+    else
+      EXPECT_EQ(c.skip, "") << c.name;
+  }
+  EXPECT_EQ(openblas, 2);
+}
+
+TEST(Cases, GemmScalarsThatOverflowOrUnderflowFp32AreRefused) {
+  for (const char* bad : {"--shape=m=8,n=8,k=8,alpha=3e38", "--shape=m=8,n=8,k=8,beta=1e39",
+                          "--shape=m=8,n=8,k=8,alpha=1e-50"})
+    EXPECT_THROW(build_cases(parse({"--ops=gemm", bad}), no_gpu()), UsageError) << bad;
+  // 1e-40 is below fp32's normal numbers and still one of its values (std::stof refused it).
+  EXPECT_NO_THROW(build_cases(parse({"--ops=gemm", "--shape=m=8,n=8,k=8,alpha=1e-40"}), no_gpu()));
 }
 
 TEST(Cases, RepeatedShapesRunOnce) {
