@@ -167,7 +167,8 @@ report::json make_context(const char* argv0, const Options& o) {
 }
 
 std::string build_identity() {
-  return std::string(PAIRBENCH_VERSION) + " " + PAIRBENCH_GIT_REVISION;
+  return std::string(PAIRBENCH_VERSION) + " " + PAIRBENCH_GIT_REVISION +
+         (gpu::built_with_cuda() ? " cuda" : " cpu-only");
 }
 
 report::json ranks_context(const report::json& context) {

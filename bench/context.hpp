@@ -14,7 +14,8 @@ double cpu_peak_fp32_gflops();
 
 report::json make_context(const char* argv0, const Options& o);
 
-// pairbench's version and git revision: what every rank of a run must share.
+// pairbench's version, git revision, and whether it was built with CUDA: what every rank of a
+// run must share.
 std::string build_identity();
 
 // context.ranks over several ranks: the size, the launcher, and every rank's host, local rank,

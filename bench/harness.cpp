@@ -684,6 +684,11 @@ class Recorder : public benchmark::ConsoleReporter {
       json rec =
           case_record(r, status, ok ? "" : r.error, runner_.peak_gflops(*r.c), repetitions[i]);
       if (!ok && !r.skipped) ++out_.failed;
+      if (!ok && !r.skipped && ranks::world().rank > 0) {  // its console is shut: say it here
+        const std::string line = "pairbench: rank " + std::to_string(ranks::world().rank) + ": " +
+                                 r.c->name + ": " + r.error + "\n";
+        std::fputs(line.c_str(), stderr);
+      }
       if (!by_rank.empty()) rec["iterations_by_rank"] = by_rank;
       log_.append("case", rec);
       out_.cases.push_back(rec);

@@ -60,6 +60,7 @@ bool same_file(const std::string& a, const std::string& b) {
 
 // Whether all written to stdout reached it; where not (a full disk, a closed stdout), says so.
 bool stdout_written() {
+  if (pb::ranks::world().rank > 0) return true;  // its stdout is shut on purpose
   std::cout.flush();
   if (std::cout.good() && std::fflush(stdout) == 0 && !std::ferror(stdout)) return true;
   fail_usage("cannot write to stdout");
@@ -161,18 +162,36 @@ int run(int argc_in, char** argv_in) {
   if (world.rank > 0) std::cout.setstate(std::ios::badbit);
   std::vector<char*> original(argv_in, argv_in + argc_in + 1);  // ends with argv's nullptr
   std::vector<char*> args = with_default_min_time(argc_in, argv_in);
+  if (world.rank > 0) {  // rank 0 alone writes files: Google Benchmark's output too
+    args.erase(
+        std::remove_if(args.begin(), args.end() - 1,
+                       [](const char* a) { return std::strncmp(a, "--benchmark_out=", 16) == 0; }),
+        args.end() - 1);
+    unsetenv("BENCHMARK_OUT");
+  }
   int argc = static_cast<int>(args.size()) - 1;
   char** argv = args.data();
+  // How Google Benchmark will run the cases, which every rank must share (read before it takes
+  // its flags out of argv).
+  const std::string settings = pb::run_settings(argc, argv);
   // Bad input is found on every rank alike (the same flags), and said on every rank together
   // once the ranks have compared notes (below), so that none is killed before it said it.
   // Google Benchmark's flags are checked first: some bad values make it print its help and exit.
   std::string usage_error = pb::check_benchmark_flags(argc_in, argv_in);
+  auto print_help = [] {
+    std::cout << pb::usage_from_registry() << "\nGoogle Benchmark's flags:\n" << std::flush;
+    benchmark::PrintDefaultHelp();
+  };
+  // --help: Google Benchmark's own would print it and exit, on every rank, without MPI's end.
+  if (usage_error.empty() && std::any_of(argv_in + 1, argv_in + argc_in, [](const char* a) {
+        return std::strcmp(a, "--help") == 0;
+      })) {
+    if (world.rank == 0) print_help();
+    return stdout_written() ? 0 : 2;
+  }
   pb::Options o;
   if (usage_error.empty()) {
-    benchmark::Initialize(&argc, argv, [] {
-      std::cout << pb::usage_from_registry() << "\nGoogle Benchmark's flags:\n";
-      benchmark::PrintDefaultHelp();
-    });
+    benchmark::Initialize(&argc, argv, +print_help);
     try {
       o = pb::parse_options(argc, argv);
     } catch (const pb::UsageError& e) {
@@ -183,6 +202,9 @@ int run(int argc_in, char** argv_in) {
     std::cout << pb::usage_from_registry();
     return stdout_written() ? 0 : 2;
   }
+  if (usage_error.empty() && !o.recover.empty() && world.size > 1)
+    return fail_usage("--recover runs nothing: run it as one process, not over " +
+                      std::to_string(world.size) + " ranks");
   if (usage_error.empty() && !o.recover.empty()) {
     std::vector<std::string> given = o.given;
     for (int i = 1; i < argc_in; ++i)  // Google Benchmark's flags run nothing here either
@@ -218,7 +240,8 @@ int run(int argc_in, char** argv_in) {
 
   pb::Resources res;
   res.cores = pb::cpu::max_threads();
-  res.host_available_bytes = pb::host_available_bytes();
+  // The ranks on this host share its memory: each is held to its share.
+  res.host_available_bytes = pb::host_available_bytes() / world.local_size;
   res.openblas_max_threads = pb::cpu::cpu_info().openblas_max_threads;
   const bool want_gpu = o.devices.empty() || std::find(o.devices.begin(), o.devices.end(),
                                                        pb::Device::gpu) != o.devices.end();
@@ -298,8 +321,9 @@ int run(int argc_in, char** argv_in) {
       if (c.skip.empty()) pending.push_back(pb::progress_pending(c));
     }
     if (!stdout_written()) return 2;
-    std::cerr << "pairbench: " << pb::expected_line(pending, o.shapes.empty() ? o.suite : "")
-              << "\n";
+    if (world.rank == 0)
+      std::cerr << "pairbench: " << pb::expected_line(pending, o.shapes.empty() ? o.suite : "")
+                << "\n";
     return 0;
   }
   // Several ranks must run one build on the same cases, or their collectives would not match:
@@ -310,17 +334,31 @@ int run(int argc_in, char** argv_in) {
           "--benchmark_enable_random_interleaving: each rank would shuffle the cases by a seed of "
           "its own, and their collectives would not match; several ranks run the cases in order";
     std::vector<std::string> names = {pb::build_identity()};
-    for (const pb::Case& c : cases) names.push_back(c.name + (c.skip.empty() ? "" : " skipped"));
-    const std::vector<std::string> all =
-        pb::ranks::gather(usage_error.empty() ? fingerprint(names) : "error: " + usage_error);
+    for (const pb::Case& c : cases)
+      names.push_back(c.name + (c.skip.empty() ? "" : " skipped") +
+                      (pb::selected_by_filter(c.name) ? "" : " filtered out"));
+    // Each rank's cases, then how it runs them (tab-separated; nothing else holds a tab).
+    const std::string how = settings + (o.cold ? " --cold" : "");
+    const std::vector<std::string> all = pb::ranks::gather(
+        usage_error.empty() ? fingerprint(names) + "\t" + how : "error: " + usage_error);
     for (std::size_t r = 0; r < all.size() && usage_error.empty(); ++r)
       if (all[r].rfind("error: ", 0) == 0)
         usage_error = "rank " + std::to_string(r) + ": " + all[r].substr(7);
-    for (std::size_t r = 1; r < all.size() && usage_error.empty(); ++r)
-      if (all[r] != all[0])
+    const std::string first = all[0].substr(0, all[0].find('\t'));
+    for (std::size_t r = 1; r < all.size() && usage_error.empty(); ++r) {
+      if (all[r] == all[0]) continue;
+      const std::size_t tab = all[r].find('\t');
+      if (all[r].substr(0, tab) != first)
         usage_error = "rank " + std::to_string(r) +
-                      " has another build or other cases than rank 0 (different flags, or hosts "
-                      "whose CPUs or libraries differ): every rank must run the same";
+                      " has another build or other cases than rank 0 (different flags or filter, "
+                      "or hosts whose CPUs or libraries differ): every rank must run the same";
+      else
+        usage_error =
+            "rank " + std::to_string(r) + " would time the cases otherwise than rank 0 ('" +
+            all[r].substr(tab + 1) + "' against '" + all[0].substr(all[0].find('\t') + 1) +
+            "': Google Benchmark's flags or variables, or --cold): their collectives would not "
+            "match, so every rank must run alike";
+    }
   }
   if (!usage_error.empty()) return fail_usage(usage_error);
 
@@ -382,10 +420,14 @@ int run(int argc_in, char** argv_in) {
   } catch (const std::exception& e) {
     return fail_usage("cannot write the report: " + std::string(e.what()));
   }
-  std::snprintf(g_interrupt_msg, sizeof g_interrupt_msg,
-                "\npairbench: interrupted; cases measured so far are in %s; "
-                "'pairbench --recover=%s' writes their report\n",
-                log->path().c_str(), log->path().c_str());
+  if (world.rank == 0)
+    std::snprintf(g_interrupt_msg, sizeof g_interrupt_msg,
+                  "\npairbench: interrupted; cases measured so far are in %s; "
+                  "'pairbench --recover=%s' writes their report\n",
+                  log->path().c_str(), log->path().c_str());
+  else  // rank 0 keeps the log
+    std::snprintf(g_interrupt_msg, sizeof g_interrupt_msg, "pairbench: rank %d interrupted\n",
+                  world.rank);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 
@@ -422,7 +464,8 @@ int run(int argc_in, char** argv_in) {
   };
   per_device("price_usd_per_hour", o.price_cpu, o.price_gpu);
   per_device("cluster_busbw_gbs", o.busbw_cpu, o.busbw_gpu);
-  context["ceilings"] = pb::ceilings(context, pb::measure_ceilings(cases, res, o.quiet));
+  context["ceilings"] =
+      pb::ceilings(context, pb::measure_ceilings(cases, res, o.quiet || world.rank > 0));
   context["pct_peak_gflops"] = {{"cpu", pb::pct_peak_gflops(context["ceilings"], pb::Device::cpu,
                                                             pb::cpu_peak_fp32_gflops())},
                                 {"gpu", pb::pct_peak_gflops(context["ceilings"], pb::Device::gpu,

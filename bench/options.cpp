@@ -277,6 +277,20 @@ std::string benchmark_flag(int argc, char** argv, const std::string& flag) {
   return v;
 }
 
+std::string run_settings(int argc, char** argv) {
+  std::string out;
+  for (const char* flag :
+       {"--benchmark_min_time", "--benchmark_min_warmup_time", "--benchmark_repetitions",
+        "--benchmark_report_aggregates_only", "--benchmark_display_aggregates_only"}) {
+    bool given = false;
+    std::string v;
+    for (const GivenFlag& g : benchmark_flags_given(argc, argv))
+      if (g.flag == flag) given = true, v = g.value;
+    if (given) out += (out.empty() ? "" : " ") + std::string(flag) + "=" + v;
+  }
+  return out;
+}
+
 std::string check_benchmark_flags(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

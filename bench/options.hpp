@@ -64,6 +64,11 @@ std::string report_path_problem(const std::string& path);
 // The value Google Benchmark will read for `flag` (e.g. "--benchmark_out"): the command
 // line's, else its variable's (BENCHMARK_OUT); "" where neither gives it.
 std::string benchmark_flag(int argc, char** argv, const std::string& flag);
+// How Google Benchmark will run the cases, as argv and its variables set it: the flags that
+// change which iterations and repetitions run and what is reported ("--benchmark_min_time=0.5
+// --benchmark_repetitions=3"), each as it will read it; "" where none is set. Every rank of a
+// run must have the same.
+std::string run_settings(int argc, char** argv);
 // The --help text; the op list and each op's implementations come from the registry
 // (bench/cases.hpp: usage_from_registry() fills them in).
 std::string usage(const std::string& ops, const std::string& impls, const std::string& shapes);

@@ -54,6 +54,9 @@ inline std::string no_gpu_reason(const std::string& error_name, const std::strin
 // Probes once; any CUDA error, or a GPU library that cannot be loaded, means "no GPU", with
 // the error as the reason.
 const DeviceInfo& probe();
+// Whether this build has the GPU implementations (CUDA on): a CPU-only build runs the same CPU
+// cases, but is another build.
+bool built_with_cuda();
 
 // The host's GPU this process uses (several ranks on a host: its local rank's), before the
 // first probe(); GPU 0 otherwise.

@@ -21,6 +21,18 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
+}  // namespace
+
+bool built_with_cuda() {
+#ifdef PAIRBENCH_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
 #ifdef PAIRBENCH_HAVE_CUDA
 // Where the library is looked for: PAIRBENCH_GPU_MODULE (a path) when set; else beside the
 // executable; else where the build put it (so the test programs in build/*/tests find it).

@@ -794,7 +794,9 @@ class GpuTrain : public GpuImpl {
       const LossScale after = ops_.loss_scale();
       restore(in);
       if (after.overflow != 0) continue;
-      ops_.set_loss_scale(before);
+      LossScale found = before;
+      found.overflow = 0;  // the overflow of the step before it, not a step of the scale found
+      ops_.set_loss_scale(found);
       scaling_ = "dynamic loss scaling: " + power(before.scale) + " after " +
                  std::to_string(overflowed) + " overflowing warm-up steps (untimed)";
       return;

@@ -142,3 +142,62 @@ def test_two_ranks_train_data_parallel_each_step_verified_and_scaled(pairbench, 
     # The single-device analyses leave the multi-rank steps out.
     assert doc["pairbench"]["analyses"]["projection"]["devices"] == {}
     assert "Scaling, cpu" in r.stdout and "Cluster, cpu" in r.stdout
+
+
+COLLECTIVE = ["--ops=collective", "--devices=cpu", "--shape=coll=allreduce,bytes=4096"]
+
+
+def _one_error_on_each_rank(r, message):
+    errors = [l for l in r.stderr.splitlines() if l.startswith("pairbench: error:")]
+    assert r.returncode == 2, r.stderr
+    assert len(errors) == 2 and all(message in l for l in errors), r.stderr
+
+
+@pytest.mark.parametrize("rank1", [["--benchmark_min_time=0.5"], ["--benchmark_repetitions=2"],
+                                   ["--cold"], ["-x", "BENCHMARK_MIN_TIME=0.5"]],
+                         ids=["min_time", "repetitions", "cold", "variable"])
+def test_ranks_timing_the_cases_otherwise_is_one_error_on_every_rank(pairbench, tmp_path, rank1):
+    """Ranks that time the cases otherwise (Google Benchmark's flags or variables, --cold) would
+    call their collectives a different number of times: rank 0 waited forever in one."""
+    report = f"--report={tmp_path / 'r.json'}"
+    env = rank1[:2] if rank1[0] == "-x" else []
+    flags = [] if env else rank1
+    r = mpirun("-np", "1", str(pairbench.exe), *COLLECTIVE, "--benchmark_min_time=0.01", report, ":",
+               "-np", "1", *env, str(pairbench.exe), *COLLECTIVE,
+               *([] if "--benchmark_min_time=0.5" in flags or env else ["--benchmark_min_time=0.01"]),
+               *flags, report, timeout=120)
+    _one_error_on_each_rank(r, "would time the cases otherwise than rank 0")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_ranks_filtering_other_cases_is_one_error_on_every_rank(pairbench, tmp_path):
+    """A filter that leaves a rank fewer cases crashed MPI (a truncated message), one that leaves
+    it others paired an fp32 all-reduce with a bf16 one."""
+    report = f"--report={tmp_path / 'r.json'}"
+    common = [*COLLECTIVE, "--benchmark_min_time=0.01", report]
+    for filters in (([], ["--benchmark_filter=fp32"]),
+                    (["--benchmark_filter=fp32"], ["--benchmark_filter=bf16"])):
+        r = mpirun("-np", "1", str(pairbench.exe), *common, *filters[0], ":", "-np", "1",
+                   str(pairbench.exe), *common, *filters[1], timeout=120)
+        _one_error_on_each_rank(r, "other cases than rank 0")
+
+
+def test_help_list_and_recover_under_ranks(pairbench, tmp_path):
+    r = mpirun("-np", "2", str(pairbench.exe), "--help", timeout=120)
+    assert r.returncode == 0 and r.stdout.count("usage: pairbench") == 1, r.stderr
+    r = mpirun("-np", "2", str(pairbench.exe), *COLLECTIVE, "--list", timeout=120)
+    assert r.returncode == 0 and r.stderr.count("cases to run") == 1, r.stderr
+    assert r.stdout.splitlines() == [l for l in r.stdout.splitlines() if "collective/cpu/" in l]
+    r = mpirun("-np", "2", str(pairbench.exe), f"--recover={tmp_path / 'r.json'}", timeout=120)
+    _one_error_on_each_rank(r, "--recover runs nothing: run it as one process")
+
+
+def test_a_failure_on_another_rank_says_why_on_its_own(pairbench, tmp_path):
+    """The record says 'the first run failed on another rank (its messages say why)': that rank
+    says why on stderr, its stdout being shut."""
+    args = [str(pairbench.exe), "--ops=gemm", "--devices=cpu", "--dtypes=fp32", "--impls=cpu/omp",
+            "--shape=m=64,n=64,k=64", "--benchmark_min_time=0.01", f"--report={tmp_path / 'r.json'}"]
+    r = mpirun("-np", "1", *args, ":", "-np", "1", "-x", "PAIRBENCH_INJECT_FAULT=cpu/omp", *args,
+               timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "pairbench: rank 1: gemm/cpu/omp/" in r.stderr and "verification failed" in r.stderr
