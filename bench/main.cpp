@@ -86,16 +86,17 @@ int fail_usage(const std::string& msg) {
 }
 
 // The quick suite times each case for 0.1 s, the standard suite for 0.25 s (so that it fits in
-// ten minutes on two cores), unless --benchmark_min_time says otherwise; the full suite and
-// --shape runs for Google Benchmark's 0.5 s. It is passed as a default flag, not per benchmark,
-// so that case names do not depend on it.
+// ten minutes on two cores), unless --benchmark_min_time (or BENCHMARK_MIN_TIME) says otherwise;
+// the full suite and --shape runs for Google Benchmark's 0.5 s. It is passed as a default flag,
+// not per benchmark, so that case names do not depend on it.
 std::vector<char*> with_default_min_time(int argc, char** argv) {
   static char quick[] = "--benchmark_min_time=0.1", standard[] = "--benchmark_min_time=0.25";
   std::vector<char*> args(argv, argv + argc);
-  bool user = false, is_quick = false, is_standard = true, shapes = false;
+  // The user's own: the flag, or Google Benchmark's variable for it.
+  bool user = std::getenv("BENCHMARK_MIN_TIME") != nullptr;
+  bool is_quick = false, is_standard = true, shapes = false;
   for (int i = 1; i < argc; ++i) {
-    user = user || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0 ||
-           std::getenv("BENCHMARK_MIN_TIME") != nullptr;
+    user = user || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
     shapes = shapes || std::strncmp(argv[i], "--shape", 7) == 0;
     if (std::strncmp(argv[i], "--suite=", 8) == 0) {
       is_quick = std::strcmp(argv[i], "--suite=quick") == 0;
