@@ -278,15 +278,14 @@ std::string benchmark_flag(int argc, char** argv, const std::string& flag) {
 }
 
 std::string run_settings(int argc, char** argv) {
+  const std::vector<GivenFlag> given = benchmark_flags_given(argc, argv);
   std::string out;
   for (const char* flag :
        {"--benchmark_min_time", "--benchmark_min_warmup_time", "--benchmark_repetitions",
         "--benchmark_report_aggregates_only", "--benchmark_display_aggregates_only"}) {
-    bool given = false;
-    std::string v;
-    for (const GivenFlag& g : benchmark_flags_given(argc, argv))
-      if (g.flag == flag) given = true, v = g.value;
-    if (given) out += (out.empty() ? "" : " ") + std::string(flag) + "=" + v;
+    auto last = std::find_if(given.rbegin(), given.rend(),
+                             [&](const GivenFlag& g) { return g.flag == flag; });
+    if (last != given.rend()) out += (out.empty() ? "" : " ") + last->flag + "=" + last->value;
   }
   return out;
 }
