@@ -85,26 +85,13 @@ int fail_usage(const std::string& msg) {
   return 2;
 }
 
-// The quick suite times each case for 0.1 s, the standard suite for 0.25 s (so that it fits in
-// ten minutes on two cores), unless --benchmark_min_time (or BENCHMARK_MIN_TIME) says otherwise;
-// the full suite and --shape runs for Google Benchmark's 0.5 s. It is passed as a default flag,
-// not per benchmark, so that case names do not depend on it.
+// argv with the suite's default min time (pb::default_min_time) put first. It is passed as a
+// default flag, not per benchmark, so that case names do not depend on it.
 std::vector<char*> with_default_min_time(int argc, char** argv) {
-  static char quick[] = "--benchmark_min_time=0.1", standard[] = "--benchmark_min_time=0.25";
+  static std::string flag;  // argv's strings outlive the run; so does this one
+  flag = pb::default_min_time(argc, argv);
   std::vector<char*> args(argv, argv + argc);
-  // The user's own: the flag, or Google Benchmark's variable for it.
-  bool user = std::getenv("BENCHMARK_MIN_TIME") != nullptr;
-  bool is_quick = false, is_standard = true, shapes = false;
-  for (int i = 1; i < argc; ++i) {
-    user = user || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
-    shapes = shapes || std::strncmp(argv[i], "--shape", 7) == 0;
-    if (std::strncmp(argv[i], "--suite=", 8) == 0) {
-      is_quick = std::strcmp(argv[i], "--suite=quick") == 0;
-      is_standard = std::strcmp(argv[i], "--suite=standard") == 0;
-    }
-  }
-  if (is_quick && !user) args.insert(args.begin() + 1, quick);
-  if (is_standard && !shapes && !user) args.insert(args.begin() + 1, standard);
+  if (!flag.empty()) args.insert(args.begin() + 1, flag.data());
   args.push_back(nullptr);
   return args;
 }

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include "core/parse.hpp"
@@ -288,6 +289,19 @@ std::string run_settings(int argc, char** argv) {
     if (last != given.rend()) out += (out.empty() ? "" : " ") + last->flag + "=" + last->value;
   }
   return out;
+}
+
+std::string default_min_time(int argc, char** argv) {
+  if (std::getenv("BENCHMARK_MIN_TIME")) return "";
+  std::string suite = "standard";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--benchmark_min_time", 20) == 0) return "";
+    if (std::strncmp(argv[i], "--shape", 7) == 0) return "";
+    if (std::strncmp(argv[i], "--suite=", 8) == 0) suite = argv[i] + 8;
+  }
+  if (suite == "quick") return "--benchmark_min_time=0.1";
+  if (suite == "standard") return "--benchmark_min_time=0.25";
+  return "";
 }
 
 std::string check_benchmark_flags(int argc, char** argv) {

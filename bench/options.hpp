@@ -69,6 +69,11 @@ std::string benchmark_flag(int argc, char** argv, const std::string& flag);
 // --benchmark_repetitions=3"), each as it will read it; "" where none is set. Every rank of a
 // run must have the same.
 std::string run_settings(int argc, char** argv);
+// The Google Benchmark flag that sets the suite's min time per case where the user gives none
+// (neither --benchmark_min_time nor BENCHMARK_MIN_TIME): "--benchmark_min_time=0.1" for the
+// quick suite, 0.25 for the standard suite (so that it fits in ten minutes on two cores); ""
+// for the full suite and --shape runs, which keep Google Benchmark's 0.5 s.
+std::string default_min_time(int argc, char** argv);
 // The --help text; the op list and each op's implementations come from the registry
 // (bench/cases.hpp: usage_from_registry() fills them in).
 std::string usage(const std::string& ops, const std::string& impls, const std::string& shapes);

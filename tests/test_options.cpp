@@ -108,6 +108,28 @@ TEST(Options, GoogleBenchmarksVariablesAreCheckedAsItsFlags) {
   EXPECT_EQ(benchmark_flag(1, bare, "--benchmark_out"), "");
 }
 
+// Each suite's default min time, where the user gives none; a --shape run keeps Google
+// Benchmark's 0.5 s whatever --suite says (--suite=quick --shape=... took the quick suite's).
+TEST(Options, TheSuitesMinTimeIsADefaultTheUserOverrides) {
+  auto min_time = [](std::vector<std::string> args) {
+    args.insert(args.begin(), "pairbench");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    return default_min_time(static_cast<int>(args.size()), argv.data());
+  };
+  EXPECT_EQ(min_time({}), "--benchmark_min_time=0.25");
+  EXPECT_EQ(min_time({"--suite=standard"}), "--benchmark_min_time=0.25");
+  EXPECT_EQ(min_time({"--suite=quick"}), "--benchmark_min_time=0.1");
+  EXPECT_EQ(min_time({"--suite=full"}), "");
+  EXPECT_EQ(min_time({"--suite=quick", "--ops=gemm", "--shape=m=8,n=8,k=8"}), "");
+  EXPECT_EQ(min_time({"--ops=gemm", "--shape=m=8,n=8,k=8"}), "");
+  EXPECT_EQ(min_time({"--suite=quick", "--benchmark_min_time=2"}), "");
+  setenv("BENCHMARK_MIN_TIME", "2", 1);
+  EXPECT_EQ(min_time({"--suite=quick"}), "");
+  unsetenv("BENCHMARK_MIN_TIME");
+}
+
 // The report goes in by a rename: a device, pipe, link or folder at its path (or at its
 // temporary file's) would be replaced (--report=/dev/null replaced /dev/null).
 TEST(Options, TheReportReplacesOnlyAFile) {
