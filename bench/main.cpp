@@ -202,7 +202,7 @@ int run(int argc_in, char** argv_in) {
     for (const std::string& f : given)
       if (f != "--recover" && f != "--report" && f != "--quiet")
         return fail_usage("--recover writes a report from a log and runs nothing: " + f +
-                          " does not go with it (only --report does)");
+                          " does not go with it (only --report and --quiet do)");
     const std::string out =
         !o.report.empty() ? o.report
         : o.recover.size() > 14 && o.recover.rfind(".partial.jsonl") == o.recover.size() - 14

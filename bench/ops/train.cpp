@@ -10,6 +10,7 @@
 #include "bench/ops/family.hpp"
 #include "bench/ranks.hpp"
 #include "core/conv.hpp"
+#include "core/model.hpp"
 #include "core/train.hpp"
 #include "cpu_ref/cpu.hpp"
 
@@ -143,9 +144,11 @@ OpFamily train_family() {
   }
   OpFamily f;
   f.name = "train";
-  f.shape_keys =
-      "model=mlp|cnn|resnet|resnet50,batch=B[,pass=train|infer][,lr=L][,momentum=M][,"
-      "weight_decay=D][,image=S][,grads=allreduce|local] (ranks: the launch's)";
+  std::string models;  // as core/model.cpp names them
+  for (const std::string& m : model_names()) models += (models.empty() ? "" : "|") + m;
+  f.shape_keys = "model=" + models +
+                 ",batch=B[,pass=train|infer][,lr=L][,momentum=M][,weight_decay=D][,image=S][,"
+                 "grads=allreduce|local] (ranks: the launch's)";
   f.suite = suite;
   f.from_shape = [](const KeyValues& kv, Dtype t) -> std::shared_ptr<const Workload> {
     TrainShape s = parse_train_shape(kv, ranks::world().size);
