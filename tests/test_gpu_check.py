@@ -4,6 +4,7 @@ a GPU machine's would be."""
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,13 +19,17 @@ GPU_CONTEXT = {"gpu_available": True, "gpu_name": "NVIDIA H100 80GB HBM3",
 
 
 def test_without_a_gpu_it_says_why_and_runs_nothing(pairbench):
-    r = subprocess.run([str(ROOT / "scripts" / "gpu-check")], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "PAIRBENCH_BIN": str(pairbench.exe)})
-    assert r.returncode == 3, r.stdout + r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("gpu-check: no usable GPU here (no GPU: ")
-    assert lines[0].endswith(")") and lines[0].count("(") == lines[0].count(")"), lines[0]
-    assert lines[1] == "gpu-check: verdict: NOT CHECKED (no GPU)"
+    # PAIRBENCH_BIN as a path, and relative to the caller's folder (it was taken as the
+    # checkout's: "not an executable program").
+    exe = pairbench.exe
+    for bin_, cwd in ((str(exe), None), (f"{exe.parent.name}/{exe.name}", exe.parent.parent)):
+        r = subprocess.run([str(ROOT / "scripts" / "gpu-check")], capture_output=True, text=True,
+                           timeout=120, cwd=cwd, env={**os.environ, "PAIRBENCH_BIN": bin_})
+        assert r.returncode == 3, r.stdout + r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert len(lines) == 2 and lines[0].startswith("gpu-check: no usable GPU here (no GPU: ")
+        assert lines[0].endswith(")") and lines[0].count("(") == lines[0].count(")"), lines[0]
+        assert lines[1] == "gpu-check: verdict: NOT CHECKED (no GPU)"
 
 
 def gpu_check(*args, **env):
@@ -49,6 +54,23 @@ def test_a_flag_pairbench_refuses_is_said_before_anything_runs(pairbench, tmp_pa
     assert r.stderr.splitlines() == ["gpu-check: error: pairbench --list exited 2: pairbench: "
                                      "error: unknown flag '--bogus' (see --help)"]
     assert not (tmp_path / "results").exists()  # no test program, no suite ran
+
+
+def test_bad_input_is_refused_before_anything_is_installed_or_built(tmp_path):
+    # A copy of the script without scripts/setup or scripts/build beside it: had it tried either
+    # first (as it did before 2026-12-07), it would end 127, not with its one line.
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "gpu-check", tmp_path / "scripts")
+    env = {k: v for k, v in os.environ.items() if k != "PAIRBENCH_BIN"}
+    for args, extra, line in [
+            (["--report=r.json"], {}, "gpu-check: error: the report goes to PAIRBENCH_RESULTS "
+                                      "(default results/), not --report"),
+            ([], {"PAIRBENCH_TEST_TIMEOUT": "0"}, "gpu-check: error: PAIRBENCH_TEST_TIMEOUT=0 "
+                                                  "is not a whole number of seconds above 0")]:
+        r = subprocess.run([str(tmp_path / "scripts" / "gpu-check"), *args], capture_output=True,
+                           text=True, timeout=60, env={**env, **extra})
+        assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+        assert r.stderr.splitlines() == [line]
 
 
 def gpu_report(quick_report):
