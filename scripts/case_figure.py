@@ -4,8 +4,8 @@ beside another program's. The case is the one whose name starts with PREFIX; the
 case's FIELD (gbs, gflops, samples_per_s). A report may list more cases than the one measured
 (a GPU's case skipped beside the CPU's), so the case is found by name, never by position.
 Usage: case_figure.py REPORT PREFIX FIELD. Prints the figure; where no case or several match, or
-the one that matches did not run or has no such figure, one line and exit 1 (2: a report that
-cannot be read)."""
+the one that matches did not run or has no such figure (or 0 of it), one line and exit 1 (2: a
+report that cannot be read)."""
 import sys
 
 import pbreport
@@ -24,6 +24,8 @@ def figure(doc, prefix, field):
         raise ValueError(f"{c['name']} {how}: {c.get('message', 'no message')}")
     if isinstance(c.get(field), bool) or not isinstance(c.get(field), (int, float)):
         raise ValueError(f"{c['name']} has no {field}")
+    if not c[field] > 0:  # a figure its metric does not count (a copy's GFLOP/s)
+        raise ValueError(f"{c['name']}'s {field} is {c[field]}: not a figure it measures")
     return c[field]
 
 

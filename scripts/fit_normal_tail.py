@@ -49,6 +49,10 @@ def main():
     p.add_argument("--degree", type=int, default=6)
     p.add_argument("--xmax", type=float, default=12.73)  # 9 sqrt 2: Phi(-x) x < 1e-35 beyond
     a = p.parse_args()
+    if not 1 <= a.degree <= 12:
+        p.error(f"--degree {a.degree}: a whole number from 1 to 12")
+    if not 1.0 <= a.xmax < 23.0:  # a number (NaN is not), below the check's end at 23
+        p.error(f"--xmax {a.xmax}: a number from 1 to below 23")
     inside = np.linspace(0.0, a.xmax, 400001)
     best = min(
         (float_error(fit(k, a.degree, a.xmax, rounds=0), k, inside), k)

@@ -31,7 +31,7 @@ def im2col_beat_cudnn(gpu_cases):
             continue
         detail = pair["cudnn"].get("impl_detail", "")
         algo = detail.split(": ", 1)[1].split(",")[0] if ": " in detail else "?"
-        found = re.search(r"Find: \S+ ([0-9.]+) ms", detail)
+        found = re.search(r"Find: \S+ ([0-9]+(?:\.[0-9]+)?) ms", detail)
         lines.append(f"  im2col beat cuDNN on {shape}: "
                      f"{pair['im2col']['time']['median_s'] * 1e6:.1f} vs "
                      f"{pair['cudnn']['time']['median_s'] * 1e6:.1f} us (cuDNN ran {algo}"
@@ -128,7 +128,8 @@ def main(argv=None):
         return 2
     lines, code = verdict(doc, a.tests_failed)
     if a.tests_failed and a.tests_log:
-        lines.insert(-1, f"GPU tests: {a.tests_failed} program(s) failed; see {a.tests_log}")
+        lines.insert(-1, f"GPU tests: {a.tests_failed} program(s) failed; "
+                         f"see {pbreport.printable(a.tests_log, 300)}")
     print("\n".join(f"gpu-check: {line}" for line in lines))
     return code
 

@@ -26,6 +26,8 @@ def main():
     a = p.parse_args()
     if a.n < 1:
         p.error("--n must be at least 1")
+    if not 0 < a.min_time <= 3600:  # NaN and inf too: the loop would never end
+        p.error(f"--min-time {a.min_time}: seconds above 0, at most 3600")
     rng = np.random.default_rng(42)
     x = rng.uniform(-1, 1, (a.n, a.n)).astype(np.float32)
     y = rng.uniform(-1, 1, (a.n, a.n)).astype(np.float32)

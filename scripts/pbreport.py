@@ -71,11 +71,19 @@ def load(path):
     return doc
 
 
+def printable(s, limit=80):
+    """s on one line a title or a table can hold: each character that is not printable (a
+    newline, an escape, a direction override) as '?', and at most `limit` characters."""
+    s = "".join(ch if ch.isprintable() else "?" for ch in str(s))
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
 def machine(doc):
     """A short name for the machine a report was measured on: host, CPU and GPU."""
     c = doc["context"]
     gpu = c.get("gpu_name") if c.get("gpu_available") else "no GPU"
-    return f"{c.get('host_name', '?')}: {c.get('cpu_model', '?')}, {gpu}"
+    return (f"{printable(c.get('host_name', '?'), 60)}: {printable(c.get('cpu_model', '?'))}, "
+            f"{printable(gpu, 60)}")
 
 
 def drift_spread(doc):

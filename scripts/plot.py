@@ -26,6 +26,9 @@ Patch = pbreport.need("matplotlib.patches").Patch
 NullFormatter = pbreport.need("matplotlib.ticker").NullFormatter
 
 MARKERS = "osD^v<>p*h"
+# Every chart plot.py draws, by file name (each as .png and .svg).
+CHARTS = ("projection", "speedup", "torch", "parallelism", "memory_bandwidth", "batch_size",
+          "roofline")
 
 
 def save(fig, outdir, name, written):
@@ -162,7 +165,7 @@ def chart_projection(reports, outdir, written):
 
 def power_of_two(v):
     """'2^20' for 1048576 and the like (from 2^10 up), else v as it is."""
-    n = int(v) if v.isdigit() else 0
+    n = int(v) if v.isascii() and v.isdigit() else 0  # '²' is a digit int() refuses
     return f"2^{n.bit_length() - 1}" if n >= 1024 and n & (n - 1) == 0 else v
 
 
@@ -381,6 +384,8 @@ def chart_batch(reports, outdir, written):
     for i, (_, doc) in enumerate(reports):
         bs = doc["pairbench"]["analyses"].get("batch_size", {})
         for dev, series in bs.get("devices", {}).items():
+            if not series:
+                continue
             ax.plot([p["batch"] for p in series], [p["samples_per_s"] for p in series], marker="o",
                     label=f"{dev}" + (f", {bs['model']}" if bs.get("model") else "")
                     + (f" [{i + 1}]" if len(reports) > 1 else ""))
@@ -602,8 +607,16 @@ def main(argv=None):
             print(f"plot.py: error: the {name} chart cannot be drawn from these reports: {e}",
                   file=sys.stderr)
             return 2
+    # A chart this run did not draw (no PyTorch figures this time) leaves no earlier run's
+    # behind it.
+    for name in CHARTS:
+        for ext in ("png", "svg"):
+            old = os.path.join(a.outdir, f"{name}.{ext}")
+            if name not in written and os.path.isfile(old):
+                os.remove(old)
+    text = summary(reports, written)  # before the file is opened: a failure leaves none
     with open(os.path.join(a.outdir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(summary(reports, written))
+        f.write(text)
     print(os.path.join(a.outdir, "summary.md"))
     return 0
 

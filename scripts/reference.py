@@ -140,6 +140,12 @@ def merge(doc, torch_out, wl=None):
             if not why and not all(0 < x < math.inf for x in (ratio, *fig.values())):
                 why = (f"{r['median_s']:.3g} s puts its figures beyond a double's range: the time "
                        f"cannot be true")
+            if not why and r.get("max_error", 0) > r.get("tolerance", math.inf):
+                why = (f"torch's result is off by {r['max_error']:.3g}, above its tolerance "
+                       f"{r['tolerance']:.3g}, yet said ok")
+            if not why and r["min_s"] > r["median_s"]:
+                why = (f"its fastest run {r['min_s']:.3g} s is slower than its median "
+                       f"{r['median_s']:.3g} s: the times cannot be true")
             if why:
                 case.update(status="error", message=why)
             else:

@@ -47,9 +47,42 @@ def _in_range(convert):
     return parse
 
 
+def _no_lone_surrogate(s):
+    """s, where it is text that UTF-8 can hold: a JSON escape such as \\ud800 alone decodes to
+    a lone surrogate, which no script could print."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a string holds a lone surrogate (an unpaired \\u escape): "
+                         f"{s.encode('utf-8', 'backslashreplace')[:40].decode()!r}") from None
+    return s
+
+
+def _checked_strings(v):
+    """v, each string in it (through arrays) checked by _no_lone_surrogate."""
+    if isinstance(v, str):
+        return _no_lone_surrogate(v)
+    if isinstance(v, list):
+        for x in v:
+            _checked_strings(x)
+    return v
+
+
+def _object(pairs):
+    """A JSON object from its pairs, refusing a key given twice (json keeps the last, serde
+    refuses) and strings with a lone surrogate."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the key {_no_lone_surrogate(k)!r} is given twice in one object")
+        out[_no_lone_surrogate(k)] = _checked_strings(v)
+    return out
+
+
 def load_strict(path):
     """Parses as strictly as JSON.parse or serde: NaN, Infinity and -Infinity are errors, and
-    so is a number beyond a double's range; ValueError says which."""
+    so are a number beyond a double's range, a key given twice in an object and a lone
+    surrogate in a string; ValueError says which."""
     mode = os.stat(path).st_mode if os.path.exists(path) else 0
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
         # /dev/zero would be read until memory ran out.
@@ -64,8 +97,9 @@ def load_strict(path):
         f = open(path, encoding="utf-8")
     with f:
         try:
-            return json.load(f, parse_constant=_reject_constant, parse_float=_in_range(float),
-                             parse_int=_in_range(int))
+            return _checked_strings(json.load(
+                f, parse_constant=_reject_constant, parse_float=_in_range(float),
+                parse_int=_in_range(int), object_pairs_hook=_object))
         except RecursionError:
             raise ValueError("nested too deeply") from None
 
@@ -92,7 +126,8 @@ def schema_line(doc, e):
         if isinstance(node, dict) and isinstance(node.get("name"), str):
             named = node["name"]
     where = "/".join(map(str, e.absolute_path)) or "(root)"
-    where += f" ({named})" if named else ""
+    if named:  # on one line whatever it holds (a schema error may be that it holds a newline)
+        where += " (" + "".join(ch if ch.isprintable() else "?" for ch in named) + ")"
     if e.validator == "not":  # the schema's `not` only ever forbids keys
         keys = [k for s in (e.validator_value, *e.validator_value.get("anyOf", []))
                 for k in s.get("required", [])]
@@ -260,7 +295,8 @@ def case_problems(doc):
     is); a figure more than 1% from its work over its median time (GFLOP/s from flops, GB/s from
     min_bytes, samples/s from items), which the ceilings below then hold as measured; more ranks
     than the run had (each rank's share of a figure is what the ceilings hold); time statistics
-    that no timed iterations can give (time_problems)."""
+    that no timed iterations can give (time_problems); a verified case's error above its
+    tolerance."""
     out, seen = [], set()
     ranks = doc["context"].get("ranks", {}).get("size", 1)
     runs = {}  # run_name -> its iteration entries that carry a time, as ci_tool_problems checks
@@ -280,6 +316,9 @@ def case_problems(doc):
                        f"({c['op']}/{c['device']}/{c['impl']})")
         if c["status"] != "ok":
             continue
+        if c.get("max_error", 0) > c.get("tolerance", math.inf):
+            out.append(f"{name}: verified with an error of {c['max_error']:.6g}, above its "
+                       f"tolerance {c['tolerance']:.6g}")
         if int(c["shape"].get("ranks", "1")) > ranks:
             out.append(f"{name}: ran over {c['shape']['ranks']} ranks, more than the run's "
                        f"{ranks} (context.ranks)")
@@ -309,8 +348,16 @@ def problems(doc):
         return out
     out += ci_tool_problems(doc) + case_problems(doc)
     names = {c["name"] for c in doc["pairbench"]["cases"]}
-    for ref in doc["pairbench"].get("references", {}).values():
+    for lib, ref in doc["pairbench"].get("references", {}).items():
         names |= {c["name"] for c in ref["cases"]}
+        for c in ref["cases"]:
+            if c["status"] == "ok" and c.get("max_error", 0) > c.get("tolerance", math.inf):
+                out.append(f"references/{lib}: {c['name']}: ok with an error of "
+                           f"{c['max_error']:.6g}, above its tolerance {c['tolerance']:.6g}")
+            if c["status"] == "ok" and c["time"]["min_s"] > c["time"]["median_s"]:
+                out.append(f"references/{lib}: {c['name']}: its fastest run "
+                           f"{c['time']['min_s']:.6g} s is slower than its median "
+                           f"{c['time']['median_s']:.6g} s")
     for b in doc["benchmarks"]:
         if b["run_name"].removesuffix("/manual_time") not in names:
             out.append(f"benchmark {b['name']} has no case record")
@@ -321,11 +368,11 @@ def problems(doc):
 
 def analysis_problems(doc):
     """Analyses that cannot be what they say, as one line each: a speedup side that names no
-    verified case, a speedup other than its CPU side's time over its GPU side's, and an epoch
+    verified case of its op, a speedup other than its CPU side's time over its GPU side's, and an epoch
     other than the images over the samples/s it names (the charts read these figures, not the
     cases)."""
     out = []
-    verified = {c["name"] for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
+    verified = {c["name"]: c for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
     an = doc["pairbench"]["analyses"]
     for row in an.get("speedup", []):
         where = f"speedup/{row['op']}/{row['shape']}"
@@ -334,8 +381,16 @@ def analysis_problems(doc):
             side = row.get(dev)
             if not side:
                 continue
-            if side["name"] not in verified:
+            case = verified.get(side["name"])
+            if case is None:
                 out.append(f"{where}: its {dev} side {side['name']} is no verified case")
+            elif case["op"] != row["op"]:  # its device may differ: the tests write a GPU's
+                # side from a CPU report's case
+                out.append(f"{where}: its {dev} side {side['name']} is a {case['op']} case")
+            elif ("gbs" if side.get("metric") == "GB/s" else "gflops") not in side:
+                # the figure each script gives a side in (pbreport.rate)
+                out.append(f"{where}: its {dev} side, read in {side.get('metric')}, gives no "
+                           + ("gbs" if side.get("metric") == "GB/s" else "gflops"))
             else:
                 sides[dev] = side["time_s"]
         if "speedup" in row and len(sides) == 2:

@@ -100,6 +100,21 @@ def test_a_torch_time_above_the_ceiling_is_an_error():
     assert case["status"] == "error" and "ceiling" in case["message"] and "time" not in case
 
 
+@pytest.mark.parametrize("result, says", [
+    ({"max_error": 1.0, "tolerance": 1e-6}, "above its tolerance 1e-06, yet said ok"),
+    ({"min_s": 1.0, "median_s": 0.1}, "is slower than its median"),
+], ids=["error above tolerance", "min above median"])
+def test_a_torch_result_said_ok_that_cannot_be_is_an_error(result, says):
+    # Both were merged with a ratio and a time, and the report validated.
+    doc = sample()
+    name = "gemm/cpu/torch/m=512,n=512,k=512,dtype=fp32,threads=2"
+    ok = {"status": "ok", "median_s": 0.1, "min_s": 0.1, "runs": 5, "max_error": 0.0,
+          "tolerance": 1e-5, "check": "test"}
+    assert reference.merge(doc, results(doc, **{name: {**ok, **result}})) == 1
+    case = next(c for c in doc["pairbench"]["references"]["torch"]["cases"] if c["name"] == name)
+    assert case["status"] == "error" and says in case["message"] and "time" not in case
+
+
 def run_reference(*args):
     return subprocess.run([sys.executable, str(REFERENCE), *map(str, args)], capture_output=True,
                           text=True, timeout=300)

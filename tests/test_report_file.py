@@ -391,3 +391,56 @@ def test_a_speedup_or_an_epoch_that_is_not_its_cases_is_named():
     assert len(found) == 2, found
     assert found[0].endswith("its cpu side gemm/cpu/none/m=1 is no verified case")
     assert "is not 1281167 images at" in found[1]
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"a": 1, "a": 2}', "the key 'a' is given twice in one object"),  # json kept the last
+    ('{"host": "h\\ud800"}', "a lone surrogate"),  # no script could print it
+    ('{"names": ["\\udfff"]}', "a lone surrogate"),
+], ids=["duplicate key", "lone surrogate", "in an array"])
+def test_load_strict_refuses_what_serde_refuses(text, says, tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=says):
+        validate_report.load_strict(path)
+    assert validate_report.main(["v", str(path)]) == 2
+
+
+def test_a_verified_case_is_held_to_its_tolerance():
+    # A case said ok with an error 1e9 times its tolerance passed; so did a PyTorch result that
+    # had failed its check.
+    doc = json.loads((ROOT / "reports" / "samples" / "quick-cpu-only.json").read_text())
+    case = next(c for c in doc["pairbench"]["cases"] if c["status"] == "ok")
+    case["max_error"], case["tolerance"] = 1e3, 1e-6
+    ref = next(c for c in doc["pairbench"]["references"]["torch"]["cases"]
+               if c["status"] == "ok")
+    ref["max_error"], ref["tolerance"] = 1.0, 1e-6
+    found = validate_report.problems(doc)
+    assert found == [
+        f"{case['name']}: verified with an error of 1000, above its tolerance 1e-06",
+        f"references/torch: {ref['name']}: ok with an error of 1, above its tolerance 1e-06"]
+
+
+def test_a_speedup_side_is_a_case_of_its_op_with_its_figure():
+    doc = h100()
+    rows = doc["pairbench"]["analyses"]["speedup"]
+    row = next(r for r in rows if "speedup" in r and r["op"] == "gemm")
+    conv = next(c for c in doc["pairbench"]["cases"] if c["op"] == "conv" and c["status"] == "ok")
+    row["cpu"]["name"] = conv["name"]  # a convolution as a GEMM's side
+    stream = next(r for r in rows if r.get("gpu", {}).get("metric") == "GB/s")
+    del stream["gpu"]["gbs"]  # a side read in GB/s without it: plot.py's KeyError
+    found = validate_report.problems(doc)
+    assert len(found) == 2, found
+    assert found[0].endswith(f"its cpu side {conv['name']} is a conv case")
+    assert found[1] == (f"speedup/{stream['op']}/{stream['shape']}: its gpu side, read in GB/s, "
+                        "gives no gbs")
+
+
+def test_a_case_name_holds_no_control_character_or_table_bar():
+    # A newline and a '|' in a name forged a row of compare.py's Markdown table.
+    doc = h100()
+    case = doc["pairbench"]["cases"][0]
+    case["name"] += " | 1 us |\n| forged"
+    found = validate_report.problems(doc)
+    assert found and all("\n" not in line for line in found), found
+    assert any("pairbench/cases/0/name" in line and "does not match" in line for line in found)

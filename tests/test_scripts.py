@@ -743,3 +743,43 @@ def test_a_closed_stdout_is_no_traceback():
     r = subprocess.run(["bash", "-c", f'"{sys.executable}" "{COMPARE}" "{CPU_SAMPLE}" '
                         f'"{CPU_SAMPLE}" >&-'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_plot_draws_what_a_valid_report_holds_and_leaves_no_stale_chart(tmp_path):
+    # A second run into the same folder kept the first one's torch chart; an empty batch series
+    # ended the batch chart; a host name of escapes and thousands of characters went into every
+    # title as it was.
+    import plot
+    doc = json.loads(CPU_SAMPLE.read_text())
+    out = tmp_path / "charts"
+    plotted(doc, out)
+    assert (out / "torch.png").is_file()
+    refs = {c["name"] for c in doc["pairbench"].pop("references")["torch"]["cases"]}
+    doc["benchmarks"] = [b for b in doc["benchmarks"]
+                         if b["run_name"].removesuffix("/manual_time") not in refs]
+    doc["pairbench"]["analyses"]["batch_size"]["devices"]["gpu"] = []
+    doc["context"]["host_name"] = "h\x1b[31m\u202e" + "x" * 3000
+    summary, svgs = plotted(doc, out)
+    assert "torch" not in svgs and not (out / "torch.png").exists()
+    assert "batch_size" in svgs
+    assert "\x1b" not in svgs["speedup"] and "x" * 100 not in svgs["speedup"]
+    assert plot.power_of_two("\u00b2") == "\u00b2"  # a digit int() refuses
+    assert plot.power_of_two("1048576") == "2^20"
+
+
+def test_the_verdict_reads_a_find_time_only_where_it_is_a_number():
+    import gpu_verdict
+    doc = json.loads(H100_SAMPLE.read_text())
+    gpu = [c for c in doc["pairbench"]["cases"] if c["device"] == "gpu"]
+    pairs = {}
+    for c in gpu:
+        if c["op"] == "conv" and c["status"] == "ok" and c["impl"] in ("cudnn", "im2col"):
+            pairs.setdefault(c["name"].split("/", 3)[3], {})[c["impl"]] = c
+    shape, pair = next((s, p) for s, p in pairs.items() if len(p) == 2)
+    pair["im2col"]["time"]["median_s"] = pair["cudnn"]["time"]["median_s"] / 2  # im2col won
+    pair["cudnn"]["impl_detail"] = "cuDNN: ALGO_X, Find: ALGO_X . ms"  # '.' was float()ed
+    line = next(l for l in gpu_verdict.im2col_beat_cudnn(gpu) if shape in l)
+    assert line.endswith("(cuDNN ran ALGO_X)"), line
+    pair["cudnn"]["impl_detail"] = "cuDNN: ALGO_X, Find: ALGO_X 0.25 ms"
+    line = next(l for l in gpu_verdict.im2col_beat_cudnn(gpu) if shape in l)
+    assert line.endswith("(cuDNN ran ALGO_X; its Find timed it at 250.0 us)"), line

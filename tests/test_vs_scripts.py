@@ -73,14 +73,18 @@ def test_case_figure_finds_the_case_by_name_never_by_position():
         {"name": "collective/gpu/nccl/coll=allreduce", "status": "skipped", "message": "no GPU"},
         {"name": "collective/cpu/mpi/coll=allreduce", "status": "ok", "gbs": 3.5},
         {"name": "stream/cpu/omp/kernel=triad,threads=1", "status": "ok", "gbs": 10.0},
-        {"name": "stream/cpu/omp/kernel=triad,threads=2", "status": "error", "message": "off by 1"}]}}
+        {"name": "stream/cpu/omp/kernel=triad,threads=2", "status": "error", "message": "off by 1"},
+        {"name": "stream/cpu/omp/kernel=copy,threads=2", "status": "ok", "gbs": 9.0,
+         "gflops": 0.0}]}}
     assert case_figure.figure(doc, "collective/cpu/mpi/", "gbs") == 3.5
     for prefix, field, why in [
             ("collective/gpu/", "gbs", "collective/gpu/nccl/coll=allreduce was skipped: no GPU"),
             ("stream/cpu/omp/kernel=triad,threads=2", "gbs", "threads=2 failed: off by 1"),
-            ("stream/", "gbs", "2 cases named stream/... in the report"),
+            ("stream/", "gbs", "3 cases named stream/... in the report"),
             ("gemm/", "gbs", "0 cases named gemm/... in the report, where one was expected"),
-            ("collective/cpu/", "gflops", "collective/cpu/mpi/coll=allreduce has no gflops")]:
+            ("collective/cpu/", "gflops", "collective/cpu/mpi/coll=allreduce has no gflops"),
+            # a copy counts no FLOPs: its 0 GFLOP/s had been printed as a figure
+            ("stream/cpu/omp/kernel=copy", "gflops", "gflops is 0.0: not a figure it measures")]:
         with pytest.raises(ValueError, match=re.escape(why)):
             case_figure.figure(doc, prefix, field)
 
@@ -103,3 +107,16 @@ def test_case_figure_on_a_report_prints_the_figure_or_one_line(tmp_path):
     assert r.returncode == 1 and r.stdout == "" and "has no cache_resident" in r.stderr
     r = subprocess.run([*script, "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("usage: case_figure.py")
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("fit_normal_tail.py", ["--degree", "-1"], "--degree -1: a whole number from 1 to 12"),
+    ("fit_normal_tail.py", ["--xmax", "nan"], "--xmax nan: a number from 1 to below 23"),
+    ("numpy_gemm.py", ["--min-time", "inf"], "--min-time inf: seconds above 0, at most 3600"),
+])
+def test_the_helpers_refuse_values_they_cannot_use(script, args, says):
+    # They ended in a traceback, printed NaN constants, or never ended (--min-time inf).
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.splitlines()[-1] == f"{script}: error: {says}"
