@@ -368,9 +368,9 @@ def problems(doc):
 
 def analysis_problems(doc):
     """Analyses that cannot be what they say, as one line each: a speedup side that names no
-    verified case of its op, a speedup other than its CPU side's time over its GPU side's, and an epoch
-    other than the images over the samples/s it names (the charts read these figures, not the
-    cases)."""
+    verified case of its op on its device, or gives a time or a rate other than that case's; a
+    speedup other than its CPU side's time over its GPU side's; and an epoch other than the images
+    over the samples/s it names (the charts read these figures, not the cases)."""
     out = []
     verified = {c["name"]: c for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
     an = doc["pairbench"]["analyses"]
@@ -384,9 +384,18 @@ def analysis_problems(doc):
             case = verified.get(side["name"])
             if case is None:
                 out.append(f"{where}: its {dev} side {side['name']} is no verified case")
-            elif case["op"] != row["op"]:  # its device may differ: the tests write a GPU's
-                # side from a CPU report's case
-                out.append(f"{where}: its {dev} side {side['name']} is a {case['op']} case")
+            elif case["op"] != row["op"] or case["device"] != dev:
+                out.append(f"{where}: its {dev} side {side['name']} is a {case['device']} "
+                           f"{case['op']} case")
+            elif not math.isclose(side["time_s"], case["time"]["median_s"], rel_tol=1e-6):
+                out.append(f"{where}: its {dev} side's time {side['time_s']:.6g} s is not its "
+                           f"case's median ({case['time']['median_s']:.6g} s)")
+            elif any(f in side and f in case and not math.isclose(side[f], case[f], rel_tol=1e-6)
+                     for f in ("gflops", "gbs")):
+                out.append(f"{where}: its {dev} side's rate is not its case's ("
+                           + ", ".join(f"{f} {side[f]:.6g} against {case[f]:.6g}"
+                                       for f in ("gflops", "gbs") if f in side and f in case)
+                           + ")")
             elif ("gbs" if side.get("metric") == "GB/s" else "gflops") not in side:
                 # the figure each script gives a side in (pbreport.rate)
                 out.append(f"{where}: its {dev} side, read in {side.get('metric')}, gives no "

@@ -421,9 +421,32 @@ def test_a_speedup_side_is_a_case_of_its_op_with_its_figure():
     del stream["gpu"]["gbs"]  # a side read in GB/s without it: plot.py's KeyError
     found = validate_report.problems(doc)
     assert len(found) == 2, found
-    assert found[0].endswith(f"its cpu side {conv['name']} is a conv case")
+    assert found[0].endswith(f"its cpu side {conv['name']} is a cpu conv case")
     assert found[1] == (f"speedup/{stream['op']}/{stream['shape']}: its gpu side, read in GB/s, "
                         "gives no gbs")
+
+
+def test_a_speedup_side_gives_its_cases_device_time_and_rate():
+    # A hand-edited report could make up a consistent speedup: the CPU side 1000x slower than its
+    # case, the speedup 1000x larger; or a CPU case as the GPU's side.
+    doc = h100()
+    rows = [r for r in doc["pairbench"]["analyses"]["speedup"] if "speedup" in r]
+    slow, rate, swapped = rows[:3]
+    where = [f"speedup/{r['op']}/{r['shape']}" for r in (slow, rate, swapped)]
+    median = slow["cpu"]["time_s"]
+    slow["cpu"]["time_s"] *= 1000
+    slow["speedup"] *= 1000
+    fig = "gbs" if rate["gpu"]["metric"] == "GB/s" else "gflops"
+    rate["gpu"][fig] *= 2
+    swapped["gpu"]["name"] = swapped["cpu"]["name"]
+    found = validate_report.problems(doc)
+    assert found == [
+        f"{where[0]}: its cpu side's time {median * 1000:.6g} s is not its case's median "
+        f"({median:.6g} s)",
+        f"{where[1]}: its gpu side's rate is not its case's (" + ", ".join(
+            f"{f} {rate['gpu'][f]:.6g} against {rate['gpu'][f] / (2 if f == fig else 1):.6g}"
+            for f in ("gflops", "gbs") if f in rate["gpu"]) + ")",
+        f"{where[2]}: its gpu side {swapped['cpu']['name']} is a cpu {swapped['op']} case"], found
 
 
 def test_a_case_name_holds_no_control_character_or_table_bar():

@@ -57,8 +57,9 @@ def test_speedup_chart_and_summary_show_like_precision(quick_reports, tmp_path):
     # A GPU machine's rows, written into a real report: best of each device and like precision.
     doc = json.loads(quick_reports[0].read_text())
     row = next(r for r in doc["pairbench"]["analyses"]["speedup"] if r["op"] == "gemm")
-    gpu = dict(row["cpu"], impl="cublas", dtype="fp16", threads=None,
-               time_s=row["cpu"]["time_s"] / 40)
+    twin = gpu_twin(doc, case_named(doc, row["cpu"]["name"]), "cublas", "fp16", 40)
+    gpu = dict(row["cpu"], name=twin["name"], impl="cublas", dtype="fp16", threads=None,
+               time_s=twin["time"]["median_s"], gflops=twin["gflops"], gbs=twin["gbs"])
     row.update(gpu=gpu, speedup=40.0, speedup_with_transfer=12.5, speedup_fp32=9.0,
                speedup_bf16=20.0, speedup_gpu_tf32_vs_cpu_fp32=18.0)
     row.pop("gpu_missing", None)
@@ -209,15 +210,46 @@ def retime(case, factor, keys=("median_s", "min_s", "mean_s", "stddev_s")):
     return case
 
 
+def resynced(doc):
+    """doc's speedup rows as pairbench writes them from its cases: each side's time and rates its
+    case's, each speedup the CPU side's time over the GPU side's."""
+    cases = {c["name"]: c for c in doc["pairbench"]["cases"]}
+    for row in doc["pairbench"]["analyses"]["speedup"]:
+        sides = [row.get(dev) for dev in ("cpu", "gpu")]
+        for side in filter(None, sides):
+            case = cases[side["name"]]
+            side["time_s"] = case["time"]["median_s"]
+            side.update({k: case[k] for k in ("gflops", "gbs") if k in side and k in case})
+        if all(sides) and "speedup" in row:
+            row["speedup"] = sides[0]["time_s"] / sides[1]["time_s"]
+    return doc
+
+
 def retime_in(doc, name, factor):
-    """doc's case `name` as retime makes it, its Google Benchmark entries alike."""
+    """doc's case `name` as retime makes it, its Google Benchmark entries and speedup rows
+    alike."""
     for c in doc["pairbench"]["cases"]:
         if c["name"] == name:
             retime(c, factor)
     for b in doc["benchmarks"]:
         if b["run_name"].removesuffix("/manual_time") == name:
             b["real_time"] *= factor
-    return doc
+    return resynced(doc)
+
+
+def gpu_twin(doc, case, impl, dtype, speedup):
+    """A GPU case put in doc beside CPU case `case` (in place of its record as skipped): its
+    shape at `dtype`, `speedup` times as fast, named as a GPU run names it; returned."""
+    twin = retime(copy.deepcopy(case), 1 / speedup)
+    shape = {k: v for k, v in case["shape"].items() if k != "threads"}
+    shape["dtype"] = dtype
+    twin.update(device="gpu", impl=impl, dtype=dtype, threads=0, shape=shape, library=impl,
+                name=f"{case['op']}/gpu/{impl}/" + ",".join(f"{k}={v}" for k, v in shape.items()))
+    twin.pop("impl_detail", None)
+    twin.pop("energy", None)
+    cases = doc["pairbench"]["cases"]
+    cases[:] = [c for c in cases if c["name"] != twin["name"]] + [twin]
+    return twin
 
 
 def slowed(doc, victim, factor):
@@ -311,7 +343,7 @@ def all_slowed(doc, factor):
     for b in new["benchmarks"]:
         for key in ("real_time", "cpu_time"):
             b[key] *= factor
-    return new
+    return resynced(new)
 
 
 def compared(base, new, tmp_path, *args):
