@@ -3,8 +3,8 @@
 schema cannot say (no two cases of one name; each case's median among its repetitions' medians,
 and its GFLOP/s, GB/s and samples/s its work over that median), every figure against its
 device's ceiling (context.ceilings; the peaks of older reports) and the machine probes too,
-metered energy and projected dollars against the figures they come from, and the speedups and
-epochs against what they are made of. Each problem is one line: where (the path, and the name
+metered energy and projected dollars against the figures they come from, and the speedups,
+roofline points, STREAM entries and epochs against what they are made of. Each problem is one line: where (the path, and the name
 of the case or entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import errno
@@ -407,6 +407,7 @@ def analysis_problems(doc):
             if not math.isclose(row["speedup"], expected, rel_tol=1e-6):
                 out.append(f"{where}: speedup {row['speedup']:.6g} is not the CPU's time over "
                            f"the GPU's ({expected:.6g})")
+    out += roofline_problems(doc, verified) + stream_problems(doc, verified)
     pr = an.get("projection", {})
     for dev, d in pr.get("devices", {}).items():
         for where, p in ((dev, d), (f"{dev}/end_to_end", d.get("end_to_end"))):
@@ -422,6 +423,83 @@ def analysis_problems(doc):
                     p["training_h"], pr["epochs"] * p["epoch_h"], rel_tol=1e-6):
                 out.append(f"projection/{where}: training_h {p['training_h']:.6g} is not "
                            f"{pr['epochs']} epochs of {p['epoch_h']:.6g} h")
+    return out
+
+
+def roofline_figures(case, point, memory_gbs):
+    """The figures a roofline point of `case` has (reports/analyses.cpp, roofline): one rank's
+    share of its GFLOP/s, its intensity (flops / min_bytes), and, where the point has a ceiling,
+    its percentage of the attainable (the ceiling, or intensity x the memory's ceiling where that
+    is lower and the case is not cache-resident; at most 100)."""
+    gflops = case.get("gflops", 0) / float(case["shape"].get("ranks", "1"))
+    intensity = case.get("flops", 0) / case.get("min_bytes", math.inf)
+    out = {"gflops": gflops, "intensity": intensity}
+    ceiling = point.get("ceiling_gflops")
+    if ceiling:
+        attainable = (ceiling if point.get("cache_resident") or not memory_gbs
+                      else min(ceiling, intensity * memory_gbs))
+        out["pct_of_attainable"] = min(100.0, 100.0 * gflops / attainable)
+    return out
+
+
+def stream_figures(case, entry, best_gbs):
+    """The figures a memory_bandwidth STREAM entry of `case` has (reports/analyses.cpp,
+    memory_bandwidth): its case's GB/s, its percentage of the best kernel's, and its GB/s with the
+    write-allocate traffic it counts."""
+    seconds = case["time"]["median_s"]
+    return {"gbs": case.get("gbs", 0), "pct_of_best": 100 * case.get("gbs", 0) / best_gbs,
+            "gbs_with_write_allocate": (case.get("min_bytes", 0)
+                                        + entry.get("write_allocate_bytes", 0)) / seconds / 1e9}
+
+
+def mismatched(figures, record):
+    """The figures that record gives other than figures does (within 1e-6), as 'key X, where its
+    case gives Y'."""
+    return ", ".join(f"{k} {record[k]:.6g}, where its case gives {v:.6g}"
+                     for k, v in figures.items()
+                     if k in record and not math.isclose(record[k], v, rel_tol=1e-6))
+
+
+def roofline_problems(doc, verified):
+    """Roofline points that are not their cases', one line each: a point that names no verified
+    case of its device, or whose figures are not the ones roofline_figures gives (a percentage
+    above 100 is impossible_figures' to say)."""
+    out = []
+    for dev, r in doc["pairbench"]["analyses"].get("roofline", {}).items():
+        for p in r.get("points", []):
+            where, case = f"roofline/{dev}: {p['name']}", verified.get(p["name"])
+            if case is None or case["device"] != dev:
+                out.append(f"{where}: no verified {dev} case of this name")
+                continue
+            figures = roofline_figures(case, p, r.get("measured_gbs"))
+            if p.get("pct_of_attainable", 0) > 100:
+                figures.pop("pct_of_attainable", None)
+            wrong = mismatched(figures, p)
+            if wrong:
+                out.append(f"{where}: {wrong}")
+    return out
+
+
+def stream_problems(doc, verified):
+    """memory_bandwidth's STREAM entries that are not their cases', one line each: an entry that
+    names no verified STREAM case of its device and kernel, or whose figures are not the ones
+    stream_figures gives."""
+    out = []
+    for dev, d in doc["pairbench"]["analyses"].get("memory_bandwidth", {}).items():
+        if dev not in ("cpu", "gpu"):  # the analysis's other keys (its GPU SM scaling)
+            continue
+        entries = d.get("stream", [])
+        best = max((verified[k["name"]].get("gbs", 0) for k in entries if k["name"] in verified),
+                   default=0)
+        for k in entries:
+            where, case = f"memory_bandwidth/{dev}/{k['kernel']}", verified.get(k["name"])
+            if (case is None or case["device"] != dev or case["op"] != "stream"
+                    or case["shape"].get("kernel") != k["kernel"]):
+                out.append(f"{where}: {k['name']} is no verified {dev} STREAM {k['kernel']} case")
+                continue
+            wrong = mismatched(stream_figures(case, k, best), k)
+            if wrong:
+                out.append(f"{where}: {wrong}")
     return out
 
 

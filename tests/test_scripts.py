@@ -211,10 +211,21 @@ def retime(case, factor, keys=("median_s", "min_s", "mean_s", "stddev_s")):
 
 
 def resynced(doc):
-    """doc's speedup rows as pairbench writes them from its cases: each side's time and rates its
-    case's, each speedup the CPU side's time over the GPU side's."""
+    """doc's analyses as pairbench writes them from its cases: each speedup side's time and rates
+    its case's, each speedup the CPU side's time over the GPU side's; the roofline points' and
+    STREAM entries' figures as validate_report gives them."""
+    import validate_report
     cases = {c["name"]: c for c in doc["pairbench"]["cases"]}
-    for row in doc["pairbench"]["analyses"]["speedup"]:
+    an = doc["pairbench"]["analyses"]
+    for r in an.get("roofline", {}).values():
+        for p in r["points"]:
+            p.update(validate_report.roofline_figures(cases[p["name"]], p, r.get("measured_gbs")))
+    for dev in ("cpu", "gpu"):
+        entries = an.get("memory_bandwidth", {}).get(dev, {}).get("stream", [])
+        best = max((cases[k["name"]]["gbs"] for k in entries), default=0)
+        for k in entries:
+            k.update(validate_report.stream_figures(cases[k["name"]], k, best))
+    for row in an["speedup"]:
         sides = [row.get(dev) for dev in ("cpu", "gpu")]
         for side in filter(None, sides):
             case = cases[side["name"]]
@@ -281,8 +292,22 @@ def failed_in(doc, name):
                                  "flops", "min_bytes", "write_allocate_bytes", "metric")}
     case.clear()
     case.update(keep, status="error", message="check failed: injected", verified=False)
+    return unmeasured(doc, name)
+
+
+def unmeasured(doc, name):
+    """doc with no figure of case `name` left: its Google Benchmark entries, and its speedup rows,
+    roofline point and STREAM entry, gone (as a run where it did not verify writes them)."""
     doc["benchmarks"] = [b for b in doc["benchmarks"]
                          if b["run_name"].removesuffix("/manual_time") != name]
+    an = doc["pairbench"]["analyses"]
+    an["speedup"] = [r for r in an["speedup"]
+                     if name not in (side["name"] for side in (r.get("cpu"), r.get("gpu")) if side)]
+    for r in an.get("roofline", {}).values():
+        r["points"] = [p for p in r["points"] if p["name"] != name]
+    for dev in ("cpu", "gpu"):
+        d = an.get("memory_bandwidth", {}).get(dev, {})
+        d["stream"] = [k for k in d.get("stream", []) if k["name"] != name]
     return doc
 
 
@@ -292,8 +317,7 @@ def test_compare_fails_a_case_that_failed_in_new_and_names_one_not_run(tmp_path)
     ok = [c["name"] for c in base["pairbench"]["cases"] if c["status"] == "ok"]
     new = failed_in(copy.deepcopy(base), ok[0])
     new["pairbench"]["cases"] = [c for c in new["pairbench"]["cases"] if c["name"] != ok[1]]
-    new["benchmarks"] = [b for b in new["benchmarks"]
-                         if b["run_name"].removesuffix("/manual_time") != ok[1]]
+    unmeasured(new, ok[1])
     path = write(tmp_path / "new.json", new)
     r = run(COMPARE, CPU_SAMPLE, path, "--fail-above", "1000")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -612,6 +636,7 @@ def test_compare_gates_on_the_median_the_table_shows(tmp_path):
     victim = steadiest(base)
     new = copy.deepcopy(base)
     retime(case_named(new, victim["name"]), 1.5, keys=("median_s",))
+    resynced(new)
     paths = write(tmp_path / "base.json", base), write(tmp_path / "new.json", new)
     r = run(COMPARE, *paths, "--fail-above", "10")
     assert r.returncode == 1, r.stdout + r.stderr
