@@ -10,9 +10,12 @@ with ideal scaling), memory bandwidth (per device, % of peak; host<->device curv
 (when a report has that analysis) and the roofline. Several reports (machines) share a chart
 where that reads well. Exit codes: 0 written; 2 bad input."""
 import collections
+import errno
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import textwrap
 import warnings
 
@@ -593,6 +596,24 @@ def main(argv=None):
         print(f"plot.py: error: cannot create {a.outdir}: {e.strerror}", file=sys.stderr)
         return 2
     reports = [(pbreport.machine(d), d) for d in docs]
+    # Drawn into a folder of its own inside DIR, and moved into DIR only once every chart and the
+    # summary are made: a chart that fails leaves DIR as it was, not half this run's charts beside
+    # an earlier run's summary.
+    try:
+        staging = tempfile.mkdtemp(prefix=".plot-", dir=a.outdir)
+    except OSError as e:
+        print(f"plot.py: error: cannot write in {a.outdir}: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        return draw(reports, staging, a.outdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def draw(reports, staging, outdir):
+    """The charts and summary.md of reports drawn in staging, then moved into outdir with no
+    chart of an earlier run left beside them; 0, or 2 with one line where a chart cannot be
+    drawn."""
     written = []
     # numpy's overflow warnings on extreme figures: each chart either draws or says in one line
     # why it cannot.
@@ -600,24 +621,29 @@ def main(argv=None):
     for chart in (chart_projection, chart_speedup, chart_reference, chart_parallelism,
                   chart_bandwidth, chart_batch, chart_roofline):
         try:
-            chart(reports, a.outdir, written)
+            chart(reports, staging, written)
         except (ArithmeticError, ValueError) as e:  # figures a valid report holds but no axis
             # can (a projection of 1e308 hours, an intensity of 5e-324 FLOP/B)
             name = chart.__name__.removeprefix("chart_")
             print(f"plot.py: error: the {name} chart cannot be drawn from these reports: {e}",
                   file=sys.stderr)
             return 2
+    with open(os.path.join(staging, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(summary(reports, written))
+    files = [f"{name}.{ext}" for name in CHARTS for ext in ("png", "svg")] + ["summary.md"]
+    for f in files:  # a folder where a file goes: said before anything is moved
+        dest = os.path.join(outdir, f)
+        if os.path.isdir(dest):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), dest)
     # A chart this run did not draw (no PyTorch figures this time) leaves no earlier run's
-    # behind it.
-    for name in CHARTS:
-        for ext in ("png", "svg"):
-            old = os.path.join(a.outdir, f"{name}.{ext}")
-            if name not in written and os.path.isfile(old):
-                os.remove(old)
-    text = summary(reports, written)  # before the file is opened: a failure leaves none
-    with open(os.path.join(a.outdir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(os.path.join(a.outdir, "summary.md"))
+    # behind it; summary.md comes last.
+    for f in files:
+        new, dest = os.path.join(staging, f), os.path.join(outdir, f)
+        if os.path.isfile(new):
+            os.replace(new, dest)
+        elif os.path.isfile(dest):
+            os.remove(dest)
+    print(os.path.join(outdir, "summary.md"))
     return 0
 
 

@@ -824,6 +824,23 @@ def test_plot_draws_what_a_valid_report_holds_and_leaves_no_stale_chart(tmp_path
     assert plot.power_of_two("1048576") == "2^20"
 
 
+def test_a_chart_that_cannot_be_drawn_leaves_the_folder_as_it_was(tmp_path, monkeypatch, capsys):
+    # The charts drawn before the failing one replaced an earlier run's, beside its summary.md.
+    import plot
+    out = tmp_path / "charts"
+    plotted(json.loads(CPU_SAMPLE.read_text()), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    def chart_roofline(*args):  # the last chart drawn
+        raise ValueError("an axis of 1e308")
+    monkeypatch.setattr(plot, "chart_roofline", chart_roofline)
+    doc = json.loads(CPU_SAMPLE.read_text())
+    doc["context"]["host_name"] = "another-machine"
+    assert plot.main([str(write(tmp_path / "other.json", doc)), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "plot.py: error: the roofline chart cannot be drawn from these reports: an axis of 1e308"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left
+
+
 def test_the_verdict_reads_a_find_time_only_where_it_is_a_number():
     import gpu_verdict
     doc = json.loads(H100_SAMPLE.read_text())
