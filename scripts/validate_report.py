@@ -323,6 +323,12 @@ def case_problems(doc):
             out.append(f"{name}: ran over {c['shape']['ranks']} ranks, more than the run's "
                        f"{ranks} (context.ranks)")
         t = c["time"]
+        noisy_cv = doc["context"].get("noisy_cv_threshold")
+        if ("noisy" in c and "robust_cv" in t and noisy_cv is not None
+                and c["noisy"] != (t["robust_cv"] > noisy_cv)):
+            # compare.py excuses a noisy case's difference within twice its robust cv
+            out.append(f"{name}: noisy is {str(c['noisy']).lower()} with a robust cv of "
+                       f"{t['robust_cv']:.6g} against the run's threshold {noisy_cv:.6g}")
         median, reps = t["median_s"], t["repetition_medians_s"]
         if len(reps) != t["repetitions"]:
             out.append(f"{name}: {len(reps)} repetition medians for {t['repetitions']} repetitions")

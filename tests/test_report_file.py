@@ -350,11 +350,29 @@ def test_a_robust_cv_no_positive_times_can_give_is_refused():
     # median. A made-up 500% excused a tenfold slowdown as noise in compare.py.
     doc = h100()
     case = gpu_case(doc)
-    case["time"]["robust_cv"] = 1.4826  # the most positive times can spread
+    case["noisy"], case["time"]["robust_cv"] = True, 1.4826  # the most positive times can spread
     assert validate_report.problems(doc) == []
     case["time"]["robust_cv"] = 5.0
     found = validate_report.problems(doc)
     assert len(found) == 1 and found[0].endswith("5.0 is greater than the maximum of 1.48261")
+
+
+def test_a_case_is_noisy_where_its_robust_cv_is_above_the_runs_threshold():
+    # compare.py excuses a noisy case's difference within twice its robust cv: a case marked
+    # noisy with a robust cv under the threshold, or steady above it, is not what pairbench wrote.
+    doc = h100()
+    case = gpu_case(doc)
+    threshold = doc["context"]["noisy_cv_threshold"]
+    case["noisy"], case["time"]["robust_cv"] = True, 2 * threshold
+    assert validate_report.problems(doc) == []
+    case["time"]["robust_cv"] = threshold  # not above it
+    assert validate_report.problems(doc) == [
+        f"{case['name']}: noisy is true with a robust cv of {threshold:.6g} against the run's "
+        f"threshold {threshold:.6g}"]
+    case["noisy"], case["time"]["robust_cv"] = False, 1.0
+    assert validate_report.problems(doc) == [
+        f"{case['name']}: noisy is false with a robust cv of 1 against the run's threshold "
+        f"{threshold:.6g}"]
 
 
 def test_a_machine_probe_above_the_cpus_ceiling_is_named(quick_reports):
