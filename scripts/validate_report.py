@@ -4,8 +4,9 @@ schema cannot say (no two cases of one name; each case's median among its repeti
 and its GFLOP/s, GB/s and samples/s its work over that median), every figure against its
 device's ceiling (context.ceilings; the peaks of older reports) and the machine probes too,
 metered energy and projected dollars against the figures they come from, and the speedups,
-roofline points, STREAM entries and epochs against what they are made of. Each problem is one line: where (the path, and the name
-of the case or entry it is in) and what.
+roofline points, STREAM entries, parallelism and batch sweeps and epochs against what they are
+made of. Each problem is one line: where (the path, and the name of the case or entry it is in)
+and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
 import errno
 import importlib
@@ -375,8 +376,10 @@ def problems(doc):
 def analysis_problems(doc):
     """Analyses that cannot be what they say, as one line each: a speedup side that names no
     verified case of its op on its device, or gives a time or a rate other than that case's; a
-    speedup other than its CPU side's time over its GPU side's; and an epoch other than the images
-    over the samples/s it names (the charts read these figures, not the cases)."""
+    speedup other than its CPU side's time over its GPU side's; roofline points, STREAM entries
+    and sweeps other than their cases' (roofline_problems, stream_problems, sweep_problems); and
+    an epoch other than the images over the samples/s it names (the charts read these figures,
+    not the cases)."""
     out = []
     verified = {c["name"]: c for c in doc["pairbench"]["cases"] if c["status"] == "ok"}
     an = doc["pairbench"]["analyses"]
@@ -413,7 +416,8 @@ def analysis_problems(doc):
             if not math.isclose(row["speedup"], expected, rel_tol=1e-6):
                 out.append(f"{where}: speedup {row['speedup']:.6g} is not the CPU's time over "
                            f"the GPU's ({expected:.6g})")
-    out += roofline_problems(doc, verified) + stream_problems(doc, verified)
+    out += (roofline_problems(doc, verified) + stream_problems(doc, verified)
+            + sweep_problems(doc, verified))
     pr = an.get("projection", {})
     for dev, d in pr.get("devices", {}).items():
         for where, p in ((dev, d), (f"{dev}/end_to_end", d.get("end_to_end"))):
@@ -506,6 +510,68 @@ def stream_problems(doc, verified):
             wrong = mismatched(stream_figures(case, k, best), k)
             if wrong:
                 out.append(f"{where}: {wrong}")
+    return out
+
+
+def throughput(case):
+    """A case's figure in its metric (reports/analyses.cpp, throughput)."""
+    return case.get({"GB/s": "gbs", "samples/s": "samples_per_s"}.get(case.get("metric"),
+                                                                       "gflops"), 0)
+
+
+def sweep_index(cases):
+    """cases by what a parallelism or batch sweep names each point's case with (reports/
+    analyses.cpp, sweeps): (device, op, impl, the shape without the sweep's axis, the axis,
+    its value)."""
+    def value(v):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    index = {}
+    for c in cases:
+        for axis, v in c["shape"].items():
+            rest = ",".join(f"{k}={x}" for k, x in c["shape"].items() if k != axis)
+            index[(c["device"], c["op"], c["impl"], rest, axis, value(v))] = c
+    return index
+
+
+def sweep_cases(index, dev, sweep):
+    """The case of each point of a sweep on device dev, None where sweep_index has none."""
+    return [index.get((dev, sweep["op"], sweep["impl"], sweep["shape"], sweep["unit"],
+                       float(p[sweep["unit"]]))) for p in sweep["points"]]
+
+
+def sweep_figures(sweep, cases):
+    """The figures each point of a sweep has, from its case: the case's throughput, the speedup
+    over the first point's, and the efficiency (that speedup over the growth of the axis)."""
+    axis, points = sweep["unit"], sweep["points"]
+    base, base_at = throughput(cases[0]), points[0][axis]
+    return [{"throughput": throughput(c), "speedup": throughput(c) / base,
+             "efficiency": throughput(c) / base * base_at / p[axis]}
+            for p, c in zip(points, cases)]
+
+
+def sweep_problems(doc, verified):
+    """The parallelism and batch analyses' points that are not their cases', one line each: a
+    point with no verified case of its op, device, implementation and shape at its threads, SMs
+    or batch, or whose figures are not the ones sweep_figures gives."""
+    out, index = [], sweep_index(verified.values())
+    an = doc["pairbench"]["analyses"]
+    for analysis in ("parallelism", "batch"):
+        for dev in ("cpu", "gpu"):
+            for i, e in enumerate(an.get(analysis, {}).get(dev, [])):
+                where = f"{analysis}/{dev}/{i} ({e['op']}/{e['impl']}/{e['shape']})"
+                axis = e["unit"]
+                cases = sweep_cases(index, dev, e)
+                if None in cases:
+                    missing = e["points"][cases.index(None)][axis]
+                    out.append(f"{where}: no verified case at {axis}={missing:g}")
+                    continue
+                for p, figures in zip(e["points"], sweep_figures(e, cases)):
+                    wrong = mismatched(figures, p)
+                    if wrong:
+                        out.append(f"{where}: at {axis}={p[axis]:g}: {wrong}")
     return out
 
 

@@ -510,3 +510,29 @@ def test_roofline_points_and_stream_entries_are_their_cases():
     assert (f"memory_bandwidth/gpu/add: {scale['name']} is no verified gpu STREAM add case"
             in found)
     assert len(found) == 6, found
+
+
+def test_the_parallelism_and_batch_sweeps_are_their_cases():
+    # The parallelism and batch charts draw these points: a made-up thread scaling passed.
+    doc = h100()
+    an = doc["pairbench"]["analyses"]
+    conv, _, stream, _ = an["parallelism"]["cpu"]
+    sms = an["parallelism"]["gpu"][0]
+    batch = an["batch"]["gpu"][0]
+    conv["points"][-1]["throughput"] *= 2  # as if 16 threads had done twice the work
+    stream["points"][1]["threads"] = 3  # no case ran at 3 threads
+    sms["points"][2]["efficiency"] = 1.0
+    batch["points"][0]["speedup"] = 2.0
+    found = validate_report.problems(doc)
+    def where(analysis, dev, i, e):
+        return f"{analysis}/{dev}/{i} ({e['op']}/{e['impl']}/{e['shape']})"
+    p = conv["points"][-1]
+    assert found[0].startswith(f"{where('parallelism', 'cpu', 0, conv)}: at threads="
+                               f"{p['threads']:g}: throughput {p['throughput']:.6g}, where its "
+                               "case gives "), found
+    assert found[1] == f"{where('parallelism', 'cpu', 2, stream)}: no verified case at threads=3"
+    assert found[2].startswith(f"{where('parallelism', 'gpu', 0, sms)}: at sms="
+                               f"{sms['points'][2]['sms']:g}: efficiency 1, where"), found
+    assert found[3] == (f"{where('batch', 'gpu', 0, batch)}: at batch="
+                        f"{batch['points'][0]['batch']:g}: speedup 2, where its case gives 1")
+    assert len(found) == 4, found

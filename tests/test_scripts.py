@@ -216,14 +216,19 @@ def retime(case, factor, keys=("median_s", "min_s", "mean_s", "stddev_s")):
 def resynced(doc):
     """doc's analyses as pairbench writes them from its cases: each speedup side's time and rates
     its case's, each speedup the CPU side's time over the GPU side's; the roofline points' and
-    STREAM entries' figures as validate_report gives them."""
+    STREAM entries' and parallelism and batch sweeps' figures as validate_report gives them."""
     import validate_report
     cases = {c["name"]: c for c in doc["pairbench"]["cases"]}
     an = doc["pairbench"]["analyses"]
     for r in an.get("roofline", {}).values():
         for p in r["points"]:
             p.update(validate_report.roofline_figures(cases[p["name"]], p, r.get("measured_gbs")))
+    index = validate_report.sweep_index(c for c in cases.values() if c["status"] == "ok")
     for dev in ("cpu", "gpu"):
+        for sweep in an["parallelism"][dev] + an["batch"][dev]:
+            points = validate_report.sweep_cases(index, dev, sweep)
+            for p, figures in zip(sweep["points"], validate_report.sweep_figures(sweep, points)):
+                p.update(figures)
         entries = an.get("memory_bandwidth", {}).get(dev, {}).get("stream", [])
         best = max((cases[k["name"]]["gbs"] for k in entries), default=0)
         for k in entries:
@@ -531,6 +536,13 @@ def test_compare_rejects_reports_with_no_case_in_common(quick_reports, tmp_path)
     # Another machine's cases, other names: each name renamed wherever the report gives it (the
     # cases, Google Benchmark's entries, the analyses), as that machine would have written them.
     other = json.loads(quick_reports[0].read_text().replace("dtype=", "variant=2,dtype="))
+    for c in other["pairbench"]["cases"]:  # the shapes the sweeps name them by, alike
+        shape = {}
+        for key, value in c["shape"].items():
+            if key == "dtype":
+                shape["variant"] = "2"
+            shape[key] = value
+        c["shape"] = shape
     r = run(COMPARE, quick_reports[0], write(tmp_path / "o.json", other))
     assert r.returncode == 2
     assert "no verified case in common" in r.stderr
