@@ -4,10 +4,11 @@ schema cannot say (no two cases of one name; each case's median among its repeti
 and its GFLOP/s, GB/s and samples/s its work over that median), every figure against its
 device's ceiling (context.ceilings; the peaks of older reports) and the machine probes too,
 metered energy and projected dollars against the figures they come from, and the speedups,
-roofline points, STREAM entries, parallelism and batch sweeps and epochs against what they are
-made of. Each problem is one line: where (the path, and the name of the case or entry it is in)
-and what.
+roofline points, STREAM entries, parallelism and batch sweeps, training steps and epochs against
+what they are made of. Each problem is one line: where (the path, and the name of the case or
+entry it is in) and what.
 Usage: validate_report.py REPORT... ; exit 0 valid, 1 invalid, 2 unreadable."""
+import collections
 import errno
 import importlib
 import json
@@ -377,7 +378,8 @@ def analysis_problems(doc):
     """Analyses that cannot be what they say, as one line each: a speedup side that names no
     verified case of its op on its device, or gives a time or a rate other than that case's; a
     speedup other than its CPU side's time over its GPU side's; roofline points, STREAM entries
-    and sweeps other than their cases' (roofline_problems, stream_problems, sweep_problems); and
+    and sweeps other than their cases' (roofline_problems, stream_problems, sweep_problems);
+    training steps no case gave (step_problems); and
     an epoch other than the images over the samples/s it names (the charts read these figures,
     not the cases)."""
     out = []
@@ -417,7 +419,7 @@ def analysis_problems(doc):
                 out.append(f"{where}: speedup {row['speedup']:.6g} is not the CPU's time over "
                            f"the GPU's ({expected:.6g})")
     out += (roofline_problems(doc, verified) + stream_problems(doc, verified)
-            + sweep_problems(doc, verified))
+            + sweep_problems(doc, verified) + step_problems(doc, verified))
     pr = an.get("projection", {})
     for dev, d in pr.get("devices", {}).items():
         for where, p in ((dev, d), (f"{dev}/end_to_end", d.get("end_to_end"))):
@@ -572,6 +574,50 @@ def sweep_problems(doc, verified):
                     wrong = mismatched(figures, p)
                     if wrong:
                         out.append(f"{where}: at {axis}={p[axis]:g}: {wrong}")
+    return out
+
+
+def step_problems(doc, verified):
+    """Training steps' samples/s that no verified case gave, one line each: the projection's
+    epoch per device (and end to end) and each entry of the batch_size series come from a
+    one-device training step of their device, model, implementation, dtype and batch
+    (reports/analyses.cpp); each data-parallel step of the scaling analysis names its case, over
+    its ranks, and gives its median as step_s and its samples/s."""
+    out, steps = [], collections.defaultdict(list)
+    for c in verified.values():
+        if c.get("role") == "training" and c["shape"].get("ranks", "1") == "1":
+            key = (c["device"], c["shape"].get("model"), c["impl"],
+                   float(c["shape"].get("batch", "nan")))
+            steps[key].append((c["dtype"], c.get("samples_per_s", 0)))
+    an = doc["pairbench"]["analyses"]
+    entries = []  # (where, device, entry)
+    for dev, d in an.get("projection", {}).get("devices", {}).items():
+        entries += [(f"projection/{dev}", dev, d)]
+        if d.get("end_to_end"):
+            entries += [(f"projection/{dev}/end_to_end", dev, d["end_to_end"])]
+    bs = an.get("batch_size", {})
+    for model, series in [(None, bs)] + sorted(bs.get("models", {}).items()):
+        for dev, points in series.get("devices", {}).items():
+            entries += [(f"batch_size{'/models/' + model if model else ''}/{dev}/{i}", dev, p)
+                        for i, p in enumerate(points)]
+    for where, dev, e in entries:
+        key = (dev, e.get("model"), e.get("impl"), float(e.get("batch", "nan")))
+        dtype = e.get("dtype")  # reports before the dtypes came in give none
+        if not any(math.isclose(e["samples_per_s"], x, rel_tol=1e-6)
+                   for t, x in steps[key] if dtype in (None, t)):
+            out.append(f"{where}: {e['samples_per_s']:.6g} samples/s, which no verified "
+                       f"{dev} training step of {e.get('model')}, {e.get('impl')}"
+                       f"{', ' + dtype if dtype else ''} at batch {e.get('batch')} gave")
+    for i, st in enumerate(an.get("scaling", {}).get("steps", [])):
+        case = verified.get(st["name"])
+        if case is None or case["shape"].get("ranks", "1") != str(st["ranks"]):
+            out.append(f"scaling/steps/{i}: {st['name']} is no verified case over "
+                       f"{st['ranks']} ranks")
+            continue
+        wrong = mismatched({"step_s": case["time"]["median_s"],
+                            "samples_per_s": case.get("samples_per_s", 0)}, st)
+        if wrong:
+            out.append(f"scaling/steps/{i} ({st['name']}): {wrong}")
     return out
 
 

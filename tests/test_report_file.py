@@ -536,3 +536,21 @@ def test_the_parallelism_and_batch_sweeps_are_their_cases():
     assert found[3] == (f"{where('batch', 'gpu', 0, batch)}: at batch="
                         f"{batch['points'][0]['batch']:g}: speedup 2, where its case gives 1")
     assert len(found) == 4, found
+
+
+def test_the_projection_and_batch_series_are_steps_that_ran():
+    # The headline: a GPU epoch of minutes, its samples/s and epoch consistent with each other,
+    # passed where no step ran that fast.
+    doc = h100()
+    an = doc["pairbench"]["analyses"]
+    pr = an["projection"]
+    gpu = pr["devices"]["gpu"]
+    gpu["samples_per_s"] *= 10
+    gpu["epoch_s"], gpu["epoch_h"] = gpu["epoch_s"] / 10, gpu["epoch_h"] / 10
+    gpu["training_h"] = pr["epochs"] * gpu["epoch_h"]
+    an["batch_size"]["devices"]["cpu"][0]["batch"] = 7  # no step ran at batch 7
+    assert validate_report.problems(doc) == [
+        f"projection/gpu: {gpu['samples_per_s']:.6g} samples/s, which no verified gpu training "
+        f"step of {gpu['model']}, {gpu['impl']}, {gpu['dtype']} at batch {gpu['batch']} gave",
+        f"batch_size/cpu/0: {an['batch_size']['devices']['cpu'][0]['samples_per_s']:.6g} "
+        f"samples/s, which no verified cpu training step of cnn, onednn, fp32 at batch 7 gave"]

@@ -76,11 +76,15 @@ def test_summary_and_batch_chart_show_the_projection(quick_reports, tmp_path):
     doc = json.loads(quick_reports[0].read_text())
     devices = doc["pairbench"]["analyses"]["projection"]["devices"]
     assert "cpu" in devices  # the quick suite trains its models on the CPU
-    def epoch(hours, **rest):  # a step whose epoch takes `hours`
-        return dict(devices["cpu"], samples_per_s=1281167 / (3600 * hours), epoch_s=3600 * hours,
-                    epoch_h=hours, training_h=90 * hours, **rest)
-    devices["gpu"] = epoch(0.25, impl="cudnn", dtype="fp32",
-                           end_to_end=epoch(0.5, impl="cudnn_h2d"))
+    cpu = next(c for c in doc["pairbench"]["cases"]  # the CPU's step; its twins, the GPU's
+               if c["device"] == "cpu" and c["status"] == "ok"
+               and c.get("samples_per_s") == devices["cpu"]["samples_per_s"])
+    def epoch(hours, impl, **rest):  # a GPU step whose epoch takes `hours`
+        sps = 1281167 / (3600 * hours)
+        gpu_twin(doc, cpu, impl, "fp32", sps / cpu["samples_per_s"])
+        return dict(devices["cpu"], samples_per_s=sps, epoch_s=3600 * hours, epoch_h=hours,
+                    training_h=90 * hours, impl=impl, dtype="fp32", **rest)
+    devices["gpu"] = epoch(0.25, "cudnn", end_to_end=epoch(0.5, "cudnn_h2d"))
     doc["context"]["machine_drift"] = {  # its CPU's speed moved under the run: said
         "threshold": 0.2, "probes": 8, "changed": True,
         "copy_gbs": {"min": 19.25, "max": 113.5, "spread": 0.83},
@@ -548,12 +552,32 @@ def test_compare_rejects_reports_with_no_case_in_common(quick_reports, tmp_path)
     assert "no verified case in common" in r.stderr
 
 
+def two_rank_step(doc, name, step_s):
+    """doc as a run over two ranks (mpirun -np 2) writes it, with the one-rank CPU training case
+    `name` run over both (batch per rank, its samples the global batch's) in step_s; the new
+    case's name."""
+    doc["context"]["ranks"] = {"size": 2, "launcher": "mpirun", "per_rank": [
+        {"host_name": doc["context"]["host_name"], "local_rank": r} for r in (0, 1)]}
+    case = copy.deepcopy(case_named(doc, name))
+    retime(case, step_s / case["time"]["median_s"])
+    case["flops"] *= 2
+    case["items"] *= 2
+    for key in ("gflops", "samples_per_s"):
+        case[key] *= 2
+    case["shape"] = {k: v for k, v in case["shape"].items() if k != "threads"}
+    case["shape"]["ranks"] = "2"
+    case["name"] = name.rsplit(",threads=", 1)[0] + ",ranks=2"
+    doc["pairbench"]["cases"].append(case)
+    return case["name"]
+
+
 def test_summary_says_the_data_parallel_steps_and_cluster_sizes(tmp_path):
     doc = json.loads(H100_SAMPLE.read_text())
+    step = two_rank_step(doc, "train/cpu/onednn/model=mlp,pass=train,batch=32,dtype=fp32,"
+                              "threads=16", 0.02)
     doc["pairbench"]["analyses"]["scaling"] = {
         "model": "ring", "steps": [
-            {"name": "train/cpu/onednn/model=mlp,pass=train,batch=32,dtype=fp32,ranks=2",
-             "device": "cpu", "impl": "onednn", "model": "mlp", "dtype": "fp32", "ranks": 2,
+            {"name": step, "device": "cpu", "impl": "onednn", "model": "mlp", "dtype": "fp32", "ranks": 2,
              "batch": 32, "global_batch": 64, "step_s": 0.02, "samples_per_s": 3200,
              "gradient_bytes": 7.4e6, "overlapped": False, "local_step_s": 0.014,
              "local_samples_per_s": 4571, "efficiency": 0.7, "reduce_s": 0.006,
@@ -569,6 +593,15 @@ def test_summary_says_the_data_parallel_steps_and_cluster_sizes(tmp_path):
             "the all-reduce (4571 samples/s); 1.05x the ring model") in summary
     assert "- cpu mlp on N devices at 2.0 GB/s busbw (--busbw), an epoch: 1: " in summary
     assert "1024: " in summary and "(60%)" in summary
+    # A step faster than its case, or naming a case of one rank: not what pairbench wrote.
+    import validate_report
+    steps = doc["pairbench"]["analyses"]["scaling"]["steps"]
+    steps[0]["samples_per_s"] *= 2
+    assert validate_report.problems(doc) == [
+        f"scaling/steps/0 ({step}): samples_per_s 6400, where its case gives 3200"]
+    steps[0]["name"] = "train/cpu/onednn/model=mlp,pass=train,batch=32,dtype=fp32,threads=16"
+    assert validate_report.problems(doc) == [
+        f"scaling/steps/0: {steps[0]['name']} is no verified case over 2 ranks"]
 
 
 @pytest.mark.parametrize("sample", ["quick-cpu-only.json", "quick-h100.json"])
