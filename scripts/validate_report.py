@@ -438,19 +438,29 @@ def analysis_problems(doc):
     return out
 
 
+def number(v, otherwise=math.nan):
+    """v as a float (a shape's value is text), or `otherwise` where it is none."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return otherwise
+
+
 def roofline_figures(case, point, memory_gbs):
     """The figures a roofline point of `case` has (reports/analyses.cpp, roofline): one rank's
     share of its GFLOP/s, its intensity (flops / min_bytes), and, where the point has a ceiling,
     its percentage of the attainable (the ceiling, or intensity x the memory's ceiling where that
     is lower and the case is not cache-resident; at most 100)."""
     gflops = case.get("gflops", 0) / float(case["shape"].get("ranks", "1"))
-    intensity = case.get("flops", 0) / case.get("min_bytes", math.inf)
+    moved = case.get("min_bytes", 0)
+    intensity = case.get("flops", 0) / moved if moved > 0 else math.inf
     out = {"gflops": gflops, "intensity": intensity}
     ceiling = point.get("ceiling_gflops")
-    if ceiling:
+    if ceiling:  # a positive number or null (the schema)
         attainable = (ceiling if point.get("cache_resident") or not memory_gbs
                       else min(ceiling, intensity * memory_gbs))
-        out["pct_of_attainable"] = min(100.0, 100.0 * gflops / attainable)
+        if attainable > 0:
+            out["pct_of_attainable"] = min(100.0, 100.0 * gflops / attainable)
     return out
 
 
@@ -458,10 +468,11 @@ def stream_figures(case, entry, best_gbs):
     """The figures a memory_bandwidth STREAM entry of `case` has (reports/analyses.cpp,
     memory_bandwidth): its case's GB/s, its percentage of the best kernel's, and its GB/s with the
     write-allocate traffic it counts."""
-    seconds = case["time"]["median_s"]
-    return {"gbs": case.get("gbs", 0), "pct_of_best": 100 * case.get("gbs", 0) / best_gbs,
-            "gbs_with_write_allocate": (case.get("min_bytes", 0)
-                                        + entry.get("write_allocate_bytes", 0)) / seconds / 1e9}
+    out = {"gbs": case.get("gbs", 0), "gbs_with_write_allocate": (
+        case.get("min_bytes", 0) + entry["write_allocate_bytes"]) / case["time"]["median_s"] / 1e9}
+    if best_gbs > 0:
+        out["pct_of_best"] = 100 * out["gbs"] / best_gbs
+    return out
 
 
 def mismatched(figures, record):
@@ -525,16 +536,11 @@ def sweep_index(cases):
     """cases by what a parallelism or batch sweep names each point's case with (reports/
     analyses.cpp, sweeps): (device, op, impl, the shape without the sweep's axis, the axis,
     its value)."""
-    def value(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
     index = {}
     for c in cases:
         for axis, v in c["shape"].items():
             rest = ",".join(f"{k}={x}" for k, x in c["shape"].items() if k != axis)
-            index[(c["device"], c["op"], c["impl"], rest, axis, value(v))] = c
+            index[(c["device"], c["op"], c["impl"], rest, axis, number(v, v))] = c
     return index
 
 
@@ -549,7 +555,8 @@ def sweep_figures(sweep, cases):
     over the first point's, and the efficiency (that speedup over the growth of the axis)."""
     axis, points = sweep["unit"], sweep["points"]
     base, base_at = throughput(cases[0]), points[0][axis]
-    return [{"throughput": throughput(c), "speedup": throughput(c) / base,
+    return [{"throughput": throughput(c)} if base <= 0 else
+            {"throughput": throughput(c), "speedup": throughput(c) / base,
              "efficiency": throughput(c) / base * base_at / p[axis]}
             for p, c in zip(points, cases)]
 
@@ -587,7 +594,7 @@ def step_problems(doc, verified):
     for c in verified.values():
         if c.get("role") == "training" and c["shape"].get("ranks", "1") == "1":
             key = (c["device"], c["shape"].get("model"), c["impl"],
-                   float(c["shape"].get("batch", "nan")))
+                   number(c["shape"].get("batch")))
             steps[key].append((c["dtype"], c.get("samples_per_s", 0)))
     an = doc["pairbench"]["analyses"]
     entries = []  # (where, device, entry)
@@ -601,13 +608,13 @@ def step_problems(doc, verified):
             entries += [(f"batch_size{'/models/' + model if model else ''}/{dev}/{i}", dev, p)
                         for i, p in enumerate(points)]
     for where, dev, e in entries:
-        key = (dev, e.get("model"), e.get("impl"), float(e.get("batch", "nan")))
+        key = (dev, e.get("model"), e.get("impl"), number(e["batch"]))
         dtype = e.get("dtype")  # reports before the dtypes came in give none
         if not any(math.isclose(e["samples_per_s"], x, rel_tol=1e-6)
                    for t, x in steps[key] if dtype in (None, t)):
             out.append(f"{where}: {e['samples_per_s']:.6g} samples/s, which no verified "
                        f"{dev} training step of {e.get('model')}, {e.get('impl')}"
-                       f"{', ' + dtype if dtype else ''} at batch {e.get('batch')} gave")
+                       f"{'' if dtype is None else f', {dtype}'} at batch {e['batch']} gave")
     for i, st in enumerate(an.get("scaling", {}).get("steps", [])):
         case = verified.get(st["name"])
         if case is None or case["shape"].get("ranks", "1") != str(st["ranks"]):
