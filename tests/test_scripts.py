@@ -249,7 +249,7 @@ def resynced(doc):
 
 
 def retime_in(doc, name, factor):
-    """doc's case `name` as retime makes it, its Google Benchmark entries and speedup rows
+    """doc's case `name` as retime makes it, its Google Benchmark entries and the analyses
     alike."""
     for c in doc["pairbench"]["cases"]:
         if c["name"] == name:
@@ -309,10 +309,17 @@ def failed_in(doc, name):
 
 def unmeasured(doc, name):
     """doc with no figure of case `name` left: its Google Benchmark entries, and its speedup rows,
-    roofline point and STREAM entry, gone (as a run where it did not verify writes them)."""
+    roofline point, STREAM entry and the sweeps it is a point of, gone (as a run where it did not
+    verify writes them)."""
+    import validate_report
     doc["benchmarks"] = [b for b in doc["benchmarks"]
                          if b["run_name"].removesuffix("/manual_time") != name]
     an = doc["pairbench"]["analyses"]
+    index = validate_report.sweep_index(doc["pairbench"]["cases"])
+    for analysis in ("parallelism", "batch"):
+        for dev, sweeps in an[analysis].items():
+            an[analysis][dev] = [s for s in sweeps if name not in (
+                c["name"] for c in validate_report.sweep_cases(index, dev, s) if c)]
     an["speedup"] = [r for r in an["speedup"]
                      if name not in (side["name"] for side in (r.get("cpu"), r.get("gpu")) if side)]
     for r in an.get("roofline", {}).values():
@@ -328,8 +335,8 @@ def test_compare_fails_a_case_that_failed_in_new_and_names_one_not_run(tmp_path)
     base = json.loads(CPU_SAMPLE.read_text())
     ok = [c["name"] for c in base["pairbench"]["cases"] if c["status"] == "ok"]
     new = failed_in(copy.deepcopy(base), ok[0])
-    new["pairbench"]["cases"] = [c for c in new["pairbench"]["cases"] if c["name"] != ok[1]]
     unmeasured(new, ok[1])
+    new["pairbench"]["cases"] = [c for c in new["pairbench"]["cases"] if c["name"] != ok[1]]
     path = write(tmp_path / "new.json", new)
     r = run(COMPARE, CPU_SAMPLE, path, "--fail-above", "1000")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -577,8 +584,8 @@ def test_summary_says_the_data_parallel_steps_and_cluster_sizes(tmp_path):
                               "threads=16", 0.02)
     doc["pairbench"]["analyses"]["scaling"] = {
         "model": "ring", "steps": [
-            {"name": step, "device": "cpu", "impl": "onednn", "model": "mlp", "dtype": "fp32", "ranks": 2,
-             "batch": 32, "global_batch": 64, "step_s": 0.02, "samples_per_s": 3200,
+            {"name": step, "device": "cpu", "impl": "onednn", "model": "mlp", "dtype": "fp32",
+             "ranks": 2, "batch": 32, "global_batch": 64, "step_s": 0.02, "samples_per_s": 3200,
              "gradient_bytes": 7.4e6, "overlapped": False, "local_step_s": 0.014,
              "local_samples_per_s": 4571, "efficiency": 0.7, "reduce_s": 0.006,
              "predicted_step_s": 0.019, "measured_over_predicted": 1.05}],
