@@ -5,6 +5,7 @@ compare.py flags an injected 20% regression, passes an unchanged
 report, fails a uniform 25% slowdown whose machine probes agree however much each run drifted,
 excuses one whose machine probes are as much slower, and rejects each bad input with one line
 and exit code 2."""
+import collections
 import copy
 import json
 import math
@@ -220,7 +221,8 @@ def retime(case, factor, keys=("median_s", "min_s", "mean_s", "stddev_s")):
 def resynced(doc):
     """doc's analyses as pairbench writes them from its cases: each speedup side's time and rates
     its case's, each speedup the CPU side's time over the GPU side's; the roofline points' and
-    STREAM entries' and parallelism and batch sweeps' figures as validate_report gives them."""
+    STREAM entries' and parallelism and batch sweeps' figures as validate_report gives them; the
+    training steps' (steps)."""
     import validate_report
     cases = {c["name"]: c for c in doc["pairbench"]["cases"]}
     an = doc["pairbench"]["analyses"]
@@ -237,6 +239,7 @@ def resynced(doc):
         best = max((cases[k["name"]]["gbs"] for k in entries), default=0)
         for k in entries:
             k.update(validate_report.stream_figures(cases[k["name"]], k, best))
+    steps(doc)
     for row in an["speedup"]:
         sides = [row.get(dev) for dev in ("cpu", "gpu")]
         for side in filter(None, sides):
@@ -245,6 +248,38 @@ def resynced(doc):
             side.update({k: case[k] for k in ("gflops", "gbs") if k in side and k in case})
         if all(sides) and "speedup" in row:
             row["speedup"] = sides[0]["time_s"] / sides[1]["time_s"]
+    return doc
+
+
+def steps(doc):
+    """doc's projection and batch series given the samples/s of the training steps they name
+    (the largest images of a step, as pairbench keeps), and the epochs, hours and dollars from
+    them."""
+    steps = collections.defaultdict(list)  # (device, model, impl, batch) -> its cases
+    for c in doc["pairbench"]["cases"]:
+        if c["status"] == "ok" and c.get("role") == "training" and "ranks" not in c["shape"]:
+            steps[(c["device"], c["shape"]["model"], c["impl"], int(c["shape"]["batch"]))].append(c)
+    def sps(dev, e):  # of the named dtype (any, in reports before dtypes), largest images first
+        cases = [c for c in steps[(dev, e["model"], e["impl"], int(e["batch"]))]
+                 if e.get("dtype") in (None, c["dtype"])]
+        return max(cases, key=lambda c: int(c["shape"].get("image", 0)))["samples_per_s"]
+    an = doc["pairbench"]["analyses"]
+    pr = an.get("projection", {})
+    for dev, d in pr.get("devices", {}).items():
+        for p in filter(None, (d, d.get("end_to_end"))):
+            p["samples_per_s"] = sps(dev, p)
+            p["epoch_s"] = pr["images"] / p["samples_per_s"]
+            p["epoch_h"] = p["epoch_s"] / 3600
+            if "training_h" in p:
+                p["training_h"] = pr["epochs"] * p["epoch_h"]
+            if "usd_per_hour" in p and "training_h" in p:
+                p["epoch_usd"] = p["usd_per_hour"] * p["epoch_h"]
+                p["training_usd"] = p["usd_per_hour"] * p["training_h"]
+    bs = an.get("batch_size", {})
+    for series in [bs] + list(bs.get("models", {}).values()):
+        for dev, points in series.get("devices", {}).items():
+            for p in points:
+                p["samples_per_s"] = sps(dev, p)
     return doc
 
 
